@@ -1,0 +1,124 @@
+"""The `xai-meter` command: serve, demo, simulate, check-config, example-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from daemon import __version__
+from daemon.config import ConfigError, Settings, example_toml, load
+from daemon.logs import configure
+
+CONFIG_ENV = "XAI_METER_CONFIG"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xai-meter",
+        description="Usage and cost metering relay for the xAI API. Point your SDK's base URL "
+                    "at http://127.0.0.1:8787/v1; metrics are on http://127.0.0.1:9787/metrics.")
+    parser.add_argument("--version", action="version", version=f"xai-meter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", metavar="FILE", default=os.environ.get(CONFIG_ENV),
+                       help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the relay and the admin listener"))
+    serve.add_argument("--port", type=int, help="relay port (overrides relay.port)")
+    serve.add_argument("--admin-port", type=int, help="admin port (overrides admin.port)")
+    serve.add_argument("--upstream", metavar="URL",
+                       help="upstream base URL (overrides upstream.base_url)")
+    serve.add_argument("--ledger", metavar="FILE", help="ledger file (overrides ledger.path)")
+
+    demo = sub.add_parser("demo", help="simulator + daemon + a burst of traffic, no key needed")
+    demo.add_argument("--ledger", metavar="FILE", default="xai-meter-demo.db",
+                      help="ledger file for the demo (default: %(default)s)")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="keep simulator and daemon up afterwards (Ctrl-C to stop)")
+
+    sim = sub.add_parser("simulate", help="run the built-in fake of the xAI API")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8788)
+
+    check = sub.add_parser("check-config", help="check a config file and show the result")
+    check.add_argument("file", metavar="FILE")
+
+    sub.add_parser("example-config", help="print a commented config with every default")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load(args.config)
+    overrides = {key: value for key, value in (
+        ("relay.port", getattr(args, "port", None)),
+        ("admin.port", getattr(args, "admin_port", None)),
+        ("upstream.base_url", getattr(args, "upstream", None)),
+        ("ledger.path", getattr(args, "ledger", None)),
+    ) if value is not None}
+    return settings.replace(**overrides) if overrides else settings
+
+
+def _forced_api_key(settings: Settings) -> str | None:
+    env = settings["auth.api_key_env"]
+    if not env:
+        return None
+    key = os.environ.get(env)
+    if not key:
+        raise ConfigError(f"auth.api_key_env = {env!r}, but ${env} is not set or empty. "
+                          f"Fix: export {env}=<your key>, or set auth.api_key_env = \"\".")
+    return key
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+    if args.command is None:
+        args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+    try:
+        if command == "serve":
+            settings = _settings(args)
+            configure(settings["log.level"], settings["log.format"])
+            api_key = _forced_api_key(settings)
+            _run(_serve(settings, api_key))
+        elif command == "check-config":
+            settings = load(args.file)
+            for key, value in settings.values.items():
+                print(f"{key} = {value!r}")
+            print(f"{args.file}: OK")
+        elif command == "example-config":
+            sys.stdout.write(example_toml())
+        elif command == "simulate":
+            configure("info", "auto")
+            from daemon import simulator
+            simulator.run(args.host, args.port)
+        elif command == "demo":
+            configure("warning", "console" if sys.stderr.isatty() else "json")
+            from daemon.demo import run_demo
+            _run(run_demo(args.ledger, keep_running=args.keep_running))
+    except ConfigError as exc:
+        print(f"xai-meter: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _serve(settings: Settings, api_key: str | None) -> None:
+    from daemon.app import serve
+    await serve(settings, api_key=api_key)
+
+
+def _run(coro: object) -> None:
+    """asyncio.run with uvloop when it is installed (it is a dependency; faster I/O)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(coro)  # type: ignore[arg-type]
+    else:
+        uvloop.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,279 @@
+"""Settings: one declarative table, read from TOML into frozen, typed values.
+
+Every setting is declared once in `SETTINGS` (key, default, type, help). The example config,
+`xai-meter check-config` and the docs test are all derived from that table, so none can go stale.
+A bad file fails at start with a `ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str  # dotted: "relay.port"
+    default: Any
+    help: str
+    check: Callable[[str, Any], Any]  # returns the typed value or raises ConfigError
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(
+                f"{key} = {value!r}: expected a whole number from {lo} to {hi}. "
+                f"Fix: set {key} to such a number, or remove it to use the default."
+            )
+        return value
+
+    return check
+
+
+def _positive_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(
+            f"{key} = {value!r}: expected a number of seconds greater than 0. "
+            f"Fix: set {key} = 30 (for example)."
+        )
+    return float(value)
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} = {value!r}: expected a string. Fix: quote it, {key} = \"...\".")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} = {value!r}: expected true or false (TOML booleans, unquoted).")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(
+                f"{key} = {value!r}: expected one of {', '.join(repr(c) for c in choices)}."
+            )
+        return str(value)
+
+    return check
+
+
+def _host(key: str, value: Any) -> str:
+    value = _str(key, value)
+    if not value or any(c.isspace() for c in value):
+        raise ConfigError(f"{key} = {value!r}: expected a host name or IP address like 127.0.0.1.")
+    return value
+
+
+def _base_url(key: str, value: Any) -> str:
+    value = _str(key, value)
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"{key} = {value!r}: expected an http(s) URL with a host, like \"https://api.x.ai\". "
+            f"Fix: give the upstream's base URL without the /v1 path."
+        )
+    if url.path not in ("", "/") or url.query_string or url.fragment:
+        raise ConfigError(
+            f"{key} = {value!r}: give only scheme, host and port (the relay keeps the request's "
+            f"own path). Fix: {key} = \"{url.origin()}\"."
+        )
+    return str(url.origin())
+
+
+def _env_name(key: str, value: Any) -> str:
+    value = _str(key, value)
+    if value and not value.replace("_", "a").isalnum():
+        raise ConfigError(
+            f"{key} = {value!r}: expected the *name* of an environment variable (like "
+            f"\"XAI_API_KEY\"), not a key. Fix: export the key in that variable and name it here."
+        )
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("relay.host", "127.0.0.1", "Address the relay listens on. Apps set their base URL to "
+            "http://HOST:PORT/v1. Keep it on loopback unless you mean to share it.", _host),
+    Setting("relay.port", 8787, "Port of the relay listener.", _int_in(0, 65535)),
+    Setting("admin.host", "127.0.0.1", "Address of the admin listener (/metrics, /healthz, "
+            "/readyz).", _host),
+    Setting("admin.port", 9787, "Port of the admin listener.", _int_in(0, 65535)),
+    Setting("upstream.base_url", "https://api.x.ai", "Where calls under /v1/ are forwarded: "
+            "scheme, host and port only.", _base_url),
+    Setting("upstream.connect_timeout", 10.0, "Seconds to wait for a connection to the upstream "
+            "before answering 502.", _positive_float),
+    Setting("upstream.read_timeout", 600.0, "Seconds the upstream may stay silent (before its "
+            "headers, or between two chunks) before the call is ended with 504.", _positive_float),
+    Setting("upstream.max_connections", 256, "Keep-alive connection pool size to the upstream.",
+            _int_in(1, 100000)),
+    Setting("auth.api_key_env", "", "Name of an environment variable holding an API key that "
+            "the daemon adds to calls that carry none. Empty: the app's own key passes through "
+            "and calls without one go upstream as they are.", _env_name),
+    Setting("ledger.path", "xai-meter.db", "SQLite file of the ledger (created if missing).",
+            _str),
+    Setting("ledger.batch_size", 500, "Most rows written in one transaction.",
+            _int_in(1, 100000)),
+    Setting("metrics.max_models", 50, "Distinct model label values before further unknown "
+            "models are counted as \"other\" (keeps Prometheus series bounded).",
+            _int_in(1, 10000)),
+    Setting("log.level", "info", "Log level: debug, info, warning or error.",
+            _choice("debug", "info", "warning", "error")),
+    Setting("log.format", "auto", "auto (console on a TTY, JSON otherwise), json or console.",
+            _choice("auto", "json", "console")),
+    Setting("log.calls", True, "Write one log line per relayed call (at info level).", _bool),
+    Setting("shutdown.grace_period", 30.0, "Seconds SIGTERM/SIGINT waits for calls in flight "
+            "before ending them (each is still recorded) and flushing the ledger.",
+            _positive_float),
+)
+
+SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The daemon's settings; `values` maps every dotted key to its typed value."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def relay_host(self) -> str:
+        return str(self.values["relay.host"])
+
+    @property
+    def relay_port(self) -> int:
+        return int(self.values["relay.port"])
+
+    @property
+    def admin_host(self) -> str:
+        return str(self.values["admin.host"])
+
+    @property
+    def admin_port(self) -> int:
+        return int(self.values["admin.port"])
+
+    @property
+    def upstream_url(self) -> URL:
+        return URL(self.values["upstream.base_url"])
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with some dotted keys changed (``replace(**{"relay.port": 0})``), checked."""
+        return from_mapping(_nest({**self.values, **overrides}), source=self.source)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for nested tables; a table that is itself a setting stays whole."""
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping) and key not in SETTINGS_BY_KEY:
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def from_mapping(table: Mapping[str, Any], source: str | None = None) -> Settings:
+    """Check a parsed TOML table against `SETTINGS`; unknown keys are errors, with a suggestion."""
+    values = {s.key: s.default for s in SETTINGS}
+    for key, value in _flatten(table).items():
+        setting = SETTINGS_BY_KEY.get(key)
+        if setting is None:
+            close = difflib.get_close_matches(key, SETTINGS_BY_KEY, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ConfigError(
+                f"{key}: no such setting.{hint} Fix: remove it or correct its name "
+                f"(config.example.toml lists every setting)."
+            )
+        values[key] = setting.check(key, value)
+    return Settings(values=values, source=source)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the config file at `path`; with no path, use the defaults (zero config)."""
+    if path is None:
+        return from_mapping({})
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist. Fix: create it from "
+                          f"config.example.toml, or leave out --config.") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc.strerror}.") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}.") from None
+    return from_mapping(table, source=str(p))
+
+
+def example_toml() -> str:
+    """The commented example config, generated from `SETTINGS` (config.example.toml)."""
+    lines = [
+        "# xai-meter configuration. Every setting is shown with its default; all are optional.",
+        "# Run `xai-meter serve --config this-file.toml`; `xai-meter check-config FILE` checks one.",
+    ]
+    section = None
+    for s in SETTINGS:
+        head, name = s.key.rsplit(".", 1)
+        if head != section:
+            lines += ["", f"[{head}]"]
+            section = head
+        for chunk in _wrap(s.help):
+            lines.append(f"# {chunk}")
+        lines.append(f"{name} = {_toml_value(s.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    if line:
+        lines.append(line)
+    return lines

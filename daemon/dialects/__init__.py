@@ -1,0 +1,259 @@
+"""Dialect parsers: one small module per API dialect, each an incremental tap on the response.
+
+A `Dialect` inspects the request body (model, stream flags) and makes a `Tap` for the response.
+A tap is fed every body chunk at any boundary and never alters the bytes it is given, except a
+tap whose `filters` is true: it returns the bytes to forward instead (used only to remove the
+usage chunk that the relay itself asked for). `finish()` is called once when the body ends, and
+writes the normalized usage, model, fingerprint and ids into the record.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from daemon.record import CallRecord, Unmetered
+
+Clock = Callable[[], float]
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # bodies kept for parsing; larger ones are relayed unmetered
+
+
+class Tap:
+    """Observes a response body. The base class observes nothing (endpoints without usage)."""
+
+    filters = False
+
+    def __init__(self, record: CallRecord, clock: Clock) -> None:
+        self.record = record
+        self.clock = clock
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """Take one chunk; return None to forward it as-is, or (filters only) what to forward."""
+        return None
+
+    def abandon(self) -> bytes | None:
+        """The tap failed: return any bytes it holds back so the relay can still forward them."""
+        return None
+
+    def finish(self, complete: bool) -> bytes | None:
+        """The body ended (``complete`` false when cut short); return held bytes, if any."""
+        return None
+
+    def mark_first_token(self) -> None:
+        if self.record.ttft_ms is None:
+            self.record.ttft_ms = (self.clock() - self.record.t0) * 1000.0
+
+
+class Dialect:
+    """Knows one endpoint's request and response shapes. The base class knows none."""
+
+    def __init__(self, endpoint: str, billable: bool = False) -> None:
+        self.endpoint = endpoint
+        self.billable = billable
+
+    def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
+        """Read what the request says (model, stream); return a replacement body or None."""
+        return None
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        """The tap for this response; `encoding` is its Content-Encoding (already checked)."""
+        return Tap(record, clock)
+
+
+# --- shared pieces for the dialect modules -------------------------------------------------
+
+def loads_object(data: bytes) -> dict[str, Any] | None:
+    """Parse JSON; None unless it is an object."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def as_int(value: Any) -> int:
+    """A token count from JSON: ints (and integral floats) only, never negative; else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value.is_integer():
+        return max(int(value), 0)
+    return 0
+
+
+def opt_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def sub(obj: Any, key: str) -> dict[str, Any]:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def opt_str(value: Any, limit: int = 200) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+# SSE: an event ends at a blank line; lines end in \n, \r\n (or, rarely, \r).
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\n\n|\n\r\n|\r\r")
+
+
+def sse_data(event: bytes) -> bytes:
+    """The data of one raw SSE event: its ``data:`` lines joined by newlines."""
+    parts = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts)
+
+
+def sse_event_name(event: bytes) -> bytes | None:
+    for line in event.splitlines():
+        if line.startswith(b"event:"):
+            return line[6:].strip()
+    return None
+
+
+class Decoder:
+    """Undoes the upstream's Content-Encoding for the parser only; the client gets raw bytes."""
+
+    def __init__(self, encoding: str) -> None:
+        self._obj: Any = _decompressor(encoding)
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._obj is None:
+            return data
+        out: bytes = self._obj.decompress(data)
+        return out
+
+
+def _decompressor(encoding: str) -> Any:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS + 32)  # zlib or gzip header, auto-detected
+    if encoding == "br" and _brotli is not None:
+        return _brotli.Decompressor()
+    raise ValueError(f"unsupported content-encoding {encoding!r}")
+
+
+try:  # optional: aiohttp[speedups] brings Brotli
+    import brotli as _brotli
+except ImportError:  # pragma: no cover - depends on the environment
+    _brotli = None
+
+DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"} | ({"br"} if _brotli else set()))
+
+
+class BodyTap(Tap):
+    """Keeps a (non-streamed) body to parse once it is complete; subclasses parse it."""
+
+    def __init__(self, record: CallRecord, clock: Clock, encoding: str = "") -> None:
+        super().__init__(record, clock)
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._encoding = encoding
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        self._size += len(chunk)
+        if self._size <= MAX_BODY_BYTES:
+            self._parts.append(chunk)
+        elif self._parts:
+            self._parts = []
+            self.record.mark_unmetered(Unmetered.TOO_LARGE)
+        return None
+
+    def finish(self, complete: bool) -> bytes | None:
+        if self.record.unmetered_reason is not None:
+            return None
+        if not complete:
+            if self.record.billable and _ok(self.record):
+                self.record.mark_unmetered(Unmetered.INCOMPLETE)
+            return None
+        body = b"".join(self._parts)
+        self._parts = []
+        try:
+            body = Decoder(self._encoding)(body) if self._encoding else body
+        except (ValueError, zlib.error):
+            self.record.mark_unmetered(Unmetered.ENCODING)
+            return None
+        self.parse(body)
+        return None
+
+    def parse(self, body: bytes) -> None:
+        raise NotImplementedError
+
+
+class EventTap(Tap):
+    """Splits an SSE body into events at any chunk boundary; subclasses read the events.
+
+    In filter mode, `keep(event)` decides per complete event whether the client gets it, and
+    a partial event is held until its end arrives.
+    """
+
+    def __init__(self, record: CallRecord, clock: Clock, encoding: str = "",
+                 filtering: bool = False) -> None:
+        super().__init__(record, clock)
+        self._buf = bytearray()
+        self._scan_from = 0
+        self._decode = Decoder(encoding) if encoding else None
+        self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        data = self._decode(chunk) if self._decode else chunk
+        buf = self._buf
+        buf += data
+        start = 0
+        kept: list[bytes] = []
+        while True:
+            m = _EVENT_END.search(buf, max(self._scan_from, start))
+            if m is None:
+                break
+            event = bytes(buf[start:m.end()])
+            start = m.end()
+            if self.on_event(event) or not self.filters:
+                kept.append(event)
+        if start:
+            del buf[:start]
+        self._scan_from = max(len(buf) - 3, 0)
+        if self.filters:
+            return b"".join(kept)
+        return None
+
+    def abandon(self) -> bytes | None:
+        return bytes(self._buf) if self.filters else None
+
+    def finish(self, complete: bool) -> bytes | None:
+        rest = bytes(self._buf)
+        self._buf.clear()
+        keep = self.on_event(rest) if rest.strip() else True  # a last event without its blank line
+        self.end_of_stream(complete)
+        return rest if self.filters and keep else None
+
+    def on_event(self, event: bytes) -> bool:
+        """Read one raw event; return False to drop it from the client's stream (filters only)."""
+        return True
+
+    def end_of_stream(self, complete: bool) -> None:
+        """All events were read."""
+
+
+def _ok(record: CallRecord) -> bool:
+    return record.status is not None and 200 <= record.status < 300

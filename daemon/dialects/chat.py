@@ -1,0 +1,168 @@
+"""Chat completions (`POST /v1/chat/completions`), streamed or not.
+
+xAI puts reasoning tokens *outside* `completion_tokens` (total = prompt + completion + reasoning);
+OpenAI puts them inside (total = prompt + completion). `chat_usage` tells the two apart by the
+total, so `Usage.output_tokens` is billable output including reasoning either way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from daemon.dialects import (
+    BodyTap,
+    Clock,
+    Dialect,
+    EventTap,
+    Tap,
+    as_int,
+    loads_object,
+    opt_int,
+    opt_str,
+    sse_data,
+    sub,
+)
+from daemon.record import CallRecord, Unmetered, Usage
+
+_FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
+
+
+def chat_usage(u: dict[str, Any]) -> Usage:
+    """Normalize a chat-completions `usage` object (xAI's or OpenAI's)."""
+    prompt = as_int(u.get("prompt_tokens"))
+    completion = as_int(u.get("completion_tokens"))
+    prompt_details = sub(u, "prompt_tokens_details")
+    completion_details = sub(u, "completion_tokens_details")
+    reasoning = as_int(completion_details.get("reasoning_tokens"))
+    total = opt_int(u.get("total_tokens"))
+    # xAI: reasoning outside completion_tokens; add it only when the total proves it.
+    outside = reasoning > 0 and total == prompt + completion + reasoning
+    output = completion + reasoning if outside else completion
+    return Usage(
+        input_tokens=prompt,
+        cached_input_tokens=min(as_int(prompt_details.get("cached_tokens")), prompt),
+        output_tokens=output,
+        reasoning_tokens=min(reasoning, output),
+        image_input_tokens=as_int(prompt_details.get("image_tokens")),
+        sources=as_int(u.get("num_sources_used")),
+        reported_cost_ticks=opt_int(u.get("cost_in_usd_ticks")),
+    )
+
+
+def read_chat_completion(record: CallRecord, obj: dict[str, Any]) -> None:
+    """Fill the record from one chat completion object (or a stream chunk)."""
+    if record.model is None:
+        record.model = opt_str(obj.get("model"))
+    fingerprint = opt_str(obj.get("system_fingerprint"))
+    if fingerprint:
+        record.fingerprint = fingerprint
+    if record.response_id is None:
+        record.response_id = opt_str(obj.get("id"))
+    tier = opt_str(obj.get("service_tier"))
+    if tier:
+        record.service_tier = tier
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        record.usage = chat_usage(usage)
+
+
+def read_error(record: CallRecord, obj: dict[str, Any]) -> None:
+    """Keep the upstream's error code (not its message, which may quote part of a key)."""
+    code = obj.get("code")
+    if not isinstance(code, str):
+        error = obj.get("error")
+        code = error.get("type") or error.get("code") if isinstance(error, dict) else None
+    record.error_detail = opt_str(code, 120)
+
+
+class ChatBody(BodyTap):
+    def parse(self, body: bytes) -> None:
+        record = self.record
+        obj = loads_object(body)
+        ok = record.status is not None and 200 <= record.status < 300
+        if obj is None:
+            if ok and record.billable:
+                record.mark_unmetered(Unmetered.MALFORMED)
+            return
+        if not ok:
+            read_error(record, obj)
+            return
+        if record.deferred and "request_id" in obj and "choices" not in obj:
+            record.response_id = opt_str(obj.get("request_id"))
+            return
+        read_chat_completion(record, obj)
+        if record.usage is None and record.billable:
+            record.mark_unmetered(Unmetered.NO_USAGE)
+
+
+class ChatStream(EventTap):
+    """Reads the first chunk (model, id, fingerprint) and any chunk carrying usage."""
+
+    def __init__(self, record: CallRecord, clock: Clock, encoding: str, filtering: bool) -> None:
+        super().__init__(record, clock, encoding, filtering)
+        self._seen_first = False
+        self._malformed = False
+
+    def on_event(self, event: bytes) -> bool:
+        data = sse_data(event)
+        if not data or data == b"[DONE]":
+            return True
+        record = self.record
+        if record.ttft_ms is None and _FIRST_TOKEN.search(data):
+            self.mark_first_token()
+        if self._seen_first and b'"usage"' not in data:
+            return True
+        obj = loads_object(data)
+        if obj is None:
+            self._malformed = True
+            return True
+        self._seen_first = True
+        read_chat_completion(record, obj)
+        # The usage-only chunk that exists only because the relay asked for it.
+        return not (self.filters and obj.get("choices") == [] and "usage" in obj)
+
+    def end_of_stream(self, complete: bool) -> None:
+        record = self.record
+        ok = record.status is not None and 200 <= record.status < 300
+        if record.usage is None and record.billable and ok:
+            if not complete:
+                record.mark_unmetered(Unmetered.INCOMPLETE)
+            else:
+                record.mark_unmetered(Unmetered.MALFORMED if self._malformed else Unmetered.NO_USAGE)
+
+
+class ChatDialect(Dialect):
+    def __init__(self) -> None:
+        super().__init__("chat.completions", billable=True)
+
+    def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
+        obj = loads_object(body)
+        if obj is None:
+            return None
+        record.requested_model = opt_str(obj.get("model"))
+        record.stream = obj.get("stream") is True
+        record.deferred = obj.get("deferred") is True
+        record.billable = not record.deferred  # a deferred request is billed when its result comes
+        if not record.stream:
+            return None
+        options = obj.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return None
+        record.usage_injected = True
+        if options is None and "stream_options" not in obj:
+            # Insert at the front so every byte the client sent stays as it was.
+            start = body.index(b"{") + 1
+            return body[:start] + _INCLUDE_USAGE + body[start:]
+        obj["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                 "include_usage": True}
+        return orjson.dumps(obj)
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        if content_type.startswith("text/event-stream"):
+            return ChatStream(record, clock, encoding, filtering=record.usage_injected)
+        return ChatBody(record, clock, encoding)

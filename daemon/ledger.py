@@ -1,0 +1,251 @@
+"""The ledger: SQLite, one row per relayed call, written by one thread in batches.
+
+The hot path only calls `submit(record)` (a queue put). A background task takes what is queued,
+and the one writer thread (which owns the write connection, as datasette's `_execute_writes`
+does) inserts it in one transaction. Schema changes are named, ordered migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from daemon.record import CallRecord
+
+log = structlog.get_logger("xai_meter.ledger")
+T = TypeVar("T")
+
+CALL_COLUMNS: dict[str, type] = {
+    "id": str,
+    "started_at": float,
+    "provider": str,
+    "endpoint": str,
+    "method": str,
+    "path": str,
+    "status": int,
+    "stream": int,
+    "deferred": int,
+    "requested_model": str,
+    "model": str,
+    "input_tokens": int,
+    "cached_input_tokens": int,
+    "cache_write_tokens": int,
+    "output_tokens": int,
+    "reasoning_tokens": int,
+    "image_input_tokens": int,
+    "images": int,
+    "sources": int,
+    "server_tool_calls": int,
+    "reported_cost_ticks": int,
+    "computed_cost_ticks": int,
+    "cost_ticks": int,
+    "cost_source": str,
+    "price_id": int,
+    "fingerprint": str,
+    "service_tier": str,
+    "response_id": str,
+    "request_id": str,
+    "duration_ms": float,
+    "upstream_ms": float,
+    "ttft_ms": float,
+    "error": str,
+    "error_detail": str,
+    "key_id": str,
+    "app": str,
+    "metered": int,
+    "unmetered_reason": str,
+}
+
+
+# --- migrations: named, ordered, each applied once ------------------------------------------
+
+def m001_calls(db: sqlite_utils.Database) -> None:
+    db["calls"].create(CALL_COLUMNS, pk="id")  # type: ignore[union-attr]
+    db["calls"].create_index(["started_at"])  # type: ignore[union-attr]
+    db["calls"].create_index(["model", "started_at"])  # type: ignore[union-attr]
+    db["calls"].create_index(["response_id"])  # type: ignore[union-attr]
+
+
+def m002_meta(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_calls, m002_meta]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    db.execute("create table if not exists _migrations (name text primary key, applied_at real)")
+    done = {row[0] for row in db.execute("select name from _migrations").fetchall()}
+    applied = []
+    for migration in MIGRATIONS:
+        name = migration.__name__
+        if name in done:
+            continue
+        with db.conn:
+            migration(db)
+            db.execute("insert into _migrations (name, applied_at) values (?, ?)",
+                       [name, time.time()])
+        applied.append(name)
+    return applied
+
+
+def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite_utils.Database:
+    """A connection with the settings every user of the ledger needs."""
+    if readonly:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn.execute("pragma busy_timeout = 5000")
+    db = sqlite_utils.Database(conn)
+    if not readonly:
+        db.enable_wal()
+        conn.execute("pragma synchronous = normal")
+    return db
+
+
+_INSERT = (f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
+           f"values ({', '.join('?' for _ in CALL_COLUMNS)})")
+
+
+class Ledger:
+    """Owns the write connection (in its one thread) and the queue that feeds it."""
+
+    def __init__(self, path: str | os.PathLike[str], *, batch_size: int = 500,
+                 on_written: Callable[[int], None] | None = None,
+                 on_error: Callable[[], None] | None = None,
+                 retry_wait: Any = None) -> None:
+        self.path = str(path)
+        self.batch_size = batch_size
+        self._queue: asyncio.Queue[CallRecord | None] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
+        self._db: sqlite_utils.Database | None = None
+        self._on_written = on_written or (lambda n: None)
+        self._on_error = on_error or (lambda: None)
+        self._retry_wait = retry_wait or wait_exponential_jitter(initial=0.05, max=2.0)
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.run_in_writer(self._open)
+
+    def _open(self) -> None:
+        self._db = open_database(self.path)
+        applied = migrate(self._db)
+        if applied:
+            log.info("ledger_migrated", path=self.path, applied=applied)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+
+    async def close(self) -> None:
+        """Write everything queued, then close the connection. Nothing queued is dropped."""
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+        if self._db is not None:
+            await self.run_in_writer(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    # --- the hot path ---------------------------------------------------------------------
+
+    def submit(self, record: CallRecord) -> None:
+        self._idle.clear()
+        self._queue.put_nowait(record)
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def drained(self) -> None:
+        """Wait until every submitted record is written (tests await this, never sleep)."""
+        await self._idle.wait()
+
+    # --- the writer -----------------------------------------------------------------------
+
+    async def run_in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the writer thread, the one place the write connection lives."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def db(self) -> sqlite_utils.Database:
+        """The write connection; only for functions run through `run_in_writer`."""
+        if self._db is None:
+            raise RuntimeError("ledger is not open")
+        return self._db
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            batch: list[CallRecord] = []
+            if item is None:
+                stopping = True
+            else:
+                batch.append(item)
+            while len(batch) < self.batch_size and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                else:
+                    batch.append(nxt)
+            if batch:
+                await self._write(batch)
+            if self._queue.empty():
+                self._idle.set()
+
+    async def _write(self, batch: list[CallRecord]) -> None:
+        try:
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(sqlite3.Error),
+                    stop=stop_after_attempt(5), wait=self._retry_wait, reraise=True):
+                with attempt:
+                    try:
+                        await self.run_in_writer(self._insert, batch)
+                    except sqlite3.Error:
+                        self._on_error()
+                        raise
+        except sqlite3.Error as exc:
+            log.error("ledger_write_failed", rows=len(batch), error=str(exc),
+                      ids=[r.id for r in batch[:20]])
+        else:
+            self._on_written(len(batch))
+
+    def _insert(self, batch: list[CallRecord]) -> None:
+        db = self.db()
+        rows = [tuple(row[c] for c in CALL_COLUMNS) for row in map(CallRecord.as_row, batch)]
+        with db.conn:
+            db.conn.executemany(_INSERT, rows)
+
+
+def ensure_salt(db: sqlite_utils.Database) -> bytes:
+    """The per-ledger salt for key ids, made on first start and kept in `meta`."""
+    row = db.execute("select value from meta where key = 'key_salt'").fetchone()
+    if row:
+        return bytes.fromhex(row[0])
+    salt = secrets.token_bytes(16)
+    with db.conn:
+        db.execute("insert or ignore into meta (key, value) values ('key_salt', ?)", [salt.hex()])
+    row = db.execute("select value from meta where key = 'key_salt'").fetchone()
+    return bytes.fromhex(row[0])

@@ -1,0 +1,190 @@
+"""The one object that flows through the daemon: a relayed call, from request headers to its end.
+
+A `CallRecord` is born when the request headers arrive and moves through these stages, in order;
+every call passes each stage at most once and ends in exactly one of `finished` or `failed`:
+
+1. ``created``          request line and headers read: id, times, method, path, endpoint,
+                        provider, key_id, app
+2. ``request``          body read: requested_model, stream, deferred (the dialect inspects it)
+3. ``response_headers`` upstream answered: status, upstream_ms, request_id
+4. ``chunk``            each body chunk tees into the dialect tap: model, fingerprint, response_id,
+                        usage, ttft_ms
+5. ``finished``         the body reached the client in full (whatever the HTTP status), or
+   ``failed``           anything else: upstream unreachable or timed out, stream cut, client gone,
+                        daemon shutdown. ``error`` says which.
+
+After its ending the record is handed, once, to the sinks (see `daemon.meter`), which price it,
+count it, log it and queue it for the ledger. Sinks read it; only pricing writes cost fields.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Stage(enum.IntEnum):
+    CREATED = 1
+    REQUEST = 2
+    RESPONSE_HEADERS = 3
+    CHUNK = 4
+    FINISHED = 5
+    FAILED = 6
+
+
+class CallError(str, enum.Enum):
+    """Why a call did not finish normally; stored in `calls.error`."""
+
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_STREAM_CUT = "upstream_stream_cut"
+    CLIENT_DISCONNECT = "client_disconnect"
+    SHUTDOWN = "shutdown"
+    CANCELLED = "cancelled"
+    RELAY_ERROR = "relay_error"
+    HTTP_ERROR = "http_error"  # upstream answered 4xx/5xx; the body was relayed in full
+
+
+class Unmetered(str, enum.Enum):
+    """Why usage could not be read from a call that should carry it."""
+
+    NO_USAGE = "no_usage"
+    MALFORMED = "malformed"
+    PARSER_ERROR = "parser_error"
+    ENCODING = "encoding"
+    TOO_LARGE = "too_large"
+    INCOMPLETE = "incomplete"
+
+
+def new_call_id() -> str:
+    """A sortable, unique id: 12 hex digits of milliseconds, then 8 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(4).hex()}"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Usage in one normalized shape, whatever the dialect.
+
+    ``output_tokens`` is billable output *including* reasoning; ``reasoning_tokens`` and
+    ``cached_input_tokens`` are subsets of ``output_tokens`` and ``input_tokens``.
+    """
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    image_input_tokens: int = 0
+    images: int = 0
+    sources: int = 0
+    server_tool_calls: dict[str, int] = field(default_factory=dict)
+    reported_cost_ticks: int | None = None
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Everything known about one relayed call. See the module docstring for its stages."""
+
+    id: str
+    started_at: float  # wall clock, epoch seconds
+    t0: float  # monotonic start, for durations
+    provider: str
+    endpoint: str
+    method: str
+    path: str
+    stage: Stage = Stage.CREATED
+    key_id: str | None = None
+    app: str | None = None
+    stream: bool = False
+    deferred: bool = False
+    usage_injected: bool = False  # the relay added stream_options.include_usage
+    requested_model: str | None = None
+    model: str | None = None
+    status: int | None = None
+    response_id: str | None = None
+    request_id: str | None = None  # upstream x-request-id, when it sends one
+    fingerprint: str | None = None
+    service_tier: str | None = None
+    usage: Usage | None = None
+    billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
+    unmetered_reason: Unmetered | None = None
+    error: CallError | None = None
+    error_detail: str | None = None
+    upstream_ms: float | None = None
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+    # filled by pricing (a later stage of the meter)
+    computed_cost_ticks: int | None = None
+    cost_ticks: int | None = None
+    cost_source: str | None = None
+    price_id: int | None = None
+
+    @property
+    def metered(self) -> bool:
+        """True when the call's usage was read (or the endpoint carries none to read)."""
+        return self.unmetered_reason is None
+
+    def mark_unmetered(self, reason: Unmetered) -> None:
+        if self.unmetered_reason is None:
+            self.unmetered_reason = reason
+
+    def fail(self, error: CallError, detail: str | None = None) -> None:
+        """Record the first failure only: later ones are consequences of it."""
+        if self.error is None or self.error is CallError.HTTP_ERROR:
+            self.error = error
+            self.error_detail = detail
+
+    def as_row(self) -> dict[str, Any]:
+        """The ledger row: one flat dict of plain values."""
+        usage = self.usage or Usage()
+        row = {
+            "id": self.id,
+            "started_at": self.started_at,
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "stream": int(self.stream),
+            "deferred": int(self.deferred),
+            "requested_model": self.requested_model,
+            "model": self.model,
+            "input_tokens": usage.input_tokens if self.usage else None,
+            "cached_input_tokens": usage.cached_input_tokens if self.usage else None,
+            "cache_write_tokens": usage.cache_write_tokens if self.usage else None,
+            "output_tokens": usage.output_tokens if self.usage else None,
+            "reasoning_tokens": usage.reasoning_tokens if self.usage else None,
+            "image_input_tokens": usage.image_input_tokens if self.usage else None,
+            "images": usage.images if self.usage else None,
+            "sources": usage.sources if self.usage else None,
+            "server_tool_calls": sum(usage.server_tool_calls.values()) if self.usage else None,
+            "reported_cost_ticks": usage.reported_cost_ticks,
+            "computed_cost_ticks": self.computed_cost_ticks,
+            "cost_ticks": self.cost_ticks,
+            "cost_source": self.cost_source,
+            "price_id": self.price_id,
+            "fingerprint": self.fingerprint,
+            "service_tier": self.service_tier,
+            "response_id": self.response_id,
+            "request_id": self.request_id,
+            "duration_ms": _ms(self.duration_ms),
+            "upstream_ms": _ms(self.upstream_ms),
+            "ttft_ms": _ms(self.ttft_ms),
+            "error": self.error.value if self.error else None,
+            "error_detail": self.error_detail,
+            "key_id": self.key_id,
+            "app": self.app,
+            "metered": int(self.metered),
+            "unmetered_reason": self.unmetered_reason.value if self.unmetered_reason else None,
+        }
+        return row
+
+    def usage_dict(self) -> dict[str, Any] | None:
+        return asdict(self.usage) if self.usage else None
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

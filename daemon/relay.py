@@ -1,0 +1,287 @@
+"""The hot path: forward the request, stream the response back as it arrives, tee it to a tap.
+
+Nothing here waits on SQLite, a lock or any network call but the upstream. Parsing happens on
+the bytes already read and can never delay or alter them (a tap that raises is dropped and the
+call counted as unmetered). Every call ends in exactly one `Meter.finish`, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+from yarl import URL
+
+from daemon.dialects import DECODABLE, Dialect, Tap
+from daemon.keys import KeyHasher, api_key_of
+from daemon.meter import Meter
+from daemon.record import CallError, CallRecord, Stage, Unmetered, new_call_id
+from daemon.router import Router
+
+log = structlog.get_logger("xai_meter.relay")
+
+# RFC 9110 7.6.1 hop-by-hop headers, plus those the relay sets itself.
+_HOP_BY_HOP = frozenset((  # lower case
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+))
+_OUR_PREFIX = "x-meter-"
+_AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"), istr("Content-Type"))
+_CLIENT_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
+                aiohttp.ClientConnectionResetError)
+_APP_LABEL_MAX = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One configured upstream: where its calls go and how they are labelled."""
+
+    provider: str
+    base_url: URL
+    connect_timeout: float
+    read_timeout: float
+    api_key: str | None = None  # added to calls that carry no key of their own
+
+
+class Relay:
+    def __init__(self, upstream: Upstream, meter: Meter, keys: KeyHasher,
+                 session: Callable[[], aiohttp.ClientSession],
+                 clock: Callable[[], float] = time.perf_counter,
+                 wall_clock: Callable[[], float] = time.time,
+                 on_start: Callable[[], None] | None = None,
+                 on_end: Callable[[], None] | None = None) -> None:
+        self.upstream = upstream
+        self.meter = meter
+        self.keys = keys
+        self.router = Router()
+        self.draining = False
+        self._session = session
+        self._clock = clock
+        self._wall = wall_clock
+        self._on_start = on_start or (lambda: None)
+        self._on_end = on_end or (lambda: None)
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=upstream.connect_timeout,
+                                              sock_read=upstream.read_timeout)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith("/v1/"):
+            return json_error(404, "not_found", f"xai-meter relays only paths under /v1/; "
+                              f"{path!r} is not one. Point your SDK's base URL at "
+                              f"http://{request.host}/v1.")
+        dialect = self.router.dialect(request.method, path)
+        record = CallRecord(id=new_call_id(), started_at=self._wall(), t0=self._clock(),
+                            provider=self.upstream.provider, endpoint=dialect.endpoint,
+                            method=request.method, path=path, billable=dialect.billable)
+        self._on_start()
+        try:
+            return await self._relay(request, record, dialect)
+        except asyncio.CancelledError:
+            record.fail(CallError.SHUTDOWN if self.draining else CallError.CLIENT_DISCONNECT)
+            raise
+        except Exception as exc:
+            record.fail(CallError.RELAY_ERROR, type(exc).__name__)
+            log.exception("relay_error", call_id=record.id)
+            raise
+        finally:
+            self._finish(record)
+
+    def _finish(self, record: CallRecord) -> None:
+        record.duration_ms = (self._clock() - record.t0) * 1000.0
+        if record.error is None and record.status is not None and record.status >= 400:
+            record.error = CallError.HTTP_ERROR
+        record.stage = Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) \
+            else Stage.FAILED
+        self._on_end()
+        self.meter.finish(record)
+
+    async def _relay(self, request: web.Request, record: CallRecord,
+                     dialect: Dialect) -> web.StreamResponse:
+        headers = forward_headers(request.headers)
+        key = api_key_of(request.headers)
+        if key is None and self.upstream.api_key:
+            key = self.upstream.api_key
+            headers["Authorization"] = f"Bearer {key}"
+        record.key_id = self.keys.key_id(key)
+        app = request.headers.get("X-Meter-App")
+        record.app = app[:_APP_LABEL_MAX] if app else None
+
+        body = await request.read()
+        record.stage = Stage.REQUEST
+        try:
+            replaced = dialect.inspect_request(record, body)
+        except Exception:
+            log.exception("request_inspect_failed", call_id=record.id)
+            replaced = None
+        if replaced is not None:
+            body = replaced
+            if record.usage_injected:
+                # We remove the usage chunk from the stream; we could not from compressed bytes.
+                headers["Accept-Encoding"] = "identity"
+        accept = headers.get("Accept-Encoding")
+        if accept:
+            headers["Accept-Encoding"] = decodable_accept_encoding(accept)
+
+        # The base URL is an origin and the raw path starts with "/v1/": no client input can
+        # change the host the call goes to.
+        url = URL(f"{self.upstream.base_url}{request.raw_path}", encoded=True)
+        skip = [h for h in _AUTO_HEADERS if h not in headers]
+        try:
+            upstream = await self._session().request(
+                request.method, url, headers=headers, data=body or None,
+                allow_redirects=False, timeout=self._timeout, skip_auto_headers=skip)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
+            record.status = 504
+            return json_error(504, "upstream_timeout", f"The upstream "
+                              f"{self.upstream.base_url} did not answer in time.")
+        except aiohttp.ClientError as exc:
+            record.fail(CallError.UPSTREAM_UNREACHABLE, type(exc).__name__)
+            record.status = 502
+            return json_error(502, "upstream_unreachable", f"The upstream "
+                              f"{self.upstream.base_url} could not be reached ({exc}).")
+        try:
+            return await self._stream_back(request, record, dialect, upstream)
+        finally:
+            if upstream.content.at_eof():
+                upstream.release()  # back to the keep-alive pool
+            else:
+                upstream.close()
+
+    async def _stream_back(self, request: web.Request, record: CallRecord, dialect: Dialect,
+                           upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        record.status = upstream.status
+        record.upstream_ms = (self._clock() - record.t0) * 1000.0
+        record.request_id = upstream.headers.get("x-request-id")
+        record.stage = Stage.RESPONSE_HEADERS
+        tap = self._make_tap(record, dialect, upstream)
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=response_headers(upstream.headers))
+        if not tap.filters and upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        try:
+            await response.prepare(request)
+        except _CLIENT_GONE:
+            record.fail(CallError.CLIENT_DISCONNECT)
+            upstream.close()
+            return response
+
+        content = upstream.content
+        complete = False
+        while True:
+            try:
+                chunk = await content.readany()
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                record.fail(CallError.UPSTREAM_TIMEOUT, "body")
+                break
+            except aiohttp.ClientError as exc:
+                record.fail(CallError.UPSTREAM_STREAM_CUT, type(exc).__name__)
+                break
+            if not chunk:
+                complete = True
+                break
+            record.stage = Stage.CHUNK
+            try:
+                out = tap.feed(chunk)
+            except Exception:
+                out = self._drop_tap(record, tap, chunk)
+                tap = Tap(record, self._clock)
+            try:
+                await response.write(chunk if out is None else out)
+            except _CLIENT_GONE:
+                record.fail(CallError.CLIENT_DISCONNECT)
+                upstream.close()
+                self._end_tap(record, tap, complete=False)
+                return response
+
+        tail = self._end_tap(record, tap, complete)
+        if not complete:
+            # Headers are gone already: end the client's connection without a clean end, so it
+            # sees the stream was cut, as it would have from the upstream itself.
+            upstream.close()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        try:
+            if tail:
+                await response.write(tail)
+            await response.write_eof()
+        except _CLIENT_GONE:
+            record.fail(CallError.CLIENT_DISCONNECT)
+        return response
+
+    def _make_tap(self, record: CallRecord, dialect: Dialect,
+                  upstream: aiohttp.ClientResponse) -> Tap:
+        encoding = upstream.headers.get("Content-Encoding", "").strip().lower()
+        if encoding and encoding not in DECODABLE:
+            if record.billable:
+                record.mark_unmetered(Unmetered.ENCODING)
+            return Tap(record, self._clock)
+        try:
+            return dialect.tap(record, upstream.headers.get("Content-Type", ""), self._clock,
+                               "" if encoding == "identity" else encoding)
+        except Exception:
+            log.exception("tap_failed", call_id=record.id)
+            record.mark_unmetered(Unmetered.PARSER_ERROR)
+            return Tap(record, self._clock)
+
+    def _drop_tap(self, record: CallRecord, tap: Tap, chunk: bytes) -> bytes | None:
+        """A tap raised: meter no further, but give the client every byte it was owed."""
+        log.exception("tap_feed_failed", call_id=record.id)
+        record.mark_unmetered(Unmetered.PARSER_ERROR)
+        try:
+            return tap.abandon()
+        except Exception:
+            return chunk
+
+    def _end_tap(self, record: CallRecord, tap: Tap, complete: bool) -> bytes | None:
+        try:
+            return tap.finish(complete)
+        except Exception:
+            log.exception("tap_finish_failed", call_id=record.id)
+            record.mark_unmetered(Unmetered.PARSER_ERROR)
+            return None
+
+
+def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop ones and our own X-Meter-* controls."""
+    out: CIMultiDict[str] = CIMultiDict()
+    connection_tokens = {t.strip().lower() for t in incoming.get("Connection", "").split(",")}
+    for name, value in incoming.items():
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower.startswith(_OUR_PREFIX) or lower in connection_tokens:
+            continue
+        out.add(name, value)
+    return out
+
+
+def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's headers minus hop-by-hop ones (aiohttp frames the body itself)."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        if name.lower() in _HOP_BY_HOP:
+            continue
+        out.add(name, value)
+    return out
+
+
+def decodable_accept_encoding(value: str) -> str:
+    """Keep only the codings the parsers can read, so no response is unreadable to the meter."""
+    kept = []
+    for part in value.split(","):
+        coding = part.split(";", 1)[0].strip().lower()
+        if coding in DECODABLE:
+            kept.append(part.strip())
+    return ", ".join(kept) or "identity"
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    """Errors the relay itself answers, shaped like xAI's: {"code", "error"}."""
+    return web.json_response({"code": code, "error": message, "source": "xai-meter"},
+                             status=status)
