@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import sqlite_utils
 import structlog
 from tenacity import (
@@ -140,10 +141,12 @@ class Ledger:
         self._db: sqlite_utils.Database | None = None
         self._on_written = on_written or (lambda n: None)
         self._on_error = on_error or (lambda: None)
-        self._retry_wait = retry_wait or wait_exponential_jitter(initial=0.05, max=2.0)
+        self._retry_wait = retry_wait or wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05)
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self.rows_written = 0
+        self._progress = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -182,6 +185,11 @@ class Ledger:
     async def drained(self) -> None:
         """Wait until every submitted record is written (tests await this, never sleep)."""
         await self._idle.wait()
+
+    async def wait_written(self, count: int) -> None:
+        """Wait until `count` rows in all have been written since start."""
+        while self.rows_written < count:
+            await self._progress.wait()
 
     # --- the writer -----------------------------------------------------------------------
 
@@ -227,10 +235,22 @@ class Ledger:
                         self._on_error()
                         raise
         except sqlite3.Error as exc:
-            log.error("ledger_write_failed", rows=len(batch), error=str(exc),
-                      ids=[r.id for r in batch[:20]])
+            spill = await self.run_in_writer(self._spill, batch)
+            log.error("ledger_write_failed", rows=len(batch), error=str(exc), spilled_to=spill)
         else:
+            self.rows_written += len(batch)
             self._on_written(len(batch))
+        finally:
+            self._progress.set()
+            self._progress = asyncio.Event()
+
+    def _spill(self, batch: list[CallRecord]) -> str:
+        """The database refused the rows: keep them as JSON lines beside it, never drop them."""
+        path = self.path + ".unwritten.jsonl"
+        with open(path, "ab") as f:
+            for record in batch:
+                f.write(orjson.dumps(record.as_row()) + b"\n")
+        return path
 
     def _insert(self, batch: list[CallRecord]) -> None:
         db = self.db()

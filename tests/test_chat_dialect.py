@@ -1,0 +1,178 @@
+"""The chat dialect on its own: usage normalization and SSE taps at any chunk boundary."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.dialects.chat import ChatDialect, chat_usage
+from daemon.record import CallRecord, Unmetered, Usage
+
+XAI_USAGE = {  # real grok-4-fast-reasoning sample from xai-api.md
+    "prompt_tokens": 165, "completion_tokens": 2, "total_tokens": 292,
+    "prompt_tokens_details": {"text_tokens": 165, "audio_tokens": 0, "image_tokens": 0,
+                              "cached_tokens": 156},
+    "completion_tokens_details": {"reasoning_tokens": 125, "audio_tokens": 0,
+                                  "accepted_prediction_tokens": 0,
+                                  "rejected_prediction_tokens": 0},
+    "num_sources_used": 0, "cost_in_usd_ticks": 731000,
+}
+
+
+def record(**kw: object) -> CallRecord:
+    r = CallRecord(id="t", started_at=0.0, t0=0.0, provider="xai", endpoint="chat.completions",
+                   method="POST", path="/v1/chat/completions", billable=True, status=200)
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_xai_reasoning_is_outside_completion_tokens() -> None:
+    assert chat_usage(XAI_USAGE) == Usage(
+        input_tokens=165, cached_input_tokens=156, output_tokens=127, reasoning_tokens=125,
+        reported_cost_ticks=731000)
+
+
+def test_openai_reasoning_is_inside_completion_tokens() -> None:
+    u = {"prompt_tokens": 10, "completion_tokens": 50, "total_tokens": 60,
+         "completion_tokens_details": {"reasoning_tokens": 30}}
+    assert chat_usage(u) == Usage(input_tokens=10, output_tokens=50, reasoning_tokens=30)
+
+
+def test_garbage_usage_values_count_as_zero() -> None:
+    u = {"prompt_tokens": "12", "completion_tokens": -3, "prompt_tokens_details": None}
+    assert chat_usage(u) == Usage()
+
+
+def test_injects_include_usage_without_touching_other_bytes() -> None:
+    body = b'{"model":"grok-4","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    r = record()
+    out = ChatDialect().inspect_request(r, body)
+    assert out is not None and r.usage_injected and r.stream
+    assert json.loads(out)["stream_options"] == {"include_usage": True}
+    assert out.replace(b'"stream_options":{"include_usage":true},', b"") == body
+
+
+def test_client_that_asked_for_usage_is_left_alone() -> None:
+    body = b'{"model":"grok-4","stream":true,"stream_options":{"include_usage":true}}'
+    r = record()
+    assert ChatDialect().inspect_request(r, body) is None and not r.usage_injected
+
+
+def test_stream_options_without_include_usage_is_completed() -> None:
+    body = b'{"model":"grok-4","stream":true,"stream_options":{"include_obfuscation":false}}'
+    r = record()
+    out = ChatDialect().inspect_request(r, body)
+    assert out is not None
+    assert json.loads(out)["stream_options"] == {"include_obfuscation": False,
+                                                 "include_usage": True}
+
+
+def test_deferred_post_is_not_billable() -> None:
+    r = record()
+    ChatDialect().inspect_request(r, b'{"model":"grok-4","deferred":true}')
+    assert r.deferred and not r.billable
+
+
+def chunk(content: str | None, **extra: object) -> dict[str, object]:
+    c: dict[str, object] = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                            "created": 1, "model": "grok-4-fast-reasoning",
+                            "system_fingerprint": "fp_abc", **extra}
+    if content is not None:
+        c["choices"] = [{"index": 0, "delta": {"content": content}}]
+    return c
+
+
+def sse(events: list[dict[str, object]], sep: bytes = b"\n\n") -> bytes:
+    return b"".join(b"data: " + json.dumps(e).encode() + sep for e in events) + b"data: [DONE]" + sep
+
+
+STREAM_EVENTS = [chunk("Hello"), chunk(" world"), chunk(None, choices=[], usage=XAI_USAGE)]
+STREAM = sse(STREAM_EVENTS)
+STREAM_WITHOUT_USAGE = sse(STREAM_EVENTS[:2])
+
+
+def run_tap(body: bytes, cuts: list[int], *, filtering: bool, encoding: str = "",
+            content_type: str = "text/event-stream") -> tuple[CallRecord, bytes]:
+    r = record(usage_injected=filtering, stream=True)
+    tap = ChatDialect().tap(r, content_type, lambda: 0.5, encoding)
+    forwarded = []
+    points = sorted({c for c in cuts if 0 < c < len(body)})
+    for start, end in zip([0, *points], [*points, len(body)], strict=True):
+        piece = body[start:end]
+        out = tap.feed(piece)
+        forwarded.append(piece if out is None else out)
+    tail = tap.finish(True)
+    forwarded.append(tail or b"")
+    return r, b"".join(forwarded)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12),
+       filtering=st.booleans(), crlf=st.booleans())
+def test_sse_split_anywhere_meters_exactly(cuts: list[int], filtering: bool, crlf: bool) -> None:
+    body = sse(STREAM_EVENTS, b"\r\n\r\n") if crlf else STREAM
+    r, forwarded = run_tap(body, cuts, filtering=filtering)
+    assert r.usage == chat_usage(XAI_USAGE)
+    assert (r.model, r.fingerprint, r.response_id) == ("grok-4-fast-reasoning", "fp_abc",
+                                                         "chatcmpl-1")
+    assert r.metered and r.ttft_ms == 500.0
+    expected = (sse(STREAM_EVENTS[:2], b"\r\n\r\n") if crlf else STREAM_WITHOUT_USAGE) \
+        if filtering else body
+    assert forwarded == expected
+
+
+def test_cumulative_usage_on_every_chunk_keeps_the_last() -> None:
+    u1 = {**XAI_USAGE, "completion_tokens": 1, "total_tokens": 291}
+    body = sse([chunk("a", usage=u1), chunk("b", usage=XAI_USAGE)])
+    r, _ = run_tap(body, [], filtering=False)
+    assert r.usage == chat_usage(XAI_USAGE)
+
+
+def test_stream_without_usage_is_unmetered() -> None:
+    r, _ = run_tap(STREAM_WITHOUT_USAGE, [], filtering=False)
+    assert r.usage is None and r.unmetered_reason is Unmetered.NO_USAGE
+
+
+def test_malformed_stream_is_relayed_as_is_and_unmetered() -> None:
+    body = b"data: {not json\n\ndata: [DONE]\n\n"
+    r, forwarded = run_tap(body, [7], filtering=False)
+    assert forwarded == body and r.unmetered_reason is Unmetered.MALFORMED
+
+
+def test_gzip_stream_is_metered_and_never_filtered() -> None:
+    body = gzip.compress(STREAM)
+    r, forwarded = run_tap(body, [10, 50], filtering=True, encoding="gzip")
+    assert forwarded == body and r.usage == chat_usage(XAI_USAGE)
+
+
+def test_json_body_split_and_gzipped() -> None:
+    obj = {"id": "chatcmpl-9", "object": "chat.completion", "model": "grok-3",
+           "system_fingerprint": "fp_x", "choices": [], "usage": XAI_USAGE}
+    body = gzip.compress(json.dumps(obj).encode())
+    r = record()
+    tap = ChatDialect().tap(r, "application/json", lambda: 0.0, "gzip")
+    for i in range(0, len(body), 7):
+        assert tap.feed(body[i:i + 7]) is None
+    tap.finish(True)
+    assert r.usage == chat_usage(XAI_USAGE) and r.model == "grok-3" and r.ttft_ms is None
+
+
+def test_malformed_json_body_is_unmetered() -> None:
+    r = record()
+    tap = ChatDialect().tap(r, "application/json", lambda: 0.0)
+    tap.feed(b"<html>oops")
+    tap.finish(True)
+    assert r.unmetered_reason is Unmetered.MALFORMED
+
+
+def test_error_body_keeps_the_code_not_the_message() -> None:
+    r = record(status=400)
+    tap = ChatDialect().tap(r, "application/json", lambda: 0.0)
+    tap.feed(b'{"code":"Client specified an invalid argument","error":"Incorrect API key '
+             b'provided: xa***yz"}')
+    tap.finish(True)
+    assert r.error_detail == "Client specified an invalid argument" and r.metered

@@ -1,0 +1,82 @@
+"""Ledger schema, migrations and the batched writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from daemon.ledger import CALL_COLUMNS, MIGRATIONS, Ledger, ensure_salt, migrate, open_database
+from daemon.record import CallRecord, Usage
+
+
+def test_migrations_are_applied_once_in_order(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "l.db")
+    assert migrate(db) == [m.__name__ for m in MIGRATIONS]
+    assert migrate(db) == []
+    assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert set(db["calls"].columns_dict) == set(CALL_COLUMNS)  # type: ignore[union-attr]
+    assert [r[0] for r in db.execute("select name from _migrations order by rowid")] == \
+        [m.__name__ for m in MIGRATIONS]
+
+
+def test_issue_required_columns_exist() -> None:
+    required = ("id started_at provider endpoint method status stream requested_model model "
+                "input_tokens cached_input_tokens output_tokens reasoning_tokens "
+                "image_input_tokens reported_cost_ticks fingerprint response_id duration_ms "
+                "upstream_ms ttft_ms error key_id app metered").split()
+    assert set(required) <= set(CALL_COLUMNS)
+
+
+def test_record_row_matches_the_schema() -> None:
+    r = CallRecord(id="x", started_at=1.0, t0=0.0, provider="xai", endpoint="e", method="GET",
+                   path="/v1/x")
+    assert list(r.as_row()) == list(CALL_COLUMNS)
+
+
+def test_salt_is_made_once_and_kept(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "l.db")
+    migrate(db)
+    salt = ensure_salt(db)
+    assert len(salt) == 16 and ensure_salt(db) == salt
+
+
+async def test_writer_batches_and_flushes_on_close(tmp_path: Path) -> None:
+    written: list[int] = []
+    ledger = Ledger(tmp_path / "l.db", batch_size=3, on_written=written.append)
+    await ledger.open()
+    ledger.start()
+    for i in range(7):
+        ledger.submit(CallRecord(id=f"c{i}", started_at=float(i), t0=0.0, provider="xai",
+                                 endpoint="chat.completions", method="POST", path="/v1/x",
+                                 usage=Usage(input_tokens=i)))
+    await ledger.close()
+    assert sum(written) == 7 and max(written) <= 3
+    rows = list(sqlite_utils.Database(tmp_path / "l.db").query(
+        "select id, input_tokens from calls order by id"))
+    assert rows == [{"id": f"c{i}", "input_tokens": i} for i in range(7)]
+
+
+async def test_write_failures_are_retried_and_counted(tmp_path: Path) -> None:
+    errors: list[int] = []
+    ledger = Ledger(tmp_path / "l.db", on_error=lambda: errors.append(1), retry_wait=lambda s: 0)
+    await ledger.open()
+    ledger.start()
+    # With its table gone the ledger cannot write; the writer must survive and lose nothing.
+    await ledger.run_in_writer(lambda: ledger.db().execute("drop table calls"))
+    ledger.submit(CallRecord(id="a", started_at=0.0, t0=0.0, provider="xai", endpoint="e",
+                             method="GET", path="/"))
+    await ledger.close()
+    assert len(errors) == 5  # every attempt counted, then the rows are kept beside the ledger
+    spilled = (tmp_path / "l.db.unwritten.jsonl").read_text().splitlines()
+    assert len(spilled) == 1 and '"id":"a"' in spilled[0]
+
+
+@pytest.mark.parametrize("readonly", [True])
+def test_readonly_connection_cannot_write(tmp_path: Path, readonly: bool) -> None:
+    db = open_database(tmp_path / "l.db")
+    migrate(db)
+    ro = open_database(tmp_path / "l.db", readonly=readonly)
+    with pytest.raises(Exception, match="readonly"):
+        ro.execute("insert into meta values ('a', 'b')")
