@@ -34,7 +34,7 @@ log = structlog.get_logger("xai_meter.app")
 
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
-DAEMON_KEY = web.AppKey("daemon", "Daemon")
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
 
@@ -105,7 +105,8 @@ class Daemon:
 
     async def _resources(self, app: web.Application) -> AsyncIterator[None]:
         await self.ledger.open()
-        self.keys.use_salt(await self.ledger.run_in_writer(lambda: ensure_salt(self.ledger.db())))
+        salt = await self.ledger.run_in_writer(lambda: ensure_salt(self.ledger.db()))
+        self.keys.use_salt(salt)
         self.ledger.start()
         connector = aiohttp.TCPConnector(limit=self.settings["upstream.max_connections"],
                                          ttl_dns_cache=300)

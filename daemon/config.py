@@ -75,10 +75,10 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
 
 
 def _host(key: str, value: Any) -> str:
-    value = _str(key, value)
-    if not value or any(c.isspace() for c in value):
-        raise ConfigError(f"{key} = {value!r}: expected a host name or IP address like 127.0.0.1.")
-    return value
+    text = _str(key, value)
+    if not text or any(c.isspace() for c in text):
+        raise ConfigError(f"{key} = {text!r}: expected a host name or IP address like 127.0.0.1.")
+    return text
 
 
 def _base_url(key: str, value: Any) -> str:
@@ -98,13 +98,13 @@ def _base_url(key: str, value: Any) -> str:
 
 
 def _env_name(key: str, value: Any) -> str:
-    value = _str(key, value)
-    if value and not value.replace("_", "a").isalnum():
+    text = _str(key, value)
+    if text and not text.replace("_", "a").isalnum():
         raise ConfigError(
-            f"{key} = {value!r}: expected the *name* of an environment variable (like "
+            f"{key} = {text!r}: expected the *name* of an environment variable (like "
             f"\"XAI_API_KEY\"), not a key. Fix: export the key in that variable and name it here."
         )
-    return value
+    return text
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -242,7 +242,7 @@ def example_toml() -> str:
     """The commented example config, generated from `SETTINGS` (config.example.toml)."""
     lines = [
         "# xai-meter configuration. Every setting is shown with its default; all are optional.",
-        "# Run `xai-meter serve --config this-file.toml`; `xai-meter check-config FILE` checks one.",
+        "# Run `xai-meter serve --config FILE`; `xai-meter check-config FILE` checks one.",
     ]
     section = None
     for s in SETTINGS:

@@ -107,7 +107,8 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
     return applied
 
 
-def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite_utils.Database:
+def open_database(path: str | os.PathLike[str], *,
+                  readonly: bool = False) -> sqlite_utils.Database:
     """A connection with the settings every user of the ledger needs."""
     if readonly:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
@@ -141,7 +142,8 @@ class Ledger:
         self._db: sqlite_utils.Database | None = None
         self._on_written = on_written or (lambda n: None)
         self._on_error = on_error or (lambda: None)
-        self._retry_wait = retry_wait or wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05)
+        self._retry_wait = retry_wait or wait_exponential_jitter(multiplier=0.05, max=2.0,
+                                                                 jitter=0.05)
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()

@@ -35,7 +35,7 @@ class Stage(enum.IntEnum):
     FAILED = 6
 
 
-class CallError(str, enum.Enum):
+class CallError(enum.StrEnum):
     """Why a call did not finish normally; stored in `calls.error`."""
 
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
@@ -48,7 +48,7 @@ class CallError(str, enum.Enum):
     HTTP_ERROR = "http_error"  # upstream answered 4xx/5xx; the body was relayed in full
 
 
-class Unmetered(str, enum.Enum):
+class Unmetered(enum.StrEnum):
     """Why usage could not be read from a call that should carry it."""
 
     NO_USAGE = "no_usage"

@@ -136,7 +136,7 @@ class Relay:
             upstream = await self._session().request(
                 request.method, url, headers=headers, data=body or None,
                 allow_redirects=False, timeout=self._timeout, skip_auto_headers=skip)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
             record.status = 504
             return json_error(504, "upstream_timeout", f"The upstream "
@@ -177,7 +177,7 @@ class Relay:
         while True:
             try:
                 chunk = await content.readany()
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
                 record.fail(CallError.UPSTREAM_TIMEOUT, "body")
                 break
             except aiohttp.ClientError as exc:

@@ -87,7 +87,8 @@ def chunk(content: str | None, **extra: object) -> dict[str, object]:
 
 
 def sse(events: list[dict[str, object]], sep: bytes = b"\n\n") -> bytes:
-    return b"".join(b"data: " + json.dumps(e).encode() + sep for e in events) + b"data: [DONE]" + sep
+    frames = [b"data: " + json.dumps(e).encode() + sep for e in events]
+    return b"".join(frames) + b"data: [DONE]" + sep
 
 
 STREAM_EVENTS = [chunk("Hello"), chunk(" world"), chunk(None, choices=[], usage=XAI_USAGE)]

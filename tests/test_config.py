@@ -48,7 +48,8 @@ def test_missing_config_file(tmp_path: Path) -> None:
         config.load(tmp_path / "nope.toml")
 
 
-def test_serve_with_bad_config_fails_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_with_bad_config_fails_at_start(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[relay]\nport = 'x'\n")
     assert main(["serve", "--config", str(path)]) == 2

@@ -22,10 +22,11 @@ def test_migrations_are_applied_once_in_order(tmp_path: Path) -> None:
 
 
 def test_issue_required_columns_exist() -> None:
-    required = ("id started_at provider endpoint method status stream requested_model model "
-                "input_tokens cached_input_tokens output_tokens reasoning_tokens "
-                "image_input_tokens reported_cost_ticks fingerprint response_id duration_ms "
-                "upstream_ms ttft_ms error key_id app metered").split()
+    required = {"id", "started_at", "provider", "endpoint", "method", "status", "stream",
+                "requested_model", "model", "input_tokens", "cached_input_tokens",
+                "output_tokens", "reasoning_tokens", "image_input_tokens",
+                "reported_cost_ticks", "fingerprint", "response_id", "duration_ms",
+                "upstream_ms", "ttft_ms", "error", "key_id", "app", "metered"}
     assert set(required) <= set(CALL_COLUMNS)
 
 

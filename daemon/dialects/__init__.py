@@ -184,7 +184,7 @@ class BodyTap(Tap):
         if self.record.unmetered_reason is not None:
             return None
         if not complete:
-            if self.record.billable and _ok(self.record):
+            if self.record.billable and is_ok(self.record):
                 self.record.mark_unmetered(Unmetered.INCOMPLETE)
             return None
         body = b"".join(self._parts)
@@ -255,5 +255,6 @@ class EventTap(Tap):
         """All events were read."""
 
 
-def _ok(record: CallRecord) -> bool:
+def is_ok(record: CallRecord) -> bool:
+    """The upstream answered 2xx: only then is missing usage a metering failure."""
     return record.status is not None and 200 <= record.status < 300

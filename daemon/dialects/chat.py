@@ -19,6 +19,7 @@ from daemon.dialects import (
     EventTap,
     Tap,
     as_int,
+    is_ok,
     loads_object,
     opt_int,
     opt_str,
@@ -83,7 +84,7 @@ class ChatBody(BodyTap):
     def parse(self, body: bytes) -> None:
         record = self.record
         obj = loads_object(body)
-        ok = record.status is not None and 200 <= record.status < 300
+        ok = is_ok(record)
         if obj is None:
             if ok and record.billable:
                 record.mark_unmetered(Unmetered.MALFORMED)
@@ -127,12 +128,13 @@ class ChatStream(EventTap):
 
     def end_of_stream(self, complete: bool) -> None:
         record = self.record
-        ok = record.status is not None and 200 <= record.status < 300
-        if record.usage is None and record.billable and ok:
+        if record.usage is None and record.billable and is_ok(record):
             if not complete:
                 record.mark_unmetered(Unmetered.INCOMPLETE)
+            elif self._malformed:
+                record.mark_unmetered(Unmetered.MALFORMED)
             else:
-                record.mark_unmetered(Unmetered.MALFORMED if self._malformed else Unmetered.NO_USAGE)
+                record.mark_unmetered(Unmetered.NO_USAGE)
 
 
 class ChatDialect(Dialect):

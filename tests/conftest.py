@@ -1,0 +1,98 @@
+"""Shared fixtures: a real simulator and a real daemon on loopback ports chosen by the OS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+from prometheus_client import CollectorRegistry
+
+from daemon import config, simulator
+from daemon.app import Daemon
+
+TEST_KEY = "xai-test-key-0123456789abcdef"
+
+
+def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Settings:
+    table: dict[str, Any] = {
+        "relay": {"port": 0}, "admin": {"port": 0},
+        "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 5},
+        "ledger": {"path": str(tmp_path / "ledger.db")},
+        "shutdown": {"grace_period": 2},
+    }
+    for dotted, value in extra.items():
+        section, key = dotted.split("__", 1)
+        table.setdefault(section, {})[key] = value
+    return config.from_mapping(table)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[simulator.Simulator]:
+    s = await simulator.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+class RunningDaemon:
+    """A daemon started in the test's loop, with helpers to read what it recorded."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.registry: CollectorRegistry = daemon.registry
+
+    @property
+    def base_url(self) -> str:
+        return self.daemon.relay_url + "/v1"
+
+    @property
+    def url(self) -> str:
+        return self.daemon.relay_url
+
+    @property
+    def admin_url(self) -> str:
+        return self.daemon.admin_url
+
+    async def rows(self, count: int, within: float = 5.0) -> list[dict[str, Any]]:
+        """All ledger rows, once at least `count` have been written (awaits; never sleeps)."""
+        async with asyncio.timeout(within):
+            await self.daemon.ledger.wait_written(count)
+        db = sqlite_utils.Database(self.daemon.settings["ledger.path"])
+        try:
+            return list(db.query("select * from calls order by started_at, id"))
+        finally:
+            db.close()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+DaemonFactory = Callable[..., Awaitable[RunningDaemon]]
+
+
+@pytest.fixture
+async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
+    started: list[Daemon] = []
+
+    async def start(upstream: str, api_key: str | None = None, **extra: Any) -> RunningDaemon:
+        daemon = Daemon(make_settings(tmp_path, upstream, **extra), api_key=api_key)
+        await daemon.start()
+        started.append(daemon)
+        return RunningDaemon(daemon)
+
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            await daemon.stop()
+
+
+@pytest.fixture
+async def meter(sim: simulator.Simulator, start_daemon: DaemonFactory) -> RunningDaemon:
+    """A daemon relaying to the simulator."""
+    return await start_daemon(sim.url)
