@@ -169,42 +169,21 @@ class Relay:
             await response.prepare(request)
         except _CLIENT_GONE:
             record.fail(CallError.CLIENT_DISCONNECT)
-            upstream.close()
+            tap.finish_quietly(False)
             return response
 
-        content = upstream.content
-        complete = False
-        while True:
-            try:
-                chunk = await content.readany()
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                record.fail(CallError.UPSTREAM_TIMEOUT, "body")
-                break
-            except aiohttp.ClientError as exc:
-                record.fail(CallError.UPSTREAM_STREAM_CUT, type(exc).__name__)
-                break
-            if not chunk:
-                complete = True
-                break
-            record.stage = Stage.CHUNK
-            try:
-                out = tap.feed(chunk)
-            except Exception:
-                out = self._drop_tap(record, tap, chunk)
-                tap = Tap(record, self._clock)
-            try:
-                await response.write(chunk if out is None else out)
-            except _CLIENT_GONE:
-                record.fail(CallError.CLIENT_DISCONNECT)
-                upstream.close()
-                self._end_tap(record, tap, complete=False)
-                return response
-
-        tail = self._end_tap(record, tap, complete)
+        try:
+            complete = await self._pump(upstream, response, record, tap)
+        except _CLIENT_GONE:
+            tap.finish_quietly(False)
+            return response
+        except BaseException:
+            tap.finish_quietly(False)  # cancelled: the client left, or shutdown
+            raise
+        tail = tap.finish_quietly(complete)
         if not complete:
             # Headers are gone already: end the client's connection without a clean end, so it
             # sees the stream was cut, as it would have from the upstream itself.
-            upstream.close()
             if request.transport is not None:
                 request.transport.close()
             return response
@@ -215,6 +194,35 @@ class Relay:
         except _CLIENT_GONE:
             record.fail(CallError.CLIENT_DISCONNECT)
         return response
+
+    async def _pump(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                    record: CallRecord, tap: Tap) -> bool:
+        """Copy the body chunk by chunk, teeing each into the tap; True if it ended cleanly."""
+        content = upstream.content
+        while True:
+            try:
+                chunk = await content.readany()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                record.fail(CallError.UPSTREAM_TIMEOUT, "body")
+                return False
+            except aiohttp.ClientError as exc:
+                record.fail(CallError.UPSTREAM_STREAM_CUT, type(exc).__name__)
+                return False
+            if not chunk:
+                return True
+            record.stage = Stage.CHUNK
+            if tap.broken:
+                out = None
+            else:
+                try:
+                    out = tap.feed(chunk)
+                except Exception:
+                    out = self._drop_tap(record, tap, chunk)
+            try:
+                await response.write(chunk if out is None else out)
+            except _CLIENT_GONE:
+                record.fail(CallError.CLIENT_DISCONNECT)
+                raise
 
     def _make_tap(self, record: CallRecord, dialect: Dialect,
                   upstream: aiohttp.ClientResponse) -> Tap:
@@ -235,18 +243,12 @@ class Relay:
         """A tap raised: meter no further, but give the client every byte it was owed."""
         log.exception("tap_feed_failed", call_id=record.id)
         record.mark_unmetered(Unmetered.PARSER_ERROR)
+        tap.broken = True
         try:
             return tap.abandon()
         except Exception:
             return chunk
 
-    def _end_tap(self, record: CallRecord, tap: Tap, complete: bool) -> bytes | None:
-        try:
-            return tap.finish(complete)
-        except Exception:
-            log.exception("tap_finish_failed", call_id=record.id)
-            record.mark_unmetered(Unmetered.PARSER_ERROR)
-            return None
 
 
 def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlite_utils
+import structlog
 from prometheus_client import CollectorRegistry
 
 from daemon import config, simulator
 from daemon.app import Daemon
 
 TEST_KEY = "xai-test-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI tests configure logging onto captured streams; undo it after each test."""
+    yield
+    structlog.reset_defaults()
+    for handler in logging.root.handlers[:]:
+        logging.root.removeHandler(handler)
 
 
 def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Settings:

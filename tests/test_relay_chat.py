@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-import httpx
+import aiohttp
 import openai
 import pytest
 
@@ -182,26 +183,27 @@ async def test_stream_split_at_awkward_boundaries(meter: RunningDaemon, sim: sim
 
 async def test_gzip_response_reaches_the_client_intact(meter: RunningDaemon,
                                                        sim: simulator.Simulator) -> None:
-    async with httpx.AsyncClient() as http:
-        resp = await http.post(f"{meter.base_url}/chat/completions", json={
-            "model": "grok-3", "messages": MESSAGES}, headers={
-            "Authorization": f"Bearer {TEST_KEY}", "Accept-Encoding": "gzip",
-            "X-Sim-Gzip": "1", **PINNED})
-    assert resp.headers["content-encoding"] == "gzip"
-    assert resp.status_code == 200
-    assert resp.json()["usage"]["prompt_tokens"] > 0  # httpx decoded what we relayed
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{meter.base_url}/chat/completions", json={"model": "grok-3", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {TEST_KEY}", "Accept-Encoding": "gzip",
+                     "X-Sim-Gzip": "1", **PINNED}) as resp:
+        assert resp.headers["content-encoding"] == "gzip" and resp.status == 200
+        body = await resp.json()  # aiohttp decoded the gzip we relayed untouched
+    assert body["usage"]["prompt_tokens"] > 0
+    assert json.dumps(body).encode() == json.dumps(json.loads(sim.state.sent[-1])).encode()
     [row] = await meter.rows(1)
-    assert row["metered"] == 1 and row["input_tokens"] == resp.json()["usage"]["prompt_tokens"]
+    assert row["metered"] == 1 and row["input_tokens"] == body["usage"]["prompt_tokens"]
 
 
 async def test_gzip_stream_is_metered(meter: RunningDaemon) -> None:
-    async with httpx.AsyncClient() as http:
-        resp = await http.post(f"{meter.base_url}/chat/completions", json={
-            "model": "grok-3", "messages": MESSAGES, "stream": True,
-            "stream_options": {"include_usage": True}}, headers={
-            "Authorization": f"Bearer {TEST_KEY}", "Accept-Encoding": "gzip",
-            "X-Sim-Gzip": "1", **PINNED})
-    assert resp.headers.get("content-encoding") == "gzip" and "[DONE]" in resp.text
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{meter.base_url}/chat/completions", json={
+                "model": "grok-3", "messages": MESSAGES, "stream": True,
+                "stream_options": {"include_usage": True}}, headers={
+                "Authorization": f"Bearer {TEST_KEY}", "Accept-Encoding": "gzip",
+                "X-Sim-Gzip": "1", **PINNED}) as resp:
+        assert resp.headers.get("content-encoding") == "gzip"
+        assert b"[DONE]" in await resp.read()
     [row] = await meter.rows(1)
     assert row["metered"] == 1 and row["input_tokens"] > 0
 
@@ -237,15 +239,16 @@ async def test_query_string_and_other_endpoints_are_relayed(meter: RunningDaemon
 async def test_forced_key_is_added_only_when_the_client_sent_none(
         sim: simulator.Simulator, start_daemon: Any) -> None:
     meter = await start_daemon(sim.url, api_key="xai-daemon-key")
-    async with httpx.AsyncClient() as http:
-        r1 = await http.post(f"{meter.base_url}/chat/completions",
-                             json={"model": "grok-3", "messages": MESSAGES})
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{meter.base_url}/chat/completions",
+                             json={"model": "grok-3", "messages": MESSAGES}) as r1:
+            assert r1.status == 200
         assert sim.state.requests[-1].headers["Authorization"] == "Bearer xai-daemon-key"
-        r2 = await http.post(f"{meter.base_url}/chat/completions",
+        async with http.post(f"{meter.base_url}/chat/completions",
                              json={"model": "grok-3", "messages": MESSAGES},
-                             headers={"Authorization": f"Bearer {TEST_KEY}"})
+                             headers={"Authorization": f"Bearer {TEST_KEY}"}) as r2:
+            assert r2.status == 200
         assert sim.state.requests[-1].headers["Authorization"] == f"Bearer {TEST_KEY}"
-    assert r1.status_code == r2.status_code == 200
     rows = await meter.rows(2)
     assert rows[0]["key_id"] != rows[1]["key_id"]
 
@@ -253,7 +256,6 @@ async def test_forced_key_is_added_only_when_the_client_sent_none(
 async def test_paths_outside_v1_get_a_clear_404(meter: RunningDaemon,
                                                 sim: simulator.Simulator) -> None:
     before = len(sim.state.requests)
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(f"{meter.url}/admin/secrets")
-    assert resp.status_code == 404 and "/v1/" in resp.json()["error"]
+    async with aiohttp.ClientSession() as http, http.get(f"{meter.url}/admin/secrets") as resp:
+        assert resp.status == 404 and "/v1/" in (await resp.json())["error"]
     assert len(sim.state.requests) == before

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import structlog
 
 from daemon.record import CallRecord, Unmetered
 
+log = structlog.get_logger("xai_meter.dialects")
 Clock = Callable[[], float]
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # bodies kept for parsing; larger ones are relayed unmetered
@@ -31,6 +33,7 @@ class Tap:
     def __init__(self, record: CallRecord, clock: Clock) -> None:
         self.record = record
         self.clock = clock
+        self.broken = False  # it raised once: the relay feeds it no more
 
     def feed(self, chunk: bytes) -> bytes | None:
         """Take one chunk; return None to forward it as-is, or (filters only) what to forward."""
@@ -43,6 +46,18 @@ class Tap:
     def finish(self, complete: bool) -> bytes | None:
         """The body ended (``complete`` false when cut short); return held bytes, if any."""
         return None
+
+    def finish_quietly(self, complete: bool) -> bytes | None:
+        """`finish`, for the relay: a tap that raises marks the call unmetered, nothing more."""
+        if self.broken:
+            return None
+        self.broken = True  # finish runs once
+        try:
+            return self.finish(complete)
+        except Exception:
+            log.exception("tap_finish_failed", call_id=self.record.id)
+            self.record.mark_unmetered(Unmetered.PARSER_ERROR)
+            return None
 
     def mark_first_token(self) -> None:
         if self.record.ttft_ms is None:
