@@ -12,10 +12,12 @@ flight get `shutdown.grace_period` seconds, then are cancelled (each still recor
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import structlog
@@ -24,10 +26,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from daemon.config import Settings
 from daemon.keys import KeyHasher
-from daemon.ledger import Ledger, ensure_salt
+from daemon.ledger import Ledger, ensure_salt, reprice_unpriced
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
 from daemon.metrics import Metrics
+from daemon.pricing import PriceBook, PriceRefresher, load_price_history, save_price_set
+from daemon.record import CallRecord
 from daemon.relay import Relay, Upstream
 
 log = structlog.get_logger("xai_meter.app")
@@ -54,16 +58,24 @@ class Daemon:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     clocks: Clocks = field(default_factory=Clocks)
     api_key: str | None = None
+    price_retry_wait: Any = None  # tenacity wait for listing retries; tests pass wait_none()
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.metrics = Metrics(self.registry, max_models=s["metrics.max_models"])
+        self.metrics = Metrics(self.registry, max_models=s["metrics.max_models"],
+                               apps=s["metrics.apps"], max_apps=s["metrics.max_apps"],
+                               max_keys=s["metrics.max_keys"])
+        self.book = PriceBook(overrides=s["pricing.overrides"])
+        self.refresher: PriceRefresher | None = None
+        self.pricing_key = os.environ.get(s["pricing.api_key_env"]) or None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.prices_updated = asyncio.Event()  # set after each refresh and backfill (for tests)
         self.ledger = Ledger(s["ledger.path"], batch_size=s["ledger.batch_size"],
                              on_written=self.metrics.ledger_rows.inc,
                              on_error=self.metrics.ledger_errors.inc)
         self.metrics.set_queue_depth_source(self.ledger.depth)
         self.keys = KeyHasher(b"")
-        sinks = [Sink("metrics", self.metrics.observe)]
+        sinks = [Sink("pricing", self.book.price_record), Sink("metrics", self.metrics.observe)]
         if s["log.calls"]:
             sinks.append(Sink("log", CallLog()))
         sinks.append(Sink("ledger", self.ledger.submit))
@@ -107,6 +119,10 @@ class Daemon:
         await self.ledger.open()
         salt = await self.ledger.run_in_writer(lambda: ensure_salt(self.ledger.db()))
         self.keys.use_salt(salt)
+        for price_set in await self.ledger.run_in_writer(
+                lambda: load_price_history(self.ledger.db())):
+            self.book.add(price_set)
+        self._prices_changed()
         self.ledger.start()
         connector = aiohttp.TCPConnector(limit=self.settings["upstream.max_connections"],
                                          ttl_dns_cache=300)
@@ -114,11 +130,73 @@ class Daemon:
             connector=connector, auto_decompress=False, trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar())  # no cookie may pass from one app to another
         app[SESSION_KEY] = self._session
+        if self.settings["pricing.refresh"]:
+            self._start_price_refresh(self._session)
         try:
             yield
         finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._session.close()
             await self.ledger.close()
+
+    # --- prices ---------------------------------------------------------------------------
+
+    def _start_price_refresh(self, session: aiohttp.ClientSession) -> None:
+        s = self.settings
+        self.refresher = PriceRefresher(
+            self.book, session, str(s.upstream_url), self._listing_key,
+            save=lambda ps: self.ledger.run_in_writer(save_price_set, self.ledger.db(), ps),
+            on_success=lambda ps: self._spawn(self._after_refresh()),
+            on_failure=lambda exc: self.metrics.price_refresh_failures.inc(),
+            wait=self.price_retry_wait, clock=self.clocks.wall)
+        self._spawn(self._refresh_prices(s["pricing.refresh_interval"]))
+
+    def _listing_key(self) -> str | None:
+        if self.pricing_key:
+            return self.pricing_key
+        return self.relay.last_client_key if self.settings["pricing.use_client_key"] else None
+
+    async def _refresh_prices(self, interval: float) -> None:
+        assert self.refresher is not None
+        if self._listing_key() is None:
+            log.info("prices_waiting_for_key", api_key_env=self.settings["pricing.api_key_env"],
+                     use_client_key=self.settings["pricing.use_client_key"])
+            await self.relay.client_key_seen.wait()
+        await self.refresher.run(interval)
+
+    async def _after_refresh(self) -> None:
+        self.metrics.price_refresh_last_success.set(self.clocks.wall())
+        self._prices_changed()
+        priced = await self.ledger.run_in_writer(
+            lambda: reprice_unpriced(self.ledger.db(), self._price_late))
+        for record in priced:
+            self.metrics.observe_backfill(record)
+        if priced:
+            log.info("unpriced_calls_backfilled", calls=len(priced))
+        self.prices_updated.set()
+
+    def _price_late(self, record: CallRecord) -> None:
+        """An unpriced call: its own time's prices if they know it now, else today's."""
+        self.book.price_record(record)
+        if record.cost_source == "unpriced":
+            self.book.price_record(record, at=self.clocks.wall())
+
+    def _prices_changed(self) -> None:
+        models = self.book.models_at()
+        self.metrics.set_prices(models)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Start a background task and keep a reference until it ends (none is lost to GC)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", error=repr(task.exception()))
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(

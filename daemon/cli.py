@@ -6,11 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from daemon import __version__
 from daemon.config import ConfigError, Settings, example_toml, load
+from daemon.ledger import REPORT_GROUPS, open_database, report
 from daemon.logs import configure
+from daemon.pricing import PriceBook, load_price_history, prices_table
+from daemon.tables import FORMATS, render
 
 CONFIG_ENV = "XAI_METER_CONFIG"
 
@@ -44,6 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run the built-in fake of the xAI API")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8788)
+
+    prices = with_config(sub.add_parser(
+        "prices", help="the price book: $ per 1M tokens per model, from the ledger's listings"))
+    prices.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
+    prices.add_argument("--format", choices=FORMATS, default="table")
+
+    report = with_config(sub.add_parser(
+        "report", help="calls, tokens, cost and latency from the ledger"))
+    report.add_argument("--since", default="24h",
+                        help="a duration back from now (30m, 24h, 7d, 2w) or a date/time in ISO "
+                             "form (2026-11-01, 2026-11-01T08:00); default %(default)s")
+    report.add_argument("--by", choices=sorted(REPORT_GROUPS), default="model")
+    report.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
+    report.add_argument("--format", choices=FORMATS, default="table")
 
     check = sub.add_parser("check-config", help="check a config file and show the result")
     check.add_argument("file", metavar="FILE")
@@ -86,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure(settings["log.level"], settings["log.format"])
             api_key = _forced_api_key(settings)
             _run(_serve(settings, api_key))
+        elif command in ("prices", "report"):
+            settings = _settings(args)
+            print(_ledger_command(command, args, settings), end="")
         elif command == "check-config":
             settings = load(args.file)
             for key, value in settings.values.items():
@@ -104,9 +127,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"xai-meter: config error: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"xai-meter {command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+class CommandError(Exception):
+    """A command cannot run as asked; the message says why and what to do."""
+
+
+def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) -> str:
+    path = Path(settings["ledger.path"])
+    if not path.exists():
+        raise CommandError(f"no ledger at {path}. Run `xai-meter serve` first, or pass "
+                           f"--ledger FILE.")
+    db = open_database(path, readonly=True)
+    try:
+        if command == "prices":
+            book = PriceBook(load_price_history(db) if "price_sets" in db.table_names() else (),
+                             overrides=settings["pricing.overrides"])
+            rows = prices_table(book)
+            if not rows and args.format == "table":
+                return ("No prices yet. The daemon fetches them from the upstream's "
+                        "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
+                        "or the key of the first relayed call; or set [pricing.overrides].\n")
+            return render(rows, args.format, PRICE_COLUMNS if args.format == "table" else None)
+        since = parse_since(args.since, time.time())
+        rows = report(db, since, args.by)
+        columns = [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")] \
+            if rows and args.format == "table" else None
+        return render(rows, args.format, columns)
+    finally:
+        db.close()
+
+
+PRICE_COLUMNS = ("model", "aliases", "input_usd_per_1m", "cached_input_usd_per_1m",
+                 "output_usd_per_1m", "image_input_usd_per_1m", "image_usd",
+                 "long_context_threshold", "source", "fetched_at")
+
+
+def parse_since(value: str, now: float) -> float:
+    """`30m`, `24h`, `7d`, `2w` back from `now`, or an ISO date/time (UTC unless it says)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = value.strip().lower()
+    if text[:-1].isdigit() and text[-1:] in units:
+        return now - int(text[:-1]) * units[text[-1]]
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise CommandError(f"--since {value!r}: expected a duration like 24h or 7d, or a date "
+                           f"like 2026-11-01") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 async def _serve(settings: Settings, api_key: str | None) -> None:

@@ -97,6 +97,25 @@ def _base_url(key: str, value: Any) -> str:
     return str(url.origin())
 
 
+def _overrides(key: str, value: Any) -> dict[str, Any]:
+    from daemon.pricing import OverrideError, parse_overrides
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of models, like [{key}.\"my-model\"] with "
+                          f"input = 2.0, output = 10.0 (USD per 1M tokens).")
+    try:
+        parse_overrides(value)
+    except OverrideError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return {str(k): dict(v) for k, v in value.items()}
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} = {value!r}: expected a list of strings, like [\"checkout\"].")
+    return tuple(value)
+
+
 def _env_name(key: str, value: Any) -> str:
     text = _str(key, value)
     if text and not text.replace("_", "a").isalnum():
@@ -130,8 +149,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ledger.batch_size", 500, "Most rows written in one transaction.",
             _int_in(1, 100000)),
     Setting("metrics.max_models", 50, "Distinct model label values before further unknown "
-            "models are counted as \"other\" (keeps Prometheus series bounded).",
-            _int_in(1, 10000)),
+            "models are counted as \"other\" (keeps Prometheus series bounded). Models in the "
+            "price listing always get their own label.", _int_in(1, 10000)),
+    Setting("metrics.apps", (), "App names (from the X-Meter-App header) that always get their "
+            "own label on cost metrics.", _str_list),
+    Setting("metrics.max_apps", 20, "Further app names labelled as first seen, before the rest "
+            "are counted as \"other\".", _int_in(0, 10000)),
+    Setting("metrics.max_keys", 20, "Distinct key ids (salted hashes, never keys) labelled on "
+            "cost metrics before the rest are counted as \"other\".", _int_in(0, 10000)),
+    Setting("pricing.refresh", True, "Fetch prices from the upstream's /v1/language-models and "
+            "/v1/image-generation-models at start and every refresh_interval.", _bool),
+    Setting("pricing.refresh_interval", 3600.0, "Seconds between price refreshes.",
+            _positive_float),
+    Setting("pricing.api_key_env", "XAI_API_KEY", "Environment variable with the key used to "
+            "fetch the price listings.", _env_name),
+    Setting("pricing.use_client_key", True, "When that variable is unset, fetch the listings "
+            "with the key of the most recent relayed call (held in memory only, never stored).",
+            _bool),
+    Setting("pricing.overrides", {}, "Prices that win over the listing, per model, in USD: "
+            "input, cached_input, output, image_input (per 1M tokens), image (per image), search "
+            "(per source), long_context_threshold, input_long, cached_input_long, output_long. "
+            "Also prices models of upstreams without a listing.", _overrides),
     Setting("log.level", "info", "Log level: debug, info, warning or error.",
             _choice("debug", "info", "warning", "error")),
     Setting("log.format", "auto", "auto (console on a TTY, JSON otherwise), json or console.",
@@ -252,6 +290,10 @@ def example_toml() -> str:
             section = head
         for chunk in _wrap(s.help):
             lines.append(f"# {chunk}")
+        if isinstance(s.default, dict):  # a table: shown as a commented example
+            lines += [f"# [{s.key}.\"gpt-4o\"]", "# input = 2.5", "# cached_input = 1.25",
+                      "# output = 10.0"]
+            continue
         lines.append(f"{name} = {_toml_value(s.default)}")
     return "\n".join(lines) + "\n"
 
@@ -261,7 +303,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
 

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,9 +28,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from daemon.record import CallRecord
+from daemon.pricing import migrate_prices
+from daemon.record import CallError, CallRecord, Unmetered, Usage
 
 log = structlog.get_logger("xai_meter.ledger")
+TICKS_PER_USD = 10**10
 T = TypeVar("T")
 
 CALL_COLUMNS: dict[str, type] = {
@@ -87,7 +90,16 @@ def m002_meta(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_calls, m002_meta]
+def m003_prices(db: sqlite_utils.Database) -> None:
+    migrate_prices(db)
+
+
+def m004_unpriced_index(db: sqlite_utils.Database) -> None:
+    db["calls"].create_index(["cost_source"])  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    m001_calls, m002_meta, m003_prices, m004_unpriced_index]
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
@@ -261,6 +273,45 @@ class Ledger:
             db.conn.executemany(_INSERT, rows)
 
 
+def record_from_row(row: dict[str, Any]) -> CallRecord:
+    """The record a ledger row was written from (as far as pricing needs it)."""
+    record = CallRecord(
+        id=row["id"], started_at=row["started_at"], t0=0.0, provider=row["provider"],
+        endpoint=row["endpoint"], method=row["method"], path=row["path"],
+        requested_model=row["requested_model"], model=row["model"], status=row["status"],
+        service_tier=row["service_tier"], app=row["app"], key_id=row["key_id"],
+        error=CallError(row["error"]) if row["error"] else None,
+        unmetered_reason=Unmetered(row["unmetered_reason"]) if row["unmetered_reason"] else None)
+    if row["input_tokens"] is not None:
+        record.usage = Usage(
+            input_tokens=row["input_tokens"], cached_input_tokens=row["cached_input_tokens"] or 0,
+            cache_write_tokens=row["cache_write_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0, reasoning_tokens=row["reasoning_tokens"] or 0,
+            image_input_tokens=row["image_input_tokens"] or 0, images=row["images"] or 0,
+            sources=row["sources"] or 0, reported_cost_ticks=row["reported_cost_ticks"])
+    return record
+
+
+def reprice_unpriced(db: sqlite_utils.Database,
+                     price: Callable[[CallRecord], None]) -> list[CallRecord]:
+    """Price the calls that were unpriced when made; return those that now have a cost."""
+    rows = list(db.query("select * from calls where cost_source = 'unpriced'"))
+    priced = []
+    for row in rows:
+        record = record_from_row(row)
+        price(record)
+        if record.cost_source != "unpriced":
+            priced.append(record)
+    if priced:
+        with db.conn:
+            db.conn.executemany(
+                "update calls set computed_cost_ticks = ?, cost_ticks = ?, cost_source = ?, "
+                "price_id = ? where id = ?",
+                [(r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.id)
+                 for r in priced])
+    return priced
+
+
 def ensure_salt(db: sqlite_utils.Database) -> bytes:
     """The per-ledger salt for key ids, made on first start and kept in `meta`."""
     row = db.execute("select value from meta where key = 'key_salt'").fetchone()
@@ -271,3 +322,66 @@ def ensure_salt(db: sqlite_utils.Database) -> bytes:
         db.execute("insert or ignore into meta (key, value) values ('key_salt', ?)", [salt.hex()])
     row = db.execute("select value from meta where key = 'key_salt'").fetchone()
     return bytes.fromhex(row[0])
+
+
+# --- reports (read-only; safe while the daemon writes) ------------------------------------
+
+REPORT_GROUPS: dict[str, str] = {
+    "model": "coalesce(model, requested_model, '-')",
+    "app": "coalesce(app, '-')",
+    "key": "coalesce(key_id, '-')",
+    "day": "date(started_at, 'unixepoch')",
+    "endpoint": "endpoint",
+}
+
+
+def report(db: sqlite_utils.Database, since: float, by: str) -> list[dict[str, Any]]:
+    """Calls, tokens, cost and latency per group, for calls started at or after `since`."""
+    group = REPORT_GROUPS[by]
+    rows = list(db.query(
+        f"""select {group} as grp, count(*) as calls,
+                   coalesce(sum(input_tokens), 0) as input_tokens,
+                   coalesce(sum(cached_input_tokens), 0) as cached_input_tokens,
+                   coalesce(sum(output_tokens), 0) as output_tokens,
+                   coalesce(sum(reasoning_tokens), 0) as reasoning_tokens,
+                   coalesce(sum(image_input_tokens), 0) as image_input_tokens,
+                   coalesce(sum(cost_ticks), 0) as cost_ticks,
+                   coalesce(sum(cost_source = 'unpriced'), 0) as unpriced,
+                   coalesce(sum(metered = 0), 0) as unmetered,
+                   coalesce(sum(error is not null), 0) as errors
+            from calls where started_at >= ? group by grp""", [since]))
+    latencies: dict[str, list[float]] = {}
+    for grp, duration in db.execute(
+            f"select {group}, duration_ms from calls where started_at >= ? and "
+            f"duration_ms is not null", [since]).fetchall():
+        latencies.setdefault(grp, []).append(duration)
+    out = []
+    for row in sorted(rows, key=lambda r: (-r["cost_ticks"], -r["calls"], str(r["grp"]))):
+        durations = sorted(latencies.get(row["grp"], []))
+        inp = row["input_tokens"]
+        out.append({
+            by: row["grp"], "calls": row["calls"], "input_tokens": inp,
+            "cached_input_tokens": row["cached_input_tokens"],
+            "cached_share": f"{row['cached_input_tokens'] / inp:.1%}" if inp else "-",
+            "output_tokens": row["output_tokens"], "reasoning_tokens": row["reasoning_tokens"],
+            "image_input_tokens": row["image_input_tokens"],
+            "cost_usd": usd(row["cost_ticks"]), "cost_ticks": row["cost_ticks"],
+            "p50_ms": percentile(durations, 50), "p95_ms": percentile(durations, 95),
+            "errors": row["errors"], "unmetered": row["unmetered"], "unpriced": row["unpriced"],
+        })
+    return out
+
+
+def percentile(sorted_values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(int(-(-pct * len(sorted_values) // 100)), 1)  # ceil(pct/100 * n)
+    return round(sorted_values[rank - 1], 2)
+
+
+def usd(ticks: int | None) -> str:
+    """Exact dollars from ticks (1e-10 USD), to the micro-dollar: no float on the way."""
+    if ticks is None:
+        return "-"
+    return str((Decimal(ticks) / TICKS_PER_USD).quantize(Decimal("0.000001")))

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from daemon import __version__
+from daemon.pricing import ModelPrice
 from daemon.record import CallRecord
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -21,14 +22,15 @@ GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 
                           20.48, 40.96, 81.92)
 GENAI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                        16777216, 67108864)
+TICKS_PER_USD = 10**10
 TOKEN_TYPES = ("input", "cached_input", "output", "reasoning", "image_input")
 GENAI_PROVIDER = {"xai": "x_ai", "openai": "openai", "anthropic": "anthropic"}
 GENAI_OPERATION = {"chat.completions": "chat", "responses": "chat", "messages": "chat",
                    "images.generations": "generate_content", "images.edits": "generate_content"}
 
 
-class ModelLabels:
-    """Bounds the `model` label: known models, then the first `cap` others seen, then "other"."""
+class BoundedLabel:
+    """Bounds a label: known values, then the first `cap` others seen, then "other"."""
 
     def __init__(self, cap: int, known: Iterable[str] = ()) -> None:
         self._cap = cap
@@ -38,21 +40,24 @@ class ModelLabels:
     def add_known(self, models: Iterable[str]) -> None:
         self._known.update(models)
 
-    def __call__(self, model: str | None) -> str:
-        if not model:
+    def __call__(self, value: str | None) -> str:
+        if not value:
             return "none"
-        if model in self._known or model in self._seen:
-            return model
+        if value in self._known or value in self._seen:
+            return value
         if len(self._seen) < self._cap:
-            self._seen.add(model)
-            return model
+            self._seen.add(value)
+            return value
         return "other"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, max_models: int = 50) -> None:
+    def __init__(self, registry: CollectorRegistry, max_models: int = 50,
+                 apps: Iterable[str] = (), max_apps: int = 20, max_keys: int = 20) -> None:
         self.registry = registry
-        self.model_label = ModelLabels(max_models)
+        self.model_label = BoundedLabel(max_models)
+        self.app_label = BoundedLabel(max_apps, apps)
+        self.key_label = BoundedLabel(max_keys)
         r = registry
         self.requests = Counter(
             "xai_meter_requests", "Relayed calls, by the HTTP status the client got "
@@ -85,6 +90,37 @@ class Metrics:
         self.sink_errors = Counter(
             "xai_meter_sink_errors", "Exceptions raised by a sink (metering code) while "
             "handling a finished call; the relay is unaffected.", ["sink"], registry=r)
+        self.cost = Counter(
+            "xai_meter_cost_usd", "Spend in USD: the cost xAI reported where it did, else the "
+            "cost computed from the price list.", ["provider", "model"], registry=r)
+        self.cost_by_app = Counter(
+            "xai_meter_app_cost_usd", "Spend in USD by app (X-Meter-App header).",
+            ["provider", "app"], registry=r)
+        self.cost_by_key = Counter(
+            "xai_meter_key_cost_usd", "Spend in USD by key id (a salted hash, never the key).",
+            ["provider", "key_id"], registry=r)
+        self.reconciled_reported = Counter(
+            "xai_meter_reconciled_reported_usd", "Cost xAI reported, over calls that also have "
+            "a computed cost (compare with xai_meter_reconciled_computed_usd_total).",
+            ["provider", "model"], registry=r)
+        self.reconciled_computed = Counter(
+            "xai_meter_reconciled_computed_usd", "Cost computed from the price list, over calls "
+            "that also have a reported cost.", ["provider", "model"], registry=r)
+        self.unpriced = Counter(
+            "xai_meter_unpriced", "Calls with usage that could not be priced (unknown model, no "
+            "prices yet); they are priced later when prices arrive.", ["model"], registry=r)
+        self.backfilled = Counter(
+            "xai_meter_backfilled", "Unpriced calls priced later from newly fetched prices.",
+            registry=r)
+        self.price = Gauge(
+            "xai_meter_price_usd_per_million_tokens", "Price in force per model and token type.",
+            ["model", "type"], registry=r)
+        self.price_refresh_last_success = Gauge(
+            "xai_meter_price_refresh_last_success_timestamp_seconds",
+            "When the price listings were last fetched successfully (0: never).", registry=r)
+        self.price_refresh_failures = Counter(
+            "xai_meter_price_refresh_failures", "Price refreshes that failed after all retries.",
+            registry=r)
         self.build = Info("xai_meter_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
         self.genai_duration = Histogram(
@@ -98,6 +134,33 @@ class Metrics:
                               "gen_ai_response_model", "gen_ai_token_type"],
             buckets=GENAI_TOKEN_BUCKETS, registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def set_prices(self, models: Iterable[ModelPrice]) -> None:
+        """Price gauges for the prices now in force; listed models get their own label."""
+        self.price.clear()
+        for mp in models:
+            self.model_label.add_known([mp.model, *mp.aliases])
+            for kind, ticks in (("input", mp.input), ("cached_input", mp.cached_input),
+                                ("output", mp.output), ("image_input", mp.image_input)):
+                if ticks is not None:
+                    self.price.labels(mp.model, kind).set(ticks / 10_000)
+
+    def observe_backfill(self, record: CallRecord) -> None:
+        """A call priced after the fact: add its cost now."""
+        if record.cost_ticks is not None:
+            self.backfilled.inc()
+            self._count_cost(record, self.model_label(record.model or record.requested_model))
+
+    def _count_cost(self, record: CallRecord, model: str) -> float:
+        """Add a priced call's cost to the spend counters; return it in USD."""
+        usd = (record.cost_ticks or 0) / TICKS_PER_USD
+        self._child(self.cost, record.provider, model).inc(usd)
+        if record.app:
+            self._child(self.cost_by_app, record.provider, self.app_label(record.app)).inc(usd)
+        if record.key_id:
+            self._child(self.cost_by_key, record.provider,
+                        self.key_label(record.key_id)).inc(usd)
+        return usd
 
     def set_queue_depth_source(self, depth: Callable[[], int]) -> None:
         self.ledger_queue.set_function(lambda: float(depth()))
@@ -124,6 +187,14 @@ class Metrics:
             child(self.errors, provider, record.endpoint, record.error.value).inc()
         if record.unmetered_reason is not None:
             child(self.unmetered, record.endpoint, record.unmetered_reason.value).inc()
+        if record.cost_ticks is not None:
+            usd = self._count_cost(record, model)
+            if record.computed_cost_ticks is not None and record.cost_source == "reported":
+                child(self.reconciled_reported, provider, model).inc(usd)
+                child(self.reconciled_computed, provider, model).inc(
+                    record.computed_cost_ticks / TICKS_PER_USD)
+        elif record.cost_source == "unpriced":
+            child(self.unpriced, model).inc()
         usage = record.usage
         operation = GENAI_OPERATION.get(record.endpoint)
         genai_provider = GENAI_PROVIDER.get(provider, provider)

@@ -703,13 +703,15 @@ class PriceBook:
         found = self.lookup(model, at)
         return None if found is None else found[0]
 
-    def price_record(self, record: CallRecord) -> None:
+    def price_record(self, record: CallRecord, at: float | None = None) -> None:
         """Fill the record's cost fields (the only writer of them).
 
         No usage: left as it is (all None). Else ``computed_cost_ticks`` from the price in force
         at ``started_at`` for ``model`` (the resolved name), falling back to ``requested_model``;
         ``cost_ticks`` is the reported cost when xAI sent one, else the computed one;
         ``cost_source`` says which, or "unpriced" (``cost_ticks`` None) when neither exists.
+        ``at`` prices at another time than ``started_at`` (the backfill of calls made before any
+        price for their model existed).
         """
         usage = record.usage
         if usage is None:
@@ -717,7 +719,7 @@ class PriceBook:
         found = None
         for name in (record.model, record.requested_model):
             if name:
-                found = self.lookup(name, record.started_at)
+                found = self.lookup(name, record.started_at if at is None else at)
                 if found is not None:
                     break
         computed: int | None = None
@@ -969,7 +971,7 @@ class PriceRefresher:
         book: PriceBook,
         session: aiohttp.ClientSession,
         base_url: str,
-        api_key: str | None = None,
+        api_key: str | Callable[[], str | None] | None = None,
         *,
         attempts: int = 5,
         wait: WaitBaseT | None = None,
@@ -1009,10 +1011,11 @@ class PriceRefresher:
 
     async def _fetch(self) -> PriceSet:
         self.tries += 1
+        key = self.api_key() if callable(self.api_key) else self.api_key
         return await fetch_listing(
             self.session,
             self.base_url,
-            self.api_key,
+            key,
             request_timeout=self.timeout,
             clock=self.clock,
         )

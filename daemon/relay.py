@@ -61,6 +61,8 @@ class Relay:
         self.keys = keys
         self.router = Router()
         self.draining = False
+        self.last_client_key: str | None = None  # memory only: lets pricing fetch listings
+        self.client_key_seen = asyncio.Event()
         self._session = session
         self._clock = clock
         self._wall = wall_clock
@@ -105,7 +107,10 @@ class Relay:
                      dialect: Dialect) -> web.StreamResponse:
         headers = forward_headers(request.headers)
         key = api_key_of(request.headers)
-        if key is None and self.upstream.api_key:
+        if key is not None and key != self.last_client_key:
+            self.last_client_key = key
+            self.client_key_seen.set()
+        elif key is None and self.upstream.api_key:
             key = self.upstream.api_key
             headers["Authorization"] = f"Bearer {key}"
         record.key_id = self.keys.key_id(key)

@@ -12,6 +12,7 @@ import pytest
 import sqlite_utils
 import structlog
 from prometheus_client import CollectorRegistry
+from tenacity import wait_none
 
 from daemon import config, simulator
 from daemon.app import Daemon
@@ -34,10 +35,16 @@ def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Setting
         "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 5},
         "ledger": {"path": str(tmp_path / "ledger.db")},
         "shutdown": {"grace_period": 2},
+        # Off unless a test is about prices: listing fetches would interleave with the
+        # requests other tests inspect on the simulator.
+        "pricing": {"refresh": False},
     }
     for dotted, value in extra.items():
-        section, key = dotted.split("__", 1)
-        table.setdefault(section, {})[key] = value
+        *sections, key = dotted.split("__")
+        node = table
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
     return config.from_mapping(table)
 
 
@@ -90,8 +97,12 @@ DaemonFactory = Callable[..., Awaitable[RunningDaemon]]
 async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     started: list[Daemon] = []
 
-    async def start(upstream: str, api_key: str | None = None, **extra: Any) -> RunningDaemon:
-        daemon = Daemon(make_settings(tmp_path, upstream, **extra), api_key=api_key)
+    async def start(upstream: str, api_key: str | None = None, ledger: Path | None = None,
+                    **extra: Any) -> RunningDaemon:
+        if ledger is not None:
+            extra["ledger__path"] = str(ledger)
+        daemon = Daemon(make_settings(tmp_path, upstream, **extra), api_key=api_key,
+                        price_retry_wait=wait_none())
         await daemon.start()
         started.append(daemon)
         return RunningDaemon(daemon)
