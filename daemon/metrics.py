@@ -121,6 +121,21 @@ class Metrics:
         self.price_refresh_failures = Counter(
             "xai_meter_price_refresh_failures", "Price refreshes that failed after all retries.",
             registry=r)
+        self.fingerprint = Gauge(
+            "xai_meter_fingerprint_info", "1 for the system_fingerprint a model answers with now "
+            "(the series of the previous one is removed on change).",
+            ["provider", "model", "fingerprint"], registry=r)
+        self.fingerprint_changes = Counter(
+            "xai_meter_fingerprint_changes", "Fingerprint changes per model: kind \"new\" (never "
+            "seen before: a new backend configuration) or \"known\" (one seen before, back).",
+            ["provider", "model", "kind"], registry=r)
+        self.fingerprint_last_change = Gauge(
+            "xai_meter_fingerprint_last_change_timestamp_seconds", "When the model's fingerprint "
+            "last changed.", ["provider", "model"], registry=r)
+        self.fingerprint_listing_mismatch = Gauge(
+            "xai_meter_fingerprint_listing_mismatch", "1 when the fingerprint in traffic differs "
+            "from the one /v1/language-models lists for the model, else 0.",
+            ["provider", "model"], registry=r)
         self.build = Info("xai_meter_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
         self.genai_duration = Histogram(
