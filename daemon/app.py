@@ -25,11 +25,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from daemon.config import Settings
+from daemon.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.keys import KeyHasher
-from daemon.ledger import Ledger, ensure_salt, reprice_unpriced
+from daemon.ledger import Ledger, ensure_salt, load_fingerprints, reprice_unpriced
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
 from daemon.metrics import Metrics
+from daemon.notify import notify_webhook
 from daemon.pricing import PriceBook, PriceRefresher, load_price_history, save_price_set
 from daemon.record import CallRecord
 from daemon.relay import Relay, Upstream
@@ -58,7 +60,7 @@ class Daemon:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     clocks: Clocks = field(default_factory=Clocks)
     api_key: str | None = None
-    price_retry_wait: Any = None  # tenacity wait for listing retries; tests pass wait_none()
+    retry_wait: Any = None  # tenacity wait for listing and webhook retries; tests: wait_none()
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -68,14 +70,17 @@ class Daemon:
         self.book = PriceBook(overrides=s["pricing.overrides"])
         self.refresher: PriceRefresher | None = None
         self.pricing_key = os.environ.get(s["pricing.api_key_env"]) or None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.prices_updated = asyncio.Event()  # set after each refresh and backfill (for tests)
         self.ledger = Ledger(s["ledger.path"], batch_size=s["ledger.batch_size"],
                              on_written=self.metrics.ledger_rows.inc,
                              on_error=self.metrics.ledger_errors.inc)
         self.metrics.set_queue_depth_source(self.ledger.depth)
         self.keys = KeyHasher(b"")
-        sinks = [Sink("pricing", self.book.price_record), Sink("metrics", self.metrics.observe)]
+        self.fingerprints = FingerprintTracker(self.metrics, on_change=self._fingerprint_changed)
+        sinks = [Sink("pricing", self.book.price_record),
+                 Sink("fingerprints", self.fingerprints.observe),
+                 Sink("metrics", self.metrics.observe)]
         if s["log.calls"]:
             sinks.append(Sink("log", CallLog()))
         sinks.append(Sink("ledger", self.ledger.submit))
@@ -122,6 +127,9 @@ class Daemon:
         for price_set in await self.ledger.run_in_writer(
                 lambda: load_price_history(self.ledger.db())):
             self.book.add(price_set)
+        seen, current = await self.ledger.run_in_writer(
+            lambda: load_fingerprints(self.ledger.db()))
+        self.fingerprints.load(seen, current)
         self._prices_changed()
         self.ledger.start()
         connector = aiohttp.TCPConnector(limit=self.settings["upstream.max_connections"],
@@ -150,7 +158,7 @@ class Daemon:
             save=lambda ps: self.ledger.run_in_writer(save_price_set, self.ledger.db(), ps),
             on_success=lambda ps: self._spawn(self._after_refresh()),
             on_failure=lambda exc: self.metrics.price_refresh_failures.inc(),
-            wait=self.price_retry_wait, clock=self.clocks.wall)
+            wait=self.retry_wait, clock=self.clocks.wall)
         self._spawn(self._refresh_prices(s["pricing.refresh_interval"]))
 
     def _listing_key(self) -> str | None:
@@ -186,14 +194,29 @@ class Daemon:
     def _prices_changed(self) -> None:
         models = self.book.models_at()
         self.metrics.set_prices(models)
+        self.fingerprints.set_listing(
+            {mp.model: mp.fingerprint for mp in models if mp.fingerprint},
+            lambda name: (p.model if (p := self.book.price_for(name, self.clocks.wall()))
+                          else None))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    # --- fingerprint changes --------------------------------------------------------------
+
+    def _fingerprint_changed(self, change: FingerprintChange) -> None:
+        self.ledger.submit_op(lambda db: db.execute(
+            "insert into fingerprint_changes (at, provider, model, old, new, kind) "
+            "values (?, ?, ?, ?, ?, ?)",
+            [change.at, change.provider, change.model, change.old, change.new, change.kind]))
+        url = self.settings["alerts.webhook_url"]
+        if url and self._session is not None:
+            self._spawn(notify_webhook(self._session, url, change, wait=self.retry_wait))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Start a background task and keep a reference until it ends (none is lost to GC)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background_task_failed", error=repr(task.exception()))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from daemon import __version__
 from daemon.config import ConfigError, Settings, example_toml, load
-from daemon.ledger import REPORT_GROUPS, open_database, report
+from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, report
 from daemon.logs import configure
 from daemon.pricing import PriceBook, load_price_history, prices_table
 from daemon.tables import FORMATS, render
@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
     report.add_argument("--format", choices=FORMATS, default="table")
 
+    fps = with_config(sub.add_parser(
+        "fingerprints", help="system_fingerprints seen per model, and every change"))
+    fps.add_argument("--model", metavar="M", help="only this (resolved) model")
+    fps.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
+    fps.add_argument("--format", choices=FORMATS, default="table")
+
     check = sub.add_parser("check-config", help="check a config file and show the result")
     check.add_argument("file", metavar="FILE")
 
@@ -106,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure(settings["log.level"], settings["log.format"])
             api_key = _forced_api_key(settings)
             _run(_serve(settings, api_key))
-        elif command in ("prices", "report"):
+        elif command in ("prices", "report", "fingerprints"):
             settings = _settings(args)
             print(_ledger_command(command, args, settings), end="")
         elif command == "check-config":
@@ -155,6 +161,19 @@ def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) 
                         "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
                         "or the key of the first relayed call; or set [pricing.overrides].\n")
             return render(rows, args.format, PRICE_COLUMNS if args.format == "table" else None)
+        if command == "fingerprints":
+            seen, changes = fingerprint_history(db, args.model)
+            for row in (*seen, *changes):
+                for column in ("first_seen", "last_seen", "at"):
+                    if column in row:
+                        row[column] = _iso(row[column])
+            if args.format != "table":
+                return render([{"record": "seen", **r} for r in seen]
+                              + [{"record": "change", **r} for r in changes], args.format,
+                              ["record", "provider", "model", "fingerprint", "first_seen",
+                               "last_seen", "calls", "at", "old", "new", "kind"])
+            return ("Fingerprints seen:\n" + render(seen) + "\nChanges (kind new: never seen "
+                    "before; known: one seen before, back):\n" + render(changes))
         since = parse_since(args.since, time.time())
         rows = report(db, since, args.by)
         columns = [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")] \
@@ -167,6 +186,12 @@ def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) 
 PRICE_COLUMNS = ("model", "aliases", "input_usd_per_1m", "cached_input_usd_per_1m",
                  "output_usd_per_1m", "image_input_usd_per_1m", "image_usd",
                  "long_context_threshold", "source", "fetched_at")
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def parse_since(value: str, now: float) -> float:

@@ -116,6 +116,14 @@ def _str_list(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _optional_url(key: str, value: Any) -> str:
+    text = _str(key, value)
+    url = URL(text)
+    if text and (url.scheme not in ("http", "https") or not url.host):
+        raise ConfigError(f"{key} = {text!r}: expected an http(s) URL, or \"\" for none.")
+    return text
+
+
 def _env_name(key: str, value: Any) -> str:
     text = _str(key, value)
     if text and not text.replace("_", "a").isalnum():
@@ -170,6 +178,9 @@ SETTINGS: tuple[Setting, ...] = (
             "input, cached_input, output, image_input (per 1M tokens), image (per image), search "
             "(per source), long_context_threshold, input_long, cached_input_long, output_long. "
             "Also prices models of upstreams without a listing.", _overrides),
+    Setting("alerts.webhook_url", "", "When set, each fingerprint change is POSTed there as JSON "
+            "(model, old, new, kind, time), retried with backoff, never delaying the relay.",
+            _optional_url),
     Setting("log.level", "info", "Log level: debug, info, warning or error.",
             _choice("debug", "info", "warning", "error")),
     Setting("log.format", "auto", "auto (console on a TTY, JSON otherwise), json or console.",

@@ -32,10 +32,12 @@ from daemon.pricing import migrate_prices
 from daemon.record import CallError, CallRecord, Unmetered, Usage
 
 log = structlog.get_logger("xai_meter.ledger")
+LedgerOp = Callable[[sqlite_utils.Database], object]
 TICKS_PER_USD = 10**10
 T = TypeVar("T")
 
-CALL_COLUMNS: dict[str, type] = {
+# The calls table as migration m001 made it. Never edit: later migrations add columns.
+_CALL_COLUMNS_M001: dict[str, type] = {
     "id": str,
     "started_at": float,
     "provider": str,
@@ -75,12 +77,20 @@ CALL_COLUMNS: dict[str, type] = {
     "metered": int,
     "unmetered_reason": str,
 }
+_CALL_COLUMNS_M005: dict[str, type] = {
+    "previous_response_id": str,  # Responses: the conversation this turn continues
+    "linked_id": str,  # deferred: the result row points at the POST that asked for it
+    "deferred_state": str,  # deferred POST: pending | completed | expired
+    "deferred_ms": float,  # deferred result: from the POST to the result
+    "tool_calls": str,  # server-side tool calls by kind, JSON
+}
+CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005}
 
 
 # --- migrations: named, ordered, each applied once ------------------------------------------
 
 def m001_calls(db: sqlite_utils.Database) -> None:
-    db["calls"].create(CALL_COLUMNS, pk="id")  # type: ignore[union-attr]
+    db["calls"].create(_CALL_COLUMNS_M001, pk="id")  # type: ignore[union-attr]
     db["calls"].create_index(["started_at"])  # type: ignore[union-attr]
     db["calls"].create_index(["model", "started_at"])  # type: ignore[union-attr]
     db["calls"].create_index(["response_id"])  # type: ignore[union-attr]
@@ -98,8 +108,24 @@ def m004_unpriced_index(db: sqlite_utils.Database) -> None:
     db["calls"].create_index(["cost_source"])  # type: ignore[union-attr]
 
 
+def m005_dialects_fingerprints_keys(db: sqlite_utils.Database) -> None:
+    calls = db["calls"]
+    for name, kind in _CALL_COLUMNS_M005.items():
+        calls.add_column(name, kind)  # type: ignore[union-attr]
+    calls.create_index(["deferred_state"])  # type: ignore[union-attr]
+    db["fingerprints"].create(  # type: ignore[union-attr]
+        {"provider": str, "model": str, "fingerprint": str, "first_seen": float,
+         "last_seen": float, "calls": int}, pk=("provider", "model", "fingerprint"))
+    db["fingerprint_changes"].create(  # type: ignore[union-attr]
+        {"id": int, "at": float, "provider": str, "model": str, "old": str, "new": str,
+         "kind": str}, pk="id")
+    db["api_keys"].create(  # type: ignore[union-attr]
+        {"key_id": str, "name": str, "team_id": str, "api_key_id": str, "updated_at": float},
+        pk="key_id")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    m001_calls, m002_meta, m003_prices, m004_unpriced_index]
+    m001_calls, m002_meta, m003_prices, m004_unpriced_index, m005_dialects_fingerprints_keys]
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
@@ -149,7 +175,7 @@ class Ledger:
                  retry_wait: Any = None) -> None:
         self.path = str(path)
         self.batch_size = batch_size
-        self._queue: asyncio.Queue[CallRecord | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[CallRecord | LedgerOp | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
         self._db: sqlite_utils.Database | None = None
         self._on_written = on_written or (lambda n: None)
@@ -193,6 +219,11 @@ class Ledger:
         self._idle.clear()
         self._queue.put_nowait(record)
 
+    def submit_op(self, op: LedgerOp) -> None:
+        """Queue a write (run in the writer thread, in order with the calls around it)."""
+        self._idle.clear()
+        self._queue.put_nowait(op)
+
     def depth(self) -> int:
         return self._queue.qsize()
 
@@ -221,7 +252,7 @@ class Ledger:
         stopping = False
         while not stopping:
             item = await self._queue.get()
-            batch: list[CallRecord] = []
+            batch: list[CallRecord | LedgerOp] = []
             if item is None:
                 stopping = True
             else:
@@ -237,7 +268,7 @@ class Ledger:
             if self._queue.empty():
                 self._idle.set()
 
-    async def _write(self, batch: list[CallRecord]) -> None:
+    async def _write(self, batch: list[CallRecord | LedgerOp]) -> None:
         try:
             async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(sqlite3.Error),
@@ -249,11 +280,14 @@ class Ledger:
                         self._on_error()
                         raise
         except sqlite3.Error as exc:
-            spill = await self.run_in_writer(self._spill, batch)
-            log.error("ledger_write_failed", rows=len(batch), error=str(exc), spilled_to=spill)
+            records = [r for r in batch if isinstance(r, CallRecord)]
+            spill = await self.run_in_writer(self._spill, records)
+            log.error("ledger_write_failed", rows=len(records), error=str(exc),
+                      spilled_to=spill)
         else:
-            self.rows_written += len(batch)
-            self._on_written(len(batch))
+            written = sum(isinstance(r, CallRecord) for r in batch)
+            self.rows_written += written
+            self._on_written(written)
         finally:
             self._progress.set()
             self._progress = asyncio.Event()
@@ -266,11 +300,63 @@ class Ledger:
                 f.write(orjson.dumps(record.as_row()) + b"\n")
         return path
 
-    def _insert(self, batch: list[CallRecord]) -> None:
+    def _insert(self, batch: list[CallRecord | LedgerOp]) -> None:
+        """One transaction: the batch's calls, their fingerprints, and queued writes, in order."""
         db = self.db()
-        rows = [tuple(row[c] for c in CALL_COLUMNS) for row in map(CallRecord.as_row, batch)]
         with db.conn:
-            db.conn.executemany(_INSERT, rows)
+            records: list[CallRecord] = []
+            for item in batch:
+                if isinstance(item, CallRecord):
+                    records.append(item)
+                    continue
+                self._insert_calls(db, records)
+                records = []
+                item(db)
+            self._insert_calls(db, records)
+
+    @staticmethod
+    def _insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
+        if not records:
+            return
+        db.conn.executemany(_INSERT, [tuple(row[c] for c in CALL_COLUMNS)
+                                      for row in map(CallRecord.as_row, records)])
+        seen: dict[tuple[str, str, str], list[float]] = {}
+        for r in records:
+            if r.fingerprint and r.model and r.status is not None and r.status < 400:
+                seen.setdefault((r.provider, r.model, r.fingerprint), []).append(r.started_at)
+        db.conn.executemany(
+            "insert into fingerprints (provider, model, fingerprint, first_seen, last_seen, "
+            "calls) values (?, ?, ?, ?, ?, ?) on conflict (provider, model, fingerprint) do "
+            "update set first_seen = min(first_seen, excluded.first_seen), "
+            "last_seen = max(last_seen, excluded.last_seen), calls = calls + excluded.calls",
+            [(*key, min(times), max(times), len(times)) for key, times in seen.items()])
+
+
+def load_fingerprints(db: sqlite_utils.Database) -> tuple[
+        list[tuple[str, str, str]], dict[tuple[str, str], str]]:
+    """Every fingerprint seen per (provider, model), and the latest one of each."""
+    seen: list[tuple[str, str, str]] = []
+    latest: dict[tuple[str, str], tuple[float, str]] = {}
+    for provider, model, fingerprint, last_seen in db.execute(
+            "select provider, model, fingerprint, last_seen from fingerprints"):
+        seen.append((provider, model, fingerprint))
+        if (provider, model) not in latest or last_seen > latest[(provider, model)][0]:
+            latest[(provider, model)] = (last_seen, fingerprint)
+    return seen, {key: fp for key, (_, fp) in latest.items()}
+
+
+def fingerprint_history(db: sqlite_utils.Database,
+                        model: str | None = None) -> tuple[list[dict[str, Any]],
+                                                           list[dict[str, Any]]]:
+    """For `xai-meter fingerprints`: fingerprints seen, and changes, oldest first."""
+    where, params = ("where model = ?", [model]) if model else ("", [])
+    seen = list(db.query(
+        f"select provider, model, fingerprint, first_seen, last_seen, calls from fingerprints "
+        f"{where} order by provider, model, first_seen", params))
+    changes = list(db.query(
+        f"select at, provider, model, old, new, kind from fingerprint_changes {where} "
+        f"order by at, id", params))
+    return seen, changes
 
 
 def record_from_row(row: dict[str, Any]) -> CallRecord:

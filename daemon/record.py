@@ -25,6 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
+
 
 class Stage(enum.IntEnum):
     CREATED = 1
@@ -108,6 +110,10 @@ class CallRecord:
     request_id: str | None = None  # upstream x-request-id, when it sends one
     fingerprint: str | None = None
     service_tier: str | None = None
+    previous_response_id: str | None = None
+    linked_id: str | None = None  # deferred result: the id of the POST row that asked for it
+    deferred_state: str | None = None  # deferred POST: pending | completed | expired
+    deferred_ms: float | None = None  # deferred result: from the POST to the result
     usage: Usage | None = None
     billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
     unmetered_reason: Unmetered | None = None
@@ -179,6 +185,12 @@ class CallRecord:
             "app": self.app,
             "metered": int(self.metered),
             "unmetered_reason": self.unmetered_reason.value if self.unmetered_reason else None,
+            "previous_response_id": self.previous_response_id,
+            "linked_id": self.linked_id,
+            "deferred_state": self.deferred_state,
+            "deferred_ms": _ms(self.deferred_ms),
+            "tool_calls": orjson.dumps(usage.server_tool_calls).decode()
+            if self.usage and usage.server_tool_calls else None,
         }
         return row
 

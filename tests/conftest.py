@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ TEST_KEY = "xai-test-key-0123456789abcdef"
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """CLI tests configure logging onto captured streams; undo it after each test."""
+    """Logs go to stderr (stdout is what CLI tests read); undo CLI set-ups after each test."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     yield
     structlog.reset_defaults()
     for handler in logging.root.handlers[:]:
@@ -102,7 +104,7 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
         if ledger is not None:
             extra["ledger__path"] = str(ledger)
         daemon = Daemon(make_settings(tmp_path, upstream, **extra), api_key=api_key,
-                        price_retry_wait=wait_none())
+                        retry_wait=wait_none())
         await daemon.start()
         started.append(daemon)
         return RunningDaemon(daemon)
