@@ -23,8 +23,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from yarl import URL
 
-from daemon.config import Settings
+from daemon.config import ConfigError, Settings
+from daemon.deferred import DeferredTracker, load_deferred
 from daemon.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.keys import KeyHasher
 from daemon.ledger import Ledger, ensure_salt, load_fingerprints, reprice_unpriced
@@ -38,6 +40,7 @@ from daemon.relay import Relay, Upstream
 
 log = structlog.get_logger("xai_meter.app")
 
+DEFERRED_EXPIRY_INTERVAL = 600.0  # seconds between sweeps for deferred requests past 24 h
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
 DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
@@ -78,19 +81,32 @@ class Daemon:
         self.metrics.set_queue_depth_source(self.ledger.depth)
         self.keys = KeyHasher(b"")
         self.fingerprints = FingerprintTracker(self.metrics, on_change=self._fingerprint_changed)
-        sinks = [Sink("pricing", self.book.price_record),
+        self.deferred = DeferredTracker(self.ledger.submit_op)
+        sinks = [Sink("deferred", self.deferred.observe),  # first: a repeated result is not priced
+                 Sink("pricing", self.book.price_record),
                  Sink("fingerprints", self.fingerprints.observe),
                  Sink("metrics", self.metrics.observe)]
         if s["log.calls"]:
             sinks.append(Sink("log", CallLog()))
+        sinks.append(Sink("key_names", self._remember_key_name))
         sinks.append(Sink("ledger", self.ledger.submit))
         self.meter = Meter(sinks, on_sink_error=lambda name: self.metrics.sink_errors.labels(
             name).inc())
-        upstream = Upstream(provider="xai", base_url=s.upstream_url,
-                            connect_timeout=s["upstream.connect_timeout"],
-                            read_timeout=s["upstream.read_timeout"], api_key=self.api_key)
+        upstreams = [Upstream(provider="xai", base_url=s.upstream_url,
+                              connect_timeout=s["upstream.connect_timeout"],
+                              read_timeout=s["upstream.read_timeout"], api_key=self.api_key)]
+        for name, entry in s["upstreams"].items():
+            key_env = entry["api_key_env"]
+            key = os.environ.get(key_env) if key_env else None
+            if key_env and not key:
+                raise ConfigError(f"upstreams.{name}.api_key_env = {key_env!r}, but ${key_env} "
+                                  f"is not set or empty. Fix: export it, or remove the setting.")
+            upstreams.append(Upstream(
+                provider=entry["provider"], base_url=URL(entry["base_url"]),
+                connect_timeout=s["upstream.connect_timeout"],
+                read_timeout=s["upstream.read_timeout"], api_key=key, prefix=entry["prefix"]))
         self._session: aiohttp.ClientSession | None = None
-        self.relay = Relay(upstream, self.meter, self.keys, self.session,
+        self.relay = Relay(upstreams, self.meter, self.keys, self.session,
                            clock=self.clocks.monotonic, wall_clock=self.clocks.wall,
                            on_start=self.metrics.in_flight.inc, on_end=self.metrics.in_flight.dec)
         self.ready = False
@@ -130,6 +146,9 @@ class Daemon:
         seen, current = await self.ledger.run_in_writer(
             lambda: load_fingerprints(self.ledger.db()))
         self.fingerprints.load(seen, current)
+        pending, done = await self.ledger.run_in_writer(
+            lambda: load_deferred(self.ledger.db(), self.clocks.wall()))
+        self.deferred.load(pending, done)
         self._prices_changed()
         self.ledger.start()
         connector = aiohttp.TCPConnector(limit=self.settings["upstream.max_connections"],
@@ -140,6 +159,7 @@ class Daemon:
         app[SESSION_KEY] = self._session
         if self.settings["pricing.refresh"]:
             self._start_price_refresh(self._session)
+        self._spawn(self._expire_deferred())
         try:
             yield
         finally:
@@ -198,6 +218,24 @@ class Daemon:
             {mp.model: mp.fingerprint for mp in models if mp.fingerprint},
             lambda name: (p.model if (p := self.book.price_for(name, self.clocks.wall()))
                           else None))
+
+    # --- deferred requests and key names --------------------------------------------------
+
+    async def _expire_deferred(self) -> None:
+        while True:
+            self.deferred.expire(self.clocks.wall())
+            await asyncio.sleep(DEFERRED_EXPIRY_INTERVAL)
+
+    def _remember_key_name(self, record: CallRecord) -> None:
+        """GET /v1/api-key told us the key's name and team: keep them against its key id."""
+        info, key_id = record.key_info, record.key_id
+        if not info or not key_id:
+            return
+        row = [key_id, info.get("name"), info.get("team_id"), info.get("api_key_id"),
+               record.started_at]
+        self.ledger.submit_op(lambda db: db.execute(
+            "insert or replace into api_keys (key_id, name, team_id, api_key_id, updated_at) "
+            "values (?, ?, ?, ?, ?)", row))
 
     # --- fingerprint changes --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -124,6 +125,45 @@ def _optional_url(key: str, value: Any) -> str:
     return text
 
 
+_PREFIX = re.compile(r"^(/[a-z0-9][a-z0-9._-]*)+$")
+_UPSTREAM_KEYS = ("base_url", "prefix", "provider", "api_key_env")
+
+
+def _upstreams(key: str, value: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected tables like [{key}.openai] with base_url and prefix.")
+    out: dict[str, dict[str, str]] = {}
+    prefixes: dict[str, str] = {}
+    for name, entry in value.items():
+        where = f"{key}.{name}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: expected a table with base_url and prefix.")
+        unknown = sorted(set(entry) - set(_UPSTREAM_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: no such setting. An upstream takes "
+                              f"{', '.join(_UPSTREAM_KEYS)}.")
+        for required in ("base_url", "prefix"):
+            if required not in entry:
+                raise ConfigError(f"{where}.{required} is missing. Fix: for example "
+                                  f"base_url = \"https://api.openai.com\", prefix = \"/openai\" "
+                                  f"(apps then use http://127.0.0.1:8787/openai/v1).")
+        prefix = _str(f"{where}.prefix", entry["prefix"]).rstrip("/")
+        if not _PREFIX.match(prefix) or prefix.split("/")[1] == "v1":
+            raise ConfigError(f"{where}.prefix = {entry['prefix']!r}: expected a path like "
+                              f"\"/openai\" (lower case letters, digits, . _ -), not /v1.")
+        if prefix in prefixes:
+            raise ConfigError(f"{where}.prefix = {prefix!r} is already the prefix of "
+                              f"{key}.{prefixes[prefix]}. Fix: give each upstream its own.")
+        prefixes[prefix] = str(name)
+        out[str(name)] = {
+            "base_url": _base_url(f"{where}.base_url", entry["base_url"]),
+            "prefix": prefix,
+            "provider": _host(f"{where}.provider", entry.get("provider", str(name))),
+            "api_key_env": _env_name(f"{where}.api_key_env", entry.get("api_key_env", "")),
+        }
+    return out
+
+
 def _env_name(key: str, value: Any) -> str:
     text = _str(key, value)
     if text and not text.replace("_", "a").isalnum():
@@ -149,6 +189,12 @@ SETTINGS: tuple[Setting, ...] = (
             "headers, or between two chunks) before the call is ended with 504.", _positive_float),
     Setting("upstream.max_connections", 256, "Keep-alive connection pool size to the upstream.",
             _int_in(1, 100000)),
+    Setting("upstreams", {}, "More upstreams, each relayed under a path prefix of its own: "
+            "[upstreams.NAME] base_url (scheme, host, port), prefix (apps use "
+            "http://127.0.0.1:8787/PREFIX/v1), provider (metric label; default NAME; "
+            "\"anthropic\" selects Anthropic's usage convention), api_key_env (a key to add "
+            "when the app sends none). Price their models with [pricing.overrides].",
+            _upstreams),
     Setting("auth.api_key_env", "", "Name of an environment variable holding an API key that "
             "the daemon adds to calls that carry none. Empty: the app's own key passes through "
             "and calls without one go upstream as they are.", _env_name),
@@ -295,18 +341,26 @@ def example_toml() -> str:
     ]
     section = None
     for s in SETTINGS:
-        head, name = s.key.rsplit(".", 1)
+        head, _, name = s.key.rpartition(".")
         if head != section:
-            lines += ["", f"[{head}]"]
+            lines += ["", f"[{head}]"] if head else [""]
             section = head
         for chunk in _wrap(s.help):
             lines.append(f"# {chunk}")
         if isinstance(s.default, dict):  # a table: shown as a commented example
-            lines += [f"# [{s.key}.\"gpt-4o\"]", "# input = 2.5", "# cached_input = 1.25",
-                      "# output = 10.0"]
+            lines += TABLE_EXAMPLES[s.key]
             continue
         lines.append(f"{name} = {_toml_value(s.default)}")
     return "\n".join(lines) + "\n"
+
+
+TABLE_EXAMPLES = {
+    "upstreams": ["# [upstreams.openai]", "# base_url = \"https://api.openai.com\"",
+                  "# prefix = \"/openai\"", "# [upstreams.anthropic]",
+                  "# base_url = \"https://api.anthropic.com\"", "# prefix = \"/anthropic\""],
+    "pricing.overrides": ["# [pricing.overrides.\"gpt-4o\"]", "# input = 2.5",
+                          "# cached_input = 1.25", "# output = 10.0"],
+}
 
 
 def _toml_value(value: Any) -> str:

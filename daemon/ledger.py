@@ -415,7 +415,8 @@ def ensure_salt(db: sqlite_utils.Database) -> bytes:
 REPORT_GROUPS: dict[str, str] = {
     "model": "coalesce(model, requested_model, '-')",
     "app": "coalesce(app, '-')",
-    "key": "coalesce(key_id, '-')",
+    "key": "coalesce((select name || ' (' || calls.key_id || ')' from api_keys k "
+           "where k.key_id = calls.key_id), key_id, '-')",
     "day": "date(started_at, 'unixepoch')",
     "endpoint": "endpoint",
 }

@@ -114,6 +114,7 @@ class CallRecord:
     linked_id: str | None = None  # deferred result: the id of the POST row that asked for it
     deferred_state: str | None = None  # deferred POST: pending | completed | expired
     deferred_ms: float | None = None  # deferred result: from the POST to the result
+    key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
     usage: Usage | None = None
     billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
     unmetered_reason: Unmetered | None = None

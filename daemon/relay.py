@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -40,23 +40,36 @@ _APP_LABEL_MAX = 64
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """One configured upstream: where its calls go and how they are labelled."""
+    """One configured upstream: where its calls go and how they are labelled.
+
+    Calls to ``{prefix}/v1/...`` on the relay go to ``{base_url}/v1/...``; the default upstream
+    has the empty prefix. No other destination exists: the host comes from here, never from
+    the request.
+    """
 
     provider: str
     base_url: URL
     connect_timeout: float
     read_timeout: float
     api_key: str | None = None  # added to calls that carry no key of their own
+    prefix: str = ""
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
+                                     sock_read=self.read_timeout)
 
 
 class Relay:
-    def __init__(self, upstream: Upstream, meter: Meter, keys: KeyHasher,
+    def __init__(self, upstreams: Sequence[Upstream], meter: Meter, keys: KeyHasher,
                  session: Callable[[], aiohttp.ClientSession],
                  clock: Callable[[], float] = time.perf_counter,
                  wall_clock: Callable[[], float] = time.time,
                  on_start: Callable[[], None] | None = None,
                  on_end: Callable[[], None] | None = None) -> None:
-        self.upstream = upstream
+        self.upstreams = tuple(upstreams)
+        # Longest prefix first, so /a/b/v1 is not taken for /a/v1; each with its timeout.
+        self._routes = sorted(((u.prefix, u, u.client_timeout()) for u in self.upstreams),
+                              key=lambda route: -len(route[0]))
         self.meter = meter
         self.keys = keys
         self.router = Router()
@@ -68,22 +81,30 @@ class Relay:
         self._wall = wall_clock
         self._on_start = on_start or (lambda: None)
         self._on_end = on_end or (lambda: None)
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=upstream.connect_timeout,
-                                              sock_read=upstream.read_timeout)
+
+    def route(self, path: str, raw_path: str) -> tuple[Upstream, aiohttp.ClientTimeout, str,
+                                                       str] | None:
+        """The upstream for a request path, with the path and raw path it has there."""
+        for prefix, upstream, timeout in self._routes:
+            if path.startswith(prefix + "/v1/") and raw_path.startswith(prefix + "/"):
+                return upstream, timeout, path[len(prefix):], raw_path[len(prefix):]
+        return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        if not path.startswith("/v1/"):
-            return json_error(404, "not_found", f"xai-meter relays only paths under /v1/; "
-                              f"{path!r} is not one. Point your SDK's base URL at "
-                              f"http://{request.host}/v1.")
-        dialect = self.router.dialect(request.method, path)
+        found = self.route(request.path, request.raw_path)
+        if found is None:
+            bases = ", ".join(f"http://{request.host}{u.prefix}/v1" for u in self.upstreams)
+            return json_error(404, "not_found", f"xai-meter relays only paths under a "
+                              f"configured upstream's /v1/; {request.path!r} is not one. "
+                              f"Base URLs here: {bases}.")
+        upstream, timeout, path, raw_path = found
+        dialect = self.router.dialect(path)
         record = CallRecord(id=new_call_id(), started_at=self._wall(), t0=self._clock(),
-                            provider=self.upstream.provider, endpoint=dialect.endpoint,
+                            provider=upstream.provider, endpoint=dialect.endpoint,
                             method=request.method, path=path, billable=dialect.billable)
         self._on_start()
         try:
-            return await self._relay(request, record, dialect)
+            return await self._relay(request, record, dialect, upstream, timeout, raw_path)
         except asyncio.CancelledError:
             record.fail(CallError.SHUTDOWN if self.draining else CallError.CLIENT_DISCONNECT)
             raise
@@ -103,16 +124,20 @@ class Relay:
         self._on_end()
         self.meter.finish(record)
 
-    async def _relay(self, request: web.Request, record: CallRecord,
-                     dialect: Dialect) -> web.StreamResponse:
+    async def _relay(self, request: web.Request, record: CallRecord, dialect: Dialect,
+                     upstream: Upstream, limits: aiohttp.ClientTimeout,
+                     raw_path: str) -> web.StreamResponse:
         headers = forward_headers(request.headers)
         key = api_key_of(request.headers)
         if key is not None and key != self.last_client_key:
             self.last_client_key = key
             self.client_key_seen.set()
-        elif key is None and self.upstream.api_key:
-            key = self.upstream.api_key
-            headers["Authorization"] = f"Bearer {key}"
+        elif key is None and upstream.api_key:
+            key = upstream.api_key
+            if upstream.provider == "anthropic":
+                headers["x-api-key"] = key
+            else:
+                headers["Authorization"] = f"Bearer {key}"
         record.key_id = self.keys.key_id(key)
         app = request.headers.get("X-Meter-App")
         record.app = app[:_APP_LABEL_MAX] if app else None
@@ -135,29 +160,29 @@ class Relay:
 
         # The base URL is an origin and the raw path starts with "/v1/": no client input can
         # change the host the call goes to.
-        url = URL(f"{self.upstream.base_url}{request.raw_path}", encoded=True)
+        url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
         skip = [h for h in _AUTO_HEADERS if h not in headers]
         try:
-            upstream = await self._session().request(
+            answer = await self._session().request(
                 request.method, url, headers=headers, data=body or None,
-                allow_redirects=False, timeout=self._timeout, skip_auto_headers=skip)
+                allow_redirects=False, timeout=limits, skip_auto_headers=skip)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
             record.status = 504
             return json_error(504, "upstream_timeout", f"The upstream "
-                              f"{self.upstream.base_url} did not answer in time.")
+                              f"{upstream.base_url} did not answer in time.")
         except aiohttp.ClientError as exc:
             record.fail(CallError.UPSTREAM_UNREACHABLE, type(exc).__name__)
             record.status = 502
             return json_error(502, "upstream_unreachable", f"The upstream "
-                              f"{self.upstream.base_url} could not be reached ({exc}).")
+                              f"{upstream.base_url} could not be reached ({exc}).")
         try:
-            return await self._stream_back(request, record, dialect, upstream)
+            return await self._stream_back(request, record, dialect, answer)
         finally:
-            if upstream.content.at_eof():
-                upstream.release()  # back to the keep-alive pool
+            if answer.content.at_eof():
+                answer.release()  # back to the keep-alive pool
             else:
-                upstream.close()
+                answer.close()
 
     async def _stream_back(self, request: web.Request, record: CallRecord, dialect: Dialect,
                            upstream: aiohttp.ClientResponse) -> web.StreamResponse:

@@ -5,41 +5,51 @@ from __future__ import annotations
 import re
 
 from daemon.dialects import Dialect
-from daemon.dialects.chat import ChatDialect
+from daemon.dialects.apikey import ApiKeyDialect
+from daemon.dialects.chat import ChatDialect, DeferredResultDialect
+from daemon.dialects.images import ImagesDialect
+from daemon.dialects.messages import MessagesDialect
+from daemon.dialects.responses import ResponsesDialect
 
-# Endpoints without a parser of their own: relayed and recorded, never billed. The name is a
-# metric label, so unknown paths share one name ("other") and labels stay bounded.
-_UNBILLED: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), name)
-    for pattern, name in (
-        (r"^/v1/chat/deferred-completion/[^/]+$", "chat.deferred"),
-        (r"^/v1/responses(/.*)?$", "responses"),
-        (r"^/v1/messages(/.*)?$", "messages"),
-        (r"^/v1/images/generations$", "images.generations"),
-        (r"^/v1/images/edits$", "images.edits"),
-        (r"^/v1/models(/[^/]+)?$", "models"),
-        (r"^/v1/language-models(/[^/]+)?$", "language-models"),
-        (r"^/v1/image-generation-models(/[^/]+)?$", "image-generation-models"),
-        (r"^/v1/tokenize-text$", "tokenize-text"),
-        (r"^/v1/api-key$", "api-key"),
-        (r"^/v1/embeddings$", "embeddings"),
-        (r"^/v1/completions$", "completions"),
-    )
+# Path (under the upstream's /v1/) -> dialect. Endpoints without a parser of their own are
+# relayed and recorded, never billed. The name is a metric label, so unknown paths share one
+# name ("other") and labels stay bounded.
+_ROUTES: tuple[tuple[str, Dialect], ...] = (
+    (r"/v1/chat/completions", ChatDialect()),
+    (r"/v1/chat/deferred-completion/[^/]+", DeferredResultDialect()),
+    (r"/v1/responses(?:/[^/]+)?", ResponsesDialect()),
+    (r"/v1/messages", MessagesDialect()),
+    (r"/v1/images/generations", ImagesDialect("images.generations")),
+    (r"/v1/images/edits", ImagesDialect("images.edits")),
+    (r"/v1/api-key", ApiKeyDialect("api-key")),
+    (r"/v1/messages/.+", Dialect("messages")),
+    (r"/v1/responses/.+", Dialect("responses")),
+    (r"/v1/models(?:/[^/]+)?", Dialect("models")),
+    (r"/v1/language-models(?:/[^/]+)?", Dialect("language-models")),
+    (r"/v1/image-generation-models(?:/[^/]+)?", Dialect("image-generation-models")),
+    (r"/v1/tokenize-text", Dialect("tokenize-text")),
+    (r"/v1/embeddings", Dialect("embeddings")),
+    (r"/v1/completions", Dialect("completions")),
+    (r"/v1/batches(?:/.*)?", Dialect("batches")),
+    (r"/v1/files(?:/.*)?", Dialect("files")),
 )
 
 
 class Router:
-    """Maps (method, path under /v1/) to a dialect; built once, looked up per call."""
+    """Maps a path under /v1/ to its dialect; built once, looked up per call."""
 
     def __init__(self) -> None:
-        self._chat = ChatDialect()
-        self._unbilled = {name: Dialect(name) for _, name in _UNBILLED}
+        self._exact = {pattern: d for pattern, d in _ROUTES if not any(c in pattern for c in
+                                                                         "[(.+*?")}
+        self._patterns = [(re.compile(pattern + "$"), d) for pattern, d in _ROUTES
+                          if pattern not in self._exact]
         self._other = Dialect("other")
 
-    def dialect(self, method: str, path: str) -> Dialect:
-        if path == "/v1/chat/completions":
-            return self._chat if method == "POST" else self._other
-        for pattern, name in _UNBILLED:
+    def dialect(self, path: str) -> Dialect:
+        found = self._exact.get(path)
+        if found is not None:
+            return found
+        for pattern, dialect in self._patterns:
             if pattern.match(path):
-                return self._unbilled[name]
+                return dialect
         return self._other

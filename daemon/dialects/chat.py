@@ -142,13 +142,14 @@ class ChatDialect(Dialect):
         super().__init__("chat.completions", billable=True)
 
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
-        obj = loads_object(body)
+        record.billable = record.method == "POST"
+        obj = loads_object(body) if record.billable else None
         if obj is None:
             return None
         record.requested_model = opt_str(obj.get("model"))
         record.stream = obj.get("stream") is True
         record.deferred = obj.get("deferred") is True
-        record.billable = not record.deferred  # a deferred request is billed when its result comes
+        record.billable = not record.deferred  # billed when its result comes, not now
         if not record.stream:
             return None
         options = obj.get("stream_options")
@@ -168,3 +169,18 @@ class ChatDialect(Dialect):
         if content_type.startswith("text/event-stream"):
             return ChatStream(record, clock, encoding, filtering=record.usage_injected)
         return ChatBody(record, clock, encoding)
+
+
+class DeferredResultDialect(Dialect):
+    """`GET /v1/chat/deferred-completion/{request_id}`: 202 (empty) while pending, not billed;
+    one 200 with a normal chat completion, billed (and linked to its POST by the meter)."""
+
+    def __init__(self) -> None:
+        super().__init__("chat.deferred", billable=False)
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        if record.status == 200 and record.method == "GET":
+            record.billable = True
+            return ChatBody(record, clock, encoding)
+        return Tap(record, clock)

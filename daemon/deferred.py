@@ -1,0 +1,100 @@
+"""Deferred chat completions: billed when the result arrives, once, and linked to the request.
+
+The `POST` with `"deferred": true` answers `{"request_id"}`: its row is `pending`. Polls answering
+202 are relayed and recorded, unbilled. The one 200 carries the completion: it is billed, linked
+to the POST (`linked_id`, `deferred_ms` = POST to result) and the POST row becomes `completed`.
+A result seen again is not billed again. A request with no result within 24 h becomes `expired`.
+State is in memory (dict lookups per call) and reloaded from the ledger at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import sqlite_utils
+import structlog
+
+from daemon.record import CallRecord
+
+log = structlog.get_logger("xai_meter.deferred")
+
+RESULT_TTL = 24 * 3600.0  # xAI keeps a deferred result for 24 hours
+_DONE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    call_id: str
+    started_at: float
+
+
+class DeferredTracker:
+    def __init__(self, submit_op: Callable[[Callable[[sqlite_utils.Database], object]], None]
+                 ) -> None:
+        self._submit_op = submit_op
+        self._pending: dict[str, Pending] = {}
+        self._done: dict[str, float] = {}  # request ids already billed -> when
+
+    def load(self, pending: Iterable[tuple[str, str, float]], done: Iterable[str]) -> None:
+        for request_id, call_id, started_at in pending:
+            self._pending[request_id] = Pending(call_id, started_at)
+        for request_id in done:
+            self._done[request_id] = 0.0
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def observe(self, record: CallRecord) -> None:
+        """The sink (runs before pricing, so a result seen twice is never priced twice)."""
+        if record.deferred and record.endpoint == "chat.completions":
+            if record.status == 200 and record.response_id:
+                record.deferred_state = "pending"
+                self._pending[record.response_id] = Pending(record.id, record.started_at)
+            return
+        if record.endpoint != "chat.deferred" or record.status != 200:
+            return
+        request_id = record.path.rsplit("/", 1)[-1]
+        if request_id in self._done:
+            record.usage = None  # already billed: this is the same result again
+            record.billable = False
+            record.deferred_state = "duplicate"
+            return
+        if len(self._done) >= _DONE_LIMIT:
+            self._done.clear()
+        self._done[request_id] = record.started_at
+        record.deferred_state = "result"
+        pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return  # its POST was not seen by this ledger: bill the result all the same
+        record.linked_id = pending.call_id
+        end = record.started_at + (record.duration_ms or 0.0) / 1000.0
+        record.deferred_ms = (end - pending.started_at) * 1000.0
+        call_id = pending.call_id
+        self._submit_op(lambda db: db.execute(
+            "update calls set deferred_state = 'completed' where id = ?", [call_id]))
+
+    def expire(self, now: float) -> int:
+        """Close requests whose result can no longer come; return how many."""
+        cutoff = now - RESULT_TTL
+        expired = [rid for rid, p in self._pending.items() if p.started_at < cutoff]
+        ids = [self._pending.pop(rid).call_id for rid in expired]
+        if ids:
+            self._submit_op(lambda db: db.conn.executemany(
+                "update calls set deferred_state = 'expired' where id = ? "
+                "and deferred_state = 'pending'", [(i,) for i in ids]))
+            log.info("deferred_expired", calls=len(ids))
+        for rid in [rid for rid, at in self._done.items() if at and at < cutoff]:
+            del self._done[rid]
+        return len(ids)
+
+
+def load_deferred(db: sqlite_utils.Database, now: float) -> tuple[
+        list[tuple[str, str, float]], list[str]]:
+    """Pending requests, and request ids whose result was billed in the last 24 h."""
+    pending = [(r[0], r[1], r[2]) for r in db.execute(
+        "select response_id, id, started_at from calls where deferred_state = 'pending'")]
+    done = [r[0] for r in db.execute(
+        "select p.response_id from calls p where p.deferred_state = 'completed' "
+        "and p.started_at >= ?", [now - 2 * RESULT_TTL])]
+    return pending, done

@@ -1,0 +1,28 @@
+"""`GET /v1/api-key`: never billed, but its answer names the key (name, team) for reports.
+
+Only the name, team id and key id are kept, against the salted key id: never the key, nor its
+redacted form.
+"""
+
+from __future__ import annotations
+
+from daemon.dialects import BodyTap, Clock, Dialect, Tap, is_ok, loads_object, opt_str
+from daemon.record import CallRecord
+
+
+class ApiKeyBody(BodyTap):
+    def parse(self, body: bytes) -> None:
+        obj = loads_object(body)
+        if obj is None or not is_ok(self.record):
+            return
+        self.record.key_info = {
+            "name": opt_str(obj.get("name")),
+            "team_id": opt_str(obj.get("team_id")),
+            "api_key_id": opt_str(obj.get("api_key_id")),
+        }
+
+
+class ApiKeyDialect(Dialect):
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        return ApiKeyBody(record, clock, encoding) if record.method == "GET" else Tap(record, clock)

@@ -1,0 +1,64 @@
+"""Image generation and editing (`POST /v1/images/generations`, `/v1/images/edits`).
+
+Billed per image: the count is the length of `data`; xAI reports `usage.cost_in_usd_ticks`.
+The response carries no model, so pricing uses the requested one (edits send multipart forms,
+whose model field is read when present).
+"""
+
+from __future__ import annotations
+
+import re
+
+from daemon.dialects import (
+    BodyTap,
+    Clock,
+    Dialect,
+    Tap,
+    is_ok,
+    loads_object,
+    opt_int,
+    opt_str,
+    sub,
+)
+from daemon.dialects.chat import read_error
+from daemon.record import CallRecord, Unmetered, Usage
+
+# name="model" in a multipart body: the value is the part's content up to the boundary's CRLF.
+_MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,200})\r\n')
+
+
+class ImageBody(BodyTap):
+    def parse(self, body: bytes) -> None:
+        record = self.record
+        obj = loads_object(body)
+        if obj is None:
+            if is_ok(record):
+                record.mark_unmetered(Unmetered.MALFORMED)
+            return
+        if not is_ok(record):
+            read_error(record, obj)
+            return
+        data = obj.get("data")
+        if not isinstance(data, list):
+            record.mark_unmetered(Unmetered.NO_USAGE)
+            return
+        record.model = opt_str(obj.get("model")) or record.model
+        reported = opt_int(sub(obj, "usage").get("cost_in_usd_ticks"))
+        record.usage = Usage(images=len(data), reported_cost_ticks=reported)
+
+
+class ImagesDialect(Dialect):
+    def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
+        record.billable = record.method == "POST"
+        obj = loads_object(body) if body[:1] == b"{" else None
+        if obj is not None:
+            record.requested_model = opt_str(obj.get("model"))
+        else:
+            match = _MULTIPART_MODEL.search(body[:65536])
+            if match:
+                record.requested_model = match.group(1).decode("utf-8", "replace")
+        return None
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        return ImageBody(record, clock, encoding)

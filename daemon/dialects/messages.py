@@ -1,0 +1,132 @@
+"""Anthropic Messages (`POST /v1/messages`), on xAI (deprecated there) or on Anthropic itself.
+
+Anthropic counts cache reads and cache writes *outside* `input_tokens`; xAI's compatible endpoint
+counts cache reads inside. The upstream's provider says which; a cache-read count larger than
+`input_tokens` proves the Anthropic convention whatever the provider. Streams carry usage in
+`message_start` (input side) and `message_delta` (output, cumulative): the last value wins.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from daemon.dialects import (
+    BodyTap,
+    Clock,
+    Dialect,
+    EventTap,
+    Tap,
+    as_int,
+    is_ok,
+    loads_object,
+    opt_str,
+    sse_data,
+    sub,
+)
+from daemon.dialects.chat import read_error
+from daemon.record import CallRecord, Unmetered, Usage
+
+_FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"content_block_delta"')
+_USAGE_EVENT = re.compile(rb'"type"\s*:\s*"message_(?:start|delta)"')
+_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
+               "cache_creation_input_tokens")
+
+
+def messages_usage(u: dict[str, Any], provider: str) -> Usage:
+    """Normalize Messages usage so `input_tokens` includes cache reads and writes."""
+    inp = as_int(u.get("input_tokens"))
+    cache_read = as_int(u.get("cache_read_input_tokens"))
+    cache_write = as_int(u.get("cache_creation_input_tokens"))
+    if provider == "anthropic" or cache_read > inp:
+        inp += cache_read + cache_write
+    return Usage(
+        input_tokens=inp,
+        cached_input_tokens=min(cache_read, inp),
+        cache_write_tokens=cache_write,
+        output_tokens=as_int(u.get("output_tokens")),
+        sources=as_int(sub(u, "server_tool_use").get("web_search_requests")),
+    )
+
+
+class MessageBody(BodyTap):
+    def parse(self, body: bytes) -> None:
+        record = self.record
+        obj = loads_object(body)
+        if obj is None:
+            if is_ok(record) and record.billable:
+                record.mark_unmetered(Unmetered.MALFORMED)
+            return
+        if not is_ok(record):
+            read_error(record, obj)
+            return
+        record.model = opt_str(obj.get("model")) or record.model
+        record.response_id = opt_str(obj.get("id"))
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            record.usage = messages_usage(usage, record.provider)
+        elif record.billable:
+            record.mark_unmetered(Unmetered.NO_USAGE)
+
+
+class MessageStream(EventTap):
+    def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
+        super().__init__(record, clock, encoding)
+        self._usage: dict[str, Any] = {}
+        self._malformed = False
+
+    def on_event(self, event: bytes) -> bool:
+        data = sse_data(event)
+        if not data:
+            return True
+        if self.record.ttft_ms is None and _FIRST_TOKEN.search(data):
+            self.mark_first_token()
+        if not _USAGE_EVENT.search(data):
+            return True
+        obj = loads_object(data)
+        if obj is None:
+            self._malformed = True
+            return True
+        message = obj.get("message")
+        if isinstance(message, dict):  # message_start
+            self.record.model = opt_str(message.get("model")) or self.record.model
+            self.record.response_id = opt_str(message.get("id"))
+            usage = message.get("usage")
+        else:  # message_delta
+            usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self._usage.update({k: usage[k] for k in (*_USAGE_KEYS, "server_tool_use")
+                                if usage.get(k) is not None})
+        return True
+
+    def end_of_stream(self, complete: bool) -> None:
+        record = self.record
+        if self._usage and "output_tokens" in self._usage:
+            record.usage = messages_usage(self._usage, record.provider)
+            if not complete:
+                record.mark_unmetered(Unmetered.INCOMPLETE)
+        elif record.billable and is_ok(record):
+            if not complete:
+                record.mark_unmetered(Unmetered.INCOMPLETE)
+            else:
+                record.mark_unmetered(Unmetered.MALFORMED if self._malformed
+                                      else Unmetered.NO_USAGE)
+
+
+class MessagesDialect(Dialect):
+    def __init__(self) -> None:
+        super().__init__("messages", billable=True)
+
+    def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
+        record.billable = record.method == "POST" and record.path == "/v1/messages"
+        obj = loads_object(body) if record.billable else None
+        if obj is not None:
+            record.requested_model = opt_str(obj.get("model"))
+            record.stream = obj.get("stream") is True
+        return None
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        if content_type.startswith("text/event-stream"):
+            return MessageStream(record, clock, encoding)
+        return MessageBody(record, clock, encoding)

@@ -1,0 +1,156 @@
+"""The Responses API: `POST /v1/responses` (billed), `GET|DELETE /v1/responses/{id}` (never billed).
+
+Here `output_tokens` already includes reasoning (total = input + output): reasoning is added only
+when the total proves it was left out. Usage arrives on the terminal stream event only
+(`response.completed`, `response.incomplete` or `response.failed`). A stored response fetched
+again carries its original usage: that is not a new charge, so it is not read at all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from daemon.dialects import (
+    BodyTap,
+    Clock,
+    Dialect,
+    EventTap,
+    Tap,
+    as_int,
+    is_ok,
+    loads_object,
+    opt_int,
+    opt_str,
+    sse_data,
+    sub,
+)
+from daemon.dialects.chat import chat_usage, read_error
+from daemon.record import CallRecord, Unmetered, Usage
+
+_TERMINAL = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
+_FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
+                          rb'reasoning_summary_text|refusal)\.delta"')
+
+
+def responses_usage(u: dict[str, Any]) -> Usage:
+    """Normalize a Responses `usage` (some stored responses use chat-style keys: handled too)."""
+    if "prompt_tokens" in u and "input_tokens" not in u:
+        return chat_usage(u)
+    inp = as_int(u.get("input_tokens"))
+    out = as_int(u.get("output_tokens"))
+    reasoning = as_int(sub(u, "output_tokens_details").get("reasoning_tokens"))
+    if reasoning and opt_int(u.get("total_tokens")) == inp + out + reasoning:
+        out += reasoning  # reasoning reported outside output_tokens after all
+    input_details = sub(u, "input_tokens_details")
+    tools = {
+        name.removesuffix("_calls"): as_int(count)
+        for name, count in sub(u, "server_side_tool_usage_details").items()
+        if as_int(count)
+    }
+    return Usage(
+        input_tokens=inp,
+        cached_input_tokens=min(as_int(input_details.get("cached_tokens")), inp),
+        output_tokens=out,
+        reasoning_tokens=min(reasoning, out),
+        image_input_tokens=as_int(input_details.get("image_tokens")),
+        sources=as_int(u.get("num_sources_used")),
+        server_tool_calls=tools,
+        reported_cost_ticks=opt_int(u.get("cost_in_usd_ticks")),
+    )
+
+
+def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
+    if record.model is None:
+        record.model = opt_str(obj.get("model"))
+    if record.response_id is None:
+        record.response_id = opt_str(obj.get("id"))
+    previous = opt_str(obj.get("previous_response_id"))
+    if previous:
+        record.previous_response_id = previous
+    tier = opt_str(obj.get("service_tier"))
+    if tier:
+        record.service_tier = tier
+    fingerprint = opt_str(obj.get("system_fingerprint"))
+    if fingerprint:
+        record.fingerprint = fingerprint
+    usage = obj.get("usage")
+    if record.billable and isinstance(usage, dict):
+        record.usage = responses_usage(usage)
+
+
+class ResponseBody(BodyTap):
+    def parse(self, body: bytes) -> None:
+        record = self.record
+        obj = loads_object(body)
+        if obj is None:
+            if is_ok(record) and record.billable:
+                record.mark_unmetered(Unmetered.MALFORMED)
+            return
+        if not is_ok(record):
+            read_error(record, obj)
+            return
+        if record.method == "DELETE":
+            record.response_id = opt_str(obj.get("id"))
+            return
+        read_response(record, obj)
+        if record.usage is None and record.billable:
+            record.mark_unmetered(Unmetered.NO_USAGE)
+
+
+class ResponseStream(EventTap):
+    """Reads the first event (model, id) and the terminal one (usage)."""
+
+    def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
+        super().__init__(record, clock, encoding)
+        self._seen_first = False
+        self._malformed = False
+
+    def on_event(self, event: bytes) -> bool:
+        data = sse_data(event)
+        if not data or data == b"[DONE]":
+            return True
+        if self.record.ttft_ms is None and _FIRST_TOKEN.search(data):
+            self.mark_first_token()
+        if self._seen_first and not _TERMINAL.search(data):
+            return True
+        obj = loads_object(data)
+        if obj is None:
+            self._malformed = True
+            return True
+        self._seen_first = True
+        response = obj.get("response")
+        if isinstance(response, dict):
+            read_response(self.record, response)
+        return True
+
+    def end_of_stream(self, complete: bool) -> None:
+        record = self.record
+        if record.usage is None and record.billable and is_ok(record):
+            if not complete:
+                record.mark_unmetered(Unmetered.INCOMPLETE)
+            else:
+                record.mark_unmetered(Unmetered.MALFORMED if self._malformed
+                                      else Unmetered.NO_USAGE)
+
+
+class ResponsesDialect(Dialect):
+    def __init__(self) -> None:
+        super().__init__("responses", billable=True)
+
+    def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
+        if record.method != "POST" or record.path != "/v1/responses":
+            record.billable = False  # GET or DELETE of a stored response: never a new charge
+            return None
+        obj = loads_object(body)
+        if obj is not None:
+            record.requested_model = opt_str(obj.get("model"))
+            record.stream = obj.get("stream") is True
+            record.previous_response_id = opt_str(obj.get("previous_response_id"))
+        return None
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock,
+            encoding: str = "") -> Tap:
+        if content_type.startswith("text/event-stream"):
+            return ResponseStream(record, clock, encoding)
+        return ResponseBody(record, clock, encoding)
