@@ -84,7 +84,12 @@ class Relay:
 
     def route(self, path: str, raw_path: str) -> tuple[Upstream, aiohttp.ClientTimeout, str,
                                                        str] | None:
-        """The upstream for a request path, with the path and raw path it has there."""
+        """The upstream for a request path, with the path and raw path it has there.
+
+        Dot segments are refused: the path must mean what it says, at every hop.
+        """
+        if "/." in path or "/." in raw_path or "%2e" in raw_path.lower():
+            return None
         for prefix, upstream, timeout in self._routes:
             if path.startswith(prefix + "/v1/") and raw_path.startswith(prefix + "/"):
                 return upstream, timeout, path[len(prefix):], raw_path[len(prefix):]

@@ -139,8 +139,9 @@ class ResponsesDialect(Dialect):
         super().__init__("responses", billable=True)
 
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
-        if record.method != "POST" or record.path != "/v1/responses":
-            record.billable = False  # GET or DELETE of a stored response: never a new charge
+        # GET or DELETE of a stored response: never a new charge.
+        record.billable = record.method == "POST" and record.path == "/v1/responses"
+        if not record.billable:
             return None
         obj = loads_object(body)
         if obj is not None:
