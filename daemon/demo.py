@@ -113,10 +113,11 @@ def _print_report(ledger_path: str, last: int) -> None:
 def _print_metrics(daemon: Daemon) -> None:
     print("\nMetrics (excerpt of /metrics):")
     for family in daemon.registry.collect():
-        if family.name not in ("xai_meter_tokens", "xai_meter_unmetered", "xai_meter_requests"):
+        if family.name not in ("xai_meter_tokens", "xai_meter_unmetered", "xai_meter_requests",
+                               "xai_meter_cost_usd"):
             continue
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            print(f"  {sample.name}{{{labels}}} {sample.value:g}")
+            print(f"  {sample.name}{{{labels}}} {sample.value:.10g}")
