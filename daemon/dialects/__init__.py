@@ -215,6 +215,20 @@ class BodyTap(Tap):
     def parse(self, body: bytes) -> None:
         raise NotImplementedError
 
+    def success_object(self, body: bytes) -> dict[str, Any] | None:
+        """The body's JSON object when the upstream answered 2xx; None otherwise (a body that
+        is not JSON is unmetered; an error's code is kept)."""
+        record = self.record
+        obj = loads_object(body)
+        if obj is None:
+            if is_ok(record) and record.billable:
+                record.mark_unmetered(Unmetered.MALFORMED)
+            return None
+        if not is_ok(record):
+            read_error(record, obj)
+            return None
+        return obj
+
 
 class EventTap(Tap):
     """Splits an SSE body into events at any chunk boundary; subclasses read the events.
@@ -230,6 +244,7 @@ class EventTap(Tap):
         self._scan_from = 0
         self._decode = Decoder(encoding) if encoding else None
         self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
+        self.malformed = False  # an event that should have been JSON was not
 
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
@@ -267,7 +282,24 @@ class EventTap(Tap):
         return True
 
     def end_of_stream(self, complete: bool) -> None:
-        """All events were read."""
+        """All events were read: missing usage on a billable 2xx is unmetered, saying why."""
+        record = self.record
+        if record.usage is None and record.billable and is_ok(record):
+            if not complete:
+                record.mark_unmetered(Unmetered.INCOMPLETE)
+            elif self.malformed:
+                record.mark_unmetered(Unmetered.MALFORMED)
+            else:
+                record.mark_unmetered(Unmetered.NO_USAGE)
+
+
+def read_error(record: CallRecord, obj: dict[str, Any]) -> None:
+    """Keep the upstream's error code (not its message, which may quote part of a key)."""
+    code = obj.get("code")
+    if not isinstance(code, str):
+        error = obj.get("error")
+        code = error.get("type") or error.get("code") if isinstance(error, dict) else None
+    record.error_detail = opt_str(code, 120)
 
 
 def is_ok(record: CallRecord) -> bool:

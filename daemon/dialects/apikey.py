@@ -6,14 +6,14 @@ redacted form.
 
 from __future__ import annotations
 
-from daemon.dialects import BodyTap, Clock, Dialect, Tap, is_ok, loads_object, opt_str
+from daemon.dialects import BodyTap, Clock, Dialect, Tap, opt_str
 from daemon.record import CallRecord
 
 
 class ApiKeyBody(BodyTap):
     def parse(self, body: bytes) -> None:
-        obj = loads_object(body)
-        if obj is None or not is_ok(self.record):
+        obj = self.success_object(body)
+        if obj is None:
             return
         self.record.key_info = {
             "name": opt_str(obj.get("name")),

@@ -19,7 +19,6 @@ from daemon.dialects import (
     EventTap,
     Tap,
     as_int,
-    is_ok,
     loads_object,
     opt_int,
     opt_str,
@@ -71,26 +70,11 @@ def read_chat_completion(record: CallRecord, obj: dict[str, Any]) -> None:
         record.usage = chat_usage(usage)
 
 
-def read_error(record: CallRecord, obj: dict[str, Any]) -> None:
-    """Keep the upstream's error code (not its message, which may quote part of a key)."""
-    code = obj.get("code")
-    if not isinstance(code, str):
-        error = obj.get("error")
-        code = error.get("type") or error.get("code") if isinstance(error, dict) else None
-    record.error_detail = opt_str(code, 120)
-
-
 class ChatBody(BodyTap):
     def parse(self, body: bytes) -> None:
         record = self.record
-        obj = loads_object(body)
-        ok = is_ok(record)
+        obj = self.success_object(body)
         if obj is None:
-            if ok and record.billable:
-                record.mark_unmetered(Unmetered.MALFORMED)
-            return
-        if not ok:
-            read_error(record, obj)
             return
         if record.deferred and "request_id" in obj and "choices" not in obj:
             record.response_id = opt_str(obj.get("request_id"))
@@ -106,7 +90,6 @@ class ChatStream(EventTap):
     def __init__(self, record: CallRecord, clock: Clock, encoding: str, filtering: bool) -> None:
         super().__init__(record, clock, encoding, filtering)
         self._seen_first = False
-        self._malformed = False
 
     def on_event(self, event: bytes) -> bool:
         data = sse_data(event)
@@ -119,22 +102,12 @@ class ChatStream(EventTap):
             return True
         obj = loads_object(data)
         if obj is None:
-            self._malformed = True
+            self.malformed = True
             return True
         self._seen_first = True
         read_chat_completion(record, obj)
         # The usage-only chunk that exists only because the relay asked for it.
         return not (self.filters and obj.get("choices") == [] and "usage" in obj)
-
-    def end_of_stream(self, complete: bool) -> None:
-        record = self.record
-        if record.usage is None and record.billable and is_ok(record):
-            if not complete:
-                record.mark_unmetered(Unmetered.INCOMPLETE)
-            elif self._malformed:
-                record.mark_unmetered(Unmetered.MALFORMED)
-            else:
-                record.mark_unmetered(Unmetered.NO_USAGE)
 
 
 class ChatDialect(Dialect):

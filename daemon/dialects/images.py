@@ -14,13 +14,11 @@ from daemon.dialects import (
     Clock,
     Dialect,
     Tap,
-    is_ok,
     loads_object,
     opt_int,
     opt_str,
     sub,
 )
-from daemon.dialects.chat import read_error
 from daemon.record import CallRecord, Unmetered, Usage
 
 # name="model" in a multipart body: the value is the part's content up to the boundary's CRLF.
@@ -30,13 +28,8 @@ _MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1
 class ImageBody(BodyTap):
     def parse(self, body: bytes) -> None:
         record = self.record
-        obj = loads_object(body)
+        obj = self.success_object(body)
         if obj is None:
-            if is_ok(record):
-                record.mark_unmetered(Unmetered.MALFORMED)
-            return
-        if not is_ok(record):
-            read_error(record, obj)
             return
         data = obj.get("data")
         if not isinstance(data, list):

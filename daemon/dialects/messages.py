@@ -18,13 +18,11 @@ from daemon.dialects import (
     EventTap,
     Tap,
     as_int,
-    is_ok,
     loads_object,
     opt_str,
     sse_data,
     sub,
 )
-from daemon.dialects.chat import read_error
 from daemon.record import CallRecord, Unmetered, Usage
 
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"content_block_delta"')
@@ -52,13 +50,8 @@ def messages_usage(u: dict[str, Any], provider: str) -> Usage:
 class MessageBody(BodyTap):
     def parse(self, body: bytes) -> None:
         record = self.record
-        obj = loads_object(body)
+        obj = self.success_object(body)
         if obj is None:
-            if is_ok(record) and record.billable:
-                record.mark_unmetered(Unmetered.MALFORMED)
-            return
-        if not is_ok(record):
-            read_error(record, obj)
             return
         record.model = opt_str(obj.get("model")) or record.model
         record.response_id = opt_str(obj.get("id"))
@@ -73,7 +66,6 @@ class MessageStream(EventTap):
     def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
         super().__init__(record, clock, encoding)
         self._usage: dict[str, Any] = {}
-        self._malformed = False
 
     def on_event(self, event: bytes) -> bool:
         data = sse_data(event)
@@ -85,7 +77,7 @@ class MessageStream(EventTap):
             return True
         obj = loads_object(data)
         if obj is None:
-            self._malformed = True
+            self.malformed = True
             return True
         message = obj.get("message")
         if isinstance(message, dict):  # message_start
@@ -101,16 +93,11 @@ class MessageStream(EventTap):
 
     def end_of_stream(self, complete: bool) -> None:
         record = self.record
-        if self._usage and "output_tokens" in self._usage:
+        if "output_tokens" in self._usage:
             record.usage = messages_usage(self._usage, record.provider)
-            if not complete:
+            if not complete:  # a lower bound: counted, and marked as not the whole story
                 record.mark_unmetered(Unmetered.INCOMPLETE)
-        elif record.billable and is_ok(record):
-            if not complete:
-                record.mark_unmetered(Unmetered.INCOMPLETE)
-            else:
-                record.mark_unmetered(Unmetered.MALFORMED if self._malformed
-                                      else Unmetered.NO_USAGE)
+        super().end_of_stream(complete)
 
 
 class MessagesDialect(Dialect):

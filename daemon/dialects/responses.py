@@ -18,14 +18,13 @@ from daemon.dialects import (
     EventTap,
     Tap,
     as_int,
-    is_ok,
     loads_object,
     opt_int,
     opt_str,
     sse_data,
     sub,
 )
-from daemon.dialects.chat import chat_usage, read_error
+from daemon.dialects.chat import chat_usage
 from daemon.record import CallRecord, Unmetered, Usage
 
 _TERMINAL = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
@@ -82,13 +81,8 @@ def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
 class ResponseBody(BodyTap):
     def parse(self, body: bytes) -> None:
         record = self.record
-        obj = loads_object(body)
+        obj = self.success_object(body)
         if obj is None:
-            if is_ok(record) and record.billable:
-                record.mark_unmetered(Unmetered.MALFORMED)
-            return
-        if not is_ok(record):
-            read_error(record, obj)
             return
         if record.method == "DELETE":
             record.response_id = opt_str(obj.get("id"))
@@ -104,7 +98,6 @@ class ResponseStream(EventTap):
     def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
         super().__init__(record, clock, encoding)
         self._seen_first = False
-        self._malformed = False
 
     def on_event(self, event: bytes) -> bool:
         data = sse_data(event)
@@ -116,22 +109,13 @@ class ResponseStream(EventTap):
             return True
         obj = loads_object(data)
         if obj is None:
-            self._malformed = True
+            self.malformed = True
             return True
         self._seen_first = True
         response = obj.get("response")
         if isinstance(response, dict):
             read_response(self.record, response)
         return True
-
-    def end_of_stream(self, complete: bool) -> None:
-        record = self.record
-        if record.usage is None and record.billable and is_ok(record):
-            if not complete:
-                record.mark_unmetered(Unmetered.INCOMPLETE)
-            else:
-                record.mark_unmetered(Unmetered.MALFORMED if self._malformed
-                                      else Unmetered.NO_USAGE)
 
 
 class ResponsesDialect(Dialect):
