@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from yarl import URL
 
+from daemon import logs
 from daemon.config import ConfigError, Settings
 from daemon.deferred import DeferredTracker, load_deferred
 from daemon.fingerprints import FingerprintChange, FingerprintTracker
@@ -76,6 +77,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.prices_updated = asyncio.Event()  # set after each refresh and backfill (for tests)
         self.ledger = Ledger(s["ledger.path"], batch_size=s["ledger.batch_size"],
+                             flush_interval=s["ledger.flush_interval"],
                              on_written=self.metrics.ledger_rows.inc,
                              on_error=self.metrics.ledger_errors.inc)
         self.metrics.set_queue_depth_source(self.ledger.depth)
@@ -300,6 +302,7 @@ class Daemon:
             await runner.cleanup()
         self._runners.clear()
         log.info("stopped")
+        logs.flush()
 
 
 async def _listen(runner: web.AppRunner, host: str, port: int) -> str:

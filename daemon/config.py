@@ -52,6 +52,12 @@ def _positive_float(key: str, value: Any) -> float:
     return float(value)
 
 
+def _non_negative_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key} = {value!r}: expected a number of seconds, 0 or more.")
+    return float(value)
+
+
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key} = {value!r}: expected a string. Fix: quote it, {key} = \"...\".")
@@ -202,6 +208,10 @@ SETTINGS: tuple[Setting, ...] = (
             _str),
     Setting("ledger.batch_size", 500, "Most rows written in one transaction.",
             _int_in(1, 100000)),
+    Setting("ledger.flush_interval", 0.1, "Seconds the writer lets rows gather before one "
+            "transaction writes them (a batch also goes as soon as batch_size rows wait). "
+            "Rows are never dropped; at shutdown everything queued is written.",
+            _non_negative_float),
     Setting("metrics.max_models", 50, "Distinct model label values before further unknown "
             "models are counted as \"other\" (keeps Prometheus series bounded). Models in the "
             "price listing always get their own label.", _int_in(1, 10000)),

@@ -170,11 +170,13 @@ class Ledger:
     """Owns the write connection (in its one thread) and the queue that feeds it."""
 
     def __init__(self, path: str | os.PathLike[str], *, batch_size: int = 500,
+                 flush_interval: float = 0.0,
                  on_written: Callable[[int], None] | None = None,
                  on_error: Callable[[], None] | None = None,
                  retry_wait: Any = None) -> None:
         self.path = str(path)
         self.batch_size = batch_size
+        self.flush_interval = flush_interval
         self._queue: asyncio.Queue[CallRecord | LedgerOp | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
         self._db: sqlite_utils.Database | None = None
@@ -257,6 +259,10 @@ class Ledger:
                 stopping = True
             else:
                 batch.append(item)
+                if self.flush_interval and self._queue.qsize() < self.batch_size:
+                    # Let a batch gather: one transaction (and one thread hand-off) per
+                    # interval costs far less per call than one per call.
+                    await asyncio.sleep(self.flush_interval)
             while len(batch) < self.batch_size and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
@@ -270,15 +276,11 @@ class Ledger:
 
     async def _write(self, batch: list[CallRecord | LedgerOp]) -> None:
         try:
-            async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(sqlite3.Error),
-                    stop=stop_after_attempt(5), wait=self._retry_wait, reraise=True):
-                with attempt:
-                    try:
-                        await self.run_in_writer(self._insert, batch)
-                    except sqlite3.Error:
-                        self._on_error()
-                        raise
+            try:
+                await self.run_in_writer(self._insert, batch)  # the usual case: no retry set-up
+            except sqlite3.Error:
+                self._on_error()
+                await self._write_retrying(batch)
         except sqlite3.Error as exc:
             records = [r for r in batch if isinstance(r, CallRecord)]
             spill = await self.run_in_writer(self._spill, records)
@@ -291,6 +293,18 @@ class Ledger:
         finally:
             self._progress.set()
             self._progress = asyncio.Event()
+
+    async def _write_retrying(self, batch: list[CallRecord | LedgerOp]) -> None:
+        """A write failed: retry with backoff (locked database, full disk clearing up)."""
+        async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(sqlite3.Error),
+                stop=stop_after_attempt(4), wait=self._retry_wait, reraise=True):
+            with attempt:
+                try:
+                    await self.run_in_writer(self._insert, batch)
+                except sqlite3.Error:
+                    self._on_error()
+                    raise
 
     def _spill(self, batch: list[CallRecord]) -> str:
         """The database refused the rows: keep them as JSON lines beside it, never drop them."""
@@ -365,6 +379,7 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
         id=row["id"], started_at=row["started_at"], t0=0.0, provider=row["provider"],
         endpoint=row["endpoint"], method=row["method"], path=row["path"],
         requested_model=row["requested_model"], model=row["model"], status=row["status"],
+        cost_ticks=row["cost_ticks"], cost_source=row["cost_source"],
         service_tier=row["service_tier"], app=row["app"], key_id=row["key_id"],
         error=CallError(row["error"]) if row["error"] else None,
         unmetered_reason=Unmetered(row["unmetered_reason"]) if row["unmetered_reason"] else None)
@@ -374,20 +389,26 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
             cache_write_tokens=row["cache_write_tokens"] or 0,
             output_tokens=row["output_tokens"] or 0, reasoning_tokens=row["reasoning_tokens"] or 0,
             image_input_tokens=row["image_input_tokens"] or 0, images=row["images"] or 0,
-            sources=row["sources"] or 0, reported_cost_ticks=row["reported_cost_ticks"])
+            sources=row["sources"] or 0, reported_cost_ticks=row["reported_cost_ticks"],
+            server_tool_calls=orjson.loads(row["tool_calls"]) if row["tool_calls"] else {})
     return record
 
 
 def reprice_unpriced(db: sqlite_utils.Database,
                      price: Callable[[CallRecord], None]) -> list[CallRecord]:
-    """Price the calls that were unpriced when made; return those that now have a cost."""
-    rows = list(db.query("select * from calls where cost_source = 'unpriced'"))
-    priced = []
+    """Price the calls that had no price when made: unpriced ones, and reported ones still
+    without a computed cost (needed to reconcile). Return the formerly unpriced that now have
+    a cost (their spend was not counted yet)."""
+    rows = list(db.query("select * from calls where cost_source = 'unpriced' or "
+                         "(cost_source = 'reported' and computed_cost_ticks is null)"))
+    priced, newly_costed = [], []
     for row in rows:
         record = record_from_row(row)
         price(record)
-        if record.cost_source != "unpriced":
+        if record.computed_cost_ticks is not None or record.cost_source != "unpriced":
             priced.append(record)
+            if row["cost_source"] == "unpriced" and record.cost_source != "unpriced":
+                newly_costed.append(record)
     if priced:
         with db.conn:
             db.conn.executemany(
@@ -395,7 +416,7 @@ def reprice_unpriced(db: sqlite_utils.Database,
                 "price_id = ? where id = ?",
                 [(r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.id)
                  for r in priced])
-    return priced
+    return newly_costed
 
 
 def ensure_salt(db: sqlite_utils.Database) -> bytes:

@@ -6,9 +6,11 @@ The call line carries ids, model, tokens, cost and timings: never a key, prompt 
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -19,19 +21,67 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
           "error": logging.ERROR}
 
 
+class CoalescingWriter:
+    """Log lines written within one short window leave in one write.
+
+    A write and flush per line costs as much as relaying a call; under load, lines from many
+    calls now share one. Outside an event loop (start-up, threads) a line is written at once.
+    """
+
+    def __init__(self, raw: BinaryIO, window: float = 0.05) -> None:
+        self._raw = raw
+        self._window = window
+        self._parts: list[bytes] = []
+        self._handle: asyncio.TimerHandle | None = None
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(data)
+        if self._handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush_now()
+                return len(data)
+            self._handle = loop.call_later(self._window, self.flush_now)
+        return len(data)
+
+    def flush(self) -> None:
+        """structlog flushes after every line; the window's timer does it instead."""
+
+    def flush_now(self) -> None:
+        self._handle = None
+        parts, self._parts = self._parts, []  # one atomic swap: threads may write too
+        if parts:
+            self._raw.write(b"".join(parts))
+            self._raw.flush()
+
+
+_writer: CoalescingWriter | None = None
+
+
+def flush() -> None:
+    """Write out buffered log lines (at shutdown, and at exit)."""
+    if _writer is not None:
+        _writer.flush_now()
+
+
+atexit.register(flush)
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    global _writer
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
     ]
     if use_json:
         processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
-        factory: Any = structlog.BytesLoggerFactory(stream.buffer if hasattr(stream, "buffer")
-                                                   else stream)
+        flush()
+        _writer = CoalescingWriter(stream.buffer if hasattr(stream, "buffer") else stream)
+        factory: Any = structlog.BytesLoggerFactory(_writer)  # type: ignore[arg-type]
     else:
         processors.append(structlog.dev.ConsoleRenderer())
         factory = structlog.PrintLoggerFactory(stream)

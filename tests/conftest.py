@@ -35,7 +35,7 @@ def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Setting
     table: dict[str, Any] = {
         "relay": {"port": 0}, "admin": {"port": 0},
         "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 5},
-        "ledger": {"path": str(tmp_path / "ledger.db")},
+        "ledger": {"path": str(tmp_path / "ledger.db"), "flush_interval": 0.0},
         "shutdown": {"grace_period": 2},
         # Off unless a test is about prices: listing fetches would interleave with the
         # requests other tests inspect on the simulator.

@@ -43,9 +43,11 @@ def test_salt_is_made_once_and_kept(tmp_path: Path) -> None:
     assert len(salt) == 16 and ensure_salt(db) == salt
 
 
-async def test_writer_batches_and_flushes_on_close(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interval", [0.0, 0.01])
+async def test_writer_batches_and_flushes_on_close(tmp_path: Path, interval: float) -> None:
     written: list[int] = []
-    ledger = Ledger(tmp_path / "l.db", batch_size=3, on_written=written.append)
+    ledger = Ledger(tmp_path / "l.db", batch_size=3, on_written=written.append,
+                    flush_interval=interval)
     await ledger.open()
     ledger.start()
     for i in range(7):
@@ -54,6 +56,8 @@ async def test_writer_batches_and_flushes_on_close(tmp_path: Path) -> None:
                                  usage=Usage(input_tokens=i)))
     await ledger.close()
     assert sum(written) == 7 and max(written) <= 3
+    if interval:
+        assert written == [3, 3, 1]  # the interval let full batches gather
     rows = list(sqlite_utils.Database(tmp_path / "l.db").query(
         "select id, input_tokens from calls order by id"))
     assert rows == [{"id": f"c{i}", "input_tokens": i} for i in range(7)]

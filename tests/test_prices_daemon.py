@@ -104,6 +104,21 @@ async def test_client_key_fetches_prices_when_no_env_key(
     assert tuple(db_row) == (ticks, "computed")
 
 
+async def test_reported_call_before_any_price_gets_its_computed_cost_later(
+        sim: simulator.Simulator, start_daemon: DaemonFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XAI_API_KEY", raising=False)
+    meter = await start_priced(start_daemon, sim)
+    resp = await chat(meter, "grok-3")  # its key starts the first fetch: no prices yet
+    await first_prices(meter)  # the fetch, then the backfill, are done
+    await meter.rows(1)
+    got = await meter.daemon.ledger.run_in_writer(lambda: meter.daemon.ledger.db().execute(
+        "select computed_cost_ticks, cost_ticks from calls").fetchone())
+    ticks = expected_ticks(sim, "grok-3", resp.usage.model_dump())
+    assert tuple(got) == (ticks, ticks)
+    assert meter.metric("xai_meter_backfilled_total") == 0  # its spend was counted already
+
+
 async def test_failing_listing_retries_keeps_old_prices_and_counts(
         sim: simulator.Simulator, start_daemon: DaemonFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:

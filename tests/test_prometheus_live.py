@@ -1,0 +1,283 @@
+"""The dashboards and rules on a real Prometheus scraping a real daemon fed with real traffic.
+
+There is no Grafana here, so the dashboards are proven the way Grafana would run them: every
+panel query, annotation and variable (with the variables set to "All" and Grafana's interval
+macros to concrete durations) and every recording and alert rule expression goes through
+Prometheus' HTTP API after traffic has flowed through the daemon; each must be valid PromQL and
+every dashboard and recording query must return data. Prometheus must have loaded both rule
+files and evaluated every rule without error, and exactly the alerts this traffic calls for must
+have a non-empty expression (a new fingerprint among them; the change back to a known one is
+not alerted on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from daemon import simulator
+from daemon.meter import Sink
+from daemon.record import CallRecord
+from tests.conftest import DaemonFactory, RunningDaemon
+from tests.test_dashboards import (
+    DASHBOARDS,
+    JSON_FILES,
+    alerts,
+    binary,
+    dashboard_queries,
+    label_values,
+    recordings,
+)
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+# Grafana's variables as a dashboard would send them with every variable on "All".
+MACROS = {"__rate_interval": "1m", "__range": "1h", "__interval": "15s",
+          "provider": ".*", "model": ".*", "app": ".*"}
+# The alerts this test's traffic calls for (see traffic()); every other one must stay empty.
+EXPECTED_ALERTS = {"FingerprintChangedNew", "UpstreamErrorRateHigh", "RateLimited",
+                   "UnmeteredCallsHigh", "UnpricedCallsHigh"}
+MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
+NEW_FINGERPRINT = "fp_new"
+
+
+def substitute(expr: str) -> str:
+    return re.sub(r"\$(\w+)", lambda m: MACROS[m.group(1)], expr)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Prometheus on a loopback port with dashboards/prometheus.yml, sped up, on `target`."""
+    config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s",
+                        "evaluation_interval": "1s"}
+    config["rule_files"] = [str(DASHBOARDS / path) for path in config["rule_files"]]
+    [job] = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [target]}]
+    config_path = tmp / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    with open(tmp / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [binary("prometheus"), f"--config.file={config_path}",
+             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+             "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
+    """Poll an external process' state: short sleeps, hard deadline."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+class Prometheus:
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+
+    async def get(self, path: str, **params: str) -> dict[str, Any]:
+        async with self.session.get(self.url + path, params=params) as resp:
+            body: dict[str, Any] = await resp.json(content_type=None)
+            return body
+
+    async def query(self, expr: str) -> dict[str, Any]:
+        return await self.get("/api/v1/query", query=expr)
+
+    async def value(self, expr: str) -> float | None:
+        result = (await self.query(expr))["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    async def ready(self) -> bool:
+        try:
+            async with self.session.get(self.url + "/-/ready") as resp:
+                return resp.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+
+async def chat(session: aiohttp.ClientSession, meter: RunningDaemon, model: str, *,
+               stream: bool = False, headers: dict[str, str] | None = None) -> int:
+    body = {"model": model, "messages": MESSAGES, "stream": stream}
+    async with session.post(f"{meter.base_url}/chat/completions", json=body,
+                            headers={"Authorization": "Bearer test", **(headers or {})}) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def traffic(session: aiohttp.ClientSession, meter: RunningDaemon,
+                  sim: simulator.Simulator) -> None:
+    """One round: priced calls with apps, cached and reasoning tokens, streams with a first
+    token, a 429, a 500, a call without usage (unmetered) and one to an unlisted model whose
+    cost the upstream does not report (unpriced)."""
+    assert await chat(session, meter, "grok-3", headers={"X-Meter-App": "demo",
+                                                        "X-Sim-Cached-Tokens": "3"}) == 200
+    assert await chat(session, meter, "grok-3-mini", stream=True,
+                      headers={"X-Meter-App": "batch"}) == 200
+    assert await chat(session, meter, "grok-4-fast", stream=True) == 200
+    assert await chat(session, meter, "grok-3", headers={"X-Sim-Status": "429"}) == 429
+    assert await chat(session, meter, "grok-3", headers={"X-Sim-Status": "500"}) == 500
+    assert await chat(session, meter, "grok-3", headers={"X-Sim-Usage": "none"}) == 200
+    sim.state.report_cost = False
+    try:
+        assert await chat(session, meter, "grok-9-preview") == 200
+    finally:
+        sim.state.report_cost = True
+
+
+def local_total(meter: RunningDaemon, name: str) -> float:
+    return sum(sample.value for family in meter.registry.collect()
+               for sample in family.samples if sample.name == name)
+
+
+def results(body: dict[str, Any]) -> list[dict[str, Any]]:
+    assert body["status"] == "success", body
+    data: list[dict[str, Any]] = body["data"]["result"]
+    return data
+
+
+def finite(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(r["value"][1])) for r in result)
+
+
+def dashboard_targets() -> Iterator[tuple[str, str]]:
+    for path in JSON_FILES:
+        for where, expr in dashboard_queries(json.loads(path.read_text())):
+            if not where.startswith("variable"):
+                yield f"{path.name}: {where}", expr
+
+
+async def test_every_query_and_rule_on_a_real_prometheus(
+        start_daemon: DaemonFactory, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    binary("prometheus")
+    monkeypatch.setenv("XAI_API_KEY", "xai-env-key")  # the daemon fetches prices at start
+    sim = await simulator.start()
+    sim.state.accept_unknown_models = True
+    original = sim.state.fingerprints["grok-3"]
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        meter = await start_daemon(sim.url, pricing__refresh=True)
+        async with asyncio.timeout(10):
+            await meter.daemon.prices_updated.wait()
+
+        def fault(record: CallRecord) -> None:
+            if record.model == "grok-3-mini":
+                raise RuntimeError("a sink fault injected by test_prometheus_live")
+
+        # A healthy daemon has no sink errors; one failing sink gives their panel data.
+        meter.daemon.meter.sinks = (*meter.daemon.meter.sinks, Sink("live_test_fault", fault))
+
+        admin = meter.admin_url.removeprefix("http://")
+        process, url = start_prometheus(tmp_path, admin)
+        async with aiohttp.ClientSession() as session:
+            prom = Prometheus(session, url)
+            await until(prom.ready, "Prometheus to start", 20)
+            await until(partial(_equals, prom, 'up{job="xai-meter"}', 1.0),
+                        "the first scrape of the daemon", 10)
+
+            # Three rounds, each seen by a scrape before the next: every counter moves between
+            # scrapes, so rates are not zero. grok-3 changes to a new fingerprint in round 2
+            # and back to its known one in round 3.
+            for round_ in range(3):
+                if round_ == 1:
+                    sim.state.fingerprints["grok-3"] = NEW_FINGERPRINT
+                elif round_ == 2:
+                    sim.state.fingerprints["grok-3"] = original
+                await traffic(session, meter, sim)
+                calls = local_total(meter, "xai_meter_requests_total")
+                await until(partial(_equals, prom, "sum(xai_meter_requests_total)", calls),
+                            f"a scrape of round {round_ + 1}", 10)
+
+            for kind in ("new", "known"):
+                assert meter.metric("xai_meter_fingerprint_changes_total", provider="xai",
+                                    model="grok-3", kind=kind) == 1.0, kind
+
+            async def recorded() -> bool:
+                for rule in recordings():
+                    if not finite(results(await prom.query(rule["record"]))):
+                        return False
+                return True
+
+            await until(recorded, "every recording rule to have a value", 20)
+
+            # Both rule files loaded; every rule evaluated without error.
+            groups = (await prom.get("/api/v1/rules"))["data"]["groups"]
+            loaded = [rule for group in groups for rule in group["rules"]]
+            assert len(loaded) == len(recordings()) + len(alerts())
+            broken = [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
+            assert not broken, broken
+
+            problems = []
+            for where, expr in dashboard_targets():
+                body = await prom.query(substitute(expr))
+                if body["status"] != "success":
+                    problems.append(f"{where}: invalid: {body.get('error')}\n  {expr}")
+                elif not finite(body["data"]["result"]):
+                    problems.append(f"{where}: no data: {body['data']['result']}\n  {expr}")
+            for rule in recordings():
+                if not finite(results(await prom.query(rule["expr"]))):
+                    problems.append(f"record {rule['record']}: no data\n  {rule['expr']}")
+            assert not problems, "\n".join(problems)
+
+            firing: dict[str, list[dict[str, Any]]] = {}
+            for rule in alerts():
+                result = results(await prom.query(rule["expr"]))  # valid PromQL, or it fails
+                if result:
+                    firing[rule["alert"]] = result
+            assert set(firing) == EXPECTED_ALERTS, firing
+            [change] = firing["FingerprintChangedNew"]
+            assert (change["metric"]["model"], change["metric"]["kind"]) == ("grok-3", "new")
+
+            # The variables list what the traffic produced.
+            for path in JSON_FILES:
+                board = json.loads(path.read_text())
+                for variable in board["templating"]["list"]:
+                    if variable["type"] != "query":
+                        continue
+                    selector, label = label_values(variable["query"])
+                    body = await prom.get(f"/api/v1/label/{label}/values",
+                                          **{"match[]": substitute(selector)})
+                    want = {"provider": {"xai"}, "model": {"grok-3", "grok-3-mini"},
+                            "app": {"demo", "batch"}}[variable["name"]]
+                    assert want <= set(body["data"]), (variable["name"], body)
+    finally:
+        if process is not None:
+            stop(process)
+        await sim.close()
+
+
+async def _equals(prom: Prometheus, expr: str, want: float) -> bool:
+    return await prom.value(expr) == want
