@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import orjson
@@ -68,8 +69,16 @@ def flush() -> None:
 atexit.register(flush)
 
 
+def reset() -> None:
+    """Back to structlog's defaults (tests that configured logging onto a captured stream)."""
+    global _writer, _fast_json
+    flush()
+    _writer = _fast_json = None
+    structlog.reset_defaults()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    global _writer
+    global _writer, _fast_json
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     processors: list[Any] = [
@@ -82,7 +91,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         flush()
         _writer = CoalescingWriter(stream.buffer if hasattr(stream, "buffer") else stream)
         factory: Any = structlog.BytesLoggerFactory(_writer)  # type: ignore[arg-type]
+        _fast_json = _writer if LEVELS[level] <= logging.INFO else None
     else:
+        _fast_json = None
         processors.append(structlog.dev.ConsoleRenderer())
         factory = structlog.PrintLoggerFactory(stream)
     structlog.configure(
@@ -97,26 +108,47 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
 
 
 class CallLog:
-    """The log sink: one line per finished call."""
+    """The log sink: one line per finished call.
+
+    With the JSON format at info level, the line is rendered straight to the coalescing writer
+    (the same JSON structlog's renderer would make): structlog's processor chain per call costs
+    as much as relaying the call. Elsewhere (console, tests) it goes through structlog.
+    """
 
     def __init__(self) -> None:
         self._log = structlog.get_logger("xai_meter.call")
 
     def __call__(self, record: CallRecord) -> None:
         usage = record.usage
-        self._log.info(
-            "call", id=record.id, provider=record.provider, endpoint=record.endpoint,
-            method=record.method, status=record.status, stream=record.stream,
-            model=record.model or record.requested_model,
-            input_tokens=usage.input_tokens if usage else None,
-            cached_input_tokens=usage.cached_input_tokens if usage else None,
-            output_tokens=usage.output_tokens if usage else None,
-            reasoning_tokens=usage.reasoning_tokens if usage else None,
-            cost_ticks=record.cost_ticks, cost_source=record.cost_source,
-            fingerprint=record.fingerprint,
-            duration_ms=None if record.duration_ms is None else round(record.duration_ms, 2),
-            ttft_ms=None if record.ttft_ms is None else round(record.ttft_ms, 2),
-            error=record.error.value if record.error else None,
-            unmetered=record.unmetered_reason.value if record.unmetered_reason else None,
-            key_id=record.key_id, app=record.app,
-        )
+        fields = {
+            "id": record.id, "provider": record.provider, "endpoint": record.endpoint,
+            "method": record.method, "status": record.status, "stream": record.stream,
+            "model": record.model or record.requested_model,
+            "input_tokens": usage.input_tokens if usage else None,
+            "cached_input_tokens": usage.cached_input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+            "cost_ticks": record.cost_ticks, "cost_source": record.cost_source,
+            "fingerprint": record.fingerprint,
+            "duration_ms": None if record.duration_ms is None else round(record.duration_ms, 2),
+            "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 2),
+            "error": record.error.value if record.error else None,
+            "unmetered": record.unmetered_reason.value if record.unmetered_reason else None,
+            "key_id": record.key_id, "app": record.app,
+        }
+        writer = _fast_json
+        if writer is None:
+            self._log.info("call", **fields)
+            return
+        fields["event"] = "call"
+        fields["level"] = "info"
+        fields["timestamp"] = _utc_now_iso()
+        writer.write(orjson.dumps(fields) + b"\n")
+
+
+_fast_json: CoalescingWriter | None = None  # set by configure() for JSON at info level or below
+
+
+def _utc_now_iso() -> str:
+    """What structlog's TimeStamper(fmt="iso", utc=True) writes."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

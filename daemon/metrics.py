@@ -1,17 +1,18 @@
 """Every Prometheus metric the daemon exports, declared in one place, on a registry passed in.
 
-`Metrics.observe(record)` is the metrics sink. It runs once per call, so label children are
-cached per label tuple: a `labels()` lookup per metric per call would cost as much as the relay.
+`Metrics.observe(record)` is the metrics sink. It runs once per call, so the per-call metrics are
+lock-free loop metrics (see `daemon.loopmetrics`): prometheus_client's locked children would cost
+as much as the relay. Rare updates (prices, fingerprints, ledger) use prometheus_client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from daemon import __version__
+from daemon.loopmetrics import LoopCounter, LoopHistogram
 from daemon.pricing import ModelPrice
 from daemon.record import CallRecord
 
@@ -59,26 +60,26 @@ class Metrics:
         self.app_label = BoundedLabel(max_apps, apps)
         self.key_label = BoundedLabel(max_keys)
         r = registry
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "xai_meter_requests", "Relayed calls, by the HTTP status the client got "
             "(code \"none\" when it got none).",
-            ["provider", "endpoint", "model", "code"], registry=r)
-        self.tokens = Counter(
+            ["provider", "endpoint", "model", "code"], r)
+        self.tokens = LoopCounter(
             "xai_meter_tokens", "Tokens by type: input (incl. cached), cached_input, output "
             "(incl. reasoning), reasoning, image_input.",
-            ["provider", "model", "type"], registry=r)
-        self.duration = Histogram(
+            ["provider", "model", "type"], r)
+        self.duration = LoopHistogram(
             "xai_meter_request_duration_seconds", "Whole call, request start to last byte.",
-            ["provider", "model"], buckets=DURATION_BUCKETS, registry=r)
-        self.ttft = Histogram(
+            ["provider", "model"], DURATION_BUCKETS, r)
+        self.ttft = LoopHistogram(
             "xai_meter_time_to_first_token_seconds", "Streams: request start to the first "
-            "generated token.", ["provider", "model"], buckets=TTFT_BUCKETS, registry=r)
-        self.unmetered = Counter(
+            "generated token.", ["provider", "model"], TTFT_BUCKETS, r)
+        self.unmetered = LoopCounter(
             "xai_meter_unmetered", "Billable calls whose usage could not be read, by reason.",
-            ["endpoint", "reason"], registry=r)
-        self.errors = Counter(
+            ["endpoint", "reason"], r)
+        self.errors = LoopCounter(
             "xai_meter_call_errors", "Calls that did not end normally, by error kind.",
-            ["provider", "endpoint", "error"], registry=r)
+            ["provider", "endpoint", "error"], r)
         self.in_flight = Gauge(
             "xai_meter_in_flight_requests", "Calls being relayed now.", registry=r)
         self.ledger_queue = Gauge(
@@ -90,25 +91,25 @@ class Metrics:
         self.sink_errors = Counter(
             "xai_meter_sink_errors", "Exceptions raised by a sink (metering code) while "
             "handling a finished call; the relay is unaffected.", ["sink"], registry=r)
-        self.cost = Counter(
+        self.cost = LoopCounter(
             "xai_meter_cost_usd", "Spend in USD: the cost xAI reported where it did, else the "
-            "cost computed from the price list.", ["provider", "model"], registry=r)
-        self.cost_by_app = Counter(
+            "cost computed from the price list.", ["provider", "model"], r)
+        self.cost_by_app = LoopCounter(
             "xai_meter_app_cost_usd", "Spend in USD by app (X-Meter-App header).",
-            ["provider", "app"], registry=r)
-        self.cost_by_key = Counter(
+            ["provider", "app"], r)
+        self.cost_by_key = LoopCounter(
             "xai_meter_key_cost_usd", "Spend in USD by key id (a salted hash, never the key).",
-            ["provider", "key_id"], registry=r)
-        self.reconciled_reported = Counter(
+            ["provider", "key_id"], r)
+        self.reconciled_reported = LoopCounter(
             "xai_meter_reconciled_reported_usd", "Cost xAI reported, over calls that also have "
             "a computed cost (compare with xai_meter_reconciled_computed_usd_total).",
-            ["provider", "model"], registry=r)
-        self.reconciled_computed = Counter(
+            ["provider", "model"], r)
+        self.reconciled_computed = LoopCounter(
             "xai_meter_reconciled_computed_usd", "Cost computed from the price list, over calls "
-            "that also have a reported cost.", ["provider", "model"], registry=r)
-        self.unpriced = Counter(
+            "that also have a reported cost.", ["provider", "model"], r)
+        self.unpriced = LoopCounter(
             "xai_meter_unpriced", "Calls with usage that could not be priced (unknown model, no "
-            "prices yet); they are priced later when prices arrive.", ["model"], registry=r)
+            "prices yet); they are priced later when prices arrive.", ["model"], r)
         self.backfilled = Counter(
             "xai_meter_backfilled", "Unpriced calls priced later from newly fetched prices.",
             registry=r)
@@ -138,17 +139,16 @@ class Metrics:
             ["provider", "model"], registry=r)
         self.build = Info("xai_meter_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
-        self.genai_duration = Histogram(
-            "gen_ai_client_operation_duration", "GenAI operation duration (OpenTelemetry "
-            "semantic conventions).", ["gen_ai_provider_name", "gen_ai_operation_name",
-                                        "gen_ai_response_model", "error_type"],
-            unit="seconds", buckets=GENAI_DURATION_BUCKETS, registry=r)
-        self.genai_tokens = Histogram(
+        self.genai_duration = LoopHistogram(
+            "gen_ai_client_operation_duration_seconds", "GenAI operation duration "
+            "(OpenTelemetry semantic conventions).",
+            ["gen_ai_provider_name", "gen_ai_operation_name", "gen_ai_response_model",
+             "error_type"], GENAI_DURATION_BUCKETS, r)
+        self.genai_tokens = LoopHistogram(
             "gen_ai_client_token_usage", "Tokens per GenAI operation (OpenTelemetry semantic "
             "conventions).", ["gen_ai_provider_name", "gen_ai_operation_name",
                               "gen_ai_response_model", "gen_ai_token_type"],
-            buckets=GENAI_TOKEN_BUCKETS, registry=r)
-        self._children: dict[tuple[Any, ...], Any] = {}
+            GENAI_TOKEN_BUCKETS, r)
 
     def set_prices(self, models: Iterable[ModelPrice]) -> None:
         """Price gauges for the prices now in force; listed models get their own label."""
@@ -169,63 +169,52 @@ class Metrics:
     def _count_cost(self, record: CallRecord, model: str) -> float:
         """Add a priced call's cost to the spend counters; return it in USD."""
         usd = (record.cost_ticks or 0) / TICKS_PER_USD
-        self._child(self.cost, record.provider, model).inc(usd)
+        self.cost.inc((record.provider, model), usd)
         if record.app:
-            self._child(self.cost_by_app, record.provider, self.app_label(record.app)).inc(usd)
+            self.cost_by_app.inc((record.provider, self.app_label(record.app)), usd)
         if record.key_id:
-            self._child(self.cost_by_key, record.provider,
-                        self.key_label(record.key_id)).inc(usd)
+            self.cost_by_key.inc((record.provider, self.key_label(record.key_id)), usd)
         return usd
 
     def set_queue_depth_source(self, depth: Callable[[], int]) -> None:
         self.ledger_queue.set_function(lambda: float(depth()))
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def observe(self, record: CallRecord) -> None:
         """The metrics sink: count one finished call."""
-        child = self._child
         provider = record.provider
         model = self.model_label(record.model or record.requested_model)
+        pm = (provider, model)
         code = str(record.status) if record.status is not None else "none"
-        child(self.requests, provider, record.endpoint, model, code).inc()
+        self.requests.inc((provider, record.endpoint, model, code))
         if record.duration_ms is not None:
-            child(self.duration, provider, model).observe(record.duration_ms / 1000.0)
+            self.duration.observe(pm, record.duration_ms / 1000.0)
         if record.ttft_ms is not None:
-            child(self.ttft, provider, model).observe(record.ttft_ms / 1000.0)
+            self.ttft.observe(pm, record.ttft_ms / 1000.0)
         if record.error is not None:
-            child(self.errors, provider, record.endpoint, record.error.value).inc()
+            self.errors.inc((provider, record.endpoint, record.error.value))
         if record.unmetered_reason is not None:
-            child(self.unmetered, record.endpoint, record.unmetered_reason.value).inc()
+            self.unmetered.inc((record.endpoint, record.unmetered_reason.value))
         if record.cost_ticks is not None:
             usd = self._count_cost(record, model)
             if record.computed_cost_ticks is not None and record.cost_source == "reported":
-                child(self.reconciled_reported, provider, model).inc(usd)
-                child(self.reconciled_computed, provider, model).inc(
-                    record.computed_cost_ticks / TICKS_PER_USD)
+                self.reconciled_reported.inc(pm, usd)
+                self.reconciled_computed.inc(pm, record.computed_cost_ticks / TICKS_PER_USD)
         elif record.cost_source == "unpriced":
-            child(self.unpriced, model).inc()
+            self.unpriced.inc((model,))
         usage = record.usage
         operation = GENAI_OPERATION.get(record.endpoint)
-        genai_provider = GENAI_PROVIDER.get(provider, provider)
+        genai = (GENAI_PROVIDER.get(provider, provider), operation or "", model)
         if operation is not None and record.duration_ms is not None:
-            error_type = record.error.value if record.error else ""
-            child(self.genai_duration, genai_provider, operation, model,
-                  error_type).observe(record.duration_ms / 1000.0)
+            self.genai_duration.observe((*genai, record.error.value if record.error else ""),
+                                        record.duration_ms / 1000.0)
         if usage is None:
             return
+        tokens = self.tokens
         for token_type, count in zip(TOKEN_TYPES, (
                 usage.input_tokens, usage.cached_input_tokens, usage.output_tokens,
                 usage.reasoning_tokens, usage.image_input_tokens), strict=True):
             if count:
-                child(self.tokens, provider, model, token_type).inc(count)
+                tokens.inc((provider, model, token_type), count)
         if operation is not None:
-            child(self.genai_tokens, genai_provider, operation, model,
-                  "input").observe(usage.input_tokens)
-            child(self.genai_tokens, genai_provider, operation, model,
-                  "output").observe(usage.output_tokens)
+            self.genai_tokens.observe((*genai, "input"), usage.input_tokens)
+            self.genai_tokens.observe((*genai, "output"), usage.output_tokens)

@@ -20,6 +20,7 @@ count it, log it and queue it for the ledger. Sinks read it; only pricing writes
 from __future__ import annotations
 
 import enum
+import itertools
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,9 +62,16 @@ class Unmetered(enum.StrEnum):
     INCOMPLETE = "incomplete"
 
 
+_PROCESS_TAG = os.urandom(3).hex()  # tells apart ids made in the same ms by two processes
+_sequence = itertools.count()
+
+
 def new_call_id() -> str:
-    """A sortable, unique id: 12 hex digits of milliseconds, then 8 random hex digits."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(4).hex()}"
+    """A sortable, unique id: 12 hex digits of milliseconds, 6 of this process, 6 of a counter.
+
+    No random bytes per call: a getrandom() syscall costs more than the rest of this function.
+    """
+    return f"{int(time.time() * 1000):012x}{_PROCESS_TAG}{next(_sequence) & 0xFFFFFF:06x}"
 
 
 @dataclass(slots=True)

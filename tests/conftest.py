@@ -15,7 +15,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from tenacity import wait_none
 
-from daemon import config, simulator
+from daemon import config, logs, simulator
 from daemon.app import Daemon
 
 TEST_KEY = "xai-test-key-0123456789abcdef"
@@ -26,7 +26,7 @@ def _restore_logging() -> Iterator[None]:
     """Logs go to stderr (stdout is what CLI tests read); undo CLI set-ups after each test."""
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     yield
-    structlog.reset_defaults()
+    logs.reset()
     for handler in logging.root.handlers[:]:
         logging.root.removeHandler(handler)
 

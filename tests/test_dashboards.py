@@ -25,6 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from daemon.loopmetrics import LoopCounter, LoopHistogram
 from daemon.metrics import Metrics
 
 ROOT = Path(__file__).parent.parent
@@ -164,6 +165,8 @@ def exported() -> dict[str, set[str]]:
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
             labels_of[value._name] = set(value._labelnames)
+        elif isinstance(value, LoopCounter | LoopHistogram):
+            labels_of[value.name] = set(value.labelnames)
     names: dict[str, set[str]] = {}
     for family in registry.collect():
         base = family.name

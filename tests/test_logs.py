@@ -6,8 +6,6 @@ import asyncio
 import io
 import json
 
-import structlog
-
 from daemon import logs
 from daemon.logs import CallLog, CoalescingWriter
 from daemon.record import CallRecord, Usage
@@ -56,6 +54,7 @@ def test_call_line_is_json_with_no_key() -> None:
         text = out.buffer.getvalue().decode()  # type: ignore[attr-defined]
         line = json.loads(text.splitlines()[-1])
         assert line["event"] == "call" and line["input_tokens"] == 3
+        assert line["level"] == "info" and line["timestamp"].endswith("Z")
         assert line["key_id"] == "k_abc" and "Authorization" not in json.dumps(line)
     finally:
-        structlog.reset_defaults()
+        logs.reset()

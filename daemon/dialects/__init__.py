@@ -126,6 +126,13 @@ def opt_str(value: Any, limit: int = 200) -> str | None:
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\n\n|\n\r\n|\r\r")
 
 
+def _end_of_last_event(buf: bytearray) -> int:
+    """Where the last complete event in `buf` ends (0: none ends there)."""
+    lf = buf.rfind(b"\n\n")
+    crlf = buf.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
 def sse_data(event: bytes) -> bytes:
     """The data of one raw SSE event: its ``data:`` lines joined by newlines."""
     parts = []
@@ -248,8 +255,17 @@ class EventTap(Tap):
 
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
-        buf = self._buf
+        buf = self._buf  # holds only bytes of events not yet read: the current partial one
         buf += data
+        if not self.filters:
+            needles = self.quiet_needles()
+            if needles is not None and not any(n in buf for n in needles):
+                # Nothing here can matter: skip whole events without splitting them.
+                cut = _end_of_last_event(buf)
+                if cut:
+                    del buf[:cut]
+                self._scan_from = max(len(buf) - 3, 0)
+                return None
         start = 0
         kept: list[bytes] = []
         while True:
@@ -280,6 +296,11 @@ class EventTap(Tap):
     def on_event(self, event: bytes) -> bool:
         """Read one raw event; return False to drop it from the client's stream (filters only)."""
         return True
+
+    def quiet_needles(self) -> tuple[bytes, ...] | None:
+        """Once only some events still matter: byte strings one of which each such event holds
+        (events holding none are skipped unread). None: read every event."""
+        return None
 
     def end_of_stream(self, complete: bool) -> None:
         """All events were read: missing usage on a billable 2xx is unmetered, saying why."""

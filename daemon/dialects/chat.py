@@ -91,6 +91,11 @@ class ChatStream(EventTap):
         super().__init__(record, clock, encoding, filtering)
         self._seen_first = False
 
+    def quiet_needles(self) -> tuple[bytes, ...] | None:
+        if self._seen_first and self.record.ttft_ms is not None:
+            return (b'"usage"',)
+        return None
+
     def on_event(self, event: bytes) -> bool:
         data = sse_data(event)
         if not data or data == b"[DONE]":

@@ -67,6 +67,9 @@ class MessageStream(EventTap):
         super().__init__(record, clock, encoding)
         self._usage: dict[str, Any] = {}
 
+    def quiet_needles(self) -> tuple[bytes, ...] | None:
+        return (b"message_delta",) if self.record.ttft_ms is not None else None
+
     def on_event(self, event: bytes) -> bool:
         data = sse_data(event)
         if not data:

@@ -28,6 +28,7 @@ from daemon.dialects.chat import chat_usage
 from daemon.record import CallRecord, Unmetered, Usage
 
 _TERMINAL = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
+_TERMINAL_NEEDLES = (b"response.completed", b"response.incomplete", b"response.failed")
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
                           rb'reasoning_summary_text|refusal)\.delta"')
 
@@ -98,6 +99,11 @@ class ResponseStream(EventTap):
     def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
         super().__init__(record, clock, encoding)
         self._seen_first = False
+
+    def quiet_needles(self) -> tuple[bytes, ...] | None:
+        if self._seen_first and self.record.ttft_ms is not None:
+            return _TERMINAL_NEEDLES
+        return None
 
     def on_event(self, event: bytes) -> bool:
         data = sse_data(event)
