@@ -15,7 +15,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "daemon", "tests", "bench")
+    result = run("ruff", "check", "daemon", "tests", "bench", "dashboards")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
