@@ -109,8 +109,8 @@ class Daemon:
                 read_timeout=s["upstream.read_timeout"], api_key=key, prefix=entry["prefix"]))
         self._session: aiohttp.ClientSession | None = None
         self.relay = Relay(upstreams, self.meter, self.keys, self.session,
-                           clock=self.clocks.monotonic, wall_clock=self.clocks.wall,
-                           on_start=self.metrics.in_flight.inc, on_end=self.metrics.in_flight.dec)
+                           clock=self.clocks.monotonic, wall_clock=self.clocks.wall)
+        self.metrics.in_flight.set_function(lambda: float(self.relay.in_flight))
         self.ready = False
         self._runners: list[web.AppRunner] = []
         self.relay_url = ""

@@ -124,8 +124,24 @@ def m005_dialects_fingerprints_keys(db: sqlite_utils.Database) -> None:
         pk="key_id")
 
 
+# Calls still to price: unpriced ones, and reported ones without a computed cost.
+_TO_PRICE = ("cost_source = 'unpriced' or "
+             "(cost_source = 'reported' and computed_cost_ticks is null)")
+
+
+def m006_partial_indexes(db: sqlite_utils.Database) -> None:
+    """Every index is paid for on every insert: index only the rows the daemon looks up
+    (unpriced, pending deferred), and none for the response id nobody queries by."""
+    for name in ("idx_calls_cost_source", "idx_calls_deferred_state", "idx_calls_response_id"):
+        db.execute(f"drop index if exists {name}")
+    db.execute(f"create index idx_calls_unpriced on calls (cost_source) where {_TO_PRICE}")
+    db.execute("create index idx_calls_pending on calls (deferred_state) "
+               "where deferred_state = 'pending'")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    m001_calls, m002_meta, m003_prices, m004_unpriced_index, m005_dialects_fingerprints_keys]
+    m001_calls, m002_meta, m003_prices, m004_unpriced_index, m005_dialects_fingerprints_keys,
+    m006_partial_indexes]
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
@@ -332,8 +348,7 @@ class Ledger:
     def _insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
         if not records:
             return
-        db.conn.executemany(_INSERT, [tuple(row[c] for c in CALL_COLUMNS)
-                                      for row in map(CallRecord.as_row, records)])
+        db.conn.executemany(_INSERT, [tuple(r.as_row().values()) for r in records])
         seen: dict[tuple[str, str, str], list[float]] = {}
         for r in records:
             if r.fingerprint and r.model and r.status is not None and r.status < 400:
@@ -399,8 +414,7 @@ def reprice_unpriced(db: sqlite_utils.Database,
     """Price the calls that had no price when made: unpriced ones, and reported ones still
     without a computed cost (needed to reconcile). Return the formerly unpriced that now have
     a cost (their spend was not counted yet)."""
-    rows = list(db.query("select * from calls where cost_source = 'unpriced' or "
-                         "(cost_source = 'reported' and computed_cost_ticks is null)"))
+    rows = list(db.query(f"select * from calls where {_TO_PRICE}"))
     priced, newly_costed = [], []
     for row in rows:
         record = record_from_row(row)

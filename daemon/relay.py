@@ -8,6 +8,7 @@ call counted as unmetered). Every call ends in exactly one `Meter.finish`, whate
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,9 +64,7 @@ class Relay:
     def __init__(self, upstreams: Sequence[Upstream], meter: Meter, keys: KeyHasher,
                  session: Callable[[], aiohttp.ClientSession],
                  clock: Callable[[], float] = time.perf_counter,
-                 wall_clock: Callable[[], float] = time.time,
-                 on_start: Callable[[], None] | None = None,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.upstreams = tuple(upstreams)
         # Longest prefix first, so /a/b/v1 is not taken for /a/v1; each with its timeout.
         self._routes = sorted(((u.prefix, u, u.client_timeout()) for u in self.upstreams),
@@ -74,13 +73,12 @@ class Relay:
         self.keys = keys
         self.router = Router()
         self.draining = False
+        self.in_flight = 0  # calls being relayed now (a gauge reads it at scrape time)
         self.last_client_key: str | None = None  # memory only: lets pricing fetch listings
         self.client_key_seen = asyncio.Event()
         self._session = session
         self._clock = clock
         self._wall = wall_clock
-        self._on_start = on_start or (lambda: None)
-        self._on_end = on_end or (lambda: None)
 
     def route(self, path: str, raw_path: str) -> tuple[Upstream, aiohttp.ClientTimeout, str,
                                                        str] | None:
@@ -107,7 +105,7 @@ class Relay:
         record = CallRecord(id=new_call_id(), started_at=self._wall(), t0=self._clock(),
                             provider=upstream.provider, endpoint=dialect.endpoint,
                             method=request.method, path=path, billable=dialect.billable)
-        self._on_start()
+        self.in_flight += 1
         try:
             return await self._relay(request, record, dialect, upstream, timeout, raw_path)
         except asyncio.CancelledError:
@@ -126,7 +124,7 @@ class Relay:
             record.error = CallError.HTTP_ERROR
         record.stage = Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) \
             else Stage.FAILED
-        self._on_end()
+        self.in_flight -= 1
         self.meter.finish(record)
 
     async def _relay(self, request: web.Request, record: CallRecord, dialect: Dialect,
@@ -289,7 +287,8 @@ class Relay:
 def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones and our own X-Meter-* controls."""
     out: CIMultiDict[str] = CIMultiDict()
-    connection_tokens = {t.strip().lower() for t in incoming.get("Connection", "").split(",")}
+    connection = incoming.get("Connection")
+    connection_tokens = {t.strip().lower() for t in connection.split(",")} if connection else ()
     for name, value in incoming.items():
         lower = name.lower()
         if lower in _HOP_BY_HOP or lower.startswith(_OUR_PREFIX) or lower in connection_tokens:
@@ -308,6 +307,7 @@ def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def decodable_accept_encoding(value: str) -> str:
     """Keep only the codings the parsers can read, so no response is unreadable to the meter."""
     kept = []
