@@ -167,6 +167,7 @@ class Daemon:
         try:
             yield
         finally:
+            self.meter.flush()  # calls that ended in the last loop iteration, before the ledger
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -297,7 +297,7 @@ class Ledger:
             except sqlite3.Error:
                 self._on_error()
                 await self._write_retrying(batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # never let the writer die: what it cannot write, it keeps
             records = [r for r in batch if isinstance(r, CallRecord)]
             spill = await self.run_in_writer(self._spill, records)
             log.error("ledger_write_failed", rows=len(records), error=str(exc),
