@@ -93,7 +93,7 @@ class Daemon:
         if s["log.calls"]:
             sinks.append(Sink("log", CallLog()))
         sinks.append(Sink("key_names", self._remember_key_name))
-        sinks.append(Sink("ledger", self.ledger.submit))
+        sinks.append(Sink("ledger", self.ledger.submit, self.ledger.submit_batch))
         self.meter = Meter(sinks, on_sink_error=lambda name: self.metrics.sink_errors.labels(
             name).inc())
         upstreams = [Upstream(provider="xai", base_url=s.upstream_url,

@@ -139,9 +139,15 @@ def m006_partial_indexes(db: sqlite_utils.Database) -> None:
                "where deferred_state = 'pending'")
 
 
+def m007_no_model_index(db: sqlite_utils.Database) -> None:
+    """Reports filter by time and group in memory; the (model, started_at) index cost every
+    insert and served no query of the daemon's."""
+    db.execute("drop index if exists idx_calls_model_started_at")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls, m002_meta, m003_prices, m004_unpriced_index, m005_dialects_fingerprints_keys,
-    m006_partial_indexes]
+    m006_partial_indexes, m007_no_model_index]
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
@@ -180,6 +186,15 @@ def open_database(path: str | os.PathLike[str], *,
 
 _INSERT = (f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
            f"values ({', '.join('?' for _ in CALL_COLUMNS)})")
+_RARE_COLUMNS = ("cache_write_tokens", "images", "sources", "server_tool_calls", "price_id",
+                 "service_tier", "request_id", "error_detail", "app", "unmetered_reason",
+                 "previous_response_id", "linked_id", "deferred_state", "deferred_ms",
+                 "tool_calls", "error")
+_RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
+_COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
+_INSERT_NARROW = (f"insert or replace into calls "
+                  f"({', '.join(list(CALL_COLUMNS)[i] for i in _COMMON)}) "
+                  f"values ({', '.join('?' for _ in _COMMON)})")
 
 
 class Ledger:
@@ -193,7 +208,9 @@ class Ledger:
         self.path = str(path)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._queue: asyncio.Queue[CallRecord | LedgerOp | None] = asyncio.Queue()
+        # Items: a call, a list of calls (a meter batch), a write to run, or None (stop).
+        self._queue: asyncio.Queue[CallRecord | list[CallRecord] | LedgerOp | None] = \
+            asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
         self._db: sqlite_utils.Database | None = None
         self._on_written = on_written or (lambda n: None)
@@ -204,6 +221,7 @@ class Ledger:
         self._idle = asyncio.Event()
         self._idle.set()
         self.rows_written = 0
+        self._depth = 0  # items queued, a batch counting its length
         self._progress = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -235,15 +253,23 @@ class Ledger:
 
     def submit(self, record: CallRecord) -> None:
         self._idle.clear()
+        self._depth += 1
         self._queue.put_nowait(record)
+
+    def submit_batch(self, records: list[CallRecord]) -> None:
+        """A meter batch, queued as one item (the list is the ledger's from now on)."""
+        self._idle.clear()
+        self._depth += len(records)
+        self._queue.put_nowait(records)
 
     def submit_op(self, op: LedgerOp) -> None:
         """Queue a write (run in the writer thread, in order with the calls around it)."""
         self._idle.clear()
+        self._depth += 1
         self._queue.put_nowait(op)
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        return self._depth
 
     async def drained(self) -> None:
         """Wait until every submitted record is written (tests await this, never sleep)."""
@@ -274,8 +300,8 @@ class Ledger:
             if item is None:
                 stopping = True
             else:
-                batch.append(item)
-                if self.flush_interval and self._queue.qsize() < self.batch_size:
+                self._take(item, batch)
+                if self.flush_interval and self._depth < self.batch_size:
                     # Let a batch gather: one transaction (and one thread hand-off) per
                     # interval costs far less per call than one per call.
                     await asyncio.sleep(self.flush_interval)
@@ -284,11 +310,20 @@ class Ledger:
                 if nxt is None:
                     stopping = True
                 else:
-                    batch.append(nxt)
+                    self._take(nxt, batch)
             if batch:
                 await self._write(batch)
             if self._queue.empty():
                 self._idle.set()
+
+    def _take(self, item: CallRecord | list[CallRecord] | LedgerOp,
+              batch: list[CallRecord | LedgerOp]) -> None:
+        if isinstance(item, list):
+            batch.extend(item)
+            self._depth -= len(item)
+        else:
+            batch.append(item)
+            self._depth -= 1
 
     async def _write(self, batch: list[CallRecord | LedgerOp]) -> None:
         try:
@@ -348,7 +383,18 @@ class Ledger:
     def _insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
         if not records:
             return
-        db.conn.executemany(_INSERT, [tuple(r.as_row().values()) for r in records])
+        # Most calls leave the rarer columns empty: insert those with a narrower statement
+        # (binding a parameter costs about as much as anything else per row).
+        narrow: list[tuple[Any, ...]] = []
+        full: list[tuple[Any, ...]] = []
+        for r in records:
+            row = r.as_tuple()
+            (full if any(row[i] is not None for i in _RARE) else narrow).append(row)
+        if narrow:
+            db.conn.executemany(_INSERT_NARROW, [tuple(row[i] for i in _COMMON)
+                                                 for row in narrow])
+        if full:
+            db.conn.executemany(_INSERT, full)
         seen: dict[tuple[str, str, str], list[float]] = {}
         for r in records:
             if r.fingerprint and r.model and r.status is not None and r.status < 400:

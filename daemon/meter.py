@@ -22,6 +22,8 @@ log = structlog.get_logger("xai_meter.meter")
 class Sink:
     name: str
     handle: Callable[[CallRecord], None]
+    # optional: takes a whole batch at once (the ledger queues it as one item)
+    handle_batch: Callable[[list[CallRecord]], None] | None = None
 
 
 class Meter:
@@ -48,6 +50,14 @@ class Meter:
         self._scheduled = False
         batch, self._batch = self._batch, []
         for sink in self.sinks:
+            if sink.handle_batch is not None:
+                try:
+                    sink.handle_batch(batch)
+                    continue
+                except Exception:
+                    self._on_sink_error(sink.name)
+                    log.exception("sink_failed", sink=sink.name, calls=len(batch))
+                    continue
             handle = sink.handle
             for record in batch:
                 try:

@@ -154,57 +154,47 @@ class CallRecord:
 
     def as_row(self) -> dict[str, Any]:
         """The ledger row: one flat dict of plain values."""
-        usage = self.usage or Usage()
-        row = {
-            "id": self.id,
-            "started_at": self.started_at,
-            "provider": self.provider,
-            "endpoint": self.endpoint,
-            "method": self.method,
-            "path": self.path,
-            "status": self.status,
-            "stream": int(self.stream),
-            "deferred": int(self.deferred),
-            "requested_model": self.requested_model,
-            "model": self.model,
-            "input_tokens": usage.input_tokens if self.usage else None,
-            "cached_input_tokens": usage.cached_input_tokens if self.usage else None,
-            "cache_write_tokens": usage.cache_write_tokens if self.usage else None,
-            "output_tokens": usage.output_tokens if self.usage else None,
-            "reasoning_tokens": usage.reasoning_tokens if self.usage else None,
-            "image_input_tokens": usage.image_input_tokens if self.usage else None,
-            "images": usage.images if self.usage else None,
-            "sources": usage.sources if self.usage else None,
-            "server_tool_calls": sum(usage.server_tool_calls.values()) if self.usage else None,
-            "reported_cost_ticks": usage.reported_cost_ticks,
-            "computed_cost_ticks": self.computed_cost_ticks,
-            "cost_ticks": self.cost_ticks,
-            "cost_source": self.cost_source,
-            "price_id": self.price_id,
-            "fingerprint": self.fingerprint,
-            "service_tier": self.service_tier,
-            "response_id": self.response_id,
-            "request_id": self.request_id,
-            "duration_ms": _ms(self.duration_ms),
-            "upstream_ms": _ms(self.upstream_ms),
-            "ttft_ms": _ms(self.ttft_ms),
-            "error": self.error.value if self.error else None,
-            "error_detail": self.error_detail,
-            "key_id": self.key_id,
-            "app": self.app,
-            "metered": int(self.metered),
-            "unmetered_reason": self.unmetered_reason.value if self.unmetered_reason else None,
-            "previous_response_id": self.previous_response_id,
-            "linked_id": self.linked_id,
-            "deferred_state": self.deferred_state,
-            "deferred_ms": _ms(self.deferred_ms),
-            "tool_calls": orjson.dumps(usage.server_tool_calls).decode()
-            if self.usage and usage.server_tool_calls else None,
-        }
-        return row
+        return dict(zip(ROW_COLUMNS, self.as_tuple(), strict=True))
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The ledger row's values in `ROW_COLUMNS` order (what the writer inserts)."""
+        u = self.usage
+        if u is None:
+            usage: tuple[Any, ...] = _NO_USAGE
+        else:
+            usage = (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens,
+                     u.output_tokens, u.reasoning_tokens, u.image_input_tokens, u.images,
+                     u.sources, sum(u.server_tool_calls.values()), u.reported_cost_ticks)
+        error, unmetered = self.error, self.unmetered_reason
+        return (
+            self.id, self.started_at, self.provider, self.endpoint, self.method, self.path,
+            self.status, int(self.stream), int(self.deferred), self.requested_model,
+            self.model, *usage, self.computed_cost_ticks, self.cost_ticks, self.cost_source,
+            self.price_id, self.fingerprint, self.service_tier, self.response_id,
+            self.request_id, _ms(self.duration_ms), _ms(self.upstream_ms), _ms(self.ttft_ms),
+            error.value if error else None, self.error_detail, self.key_id, self.app,
+            int(unmetered is None), unmetered.value if unmetered else None,
+            self.previous_response_id, self.linked_id, self.deferred_state,
+            _ms(self.deferred_ms),
+            orjson.dumps(u.server_tool_calls).decode() if u and u.server_tool_calls else None,
+        )
 
     def usage_dict(self) -> dict[str, Any] | None:
         return asdict(self.usage) if self.usage else None
+
+
+# The ledger's `calls` columns, in the order `as_tuple` gives their values.
+ROW_COLUMNS = (
+    "id", "started_at", "provider", "endpoint", "method", "path", "status", "stream",
+    "deferred", "requested_model", "model", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "image_input_tokens", "images",
+    "sources", "server_tool_calls", "reported_cost_ticks", "computed_cost_ticks", "cost_ticks",
+    "cost_source", "price_id", "fingerprint", "service_tier", "response_id", "request_id",
+    "duration_ms", "upstream_ms", "ttft_ms", "error", "error_detail", "key_id", "app",
+    "metered", "unmetered_reason", "previous_response_id", "linked_id", "deferred_state",
+    "deferred_ms", "tool_calls",
+)
+_NO_USAGE = (None,) * 10
 
 
 def _ms(value: float | None) -> float | None:

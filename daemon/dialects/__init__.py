@@ -94,6 +94,8 @@ def loads_object(data: bytes) -> dict[str, Any] | None:
 
 def as_int(value: Any) -> int:
     """A token count from JSON: ints (and integral floats) only, never negative; else 0."""
+    if type(value) is int:  # the usual case first: this runs several times per call
+        return value if value > 0 else 0
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
@@ -188,7 +190,9 @@ class BodyTap(Tap):
     """Keeps a (non-streamed) body to parse once it is complete; subclasses parse it."""
 
     def __init__(self, record: CallRecord, clock: Clock, encoding: str = "") -> None:
-        super().__init__(record, clock)
+        self.record = record  # (Tap.__init__ inlined: one tap per call)
+        self.clock = clock
+        self.broken = False
         self._parts: list[bytes] = []
         self._size = 0
         self._encoding = encoding
@@ -209,7 +213,8 @@ class BodyTap(Tap):
             if self.record.billable and is_ok(self.record):
                 self.record.mark_unmetered(Unmetered.INCOMPLETE)
             return None
-        body = b"".join(self._parts)
+        parts = self._parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
         self._parts = []
         try:
             body = Decoder(self._encoding)(body) if self._encoding else body
