@@ -24,6 +24,7 @@ GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 
 GENAI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                        16777216, 67108864)
 TICKS_PER_USD = 10**10
+_CODES: dict[int | None, str] = {None: "none", **{c: str(c) for c in range(100, 600)}}
 TOKEN_TYPES = ("input", "cached_input", "output", "reasoning", "image_input")
 GENAI_PROVIDER = {"xai": "x_ai", "openai": "openai", "anthropic": "anthropic"}
 GENAI_OPERATION = {"chat.completions": "chat", "responses": "chat", "messages": "chat",
@@ -184,7 +185,7 @@ class Metrics:
         provider = record.provider
         model = self.model_label(record.model or record.requested_model)
         pm = (provider, model)
-        code = str(record.status) if record.status is not None else "none"
+        code = _CODES.get(record.status) or str(record.status)
         self.requests.inc((provider, record.endpoint, model, code))
         if record.duration_ms is not None:
             self.duration.observe(pm, record.duration_ms / 1000.0)

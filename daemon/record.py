@@ -66,12 +66,13 @@ _PROCESS_TAG = os.urandom(3).hex()  # tells apart ids made in the same ms by two
 _sequence = itertools.count()
 
 
-def new_call_id() -> str:
+def new_call_id(now: float | None = None) -> str:
     """A sortable, unique id: 12 hex digits of milliseconds, 6 of this process, 6 of a counter.
 
     No random bytes per call: a getrandom() syscall costs more than the rest of this function.
     """
-    return f"{int(time.time() * 1000):012x}{_PROCESS_TAG}{next(_sequence) & 0xFFFFFF:06x}"
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{ms:012x}{_PROCESS_TAG}{next(_sequence) & 0xFFFFFF:06x}"
 
 
 @dataclass(slots=True)

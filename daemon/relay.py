@@ -102,7 +102,8 @@ class Relay:
                               f"Base URLs here: {bases}.")
         upstream, timeout, path, raw_path = found
         dialect = self.router.dialect(path)
-        record = CallRecord(id=new_call_id(), started_at=self._wall(), t0=self._clock(),
+        now = self._wall()
+        record = CallRecord(id=new_call_id(now), started_at=now, t0=self._clock(),
                             provider=upstream.provider, endpoint=dialect.endpoint,
                             method=request.method, path=path, billable=dialect.billable)
         self.in_flight += 1
