@@ -202,6 +202,7 @@ class Daemon:
     async def _after_refresh(self) -> None:
         self.metrics.price_refresh_last_success.set(self.clocks.wall())
         self._prices_changed()
+        await self.ledger.drained()  # calls priced-or-not before now are all in the ledger
         priced = await self.ledger.run_in_writer(
             lambda: reprice_unpriced(self.ledger.db(), self._price_late))
         for record in priced:

@@ -106,6 +106,8 @@ def as_int(value: Any) -> int:
 
 
 def opt_int(value: Any) -> int | None:
+    if type(value) is int:
+        return value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -121,7 +123,9 @@ def sub(obj: Any, key: str) -> dict[str, Any]:
 
 
 def opt_str(value: Any, limit: int = 200) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+    if type(value) is str and value:
+        return value if len(value) <= limit else value[:limit]
+    return None
 
 
 # SSE: an event ends at a blank line; lines end in \n, \r\n (or, rarely, \r).

@@ -23,22 +23,27 @@ from daemon.dialects import (
     opt_int,
     opt_str,
     sse_data,
-    sub,
 )
 from daemon.record import CallRecord, Unmetered, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
+_EMPTY: dict[str, Any] = {}
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
 
 
 def chat_usage(u: dict[str, Any]) -> Usage:
-    """Normalize a chat-completions `usage` object (xAI's or OpenAI's)."""
-    prompt = as_int(u.get("prompt_tokens"))
-    completion = as_int(u.get("completion_tokens"))
-    prompt_details = sub(u, "prompt_tokens_details")
-    completion_details = sub(u, "completion_tokens_details")
+    """Normalize a chat-completions `usage` object (xAI's or OpenAI's). Runs once per call."""
+    get = u.get
+    prompt = as_int(get("prompt_tokens"))
+    completion = as_int(get("completion_tokens"))
+    prompt_details = get("prompt_tokens_details")
+    if type(prompt_details) is not dict:
+        prompt_details = _EMPTY
+    completion_details = get("completion_tokens_details")
+    if type(completion_details) is not dict:
+        completion_details = _EMPTY
     reasoning = as_int(completion_details.get("reasoning_tokens"))
-    total = opt_int(u.get("total_tokens"))
+    total = opt_int(get("total_tokens"))
     # xAI: reasoning outside completion_tokens; add it only when the total proves it.
     outside = reasoning > 0 and total == prompt + completion + reasoning
     output = completion + reasoning if outside else completion
@@ -48,8 +53,8 @@ def chat_usage(u: dict[str, Any]) -> Usage:
         output_tokens=output,
         reasoning_tokens=min(reasoning, output),
         image_input_tokens=as_int(prompt_details.get("image_tokens")),
-        sources=as_int(u.get("num_sources_used")),
-        reported_cost_ticks=opt_int(u.get("cost_in_usd_ticks")),
+        sources=as_int(get("num_sources_used")),
+        reported_cost_ticks=opt_int(get("cost_in_usd_ticks")),
     )
 
 
