@@ -162,6 +162,7 @@ class Daemon:
             cookie_jar=aiohttp.DummyCookieJar())  # no cookie may pass from one app to another
         app[SESSION_KEY] = self._session
         if self.settings["pricing.refresh"]:
+            self.metrics.price_refresh_enabled.set(1)
             self._start_price_refresh(self._session)
         self._spawn(self._expire_deferred())
         try:

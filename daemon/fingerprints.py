@@ -88,8 +88,9 @@ class FingerprintTracker:
             return  # the model's first fingerprint: nothing changed
         change = FingerprintChange(at=record.started_at, provider=record.provider, model=model,
                                    old=old, new=fingerprint, kind=kind)
-        self._metrics.fingerprint_changes.labels(record.provider, model, kind).inc()
-        self._metrics.fingerprint_last_change.labels(record.provider, model).set(
+        label = self._metrics.model_label(model)  # bounded, like every model label
+        self._metrics.fingerprint_changes.labels(record.provider, label, kind).inc()
+        self._metrics.fingerprint_last_change.labels(record.provider, label).set(
             record.started_at)
         log.warning("fingerprint_changed", **change.as_dict())
         self._on_change(change)
@@ -97,6 +98,9 @@ class FingerprintTracker:
     def _publish(self, key: Key, old: str | None, new: str) -> None:
         provider, model = key
         model_label = self._metrics.model_label(model)
+        if old is None:  # both kinds exist from the first sighting: increase() sees a change
+            for kind in ("new", "known"):
+                self._metrics.fingerprint_changes.labels(provider, model_label, kind)
         if old is not None:
             with contextlib.suppress(KeyError):  # not published (another model label)
                 self._metrics.fingerprint.remove(provider, model_label, old)

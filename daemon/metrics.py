@@ -120,6 +120,9 @@ class Metrics:
         self.price_refresh_last_success = Gauge(
             "xai_meter_price_refresh_last_success_timestamp_seconds",
             "When the price listings were last fetched successfully (0: never).", registry=r)
+        self.price_refresh_enabled = Gauge(
+            "xai_meter_price_refresh_enabled", "1 when the daemon fetches price listings "
+            "(pricing.refresh), 0 when prices come from overrides only.", registry=r)
         self.price_refresh_failures = Counter(
             "xai_meter_price_refresh_failures", "Price refreshes that failed after all retries.",
             registry=r)
