@@ -47,3 +47,18 @@ def test_help_lists_every_command() -> None:
                          text=True, check=True, timeout=30).stdout
     for command in ("serve", "demo", "simulate", "check-config", "example-config"):
         assert command in out
+
+
+def test_every_dashboard_panel_is_described_in_the_readme() -> None:
+    import json
+
+    titles = []
+    for path in sorted((ROOT / "dashboards" / "grafana").glob("*.json")):
+        stack = list(json.loads(path.read_text())["panels"])
+        while stack:
+            panel = stack.pop()
+            stack.extend(panel.get("panels", []))
+            if panel.get("type") != "row":
+                titles.append(panel["title"])
+    missing = [t for t in titles if f"**{t}**" not in README]
+    assert titles and not missing, f"panels missing from README.md: {missing}"
