@@ -191,8 +191,10 @@ SETTINGS: tuple[Setting, ...] = (
             "scheme, host and port only.", _base_url),
     Setting("upstream.connect_timeout", 10.0, "Seconds to wait for a connection to the upstream "
             "before answering 502.", _positive_float),
-    Setting("upstream.read_timeout", 600.0, "Seconds the upstream may stay silent (before its "
-            "headers, or between two chunks) before the call is ended with 504.", _positive_float),
+    Setting("upstream.read_timeout", 3600.0, "Seconds the upstream may stay silent (before its "
+            "headers, or between two chunks) before the call is ended with 504. Reasoning "
+            "models can think for many minutes before the first byte of a non-streamed answer.",
+            _positive_float),
     Setting("upstream.max_connections", 256, "Keep-alive connection pool size to the upstream.",
             _int_in(1, 100000)),
     Setting("upstreams", {}, "More upstreams, each relayed under a path prefix of its own: "

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
+import brotli
+import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -177,3 +181,24 @@ def test_error_body_keeps_the_code_not_the_message() -> None:
              b'provided: xa***yz"}')
     tap.finish(True)
     assert r.error_detail == "Client specified an invalid argument" and r.metered
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "deflate"])
+def test_other_encodings_are_decoded_for_the_meter(encoding: str) -> None:
+    obj = {"id": "chatcmpl-9", "object": "chat.completion", "model": "grok-3",
+           "system_fingerprint": "fp_x", "choices": [], "usage": XAI_USAGE}
+    raw = json.dumps(obj).encode()
+    body = {"br": lambda b: brotli.compress(b), "zstd": lambda b: zstandard.compress(b),
+            "deflate": lambda b: zlib.compress(b)}[encoding](raw)
+    r = record()
+    tap = ChatDialect().tap(r, "application/json", lambda: 0.0, encoding)
+    for i in range(0, len(body), 5):
+        assert tap.feed(body[i:i + 5]) is None  # the client's bytes are never touched
+    tap.finish(True)
+    assert r.usage == chat_usage(XAI_USAGE) and r.metered
+
+
+def test_stream_in_brotli_is_metered() -> None:
+    body = brotli.compress(STREAM)
+    r, forwarded = run_tap(body, [3, 40, 41], filtering=False, encoding="br")
+    assert forwarded == body and r.usage == chat_usage(XAI_USAGE)

@@ -14,8 +14,10 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import brotli
 import orjson
 import structlog
+import zstandard
 
 from daemon.record import CallRecord, Unmetered
 
@@ -177,17 +179,27 @@ def _decompressor(encoding: str) -> Any:
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
         return zlib.decompressobj(zlib.MAX_WBITS + 32)  # zlib or gzip header, auto-detected
-    if encoding == "br" and _brotli is not None:
-        return _brotli.Decompressor()
+    if encoding == "br":
+        return _BrotliReader()
+    if encoding == "zstd":
+        return zstandard.ZstdDecompressor().decompressobj()
     raise ValueError(f"unsupported content-encoding {encoding!r}")
 
 
-try:  # optional: aiohttp[speedups] brings Brotli
-    import brotli as _brotli
-except ImportError:  # pragma: no cover - depends on the environment
-    _brotli = None
+class _BrotliReader:
+    """brotli's Decompressor behind the `decompress(data)` interface zlib's objects have."""
 
-DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"} | ({"br"} if _brotli else set()))
+    def __init__(self) -> None:
+        self._d = brotli.Decompressor()
+
+    def decompress(self, data: bytes) -> bytes:
+        out: bytes = self._d.process(data)
+        return out
+
+
+# Every coding an SDK may accept (httpx asks for br and zstd when it can decode them), so the
+# meter can read whatever the upstream sends; the client still gets the bytes as sent.
+DECODABLE = frozenset({"gzip", "x-gzip", "deflate", "identity", "br", "zstd"})
 
 
 class BodyTap(Tap):
