@@ -74,7 +74,9 @@ class Relay:
         self.router = Router()
         self.draining = False
         self.in_flight = 0  # calls being relayed now (a gauge reads it at scrape time)
-        self.last_client_key: str | None = None  # memory only: lets pricing fetch listings
+        # The latest key sent to the default upstream, in memory only: pricing may use it to
+        # fetch the listings (never a key meant for another upstream).
+        self.last_client_key: str | None = None
         self.client_key_seen = asyncio.Event()
         self._session = session
         self._clock = clock
@@ -133,10 +135,11 @@ class Relay:
                      raw_path: str) -> web.StreamResponse:
         headers = forward_headers(request.headers)
         key = api_key_of(request.headers)
-        if key is not None and key != self.last_client_key:
-            self.last_client_key = key
-            self.client_key_seen.set()
-        elif key is None and upstream.api_key:
+        if key is not None:
+            if key != self.last_client_key and not upstream.prefix:
+                self.last_client_key = key  # a key for the default (xAI) upstream
+                self.client_key_seen.set()
+        elif upstream.api_key:
             key = upstream.api_key
             if upstream.provider == "anthropic":
                 headers["x-api-key"] = key
