@@ -23,7 +23,7 @@ import enum
 import itertools
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,7 +46,6 @@ class CallError(enum.StrEnum):
     UPSTREAM_STREAM_CUT = "upstream_stream_cut"
     CLIENT_DISCONNECT = "client_disconnect"
     SHUTDOWN = "shutdown"
-    CANCELLED = "cancelled"
     RELAY_ERROR = "relay_error"
     HTTP_ERROR = "http_error"  # upstream answered 4xx/5xx; the body was relayed in full
 
@@ -148,10 +147,11 @@ class CallRecord:
             self.unmetered_reason = reason
 
     def fail(self, error: CallError, detail: str | None = None) -> None:
-        """Record the first failure only: later ones are consequences of it."""
+        """Record the first failure only: later ones are consequences of it. The detail says
+        what failed, or else at which stage the call was (``at chunk``: mid-body)."""
         if self.error is None or self.error is CallError.HTTP_ERROR:
             self.error = error
-            self.error_detail = detail
+            self.error_detail = detail or f"at {self.stage.name.lower()}"
 
     def as_row(self) -> dict[str, Any]:
         """The ledger row: one flat dict of plain values."""
@@ -179,9 +179,6 @@ class CallRecord:
             _ms(self.deferred_ms),
             orjson.dumps(u.server_tool_calls).decode() if u and u.server_tool_calls else None,
         )
-
-    def usage_dict(self) -> dict[str, Any] | None:
-        return asdict(self.usage) if self.usage else None
 
 
 # The ledger's `calls` columns, in the order `as_tuple` gives their values.

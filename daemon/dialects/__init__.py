@@ -151,13 +151,6 @@ def sse_data(event: bytes) -> bytes:
     return b"\n".join(parts)
 
 
-def sse_event_name(event: bytes) -> bytes | None:
-    for line in event.splitlines():
-        if line.startswith(b"event:"):
-            return line[6:].strip()
-    return None
-
-
 class Decoder:
     """Undoes the upstream's Content-Encoding for the parser only; the client gets raw bytes."""
 
