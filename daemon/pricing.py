@@ -38,6 +38,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -875,8 +876,12 @@ class PriceFetchError(Exception):
 _RETRY_STATUSES: Final = frozenset({408, 409, 425, 429})
 
 
+# An upstream's "incorrect API key" message may quote part of the key: never log that part.
+_KEYISH = re.compile(r"\b(?:xai|sk|sk-ant)-[A-Za-z0-9*._-]{4,}")
+
+
 def _excerpt(body: bytes, limit: int = 200) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
+    text = _KEYISH.sub("<key>", " ".join(body.decode("utf-8", "replace").split()))
     return text if len(text) <= limit else text[:limit] + "…"
 
 
