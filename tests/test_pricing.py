@@ -789,3 +789,12 @@ def test_prices_table() -> None:
     row = prices_table(odd)[0]
     assert (row["input_usd_per_1m"], row["output_usd_per_1m"]) == ("0.0001", "1.2345")
     assert prices_table(PriceBook()) == []
+
+
+def test_listing_errors_never_quote_a_key() -> None:
+    from daemon.pricing import _excerpt
+
+    body = (b'{"code":"Client specified an invalid argument","error":"Incorrect API key '
+            b'provided: xai-AbCd****************************WxYz. You can obtain an API key"}')
+    text = _excerpt(body)
+    assert "AbCd" not in text and "WxYz" not in text and "<key>" in text
