@@ -88,7 +88,7 @@ class Relay:
 
         Dot segments are refused: the path must mean what it says, at every hop.
         """
-        if "/." in path or "/." in raw_path or "%2e" in raw_path.lower():
+        if "/." in path or "/." in raw_path or "%2e" in raw_path or "%2E" in raw_path:
             return None
         for prefix, upstream, timeout in self._routes:
             if path.startswith(prefix + "/v1/") and raw_path.startswith(prefix + "/"):
@@ -163,7 +163,9 @@ class Relay:
                 headers["Accept-Encoding"] = "identity"
         accept = headers.get("Accept-Encoding")
         if accept:
-            headers["Accept-Encoding"] = decodable_accept_encoding(accept)
+            decodable = decodable_accept_encoding(accept)
+            if decodable != accept:
+                headers["Accept-Encoding"] = decodable
 
         # The base URL is an origin and the raw path starts with "/v1/": no client input can
         # change the host the call goes to.
