@@ -8,6 +8,7 @@ does) inserts it in one transaction. Schema changes are named, ordered migration
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import secrets
 import sqlite3
@@ -192,6 +193,8 @@ _RARE_COLUMNS = ("cache_write_tokens", "images", "sources", "server_tool_calls",
                  "tool_calls", "error")
 _RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
 _COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
+_pick_rare = operator.itemgetter(*_RARE)
+_pick_common = operator.itemgetter(*_COMMON)
 _INSERT_NARROW = (f"insert or replace into calls "
                   f"({', '.join(list(CALL_COLUMNS)[i] for i in _COMMON)}) "
                   f"values ({', '.join('?' for _ in _COMMON)})")
@@ -387,12 +390,15 @@ class Ledger:
         # (binding a parameter costs about as much as anything else per row).
         narrow: list[tuple[Any, ...]] = []
         full: list[tuple[Any, ...]] = []
+        rare_empty = (None,) * len(_RARE)
         for r in records:
             row = r.as_tuple()
-            (full if any(row[i] is not None for i in _RARE) else narrow).append(row)
+            if _pick_rare(row) == rare_empty:
+                narrow.append(_pick_common(row))
+            else:
+                full.append(row)
         if narrow:
-            db.conn.executemany(_INSERT_NARROW, [tuple(row[i] for i in _COMMON)
-                                                 for row in narrow])
+            db.conn.executemany(_INSERT_NARROW, narrow)
         if full:
             db.conn.executemany(_INSERT, full)
         seen: dict[tuple[str, str, str], list[float]] = {}

@@ -144,7 +144,7 @@ class CallLog:
         fields["event"] = "call"
         fields["level"] = "info"
         fields["timestamp"] = _utc_now_iso()
-        writer.write(orjson.dumps(fields) + b"\n")
+        writer.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
 
 
 _fast_json: CoalescingWriter | None = None  # set by configure() for JSON at info level or below
