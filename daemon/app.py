@@ -31,7 +31,13 @@ from daemon.config import ConfigError, Settings
 from daemon.deferred import DeferredTracker, load_deferred
 from daemon.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.keys import KeyHasher
-from daemon.ledger import Ledger, ensure_salt, load_fingerprints, reprice_unpriced
+from daemon.ledger import (
+    Ledger,
+    delete_calls_before,
+    ensure_salt,
+    load_fingerprints,
+    reprice_unpriced,
+)
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
 from daemon.metrics import Metrics
@@ -43,6 +49,8 @@ from daemon.relay import Relay, Upstream
 log = structlog.get_logger("xai_meter.app")
 
 GC_THRESHOLD = 20_000
+RETENTION_INTERVAL = 3600.0  # seconds between retention sweeps
+RETENTION_FIRST_DELAY = 60.0
 DEFERRED_EXPIRY_INTERVAL = 600.0  # seconds between sweeps for deferred requests past 24 h
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
@@ -165,6 +173,8 @@ class Daemon:
             self.metrics.price_refresh_enabled.set(1)
             self._start_price_refresh(self._session)
         self._spawn(self._expire_deferred())
+        if self.settings["ledger.retention_days"]:
+            self._spawn(self._retention())
         try:
             yield
         finally:
@@ -232,6 +242,23 @@ class Daemon:
         while True:
             self.deferred.expire(self.clocks.wall())
             await asyncio.sleep(DEFERRED_EXPIRY_INTERVAL)
+
+    async def _retention(self) -> None:
+        await asyncio.sleep(RETENTION_FIRST_DELAY)  # start-up is not slowed by a big delete
+        while True:
+            await self.apply_retention()
+            await asyncio.sleep(RETENTION_INTERVAL)
+
+    async def apply_retention(self) -> int:
+        """Delete calls older than ledger.retention_days; return how many."""
+        cutoff = self.clocks.wall() - self.settings["ledger.retention_days"] * 86400.0
+        deleted = await self.ledger.run_in_writer(
+            lambda: delete_calls_before(self.ledger.db(), cutoff))
+        if deleted:
+            self.metrics.ledger_deleted.inc(deleted)
+            log.info("retention_deleted", calls=deleted,
+                     days=self.settings["ledger.retention_days"])
+        return deleted
 
     def _remember_key_name(self, record: CallRecord) -> None:
         """GET /v1/api-key told us the key's name and team: keep them against its key id."""

@@ -214,6 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
             "transaction writes them (a batch also goes as soon as batch_size rows wait). "
             "Rows are never dropped; at shutdown everything queued is written.",
             _non_negative_float),
+    Setting("ledger.retention_days", 0, "Delete calls older than this many days (checked "
+            "hourly); 0 keeps every call. Prices and fingerprint history are always kept.",
+            _int_in(0, 36500)),
     Setting("metrics.max_models", 50, "Distinct model label values before further unknown "
             "models are counted as \"other\" (keeps Prometheus series bounded). Models in the "
             "price listing always get their own label.", _int_in(1, 10000)),

@@ -485,6 +485,21 @@ def reprice_unpriced(db: sqlite_utils.Database,
     return newly_costed
 
 
+def delete_calls_before(db: sqlite_utils.Database, cutoff: float,
+                        chunk: int = 10_000) -> int:
+    """Retention: delete calls started before `cutoff`, in short transactions (readers and
+    the writer's own inserts are never held up for long). Return how many went."""
+    deleted = 0
+    while True:
+        with db.conn:
+            cursor = db.conn.execute(
+                "delete from calls where id in (select id from calls where started_at < ? "
+                "limit ?)", [cutoff, chunk])
+        deleted += cursor.rowcount
+        if cursor.rowcount < chunk:
+            return deleted
+
+
 def ensure_salt(db: sqlite_utils.Database) -> bytes:
     """The per-ledger salt for key ids, made on first start and kept in `meta`."""
     row = db.execute("select value from meta where key = 'key_salt'").fetchone()

@@ -87,6 +87,9 @@ class Metrics:
             "xai_meter_ledger_queue_depth", "Ledger rows waiting to be written.", registry=r)
         self.ledger_rows = Counter(
             "xai_meter_ledger_rows_written", "Rows written to the ledger.", registry=r)
+        self.ledger_deleted = Counter(
+            "xai_meter_ledger_rows_deleted", "Calls deleted by retention (ledger.retention_days).",
+            registry=r)
         self.ledger_errors = Counter(
             "xai_meter_ledger_write_errors", "Failed ledger write attempts.", registry=r)
         self.sink_errors = Counter(

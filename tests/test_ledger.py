@@ -85,3 +85,32 @@ def test_readonly_connection_cannot_write(tmp_path: Path, readonly: bool) -> Non
     ro = open_database(tmp_path / "l.db", readonly=readonly)
     with pytest.raises(Exception, match="readonly"):
         ro.execute("insert into meta values ('a', 'b')")
+
+
+async def test_retention_deletes_only_old_calls(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from daemon import config
+    from daemon.app import Clocks, Daemon
+
+    now = 10 * 86400.0
+    settings = config.from_mapping({"relay": {"port": 0}, "admin": {"port": 0},
+                                    "ledger": {"path": str(tmp_path / "l.db"),
+                                               "retention_days": 2, "flush_interval": 0},
+                                    "pricing": {"refresh": False}})
+    daemon = Daemon(settings, registry=CollectorRegistry(),
+                    clocks=Clocks(wall=lambda: now))
+    await daemon.start()
+    try:
+        for i, age_days in enumerate((5, 3, 2.5, 1, 0)):
+            daemon.ledger.submit(CallRecord(id=f"c{i}", started_at=now - age_days * 86400,
+                                            t0=0.0, provider="xai", endpoint="e",
+                                            method="GET", path="/v1/x"))
+        await daemon.ledger.drained()
+        assert await daemon.apply_retention() == 3
+        left = await daemon.ledger.run_in_writer(
+            lambda: [r[0] for r in daemon.ledger.db().execute("select id from calls")])
+        assert sorted(left) == ["c3", "c4"]
+        assert daemon.registry.get_sample_value("xai_meter_ledger_rows_deleted_total") == 3
+    finally:
+        await daemon.stop()
