@@ -53,6 +53,22 @@ class BoundedLabel:
         return "other"
 
 
+class _LabelKeys:
+    """The label tuples of one (provider, endpoint, model), made once rather than per call."""
+
+    __slots__ = ("genai", "genai_input", "genai_output", "pm", "requests", "tokens")
+
+    def __init__(self, provider: str, endpoint: str, model: str) -> None:
+        self.pm = (provider, model)
+        self.requests: dict[int | None, tuple[str, ...]] = {}
+        self.tokens = tuple((provider, model, kind) for kind in TOKEN_TYPES)
+        operation = GENAI_OPERATION.get(endpoint)
+        self.genai = None if operation is None else (
+            GENAI_PROVIDER.get(provider, provider), operation, model)
+        self.genai_input = (*self.genai, "input") if self.genai else ()
+        self.genai_output = (*self.genai, "output") if self.genai else ()
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry, max_models: int = 50,
                  apps: Iterable[str] = (), max_apps: int = 20, max_keys: int = 20) -> None:
@@ -60,6 +76,7 @@ class Metrics:
         self.model_label = BoundedLabel(max_models)
         self.app_label = BoundedLabel(max_apps, apps)
         self.key_label = BoundedLabel(max_keys)
+        self._keys: dict[tuple[str, str, str], _LabelKeys] = {}
         r = registry
         self.requests = LoopCounter(
             "xai_meter_requests", "Relayed calls, by the HTTP status the client got "
@@ -188,19 +205,27 @@ class Metrics:
 
     def observe(self, record: CallRecord) -> None:
         """The metrics sink: count one finished call."""
-        provider = record.provider
+        provider, endpoint = record.provider, record.endpoint
         model = self.model_label(record.model or record.requested_model)
-        pm = (provider, model)
-        code = _CODES.get(record.status) or str(record.status)
-        self.requests.inc((provider, record.endpoint, model, code))
+        keys = self._keys.get((provider, endpoint, model))
+        if keys is None:
+            keys = self._keys[(provider, endpoint, model)] = _LabelKeys(provider, endpoint, model)
+        status = record.status
+        requests = self.requests.values
+        key = keys.requests.get(status)
+        if key is None:
+            key = keys.requests[status] = (provider, endpoint, model,
+                                           _CODES.get(status) or str(status))
+        requests[key] = requests.get(key, 0.0) + 1.0
+        pm = keys.pm
         if record.duration_ms is not None:
             self.duration.observe(pm, record.duration_ms / 1000.0)
         if record.ttft_ms is not None:
             self.ttft.observe(pm, record.ttft_ms / 1000.0)
         if record.error is not None:
-            self.errors.inc((provider, record.endpoint, record.error.value))
+            self.errors.inc((provider, endpoint, record.error.value))
         if record.unmetered_reason is not None:
-            self.unmetered.inc((record.endpoint, record.unmetered_reason.value))
+            self.unmetered.inc((endpoint, record.unmetered_reason.value))
         if record.cost_ticks is not None:
             usd = self._count_cost(record, model)
             if record.computed_cost_ticks is not None and record.cost_source == "reported":
@@ -208,20 +233,19 @@ class Metrics:
                 self.reconciled_computed.inc(pm, record.computed_cost_ticks / TICKS_PER_USD)
         elif record.cost_source == "unpriced":
             self.unpriced.inc((model,))
-        usage = record.usage
-        operation = GENAI_OPERATION.get(record.endpoint)
-        genai = (GENAI_PROVIDER.get(provider, provider), operation or "", model)
-        if operation is not None and record.duration_ms is not None:
+        genai = keys.genai
+        if genai is not None and record.duration_ms is not None:
             self.genai_duration.observe((*genai, record.error.value if record.error else ""),
                                         record.duration_ms / 1000.0)
+        usage = record.usage
         if usage is None:
             return
-        tokens = self.tokens
-        for token_type, count in zip(TOKEN_TYPES, (
+        tokens = self.tokens.values
+        for key, count in zip(keys.tokens, (
                 usage.input_tokens, usage.cached_input_tokens, usage.output_tokens,
                 usage.reasoning_tokens, usage.image_input_tokens), strict=True):
             if count:
-                tokens.inc((provider, model, token_type), count)
-        if operation is not None:
-            self.genai_tokens.observe((*genai, "input"), usage.input_tokens)
-            self.genai_tokens.observe((*genai, "output"), usage.output_tokens)
+                tokens[key] = tokens.get(key, 0.0) + count
+        if genai is not None:
+            self.genai_tokens.observe(keys.genai_input, usage.input_tokens)
+            self.genai_tokens.observe(keys.genai_output, usage.output_tokens)
