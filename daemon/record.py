@@ -63,6 +63,8 @@ class Unmetered(enum.StrEnum):
 
 _PROCESS_TAG = os.urandom(3).hex()  # tells apart ids made in the same ms by two processes
 _sequence = itertools.count()
+_last_ms = -1
+_last_prefix = ""
 
 
 def new_call_id(now: float | None = None) -> str:
@@ -70,8 +72,11 @@ def new_call_id(now: float | None = None) -> str:
 
     No random bytes per call: a getrandom() syscall costs more than the rest of this function.
     """
+    global _last_ms, _last_prefix
     ms = int((time.time() if now is None else now) * 1000)
-    return f"{ms:012x}{_PROCESS_TAG}{next(_sequence) & 0xFFFFFF:06x}"
+    if ms != _last_ms:  # several calls start in the same millisecond under load
+        _last_ms, _last_prefix = ms, f"{ms:012x}{_PROCESS_TAG}"
+    return f"{_last_prefix}{next(_sequence) & 0xFFFFFF:06x}"
 
 
 @dataclass(slots=True)
