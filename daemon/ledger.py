@@ -182,6 +182,8 @@ def open_database(path: str | os.PathLike[str], *,
     if not readonly:
         db.enable_wal()
         conn.execute("pragma synchronous = normal")
+        # Checkpoint the WAL every ~40 MB rather than every ~4 MB: fewer, larger copies.
+        conn.execute("pragma wal_autocheckpoint = 10000")
     return db
 
 
