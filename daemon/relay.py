@@ -290,14 +290,32 @@ class Relay:
 
 
 
+_PASS, _HOP, _OURS = 0, 1, 2
+_KINDS: dict[str, int] = {}
+
+
+def _kind(name: str) -> int:
+    """A header name's kind: passed on, hop-by-hop, or one of our X-Meter-* controls.
+    Memoized: the same names come with every call, and lower() per header adds up."""
+    found = _KINDS.get(name)
+    if found is None:
+        lower = name.lower()
+        found = _HOP if lower in _HOP_BY_HOP else _OURS if lower.startswith(_OUR_PREFIX) \
+            else _PASS
+        if len(_KINDS) < 4096:
+            _KINDS[name] = found
+    return found
+
+
 def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The client's headers minus hop-by-hop ones and our own X-Meter-* controls."""
     out: CIMultiDict[str] = CIMultiDict()
     connection = incoming.get("Connection")
-    connection_tokens = {t.strip().lower() for t in connection.split(",")} if connection else ()
+    # Headers the client named in Connection are hop-by-hop too (usually just keep-alive).
+    connection_tokens = {t for t in (p.strip().lower() for p in connection.split(","))
+                         if t not in _HOP_BY_HOP} if connection else ()
     for name, value in incoming.items():
-        lower = name.lower()
-        if lower in _HOP_BY_HOP or lower.startswith(_OUR_PREFIX) or lower in connection_tokens:
+        if _kind(name) or (connection_tokens and name.lower() in connection_tokens):
             continue
         out.add(name, value)
     return out
@@ -307,9 +325,8 @@ def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream's headers minus hop-by-hop ones (aiohttp frames the body itself)."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        if name.lower() in _HOP_BY_HOP:
-            continue
-        out.add(name, value)
+        if _kind(name) != _HOP:
+            out.add(name, value)
     return out
 
 

@@ -202,3 +202,21 @@ def test_stream_in_brotli_is_metered() -> None:
     body = brotli.compress(STREAM)
     r, forwarded = run_tap(body, [3, 40, 41], filtering=False, encoding="br")
     assert forwarded == body and r.usage == chat_usage(XAI_USAGE)
+
+
+def test_forward_headers_drops_hop_by_hop_ours_and_connection_named() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from daemon.relay import forward_headers, response_headers
+
+    incoming = CIMultiDictProxy(CIMultiDict([
+        ("Host", "evil.example"), ("Authorization", "Bearer k"),
+        ("Connection", "keep-alive, X-Foo"), ("X-Foo", "1"), ("Keep-Alive", "timeout=5"), ("X-Meter-App", "a"), ("Accept", "*/*"),
+        ("Transfer-Encoding", "chunked"), ("Content-Length", "3"), ("X-Custom", "v")]))
+    assert list(forward_headers(incoming).items()) == [
+        ("Authorization", "Bearer k"), ("Accept", "*/*"), ("X-Custom", "v")]
+    back = CIMultiDictProxy(CIMultiDict([("Content-Type", "application/json"),
+                                         ("Content-Length", "3"), ("X-Meter-Upstream", "kept"),
+                                         ("Connection", "close"), ("Set-Cookie", "a=1")]))
+    assert list(response_headers(back).items()) == [
+        ("Content-Type", "application/json"), ("X-Meter-Upstream", "kept"), ("Set-Cookie", "a=1")]
