@@ -221,3 +221,11 @@ def test_forward_headers_drops_hop_by_hop_ours_and_connection_named() -> None:
                                          ("Connection", "close"), ("Set-Cookie", "a=1")]))
     assert list(response_headers(back).items()) == [
         ("Content-Type", "application/json"), ("X-Meter-Upstream", "kept"), ("Set-Cookie", "a=1")]
+
+
+def test_error_event_mid_stream_is_kept_and_the_call_unmetered() -> None:
+    body = sse(STREAM_EVENTS[:2])[:-len(b"data: [DONE]\n\n")] + \
+        b'data: {"code":"Internal error","error":"The service is overloaded"}\n\n'
+    r, forwarded = run_tap(body, [5, 99], filtering=False)
+    assert forwarded == body
+    assert r.error_detail == "Internal error" and r.unmetered_reason is Unmetered.NO_USAGE

@@ -22,12 +22,14 @@ from daemon.dialects import (
     loads_object,
     opt_int,
     opt_str,
+    read_error,
     sse_data,
 )
 from daemon.record import CallRecord, Unmetered, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
 _EMPTY: dict[str, Any] = {}
+_WANTED = (b'"usage"', b'"error"')  # once the first chunk is read, only these events matter
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
 
 
@@ -98,7 +100,7 @@ class ChatStream(EventTap):
 
     def quiet_needles(self) -> tuple[bytes, ...] | None:
         if self._seen_first and self.record.ttft_ms is not None:
-            return (b'"usage"',)
+            return _WANTED
         return None
 
     def on_event(self, event: bytes) -> bool:
@@ -108,13 +110,16 @@ class ChatStream(EventTap):
         record = self.record
         if record.ttft_ms is None and _FIRST_TOKEN.search(data):
             self.mark_first_token()
-        if self._seen_first and b'"usage"' not in data:
+        if self._seen_first and b'"usage"' not in data and b'"error"' not in data:
             return True
         obj = loads_object(data)
         if obj is None:
             self.malformed = True
             return True
         self._seen_first = True
+        if "error" in obj and "choices" not in obj:
+            read_error(record, obj)  # an error sent as an event, mid-stream
+            return True
         read_chat_completion(record, obj)
         # The usage-only chunk that exists only because the relay asked for it.
         return not (self.filters and obj.get("choices") == [] and "usage" in obj)
