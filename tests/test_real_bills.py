@@ -11,18 +11,12 @@ from daemon.dialects.chat import chat_usage
 from daemon.dialects.responses import responses_usage
 from daemon.pricing import ModelPrice, compute_cost
 from daemon.record import Usage
+from tests.test_chat_dialect import XAI_USAGE  # xai-api.md's real chat sample
 
 # (name, dialect normalizer, real usage object, prices in ticks per token)
 BILLS: list[tuple[str, Any, dict[str, Any], ModelPrice]] = [
     # xai-api.md's chat sample, grok-4-fast-reasoning: reasoning outside completion_tokens.
-    ("chat, grok-4-fast-reasoning", chat_usage, {
-        "prompt_tokens": 165, "completion_tokens": 2, "total_tokens": 292,
-        "prompt_tokens_details": {"text_tokens": 165, "audio_tokens": 0, "image_tokens": 0,
-                                  "cached_tokens": 156},
-        "completion_tokens_details": {"reasoning_tokens": 125, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0,
-                                      "rejected_prediction_tokens": 0},
-        "num_sources_used": 0, "cost_in_usd_ticks": 731000},
+    ("chat, grok-4-fast-reasoning", chat_usage, XAI_USAGE,
      ModelPrice("grok-4-fast-reasoning", input=2000, cached_input=500, output=5000)),
     # A public Responses transcript (grok-4.3 with x_search, 2026-08): three x_search calls at
     # $5 per 1,000 and tokens at $1.25 in / $0.20 cached / $2.50 out per 1M (the one set of

@@ -231,9 +231,13 @@ class BodyTap(Tap):
             self.record.mark_unmetered(Unmetered.ENCODING)
             return None
         self.parse(body)
+        if self.record.usage is None and self.record.billable and is_ok(self.record):
+            self.record.mark_unmetered(Unmetered.NO_USAGE)  # (unless a reason is set already)
         return None
 
     def parse(self, body: bytes) -> None:
+        """Read the whole body into the record; a billable 2xx left without usage is then
+        counted as unmetered by `finish`."""
         raise NotImplementedError
 
     def success_object(self, body: bytes) -> dict[str, Any] | None:
@@ -266,6 +270,7 @@ class EventTap(Tap):
         self._decode = Decoder(encoding) if encoding else None
         self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
         self.malformed = False  # an event that should have been JSON was not
+        self._seen_first = False
 
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
@@ -307,13 +312,38 @@ class EventTap(Tap):
         self.end_of_stream(complete)
         return rest if self.filters and keep else None
 
+    # An event holding generated text (its arrival is the time to first token).
+    first_token: re.Pattern[bytes] | None = None
+    # Once the first event is read and the first token seen, only events holding one of these
+    # byte strings are read (usage, errors); the rest are skipped without being split.
+    needles: tuple[bytes, ...] = ()
+
     def on_event(self, event: bytes) -> bool:
-        """Read one raw event; return False to drop it from the client's stream (filters only)."""
+        """Read one raw event; return False to drop it from the client's stream (filters only).
+        Parses the first event, and after it only the events `needles` point at."""
+        data = sse_data(event)
+        if not data or data == b"[DONE]":
+            return True
+        if self.record.ttft_ms is None and self.first_token is not None \
+                and self.first_token.search(data):
+            self.mark_first_token()
+        if self._seen_first and not any(n in data for n in self.needles):
+            return True
+        obj = loads_object(data)
+        if obj is None:
+            self.malformed = True
+            return True
+        self._seen_first = True
+        return self.read(obj)
+
+    def read(self, obj: dict[str, Any]) -> bool:
+        """One parsed event; return False to drop it from the client's stream (filters only)."""
         return True
 
     def quiet_needles(self) -> tuple[bytes, ...] | None:
-        """Once only some events still matter: byte strings one of which each such event holds
-        (events holding none are skipped unread). None: read every event."""
+        """`needles`, once nothing but the events they point at can matter; else None."""
+        if self._seen_first and self.record.ttft_ms is not None:
+            return self.needles
         return None
 
     def end_of_stream(self, complete: bool) -> None:

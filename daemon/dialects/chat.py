@@ -23,13 +23,11 @@ from daemon.dialects import (
     opt_int,
     opt_str,
     read_error,
-    sse_data,
 )
-from daemon.record import CallRecord, Unmetered, Usage
+from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
 _EMPTY: dict[str, Any] = {}
-_WANTED = (b'"usage"', b'"error"')  # once the first chunk is read, only these events matter
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
 
 
@@ -87,40 +85,19 @@ class ChatBody(BodyTap):
             record.response_id = opt_str(obj.get("request_id"))
             return
         read_chat_completion(record, obj)
-        if record.usage is None and record.billable:
-            record.mark_unmetered(Unmetered.NO_USAGE)
 
 
 class ChatStream(EventTap):
-    """Reads the first chunk (model, id, fingerprint) and any chunk carrying usage."""
+    """Reads the first chunk (model, id, fingerprint) and any chunk carrying usage or an error."""
 
-    def __init__(self, record: CallRecord, clock: Clock, encoding: str, filtering: bool) -> None:
-        super().__init__(record, clock, encoding, filtering)
-        self._seen_first = False
+    first_token = _FIRST_TOKEN
+    needles = (b'"usage"', b'"error"')
 
-    def quiet_needles(self) -> tuple[bytes, ...] | None:
-        if self._seen_first and self.record.ttft_ms is not None:
-            return _WANTED
-        return None
-
-    def on_event(self, event: bytes) -> bool:
-        data = sse_data(event)
-        if not data or data == b"[DONE]":
-            return True
-        record = self.record
-        if record.ttft_ms is None and _FIRST_TOKEN.search(data):
-            self.mark_first_token()
-        if self._seen_first and b'"usage"' not in data and b'"error"' not in data:
-            return True
-        obj = loads_object(data)
-        if obj is None:
-            self.malformed = True
-            return True
-        self._seen_first = True
+    def read(self, obj: dict[str, Any]) -> bool:
         if "error" in obj and "choices" not in obj:
-            read_error(record, obj)  # an error sent as an event, mid-stream
+            read_error(self.record, obj)  # an error sent as an event, mid-stream
             return True
-        read_chat_completion(record, obj)
+        read_chat_completion(self.record, obj)
         # The usage-only chunk that exists only because the relay asked for it.
         return not (self.filters and obj.get("choices") == [] and "usage" in obj)
 

@@ -19,7 +19,7 @@ from daemon.dialects import (
     opt_str,
     sub,
 )
-from daemon.record import CallRecord, Unmetered, Usage
+from daemon.record import CallRecord, Usage
 
 # name="model" in a multipart body: the value is the part's content up to the boundary's CRLF.
 _MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,200})\r\n')
@@ -33,8 +33,7 @@ class ImageBody(BodyTap):
             return
         data = obj.get("data")
         if not isinstance(data, list):
-            record.mark_unmetered(Unmetered.NO_USAGE)
-            return
+            return  # no images: unmetered (no_usage)
         record.model = opt_str(obj.get("model")) or record.model
         reported = opt_int(sub(obj, "usage").get("cost_in_usd_ticks"))
         record.usage = Usage(images=len(data), reported_cost_ticks=reported)

@@ -20,13 +20,11 @@ from daemon.dialects import (
     as_int,
     loads_object,
     opt_str,
-    sse_data,
     sub,
 )
 from daemon.record import CallRecord, Unmetered, Usage
 
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"content_block_delta"')
-_USAGE_EVENT = re.compile(rb'"type"\s*:\s*"message_(?:start|delta)"')
 _USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
                "cache_creation_input_tokens")
 
@@ -58,36 +56,25 @@ class MessageBody(BodyTap):
         usage = obj.get("usage")
         if isinstance(usage, dict):
             record.usage = messages_usage(usage, record.provider)
-        elif record.billable:
-            record.mark_unmetered(Unmetered.NO_USAGE)
 
 
 class MessageStream(EventTap):
+    """Reads `message_start` (model, id, input usage) and `message_delta` (output usage)."""
+
+    first_token = _FIRST_TOKEN
+    needles = (b"message_start", b"message_delta")
+
     def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
         super().__init__(record, clock, encoding)
         self._usage: dict[str, Any] = {}
 
-    def quiet_needles(self) -> tuple[bytes, ...] | None:
-        return (b"message_delta",) if self.record.ttft_ms is not None else None
-
-    def on_event(self, event: bytes) -> bool:
-        data = sse_data(event)
-        if not data:
-            return True
-        if self.record.ttft_ms is None and _FIRST_TOKEN.search(data):
-            self.mark_first_token()
-        if not _USAGE_EVENT.search(data):
-            return True
-        obj = loads_object(data)
-        if obj is None:
-            self.malformed = True
-            return True
+    def read(self, obj: dict[str, Any]) -> bool:
         message = obj.get("message")
         if isinstance(message, dict):  # message_start
             self.record.model = opt_str(message.get("model")) or self.record.model
             self.record.response_id = opt_str(message.get("id"))
             usage = message.get("usage")
-        else:  # message_delta
+        else:  # message_delta (or another event that names one)
             usage = obj.get("usage")
         if isinstance(usage, dict):
             self._usage.update({k: usage[k] for k in (*_USAGE_KEYS, "server_tool_use")

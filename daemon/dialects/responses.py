@@ -21,14 +21,11 @@ from daemon.dialects import (
     loads_object,
     opt_int,
     opt_str,
-    sse_data,
     sub,
 )
 from daemon.dialects.chat import chat_usage
-from daemon.record import CallRecord, Unmetered, Usage
+from daemon.record import CallRecord, Usage
 
-_TERMINAL = re.compile(rb'"type"\s*:\s*"response\.(?:completed|incomplete|failed)"')
-_TERMINAL_NEEDLES = (b"response.completed", b"response.incomplete", b"response.failed")
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
                           rb'reasoning_summary_text|refusal)\.delta"')
 
@@ -89,35 +86,15 @@ class ResponseBody(BodyTap):
             record.response_id = opt_str(obj.get("id"))
             return
         read_response(record, obj)
-        if record.usage is None and record.billable:
-            record.mark_unmetered(Unmetered.NO_USAGE)
 
 
 class ResponseStream(EventTap):
     """Reads the first event (model, id) and the terminal one (usage)."""
 
-    def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
-        super().__init__(record, clock, encoding)
-        self._seen_first = False
+    first_token = _FIRST_TOKEN
+    needles = (b"response.completed", b"response.incomplete", b"response.failed")
 
-    def quiet_needles(self) -> tuple[bytes, ...] | None:
-        if self._seen_first and self.record.ttft_ms is not None:
-            return _TERMINAL_NEEDLES
-        return None
-
-    def on_event(self, event: bytes) -> bool:
-        data = sse_data(event)
-        if not data or data == b"[DONE]":
-            return True
-        if self.record.ttft_ms is None and _FIRST_TOKEN.search(data):
-            self.mark_first_token()
-        if self._seen_first and not _TERMINAL.search(data):
-            return True
-        obj = loads_object(data)
-        if obj is None:
-            self.malformed = True
-            return True
-        self._seen_first = True
+    def read(self, obj: dict[str, Any]) -> bool:
         response = obj.get("response")
         if isinstance(response, dict):
             read_response(self.record, response)
