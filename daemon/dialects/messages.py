@@ -20,6 +20,7 @@ from daemon.dialects import (
     as_int,
     loads_object,
     opt_str,
+    read_error,
     sub,
 )
 from daemon.record import CallRecord, Unmetered, Usage
@@ -62,13 +63,16 @@ class MessageStream(EventTap):
     """Reads `message_start` (model, id, input usage) and `message_delta` (output usage)."""
 
     first_token = _FIRST_TOKEN
-    needles = (b"message_start", b"message_delta")
+    needles = (b"message_start", b"message_delta", b'"error"')
 
     def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
         super().__init__(record, clock, encoding)
         self._usage: dict[str, Any] = {}
 
     def read(self, obj: dict[str, Any]) -> bool:
+        if obj.get("type") == "error":  # Anthropic's error event, e.g. overloaded_error
+            read_error(self.record, obj)
+            return True
         message = obj.get("message")
         if isinstance(message, dict):  # message_start
             self.record.model = opt_str(message.get("model")) or self.record.model
