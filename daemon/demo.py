@@ -48,7 +48,7 @@ async def _send(session: aiohttp.ClientSession, base: str, headers: dict[str, st
 
 
 async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
-    sim = await simulator.start()
+    sim = await simulator.start(state=simulator.SimulatorState(record_requests=False))
     settings = config.from_mapping({
         "relay": {"port": 0}, "admin": {"port": 0}, "upstream": {"base_url": sim.url},
         "ledger": {"path": ledger_path}, "log": {"calls": False}})

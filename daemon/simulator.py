@@ -1789,7 +1789,8 @@ def run(host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM: the `xai-meter simulate` command."""
 
     async def serve() -> None:
-        simulator = await start(host, port)
+        # Long-running: keep no copy of what was received and sent (tests read those).
+        simulator = await start(host, port, SimulatorState(record_requests=False))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
