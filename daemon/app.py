@@ -44,7 +44,7 @@ from daemon.metrics import Metrics
 from daemon.notify import notify_webhook
 from daemon.pricing import PriceBook, PriceRefresher, load_price_history, save_price_set
 from daemon.record import CallRecord
-from daemon.relay import Relay, Upstream
+from daemon.relay import SESSION_KEY, Relay, Upstream
 
 log = structlog.get_logger("xai_meter.app")
 
@@ -54,8 +54,6 @@ RETENTION_FIRST_DELAY = 60.0
 DEFERRED_EXPIRY_INTERVAL = 600.0  # seconds between sweeps for deferred requests past 24 h
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
-SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
 
 @dataclass
@@ -118,7 +116,7 @@ class Daemon:
                 connect_timeout=s["upstream.connect_timeout"],
                 read_timeout=s["upstream.read_timeout"], api_key=key, prefix=entry["prefix"]))
         self._session: aiohttp.ClientSession | None = None
-        self.relay = Relay(upstreams, self.meter, self.keys, self.session,
+        self.relay = Relay(upstreams, self.meter, self.keys,
                            clock=self.clocks.monotonic, wall_clock=self.clocks.wall)
         self.metrics.in_flight.set_function(lambda: float(self.relay.in_flight))
         self.ready = False
@@ -126,23 +124,16 @@ class Daemon:
         self.relay_url = ""
         self.admin_url = ""
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("the relay's upstream session is not open")
-        return self._session
-
     # --- the two apps ---------------------------------------------------------------------
 
     def relay_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        app[DAEMON_KEY] = self
         app.cleanup_ctx.append(self._resources)
         app.router.add_route("*", "/{tail:.*}", self.relay.handle)
         return app
 
     def admin_app(self) -> web.Application:
         app = web.Application()
-        app[DAEMON_KEY] = self
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

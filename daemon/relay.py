@@ -37,6 +37,8 @@ _AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"), is
 _CLIENT_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
                 aiohttp.ClientConnectionResetError)
 _APP_LABEL_MAX = 64
+# The one keep-alive session to the upstreams, owned by the relay app's cleanup context.
+SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,6 @@ class Upstream:
 
 class Relay:
     def __init__(self, upstreams: Sequence[Upstream], meter: Meter, keys: KeyHasher,
-                 session: Callable[[], aiohttp.ClientSession],
                  clock: Callable[[], float] = time.perf_counter,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.upstreams = tuple(upstreams)
@@ -78,7 +79,6 @@ class Relay:
         # fetch the listings (never a key meant for another upstream).
         self.last_client_key: str | None = None
         self.client_key_seen = asyncio.Event()
-        self._session = session
         self._clock = clock
         self._wall = wall_clock
 
@@ -172,7 +172,7 @@ class Relay:
         url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
         skip = [h for h in _AUTO_HEADERS if h not in headers]
         try:
-            answer = await self._session().request(
+            answer = await request.app[SESSION_KEY].request(
                 request.method, url, headers=headers, data=body or None,
                 allow_redirects=False, timeout=limits, skip_auto_headers=skip)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
