@@ -506,29 +506,30 @@ def _usd_decimal(model: str, key: str, value: Any) -> Decimal:
     return d
 
 
+def _whole_ticks(value: Any, scale: int, model: str, key: str, not_whole: str) -> int:
+    """USD times scale as an exact whole number of ticks; else `OverrideError` ending in
+    `not_whole` (which may use {ticks})."""
+    ticks = _usd_decimal(model, key, value) * scale
+    if ticks != ticks.to_integral_value():
+        raise OverrideError(f"price override {model}.{key} = {value!r} " +
+                            not_whole.format(ticks=f"{ticks.normalize():f}"))
+    return int(ticks)
+
+
 def usd_per_1m_to_ticks(value: Any, *, model: str = "?", key: str = "input") -> int:
     """USD per 1M tokens → ticks per token, exactly (* 10,000); `OverrideError` unless whole."""
-    d = _usd_decimal(model, key, value)
-    ticks = d * TICKS_PER_TOKEN_PER_USD_PER_1M
-    if ticks != ticks.to_integral_value():
-        raise OverrideError(
-            f"price override {model}.{key} = {value!r} USD per 1M tokens is {ticks.normalize():f} "
-            f"ticks per token, not a whole number (1 tick = 1e-10 USD; prices per 1M tokens have "
-            f"at most 4 decimal places). Fix: round it to 4 decimal places."
-        )
-    return int(ticks)
+    return _whole_ticks(
+        value, TICKS_PER_TOKEN_PER_USD_PER_1M, model, key,
+        "USD per 1M tokens is {ticks} ticks per token, not a whole number (1 tick = 1e-10 USD; "
+        "prices per 1M tokens have at most 4 decimal places). Fix: round it to 4 decimal places.")
 
 
 def usd_to_ticks(value: Any, *, model: str = "?", key: str = "image") -> int:
     """USD (per image, per source) → ticks, exactly (* 1e10); `OverrideError` unless whole."""
-    d = _usd_decimal(model, key, value)
-    ticks = d * TICKS_PER_USD
-    if ticks != ticks.to_integral_value():
-        raise OverrideError(
-            f"price override {model}.{key} = {value!r} USD is not a whole number of ticks "
-            f"(1 tick = 1e-10 USD). Fix: use at most 10 decimal places."
-        )
-    return int(ticks)
+    return _whole_ticks(
+        value, TICKS_PER_USD, model, key,
+        "USD is not a whole number of ticks (1 tick = 1e-10 USD). "
+        "Fix: use at most 10 decimal places.")
 
 
 def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
