@@ -23,12 +23,22 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-))
-AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"),
-                istr("Content-Type"))
+HOP_BY_HOP = frozenset(
+    (
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    )
+)
+AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"), istr("Content-Type"))
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
 
@@ -46,8 +56,11 @@ def build_app(upstream: str) -> web.Application:
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256), auto_decompress=False,
-            trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+            connector=aiohttp.TCPConnector(limit=256),
+            auto_decompress=False,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         app[SESSION_KEY] = session
         yield
         await session.close()
@@ -58,11 +71,19 @@ def build_app(upstream: str) -> web.Application:
         url = URL(f"{base}{request.raw_path}", encoded=True)
         skip = [h for h in AUTO_HEADERS if h not in headers]
         async with request.app[SESSION_KEY].request(
-                request.method, url, headers=headers, data=body or None,
-                allow_redirects=False, timeout=timeout, skip_auto_headers=skip) as upstream_resp:
-            response = web.StreamResponse(status=upstream_resp.status,
-                                          reason=upstream_resp.reason,
-                                          headers=_without_hop_by_hop(upstream_resp.headers))
+            request.method,
+            url,
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+            timeout=timeout,
+            skip_auto_headers=skip,
+        ) as upstream_resp:
+            response = web.StreamResponse(
+                status=upstream_resp.status,
+                reason=upstream_resp.reason,
+                headers=_without_hop_by_hop(upstream_resp.headers),
+            )
             if upstream_resp.content_length is not None:
                 response.content_length = upstream_resp.content_length
             await response.prepare(request)
@@ -78,8 +99,9 @@ def build_app(upstream: str) -> web.Application:
 
 
 async def serve(host: str, port: int, upstream: str) -> None:
-    runner = web.AppRunner(build_app(upstream), handle_signals=False, access_log=None,
-                           handler_cancellation=True)
+    runner = web.AppRunner(
+        build_app(upstream), handle_signals=False, access_log=None, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -50,16 +50,28 @@ EXPECTED_INPUT_TOKENS = 165
 EXPECTED_OUTPUT_TOKENS = 127
 EXPECTED_COST_TICKS = 731000  # as billed (cost_in_usd_ticks), and as priced from the listing
 
-_MESSAGES = [{"role": "system", "content": "You are a terse assistant."},
-             {"role": "user", "content": "Say hi in one word."}]
-JSON_BODY = json.dumps({"model": "grok-4-fast", "messages": _MESSAGES, "max_tokens": 16,
-                        "temperature": 0}, separators=(",", ":")).encode()
-STREAM_BODY = json.dumps({"model": "grok-4-fast", "messages": _MESSAGES, "max_tokens": 16,
-                          "stream": True, "stream_options": {"include_usage": True}},
-                         separators=(",", ":")).encode()
-STREAM_NO_USAGE_BODY = json.dumps({"model": "grok-4-fast", "messages": _MESSAGES,
-                                   "max_tokens": 16, "stream": True},
-                                  separators=(",", ":")).encode()
+_MESSAGES = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "Say hi in one word."},
+]
+JSON_BODY = json.dumps(
+    {"model": "grok-4-fast", "messages": _MESSAGES, "max_tokens": 16, "temperature": 0},
+    separators=(",", ":"),
+).encode()
+STREAM_BODY = json.dumps(
+    {
+        "model": "grok-4-fast",
+        "messages": _MESSAGES,
+        "max_tokens": 16,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
+    separators=(",", ":"),
+).encode()
+STREAM_NO_USAGE_BODY = json.dumps(
+    {"model": "grok-4-fast", "messages": _MESSAGES, "max_tokens": 16, "stream": True},
+    separators=(",", ":"),
+).encode()
 # What the openai Python SDK sends (abridged): the relays copy every one of them.
 SDK_HEADERS = {
     "Authorization": "Bearer xai-bench-0000000000000000000000000000000000000000",
@@ -97,15 +109,38 @@ class Plan:
     profile_seconds: float  # per py-spy recording (with --profile)
 
 
-QUICK = Plan(warmup=200, latency_calls=600, latency_rounds=3, throughput_calls=4000,
-             throughput_rounds=2,
-             concurrency=32, stream_calls=60, injected_calls=30, paced_streams=10,
-             paced_concurrency=10, chunks=100, interval_ms=10.0, idle_seconds=0.5,
-             profile_seconds=4.0)
-FULL = Plan(warmup=1000, latency_calls=6000, latency_rounds=12, throughput_calls=60000,
-            throughput_rounds=6, concurrency=32, stream_calls=400, injected_calls=200,
-            paced_streams=60, paced_concurrency=10, chunks=100, interval_ms=10.0,
-            idle_seconds=2.0, profile_seconds=10.0)
+QUICK = Plan(
+    warmup=200,
+    latency_calls=600,
+    latency_rounds=3,
+    throughput_calls=4000,
+    throughput_rounds=2,
+    concurrency=32,
+    stream_calls=60,
+    injected_calls=30,
+    paced_streams=10,
+    paced_concurrency=10,
+    chunks=100,
+    interval_ms=10.0,
+    idle_seconds=0.5,
+    profile_seconds=4.0,
+)
+FULL = Plan(
+    warmup=1000,
+    latency_calls=6000,
+    latency_rounds=12,
+    throughput_calls=60000,
+    throughput_rounds=6,
+    concurrency=32,
+    stream_calls=400,
+    injected_calls=200,
+    paced_streams=60,
+    paced_concurrency=10,
+    chunks=100,
+    interval_ms=10.0,
+    idle_seconds=2.0,
+    profile_seconds=10.0,
+)
 
 
 class BenchError(RuntimeError):
@@ -114,6 +149,7 @@ class BenchError(RuntimeError):
 
 # --- processes ------------------------------------------------------------------------------
 
+
 class Procs:
     """Every process the benchmark starts; `stop_all` ends each by its PID, whatever happened."""
 
@@ -121,8 +157,14 @@ class Procs:
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, name: str, cmd: list[str], core: int | None,
-              env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        core: int | None,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO,
+    ) -> subprocess.Popen[bytes]:
         out = (self.workdir / f"{name}.out").open("wb")
         err = (self.workdir / f"{name}.err").open("wb")
         # The child inherits the affinity of the thread that forks it, so all its threads
@@ -131,8 +173,15 @@ class Procs:
         try:
             if core is not None:
                 os.sched_setaffinity(0, {core})
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    cwd=cwd, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
         finally:
             os.sched_setaffinity(0, before)
             out.close()
@@ -224,8 +273,13 @@ def machine_busy_seconds() -> float:
     """CPU seconds all cores of the machine have spent busy (anything but idle and iowait)."""
     total = 0.0
     for core in psutil.cpu_times(percpu=True):
-        total += (sum(core) - core.idle - getattr(core, "iowait", 0.0)
-                  - getattr(core, "guest", 0.0) - getattr(core, "guest_nice", 0.0))
+        total += (
+            sum(core)
+            - core.idle
+            - getattr(core, "iowait", 0.0)
+            - getattr(core, "guest", 0.0)
+            - getattr(core, "guest_nice", 0.0)
+        )
     return total
 
 
@@ -239,6 +293,7 @@ def peak_rss_mb(pid: int) -> float:
 
 
 # --- targets and calls ----------------------------------------------------------------------
+
 
 @dataclass
 class Checks:
@@ -288,8 +343,10 @@ class Target:
             self.checks.note(f"status {status}: {body[:200]!r}")
         elif body != expected:
             self.checks.mismatched += 1
-            self.checks.note(f"body differs: got {body[:120]!r}... ({len(body)} bytes), "
-                             f"expected {len(expected)} bytes")
+            self.checks.note(
+                f"body differs: got {body[:120]!r}... ({len(body)} bytes), "
+                f"expected {len(expected)} bytes"
+            )
 
 
 @dataclass(frozen=True)
@@ -322,8 +379,9 @@ async def json_call(target: Target, expected: bytes | None) -> tuple[float, byte
     return elapsed, body
 
 
-async def stream_call(target: Target, body: bytes, headers: dict[str, str],
-                      expected: bytes | None) -> tuple[float, float, bytes]:
+async def stream_call(
+    target: Target, body: bytes, headers: dict[str, str], expected: bytes | None
+) -> tuple[float, float, bytes]:
     """One streamed call: (seconds to the first body chunk, seconds to the end, body)."""
     target.sent += 1
     t0 = time.perf_counter()
@@ -429,8 +487,10 @@ async def measure_cpu(target: Target, work: Callable[[], Awaitable[None]]) -> Co
 
 # --- phases ---------------------------------------------------------------------------------
 
+
 async def warm_up(targets: list[Target], plan: Plan, ref: Reference, usage_null: bool) -> None:
     for target in targets:
+
         async def call(target: Target = target) -> object:
             return await json_call(target, ref.json)
 
@@ -444,8 +504,9 @@ async def warm_up(targets: list[Target], plan: Plan, ref: Reference, usage_null:
         await settle(target)
 
 
-async def run_concurrently(concurrency: int, count: int,
-                           call: Callable[[], Awaitable[object]]) -> None:
+async def run_concurrently(
+    concurrency: int, count: int, call: Callable[[], Awaitable[object]]
+) -> None:
     remaining = count
 
     async def worker() -> None:
@@ -479,20 +540,24 @@ async def latency_phase(targets: list[Target], plan: Plan, ref: Reference) -> No
             await settle(target)
     for target in targets:
         s = samples[target.name]
-        target.results.update(p50_ms=percentile(s, 50), p99_ms=percentile(s, 99),
-                              latency_calls=len(s))
+        target.results.update(
+            p50_ms=percentile(s, 50), p99_ms=percentile(s, 99), latency_calls=len(s)
+        )
 
 
-async def throughput_phase(targets: list[Target], plan: Plan, ref: Reference,
-                           load_pids: list[int]) -> None:
+async def throughput_phase(
+    targets: list[Target], plan: Plan, ref: Reference, load_pids: list[int]
+) -> None:
     """JSON calls at `concurrency`; targets take turns in rounds, figures summed over rounds."""
     per_round = max(plan.throughput_calls // plan.throughput_rounds, 1)
     sums: dict[str, list[float]] = {t.name: [0.0] * 5 for t in targets}
     for _ in range(plan.throughput_rounds):
         for target in targets:
+
             async def work(target: Target = target) -> None:
-                await run_concurrently(plan.concurrency, per_round,
-                                       lambda: json_call(target, ref.json))
+                await run_concurrently(
+                    plan.concurrency, per_round, lambda: json_call(target, ref.json)
+                )
 
             load0 = sum(cpu_seconds(p) for p in load_pids)
             if target.pid is None:
@@ -506,13 +571,16 @@ async def throughput_phase(targets: list[Target], plan: Plan, ref: Reference,
                 sums[target.name][i] += value
     for target in targets:
         calls, wall, cpu, side, load = sums[target.name]
-        target.results.update(calls_per_s=calls / wall, load_core_busy=load / wall,
-                              throughput_calls=int(calls))
+        target.results.update(
+            calls_per_s=calls / wall, load_core_busy=load / wall, throughput_calls=int(calls)
+        )
         if target.pid is not None:
-            target.results.update(cpu_us_per_call=cpu / calls * 1e6,
-                                  side_threads_cpu_us_per_call=side / calls * 1e6,
-                                  relay_core_busy=cpu / wall,
-                                  calls_per_core_s=calls / cpu if cpu else None)
+            target.results.update(
+                cpu_us_per_call=cpu / calls * 1e6,
+                side_threads_cpu_us_per_call=side / calls * 1e6,
+                relay_core_busy=cpu / wall,
+                calls_per_core_s=calls / cpu if cpu else None,
+            )
 
 
 async def stream_phase(target: Target, plan: Plan, ref: Reference, usage_null: bool) -> None:
@@ -531,8 +599,9 @@ async def stream_phase(target: Target, plan: Plan, ref: Reference, usage_null: b
 
     async def without_usage() -> None:
         for _ in range(plan.injected_calls):
-            _, elapsed, _ = await stream_call(target, STREAM_NO_USAGE_BODY, headers,
-                                              ref.stream_no_usage)
+            _, elapsed, _ = await stream_call(
+                target, STREAM_NO_USAGE_BODY, headers, ref.stream_no_usage
+            )
             injected.append(elapsed * 1000.0)
 
     if target.pid is None:
@@ -541,12 +610,16 @@ async def stream_phase(target: Target, plan: Plan, ref: Reference, usage_null: b
     else:
         cpu = (await measure_cpu(target, with_usage)).cpu
         cpu_injected = (await measure_cpu(target, without_usage)).cpu
-        target.results.update(cpu_ms_per_stream=cpu / plan.stream_calls * 1000.0,
-                              cpu_ms_per_injected_stream=cpu_injected / plan.injected_calls
-                              * 1000.0)
-    target.results.update(ttfb_p50_ms=percentile(ttfb, 50), ttfb_p99_ms=percentile(ttfb, 99),
-                          stream_p50_ms=percentile(total, 50),
-                          injected_stream_p50_ms=percentile(injected, 50))
+        target.results.update(
+            cpu_ms_per_stream=cpu / plan.stream_calls * 1000.0,
+            cpu_ms_per_injected_stream=cpu_injected / plan.injected_calls * 1000.0,
+        )
+    target.results.update(
+        ttfb_p50_ms=percentile(ttfb, 50),
+        ttfb_p99_ms=percentile(ttfb, 99),
+        stream_p50_ms=percentile(total, 50),
+        injected_stream_p50_ms=percentile(injected, 50),
+    )
 
 
 async def paced_phase(target: Target, plan: Plan, ref: Reference, usage_null: bool) -> None:
@@ -574,23 +647,32 @@ async def reference(direct: Target, plan: Plan, usage_null: bool) -> Reference:
     headers = stream_headers(plan, paced=False, usage_null=usage_null)
     _, _, stream = await stream_call(direct, STREAM_BODY, headers, None)
     _, _, no_usage = await stream_call(direct, STREAM_NO_USAGE_BODY, headers, None)
-    if b'"usage"' not in body or not stream.endswith(b"data: [DONE]\n\n") \
-            or b'"choices":[]' not in stream or b'"choices":[]' in no_usage:
+    if (
+        b'"usage"' not in body
+        or not stream.endswith(b"data: [DONE]\n\n")
+        or b'"choices":[]' not in stream
+        or b'"choices":[]' in no_usage
+    ):
         raise BenchError("the bench upstream's answers are not what the benchmark expects")
     return Reference(json=body, stream=stream, stream_no_usage=no_usage)
 
 
 # --- the daemon's ledger --------------------------------------------------------------------
 
+
 async def books_in_metrics(target: Target) -> dict[str, Any]:
     sums = await scrape(target)
     counted = sums.get("xai_meter_requests_total")
     written = sums.get("xai_meter_ledger_rows_written_total")
-    return {"calls_sent": target.sent, "metrics_requests_total": counted,
-            "metrics_ledger_rows_written": written,
-            "unmetered_total": sums.get("xai_meter_unmetered_total", 0.0),
-            "ok": counted == target.sent and written == target.sent
-            and not sums.get("xai_meter_unmetered_total")}
+    return {
+        "calls_sent": target.sent,
+        "metrics_requests_total": counted,
+        "metrics_ledger_rows_written": written,
+        "unmetered_total": sums.get("xai_meter_unmetered_total", 0.0),
+        "ok": counted == target.sent
+        and written == target.sent
+        and not sums.get("xai_meter_unmetered_total"),
+    }
 
 
 def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
@@ -600,11 +682,17 @@ def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
             rows, inputs, outputs, unmetered, models = db.execute(
                 "select count(*), sum(input_tokens), sum(output_tokens), "
                 "sum(unmetered_reason is not null), sum(model = ?) from calls",
-                (MODEL_RESOLVED,)).fetchone()
+                (MODEL_RESOLVED,),
+            ).fetchone()
     except sqlite3.Error as exc:
         return {"ok": None, "skipped": f"could not read the ledger: {exc}"}
-    ok = (rows == sent and unmetered == 0 and models == sent
-          and inputs == sent * EXPECTED_INPUT_TOKENS and outputs == sent * EXPECTED_OUTPUT_TOKENS)
+    ok = (
+        rows == sent
+        and unmetered == 0
+        and models == sent
+        and inputs == sent * EXPECTED_INPUT_TOKENS
+        and outputs == sent * EXPECTED_OUTPUT_TOKENS
+    )
     try:  # cost is checked apart: pricing may still be changing shape
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             cost, computed = db.execute(
@@ -613,15 +701,24 @@ def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
     except sqlite3.Error as exc:
         cost = computed = f"unreadable: {exc}"
     ok = ok and cost == sent * EXPECTED_COST_TICKS
-    return {"ok": ok, "rows": rows, "calls_sent": sent, "cost_ticks": cost,
-            "expected_cost_ticks": sent * EXPECTED_COST_TICKS,
-            "rows_with_computed_cost": computed, "input_tokens": inputs,
-            "expected_input_tokens": sent * EXPECTED_INPUT_TOKENS, "output_tokens": outputs,
-            "expected_output_tokens": sent * EXPECTED_OUTPUT_TOKENS, "unmetered_rows": unmetered,
-            "rows_with_resolved_model": models}
+    return {
+        "ok": ok,
+        "rows": rows,
+        "calls_sent": sent,
+        "cost_ticks": cost,
+        "expected_cost_ticks": sent * EXPECTED_COST_TICKS,
+        "rows_with_computed_cost": computed,
+        "input_tokens": inputs,
+        "expected_input_tokens": sent * EXPECTED_INPUT_TOKENS,
+        "output_tokens": outputs,
+        "expected_output_tokens": sent * EXPECTED_OUTPUT_TOKENS,
+        "unmetered_rows": unmetered,
+        "rows_with_resolved_model": models,
+    }
 
 
 # --- profiling ------------------------------------------------------------------------------
+
 
 def _frame_name(frame: str) -> tuple[str, str]:
     """py-spy frame "func (path:line)" -> ("func (short path)", path)."""
@@ -641,16 +738,24 @@ def _frame_name(frame: str) -> tuple[str, str]:
 
 _AREAS: tuple[tuple[str, str], ...] = (
     # (substring of a frame's file path, area); the first match wins
-    ("/daemon/ledger.py", "ledger"), ("tenacity", "ledger"), ("sqlite", "ledger"),
-    ("concurrent/futures", "ledger"), ("threading", "ledger"),
-    ("/daemon/logs.py", "call log line"), ("structlog", "call log line"),
-    ("/daemon/metrics.py", "metrics"), ("prometheus_client", "metrics"),
+    ("/daemon/ledger.py", "ledger"),
+    ("tenacity", "ledger"),
+    ("sqlite", "ledger"),
+    ("concurrent/futures", "ledger"),
+    ("threading", "ledger"),
+    ("/daemon/logs.py", "call log line"),
+    ("structlog", "call log line"),
+    ("/daemon/metrics.py", "metrics"),
+    ("prometheus_client", "metrics"),
     ("/daemon/dialects/", "parsing (dialects)"),
     ("/daemon/", "relay, record, meter (daemon)"),
-    ("aiohttp", "aiohttp"), ("multidict", "aiohttp"), ("yarl", "aiohttp"),
+    ("aiohttp", "aiohttp"),
+    ("multidict", "aiohttp"),
+    ("yarl", "aiohttp"),
     ("/bench/passthrough.py", "relay (floor)"),
     ("asyncio/runners.py", "event loop (uvloop, C: epoll, sockets)"),
-    ("uvloop", "event loop (uvloop, C: epoll, sockets)"), ("asyncio", "asyncio"),
+    ("uvloop", "event loop (uvloop, C: epoll, sockets)"),
+    ("asyncio", "asyncio"),
 )
 _ENTRY = ("/daemon/__main__.py", "/daemon/cli.py", "runpy.py")
 
@@ -683,10 +788,10 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
     if not total:
         return {"samples": 0}
 
-    def share(counter: Counter[str], keep: Callable[[str], bool] = lambda _: True) \
-            -> list[tuple[str, float]]:
-        return [(k, round(100.0 * v / total, 1)) for k, v in counter.most_common()
-                if keep(k)][:top]
+    def share(
+        counter: Counter[str], keep: Callable[[str], bool] = lambda _: True
+    ) -> list[tuple[str, float]]:
+        return [(k, round(100.0 * v / total, 1)) for k, v in counter.most_common() if keep(k)][:top]
 
     return {
         "samples": total,
@@ -696,17 +801,39 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
     }
 
 
-async def profile_phase(target: Target, plan: Plan, ref: Reference, procs: Procs,
-                        usage_null: bool, label: str, streaming: bool) -> dict[str, Any]:
+async def profile_phase(
+    target: Target,
+    plan: Plan,
+    ref: Reference,
+    procs: Procs,
+    usage_null: bool,
+    label: str,
+    streaming: bool,
+) -> dict[str, Any]:
     """Record `target` with py-spy (pinned to the load core) while load runs; summarize."""
     assert target.pid is not None
     PROFILES.mkdir(exist_ok=True)
     out = PROFILES / f"{target.name}-{label}.txt"
     # --gil: sample only the thread holding the GIL, i.e. Python work actually running (without
     # it, a thread waiting for the GIL looks busy and its wait is charged to the line before).
-    cmd = ["py-spy", "record", "--pid", str(target.pid), "--rate", "250", "--format", "raw",
-           "--output", str(out), "--duration", str(int(plan.profile_seconds)), "--nonblocking",
-           "--gil", "--full-filenames", "--function"]
+    cmd = [
+        "py-spy",
+        "record",
+        "--pid",
+        str(target.pid),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--duration",
+        str(int(plan.profile_seconds)),
+        "--nonblocking",
+        "--gil",
+        "--full-filenames",
+        "--function",
+    ]
     name = f"py-spy-{target.name}-{label}"
     try:
         proc = procs.spawn(name, cmd, LOAD_CORE)
@@ -778,10 +905,13 @@ def fmt(value: float | None) -> str:
     return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
-def table(targets: list[Target], direct: Target, floor: Target,
-          columns: list[tuple[str, str, str]]) -> tuple[str, dict[str, dict[str, float | None]]]:
-    lines = ["| target | " + " | ".join(c[0] for c in columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]
+def table(
+    targets: list[Target], direct: Target, floor: Target, columns: list[tuple[str, str, str]]
+) -> tuple[str, dict[str, dict[str, float | None]]]:
+    lines = [
+        "| target | " + " | ".join(c[0] for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     ratios: dict[str, dict[str, float | None]] = {}
     for target in targets:
         cells = []
@@ -820,27 +950,43 @@ def budget_checks(daemon: Target, floor: Target, direct: Target) -> list[Check]:
 
     checks: list[Check] = []
 
-    def add(name: str, required: bool, value: float | None, limit: float | None,
-            unit: str) -> None:
+    def add(name: str, required: bool, value: float | None, limit: float | None, unit: str) -> None:
         if value is None or limit is None:
             checks.append(Check(name, required, None, "not measured"))
             return
-        checks.append(Check(name, required, value <= limit,
-                            f"{fmt(value)} {unit} (limit {fmt(limit)} {unit})"))
+        checks.append(
+            Check(
+                name, required, value <= limit, f"{fmt(value)} {unit} (limit {fmt(limit)} {unit})"
+            )
+        )
 
     p50 = get(daemon, "p50_ms", "added")
     cpu, floor_cpu = daemon.results.get("cpu_us_per_call"), floor.results.get("cpu_us_per_call")
     add("issue minimum: added p50 ≤ 0.5 ms", True, p50, 0.5, "ms")
-    add("issue minimum: CPU/call ≤ 1.5× floor", True, cpu,
-        None if floor_cpu is None else 1.5 * floor_cpu, "µs")
+    add(
+        "issue minimum: CPU/call ≤ 1.5× floor",
+        True,
+        cpu,
+        None if floor_cpu is None else 1.5 * floor_cpu,
+        "µs",
+    )
     add("design budget: added p50 ≤ 0.3 ms", False, p50, 0.3, "ms")
-    add("design budget: CPU/call ≤ 1.3× floor", False, cpu,
-        None if floor_cpu is None else 1.3 * floor_cpu, "µs")
+    add(
+        "design budget: CPU/call ≤ 1.3× floor",
+        False,
+        cpu,
+        None if floor_cpu is None else 1.3 * floor_cpu,
+        "µs",
+    )
     add("design budget: CPU/call ≤ 160 µs", False, cpu, 160.0, "µs")
-    add("design budget: CPU per paced 100-chunk stream ≤ 2.5 ms", False,
-        daemon.results.get("cpu_ms_per_paced_stream"), 2.5, "ms")
-    add("design budget: added TTFB ≤ 1 ms", False, get(daemon, "ttfb_p50_ms", "added"), 1.0,
-        "ms")
+    add(
+        "design budget: CPU per paced 100-chunk stream ≤ 2.5 ms",
+        False,
+        daemon.results.get("cpu_ms_per_paced_stream"),
+        2.5,
+        "ms",
+    )
+    add("design budget: added TTFB ≤ 1 ms", False, get(daemon, "ttfb_p50_ms", "added"), 1.0, "ms")
     add("design budget: peak RSS ≤ 80 MB", False, daemon.results.get("peak_rss_mb"), 80.0, "MB")
     return checks
 
@@ -851,21 +997,39 @@ def correctness_checks(targets: list[Target]) -> list[Check]:
         if t.kind == "direct":
             continue
         c = t.checks
-        checks.append(Check(f"correctness: {t.name} bodies equal the upstream's", True, c.ok,
-                            f"{c.compared} compared, {c.mismatched} differ, {c.bad_status} "
-                            f"non-200, {c.failed} failed"
-                            + (f"; first: {c.first_problem}" if c.first_problem else "")))
+        checks.append(
+            Check(
+                f"correctness: {t.name} bodies equal the upstream's",
+                True,
+                c.ok,
+                f"{c.compared} compared, {c.mismatched} differ, {c.bad_status} "
+                f"non-200, {c.failed} failed"
+                + (f"; first: {c.first_problem}" if c.first_problem else ""),
+            )
+        )
         if "exit_code" in t.results:
-            checks.append(Check(f"correctness: {t.name} stopped cleanly on SIGTERM", True,
-                                t.results["exit_code"] == 0,
-                                f"exit code {t.results['exit_code']}"))
-        for key, what in (("books_metrics", "counted once in /metrics"),
-                          ("books_ledger", "one ledger row with the right usage")):
+            checks.append(
+                Check(
+                    f"correctness: {t.name} stopped cleanly on SIGTERM",
+                    True,
+                    t.results["exit_code"] == 0,
+                    f"exit code {t.results['exit_code']}",
+                )
+            )
+        for key, what in (
+            ("books_metrics", "counted once in /metrics"),
+            ("books_ledger", "one ledger row with the right usage"),
+        ):
             books = t.results.get(key)
             if books is not None:
-                checks.append(Check(f"correctness: {t.name} every call {what}", True,
-                                    books.get("ok"), json.dumps(
-                                        {k: v for k, v in books.items() if k != "ok"})))
+                checks.append(
+                    Check(
+                        f"correctness: {t.name} every call {what}",
+                        True,
+                        books.get("ok"),
+                        json.dumps({k: v for k, v in books.items() if k != "ok"}),
+                    )
+                )
     return checks
 
 
@@ -874,11 +1038,15 @@ def print_profile(name: str, summary: dict[str, Any]) -> None:
     if "skipped" in summary:
         print(summary["skipped"])
         return
-    print(f"{summary['samples']} samples of the thread holding the GIL; collapsed stacks in "
-          f"{summary['raw_file']} (flamegraph.pl or speedscope can draw them)")
-    for key, title in (("self_by_area_pct", "self time by area"),
-                       ("self_top_pct", "top functions, self time"),
-                       ("inclusive_daemon_pct", "daemon functions, inclusive time")):
+    print(
+        f"{summary['samples']} samples of the thread holding the GIL; collapsed stacks in "
+        f"{summary['raw_file']} (flamegraph.pl or speedscope can draw them)"
+    )
+    for key, title in (
+        ("self_by_area_pct", "self time by area"),
+        ("self_top_pct", "top functions, self time"),
+        ("inclusive_daemon_pct", "daemon functions, inclusive time"),
+    ):
         rows = summary.get(key) or []
         if rows:
             print(f"  {title}:")
@@ -887,6 +1055,7 @@ def print_profile(name: str, summary: dict[str, Any]) -> None:
 
 
 # --- main -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -898,12 +1067,13 @@ class Variant:
 
 
 def parse_variant(spec: str) -> Variant:
-    """"LABEL[@REV][:key=value,...]", e.g. "nolog:log.calls=false" or "head@HEAD"."""
+    """ "LABEL[@REV][:key=value,...]", e.g. "nolog:log.calls=false" or "head@HEAD"."""
     head, _, assigns = spec.partition(":")
     label, _, rev = head.partition("@")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", label) or not (rev or assigns):
         raise argparse.ArgumentTypeError(
-            "expected LABEL[@REV][:key=value,...], e.g. nolog:log.calls=false or head@HEAD")
+            "expected LABEL[@REV][:key=value,...], e.g. nolog:log.calls=false or head@HEAD"
+        )
     toml = "".join(a.strip() + "\n" for a in assigns.split(",") if a.strip())
     return Variant(label, rev or None, toml)
 
@@ -912,8 +1082,13 @@ def export_daemon(rev: str, into: Path) -> Path:
     """The daemon package as of `rev`, extracted (git archive) into a fresh directory."""
     into.mkdir()
     try:
-        archive = subprocess.run(["git", "archive", "--format=tar", rev, "daemon"], cwd=REPO,
-                                 capture_output=True, timeout=30, check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev, "daemon"],
+            cwd=REPO,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise BenchError(f"cannot export daemon/ at {rev!r}: {exc}") from exc
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True, timeout=30)
@@ -923,8 +1098,11 @@ def export_daemon(rev: str, into: Path) -> Path:
 def pin_self() -> bool:
     cores = os.sched_getaffinity(0)
     if not {LOAD_CORE, RELAY_CORE} <= cores:
-        print(f"warning: cores {RELAY_CORE} and {LOAD_CORE} are not both available "
-              f"(have {sorted(cores)}); running unpinned", file=sys.stderr)
+        print(
+            f"warning: cores {RELAY_CORE} and {LOAD_CORE} are not both available "
+            f"(have {sorted(cores)}); running unpinned",
+            file=sys.stderr,
+        )
         return False
     os.sched_setaffinity(0, {LOAD_CORE})
     return True
@@ -932,10 +1110,20 @@ def pin_self() -> bool:
 
 def git_rev() -> str | None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, timeout=5,
-                             capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "daemon"], cwd=REPO, timeout=5,
-                               capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            timeout=5,
+            capture_output=True,
+            text=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "daemon"],
+            cwd=REPO,
+            timeout=5,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     return None
 
@@ -958,8 +1146,7 @@ class Run:
         return core if self.pinned else None
 
     def say(self, msg: str) -> None:
-        print(f"[{time.perf_counter() - self.started:6.1f}s] {msg}", file=sys.stderr,
-              flush=True)
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     @property
     def direct(self) -> Target:
@@ -978,18 +1165,27 @@ async def start_targets(run: Run) -> None:
     """The upstream and the floor, then each daemon; each waited for until it serves."""
     args, procs = run.args, run.procs
     env = {k: v for k, v in os.environ.items() if k != "XAI_METER_CONFIG"}
-    procs.spawn("upstream", [sys.executable, str(HERE / "upstream.py"), "--port", "0"],
-                run.core(LOAD_CORE), env)
+    procs.spawn(
+        "upstream",
+        [sys.executable, str(HERE / "upstream.py"), "--port", "0"],
+        run.core(LOAD_CORE),
+        env,
+    )
     upstream_url = await wait_listening(procs, "upstream")
-    procs.spawn("floor", [sys.executable, str(HERE / "passthrough.py"), "--port", "0",
-                          "--upstream", upstream_url], run.core(RELAY_CORE), env)
+    procs.spawn(
+        "floor",
+        [sys.executable, str(HERE / "passthrough.py"), "--port", "0", "--upstream", upstream_url],
+        run.core(RELAY_CORE),
+        env,
+    )
     floor_url = await wait_listening(procs, "floor")
-    run.targets += [Target("direct", "direct", upstream_url),
-                    Target("floor", "floor", floor_url, pid=procs.procs["floor"].pid)]
+    run.targets += [
+        Target("direct", "direct", upstream_url),
+        Target("floor", "floor", floor_url, pid=procs.procs["floor"].pid),
+    ]
 
     # (name, config file, directory whose daemon/ runs: `python -m` looks there first)
-    main_src = export_daemon(args.daemon_rev, procs.workdir / "src") if args.daemon_rev \
-        else REPO
+    main_src = export_daemon(args.daemon_rev, procs.workdir / "src") if args.daemon_rev else REPO
     variants: list[tuple[str, str | None, Path]] = [("daemon", args.daemon_config, main_src)]
     for v in args.daemon_variant or []:
         name = f"daemon-{v.label}"
@@ -1002,14 +1198,33 @@ async def start_targets(run: Run) -> None:
     for name, config, src in variants:
         port, admin = free_port(), free_port()
         ledger = procs.workdir / f"{name}.db"
-        cmd = [sys.executable, "-m", "daemon", "serve", "--port", str(port), "--admin-port",
-               str(admin), "--upstream", upstream_url, "--ledger", str(ledger)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "daemon",
+            "serve",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin),
+            "--upstream",
+            upstream_url,
+            "--ledger",
+            str(ledger),
+        ]
         if config:
             cmd += ["--config", config]
         proc = procs.spawn(name, cmd, run.core(RELAY_CORE), env, cwd=src)
         await wait_ready(procs, name, f"http://127.0.0.1:{admin}/readyz")
-        run.targets.append(Target(name, "daemon", f"http://127.0.0.1:{port}", pid=proc.pid,
-                                  admin_url=f"http://127.0.0.1:{admin}"))
+        run.targets.append(
+            Target(
+                name,
+                "daemon",
+                f"http://127.0.0.1:{port}",
+                pid=proc.pid,
+                admin_url=f"http://127.0.0.1:{admin}",
+            )
+        )
         run.ledgers[name] = ledger
 
 
@@ -1029,8 +1244,10 @@ async def measure(run: Run) -> None:
     run.say(f"throughput: {plan.throughput_calls} calls at c={plan.concurrency} per target")
     await throughput_phase(targets, plan, ref, [os.getpid(), run.procs.procs["upstream"].pid])
     for target in targets:
-        run.say(f"streams: {target.name}, {plan.stream_calls}+{plan.injected_calls} at c=1, "
-                f"{plan.paced_streams} paced at c={plan.paced_concurrency}")
+        run.say(
+            f"streams: {target.name}, {plan.stream_calls}+{plan.injected_calls} at c=1, "
+            f"{plan.paced_streams} paced at c={plan.paced_concurrency}"
+        )
         await stream_phase(target, plan, ref, usage_null)
         await paced_phase(target, plan, ref, usage_null)
     foreign = machine_busy_seconds() - machine0 - (sum(cpu_seconds(p) for p in ours) - ours0)
@@ -1043,7 +1260,8 @@ async def measure(run: Run) -> None:
                     continue
                 run.say(f"profile: {target.name} {label}")
                 run.profiles[f"{target.name} {label}"] = await profile_phase(
-                    target, plan, ref, run.procs, usage_null, label, streaming)
+                    target, plan, ref, run.procs, usage_null, label, streaming
+                )
     for target in targets[1:]:
         assert target.pid is not None
         target.results["peak_rss_mb"] = peak_rss_mb(target.pid)
@@ -1060,21 +1278,41 @@ def report(run: Run, elapsed: float) -> bool:
     checks = correctness_checks(run.targets)
     for target in run.daemons:
         main = target.name == "daemon"
-        checks += [Check(c.name if main else f"{c.name} [{target.name}]", c.required and main,
-                         c.passed, c.detail) for c in budget_checks(target, floor, direct)]
+        checks += [
+            Check(
+                c.name if main else f"{c.name} [{target.name}]",
+                c.required and main,
+                c.passed,
+                c.detail,
+            )
+            for c in budget_checks(target, floor, direct)
+        ]
     mode = "quick" if run.args.quick else "full"
-    print(f"\n### xai-meter benchmark ({mode}; relay on core {RELAY_CORE}, load + upstream on "
-          f"core {LOAD_CORE}{'' if run.pinned else ' — NOT pinned'}; {elapsed:.0f} s)\n")
+    print(
+        f"\n### xai-meter benchmark ({mode}; relay on core {RELAY_CORE}, load + upstream on "
+        f"core {LOAD_CORE}{'' if run.pinned else ' — NOT pinned'}; {elapsed:.0f} s)\n"
+    )
     print(main_table)
-    print(f"\nStreams ({run.plan.chunks} chunks, unpaced, c=1) and where the CPU goes at "
-          f"c={run.plan.concurrency}:\n")
+    print(
+        f"\nStreams ({run.plan.chunks} chunks, unpaced, c=1) and where the CPU goes at "
+        f"c={run.plan.concurrency}:\n"
+    )
     print(stream_table)
-    print("\nAdded = target minus direct (the direct row shows absolute values). "
-          "Ratio rows: daemon figure / floor figure.\n")
+    print(
+        "\nAdded = target minus direct (the direct row shows absolute values). "
+        "Ratio rows: daemon figure / floor figure.\n"
+    )
     noisy = run.other_load > 0.05
-    print(f"Other load on the machine while measuring: {100 * run.other_load:.0f}% of its "
-          "cores" + (" — NOISY: other processes competed with the benchmark; rerun on a quiet "
-                     "machine before trusting small differences.\n" if noisy else ".\n"))
+    print(
+        f"Other load on the machine while measuring: {100 * run.other_load:.0f}% of its "
+        "cores"
+        + (
+            " — NOISY: other processes competed with the benchmark; rerun on a quiet "
+            "machine before trusting small differences.\n"
+            if noisy
+            else ".\n"
+        )
+    )
     for c in checks:
         status = "—" if c.passed is None else ("PASS" if c.passed else "FAIL")
         print(f"{status:4}  {c.name}: {c.detail}")
@@ -1082,23 +1320,48 @@ def report(run: Run, elapsed: float) -> bool:
         print_profile(name, summary)
 
     failed = [c for c in checks if c.required and c.passed is False]
-    RESULTS.write_text(json.dumps({
-        "meta": {"mode": mode, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                 "seconds": round(elapsed, 1), "git": git_rev(),
-                 "daemon_rev": run.args.daemon_rev, "pinned": run.pinned,
-                 "python": platform.python_version(), "aiohttp": aiohttp.__version__,
-                 "cpus": os.cpu_count(), "plan": asdict(run.plan),
-                 "usage_null": run.args.usage_null, "other_load": round(run.other_load, 3)},
-        "targets": {t.name: {"url": t.base_url, "calls_sent": t.sent, **t.results,
-                             "checks": asdict(t.checks)} for t in run.targets},
-        "ratios_vs_floor": {k: {**ratios.get(k, {}), **stream_ratios.get(k, {})}
-                            for k in ratios},
-        "checks": [asdict(c) for c in checks],
-        "profiles": run.profiles,
-        "passed": not failed,
-    }, indent=2, default=str) + "\n")
-    print(f"\nresults: {RESULTS.relative_to(REPO)}"
-          + (f"; logs and ledgers kept in {run.procs.workdir}" if run.args.keep_logs else ""))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "meta": {
+                    "mode": mode,
+                    "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    "seconds": round(elapsed, 1),
+                    "git": git_rev(),
+                    "daemon_rev": run.args.daemon_rev,
+                    "pinned": run.pinned,
+                    "python": platform.python_version(),
+                    "aiohttp": aiohttp.__version__,
+                    "cpus": os.cpu_count(),
+                    "plan": asdict(run.plan),
+                    "usage_null": run.args.usage_null,
+                    "other_load": round(run.other_load, 3),
+                },
+                "targets": {
+                    t.name: {
+                        "url": t.base_url,
+                        "calls_sent": t.sent,
+                        **t.results,
+                        "checks": asdict(t.checks),
+                    }
+                    for t in run.targets
+                },
+                "ratios_vs_floor": {
+                    k: {**ratios.get(k, {}), **stream_ratios.get(k, {})} for k in ratios
+                },
+                "checks": [asdict(c) for c in checks],
+                "profiles": run.profiles,
+                "passed": not failed,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    print(
+        f"\nresults: {RESULTS.relative_to(REPO)}"
+        + (f"; logs and ledgers kept in {run.procs.workdir}" if run.args.keep_logs else "")
+    )
     return not failed
 
 
@@ -1110,7 +1373,9 @@ async def bench(args: argparse.Namespace, procs: Procs) -> int:
             for target in run.targets:
                 target.session = aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=run.plan.concurrency * 2),
-                    timeout=aiohttp.ClientTimeout(total=60), auto_decompress=False)
+                    timeout=aiohttp.ClientTimeout(total=60),
+                    auto_decompress=False,
+                )
             await measure(run)
     except TimeoutError as exc:
         raise BenchError(f"the benchmark did not finish in {args.timeout} s") from exc
@@ -1125,25 +1390,47 @@ async def bench(args: argparse.Namespace, procs: Procs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark the xai-meter daemon against a bare "
-                                     "aiohttp pass-through relay, on a fake upstream.")
+    parser = argparse.ArgumentParser(
+        description="Benchmark the xai-meter daemon against a bare "
+        "aiohttp pass-through relay, on a fake upstream."
+    )
     parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also record the relays with py-spy under load and summarize")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also record the relays with py-spy under load and summarize",
+    )
     parser.add_argument("--daemon-config", metavar="FILE", help="config file for the daemon")
-    parser.add_argument("--daemon-rev", metavar="REV",
-                        help="run the daemon/ of this git revision (default: the working tree)")
-    parser.add_argument("--daemon-variant", metavar="LABEL[@REV][:KEY=VALUE,...]",
-                        action="append", type=parse_variant,
-                        help="also run another daemon: with these settings (TOML values) "
-                        "and/or the daemon/ of git revision REV; e.g. nolog:log.calls=false, "
-                        "head@HEAD; repeatable")
-    parser.add_argument("--usage-null", action="store_true",
-                        help="the upstream puts \"usage\":null in every stream chunk")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="give up after this many seconds (default %(default)s)")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="keep the processes' logs and ledgers (path printed at the end)")
+    parser.add_argument(
+        "--daemon-rev",
+        metavar="REV",
+        help="run the daemon/ of this git revision (default: the working tree)",
+    )
+    parser.add_argument(
+        "--daemon-variant",
+        metavar="LABEL[@REV][:KEY=VALUE,...]",
+        action="append",
+        type=parse_variant,
+        help="also run another daemon: with these settings (TOML values) "
+        "and/or the daemon/ of git revision REV; e.g. nolog:log.calls=false, "
+        "head@HEAD; repeatable",
+    )
+    parser.add_argument(
+        "--usage-null",
+        action="store_true",
+        help='the upstream puts "usage":null in every stream chunk',
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="give up after this many seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the processes' logs and ledgers (path printed at the end)",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="xai-meter-bench-"))

@@ -46,29 +46,48 @@ USAGE: dict[str, object] = {
     "prompt_tokens": 165,
     "completion_tokens": 2,
     "total_tokens": 292,
-    "prompt_tokens_details": {"text_tokens": 165, "audio_tokens": 0, "image_tokens": 0,
-                              "cached_tokens": 156},
-    "completion_tokens_details": {"reasoning_tokens": 125, "audio_tokens": 0,
-                                  "accepted_prediction_tokens": 0,
-                                  "rejected_prediction_tokens": 0},
+    "prompt_tokens_details": {
+        "text_tokens": 165,
+        "audio_tokens": 0,
+        "image_tokens": 0,
+        "cached_tokens": 156,
+    },
+    "completion_tokens_details": {
+        "reasoning_tokens": 125,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
     "num_sources_used": 0,
     "cost_in_usd_ticks": 731000,
 }
 # The model's listing (prices in 1e-10 USD per token), so the daemon can price calls: with
 # these, USAGE costs 9*2000 + 156*500 + 127*5000 = 731000 ticks, as billed.
 LANGUAGE_MODEL: dict[str, object] = {
-    "id": MODEL, "fingerprint": FINGERPRINT, "created": 1758240000, "object": "model",
-    "owned_by": "xai", "version": "1.0", "input_modalities": ["text", "image"],
-    "output_modalities": ["text"], "prompt_text_token_price": 2000,
-    "cached_prompt_text_token_price": 500, "prompt_image_token_price": 2000,
-    "completion_text_token_price": 5000, "search_price": 250000000,
+    "id": MODEL,
+    "fingerprint": FINGERPRINT,
+    "created": 1758240000,
+    "object": "model",
+    "owned_by": "xai",
+    "version": "1.0",
+    "input_modalities": ["text", "image"],
+    "output_modalities": ["text"],
+    "prompt_text_token_price": 2000,
+    "cached_prompt_text_token_price": 500,
+    "prompt_image_token_price": 2000,
+    "completion_text_token_price": 5000,
+    "search_price": 250000000,
     "aliases": ["grok-4-fast", "grok-4-fast-reasoning-latest"],
 }
 LISTINGS: dict[bytes, bytes] = {
     b"/v1/language-models": orjson.dumps({"models": [LANGUAGE_MODEL]}),
     b"/v1/image-generation-models": orjson.dumps({"models": []}),
-    b"/v1/models": orjson.dumps({"object": "list", "data": [
-        {"id": MODEL, "created": 1758240000, "object": "model", "owned_by": "xai"}]}),
+    b"/v1/models": orjson.dumps(
+        {
+            "object": "list",
+            "data": [{"id": MODEL, "created": 1758240000, "object": "model", "owned_by": "xai"}],
+        }
+    ),
 }
 WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".")
 MAX_HEAD = 64 * 1024
@@ -90,19 +109,23 @@ class Shape:
 
 
 def completion_body(shape: Shape) -> bytes:
-    return orjson.dumps({
-        "id": COMPLETION_ID,
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": MODEL,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "Hi!", "refusal": None},
-            "finish_reason": "stop",
-        }],
-        "usage": USAGE,
-        "system_fingerprint": FINGERPRINT,
-    })
+    return orjson.dumps(
+        {
+            "id": COMPLETION_ID,
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hi!", "refusal": None},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": USAGE,
+            "system_fingerprint": FINGERPRINT,
+        }
+    )
 
 
 def stream_events(shape: Shape) -> list[bytes]:
@@ -117,17 +140,32 @@ def stream_events(shape: Shape) -> list[bytes]:
         if i == n - 1:
             choice["finish_reason"] = "stop"
         chunk: dict[str, object] = {
-            "id": COMPLETION_ID, "object": "chat.completion.chunk", "created": CREATED,
-            "model": MODEL, "choices": [choice], "system_fingerprint": FINGERPRINT,
+            "id": COMPLETION_ID,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": MODEL,
+            "choices": [choice],
+            "system_fingerprint": FINGERPRINT,
         }
         if shape.usage_null:
             chunk["usage"] = None
         events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
     if shape.include_usage:
-        events.append(b"data: " + orjson.dumps({
-            "id": COMPLETION_ID, "object": "chat.completion.chunk", "created": CREATED,
-            "model": MODEL, "choices": [], "usage": USAGE, "system_fingerprint": FINGERPRINT,
-        }) + b"\n\n")
+        events.append(
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": COMPLETION_ID,
+                    "object": "chat.completion.chunk",
+                    "created": CREATED,
+                    "model": MODEL,
+                    "choices": [],
+                    "usage": USAGE,
+                    "system_fingerprint": FINGERPRINT,
+                }
+            )
+            + b"\n\n"
+        )
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -143,8 +181,10 @@ def _head(status: str, headers: list[tuple[str, str]]) -> bytes:
 
 def _error(status: str, message: str) -> bytes:
     body = orjson.dumps({"code": "bench_upstream", "error": message})
-    return _head(status, [("Content-Type", "application/json"),
-                          ("Content-Length", str(len(body)))]) + body
+    return (
+        _head(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        + body
+    )
 
 
 class Answers:
@@ -153,23 +193,36 @@ class Answers:
     def __init__(self) -> None:
         self._cache: dict[tuple[bytes, bytes], tuple[Shape, list[bytes]]] = {}
 
-    def get(self, query: bytes, body: bytes, headers: dict[bytes, bytes]) -> \
-            tuple[Shape, list[bytes]]:
+    def get(
+        self, query: bytes, body: bytes, headers: dict[bytes, bytes]
+    ) -> tuple[Shape, list[bytes]]:
         key = (query + b"|" + b"|".join(headers.get(h, b"") for h in _CONTROL_HEADERS), body)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         shape = self._shape(query, body, headers)
         if shape.stream:
-            parts = [_head("200 OK", [("Content-Type", "text/event-stream"),
-                                      ("Cache-Control", "no-cache"),
-                                      ("Transfer-Encoding", "chunked")])]
+            parts = [
+                _head(
+                    "200 OK",
+                    [
+                        ("Content-Type", "text/event-stream"),
+                        ("Cache-Control", "no-cache"),
+                        ("Transfer-Encoding", "chunked"),
+                    ],
+                )
+            ]
             parts += [_chunked(e) for e in stream_events(shape)]
             parts.append(b"0\r\n\r\n")
         else:
             body_out = completion_body(shape)
-            parts = [_head("200 OK", [("Content-Type", "application/json"),
-                                      ("Content-Length", str(len(body_out)))]) + body_out]
+            parts = [
+                _head(
+                    "200 OK",
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(body_out)))],
+                )
+                + body_out
+            ]
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[key] = (shape, parts)
@@ -268,18 +321,30 @@ class UpstreamProtocol(asyncio.Protocol):
                 return
             if len(self._buf) < end + 4 + length:
                 return  # body not complete yet
-            body = bytes(self._buf[end + 4:end + 4 + length])
-            del self._buf[:end + 4 + length]
+            body = bytes(self._buf[end + 4 : end + 4 + length])
+            del self._buf[: end + 4 + length]
             path, _, query = target.partition(b"?")
             if method == b"GET" and path in LISTINGS:
                 listing = LISTINGS[path]
-                transport.write(_head("200 OK", [("Content-Type", "application/json"),
-                                                 ("Content-Length", str(len(listing)))])
-                                + listing)
+                transport.write(
+                    _head(
+                        "200 OK",
+                        [
+                            ("Content-Type", "application/json"),
+                            ("Content-Length", str(len(listing))),
+                        ],
+                    )
+                    + listing
+                )
                 continue
             if method != b"POST" or path != b"/v1/chat/completions":
-                transport.write(_error("404 Not Found", "the bench upstream serves only "
-                                       "POST /v1/chat/completions and the model listings"))
+                transport.write(
+                    _error(
+                        "404 Not Found",
+                        "the bench upstream serves only "
+                        "POST /v1/chat/completions and the model listings",
+                    )
+                )
                 continue
             shape, parts = self._answers.get(query, body, headers)
             interval = Answers.interval(query, headers) if shape.stream else 0.0
@@ -314,8 +379,9 @@ class UpstreamProtocol(asyncio.Protocol):
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     answers = Answers()
-    server = await loop.create_server(lambda: UpstreamProtocol(answers), host, port,
-                                      reuse_address=True, backlog=1024)
+    server = await loop.create_server(
+        lambda: UpstreamProtocol(answers), host, port, reuse_address=True, backlog=1024
+    )
     sock_port = server.sockets[0].getsockname()[1]
     print(json.dumps({"event": "listening", "url": f"http://{host}:{sock_port}"}), flush=True)
     stop = asyncio.Event()

@@ -55,7 +55,6 @@ DEFERRED_EXPIRY_INTERVAL = 600.0  # seconds between sweeps for deferred requests
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
 
-
 @dataclass
 class Clocks:
     """Injected so tests can use fake time: monotonic for durations, wall for timestamps."""
@@ -76,48 +75,77 @@ class Daemon:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.metrics = Metrics(self.registry, max_models=s["metrics.max_models"],
-                               apps=s["metrics.apps"], max_apps=s["metrics.max_apps"],
-                               max_keys=s["metrics.max_keys"])
+        self.metrics = Metrics(
+            self.registry,
+            max_models=s["metrics.max_models"],
+            apps=s["metrics.apps"],
+            max_apps=s["metrics.max_apps"],
+            max_keys=s["metrics.max_keys"],
+        )
         self.book = PriceBook(overrides=s["pricing.overrides"])
         self.refresher: PriceRefresher | None = None
         self.pricing_key = os.environ.get(s["pricing.api_key_env"]) or None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.prices_updated = asyncio.Event()  # set after each refresh and backfill (for tests)
-        self.ledger = Ledger(s["ledger.path"], batch_size=s["ledger.batch_size"],
-                             flush_interval=s["ledger.flush_interval"],
-                             on_written=self.metrics.ledger_rows.inc,
-                             on_error=self.metrics.ledger_errors.inc)
+        self.ledger = Ledger(
+            s["ledger.path"],
+            batch_size=s["ledger.batch_size"],
+            flush_interval=s["ledger.flush_interval"],
+            on_written=self.metrics.ledger_rows.inc,
+            on_error=self.metrics.ledger_errors.inc,
+        )
         self.metrics.set_queue_depth_source(self.ledger.depth)
         self.keys = KeyHasher(b"")
         self.fingerprints = FingerprintTracker(self.metrics, on_change=self._fingerprint_changed)
         self.deferred = DeferredTracker(self.ledger.submit_op)
-        sinks = [Sink("deferred", self.deferred.observe),  # first: a repeated result is not priced
-                 Sink("pricing", self.book.price_record),
-                 Sink("fingerprints", self.fingerprints.observe),
-                 Sink("metrics", self.metrics.observe)]
+        sinks = [
+            Sink("deferred", self.deferred.observe),  # first: a repeated result is not priced
+            Sink("pricing", self.book.price_record),
+            Sink("fingerprints", self.fingerprints.observe),
+            Sink("metrics", self.metrics.observe),
+        ]
         if s["log.calls"]:
             sinks.append(Sink("log", CallLog()))
         sinks.append(Sink("key_names", self._remember_key_name))
         sinks.append(Sink("ledger", self.ledger.submit, self.ledger.submit_batch))
-        self.meter = Meter(sinks, on_sink_error=lambda name: self.metrics.sink_errors.labels(
-            name).inc())
-        upstreams = [Upstream(provider="xai", base_url=s.upstream_url,
-                              connect_timeout=s["upstream.connect_timeout"],
-                              read_timeout=s["upstream.read_timeout"], api_key=self.api_key)]
+        self.meter = Meter(
+            sinks, on_sink_error=lambda name: self.metrics.sink_errors.labels(name).inc()
+        )
+        upstreams = [
+            Upstream(
+                provider="xai",
+                base_url=s.upstream_url,
+                connect_timeout=s["upstream.connect_timeout"],
+                read_timeout=s["upstream.read_timeout"],
+                api_key=self.api_key,
+            )
+        ]
         for name, entry in s["upstreams"].items():
             key_env = entry["api_key_env"]
             key = os.environ.get(key_env) if key_env else None
             if key_env and not key:
-                raise ConfigError(f"upstreams.{name}.api_key_env = {key_env!r}, but ${key_env} "
-                                  f"is not set or empty. Fix: export it, or remove the setting.")
-            upstreams.append(Upstream(
-                provider=entry["provider"], base_url=URL(entry["base_url"]),
-                connect_timeout=s["upstream.connect_timeout"],
-                read_timeout=s["upstream.read_timeout"], api_key=key, prefix=entry["prefix"]))
+                raise ConfigError(
+                    f"upstreams.{name}.api_key_env = {key_env!r}, but ${key_env} "
+                    f"is not set or empty. Fix: export it, or remove the setting."
+                )
+            upstreams.append(
+                Upstream(
+                    provider=entry["provider"],
+                    base_url=URL(entry["base_url"]),
+                    connect_timeout=s["upstream.connect_timeout"],
+                    read_timeout=s["upstream.read_timeout"],
+                    api_key=key,
+                    prefix=entry["prefix"],
+                )
+            )
         self._session: aiohttp.ClientSession | None = None
-        self.relay = Relay(upstreams, self.meter, self.keys,
-                           clock=self.clocks.monotonic, wall_clock=self.clocks.wall)
+        self.relay = Relay(
+            upstreams,
+            self.meter,
+            self.keys,
+            clock=self.clocks.monotonic,
+            wall_clock=self.clocks.wall,
+        )
         self.metrics.in_flight.set_function(lambda: float(self.relay.in_flight))
         self.ready = False
         self._runners: list[web.AppRunner] = []
@@ -144,21 +172,26 @@ class Daemon:
         salt = await self.ledger.run_in_writer(lambda: ensure_salt(self.ledger.db()))
         self.keys.use_salt(salt)
         for price_set in await self.ledger.run_in_writer(
-                lambda: load_price_history(self.ledger.db())):
+            lambda: load_price_history(self.ledger.db())
+        ):
             self.book.add(price_set)
-        seen, current = await self.ledger.run_in_writer(
-            lambda: load_fingerprints(self.ledger.db()))
+        seen, current = await self.ledger.run_in_writer(lambda: load_fingerprints(self.ledger.db()))
         self.fingerprints.load(seen, current)
         pending, done = await self.ledger.run_in_writer(
-            lambda: load_deferred(self.ledger.db(), self.clocks.wall()))
+            lambda: load_deferred(self.ledger.db(), self.clocks.wall())
+        )
         self.deferred.load(pending, done)
         self._prices_changed()
         self.ledger.start()
-        connector = aiohttp.TCPConnector(limit=self.settings["upstream.max_connections"],
-                                         ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self.settings["upstream.max_connections"], ttl_dns_cache=300
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar())  # no cookie may pass from one app to another
+            connector=connector,
+            auto_decompress=False,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )  # no cookie may pass from one app to another
         app[SESSION_KEY] = self._session
         if self.settings["pricing.refresh"]:
             self.metrics.price_refresh_enabled.set(1)
@@ -181,11 +214,16 @@ class Daemon:
     def _start_price_refresh(self, session: aiohttp.ClientSession) -> None:
         s = self.settings
         self.refresher = PriceRefresher(
-            self.book, session, str(s.upstream_url), self._listing_key,
+            self.book,
+            session,
+            str(s.upstream_url),
+            self._listing_key,
             save=lambda ps: self.ledger.run_in_writer(save_price_set, self.ledger.db(), ps),
             on_success=lambda ps: self._spawn(self._after_refresh()),
             on_failure=lambda exc: self.metrics.price_refresh_failures.inc(),
-            wait=self.retry_wait, clock=self.clocks.wall)
+            wait=self.retry_wait,
+            clock=self.clocks.wall,
+        )
         self._spawn(self._refresh_prices(s["pricing.refresh_interval"]))
 
     def _listing_key(self) -> str | None:
@@ -196,8 +234,11 @@ class Daemon:
     async def _refresh_prices(self, interval: float) -> None:
         assert self.refresher is not None
         if self._listing_key() is None:
-            log.info("prices_waiting_for_key", api_key_env=self.settings["pricing.api_key_env"],
-                     use_client_key=self.settings["pricing.use_client_key"])
+            log.info(
+                "prices_waiting_for_key",
+                api_key_env=self.settings["pricing.api_key_env"],
+                use_client_key=self.settings["pricing.use_client_key"],
+            )
             await self.relay.client_key_seen.wait()
         await self.refresher.run(interval)
 
@@ -206,7 +247,8 @@ class Daemon:
         self._prices_changed()
         await self.ledger.drained()  # calls priced-or-not before now are all in the ledger
         priced = await self.ledger.run_in_writer(
-            lambda: reprice_unpriced(self.ledger.db(), self._price_late))
+            lambda: reprice_unpriced(self.ledger.db(), self._price_late)
+        )
         for record in priced:
             self.metrics.observe_backfill(record)
         if priced:
@@ -224,8 +266,8 @@ class Daemon:
         self.metrics.set_prices(models)
         self.fingerprints.set_listing(
             {mp.model: mp.fingerprint for mp in models if mp.fingerprint},
-            lambda name: (p.model if (p := self.book.price_for(name, self.clocks.wall()))
-                          else None))
+            lambda name: p.model if (p := self.book.price_for(name, self.clocks.wall())) else None,
+        )
 
     # --- deferred requests and key names --------------------------------------------------
 
@@ -244,11 +286,13 @@ class Daemon:
         """Delete calls older than ledger.retention_days; return how many."""
         cutoff = self.clocks.wall() - self.settings["ledger.retention_days"] * 86400.0
         deleted = await self.ledger.run_in_writer(
-            lambda: delete_calls_before(self.ledger.db(), cutoff))
+            lambda: delete_calls_before(self.ledger.db(), cutoff)
+        )
         if deleted:
             self.metrics.ledger_deleted.inc(deleted)
-            log.info("retention_deleted", calls=deleted,
-                     days=self.settings["ledger.retention_days"])
+            log.info(
+                "retention_deleted", calls=deleted, days=self.settings["ledger.retention_days"]
+            )
         return deleted
 
     def _remember_key_name(self, record: CallRecord) -> None:
@@ -256,19 +300,31 @@ class Daemon:
         info, key_id = record.key_info, record.key_id
         if not info or not key_id:
             return
-        row = [key_id, info.get("name"), info.get("team_id"), info.get("api_key_id"),
-               record.started_at]
-        self.ledger.submit_op(lambda db: db.execute(
-            "insert or replace into api_keys (key_id, name, team_id, api_key_id, updated_at) "
-            "values (?, ?, ?, ?, ?)", row))
+        row = [
+            key_id,
+            info.get("name"),
+            info.get("team_id"),
+            info.get("api_key_id"),
+            record.started_at,
+        ]
+        self.ledger.submit_op(
+            lambda db: db.execute(
+                "insert or replace into api_keys (key_id, name, team_id, api_key_id, updated_at) "
+                "values (?, ?, ?, ?, ?)",
+                row,
+            )
+        )
 
     # --- fingerprint changes --------------------------------------------------------------
 
     def _fingerprint_changed(self, change: FingerprintChange) -> None:
-        self.ledger.submit_op(lambda db: db.execute(
-            "insert into fingerprint_changes (at, provider, model, old, new, kind) "
-            "values (?, ?, ?, ?, ?, ?)",
-            [change.at, change.provider, change.model, change.old, change.new, change.kind]))
+        self.ledger.submit_op(
+            lambda db: db.execute(
+                "insert into fingerprint_changes (at, provider, model, old, new, kind) "
+                "values (?, ?, ?, ?, ?, ?)",
+                [change.at, change.provider, change.model, change.old, change.new, change.kind],
+            )
+        )
         url = self.settings["alerts.webhook_url"]
         if url and self._session is not None:
             self._spawn(notify_webhook(self._session, url, change, wait=self.retry_wait))
@@ -286,7 +342,8 @@ class Daemon:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(
-            None, generate_latest, self.registry)
+            None, generate_latest, self.registry
+        )
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -295,17 +352,22 @@ class Daemon:
     async def _readyz(self, request: web.Request) -> web.Response:
         if self.ready and not self.relay.draining:
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "draining" if self.relay.draining
-                                  else "starting"}, status=503)
+        return web.json_response(
+            {"status": "draining" if self.relay.draining else "starting"}, status=503
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen on both ports (port 0 picks a free one; see relay_url/admin_url)."""
         s = self.settings
-        relay_runner = web.AppRunner(self.relay_app(), handle_signals=False, access_log=None,
-                                     shutdown_timeout=s["shutdown.grace_period"],
-                                     handler_cancellation=True)
+        relay_runner = web.AppRunner(
+            self.relay_app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=s["shutdown.grace_period"],
+            handler_cancellation=True,
+        )
         admin_runner = web.AppRunner(self.admin_app(), handle_signals=False, access_log=None)
         await relay_runner.setup()
         self._runners.append(relay_runner)
@@ -321,8 +383,13 @@ class Daemon:
         # Each call makes a few hundred short-lived objects; collecting every 700 allocations
         # scans far more often than the few cycles they make need.
         gc.set_threshold(GC_THRESHOLD, 20, 20)
-        log.info("listening", relay=self.relay_url + "/v1", admin=self.admin_url,
-                 upstream=str(s.upstream_url), ledger=s["ledger.path"])
+        log.info(
+            "listening",
+            relay=self.relay_url + "/v1",
+            admin=self.admin_url,
+            upstream=str(s.upstream_url),
+            ledger=s["ledger.path"],
+        )
 
     async def stop(self) -> None:
         """Drain calls in flight, flush the ledger, close the listeners."""

@@ -25,48 +25,70 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xai-meter",
         description="Usage and cost metering relay for the xAI API. Point your SDK's base URL "
-                    "at http://127.0.0.1:8787/v1; metrics are on http://127.0.0.1:9787/metrics.")
+        "at http://127.0.0.1:8787/v1; metrics are on http://127.0.0.1:9787/metrics.",
+    )
     parser.add_argument("--version", action="version", version=f"xai-meter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", metavar="FILE", default=os.environ.get(CONFIG_ENV),
-                       help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)")
+        p.add_argument(
+            "--config",
+            "-c",
+            metavar="FILE",
+            default=os.environ.get(CONFIG_ENV),
+            help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
+        )
         return p
 
     serve = with_config(sub.add_parser("serve", help="run the relay and the admin listener"))
     serve.add_argument("--port", type=int, help="relay port (overrides relay.port)")
     serve.add_argument("--admin-port", type=int, help="admin port (overrides admin.port)")
-    serve.add_argument("--upstream", metavar="URL",
-                       help="upstream base URL (overrides upstream.base_url)")
+    serve.add_argument(
+        "--upstream", metavar="URL", help="upstream base URL (overrides upstream.base_url)"
+    )
     serve.add_argument("--ledger", metavar="FILE", help="ledger file (overrides ledger.path)")
 
     demo = sub.add_parser("demo", help="simulator + daemon + a burst of traffic, no key needed")
-    demo.add_argument("--ledger", metavar="FILE", default="xai-meter-demo.db",
-                      help="ledger file for the demo (default: %(default)s)")
-    demo.add_argument("--keep-running", action="store_true",
-                      help="keep simulator and daemon up afterwards (Ctrl-C to stop)")
+    demo.add_argument(
+        "--ledger",
+        metavar="FILE",
+        default="xai-meter-demo.db",
+        help="ledger file for the demo (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep simulator and daemon up afterwards (Ctrl-C to stop)",
+    )
 
     sim = sub.add_parser("simulate", help="run the built-in fake of the xAI API")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8788)
 
-    prices = with_config(sub.add_parser(
-        "prices", help="the price book: $ per 1M tokens per model, from the ledger's listings"))
+    prices = with_config(
+        sub.add_parser(
+            "prices", help="the price book: $ per 1M tokens per model, from the ledger's listings"
+        )
+    )
     prices.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
     prices.add_argument("--format", choices=FORMATS, default="table")
 
-    report = with_config(sub.add_parser(
-        "report", help="calls, tokens, cost and latency from the ledger"))
-    report.add_argument("--since", default="24h",
-                        help="a duration back from now (30m, 24h, 7d, 2w) or a date/time in ISO "
-                             "form (2026-11-01, 2026-11-01T08:00); default %(default)s")
+    report = with_config(
+        sub.add_parser("report", help="calls, tokens, cost and latency from the ledger")
+    )
+    report.add_argument(
+        "--since",
+        default="24h",
+        help="a duration back from now (30m, 24h, 7d, 2w) or a date/time in ISO "
+        "form (2026-11-01, 2026-11-01T08:00); default %(default)s",
+    )
     report.add_argument("--by", choices=sorted(REPORT_GROUPS), default="model")
     report.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
     report.add_argument("--format", choices=FORMATS, default="table")
 
-    fps = with_config(sub.add_parser(
-        "fingerprints", help="system_fingerprints seen per model, and every change"))
+    fps = with_config(
+        sub.add_parser("fingerprints", help="system_fingerprints seen per model, and every change")
+    )
     fps.add_argument("--model", metavar="M", help="only this (resolved) model")
     fps.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
     fps.add_argument("--format", choices=FORMATS, default="table")
@@ -80,12 +102,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load(args.config)
-    overrides = {key: value for key, value in (
-        ("relay.port", getattr(args, "port", None)),
-        ("admin.port", getattr(args, "admin_port", None)),
-        ("upstream.base_url", getattr(args, "upstream", None)),
-        ("ledger.path", getattr(args, "ledger", None)),
-    ) if value is not None}
+    overrides = {
+        key: value
+        for key, value in (
+            ("relay.port", getattr(args, "port", None)),
+            ("admin.port", getattr(args, "admin_port", None)),
+            ("upstream.base_url", getattr(args, "upstream", None)),
+            ("ledger.path", getattr(args, "ledger", None)),
+        )
+        if value is not None
+    }
     return settings.replace(**overrides) if overrides else settings
 
 
@@ -95,8 +121,10 @@ def _forced_api_key(settings: Settings) -> str | None:
         return None
     key = os.environ.get(env)
     if not key:
-        raise ConfigError(f"auth.api_key_env = {env!r}, but ${env} is not set or empty. "
-                          f"Fix: export {env}=<your key>, or set auth.api_key_env = \"\".")
+        raise ConfigError(
+            f"auth.api_key_env = {env!r}, but ${env} is not set or empty. "
+            f'Fix: export {env}=<your key>, or set auth.api_key_env = "".'
+        )
     return key
 
 
@@ -125,10 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command == "simulate":
             configure("info", "auto")
             from daemon import simulator
+
             simulator.run(args.host, args.port)
         elif command == "demo":
             configure("warning", "console" if sys.stderr.isatty() else "json")
             from daemon.demo import run_demo
+
             _run(run_demo(args.ledger, keep_running=args.keep_running))
     except ConfigError as exc:
         print(f"xai-meter: config error: {exc}", file=sys.stderr)
@@ -148,18 +178,23 @@ class CommandError(Exception):
 def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) -> str:
     path = Path(settings["ledger.path"])
     if not path.exists():
-        raise CommandError(f"no ledger at {path}. Run `xai-meter serve` first, or pass "
-                           f"--ledger FILE.")
+        raise CommandError(
+            f"no ledger at {path}. Run `xai-meter serve` first, or pass --ledger FILE."
+        )
     db = open_database(path, readonly=True)
     try:
         if command == "prices":
-            book = PriceBook(load_price_history(db) if "price_sets" in db.table_names() else (),
-                             overrides=settings["pricing.overrides"])
+            book = PriceBook(
+                load_price_history(db) if "price_sets" in db.table_names() else (),
+                overrides=settings["pricing.overrides"],
+            )
             rows = prices_table(book)
             if not rows and args.format == "table":
-                return ("No prices yet. The daemon fetches them from the upstream's "
-                        "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
-                        "or the key of the first relayed call; or set [pricing.overrides].\n")
+                return (
+                    "No prices yet. The daemon fetches them from the upstream's "
+                    "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
+                    "or the key of the first relayed call; or set [pricing.overrides].\n"
+                )
             return render(rows, args.format, PRICE_COLUMNS if args.format == "table" else None)
         if command == "fingerprints":
             seen, changes = fingerprint_history(db, args.model)
@@ -168,24 +203,52 @@ def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) 
                     if column in row:
                         row[column] = _iso(row[column])
             if args.format != "table":
-                return render([{"record": "seen", **r} for r in seen]
-                              + [{"record": "change", **r} for r in changes], args.format,
-                              ["record", "provider", "model", "fingerprint", "first_seen",
-                               "last_seen", "calls", "at", "old", "new", "kind"])
-            return ("Fingerprints seen:\n" + render(seen) + "\nChanges (kind new: never seen "
-                    "before; known: one seen before, back):\n" + render(changes))
+                return render(
+                    [{"record": "seen", **r} for r in seen]
+                    + [{"record": "change", **r} for r in changes],
+                    args.format,
+                    [
+                        "record",
+                        "provider",
+                        "model",
+                        "fingerprint",
+                        "first_seen",
+                        "last_seen",
+                        "calls",
+                        "at",
+                        "old",
+                        "new",
+                        "kind",
+                    ],
+                )
+            return (
+                "Fingerprints seen:\n" + render(seen) + "\nChanges (kind new: never seen "
+                "before; known: one seen before, back):\n" + render(changes)
+            )
         since = parse_since(args.since, time.time())
         rows = report(db, since, args.by)
-        columns = [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")] \
-            if rows and args.format == "table" else None
+        columns = (
+            [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")]
+            if rows and args.format == "table"
+            else None
+        )
         return render(rows, args.format, columns)
     finally:
         db.close()
 
 
-PRICE_COLUMNS = ("model", "aliases", "input_usd_per_1m", "cached_input_usd_per_1m",
-                 "output_usd_per_1m", "image_input_usd_per_1m", "image_usd",
-                 "long_context_threshold", "source", "fetched_at")
+PRICE_COLUMNS = (
+    "model",
+    "aliases",
+    "input_usd_per_1m",
+    "cached_input_usd_per_1m",
+    "output_usd_per_1m",
+    "image_input_usd_per_1m",
+    "image_usd",
+    "long_context_threshold",
+    "source",
+    "fetched_at",
+)
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -203,8 +266,9 @@ def parse_since(value: str, now: float) -> float:
     try:
         when = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise CommandError(f"--since {value!r}: expected a duration like 24h or 7d, or a date "
-                           f"like 2026-11-01") from None
+        raise CommandError(
+            f"--since {value!r}: expected a duration like 24h or 7d, or a date like 2026-11-01"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
@@ -212,6 +276,7 @@ def parse_since(value: str, now: float) -> float:
 
 async def _serve(settings: Settings, api_key: str | None) -> None:
     from daemon.app import serve
+
     await serve(settings, api_key=api_key)
 
 

@@ -60,7 +60,7 @@ def _non_negative_float(key: str, value: Any) -> float:
 
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{key} = {value!r}: expected a string. Fix: quote it, {key} = \"...\".")
+        raise ConfigError(f'{key} = {value!r}: expected a string. Fix: quote it, {key} = "...".')
     return value
 
 
@@ -93,13 +93,13 @@ def _base_url(key: str, value: Any) -> str:
     url = URL(value)
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigError(
-            f"{key} = {value!r}: expected an http(s) URL with a host, like \"https://api.x.ai\". "
+            f'{key} = {value!r}: expected an http(s) URL with a host, like "https://api.x.ai". '
             f"Fix: give the upstream's base URL without the /v1 path."
         )
     if url.path not in ("", "/") or url.query_string or url.fragment:
         raise ConfigError(
             f"{key} = {value!r}: give only scheme, host and port (the relay keeps the request's "
-            f"own path). Fix: {key} = \"{url.origin()}\"."
+            f'own path). Fix: {key} = "{url.origin()}".'
         )
     return str(url.origin())
 
@@ -108,8 +108,10 @@ def _overrides(key: str, value: Any) -> dict[str, Any]:
     from daemon.pricing import OverrideError, parse_overrides
 
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: expected a table of models, like [{key}.\"my-model\"] with "
-                          f"input = 2.0, output = 10.0 (USD per 1M tokens).")
+        raise ConfigError(
+            f'{key}: expected a table of models, like [{key}."my-model"] with '
+            f"input = 2.0, output = 10.0 (USD per 1M tokens)."
+        )
     try:
         parse_overrides(value)
     except OverrideError as exc:
@@ -119,7 +121,7 @@ def _overrides(key: str, value: Any) -> dict[str, Any]:
 
 def _str_list(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key} = {value!r}: expected a list of strings, like [\"checkout\"].")
+        raise ConfigError(f'{key} = {value!r}: expected a list of strings, like ["checkout"].')
     return tuple(value)
 
 
@@ -127,7 +129,7 @@ def _optional_url(key: str, value: Any) -> str:
     text = _str(key, value)
     url = URL(text)
     if text and (url.scheme not in ("http", "https") or not url.host):
-        raise ConfigError(f"{key} = {text!r}: expected an http(s) URL, or \"\" for none.")
+        raise ConfigError(f'{key} = {text!r}: expected an http(s) URL, or "" for none.')
     return text
 
 
@@ -146,20 +148,28 @@ def _upstreams(key: str, value: Any) -> dict[str, dict[str, str]]:
             raise ConfigError(f"{where}: expected a table with base_url and prefix.")
         unknown = sorted(set(entry) - set(_UPSTREAM_KEYS))
         if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: no such setting. An upstream takes "
-                              f"{', '.join(_UPSTREAM_KEYS)}.")
+            raise ConfigError(
+                f"{where}.{unknown[0]}: no such setting. An upstream takes "
+                f"{', '.join(_UPSTREAM_KEYS)}."
+            )
         for required in ("base_url", "prefix"):
             if required not in entry:
-                raise ConfigError(f"{where}.{required} is missing. Fix: for example "
-                                  f"base_url = \"https://api.openai.com\", prefix = \"/openai\" "
-                                  f"(apps then use http://127.0.0.1:8787/openai/v1).")
+                raise ConfigError(
+                    f"{where}.{required} is missing. Fix: for example "
+                    f'base_url = "https://api.openai.com", prefix = "/openai" '
+                    f"(apps then use http://127.0.0.1:8787/openai/v1)."
+                )
         prefix = _str(f"{where}.prefix", entry["prefix"]).rstrip("/")
         if not _PREFIX.match(prefix) or prefix.split("/")[1] == "v1":
-            raise ConfigError(f"{where}.prefix = {entry['prefix']!r}: expected a path like "
-                              f"\"/openai\" (lower case letters, digits, . _ -), not /v1.")
+            raise ConfigError(
+                f"{where}.prefix = {entry['prefix']!r}: expected a path like "
+                f'"/openai" (lower case letters, digits, . _ -), not /v1.'
+            )
         if prefix in prefixes:
-            raise ConfigError(f"{where}.prefix = {prefix!r} is already the prefix of "
-                              f"{key}.{prefixes[prefix]}. Fix: give each upstream its own.")
+            raise ConfigError(
+                f"{where}.prefix = {prefix!r} is already the prefix of "
+                f"{key}.{prefixes[prefix]}. Fix: give each upstream its own."
+            )
         prefixes[prefix] = str(name)
         out[str(name)] = {
             "base_url": _base_url(f"{where}.base_url", entry["base_url"]),
@@ -175,81 +185,174 @@ def _env_name(key: str, value: Any) -> str:
     if text and not text.replace("_", "a").isalnum():
         raise ConfigError(
             f"{key} = {text!r}: expected the *name* of an environment variable (like "
-            f"\"XAI_API_KEY\"), not a key. Fix: export the key in that variable and name it here."
+            f'"XAI_API_KEY"), not a key. Fix: export the key in that variable and name it here.'
         )
     return text
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("relay.host", "127.0.0.1", "Address the relay listens on. Apps set their base URL to "
-            "http://HOST:PORT/v1. Keep it on loopback unless you mean to share it.", _host),
+    Setting(
+        "relay.host",
+        "127.0.0.1",
+        "Address the relay listens on. Apps set their base URL to "
+        "http://HOST:PORT/v1. Keep it on loopback unless you mean to share it.",
+        _host,
+    ),
     Setting("relay.port", 8787, "Port of the relay listener.", _int_in(0, 65535)),
-    Setting("admin.host", "127.0.0.1", "Address of the admin listener (/metrics, /healthz, "
-            "/readyz).", _host),
+    Setting(
+        "admin.host",
+        "127.0.0.1",
+        "Address of the admin listener (/metrics, /healthz, /readyz).",
+        _host,
+    ),
     Setting("admin.port", 9787, "Port of the admin listener.", _int_in(0, 65535)),
-    Setting("upstream.base_url", "https://api.x.ai", "Where calls under /v1/ are forwarded: "
-            "scheme, host and port only.", _base_url),
-    Setting("upstream.connect_timeout", 10.0, "Seconds to wait for a connection to the upstream "
-            "before answering 502.", _positive_float),
-    Setting("upstream.read_timeout", 3600.0, "Seconds the upstream may stay silent (before its "
-            "headers, or between two chunks) before the call is ended with 504. Reasoning "
-            "models can think for many minutes before the first byte of a non-streamed answer.",
-            _positive_float),
-    Setting("upstream.max_connections", 256, "Keep-alive connection pool size to the upstream.",
-            _int_in(1, 100000)),
-    Setting("upstreams", {}, "More upstreams, each relayed under a path prefix of its own: "
-            "[upstreams.NAME] base_url (scheme, host, port), prefix (apps use "
-            "http://127.0.0.1:8787/PREFIX/v1), provider (metric label; default NAME; "
-            "\"anthropic\" selects Anthropic's usage convention), api_key_env (a key to add "
-            "when the app sends none). Price their models with [pricing.overrides].",
-            _upstreams),
-    Setting("auth.api_key_env", "", "Name of an environment variable holding an API key that "
-            "the daemon adds to calls that carry none. Empty: the app's own key passes through "
-            "and calls without one go upstream as they are.", _env_name),
-    Setting("ledger.path", "xai-meter.db", "SQLite file of the ledger (created if missing).",
-            _str),
-    Setting("ledger.batch_size", 500, "Most rows written in one transaction.",
-            _int_in(1, 100000)),
-    Setting("ledger.flush_interval", 0.1, "Seconds the writer lets rows gather before one "
-            "transaction writes them (a batch also goes as soon as batch_size rows wait). "
-            "Rows are never dropped; at shutdown everything queued is written.",
-            _non_negative_float),
-    Setting("ledger.retention_days", 0, "Delete calls older than this many days (checked "
-            "hourly); 0 keeps every call. Prices and fingerprint history are always kept.",
-            _int_in(0, 36500)),
-    Setting("metrics.max_models", 50, "Distinct model label values before further unknown "
-            "models are counted as \"other\" (keeps Prometheus series bounded). Models in the "
-            "price listing always get their own label.", _int_in(1, 10000)),
-    Setting("metrics.apps", (), "App names (from the X-Meter-App header) that always get their "
-            "own label on cost metrics.", _str_list),
-    Setting("metrics.max_apps", 20, "Further app names labelled as first seen, before the rest "
-            "are counted as \"other\".", _int_in(0, 10000)),
-    Setting("metrics.max_keys", 20, "Distinct key ids (salted hashes, never keys) labelled on "
-            "cost metrics before the rest are counted as \"other\".", _int_in(0, 10000)),
-    Setting("pricing.refresh", True, "Fetch prices from the upstream's /v1/language-models and "
-            "/v1/image-generation-models at start and every refresh_interval.", _bool),
-    Setting("pricing.refresh_interval", 3600.0, "Seconds between price refreshes.",
-            _positive_float),
-    Setting("pricing.api_key_env", "XAI_API_KEY", "Environment variable with the key used to "
-            "fetch the price listings.", _env_name),
-    Setting("pricing.use_client_key", True, "When that variable is unset, fetch the listings "
-            "with the key of the most recent relayed call (held in memory only, never stored).",
-            _bool),
-    Setting("pricing.overrides", {}, "Prices that win over the listing, per model, in USD: "
-            "input, cached_input, output, image_input (per 1M tokens), image (per image), search "
-            "(per source), long_context_threshold, input_long, cached_input_long, output_long. "
-            "Also prices models of upstreams without a listing.", _overrides),
-    Setting("alerts.webhook_url", "", "When set, each fingerprint change is POSTed there as JSON "
-            "(model, old, new, kind, time), retried with backoff, never delaying the relay.",
-            _optional_url),
-    Setting("log.level", "info", "Log level: debug, info, warning or error.",
-            _choice("debug", "info", "warning", "error")),
-    Setting("log.format", "auto", "auto (console on a TTY, JSON otherwise), json or console.",
-            _choice("auto", "json", "console")),
+    Setting(
+        "upstream.base_url",
+        "https://api.x.ai",
+        "Where calls under /v1/ are forwarded: scheme, host and port only.",
+        _base_url,
+    ),
+    Setting(
+        "upstream.connect_timeout",
+        10.0,
+        "Seconds to wait for a connection to the upstream before answering 502.",
+        _positive_float,
+    ),
+    Setting(
+        "upstream.read_timeout",
+        3600.0,
+        "Seconds the upstream may stay silent (before its "
+        "headers, or between two chunks) before the call is ended with 504. Reasoning "
+        "models can think for many minutes before the first byte of a non-streamed answer.",
+        _positive_float,
+    ),
+    Setting(
+        "upstream.max_connections",
+        256,
+        "Keep-alive connection pool size to the upstream.",
+        _int_in(1, 100000),
+    ),
+    Setting(
+        "upstreams",
+        {},
+        "More upstreams, each relayed under a path prefix of its own: "
+        "[upstreams.NAME] base_url (scheme, host, port), prefix (apps use "
+        "http://127.0.0.1:8787/PREFIX/v1), provider (metric label; default NAME; "
+        '"anthropic" selects Anthropic\'s usage convention), api_key_env (a key to add '
+        "when the app sends none). Price their models with [pricing.overrides].",
+        _upstreams,
+    ),
+    Setting(
+        "auth.api_key_env",
+        "",
+        "Name of an environment variable holding an API key that "
+        "the daemon adds to calls that carry none. Empty: the app's own key passes through "
+        "and calls without one go upstream as they are.",
+        _env_name,
+    ),
+    Setting("ledger.path", "xai-meter.db", "SQLite file of the ledger (created if missing).", _str),
+    Setting("ledger.batch_size", 500, "Most rows written in one transaction.", _int_in(1, 100000)),
+    Setting(
+        "ledger.flush_interval",
+        0.1,
+        "Seconds the writer lets rows gather before one "
+        "transaction writes them (a batch also goes as soon as batch_size rows wait). "
+        "Rows are never dropped; at shutdown everything queued is written.",
+        _non_negative_float,
+    ),
+    Setting(
+        "ledger.retention_days",
+        0,
+        "Delete calls older than this many days (checked "
+        "hourly); 0 keeps every call. Prices and fingerprint history are always kept.",
+        _int_in(0, 36500),
+    ),
+    Setting(
+        "metrics.max_models",
+        50,
+        "Distinct model label values before further unknown "
+        'models are counted as "other" (keeps Prometheus series bounded). Models in the '
+        "price listing always get their own label.",
+        _int_in(1, 10000),
+    ),
+    Setting(
+        "metrics.apps",
+        (),
+        "App names (from the X-Meter-App header) that always get their own label on cost metrics.",
+        _str_list,
+    ),
+    Setting(
+        "metrics.max_apps",
+        20,
+        'Further app names labelled as first seen, before the rest are counted as "other".',
+        _int_in(0, 10000),
+    ),
+    Setting(
+        "metrics.max_keys",
+        20,
+        "Distinct key ids (salted hashes, never keys) labelled on "
+        'cost metrics before the rest are counted as "other".',
+        _int_in(0, 10000),
+    ),
+    Setting(
+        "pricing.refresh",
+        True,
+        "Fetch prices from the upstream's /v1/language-models and "
+        "/v1/image-generation-models at start and every refresh_interval.",
+        _bool,
+    ),
+    Setting(
+        "pricing.refresh_interval", 3600.0, "Seconds between price refreshes.", _positive_float
+    ),
+    Setting(
+        "pricing.api_key_env",
+        "XAI_API_KEY",
+        "Environment variable with the key used to fetch the price listings.",
+        _env_name,
+    ),
+    Setting(
+        "pricing.use_client_key",
+        True,
+        "When that variable is unset, fetch the listings "
+        "with the key of the most recent relayed call (held in memory only, never stored).",
+        _bool,
+    ),
+    Setting(
+        "pricing.overrides",
+        {},
+        "Prices that win over the listing, per model, in USD: "
+        "input, cached_input, output, image_input (per 1M tokens), image (per image), search "
+        "(per source), long_context_threshold, input_long, cached_input_long, output_long. "
+        "Also prices models of upstreams without a listing.",
+        _overrides,
+    ),
+    Setting(
+        "alerts.webhook_url",
+        "",
+        "When set, each fingerprint change is POSTed there as JSON "
+        "(model, old, new, kind, time), retried with backoff, never delaying the relay.",
+        _optional_url,
+    ),
+    Setting(
+        "log.level",
+        "info",
+        "Log level: debug, info, warning or error.",
+        _choice("debug", "info", "warning", "error"),
+    ),
+    Setting(
+        "log.format",
+        "auto",
+        "auto (console on a TTY, JSON otherwise), json or console.",
+        _choice("auto", "json", "console"),
+    ),
     Setting("log.calls", True, "Write one log line per relayed call (at info level).", _bool),
-    Setting("shutdown.grace_period", 30.0, "Seconds SIGTERM/SIGINT waits for calls in flight "
-            "before ending them (each is still recorded) and flushing the ledger.",
-            _positive_float),
+    Setting(
+        "shutdown.grace_period",
+        30.0,
+        "Seconds SIGTERM/SIGINT waits for calls in flight "
+        "before ending them (each is still recorded) and flushing the ledger.",
+        _positive_float,
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -337,8 +440,10 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist. Fix: create it from "
-                          f"config.example.toml, or leave out --config.") from None
+        raise ConfigError(
+            f"config file {p} does not exist. Fix: create it from "
+            f"config.example.toml, or leave out --config."
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config file {p} cannot be read: {exc.strerror}.") from None
     try:
@@ -370,11 +475,20 @@ def example_toml() -> str:
 
 
 TABLE_EXAMPLES = {
-    "upstreams": ["# [upstreams.openai]", "# base_url = \"https://api.openai.com\"",
-                  "# prefix = \"/openai\"", "# [upstreams.anthropic]",
-                  "# base_url = \"https://api.anthropic.com\"", "# prefix = \"/anthropic\""],
-    "pricing.overrides": ["# [pricing.overrides.\"gpt-4o\"]", "# input = 2.5",
-                          "# cached_input = 1.25", "# output = 10.0"],
+    "upstreams": [
+        "# [upstreams.openai]",
+        '# base_url = "https://api.openai.com"',
+        '# prefix = "/openai"',
+        "# [upstreams.anthropic]",
+        '# base_url = "https://api.anthropic.com"',
+        '# prefix = "/anthropic"',
+    ],
+    "pricing.overrides": [
+        '# [pricing.overrides."gpt-4o"]',
+        "# input = 2.5",
+        "# cached_input = 1.25",
+        "# output = 10.0",
+    ],
 }
 
 

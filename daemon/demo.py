@@ -17,31 +17,77 @@ DEMO_KEY = "xai-demo-key-not-a-real-one"
 
 # (what it shows, extra headers, request body)
 TRAFFIC: list[tuple[str, dict[str, str], dict[str, Any]]] = [
-    ("chat, alias resolved", {}, {"model": "grok-4-fast", "messages": [
-        {"role": "user", "content": "What is the meaning of life?"}]}),
-    ("same prompt again: cached tokens", {}, {"model": "grok-4-fast", "messages": [
-        {"role": "user", "content": "What is the meaning of life?"}]}),
-    ("stream, app did not ask for usage", {}, {"model": "grok-3", "stream": True, "messages": [
-        {"role": "user", "content": "Tell me a short story about a meter."}]}),
-    ("stream with include_usage", {}, {
-        "model": "grok-3-mini", "stream": True, "stream_options": {"include_usage": True},
-        "reasoning_effort": "high", "messages": [{"role": "user", "content": "2+2?"}]}),
-    ("tagged by app", {"X-Meter-App": "billing-bot"}, {"model": "grok-code-fast-1", "messages": [
-        {"role": "user", "content": "Write hello world in Go."}]}),
-    ("rate limited by the upstream", {"X-Sim-Status": "429"}, {"model": "grok-4", "messages": [
-        {"role": "user", "content": "hi"}]}),
-    ("stream cut by the upstream", {"X-Sim-Cut-After": "3"}, {
-        "model": "grok-3", "stream": True, "messages": [{"role": "user", "content": "Go on."}]}),
-    ("malformed upstream body", {"X-Sim-Malformed": "1"}, {"model": "grok-3", "messages": [
-        {"role": "user", "content": "hi"}]}),
+    (
+        "chat, alias resolved",
+        {},
+        {
+            "model": "grok-4-fast",
+            "messages": [{"role": "user", "content": "What is the meaning of life?"}],
+        },
+    ),
+    (
+        "same prompt again: cached tokens",
+        {},
+        {
+            "model": "grok-4-fast",
+            "messages": [{"role": "user", "content": "What is the meaning of life?"}],
+        },
+    ),
+    (
+        "stream, app did not ask for usage",
+        {},
+        {
+            "model": "grok-3",
+            "stream": True,
+            "messages": [{"role": "user", "content": "Tell me a short story about a meter."}],
+        },
+    ),
+    (
+        "stream with include_usage",
+        {},
+        {
+            "model": "grok-3-mini",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "reasoning_effort": "high",
+            "messages": [{"role": "user", "content": "2+2?"}],
+        },
+    ),
+    (
+        "tagged by app",
+        {"X-Meter-App": "billing-bot"},
+        {
+            "model": "grok-code-fast-1",
+            "messages": [{"role": "user", "content": "Write hello world in Go."}],
+        },
+    ),
+    (
+        "rate limited by the upstream",
+        {"X-Sim-Status": "429"},
+        {"model": "grok-4", "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    (
+        "stream cut by the upstream",
+        {"X-Sim-Cut-After": "3"},
+        {"model": "grok-3", "stream": True, "messages": [{"role": "user", "content": "Go on."}]},
+    ),
+    (
+        "malformed upstream body",
+        {"X-Sim-Malformed": "1"},
+        {"model": "grok-3", "messages": [{"role": "user", "content": "hi"}]},
+    ),
 ]
 
 
-async def _send(session: aiohttp.ClientSession, base: str, headers: dict[str, str],
-                body: dict[str, Any]) -> None:
+async def _send(
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str], body: dict[str, Any]
+) -> None:
     try:
-        async with session.post(f"{base}/chat/completions", json=body, headers={
-                "Authorization": f"Bearer {DEMO_KEY}", **headers}) as resp:
+        async with session.post(
+            f"{base}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {DEMO_KEY}", **headers},
+        ) as resp:
             await resp.read()
     except aiohttp.ClientError:
         pass  # the cut stream: the app sees a broken body, the ledger records why
@@ -49,9 +95,15 @@ async def _send(session: aiohttp.ClientSession, base: str, headers: dict[str, st
 
 async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
     sim = await simulator.start(state=simulator.SimulatorState(record_requests=False))
-    settings = config.from_mapping({
-        "relay": {"port": 0}, "admin": {"port": 0}, "upstream": {"base_url": sim.url},
-        "ledger": {"path": ledger_path}, "log": {"calls": False}})
+    settings = config.from_mapping(
+        {
+            "relay": {"port": 0},
+            "admin": {"port": 0},
+            "upstream": {"base_url": sim.url},
+            "ledger": {"path": ledger_path},
+            "log": {"calls": False},
+        }
+    )
     daemon = Daemon(settings)
     await daemon.start()
     before = daemon.ledger.rows_written
@@ -59,8 +111,9 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         async with aiohttp.ClientSession() as session:
             for _, headers, body in TRAFFIC:
                 await _send(session, daemon.relay_url + "/v1", headers, body)
-            async with session.get(f"{daemon.relay_url}/v1/models",
-                                   headers={"Authorization": f"Bearer {DEMO_KEY}"}) as resp:
+            async with session.get(
+                f"{daemon.relay_url}/v1/models", headers={"Authorization": f"Bearer {DEMO_KEY}"}
+            ) as resp:
                 await resp.read()
         async with asyncio.timeout(10):
             await daemon.ledger.wait_written(before + len(TRAFFIC) + 1)
@@ -68,8 +121,10 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         _print_metrics(daemon)
         _print_where(ledger_path)
         if keep_running:
-            print(f"  relay    {daemon.relay_url}/v1   (simulator behind it: {sim.url})\n"
-                  f"  metrics  {daemon.admin_url}/metrics\nCtrl-C to stop.")
+            print(
+                f"  relay    {daemon.relay_url}/v1   (simulator behind it: {sim.url})\n"
+                f"  metrics  {daemon.admin_url}/metrics\nCtrl-C to stop."
+            )
             await asyncio.Event().wait()
     finally:
         await daemon.stop()
@@ -77,9 +132,11 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
 
 
 def _print_where(ledger_path: str) -> None:
-    print(f"\nWhere to look:\n  ledger   {Path(ledger_path).absolute()}\n"
-          f"  query    sqlite-utils query {ledger_path} \"select model, sum(output_tokens) "
-          f"from calls group by model\"")
+    print(
+        f"\nWhere to look:\n  ledger   {Path(ledger_path).absolute()}\n"
+        f'  query    sqlite-utils query {ledger_path} "select model, sum(output_tokens) '
+        f'from calls group by model"'
+    )
 
 
 def _usd(ticks: int | None) -> str:
@@ -88,11 +145,14 @@ def _usd(ticks: int | None) -> str:
 
 def _print_report(ledger_path: str, last: int) -> None:
     db = sqlite_utils.Database(ledger_path)
-    rows = list(db.query(
-        "select * from calls order by started_at desc, id desc limit ?", [last]))[::-1]
+    rows = list(db.query("select * from calls order by started_at desc, id desc limit ?", [last]))[
+        ::-1
+    ]
     db.close()
-    head = (f"{'endpoint':<17}{'model':<24}{'status':>6}{'in':>6}{'cached':>7}{'out':>6}"
-            f"{'reason':>7}{'billed':>12}  {'fingerprint':<14}{'ttft ms':>8}  note")
+    head = (
+        f"{'endpoint':<17}{'model':<24}{'status':>6}{'in':>6}{'cached':>7}{'out':>6}"
+        f"{'reason':>7}{'billed':>12}  {'fingerprint':<14}{'ttft ms':>8}  note"
+    )
     print("Recorded calls (one ledger row each):\n" + head + "\n" + "-" * len(head))
     notes = [label for label, _, _ in TRAFFIC] + ["models list (relayed, not billed)"]
     for row, note in zip(rows, notes, strict=False):
@@ -103,18 +163,24 @@ def _print_report(ledger_path: str, last: int) -> None:
         def n(col: str, r: dict[str, Any] = row) -> str:
             return "-" if r[col] is None else str(r[col])
 
-        print(f"{row['endpoint']:<17}{(row['model'] or row['requested_model'] or '-'):<24}"
-              f"{n('status'):>6}{n('input_tokens'):>6}{n('cached_input_tokens'):>7}"
-              f"{n('output_tokens'):>6}{n('reasoning_tokens'):>7}"
-              f"{_usd(row['reported_cost_ticks']):>12}  {(row['fingerprint'] or '-'):<14}"
-              f"{n('ttft_ms'):>8}  {note}{' [' + detail.strip() + ']' if detail else ''}")
+        print(
+            f"{row['endpoint']:<17}{(row['model'] or row['requested_model'] or '-'):<24}"
+            f"{n('status'):>6}{n('input_tokens'):>6}{n('cached_input_tokens'):>7}"
+            f"{n('output_tokens'):>6}{n('reasoning_tokens'):>7}"
+            f"{_usd(row['reported_cost_ticks']):>12}  {(row['fingerprint'] or '-'):<14}"
+            f"{n('ttft_ms'):>8}  {note}{' [' + detail.strip() + ']' if detail else ''}"
+        )
 
 
 def _print_metrics(daemon: Daemon) -> None:
     print("\nMetrics (excerpt of /metrics):")
     for family in daemon.registry.collect():
-        if family.name not in ("xai_meter_tokens", "xai_meter_unmetered", "xai_meter_requests",
-                               "xai_meter_cost_usd"):
+        if family.name not in (
+            "xai_meter_tokens",
+            "xai_meter_unmetered",
+            "xai_meter_requests",
+            "xai_meter_cost_usd",
+        ):
             continue
         for sample in family.samples:
             if sample.name.endswith("_created"):

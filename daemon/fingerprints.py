@@ -35,13 +35,20 @@ class FingerprintChange:
     kind: str  # "new" | "known"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "provider": self.provider, "model": self.model, "old": self.old,
-                "new": self.new, "kind": self.kind}
+        return {
+            "at": self.at,
+            "provider": self.provider,
+            "model": self.model,
+            "old": self.old,
+            "new": self.new,
+            "kind": self.kind,
+        }
 
 
 class FingerprintTracker:
-    def __init__(self, metrics: Metrics,
-                 on_change: Callable[[FingerprintChange], None] | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics, on_change: Callable[[FingerprintChange], None] | None = None
+    ) -> None:
         self._metrics = metrics
         self._on_change = on_change or (lambda change: None)
         self._current: dict[Key, str] = {}
@@ -58,8 +65,7 @@ class FingerprintTracker:
             self._seen.setdefault(key, set()).add(fingerprint)
             self._publish(key, None, fingerprint)
 
-    def set_listing(self, listed: Mapping[str, str],
-                    resolve: Callable[[str], str | None]) -> None:
+    def set_listing(self, listed: Mapping[str, str], resolve: Callable[[str], str | None]) -> None:
         """Fingerprints the price listing gives per model id, and how to map a name to an id."""
         self._listed = dict(listed)
         self._resolve = resolve
@@ -86,12 +92,17 @@ class FingerprintTracker:
         self._publish(key, old, fingerprint)
         if old is None:
             return  # the model's first fingerprint: nothing changed
-        change = FingerprintChange(at=record.started_at, provider=record.provider, model=model,
-                                   old=old, new=fingerprint, kind=kind)
+        change = FingerprintChange(
+            at=record.started_at,
+            provider=record.provider,
+            model=model,
+            old=old,
+            new=fingerprint,
+            kind=kind,
+        )
         label = self._metrics.model_label(model)  # bounded, like every model label
         self._metrics.fingerprint_changes.labels(record.provider, label, kind).inc()
-        self._metrics.fingerprint_last_change.labels(record.provider, label).set(
-            record.started_at)
+        self._metrics.fingerprint_last_change.labels(record.provider, label).set(record.started_at)
         log.warning("fingerprint_changed", **change.as_dict())
         self._on_change(change)
 
@@ -114,4 +125,5 @@ class FingerprintTracker:
         if listed is None:
             return
         self._metrics.fingerprint_listing_mismatch.labels(
-            provider, self._metrics.model_label(model)).set(int(listed != fingerprint))
+            provider, self._metrics.model_label(model)
+        ).set(int(listed != fingerprint))

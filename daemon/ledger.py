@@ -90,6 +90,7 @@ CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005}
 
 # --- migrations: named, ordered, each applied once ------------------------------------------
 
+
 def m001_calls(db: sqlite_utils.Database) -> None:
     db["calls"].create(_CALL_COLUMNS_M001, pk="id")  # type: ignore[union-attr]
     db["calls"].create_index(["started_at"])  # type: ignore[union-attr]
@@ -115,19 +116,36 @@ def m005_dialects_fingerprints_keys(db: sqlite_utils.Database) -> None:
         calls.add_column(name, kind)  # type: ignore[union-attr]
     calls.create_index(["deferred_state"])  # type: ignore[union-attr]
     db["fingerprints"].create(  # type: ignore[union-attr]
-        {"provider": str, "model": str, "fingerprint": str, "first_seen": float,
-         "last_seen": float, "calls": int}, pk=("provider", "model", "fingerprint"))
+        {
+            "provider": str,
+            "model": str,
+            "fingerprint": str,
+            "first_seen": float,
+            "last_seen": float,
+            "calls": int,
+        },
+        pk=("provider", "model", "fingerprint"),
+    )
     db["fingerprint_changes"].create(  # type: ignore[union-attr]
-        {"id": int, "at": float, "provider": str, "model": str, "old": str, "new": str,
-         "kind": str}, pk="id")
+        {
+            "id": int,
+            "at": float,
+            "provider": str,
+            "model": str,
+            "old": str,
+            "new": str,
+            "kind": str,
+        },
+        pk="id",
+    )
     db["api_keys"].create(  # type: ignore[union-attr]
         {"key_id": str, "name": str, "team_id": str, "api_key_id": str, "updated_at": float},
-        pk="key_id")
+        pk="key_id",
+    )
 
 
 # Calls still to price: unpriced ones, and reported ones without a computed cost.
-_TO_PRICE = ("cost_source = 'unpriced' or "
-             "(cost_source = 'reported' and computed_cost_ticks is null)")
+_TO_PRICE = "cost_source = 'unpriced' or (cost_source = 'reported' and computed_cost_ticks is null)"
 
 
 def m006_partial_indexes(db: sqlite_utils.Database) -> None:
@@ -136,8 +154,9 @@ def m006_partial_indexes(db: sqlite_utils.Database) -> None:
     for name in ("idx_calls_cost_source", "idx_calls_deferred_state", "idx_calls_response_id"):
         db.execute(f"drop index if exists {name}")
     db.execute(f"create index idx_calls_unpriced on calls (cost_source) where {_TO_PRICE}")
-    db.execute("create index idx_calls_pending on calls (deferred_state) "
-               "where deferred_state = 'pending'")
+    db.execute(
+        "create index idx_calls_pending on calls (deferred_state) where deferred_state = 'pending'"
+    )
 
 
 def m007_no_model_index(db: sqlite_utils.Database) -> None:
@@ -147,8 +166,14 @@ def m007_no_model_index(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    m001_calls, m002_meta, m003_prices, m004_unpriced_index, m005_dialects_fingerprints_keys,
-    m006_partial_indexes, m007_no_model_index]
+    m001_calls,
+    m002_meta,
+    m003_prices,
+    m004_unpriced_index,
+    m005_dialects_fingerprints_keys,
+    m006_partial_indexes,
+    m007_no_model_index,
+]
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
@@ -162,14 +187,14 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
             continue
         with db.conn:
             migration(db)
-            db.execute("insert into _migrations (name, applied_at) values (?, ?)",
-                       [name, time.time()])
+            db.execute(
+                "insert into _migrations (name, applied_at) values (?, ?)", [name, time.time()]
+            )
         applied.append(name)
     return applied
 
 
-def open_database(path: str | os.PathLike[str], *,
-                  readonly: bool = False) -> sqlite_utils.Database:
+def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite_utils.Database:
     """A connection with the settings every user of the ledger needs."""
     if readonly:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
@@ -187,41 +212,66 @@ def open_database(path: str | os.PathLike[str], *,
     return db
 
 
-_INSERT = (f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
-           f"values ({', '.join('?' for _ in CALL_COLUMNS)})")
-_RARE_COLUMNS = ("cache_write_tokens", "images", "sources", "server_tool_calls", "price_id",
-                 "service_tier", "request_id", "error_detail", "app", "unmetered_reason",
-                 "previous_response_id", "linked_id", "deferred_state", "deferred_ms",
-                 "tool_calls", "error")
+_INSERT = (
+    f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
+    f"values ({', '.join('?' for _ in CALL_COLUMNS)})"
+)
+_RARE_COLUMNS = (
+    "cache_write_tokens",
+    "images",
+    "sources",
+    "server_tool_calls",
+    "price_id",
+    "service_tier",
+    "request_id",
+    "error_detail",
+    "app",
+    "unmetered_reason",
+    "previous_response_id",
+    "linked_id",
+    "deferred_state",
+    "deferred_ms",
+    "tool_calls",
+    "error",
+)
 _RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
 _COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
 _pick_rare = operator.itemgetter(*_RARE)
 _pick_common = operator.itemgetter(*_COMMON)
-_INSERT_NARROW = (f"insert or replace into calls "
-                  f"({', '.join(list(CALL_COLUMNS)[i] for i in _COMMON)}) "
-                  f"values ({', '.join('?' for _ in _COMMON)})")
+_INSERT_NARROW = (
+    f"insert or replace into calls "
+    f"({', '.join(list(CALL_COLUMNS)[i] for i in _COMMON)}) "
+    f"values ({', '.join('?' for _ in _COMMON)})"
+)
 
 
 class Ledger:
     """Owns the write connection (in its one thread) and the queue that feeds it."""
 
-    def __init__(self, path: str | os.PathLike[str], *, batch_size: int = 500,
-                 flush_interval: float = 0.0,
-                 on_written: Callable[[int], None] | None = None,
-                 on_error: Callable[[], None] | None = None,
-                 retry_wait: Any = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.0,
+        on_written: Callable[[int], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+        retry_wait: Any = None,
+    ) -> None:
         self.path = str(path)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         # Items: a call, a list of calls (a meter batch), a write to run, or None (stop).
-        self._queue: asyncio.Queue[CallRecord | list[CallRecord] | LedgerOp | None] = \
+        self._queue: asyncio.Queue[CallRecord | list[CallRecord] | LedgerOp | None] = (
             asyncio.Queue()
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
         self._db: sqlite_utils.Database | None = None
         self._on_written = on_written or (lambda n: None)
         self._on_error = on_error or (lambda: None)
-        self._retry_wait = retry_wait or wait_exponential_jitter(multiplier=0.05, max=2.0,
-                                                                 jitter=0.05)
+        self._retry_wait = retry_wait or wait_exponential_jitter(
+            multiplier=0.05, max=2.0, jitter=0.05
+        )
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -321,8 +371,9 @@ class Ledger:
             if self._queue.empty():
                 self._idle.set()
 
-    def _take(self, item: CallRecord | list[CallRecord] | LedgerOp,
-              batch: list[CallRecord | LedgerOp]) -> None:
+    def _take(
+        self, item: CallRecord | list[CallRecord] | LedgerOp, batch: list[CallRecord | LedgerOp]
+    ) -> None:
         if isinstance(item, list):
             batch.extend(item)
             self._depth -= len(item)
@@ -340,8 +391,7 @@ class Ledger:
         except Exception as exc:  # never let the writer die: what it cannot write, it keeps
             records = [r for r in batch if isinstance(r, CallRecord)]
             spill = await self.run_in_writer(self._spill, records)
-            log.error("ledger_write_failed", rows=len(records), error=str(exc),
-                      spilled_to=spill)
+            log.error("ledger_write_failed", rows=len(records), error=str(exc), spilled_to=spill)
         else:
             written = sum(isinstance(r, CallRecord) for r in batch)
             self.rows_written += written
@@ -353,8 +403,11 @@ class Ledger:
     async def _write_retrying(self, batch: list[CallRecord | LedgerOp]) -> None:
         """A write failed: retry with backoff (locked database, full disk clearing up)."""
         async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(sqlite3.Error),
-                stop=stop_after_attempt(4), wait=self._retry_wait, reraise=True):
+            retry=retry_if_exception_type(sqlite3.Error),
+            stop=stop_after_attempt(4),
+            wait=self._retry_wait,
+            reraise=True,
+        ):
             with attempt:
                 try:
                     await self.run_in_writer(self._insert, batch)
@@ -412,59 +465,87 @@ class Ledger:
             "calls) values (?, ?, ?, ?, ?, ?) on conflict (provider, model, fingerprint) do "
             "update set first_seen = min(first_seen, excluded.first_seen), "
             "last_seen = max(last_seen, excluded.last_seen), calls = calls + excluded.calls",
-            [(*key, min(times), max(times), len(times)) for key, times in seen.items()])
+            [(*key, min(times), max(times), len(times)) for key, times in seen.items()],
+        )
 
 
-def load_fingerprints(db: sqlite_utils.Database) -> tuple[
-        list[tuple[str, str, str]], dict[tuple[str, str], str]]:
+def load_fingerprints(
+    db: sqlite_utils.Database,
+) -> tuple[list[tuple[str, str, str]], dict[tuple[str, str], str]]:
     """Every fingerprint seen per (provider, model), and the latest one of each."""
     seen: list[tuple[str, str, str]] = []
     latest: dict[tuple[str, str], tuple[float, str]] = {}
     for provider, model, fingerprint, last_seen in db.execute(
-            "select provider, model, fingerprint, last_seen from fingerprints"):
+        "select provider, model, fingerprint, last_seen from fingerprints"
+    ):
         seen.append((provider, model, fingerprint))
         if (provider, model) not in latest or last_seen > latest[(provider, model)][0]:
             latest[(provider, model)] = (last_seen, fingerprint)
     return seen, {key: fp for key, (_, fp) in latest.items()}
 
 
-def fingerprint_history(db: sqlite_utils.Database,
-                        model: str | None = None) -> tuple[list[dict[str, Any]],
-                                                           list[dict[str, Any]]]:
+def fingerprint_history(
+    db: sqlite_utils.Database, model: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """For `xai-meter fingerprints`: fingerprints seen, and changes, oldest first."""
     where, params = ("where model = ?", [model]) if model else ("", [])
-    seen = list(db.query(
-        f"select provider, model, fingerprint, first_seen, last_seen, calls from fingerprints "
-        f"{where} order by provider, model, first_seen", params))
-    changes = list(db.query(
-        f"select at, provider, model, old, new, kind from fingerprint_changes {where} "
-        f"order by at, id", params))
+    seen = list(
+        db.query(
+            f"select provider, model, fingerprint, first_seen, last_seen, calls from fingerprints "
+            f"{where} order by provider, model, first_seen",
+            params,
+        )
+    )
+    changes = list(
+        db.query(
+            f"select at, provider, model, old, new, kind from fingerprint_changes {where} "
+            f"order by at, id",
+            params,
+        )
+    )
     return seen, changes
 
 
 def record_from_row(row: dict[str, Any]) -> CallRecord:
     """The record a ledger row was written from (as far as pricing needs it)."""
     record = CallRecord(
-        id=row["id"], started_at=row["started_at"], t0=0.0, provider=row["provider"],
-        endpoint=row["endpoint"], method=row["method"], path=row["path"],
-        requested_model=row["requested_model"], model=row["model"], status=row["status"],
-        cost_ticks=row["cost_ticks"], cost_source=row["cost_source"],
-        service_tier=row["service_tier"], app=row["app"], key_id=row["key_id"],
+        id=row["id"],
+        started_at=row["started_at"],
+        t0=0.0,
+        provider=row["provider"],
+        endpoint=row["endpoint"],
+        method=row["method"],
+        path=row["path"],
+        requested_model=row["requested_model"],
+        model=row["model"],
+        status=row["status"],
+        cost_ticks=row["cost_ticks"],
+        cost_source=row["cost_source"],
+        service_tier=row["service_tier"],
+        app=row["app"],
+        key_id=row["key_id"],
         error=CallError(row["error"]) if row["error"] else None,
-        unmetered_reason=Unmetered(row["unmetered_reason"]) if row["unmetered_reason"] else None)
+        unmetered_reason=Unmetered(row["unmetered_reason"]) if row["unmetered_reason"] else None,
+    )
     if row["input_tokens"] is not None:
         record.usage = Usage(
-            input_tokens=row["input_tokens"], cached_input_tokens=row["cached_input_tokens"] or 0,
+            input_tokens=row["input_tokens"],
+            cached_input_tokens=row["cached_input_tokens"] or 0,
             cache_write_tokens=row["cache_write_tokens"] or 0,
-            output_tokens=row["output_tokens"] or 0, reasoning_tokens=row["reasoning_tokens"] or 0,
-            image_input_tokens=row["image_input_tokens"] or 0, images=row["images"] or 0,
-            sources=row["sources"] or 0, reported_cost_ticks=row["reported_cost_ticks"],
-            server_tool_calls=orjson.loads(row["tool_calls"]) if row["tool_calls"] else {})
+            output_tokens=row["output_tokens"] or 0,
+            reasoning_tokens=row["reasoning_tokens"] or 0,
+            image_input_tokens=row["image_input_tokens"] or 0,
+            images=row["images"] or 0,
+            sources=row["sources"] or 0,
+            reported_cost_ticks=row["reported_cost_ticks"],
+            server_tool_calls=orjson.loads(row["tool_calls"]) if row["tool_calls"] else {},
+        )
     return record
 
 
-def reprice_unpriced(db: sqlite_utils.Database,
-                     price: Callable[[CallRecord], None]) -> list[CallRecord]:
+def reprice_unpriced(
+    db: sqlite_utils.Database, price: Callable[[CallRecord], None]
+) -> list[CallRecord]:
     """Price the calls that had no price when made: unpriced ones, and reported ones still
     without a computed cost (needed to reconcile). Return the formerly unpriced that now have
     a cost (their spend was not counted yet)."""
@@ -482,21 +563,24 @@ def reprice_unpriced(db: sqlite_utils.Database,
             db.conn.executemany(
                 "update calls set computed_cost_ticks = ?, cost_ticks = ?, cost_source = ?, "
                 "price_id = ? where id = ?",
-                [(r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.id)
-                 for r in priced])
+                [
+                    (r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.id)
+                    for r in priced
+                ],
+            )
     return newly_costed
 
 
-def delete_calls_before(db: sqlite_utils.Database, cutoff: float,
-                        chunk: int = 10_000) -> int:
+def delete_calls_before(db: sqlite_utils.Database, cutoff: float, chunk: int = 10_000) -> int:
     """Retention: delete calls started before `cutoff`, in short transactions (readers and
     the writer's own inserts are never held up for long). Return how many went."""
     deleted = 0
     while True:
         with db.conn:
             cursor = db.conn.execute(
-                "delete from calls where id in (select id from calls where started_at < ? "
-                "limit ?)", [cutoff, chunk])
+                "delete from calls where id in (select id from calls where started_at < ? limit ?)",
+                [cutoff, chunk],
+            )
         deleted += cursor.rowcount
         if cursor.rowcount < chunk:
             return deleted
@@ -520,7 +604,7 @@ REPORT_GROUPS: dict[str, str] = {
     "model": "coalesce(model, requested_model, '-')",
     "app": "coalesce(app, '-')",
     "key": "coalesce((select name || ' (' || calls.key_id || ')' from api_keys k "
-           "where k.key_id = calls.key_id), key_id, '-')",
+    "where k.key_id = calls.key_id), key_id, '-')",
     "day": "date(started_at, 'unixepoch')",
     "endpoint": "endpoint",
 }
@@ -529,8 +613,9 @@ REPORT_GROUPS: dict[str, str] = {
 def report(db: sqlite_utils.Database, since: float, by: str) -> list[dict[str, Any]]:
     """Calls, tokens, cost and latency per group, for calls started at or after `since`."""
     group = REPORT_GROUPS[by]
-    rows = list(db.query(
-        f"""select {group} as grp, count(*) as calls,
+    rows = list(
+        db.query(
+            f"""select {group} as grp, count(*) as calls,
                    coalesce(sum(input_tokens), 0) as input_tokens,
                    coalesce(sum(cached_input_tokens), 0) as cached_input_tokens,
                    coalesce(sum(output_tokens), 0) as output_tokens,
@@ -540,26 +625,39 @@ def report(db: sqlite_utils.Database, since: float, by: str) -> list[dict[str, A
                    coalesce(sum(cost_source = 'unpriced'), 0) as unpriced,
                    coalesce(sum(metered = 0), 0) as unmetered,
                    coalesce(sum(error is not null), 0) as errors
-            from calls where started_at >= ? group by grp""", [since]))
+            from calls where started_at >= ? group by grp""",
+            [since],
+        )
+    )
     latencies: dict[str, list[float]] = {}
     for grp, duration in db.execute(
-            f"select {group}, duration_ms from calls where started_at >= ? and "
-            f"duration_ms is not null", [since]).fetchall():
+        f"select {group}, duration_ms from calls where started_at >= ? and duration_ms is not null",
+        [since],
+    ).fetchall():
         latencies.setdefault(grp, []).append(duration)
     out = []
     for row in sorted(rows, key=lambda r: (-r["cost_ticks"], -r["calls"], str(r["grp"]))):
         durations = sorted(latencies.get(row["grp"], []))
         inp = row["input_tokens"]
-        out.append({
-            by: row["grp"], "calls": row["calls"], "input_tokens": inp,
-            "cached_input_tokens": row["cached_input_tokens"],
-            "cached_share": f"{row['cached_input_tokens'] / inp:.1%}" if inp else "-",
-            "output_tokens": row["output_tokens"], "reasoning_tokens": row["reasoning_tokens"],
-            "image_input_tokens": row["image_input_tokens"],
-            "cost_usd": usd(row["cost_ticks"]), "cost_ticks": row["cost_ticks"],
-            "p50_ms": percentile(durations, 50), "p95_ms": percentile(durations, 95),
-            "errors": row["errors"], "unmetered": row["unmetered"], "unpriced": row["unpriced"],
-        })
+        out.append(
+            {
+                by: row["grp"],
+                "calls": row["calls"],
+                "input_tokens": inp,
+                "cached_input_tokens": row["cached_input_tokens"],
+                "cached_share": f"{row['cached_input_tokens'] / inp:.1%}" if inp else "-",
+                "output_tokens": row["output_tokens"],
+                "reasoning_tokens": row["reasoning_tokens"],
+                "image_input_tokens": row["image_input_tokens"],
+                "cost_usd": usd(row["cost_ticks"]),
+                "cost_ticks": row["cost_ticks"],
+                "p50_ms": percentile(durations, 50),
+                "p95_ms": percentile(durations, 95),
+                "errors": row["errors"],
+                "unmetered": row["unmetered"],
+                "unpriced": row["unpriced"],
+            }
+        )
     return out
 
 

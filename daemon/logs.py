@@ -19,8 +19,12 @@ import structlog
 
 from daemon.record import CallRecord
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class CoalescingWriter:
@@ -104,8 +108,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         cache_logger_on_first_use=False,
     )
     # aiohttp and asyncio log through the standard library: route them to the same stream.
-    logging.basicConfig(level=max(LEVELS[level], logging.WARNING), stream=stream,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=max(LEVELS[level], logging.WARNING),
+        stream=stream,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
 
 
 class CallLog:
@@ -122,20 +130,26 @@ class CallLog:
     def __call__(self, record: CallRecord) -> None:
         usage = record.usage
         fields = {
-            "id": record.id, "provider": record.provider, "endpoint": record.endpoint,
-            "method": record.method, "status": record.status, "stream": record.stream,
+            "id": record.id,
+            "provider": record.provider,
+            "endpoint": record.endpoint,
+            "method": record.method,
+            "status": record.status,
+            "stream": record.stream,
             "model": record.model or record.requested_model,
             "input_tokens": usage.input_tokens if usage else None,
             "cached_input_tokens": usage.cached_input_tokens if usage else None,
             "output_tokens": usage.output_tokens if usage else None,
             "reasoning_tokens": usage.reasoning_tokens if usage else None,
-            "cost_ticks": record.cost_ticks, "cost_source": record.cost_source,
+            "cost_ticks": record.cost_ticks,
+            "cost_source": record.cost_source,
             "fingerprint": record.fingerprint,
             "duration_ms": None if record.duration_ms is None else round(record.duration_ms, 2),
             "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 2),
             "error": record.error.value if record.error else None,
             "unmetered": record.unmetered_reason.value if record.unmetered_reason else None,
-            "key_id": record.key_id, "app": record.app,
+            "key_id": record.key_id,
+            "app": record.app,
         }
         writer = _fast_json
         if writer is None:
@@ -159,6 +173,8 @@ def _utc_now_iso() -> str:
     now = time.time()
     second = int(now)
     if second != _second[0]:
-        _second[0], _second[1] = second, datetime.fromtimestamp(second, UTC).strftime(
-            "%Y-%m-%dT%H:%M:%S")
+        _second[0], _second[1] = (
+            second,
+            datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        )
     return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"

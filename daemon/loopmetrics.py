@@ -21,8 +21,9 @@ Labels = tuple[str, ...]
 
 
 class LoopCounter(Collector):
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 registry: CollectorRegistry) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
         self.name = name  # without "_total"; the exposition adds it
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -44,8 +45,14 @@ class LoopCounter(Collector):
 
 
 class LoopHistogram(Collector):
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)

@@ -27,8 +27,9 @@ class Sink:
 
 
 class Meter:
-    def __init__(self, sinks: Sequence[Sink],
-                 on_sink_error: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, sinks: Sequence[Sink], on_sink_error: Callable[[str], None] | None = None
+    ) -> None:
         self.sinks = tuple(sinks)
         self._on_sink_error = on_sink_error or (lambda name: None)
         self._batch: list[CallRecord] = []

@@ -19,16 +19,49 @@ from daemon.record import CallRecord
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 # OpenTelemetry GenAI semantic conventions' advised buckets.
-GENAI_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
-                          20.48, 40.96, 81.92)
-GENAI_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                       16777216, 67108864)
+GENAI_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GENAI_TOKEN_BUCKETS = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
 TICKS_PER_USD = 10**10
 _CODES: dict[int | None, str] = {None: "none", **{c: str(c) for c in range(100, 600)}}
 TOKEN_TYPES = ("input", "cached_input", "output", "reasoning", "image_input")
 GENAI_PROVIDER = {"xai": "x_ai", "openai": "openai", "anthropic": "anthropic"}
-GENAI_OPERATION = {"chat.completions": "chat", "responses": "chat", "messages": "chat",
-                   "images.generations": "generate_content", "images.edits": "generate_content"}
+GENAI_OPERATION = {
+    "chat.completions": "chat",
+    "responses": "chat",
+    "messages": "chat",
+    "images.generations": "generate_content",
+    "images.edits": "generate_content",
+}
 
 
 class BoundedLabel:
@@ -63,15 +96,24 @@ class _LabelKeys:
         self.requests: dict[int | None, tuple[str, ...]] = {}
         self.tokens = tuple((provider, model, kind) for kind in TOKEN_TYPES)
         operation = GENAI_OPERATION.get(endpoint)
-        self.genai = None if operation is None else (
-            GENAI_PROVIDER.get(provider, provider), operation, model)
+        self.genai = (
+            None
+            if operation is None
+            else (GENAI_PROVIDER.get(provider, provider), operation, model)
+        )
         self.genai_input = (*self.genai, "input") if self.genai else ()
         self.genai_output = (*self.genai, "output") if self.genai else ()
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, max_models: int = 50,
-                 apps: Iterable[str] = (), max_apps: int = 20, max_keys: int = 20) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        max_models: int = 50,
+        apps: Iterable[str] = (),
+        max_apps: int = 20,
+        max_keys: int = 20,
+    ) -> None:
         self.registry = registry
         self.model_label = BoundedLabel(max_models)
         self.app_label = BoundedLabel(max_apps, apps)
@@ -79,108 +121,199 @@ class Metrics:
         self._keys: dict[tuple[str, str, str], _LabelKeys] = {}
         r = registry
         self.requests = LoopCounter(
-            "xai_meter_requests", "Relayed calls, by the HTTP status the client got "
-            "(code \"none\" when it got none).",
-            ["provider", "endpoint", "model", "code"], r)
+            "xai_meter_requests",
+            'Relayed calls, by the HTTP status the client got (code "none" when it got none).',
+            ["provider", "endpoint", "model", "code"],
+            r,
+        )
         self.tokens = LoopCounter(
-            "xai_meter_tokens", "Tokens by type: input (incl. cached), cached_input, output "
+            "xai_meter_tokens",
+            "Tokens by type: input (incl. cached), cached_input, output "
             "(incl. reasoning), reasoning, image_input.",
-            ["provider", "model", "type"], r)
+            ["provider", "model", "type"],
+            r,
+        )
         self.duration = LoopHistogram(
-            "xai_meter_request_duration_seconds", "Whole call, request start to last byte.",
-            ["provider", "model"], DURATION_BUCKETS, r)
+            "xai_meter_request_duration_seconds",
+            "Whole call, request start to last byte.",
+            ["provider", "model"],
+            DURATION_BUCKETS,
+            r,
+        )
         self.ttft = LoopHistogram(
-            "xai_meter_time_to_first_token_seconds", "Streams: request start to the first "
-            "generated token.", ["provider", "model"], TTFT_BUCKETS, r)
+            "xai_meter_time_to_first_token_seconds",
+            "Streams: request start to the first generated token.",
+            ["provider", "model"],
+            TTFT_BUCKETS,
+            r,
+        )
         self.unmetered = LoopCounter(
-            "xai_meter_unmetered", "Billable calls whose usage could not be read, by reason.",
-            ["endpoint", "reason"], r)
+            "xai_meter_unmetered",
+            "Billable calls whose usage could not be read, by reason.",
+            ["endpoint", "reason"],
+            r,
+        )
         self.errors = LoopCounter(
-            "xai_meter_call_errors", "Calls that did not end normally, by error kind.",
-            ["provider", "endpoint", "error"], r)
+            "xai_meter_call_errors",
+            "Calls that did not end normally, by error kind.",
+            ["provider", "endpoint", "error"],
+            r,
+        )
         self.in_flight = Gauge(
-            "xai_meter_in_flight_requests", "Calls being relayed now.", registry=r)
+            "xai_meter_in_flight_requests", "Calls being relayed now.", registry=r
+        )
         self.ledger_queue = Gauge(
-            "xai_meter_ledger_queue_depth", "Ledger rows waiting to be written.", registry=r)
+            "xai_meter_ledger_queue_depth", "Ledger rows waiting to be written.", registry=r
+        )
         self.ledger_rows = Counter(
-            "xai_meter_ledger_rows_written", "Rows written to the ledger.", registry=r)
+            "xai_meter_ledger_rows_written", "Rows written to the ledger.", registry=r
+        )
         self.ledger_deleted = Counter(
-            "xai_meter_ledger_rows_deleted", "Calls deleted by retention (ledger.retention_days).",
-            registry=r)
+            "xai_meter_ledger_rows_deleted",
+            "Calls deleted by retention (ledger.retention_days).",
+            registry=r,
+        )
         self.ledger_errors = Counter(
-            "xai_meter_ledger_write_errors", "Failed ledger write attempts.", registry=r)
+            "xai_meter_ledger_write_errors", "Failed ledger write attempts.", registry=r
+        )
         self.sink_errors = Counter(
-            "xai_meter_sink_errors", "Exceptions raised by a sink (metering code) while "
-            "handling a finished call; the relay is unaffected.", ["sink"], registry=r)
+            "xai_meter_sink_errors",
+            "Exceptions raised by a sink (metering code) while "
+            "handling a finished call; the relay is unaffected.",
+            ["sink"],
+            registry=r,
+        )
         self.cost = LoopCounter(
-            "xai_meter_cost_usd", "Spend in USD: the cost xAI reported where it did, else the "
-            "cost computed from the price list.", ["provider", "model"], r)
+            "xai_meter_cost_usd",
+            "Spend in USD: the cost xAI reported where it did, else the "
+            "cost computed from the price list.",
+            ["provider", "model"],
+            r,
+        )
         self.cost_by_app = LoopCounter(
-            "xai_meter_app_cost_usd", "Spend in USD by app (X-Meter-App header).",
-            ["provider", "app"], r)
+            "xai_meter_app_cost_usd",
+            "Spend in USD by app (X-Meter-App header).",
+            ["provider", "app"],
+            r,
+        )
         self.cost_by_key = LoopCounter(
-            "xai_meter_key_cost_usd", "Spend in USD by key id (a salted hash, never the key).",
-            ["provider", "key_id"], r)
+            "xai_meter_key_cost_usd",
+            "Spend in USD by key id (a salted hash, never the key).",
+            ["provider", "key_id"],
+            r,
+        )
         self.reconciled_reported = LoopCounter(
-            "xai_meter_reconciled_reported_usd", "Cost xAI reported, over calls that also have "
+            "xai_meter_reconciled_reported_usd",
+            "Cost xAI reported, over calls that also have "
             "a computed cost (compare with xai_meter_reconciled_computed_usd_total).",
-            ["provider", "model"], r)
+            ["provider", "model"],
+            r,
+        )
         self.reconciled_computed = LoopCounter(
-            "xai_meter_reconciled_computed_usd", "Cost computed from the price list, over calls "
-            "that also have a reported cost.", ["provider", "model"], r)
+            "xai_meter_reconciled_computed_usd",
+            "Cost computed from the price list, over calls that also have a reported cost.",
+            ["provider", "model"],
+            r,
+        )
         self.unpriced = LoopCounter(
-            "xai_meter_unpriced", "Calls with usage that could not be priced (unknown model, no "
-            "prices yet); they are priced later when prices arrive.", ["model"], r)
+            "xai_meter_unpriced",
+            "Calls with usage that could not be priced (unknown model, no "
+            "prices yet); they are priced later when prices arrive.",
+            ["model"],
+            r,
+        )
         self.backfilled = Counter(
-            "xai_meter_backfilled", "Unpriced calls priced later from newly fetched prices.",
-            registry=r)
+            "xai_meter_backfilled",
+            "Unpriced calls priced later from newly fetched prices.",
+            registry=r,
+        )
         self.price = Gauge(
-            "xai_meter_price_usd_per_million_tokens", "Price in force per model and token type.",
-            ["model", "type"], registry=r)
+            "xai_meter_price_usd_per_million_tokens",
+            "Price in force per model and token type.",
+            ["model", "type"],
+            registry=r,
+        )
         self.price_refresh_last_success = Gauge(
             "xai_meter_price_refresh_last_success_timestamp_seconds",
-            "When the price listings were last fetched successfully (0: never).", registry=r)
+            "When the price listings were last fetched successfully (0: never).",
+            registry=r,
+        )
         self.price_refresh_enabled = Gauge(
-            "xai_meter_price_refresh_enabled", "1 when the daemon fetches price listings "
-            "(pricing.refresh), 0 when prices come from overrides only.", registry=r)
+            "xai_meter_price_refresh_enabled",
+            "1 when the daemon fetches price listings "
+            "(pricing.refresh), 0 when prices come from overrides only.",
+            registry=r,
+        )
         self.price_refresh_failures = Counter(
-            "xai_meter_price_refresh_failures", "Price refreshes that failed after all retries.",
-            registry=r)
+            "xai_meter_price_refresh_failures",
+            "Price refreshes that failed after all retries.",
+            registry=r,
+        )
         self.fingerprint = Gauge(
-            "xai_meter_fingerprint_info", "1 for the system_fingerprint a model answers with now "
+            "xai_meter_fingerprint_info",
+            "1 for the system_fingerprint a model answers with now "
             "(the series of the previous one is removed on change).",
-            ["provider", "model", "fingerprint"], registry=r)
+            ["provider", "model", "fingerprint"],
+            registry=r,
+        )
         self.fingerprint_changes = Counter(
-            "xai_meter_fingerprint_changes", "Fingerprint changes per model: kind \"new\" (never "
-            "seen before: a new backend configuration) or \"known\" (one seen before, back).",
-            ["provider", "model", "kind"], registry=r)
+            "xai_meter_fingerprint_changes",
+            'Fingerprint changes per model: kind "new" (never '
+            'seen before: a new backend configuration) or "known" (one seen before, back).',
+            ["provider", "model", "kind"],
+            registry=r,
+        )
         self.fingerprint_last_change = Gauge(
-            "xai_meter_fingerprint_last_change_timestamp_seconds", "When the model's fingerprint "
-            "last changed.", ["provider", "model"], registry=r)
+            "xai_meter_fingerprint_last_change_timestamp_seconds",
+            "When the model's fingerprint last changed.",
+            ["provider", "model"],
+            registry=r,
+        )
         self.fingerprint_listing_mismatch = Gauge(
-            "xai_meter_fingerprint_listing_mismatch", "1 when the fingerprint in traffic differs "
+            "xai_meter_fingerprint_listing_mismatch",
+            "1 when the fingerprint in traffic differs "
             "from the one /v1/language-models lists for the model, else 0.",
-            ["provider", "model"], registry=r)
+            ["provider", "model"],
+            registry=r,
+        )
         self.build = Info("xai_meter_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
         self.genai_duration = LoopHistogram(
-            "gen_ai_client_operation_duration_seconds", "GenAI operation duration "
-            "(OpenTelemetry semantic conventions).",
-            ["gen_ai_provider_name", "gen_ai_operation_name", "gen_ai_response_model",
-             "error_type"], GENAI_DURATION_BUCKETS, r)
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration (OpenTelemetry semantic conventions).",
+            [
+                "gen_ai_provider_name",
+                "gen_ai_operation_name",
+                "gen_ai_response_model",
+                "error_type",
+            ],
+            GENAI_DURATION_BUCKETS,
+            r,
+        )
         self.genai_tokens = LoopHistogram(
-            "gen_ai_client_token_usage", "Tokens per GenAI operation (OpenTelemetry semantic "
-            "conventions).", ["gen_ai_provider_name", "gen_ai_operation_name",
-                              "gen_ai_response_model", "gen_ai_token_type"],
-            GENAI_TOKEN_BUCKETS, r)
+            "gen_ai_client_token_usage",
+            "Tokens per GenAI operation (OpenTelemetry semantic conventions).",
+            [
+                "gen_ai_provider_name",
+                "gen_ai_operation_name",
+                "gen_ai_response_model",
+                "gen_ai_token_type",
+            ],
+            GENAI_TOKEN_BUCKETS,
+            r,
+        )
 
     def set_prices(self, models: Iterable[ModelPrice]) -> None:
         """Price gauges for the prices now in force; listed models get their own label."""
         self.price.clear()
         for mp in models:
             self.model_label.add_known([mp.model, *mp.aliases])
-            for kind, ticks in (("input", mp.input), ("cached_input", mp.cached_input),
-                                ("output", mp.output), ("image_input", mp.image_input)):
+            for kind, ticks in (
+                ("input", mp.input),
+                ("cached_input", mp.cached_input),
+                ("output", mp.output),
+                ("image_input", mp.image_input),
+            ):
                 if ticks is not None:
                     self.price.labels(mp.model, kind).set(ticks / 10_000)
 
@@ -214,8 +347,12 @@ class Metrics:
         requests = self.requests.values
         key = keys.requests.get(status)
         if key is None:
-            key = keys.requests[status] = (provider, endpoint, model,
-                                           _CODES.get(status) or str(status))
+            key = keys.requests[status] = (
+                provider,
+                endpoint,
+                model,
+                _CODES.get(status) or str(status),
+            )
         requests[key] = requests.get(key, 0.0) + 1.0
         pm = keys.pm
         if record.duration_ms is not None:
@@ -235,15 +372,24 @@ class Metrics:
             self.unpriced.inc((model,))
         genai = keys.genai
         if genai is not None and record.duration_ms is not None:
-            self.genai_duration.observe((*genai, record.error.value if record.error else ""),
-                                        record.duration_ms / 1000.0)
+            self.genai_duration.observe(
+                (*genai, record.error.value if record.error else ""), record.duration_ms / 1000.0
+            )
         usage = record.usage
         if usage is None:
             return
         tokens = self.tokens.values
-        for key, count in zip(keys.tokens, (
-                usage.input_tokens, usage.cached_input_tokens, usage.output_tokens,
-                usage.reasoning_tokens, usage.image_input_tokens), strict=True):
+        for key, count in zip(
+            keys.tokens,
+            (
+                usage.input_tokens,
+                usage.cached_input_tokens,
+                usage.output_tokens,
+                usage.reasoning_tokens,
+                usage.image_input_tokens,
+            ),
+            strict=True,
+        ):
             if count:
                 tokens[key] = tokens.get(key, 0.0) + count
         if genai is not None:

@@ -69,17 +69,19 @@ TICKS_PER_TOKEN_PER_USD_PER_1M: Final = 10_000
 #: (``file_search``): $2.50 per 1,000; attachment search (``document_search``): $10 per 1,000.
 #: Remote MCP has no published per-call fee (its tokens are billed as tokens): 0. A tool not
 #: listed here adds nothing (the reported cost, when present, still includes it).
-TOOL_FEES_TICKS: Final[Mapping[str, int]] = MappingProxyType({
-    "web_search": 50_000_000,
-    "x_search": 50_000_000,
-    "code_interpreter": 50_000_000,
-    "code_execution": 50_000_000,
-    "file_search": 25_000_000,
-    "collections_search": 25_000_000,
-    "document_search": 100_000_000,
-    "attachment_search": 100_000_000,
-    "mcp": 0,
-})
+TOOL_FEES_TICKS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "web_search": 50_000_000,
+        "x_search": 50_000_000,
+        "code_interpreter": 50_000_000,
+        "code_execution": 50_000_000,
+        "file_search": 25_000_000,
+        "collections_search": 25_000_000,
+        "document_search": 100_000_000,
+        "attachment_search": 100_000_000,
+        "mcp": 0,
+    }
+)
 
 #: Per-image prices outside this range (USD) are not believed in either unit.
 PLAUSIBLE_IMAGE_USD: Final = (Decimal("0.0005"), Decimal("5"))
@@ -146,8 +148,15 @@ class ModelPrice:
 
 
 PRICE_FIELDS: Final = (
-    "input", "cached_input", "output", "image_input", "search", "image",
-    "input_long", "cached_input_long", "output_long",
+    "input",
+    "cached_input",
+    "output",
+    "image_input",
+    "search",
+    "image",
+    "input_long",
+    "cached_input_long",
+    "output_long",
 )
 
 
@@ -276,8 +285,13 @@ def parse_image_price(value: Any, model: str = "?") -> int | None:
     d = _decimal(value)
     if d is None:
         if value is not None:
-            log.warning("price_listing_field_ignored", model=model, field="image_price",
-                        value=repr(value)[:80], reason="not a number")
+            log.warning(
+                "price_listing_field_ignored",
+                model=model,
+                field="image_price",
+                value=repr(value)[:80],
+                reason="not a number",
+            )
         return None
     if d == 0:
         return 0
@@ -287,8 +301,13 @@ def parse_image_price(value: Any, model: str = "?") -> int | None:
     for ticks in (as_ticks, as_cents):
         if lo * TICKS_PER_USD <= ticks <= hi * TICKS_PER_USD and ticks == ticks.to_integral_value():
             return int(ticks)
-    log.warning("price_listing_field_ignored", model=model, field="image_price",
-                value=repr(value)[:80], reason="not a plausible per-image price in ticks or cents")
+    log.warning(
+        "price_listing_field_ignored",
+        model=model,
+        field="image_price",
+        value=repr(value)[:80],
+        reason="not a plausible per-image price in ticks or cents",
+    )
     return None
 
 
@@ -306,8 +325,13 @@ def _parse_entry(entry: Any) -> ModelPrice | None:
         raw = entry.get(key)
         prices[name] = _whole(raw)
         if raw is not None and prices[name] is None:
-            log.warning("price_listing_field_ignored", model=model, field=key,
-                        value=repr(raw)[:80], reason="not a whole number of ticks, 0 or more")
+            log.warning(
+                "price_listing_field_ignored",
+                model=model,
+                field=key,
+                value=repr(raw)[:80],
+                reason="not a whole number of ticks, 0 or more",
+            )
     prices["image"] = parse_image_price(entry.get("image_price"), model)
     threshold = _whole(entry.get("long_context_threshold"))
     raw_aliases = entry.get("aliases")
@@ -478,22 +502,24 @@ class OverrideError(ValueError):
 
 
 # field in config → (ModelPrice field, unit): per_1m = USD per 1M tokens, usd = USD per unit
-_OVERRIDE_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType({
-    "input": ("input", "per_1m"),
-    "cached_input": ("cached_input", "per_1m"),
-    "output": ("output", "per_1m"),
-    "image_input": ("image_input", "per_1m"),
-    "input_long": ("input_long", "per_1m"),
-    "input_long_context": ("input_long", "per_1m"),
-    "cached_input_long": ("cached_input_long", "per_1m"),
-    "cached_input_long_context": ("cached_input_long", "per_1m"),
-    "output_long": ("output_long", "per_1m"),
-    "output_long_context": ("output_long", "per_1m"),
-    "image": ("image", "usd"),
-    "search": ("search", "usd"),
-    "long_context_threshold": ("long_context_threshold", "tokens"),
-    "aliases": ("aliases", "names"),
-})
+_OVERRIDE_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {
+        "input": ("input", "per_1m"),
+        "cached_input": ("cached_input", "per_1m"),
+        "output": ("output", "per_1m"),
+        "image_input": ("image_input", "per_1m"),
+        "input_long": ("input_long", "per_1m"),
+        "input_long_context": ("input_long", "per_1m"),
+        "cached_input_long": ("cached_input_long", "per_1m"),
+        "cached_input_long_context": ("cached_input_long", "per_1m"),
+        "output_long": ("output_long", "per_1m"),
+        "output_long_context": ("output_long", "per_1m"),
+        "image": ("image", "usd"),
+        "search": ("search", "usd"),
+        "long_context_threshold": ("long_context_threshold", "tokens"),
+        "aliases": ("aliases", "names"),
+    }
+)
 
 
 def _usd_decimal(model: str, key: str, value: Any) -> Decimal:
@@ -511,25 +537,35 @@ def _whole_ticks(value: Any, scale: int, model: str, key: str, not_whole: str) -
     `not_whole` (which may use {ticks})."""
     ticks = _usd_decimal(model, key, value) * scale
     if ticks != ticks.to_integral_value():
-        raise OverrideError(f"price override {model}.{key} = {value!r} " +
-                            not_whole.format(ticks=f"{ticks.normalize():f}"))
+        raise OverrideError(
+            f"price override {model}.{key} = {value!r} "
+            + not_whole.format(ticks=f"{ticks.normalize():f}")
+        )
     return int(ticks)
 
 
 def usd_per_1m_to_ticks(value: Any, *, model: str = "?", key: str = "input") -> int:
     """USD per 1M tokens → ticks per token, exactly (* 10,000); `OverrideError` unless whole."""
     return _whole_ticks(
-        value, TICKS_PER_TOKEN_PER_USD_PER_1M, model, key,
+        value,
+        TICKS_PER_TOKEN_PER_USD_PER_1M,
+        model,
+        key,
         "USD per 1M tokens is {ticks} ticks per token, not a whole number (1 tick = 1e-10 USD; "
-        "prices per 1M tokens have at most 4 decimal places). Fix: round it to 4 decimal places.")
+        "prices per 1M tokens have at most 4 decimal places). Fix: round it to 4 decimal places.",
+    )
 
 
 def usd_to_ticks(value: Any, *, model: str = "?", key: str = "image") -> int:
     """USD (per image, per source) → ticks, exactly (* 1e10); `OverrideError` unless whole."""
     return _whole_ticks(
-        value, TICKS_PER_USD, model, key,
+        value,
+        TICKS_PER_USD,
+        model,
+        key,
         "USD is not a whole number of ticks (1 tick = 1e-10 USD). "
-        "Fix: use at most 10 decimal places.")
+        "Fix: use at most 10 decimal places.",
+    )
 
 
 def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
@@ -770,8 +806,16 @@ def _index(times: Sequence[float], at: float) -> int:
 # SQLite (sync: the ledger's thread calls these, never the event loop)
 
 _PRICE_COLUMNS: Final = (
-    "input", "cached_input", "output", "image_input", "search", "image",
-    "long_context_threshold", "input_long", "cached_input_long", "output_long",
+    "input",
+    "cached_input",
+    "output",
+    "image_input",
+    "search",
+    "image",
+    "long_context_threshold",
+    "input_long",
+    "cached_input_long",
+    "output_long",
 )
 
 
@@ -908,7 +952,9 @@ async def _get_json(
                 return None
             if resp.status != 200:
                 raise PriceFetchError(
-                    url, resp.status, _excerpt(body) or resp.reason or "",
+                    url,
+                    resp.status,
+                    _excerpt(body) or resp.reason or "",
                     retryable=resp.status >= 500 or resp.status in _RETRY_STATUSES,
                 )
             try:
@@ -992,8 +1038,8 @@ class PriceRefresher:
         self.base_url = base_url
         self.api_key = api_key
         self.attempts = max(attempts, 1)
-        self.wait: WaitBaseT = wait if wait is not None else wait_random_exponential(
-            multiplier=1, max=60
+        self.wait: WaitBaseT = (
+            wait if wait is not None else wait_random_exponential(multiplier=1, max=60)
         )
         self.timeout = timeout
         self.save = save
@@ -1007,8 +1053,12 @@ class PriceRefresher:
     def _fail(self, exc: Exception) -> None:
         self.last_error = exc
         current = self.book.current
-        log.warning("price_refresh_failed", error=str(exc), error_type=type(exc).__name__,
-                    kept_price_set=current.id if current is not None else None)
+        log.warning(
+            "price_refresh_failed",
+            error=str(exc),
+            error_type=type(exc).__name__,
+            kept_price_set=current.id if current is not None else None,
+        )
         if self.on_failure is not None:
             try:
                 self.on_failure(exc)
@@ -1049,8 +1099,13 @@ class PriceRefresher:
             except Exception as exc:  # the prices are still good: use them unsaved
                 self._fail(exc)
         in_force = self.book.add(fetched)
-        log.info("prices_refreshed", price_set=in_force.id, models=len(in_force.models),
-                 changed=in_force is fetched, digest=in_force.digest[:12])
+        log.info(
+            "prices_refreshed",
+            price_set=in_force.id,
+            models=len(in_force.models),
+            changed=in_force is fetched,
+            digest=in_force.digest[:12],
+        )
         self.last_error = None
         self.last_success_at = self.clock()
         if self.on_success is not None:
@@ -1095,21 +1150,23 @@ def prices_table(book: PriceBook, at: float | None = None) -> list[dict[str, Any
     fetched_at = _iso(current.fetched_at) if current is not None else None
     rows = []
     for mp in book.models_at(at):
-        rows.append({
-            "model": mp.model,
-            "aliases": ", ".join(mp.aliases),
-            "input_usd_per_1m": _usd(mp.input, 4),
-            "cached_input_usd_per_1m": _usd(mp.cached_input, 4),
-            "output_usd_per_1m": _usd(mp.output, 4),
-            "image_input_usd_per_1m": _usd(mp.image_input, 4),
-            "image_usd": _usd(mp.image, 10),
-            "search_usd": _usd(mp.search, 10),
-            "long_context_threshold": mp.long_context_threshold,
-            "input_long_usd_per_1m": _usd(mp.input_long, 4),
-            "cached_input_long_usd_per_1m": _usd(mp.cached_input_long, 4),
-            "output_long_usd_per_1m": _usd(mp.output_long, 4),
-            "source": mp.source,
-            "price_set_id": current.id if current is not None else None,
-            "fetched_at": fetched_at,
-        })
+        rows.append(
+            {
+                "model": mp.model,
+                "aliases": ", ".join(mp.aliases),
+                "input_usd_per_1m": _usd(mp.input, 4),
+                "cached_input_usd_per_1m": _usd(mp.cached_input, 4),
+                "output_usd_per_1m": _usd(mp.output, 4),
+                "image_input_usd_per_1m": _usd(mp.image_input, 4),
+                "image_usd": _usd(mp.image, 10),
+                "search_usd": _usd(mp.search, 10),
+                "long_context_threshold": mp.long_context_threshold,
+                "input_long_usd_per_1m": _usd(mp.input_long, 4),
+                "cached_input_long_usd_per_1m": _usd(mp.cached_input_long, 4),
+                "output_long_usd_per_1m": _usd(mp.output_long, 4),
+                "source": mp.source,
+                "price_set_id": current.id if current is not None else None,
+                "fetched_at": fetched_at,
+            }
+        )
     return rows

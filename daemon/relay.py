@@ -28,14 +28,29 @@ from daemon.router import Router
 log = structlog.get_logger("xai_meter.relay")
 
 # RFC 9110 7.6.1 hop-by-hop headers, plus those the relay sets itself.
-_HOP_BY_HOP = frozenset((  # lower case
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-))
+_HOP_BY_HOP = frozenset(
+    (  # lower case
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    )
+)
 _OUR_PREFIX = "x-meter-"
 _AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"), istr("Content-Type"))
-_CLIENT_GONE = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError,
-                aiohttp.ClientConnectionResetError)
+_CLIENT_GONE = (
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    aiohttp.ClientConnectionResetError,
+)
 _APP_LABEL_MAX = 64
 # The one keep-alive session to the upstreams, owned by the relay app's cleanup context.
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
@@ -58,18 +73,26 @@ class Upstream:
     prefix: str = ""
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
-                                     sock_read=self.read_timeout)
+        return aiohttp.ClientTimeout(
+            total=None, connect=self.connect_timeout, sock_read=self.read_timeout
+        )
 
 
 class Relay:
-    def __init__(self, upstreams: Sequence[Upstream], meter: Meter, keys: KeyHasher,
-                 clock: Callable[[], float] = time.perf_counter,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        meter: Meter,
+        keys: KeyHasher,
+        clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.upstreams = tuple(upstreams)
         # Longest prefix first, so /a/b/v1 is not taken for /a/v1; each with its timeout.
-        self._routes = sorted(((u.prefix, u, u.client_timeout()) for u in self.upstreams),
-                              key=lambda route: -len(route[0]))
+        self._routes = sorted(
+            ((u.prefix, u, u.client_timeout()) for u in self.upstreams),
+            key=lambda route: -len(route[0]),
+        )
         self.meter = meter
         self.keys = keys
         self.router = Router()
@@ -82,8 +105,9 @@ class Relay:
         self._clock = clock
         self._wall = wall_clock
 
-    def route(self, path: str, raw_path: str) -> tuple[Upstream, aiohttp.ClientTimeout, str,
-                                                       str] | None:
+    def route(
+        self, path: str, raw_path: str
+    ) -> tuple[Upstream, aiohttp.ClientTimeout, str, str] | None:
         """The upstream for a request path, with the path and raw path it has there.
 
         Dot segments are refused: the path must mean what it says, at every hop.
@@ -92,22 +116,33 @@ class Relay:
             return None
         for prefix, upstream, timeout in self._routes:
             if path.startswith(prefix + "/v1/") and raw_path.startswith(prefix + "/"):
-                return upstream, timeout, path[len(prefix):], raw_path[len(prefix):]
+                return upstream, timeout, path[len(prefix) :], raw_path[len(prefix) :]
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         found = self.route(request.path, request.raw_path)
         if found is None:
             bases = ", ".join(f"http://{request.host}{u.prefix}/v1" for u in self.upstreams)
-            return json_error(404, "not_found", f"xai-meter relays only paths under a "
-                              f"configured upstream's /v1/; {request.path!r} is not one. "
-                              f"Base URLs here: {bases}.")
+            return json_error(
+                404,
+                "not_found",
+                f"xai-meter relays only paths under a "
+                f"configured upstream's /v1/; {request.path!r} is not one. "
+                f"Base URLs here: {bases}.",
+            )
         upstream, timeout, path, raw_path = found
         dialect = self.router.dialect(path)
         now = self._wall()
-        record = CallRecord(id=new_call_id(now), started_at=now, t0=self._clock(),
-                            provider=upstream.provider, endpoint=dialect.endpoint,
-                            method=request.method, path=path, billable=dialect.billable)
+        record = CallRecord(
+            id=new_call_id(now),
+            started_at=now,
+            t0=self._clock(),
+            provider=upstream.provider,
+            endpoint=dialect.endpoint,
+            method=request.method,
+            path=path,
+            billable=dialect.billable,
+        )
         self.in_flight += 1
         try:
             return await self._relay(request, record, dialect, upstream, timeout, raw_path)
@@ -125,14 +160,21 @@ class Relay:
         record.duration_ms = (self._clock() - record.t0) * 1000.0
         if record.error is None and record.status is not None and record.status >= 400:
             record.error = CallError.HTTP_ERROR
-        record.stage = Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) \
-            else Stage.FAILED
+        record.stage = (
+            Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) else Stage.FAILED
+        )
         self.in_flight -= 1
         self.meter.finish(record)
 
-    async def _relay(self, request: web.Request, record: CallRecord, dialect: Dialect,
-                     upstream: Upstream, limits: aiohttp.ClientTimeout,
-                     raw_path: str) -> web.StreamResponse:
+    async def _relay(
+        self,
+        request: web.Request,
+        record: CallRecord,
+        dialect: Dialect,
+        upstream: Upstream,
+        limits: aiohttp.ClientTimeout,
+        raw_path: str,
+    ) -> web.StreamResponse:
         headers = forward_headers(request.headers)
         key = api_key_of(request.headers)
         if key is not None:
@@ -173,18 +215,28 @@ class Relay:
         skip = [h for h in _AUTO_HEADERS if h not in headers]
         try:
             answer = await request.app[SESSION_KEY].request(
-                request.method, url, headers=headers, data=body or None,
-                allow_redirects=False, timeout=limits, skip_auto_headers=skip)
+                request.method,
+                url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=limits,
+                skip_auto_headers=skip,
+            )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
             record.status = 504
-            return json_error(504, "upstream_timeout", f"The upstream "
-                              f"{upstream.base_url} did not answer in time.")
+            return json_error(
+                504, "upstream_timeout", f"The upstream {upstream.base_url} did not answer in time."
+            )
         except aiohttp.ClientError as exc:
             record.fail(CallError.UPSTREAM_UNREACHABLE, type(exc).__name__)
             record.status = 502
-            return json_error(502, "upstream_unreachable", f"The upstream "
-                              f"{upstream.base_url} could not be reached ({exc}).")
+            return json_error(
+                502,
+                "upstream_unreachable",
+                f"The upstream {upstream.base_url} could not be reached ({exc}).",
+            )
         try:
             return await self._stream_back(request, record, dialect, answer)
         finally:
@@ -193,15 +245,23 @@ class Relay:
             else:
                 answer.close()
 
-    async def _stream_back(self, request: web.Request, record: CallRecord, dialect: Dialect,
-                           upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _stream_back(
+        self,
+        request: web.Request,
+        record: CallRecord,
+        dialect: Dialect,
+        upstream: aiohttp.ClientResponse,
+    ) -> web.StreamResponse:
         record.status = upstream.status
         record.upstream_ms = (self._clock() - record.t0) * 1000.0
         record.request_id = upstream.headers.get("x-request-id")
         record.stage = Stage.RESPONSE_HEADERS
         tap = self._make_tap(record, dialect, upstream)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=response_headers(upstream.headers))
+        response = web.StreamResponse(
+            status=upstream.status,
+            reason=upstream.reason,
+            headers=response_headers(upstream.headers),
+        )
         if not tap.filters and upstream.content_length is not None:
             response.content_length = upstream.content_length
         try:
@@ -234,8 +294,13 @@ class Relay:
             record.fail(CallError.CLIENT_DISCONNECT)
         return response
 
-    async def _pump(self, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
-                    record: CallRecord, tap: Tap) -> bool:
+    async def _pump(
+        self,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        record: CallRecord,
+        tap: Tap,
+    ) -> bool:
         """Copy the body chunk by chunk, teeing each into the tap; True if it ended cleanly."""
         content = upstream.content
         while True:
@@ -263,16 +328,21 @@ class Relay:
                 record.fail(CallError.CLIENT_DISCONNECT)
                 raise
 
-    def _make_tap(self, record: CallRecord, dialect: Dialect,
-                  upstream: aiohttp.ClientResponse) -> Tap:
+    def _make_tap(
+        self, record: CallRecord, dialect: Dialect, upstream: aiohttp.ClientResponse
+    ) -> Tap:
         encoding = upstream.headers.get("Content-Encoding", "").strip().lower()
         if encoding and encoding not in DECODABLE:
             if record.billable:
                 record.mark_unmetered(Unmetered.ENCODING)
             return Tap(record, self._clock)
         try:
-            return dialect.tap(record, upstream.headers.get("Content-Type", ""), self._clock,
-                               "" if encoding == "identity" else encoding)
+            return dialect.tap(
+                record,
+                upstream.headers.get("Content-Type", ""),
+                self._clock,
+                "" if encoding == "identity" else encoding,
+            )
         except Exception:
             log.exception("tap_failed", call_id=record.id)
             record.mark_unmetered(Unmetered.PARSER_ERROR)
@@ -289,7 +359,6 @@ class Relay:
             return chunk
 
 
-
 _PASS, _HOP, _OURS = 0, 1, 2
 _KINDS: dict[str, int] = {}
 
@@ -300,8 +369,7 @@ def _kind(name: str) -> int:
     found = _KINDS.get(name)
     if found is None:
         lower = name.lower()
-        found = _HOP if lower in _HOP_BY_HOP else _OURS if lower.startswith(_OUR_PREFIX) \
-            else _PASS
+        found = _HOP if lower in _HOP_BY_HOP else _OURS if lower.startswith(_OUR_PREFIX) else _PASS
         if len(_KINDS) < 4096:
             _KINDS[name] = found
     return found
@@ -312,8 +380,11 @@ def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     connection = incoming.get("Connection")
     # Headers the client named in Connection are hop-by-hop too (usually just keep-alive).
-    connection_tokens = {t for t in (p.strip().lower() for p in connection.split(","))
-                         if t not in _HOP_BY_HOP} if connection else ()
+    connection_tokens = (
+        {t for t in (p.strip().lower() for p in connection.split(",")) if t not in _HOP_BY_HOP}
+        if connection
+        else ()
+    )
     for name, value in incoming.items():
         if _kind(name) or (connection_tokens and name.lower() in connection_tokens):
             continue
@@ -343,5 +414,4 @@ def decodable_accept_encoding(value: str) -> str:
 
 def json_error(status: int, code: str, message: str) -> web.Response:
     """Errors the relay itself answers, shaped like xAI's: {"code", "error"}."""
-    return web.json_response({"code": code, "error": message, "source": "xai-meter"},
-                             status=status)
+    return web.json_response({"code": code, "error": message, "source": "xai-meter"}, status=status)

@@ -39,10 +39,12 @@ class Router:
     """Maps a path under /v1/ to its dialect; built once, looked up per call."""
 
     def __init__(self) -> None:
-        self._exact = {pattern: d for pattern, d in _ROUTES if not any(c in pattern for c in
-                                                                         "[(.+*?")}
-        self._patterns = [(re.compile(pattern + "$"), d) for pattern, d in _ROUTES
-                          if pattern not in self._exact]
+        self._exact = {
+            pattern: d for pattern, d in _ROUTES if not any(c in pattern for c in "[(.+*?")
+        }
+        self._patterns = [
+            (re.compile(pattern + "$"), d) for pattern, d in _ROUTES if pattern not in self._exact
+        ]
         self._other = Dialect("other")
 
     def dialect(self, path: str) -> Dialect:

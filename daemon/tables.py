@@ -12,12 +12,17 @@ import orjson
 FORMATS = ("table", "json", "csv")
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: str = "table",
-           columns: Sequence[str] | None = None) -> str:
+def render(
+    rows: Sequence[dict[str, Any]], fmt: str = "table", columns: Sequence[str] | None = None
+) -> str:
     cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
     if fmt == "json":
-        return orjson.dumps([{c: r.get(c) for c in cols} for r in rows],
-                            option=orjson.OPT_INDENT_2).decode() + "\n"
+        return (
+            orjson.dumps(
+                [{c: r.get(c) for c in cols} for r in rows], option=orjson.OPT_INDENT_2
+            ).decode()
+            + "\n"
+        )
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
@@ -31,8 +36,10 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "table",
     numeric = [all(_is_number(r.get(c)) for r in rows if r.get(c) is not None) for c in cols]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
 
     parts = [line(cols), line(["-" * w for w in widths]), *(line(row) for row in cells)]
     return "\n".join(parts) + "\n"

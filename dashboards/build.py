@@ -41,17 +41,22 @@ PM = 'provider=~"$provider", model=~"$model"'
 P = 'provider=~"$provider"'
 M = 'model=~"$model"'
 
-BUDGET_NOTE = ("The budget is the recording rule xai_meter:spend_budget_usd_per_hour "
-               "(dashboards/rules/xai-meter-recording.yml), the one place to change it.")
-LEDGER_NOTE = ("Prometheus counters: a series' first increment after the daemon starts is not "
-               "seen by increase(). The ledger has every call to the tick: "
-               "`xai-meter report --since 24h --by model`.")
+BUDGET_NOTE = (
+    "The budget is the recording rule xai_meter:spend_budget_usd_per_hour "
+    "(dashboards/rules/xai-meter-recording.yml), the one place to change it."
+)
+LEDGER_NOTE = (
+    "Prometheus counters: a series' first increment after the daemon starts is not "
+    "seen by increase(). The ledger has every call to the tick: "
+    "`xai-meter report --since 24h --by model`."
+)
 
 PanelBuilder = cog_builder.Builder[dashboard.Panel]
 
 
-def query(expr: str, legend: str = "", *, ref: str = "A", table: bool = False,
-          instant: bool = False) -> prom_b.Dataquery:
+def query(
+    expr: str, legend: str = "", *, ref: str = "A", table: bool = False, instant: bool = False
+) -> prom_b.Dataquery:
     q = prom_b.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
     q = q.legend_format(legend or "__auto")
     if table:
@@ -65,89 +70,169 @@ def queries(*specs: tuple[str, str]) -> list[cog_builder.Builder[Any]]:
 
 
 def thresholds(*steps: tuple[float | None, str]) -> dash_b.ThresholdsConfig:
-    return dash_b.ThresholdsConfig().mode(dashboard.ThresholdsMode.ABSOLUTE).steps(
-        [dashboard.Threshold(value=value, color=color) for value, color in steps])
+    return (
+        dash_b.ThresholdsConfig()
+        .mode(dashboard.ThresholdsMode.ABSOLUTE)
+        .steps([dashboard.Threshold(value=value, color=color) for value, color in steps])
+    )
 
 
 def value_map(mapping: dict[str, tuple[str, str]]) -> dashboard.ValueMap:
-    return dashboard.ValueMap(options={
-        key: dashboard.ValueMappingResult(text=text, color=color, index=i)
-        for i, (key, (text, color)) in enumerate(mapping.items())})
+    return dashboard.ValueMap(
+        options={
+            key: dashboard.ValueMappingResult(text=text, color=color, index=i)
+            for i, (key, (text, color)) in enumerate(mapping.items())
+        }
+    )
 
 
 def organize(hide: tuple[str, ...], rename: dict[str, str]) -> dashboard.DataTransformerConfig:
-    return dashboard.DataTransformerConfig(id_val="organize", options={
-        "excludeByName": {name: True for name in hide}, "renameByName": rename})
+    return dashboard.DataTransformerConfig(
+        id_val="organize",
+        options={"excludeByName": {name: True for name in hide}, "renameByName": rename},
+    )
 
 
-def stat(title: str, expr: str, unit: str, description: str, legend: str = "",
-         *, width: int = 6) -> stat_b.Panel:
-    return (stat_b.Panel().title(title).description(description).datasource(DATASOURCE)
-            .with_target(query(expr, legend, instant=True)).unit(unit).height(4).span(width)
-            .graph_mode(common.BigValueGraphMode.NONE)
-            .color_mode(common.BigValueColorMode.VALUE)
-            .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-            .thresholds(thresholds((None, "green"))))
+def stat(
+    title: str, expr: str, unit: str, description: str, legend: str = "", *, width: int = 6
+) -> stat_b.Panel:
+    return (
+        stat_b.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(query(expr, legend, instant=True))
+        .unit(unit)
+        .height(4)
+        .span(width)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .color_mode(common.BigValueColorMode.VALUE)
+        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(thresholds((None, "green")))
+    )
 
 
-def timeseries(title: str, targets: list[cog_builder.Builder[Any]], unit: str,
-               description: str, *, width: int = 12) -> timeseries_b.Panel:
-    return (timeseries_b.Panel().title(title).description(description).datasource(DATASOURCE)
-            .targets(targets).unit(unit).height(8).span(width).fill_opacity(10)
-            .line_width(1).show_points(common.VisibilityMode.NEVER)
-            .legend(common_b.VizLegendOptions().show_legend(True)
-                    .display_mode(common.LegendDisplayMode.LIST)
-                    .placement(common.LegendPlacement.BOTTOM)))
+def timeseries(
+    title: str,
+    targets: list[cog_builder.Builder[Any]],
+    unit: str,
+    description: str,
+    *,
+    width: int = 12,
+) -> timeseries_b.Panel:
+    return (
+        timeseries_b.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .unit(unit)
+        .height(8)
+        .span(width)
+        .fill_opacity(10)
+        .line_width(1)
+        .show_points(common.VisibilityMode.NEVER)
+        .legend(
+            common_b.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+        )
+    )
 
 
-def table(title: str, expr: str, unit: str, description: str, *, width: int = 8,
-          value: str = "Value", hide: tuple[str, ...] = ("Time",),
-          sort: tuple[str, bool] | None = None) -> table_b.Panel:
+def table(
+    title: str,
+    expr: str,
+    unit: str,
+    description: str,
+    *,
+    width: int = 8,
+    value: str = "Value",
+    hide: tuple[str, ...] = ("Time",),
+    sort: tuple[str, bool] | None = None,
+) -> table_b.Panel:
     """An instant query as a table; its Value column named `value`, sorted by it (descending)
     unless `sort` names another column and the direction (descending?)."""
     column, descending = sort or (value, True)
-    return (table_b.Panel().title(title).description(description).datasource(DATASOURCE)
-            .with_target(query(expr, table=True)).unit(unit).height(8).span(width)
-            .with_transformation(organize(hide, {"Value": value} if value != "Value" else {}))
-            .sort_by([common_b.TableSortByFieldState().display_name(column).desc(descending)]))
+    return (
+        table_b.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(query(expr, table=True))
+        .unit(unit)
+        .height(8)
+        .span(width)
+        .with_transformation(organize(hide, {"Value": value} if value != "Value" else {}))
+        .sort_by([common_b.TableSortByFieldState().display_name(column).desc(descending)])
+    )
 
 
-def timeline(title: str, expr: str, legend: str, description: str,
-             mapping: dict[str, tuple[str, str]], *, width: int = 12) -> timeline_b.Panel:
-    return (timeline_b.Panel().title(title).description(description).datasource(DATASOURCE)
-            .with_target(query(expr, legend)).height(8).span(width)
-            .mappings([value_map(mapping)]).merge_values(True)
-            .show_value(common.VisibilityMode.NEVER).row_height(0.8)
-            .legend(common_b.VizLegendOptions().show_legend(False)))
+def timeline(
+    title: str,
+    expr: str,
+    legend: str,
+    description: str,
+    mapping: dict[str, tuple[str, str]],
+    *,
+    width: int = 12,
+) -> timeline_b.Panel:
+    return (
+        timeline_b.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(query(expr, legend))
+        .height(8)
+        .span(width)
+        .mappings([value_map(mapping)])
+        .merge_values(True)
+        .show_value(common.VisibilityMode.NEVER)
+        .row_height(0.8)
+        .legend(common_b.VizLegendOptions().show_legend(False))
+    )
 
 
 def dashed(color: str) -> list[dashboard.DynamicConfigValue]:
     """Field overrides that draw a series as a dashed reference line."""
-    return [dashboard.DynamicConfigValue(id_val="color",
-                                         value={"mode": "fixed", "fixedColor": color}),
-            dashboard.DynamicConfigValue(id_val="custom.lineStyle",
-                                         value={"fill": "dash", "dash": [10, 10]}),
-            dashboard.DynamicConfigValue(id_val="custom.fillOpacity", value=0)]
+    return [
+        dashboard.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color}),
+        dashboard.DynamicConfigValue(
+            id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
+        ),
+        dashboard.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+    ]
 
 
 # --- variables and annotations shared by both dashboards ------------------------------------
 
+
 def label_variable(name: str, label: str, query_text: str) -> dash_b.QueryVariable:
-    return (dash_b.QueryVariable(name).label(label).query(query_text).datasource(DATASOURCE)
-            .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dashboard.VariableSort.ALPHABETICAL_ASC)
-            .multi(True).include_all(True).all_value(".*").current(ALL))
+    return (
+        dash_b.QueryVariable(name)
+        .label(label)
+        .query(query_text)
+        .datasource(DATASOURCE)
+        .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dashboard.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(ALL)
+    )
 
 
 def variables(*, app: bool) -> Iterator[cog_builder.Builder[dashboard.VariableModel]]:
     yield dash_b.DatasourceVariable("datasource").label("Data source").type("prometheus")
-    yield label_variable("provider", "Provider",
-                         "label_values(xai_meter_requests_total, provider)")
-    yield label_variable("model", "Model",
-                         'label_values(xai_meter_requests_total{provider=~"$provider"}, model)')
+    yield label_variable("provider", "Provider", "label_values(xai_meter_requests_total, provider)")
+    yield label_variable(
+        "model", "Model", 'label_values(xai_meter_requests_total{provider=~"$provider"}, model)'
+    )
     if app:
         yield label_variable(
-            "app", "App", 'label_values(xai_meter_app_cost_usd_total{provider=~"$provider"}, app)')
+            "app", "App", 'label_values(xai_meter_app_cost_usd_total{provider=~"$provider"}, app)'
+        )
 
 
 # A fingerprint change in the 2 minutes before each 1-minute step: an increase of the changes
@@ -156,7 +241,8 @@ FINGERPRINT_CHANGES = (
     f"sum by (provider, model, kind) ("
     f"(increase(xai_meter_fingerprint_changes_total{{{PM}}}[2m]) > 0) or "
     f"(xai_meter_fingerprint_changes_total{{{PM}}} > 0 unless "
-    f"xai_meter_fingerprint_changes_total{{{PM}}} offset 2m))")
+    f"xai_meter_fingerprint_changes_total{{{PM}}} offset 2m))"
+)
 
 # Prometheus annotation fields the SDK does not model; added to the JSON by render().
 ANNOTATION_EXTRAS: dict[str, dict[str, Any]] = {
@@ -171,17 +257,37 @@ ANNOTATION_EXTRAS: dict[str, dict[str, Any]] = {
 
 
 def fingerprint_annotation() -> dash_b.AnnotationQuery:
-    return (dash_b.AnnotationQuery().name("Fingerprint changes").datasource(DATASOURCE)
-            .enable(True).icon_color("red").expr(FINGERPRINT_CHANGES))
+    return (
+        dash_b.AnnotationQuery()
+        .name("Fingerprint changes")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr(FINGERPRINT_CHANGES)
+    )
 
 
 def base(uid: str, title: str, description: str, *, app: bool) -> dash_b.Dashboard:
-    board = (dash_b.Dashboard(title).uid(uid).description(description).tags([TAG])
-             .editable().timezone("browser").time("now-24h", "now").refresh("1m")
-             .tooltip(dashboard.DashboardCursorSync.CROSSHAIR)
-             .link(dash_b.DashboardLink("xai-meter").type(dashboard.DashboardLinkType.DASHBOARDS)
-                   .tags([TAG]).as_dropdown(False).include_vars(True).keep_time(True))
-             .annotation(fingerprint_annotation()))
+    board = (
+        dash_b.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags([TAG])
+        .editable()
+        .timezone("browser")
+        .time("now-24h", "now")
+        .refresh("1m")
+        .tooltip(dashboard.DashboardCursorSync.CROSSHAIR)
+        .link(
+            dash_b.DashboardLink("xai-meter")
+            .type(dashboard.DashboardLinkType.DASHBOARDS)
+            .tags([TAG])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+        .annotation(fingerprint_annotation())
+    )
     for variable in variables(app=app):
         board = board.with_variable(variable)
     return board
@@ -199,8 +305,9 @@ class Ids:
         return panel
 
 
-def layout(board: dash_b.Dashboard,
-           sections: list[tuple[str, list[PanelBuilder]]]) -> dash_b.Dashboard:
+def layout(
+    board: dash_b.Dashboard, sections: list[tuple[str, list[PanelBuilder]]]
+) -> dash_b.Dashboard:
     ids = Ids()
     for title, panels in sections:
         row = dash_b.Row(title)
@@ -214,72 +321,138 @@ def layout(board: dash_b.Dashboard,
 
 # --- the Spend and tokens dashboard ----------------------------------------------------------
 
+
 def spend_panels() -> list[PanelBuilder]:
     cost = f"xai_meter_cost_usd_total{{{PM}}}"
     return [
-        stat("Spend in the selected range", f"sum(increase({cost}[$__range]))", "currencyUSD",
-             "Spend over the dashboard's time range: the cost xAI reported, else the cost "
-             "computed from the price list. " + LEDGER_NOTE),
-        stat("Spend, last 24 hours", f"sum(increase({cost}[1d]))", "currencyUSD",
-             "Spend over the last 24 hours, whatever the time range. " + LEDGER_NOTE),
-        stat("Burn rate, last hour (USD/h)",
-             f"sum(xai_meter:spend_usd_per_hour:rate1h{{{PM}}})", "currencyUSD",
-             "Spend rate over the last hour, in USD per hour. SpendBurnRateHigh fires when it "
-             "stays above the budget for 15 minutes."),
-        stat("Hourly budget (USD/h)", "xai_meter:spend_budget_usd_per_hour", "currencyUSD",
-             BUDGET_NOTE),
-        timeseries("Burn rate by model (USD/h)", queries(
-            (f"sum by (model) (rate({cost}[$__rate_interval])) * 3600", "{{model}}"),
-            (f"sum(rate({cost}[$__rate_interval])) * 3600", "total"),
-            ("xai_meter:spend_budget_usd_per_hour", "budget"),
-        ), "currencyUSD", "Spend rate per model and in total, against the hourly budget. "
-           + BUDGET_NOTE).override_by_name("budget", dashed("red")),
-        timeseries("Burn rate by app (USD/h)", queries(
-            ('sum by (app) (rate(xai_meter_app_cost_usd_total{provider=~"$provider", '
-             'app=~"$app"}[$__rate_interval])) * 3600', "{{app}}"),
-        ), "currencyUSD", "Spend rate per X-Meter-App header value (bounded: "
-           "metrics.apps, then the first metrics.max_apps seen, then `other`)."),
-        table("Spend by model", f"sum by (provider, model) (increase({cost}[$__range]))",
-              "currencyUSD", "Spend per model over the time range. " + LEDGER_NOTE,
-              value="spend"),
-        table("Spend by app",
-              'sum by (app) (increase(xai_meter_app_cost_usd_total{provider=~"$provider", '
-              'app=~"$app"}[$__range]))', "currencyUSD",
-              "Spend per app (X-Meter-App header) over the time range. Calls without the "
-              "header are not in this table.", value="spend"),
-        table("Spend by key",
-              f"sum by (key_id) (increase(xai_meter_key_cost_usd_total{{{P}}}[$__range]))",
-              "currencyUSD", "Spend per API key id (a salted HMAC of the key, never the key; "
-              "bounded by metrics.max_keys) over the time range.", value="spend"),
+        stat(
+            "Spend in the selected range",
+            f"sum(increase({cost}[$__range]))",
+            "currencyUSD",
+            "Spend over the dashboard's time range: the cost xAI reported, else the cost "
+            "computed from the price list. " + LEDGER_NOTE,
+        ),
+        stat(
+            "Spend, last 24 hours",
+            f"sum(increase({cost}[1d]))",
+            "currencyUSD",
+            "Spend over the last 24 hours, whatever the time range. " + LEDGER_NOTE,
+        ),
+        stat(
+            "Burn rate, last hour (USD/h)",
+            f"sum(xai_meter:spend_usd_per_hour:rate1h{{{PM}}})",
+            "currencyUSD",
+            "Spend rate over the last hour, in USD per hour. SpendBurnRateHigh fires when it "
+            "stays above the budget for 15 minutes.",
+        ),
+        stat(
+            "Hourly budget (USD/h)",
+            "xai_meter:spend_budget_usd_per_hour",
+            "currencyUSD",
+            BUDGET_NOTE,
+        ),
+        timeseries(
+            "Burn rate by model (USD/h)",
+            queries(
+                (f"sum by (model) (rate({cost}[$__rate_interval])) * 3600", "{{model}}"),
+                (f"sum(rate({cost}[$__rate_interval])) * 3600", "total"),
+                ("xai_meter:spend_budget_usd_per_hour", "budget"),
+            ),
+            "currencyUSD",
+            "Spend rate per model and in total, against the hourly budget. " + BUDGET_NOTE,
+        ).override_by_name("budget", dashed("red")),
+        timeseries(
+            "Burn rate by app (USD/h)",
+            queries(
+                (
+                    'sum by (app) (rate(xai_meter_app_cost_usd_total{provider=~"$provider", '
+                    'app=~"$app"}[$__rate_interval])) * 3600',
+                    "{{app}}",
+                ),
+            ),
+            "currencyUSD",
+            "Spend rate per X-Meter-App header value (bounded: "
+            "metrics.apps, then the first metrics.max_apps seen, then `other`).",
+        ),
+        table(
+            "Spend by model",
+            f"sum by (provider, model) (increase({cost}[$__range]))",
+            "currencyUSD",
+            "Spend per model over the time range. " + LEDGER_NOTE,
+            value="spend",
+        ),
+        table(
+            "Spend by app",
+            'sum by (app) (increase(xai_meter_app_cost_usd_total{provider=~"$provider", '
+            'app=~"$app"}[$__range]))',
+            "currencyUSD",
+            "Spend per app (X-Meter-App header) over the time range. Calls without the "
+            "header are not in this table.",
+            value="spend",
+        ),
+        table(
+            "Spend by key",
+            f"sum by (key_id) (increase(xai_meter_key_cost_usd_total{{{P}}}[$__range]))",
+            "currencyUSD",
+            "Spend per API key id (a salted HMAC of the key, never the key; "
+            "bounded by metrics.max_keys) over the time range.",
+            value="spend",
+        ),
     ]
 
 
 def reconciliation_panels() -> list[PanelBuilder]:
     reported = f"xai_meter_reconciled_reported_usd_total{{{PM}}}"
     computed = f"xai_meter_reconciled_computed_usd_total{{{PM}}}"
-    note = ("Over calls that have both: the cost xAI reported (cost_in_usd_ticks) and the cost "
-            "computed from the price list in force.")
+    note = (
+        "Over calls that have both: the cost xAI reported (cost_in_usd_ticks) and the cost "
+        "computed from the price list in force."
+    )
     return [
-        stat("Billed by the upstream (range)", f"sum(increase({reported}[$__range]))",
-             "currencyUSD", "What xAI billed. " + note, width=8),
-        stat("Computed from the price list (range)", f"sum(increase({computed}[$__range]))",
-             "currencyUSD", "What the price list says for the same calls. " + note, width=8),
-        stat("Gap: computed − billed (range)",
-             f"sum(increase({computed}[$__range])) - sum(increase({reported}[$__range]))",
-             "currencyUSD", "Positive: the price list says more than was billed. " + note,
-             width=8),
-        timeseries("Price-list drift by model (last hour)", queries(
-            (f"xai_meter:cost_reconciliation_drift:ratio1h{{{PM}}}", "{{model}}"),
-        ), "percentunit", "(computed − billed) / billed over the last hour, per model. "
-           "CostReconciliationDrift fires beyond ±5% for 30 minutes.")
+        stat(
+            "Billed by the upstream (range)",
+            f"sum(increase({reported}[$__range]))",
+            "currencyUSD",
+            "What xAI billed. " + note,
+            width=8,
+        ),
+        stat(
+            "Computed from the price list (range)",
+            f"sum(increase({computed}[$__range]))",
+            "currencyUSD",
+            "What the price list says for the same calls. " + note,
+            width=8,
+        ),
+        stat(
+            "Gap: computed − billed (range)",
+            f"sum(increase({computed}[$__range])) - sum(increase({reported}[$__range]))",
+            "currencyUSD",
+            "Positive: the price list says more than was billed. " + note,
+            width=8,
+        ),
+        timeseries(
+            "Price-list drift by model (last hour)",
+            queries(
+                (f"xai_meter:cost_reconciliation_drift:ratio1h{{{PM}}}", "{{model}}"),
+            ),
+            "percentunit",
+            "(computed − billed) / billed over the last hour, per model. "
+            "CostReconciliationDrift fires beyond ±5% for 30 minutes.",
+        )
         .thresholds(thresholds((None, "green"), (0.05, "orange")))
-        .thresholds_style(common_b.GraphThresholdsStyleConfig()
-                          .mode(common.GraphTresholdsStyleMode.LINE)),
-        table("Prices in force (USD per 1M tokens)",
-              f"max by (model, type) (xai_meter_price_usd_per_million_tokens{{{M}}})",
-              "currencyUSD", "The prices the daemon prices calls with now, from xAI's "
-              "listings and the pricing.overrides of its configuration.", width=12,
-              value="USD per 1M tokens", sort=("model", False)),
+        .thresholds_style(
+            common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)
+        ),
+        table(
+            "Prices in force (USD per 1M tokens)",
+            f"max by (model, type) (xai_meter_price_usd_per_million_tokens{{{M}}})",
+            "currencyUSD",
+            "The prices the daemon prices calls with now, from xAI's "
+            "listings and the pricing.overrides of its configuration.",
+            width=12,
+            value="USD per 1M tokens",
+            sort=("model", False),
+        ),
     ]
 
 
@@ -287,217 +460,406 @@ def token_panels() -> list[PanelBuilder]:
     tokens = f"xai_meter_tokens_total{{{PM}}}"
 
     def share(part: str, whole: str) -> str:
-        return (f'(sum(increase(xai_meter_tokens_total{{{PM}, type="{part}"}}[$__range])) '
-                f'or vector(0)) / '
-                f'sum(increase(xai_meter_tokens_total{{{PM}, type="{whole}"}}[$__range]))')
+        return (
+            f'(sum(increase(xai_meter_tokens_total{{{PM}, type="{part}"}}[$__range])) '
+            f"or vector(0)) / "
+            f'sum(increase(xai_meter_tokens_total{{{PM}, type="{whole}"}}[$__range]))'
+        )
 
     return [
-        stat("Cached share of input tokens (range)", share("cached_input", "input"),
-             "percentunit", "Cached prompt tokens as a share of all prompt tokens: cached "
-             "input is billed at the cheaper cached price.", width=12),
-        stat("Reasoning share of output tokens (range)", share("reasoning", "output"),
-             "percentunit", "Reasoning tokens as a share of output tokens (billed as output).",
-             width=12),
-        timeseries("Tokens/s by type", queries(
-            (f"sum by (type) (rate({tokens}[$__rate_interval]))", "{{type}}"),
-        ), "short", "input includes cached_input and image_input; output includes reasoning."),
-        timeseries("Tokens/s by model (input + output)", queries(
-            (f'sum by (model) (rate(xai_meter_tokens_total{{{PM}, type=~"input|output"}}'
-             f"[$__rate_interval]))", "{{model}}"),
-        ), "short", "Billed tokens per model: prompt (with cached and image) plus output "
-           "(with reasoning)."),
-        timeseries("Cached share of input tokens by model", queries(
-            (f'sum by (model) (rate(xai_meter_tokens_total{{{PM}, type="cached_input"}}'
-             f"[$__rate_interval])) / sum by (model) "
-             f'(rate(xai_meter_tokens_total{{{PM}, type="input"}}[$__rate_interval]))',
-             "{{model}}"),
-        ), "percentunit", "Models that never had a cached prompt token have no line."),
-        timeseries("Reasoning share of output tokens by model", queries(
-            (f'sum by (model) (rate(xai_meter_tokens_total{{{PM}, type="reasoning"}}'
-             f"[$__rate_interval])) / sum by (model) "
-             f'(rate(xai_meter_tokens_total{{{PM}, type="output"}}[$__rate_interval]))',
-             "{{model}}"),
-        ), "percentunit", "Reasoning tokens are billed as output; only reasoning models have "
-           "a line."),
-        table("Tokens by model and type (range)",
-              f"sum by (model, type) (increase({tokens}[$__range]))", "short",
-              "Tokens per model and type over the time range. " + LEDGER_NOTE, width=12,
-              value="tokens"),
+        stat(
+            "Cached share of input tokens (range)",
+            share("cached_input", "input"),
+            "percentunit",
+            "Cached prompt tokens as a share of all prompt tokens: cached "
+            "input is billed at the cheaper cached price.",
+            width=12,
+        ),
+        stat(
+            "Reasoning share of output tokens (range)",
+            share("reasoning", "output"),
+            "percentunit",
+            "Reasoning tokens as a share of output tokens (billed as output).",
+            width=12,
+        ),
+        timeseries(
+            "Tokens/s by type",
+            queries(
+                (f"sum by (type) (rate({tokens}[$__rate_interval]))", "{{type}}"),
+            ),
+            "short",
+            "input includes cached_input and image_input; output includes reasoning.",
+        ),
+        timeseries(
+            "Tokens/s by model (input + output)",
+            queries(
+                (
+                    f'sum by (model) (rate(xai_meter_tokens_total{{{PM}, type=~"input|output"}}'
+                    f"[$__rate_interval]))",
+                    "{{model}}",
+                ),
+            ),
+            "short",
+            "Billed tokens per model: prompt (with cached and image) plus output (with reasoning).",
+        ),
+        timeseries(
+            "Cached share of input tokens by model",
+            queries(
+                (
+                    f'sum by (model) (rate(xai_meter_tokens_total{{{PM}, type="cached_input"}}'
+                    f"[$__rate_interval])) / sum by (model) "
+                    f'(rate(xai_meter_tokens_total{{{PM}, type="input"}}[$__rate_interval]))',
+                    "{{model}}",
+                ),
+            ),
+            "percentunit",
+            "Models that never had a cached prompt token have no line.",
+        ),
+        timeseries(
+            "Reasoning share of output tokens by model",
+            queries(
+                (
+                    f'sum by (model) (rate(xai_meter_tokens_total{{{PM}, type="reasoning"}}'
+                    f"[$__rate_interval])) / sum by (model) "
+                    f'(rate(xai_meter_tokens_total{{{PM}, type="output"}}[$__rate_interval]))',
+                    "{{model}}",
+                ),
+            ),
+            "percentunit",
+            "Reasoning tokens are billed as output; only reasoning models have a line.",
+        ),
+        table(
+            "Tokens by model and type (range)",
+            f"sum by (model, type) (increase({tokens}[$__range]))",
+            "short",
+            "Tokens per model and type over the time range. " + LEDGER_NOTE,
+            width=12,
+            value="tokens",
+        ),
     ]
 
 
 def spend_dashboard() -> dash_b.Dashboard:
-    board = base("xai-meter-spend", "xai-meter / Spend and tokens",
-                 "What the apps behind xai-meter spend on the xAI API: by model, app and key; "
-                 "what the upstream billed against the price list; tokens by type.", app=True)
-    return layout(board, [
-        ("Spend", spend_panels()),
-        ("Billed vs the price list", reconciliation_panels()),
-        ("Tokens", token_panels()),
-    ])
+    board = base(
+        "xai-meter-spend",
+        "xai-meter / Spend and tokens",
+        "What the apps behind xai-meter spend on the xAI API: by model, app and key; "
+        "what the upstream billed against the price list; tokens by type.",
+        app=True,
+    )
+    return layout(
+        board,
+        [
+            ("Spend", spend_panels()),
+            ("Billed vs the price list", reconciliation_panels()),
+            ("Tokens", token_panels()),
+        ],
+    )
 
 
 # --- the Operations dashboard ----------------------------------------------------------------
 
+
 def request_panels() -> list[PanelBuilder]:
     requests = f"xai_meter_requests_total{{{PM}}}"
     return [
-        stat("Requests/s", f"sum(rate({requests}[$__rate_interval]))", "reqps",
-             "Calls relayed per second, whatever their ending."),
-        stat("5xx share (5m)", f"max(xai_meter:requests_5xx:ratio_rate5m{{{P}}})",
-             "percentunit", "Share of calls that got a 5xx (the relay's 502/504 included), "
-             "worst provider. UpstreamErrorRateHigh fires above 5% for 10 minutes.")
-        .thresholds(thresholds((None, "green"), (0.05, "red"))),
-        stat("429 share (5m)", f"max(xai_meter:requests_429:ratio_rate5m{{{P}}})",
-             "percentunit", "Share of calls rate limited, worst provider. RateLimited fires "
-             "above 10% for 10 minutes.")
-        .thresholds(thresholds((None, "green"), (0.1, "orange"))),
-        stat("Calls in flight", "sum(xai_meter_in_flight_requests)", "short",
-             "Calls being relayed right now."),
-        timeseries("Requests/s by endpoint", queries(
-            (f"sum by (endpoint) (rate({requests}[$__rate_interval]))", "{{endpoint}}"),
-        ), "reqps", "Calls per API endpoint (chat.completions, responses, messages, ...)."),
-        timeseries("Requests/s by status code", queries(
-            (f"sum by (code) (rate({requests}[$__rate_interval]))", "{{code}}"),
-        ), "reqps", "HTTP status the client got; `none` when it got none (it hung up first)."),
-        timeseries("5xx and 429 share by provider", queries(
-            (f"xai_meter:requests_5xx:ratio_rate5m{{{P}}}", "{{provider}} 5xx"),
-            (f"xai_meter:requests_429:ratio_rate5m{{{P}}}", "{{provider}} 429"),
-        ), "percentunit", "Over 5-minute windows (recording rules)."),
-        timeseries("Calls that did not end normally, by error", queries(
-            (f"sum by (endpoint, error) (rate(xai_meter_call_errors_total{{{P}}}"
-             f"[$__rate_interval]))", "{{endpoint}} {{error}}"),
-        ), "reqps", "http_error, upstream_unreachable, upstream_timeout, upstream_stream_cut, "
-           "client_disconnect, shutdown, ..."),
-        table("Requests by endpoint, model and code (range)",
-              f"sum by (endpoint, model, code) (increase({requests}[$__range]))", "short",
-              "Calls over the time range.", width=24, value="calls"),
+        stat(
+            "Requests/s",
+            f"sum(rate({requests}[$__rate_interval]))",
+            "reqps",
+            "Calls relayed per second, whatever their ending.",
+        ),
+        stat(
+            "5xx share (5m)",
+            f"max(xai_meter:requests_5xx:ratio_rate5m{{{P}}})",
+            "percentunit",
+            "Share of calls that got a 5xx (the relay's 502/504 included), "
+            "worst provider. UpstreamErrorRateHigh fires above 5% for 10 minutes.",
+        ).thresholds(thresholds((None, "green"), (0.05, "red"))),
+        stat(
+            "429 share (5m)",
+            f"max(xai_meter:requests_429:ratio_rate5m{{{P}}})",
+            "percentunit",
+            "Share of calls rate limited, worst provider. RateLimited fires "
+            "above 10% for 10 minutes.",
+        ).thresholds(thresholds((None, "green"), (0.1, "orange"))),
+        stat(
+            "Calls in flight",
+            "sum(xai_meter_in_flight_requests)",
+            "short",
+            "Calls being relayed right now.",
+        ),
+        timeseries(
+            "Requests/s by endpoint",
+            queries(
+                (f"sum by (endpoint) (rate({requests}[$__rate_interval]))", "{{endpoint}}"),
+            ),
+            "reqps",
+            "Calls per API endpoint (chat.completions, responses, messages, ...).",
+        ),
+        timeseries(
+            "Requests/s by status code",
+            queries(
+                (f"sum by (code) (rate({requests}[$__rate_interval]))", "{{code}}"),
+            ),
+            "reqps",
+            "HTTP status the client got; `none` when it got none (it hung up first).",
+        ),
+        timeseries(
+            "5xx and 429 share by provider",
+            queries(
+                (f"xai_meter:requests_5xx:ratio_rate5m{{{P}}}", "{{provider}} 5xx"),
+                (f"xai_meter:requests_429:ratio_rate5m{{{P}}}", "{{provider}} 429"),
+            ),
+            "percentunit",
+            "Over 5-minute windows (recording rules).",
+        ),
+        timeseries(
+            "Calls that did not end normally, by error",
+            queries(
+                (
+                    f"sum by (endpoint, error) (rate(xai_meter_call_errors_total{{{P}}}"
+                    f"[$__rate_interval]))",
+                    "{{endpoint}} {{error}}",
+                ),
+            ),
+            "reqps",
+            "http_error, upstream_unreachable, upstream_timeout, upstream_stream_cut, "
+            "client_disconnect, shutdown, ...",
+        ),
+        table(
+            "Requests by endpoint, model and code (range)",
+            f"sum by (endpoint, model, code) (increase({requests}[$__range]))",
+            "short",
+            "Calls over the time range.",
+            width=24,
+            value="calls",
+        ),
     ]
 
 
 def latency_panels() -> list[PanelBuilder]:
     def quantiles(metric: str) -> list[cog_builder.Builder[Any]]:
-        return queries(*[(f'{metric}{{{PM}, quantile="{q}"}}', f"{{{{model}}}} p{name}")
-                         for q, name in (("0.5", "50"), ("0.95", "95"), ("0.99", "99"))])
+        return queries(
+            *[
+                (f'{metric}{{{PM}, quantile="{q}"}}', f"{{{{model}}}} p{name}")
+                for q, name in (("0.5", "50"), ("0.95", "95"), ("0.99", "99"))
+            ]
+        )
 
     def overall(bucket: str) -> str:
         return f"histogram_quantile(0.95, sum by (le) ({bucket}{{{PM}}}))"
 
     return [
-        stat("p95 request duration (selected models, 5m)",
-             overall("xai_meter:request_duration_seconds_bucket:rate5m"), "s",
-             "Request start to last byte, over all selected models.", width=12),
-        stat("p95 time to first token (selected models, 5m)",
-             overall("xai_meter:time_to_first_token_seconds_bucket:rate5m"), "s",
-             "Streams: request start to the first generated token. The SLO is 10 s.",
-             width=12)
-        .thresholds(thresholds((None, "green"), (10, "red"))),
-        timeseries("Request duration p50 / p95 / p99 by model",
-                   quantiles("xai_meter:request_duration_seconds:quantile_rate5m"), "s",
-                   "Request start to last byte, over 5-minute windows (recording rules)."),
-        timeseries("Time to first token p50 / p95 / p99 by model",
-                   quantiles("xai_meter:time_to_first_token_seconds:quantile_rate5m"), "s",
-                   "Streams only. TTFTSlow fires when p95 stays above 10 s for 15 minutes.")
+        stat(
+            "p95 request duration (selected models, 5m)",
+            overall("xai_meter:request_duration_seconds_bucket:rate5m"),
+            "s",
+            "Request start to last byte, over all selected models.",
+            width=12,
+        ),
+        stat(
+            "p95 time to first token (selected models, 5m)",
+            overall("xai_meter:time_to_first_token_seconds_bucket:rate5m"),
+            "s",
+            "Streams: request start to the first generated token. The SLO is 10 s.",
+            width=12,
+        ).thresholds(thresholds((None, "green"), (10, "red"))),
+        timeseries(
+            "Request duration p50 / p95 / p99 by model",
+            quantiles("xai_meter:request_duration_seconds:quantile_rate5m"),
+            "s",
+            "Request start to last byte, over 5-minute windows (recording rules).",
+        ),
+        timeseries(
+            "Time to first token p50 / p95 / p99 by model",
+            quantiles("xai_meter:time_to_first_token_seconds:quantile_rate5m"),
+            "s",
+            "Streams only. TTFTSlow fires when p95 stays above 10 s for 15 minutes.",
+        )
         .thresholds(thresholds((None, "green"), (10, "red")))
-        .thresholds_style(common_b.GraphThresholdsStyleConfig()
-                          .mode(common.GraphTresholdsStyleMode.LINE)),
+        .thresholds_style(
+            common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)
+        ),
     ]
 
 
 def fingerprint_panels() -> list[PanelBuilder]:
     return [
-        timeline("Fingerprint in use, per model",
-                 f"xai_meter_fingerprint_info{{{PM}}}", "{{model}} · {{fingerprint}}",
-                 "One row per model and system_fingerprint: the bar shows when that "
-                 "fingerprint was the one the model answered with. Red markers (annotation "
-                 "`Fingerprint changes`) show each change.",
-                 {"1": ("in use", "green")}, width=24),
-        table("Current fingerprint per model", f"xai_meter_fingerprint_info{{{PM}}}", "none",
-              "The system_fingerprint each model answers with now.",
-              hide=("Time", "Value", "__name__", "instance", "job"), sort=("model", False)),
-        table("Fingerprint changes since the daemon started",
-              f"sum by (provider, model, kind) (xai_meter_fingerprint_changes_total{{{PM}}})",
-              "short", "kind new: a fingerprint never seen before (FingerprintChangedNew "
-              "fires); known: back to one seen before (several backends alternating).",
-              value="changes"),
-        table("Last fingerprint change",
-              f"max by (provider, model) "
-              f"(xai_meter_fingerprint_last_change_timestamp_seconds{{{PM}}}) * 1000",
-              "dateTimeAsIso", "When each model's fingerprint last changed.",
-              value="last change"),
-        timeseries("Fingerprint changes in the last hour", queries(
-            (f"xai_meter:fingerprint_changes:increase1h{{{PM}}}", "{{model}} {{kind}}"),
-        ), "short", "Changes per model and kind over the last hour (recording rule)."),
-        timeline("Traffic fingerprint vs the listing",
-                 f"xai_meter_fingerprint_listing_mismatch{{{PM}}}", "{{model}}",
-                 "Whether the fingerprint in traffic is the one /v1/language-models lists "
-                 "for the model.",
-                 {"0": ("matches the listing", "green"), "1": ("differs from the listing",
-                                                                "orange")}),
+        timeline(
+            "Fingerprint in use, per model",
+            f"xai_meter_fingerprint_info{{{PM}}}",
+            "{{model}} · {{fingerprint}}",
+            "One row per model and system_fingerprint: the bar shows when that "
+            "fingerprint was the one the model answered with. Red markers (annotation "
+            "`Fingerprint changes`) show each change.",
+            {"1": ("in use", "green")},
+            width=24,
+        ),
+        table(
+            "Current fingerprint per model",
+            f"xai_meter_fingerprint_info{{{PM}}}",
+            "none",
+            "The system_fingerprint each model answers with now.",
+            hide=("Time", "Value", "__name__", "instance", "job"),
+            sort=("model", False),
+        ),
+        table(
+            "Fingerprint changes since the daemon started",
+            f"sum by (provider, model, kind) (xai_meter_fingerprint_changes_total{{{PM}}})",
+            "short",
+            "kind new: a fingerprint never seen before (FingerprintChangedNew "
+            "fires); known: back to one seen before (several backends alternating).",
+            value="changes",
+        ),
+        table(
+            "Last fingerprint change",
+            f"max by (provider, model) "
+            f"(xai_meter_fingerprint_last_change_timestamp_seconds{{{PM}}}) * 1000",
+            "dateTimeAsIso",
+            "When each model's fingerprint last changed.",
+            value="last change",
+        ),
+        timeseries(
+            "Fingerprint changes in the last hour",
+            queries(
+                (f"xai_meter:fingerprint_changes:increase1h{{{PM}}}", "{{model}} {{kind}}"),
+            ),
+            "short",
+            "Changes per model and kind over the last hour (recording rule).",
+        ),
+        timeline(
+            "Traffic fingerprint vs the listing",
+            f"xai_meter_fingerprint_listing_mismatch{{{PM}}}",
+            "{{model}}",
+            "Whether the fingerprint in traffic is the one /v1/language-models lists "
+            "for the model.",
+            {"0": ("matches the listing", "green"), "1": ("differs from the listing", "orange")},
+        ),
     ]
 
 
 def health_panels() -> list[PanelBuilder]:
-    never = dashboard.RangeMap(options=dashboard.DashboardRangeMapOptions(
-        from_val=1e9, to=1e12, result=dashboard.ValueMappingResult(text="never",
-                                                                   color="red")))
+    never = dashboard.RangeMap(
+        options=dashboard.DashboardRangeMapOptions(
+            from_val=1e9, to=1e12, result=dashboard.ValueMappingResult(text="never", color="red")
+        )
+    )
     return [
-        stat("Scrape up", 'up{job="xai-meter"}', "none",
-             "1 when Prometheus scraped the daemon's /metrics.", "{{instance}}")
-        .mappings([value_map({"0": ("down", "red"), "1": ("up", "green")})]),
-        stat("Version", "xai_meter_build_info", "none", "The running daemon's version.",
-             "{{version}}").text_mode(common.BigValueTextMode.NAME),
-        stat("Price list age",
-             "time() - max(xai_meter_price_refresh_last_success_timestamp_seconds)", "s",
-             "Time since the last successful fetch of the price listings. PricesStale fires "
-             "above 3 hours, or when never fetched.")
-        .mappings([never]).thresholds(thresholds((None, "green"), (10800, "red"))),
-        stat("Price refresh failures (range)",
-             "sum(increase(xai_meter_price_refresh_failures_total[$__range]))", "short",
-             "Refreshes that failed after all retries. PriceRefreshFailing fires at two "
-             "within 3 hours.")
-        .thresholds(thresholds((None, "green"), (1, "orange"))),
-        timeseries("Ledger queue and calls in flight", queries(
-            ("sum(xai_meter_ledger_queue_depth)", "ledger queue"),
-            ("sum(xai_meter_in_flight_requests)", "in flight"),
-        ), "short", "Rows waiting for the ledger writer, and calls being relayed."),
-        timeseries("Ledger rows written and write errors", queries(
-            ("sum(rate(xai_meter_ledger_rows_written_total[$__rate_interval]))", "rows/s"),
-            ("sum(rate(xai_meter_ledger_write_errors_total[$__rate_interval]))",
-             "failed attempts/s"),
-        ), "short", "LedgerWriteErrors fires when writes keep failing for 10 minutes.")
-        .override_by_name("failed attempts/s", [dashboard.DynamicConfigValue(
-            id_val="color", value={"mode": "fixed", "fixedColor": "red"})]),
-        timeseries("Sink errors/s", queries(
-            ("sum by (sink) (rate(xai_meter_sink_errors_total[$__rate_interval]))", "{{sink}}"),
-        ), "short", "Metering code that raised (the relay and the other sinks are unaffected); "
-           "the daemon's log has the traceback (event sink_failed)."),
-        timeseries("Unmetered and unpriced share", queries(
-            ("xai_meter:unmetered:ratio_rate15m", "unmetered {{endpoint}}"),
-            (f"xai_meter:unpriced:ratio_rate15m{{{M}}}", "unpriced {{model}}"),
-        ), "percentunit", "Share of calls whose usage could not be read (UnmeteredCallsHigh: "
-           "above 1%) or that had no price (UnpricedCallsHigh: above 5%), over 15 minutes."),
-        timeseries("Unmetered, unpriced and backfilled calls/s", queries(
-            ("sum by (endpoint, reason) (rate(xai_meter_unmetered_total[$__rate_interval]))",
-             "unmetered {{endpoint}} {{reason}}"),
-            (f"sum by (model) (rate(xai_meter_unpriced_total{{{M}}}[$__rate_interval]))",
-             "unpriced {{model}}"),
-            ("sum(rate(xai_meter_backfilled_total[$__rate_interval]))", "backfilled"),
-        ), "reqps", "Backfilled: unpriced calls priced once prices for them arrived.",
-           width=24),
+        stat(
+            "Scrape up",
+            'up{job="xai-meter"}',
+            "none",
+            "1 when Prometheus scraped the daemon's /metrics.",
+            "{{instance}}",
+        ).mappings([value_map({"0": ("down", "red"), "1": ("up", "green")})]),
+        stat(
+            "Version",
+            "xai_meter_build_info",
+            "none",
+            "The running daemon's version.",
+            "{{version}}",
+        ).text_mode(common.BigValueTextMode.NAME),
+        stat(
+            "Price list age",
+            "time() - max(xai_meter_price_refresh_last_success_timestamp_seconds)",
+            "s",
+            "Time since the last successful fetch of the price listings. PricesStale fires "
+            "above 3 hours, or when never fetched.",
+        )
+        .mappings([never])
+        .thresholds(thresholds((None, "green"), (10800, "red"))),
+        stat(
+            "Price refresh failures (range)",
+            "sum(increase(xai_meter_price_refresh_failures_total[$__range]))",
+            "short",
+            "Refreshes that failed after all retries. PriceRefreshFailing fires at two "
+            "within 3 hours.",
+        ).thresholds(thresholds((None, "green"), (1, "orange"))),
+        timeseries(
+            "Ledger queue and calls in flight",
+            queries(
+                ("sum(xai_meter_ledger_queue_depth)", "ledger queue"),
+                ("sum(xai_meter_in_flight_requests)", "in flight"),
+            ),
+            "short",
+            "Rows waiting for the ledger writer, and calls being relayed.",
+        ),
+        timeseries(
+            "Ledger rows written and write errors",
+            queries(
+                ("sum(rate(xai_meter_ledger_rows_written_total[$__rate_interval]))", "rows/s"),
+                (
+                    "sum(rate(xai_meter_ledger_write_errors_total[$__rate_interval]))",
+                    "failed attempts/s",
+                ),
+            ),
+            "short",
+            "LedgerWriteErrors fires when writes keep failing for 10 minutes.",
+        ).override_by_name(
+            "failed attempts/s",
+            [
+                dashboard.DynamicConfigValue(
+                    id_val="color", value={"mode": "fixed", "fixedColor": "red"}
+                )
+            ],
+        ),
+        timeseries(
+            "Sink errors/s",
+            queries(
+                ("sum by (sink) (rate(xai_meter_sink_errors_total[$__rate_interval]))", "{{sink}}"),
+            ),
+            "short",
+            "Metering code that raised (the relay and the other sinks are unaffected); "
+            "the daemon's log has the traceback (event sink_failed).",
+        ),
+        timeseries(
+            "Unmetered and unpriced share",
+            queries(
+                ("xai_meter:unmetered:ratio_rate15m", "unmetered {{endpoint}}"),
+                (f"xai_meter:unpriced:ratio_rate15m{{{M}}}", "unpriced {{model}}"),
+            ),
+            "percentunit",
+            "Share of calls whose usage could not be read (UnmeteredCallsHigh: "
+            "above 1%) or that had no price (UnpricedCallsHigh: above 5%), over 15 minutes.",
+        ),
+        timeseries(
+            "Unmetered, unpriced and backfilled calls/s",
+            queries(
+                (
+                    "sum by (endpoint, reason) (rate(xai_meter_unmetered_total[$__rate_interval]))",
+                    "unmetered {{endpoint}} {{reason}}",
+                ),
+                (
+                    f"sum by (model) (rate(xai_meter_unpriced_total{{{M}}}[$__rate_interval]))",
+                    "unpriced {{model}}",
+                ),
+                ("sum(rate(xai_meter_backfilled_total[$__rate_interval]))", "backfilled"),
+            ),
+            "reqps",
+            "Backfilled: unpriced calls priced once prices for them arrived.",
+            width=24,
+        ),
     ]
 
 
 def operations_dashboard() -> dash_b.Dashboard:
-    board = base("xai-meter-operations", "xai-meter / Operations",
-                 "Requests and errors, latency and time to first token, model fingerprints "
-                 "and the daemon's own health.", app=False)
-    return layout(board, [
-        ("Requests and errors", request_panels()),
-        ("Latency and time to first token", latency_panels()),
-        ("Fingerprints", fingerprint_panels()),
-        ("Daemon health", health_panels()),
-    ])
+    board = base(
+        "xai-meter-operations",
+        "xai-meter / Operations",
+        "Requests and errors, latency and time to first token, model fingerprints "
+        "and the daemon's own health.",
+        app=False,
+    )
+    return layout(
+        board,
+        [
+            ("Requests and errors", request_panels()),
+            ("Latency and time to first token", latency_panels()),
+            ("Fingerprints", fingerprint_panels()),
+            ("Daemon health", health_panels()),
+        ],
+    )
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -521,13 +883,19 @@ def generate() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if regenerating would change dashboards/grafana/")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if regenerating would change dashboards/grafana/",
+    )
     args = parser.parse_args(argv)
     wanted = generate()
     present = {p.name for p in OUT.glob("*.json")}
-    stale = sorted(name for name, text in wanted.items()
-                   if not (OUT / name).exists() or (OUT / name).read_text() != text)
+    stale = sorted(
+        name
+        for name, text in wanted.items()
+        if not (OUT / name).exists() or (OUT / name).read_text() != text
+    )
     extra = sorted(present - set(wanted))
     if args.check:
         for name in stale:

@@ -33,7 +33,8 @@ def _restore_logging() -> Iterator[None]:
 
 def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Settings:
     table: dict[str, Any] = {
-        "relay": {"port": 0}, "admin": {"port": 0},
+        "relay": {"port": 0},
+        "admin": {"port": 0},
         "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 5},
         "ledger": {"path": str(tmp_path / "ledger.db"), "flush_interval": 0.0},
         "shutdown": {"grace_period": 2},
@@ -99,12 +100,14 @@ DaemonFactory = Callable[..., Awaitable[RunningDaemon]]
 async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     started: list[Daemon] = []
 
-    async def start(upstream: str, api_key: str | None = None, ledger: Path | None = None,
-                    **extra: Any) -> RunningDaemon:
+    async def start(
+        upstream: str, api_key: str | None = None, ledger: Path | None = None, **extra: Any
+    ) -> RunningDaemon:
         if ledger is not None:
             extra["ledger__path"] = str(ledger)
-        daemon = Daemon(make_settings(tmp_path, upstream, **extra), api_key=api_key,
-                        retry_wait=wait_none())
+        daemon = Daemon(
+            make_settings(tmp_path, upstream, **extra), api_key=api_key, retry_wait=wait_none()
+        )
         await daemon.start()
         started.append(daemon)
         return RunningDaemon(daemon)

@@ -16,19 +16,38 @@ from daemon.dialects.chat import ChatDialect, chat_usage
 from daemon.record import CallRecord, Unmetered, Usage
 
 XAI_USAGE = {  # real grok-4-fast-reasoning sample from xai-api.md
-    "prompt_tokens": 165, "completion_tokens": 2, "total_tokens": 292,
-    "prompt_tokens_details": {"text_tokens": 165, "audio_tokens": 0, "image_tokens": 0,
-                              "cached_tokens": 156},
-    "completion_tokens_details": {"reasoning_tokens": 125, "audio_tokens": 0,
-                                  "accepted_prediction_tokens": 0,
-                                  "rejected_prediction_tokens": 0},
-    "num_sources_used": 0, "cost_in_usd_ticks": 731000,
+    "prompt_tokens": 165,
+    "completion_tokens": 2,
+    "total_tokens": 292,
+    "prompt_tokens_details": {
+        "text_tokens": 165,
+        "audio_tokens": 0,
+        "image_tokens": 0,
+        "cached_tokens": 156,
+    },
+    "completion_tokens_details": {
+        "reasoning_tokens": 125,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+    "num_sources_used": 0,
+    "cost_in_usd_ticks": 731000,
 }
 
 
 def record(**kw: object) -> CallRecord:
-    r = CallRecord(id="t", started_at=0.0, t0=0.0, provider="xai", endpoint="chat.completions",
-                   method="POST", path="/v1/chat/completions", billable=True, status=200)
+    r = CallRecord(
+        id="t",
+        started_at=0.0,
+        t0=0.0,
+        provider="xai",
+        endpoint="chat.completions",
+        method="POST",
+        path="/v1/chat/completions",
+        billable=True,
+        status=200,
+    )
     for k, v in kw.items():
         setattr(r, k, v)
     return r
@@ -36,13 +55,21 @@ def record(**kw: object) -> CallRecord:
 
 def test_xai_reasoning_is_outside_completion_tokens() -> None:
     assert chat_usage(XAI_USAGE) == Usage(
-        input_tokens=165, cached_input_tokens=156, output_tokens=127, reasoning_tokens=125,
-        reported_cost_ticks=731000)
+        input_tokens=165,
+        cached_input_tokens=156,
+        output_tokens=127,
+        reasoning_tokens=125,
+        reported_cost_ticks=731000,
+    )
 
 
 def test_openai_reasoning_is_inside_completion_tokens() -> None:
-    u = {"prompt_tokens": 10, "completion_tokens": 50, "total_tokens": 60,
-         "completion_tokens_details": {"reasoning_tokens": 30}}
+    u = {
+        "prompt_tokens": 10,
+        "completion_tokens": 50,
+        "total_tokens": 60,
+        "completion_tokens_details": {"reasoning_tokens": 30},
+    }
     assert chat_usage(u) == Usage(input_tokens=10, output_tokens=50, reasoning_tokens=30)
 
 
@@ -71,8 +98,10 @@ def test_stream_options_without_include_usage_is_completed() -> None:
     r = record()
     out = ChatDialect().inspect_request(r, body)
     assert out is not None
-    assert json.loads(out)["stream_options"] == {"include_obfuscation": False,
-                                                 "include_usage": True}
+    assert json.loads(out)["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
 
 
 def test_deferred_post_is_not_billable() -> None:
@@ -82,9 +111,14 @@ def test_deferred_post_is_not_billable() -> None:
 
 
 def chunk(content: str | None, **extra: object) -> dict[str, object]:
-    c: dict[str, object] = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
-                            "created": 1, "model": "grok-4-fast-reasoning",
-                            "system_fingerprint": "fp_abc", **extra}
+    c: dict[str, object] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "grok-4-fast-reasoning",
+        "system_fingerprint": "fp_abc",
+        **extra,
+    }
     if content is not None:
         c["choices"] = [{"index": 0, "delta": {"content": content}}]
     return c
@@ -100,8 +134,14 @@ STREAM = sse(STREAM_EVENTS)
 STREAM_WITHOUT_USAGE = sse(STREAM_EVENTS[:2])
 
 
-def run_tap(body: bytes, cuts: list[int], *, filtering: bool, encoding: str = "",
-            content_type: str = "text/event-stream") -> tuple[CallRecord, bytes]:
+def run_tap(
+    body: bytes,
+    cuts: list[int],
+    *,
+    filtering: bool,
+    encoding: str = "",
+    content_type: str = "text/event-stream",
+) -> tuple[CallRecord, bytes]:
     r = record(usage_injected=filtering, stream=True)
     tap = ChatDialect().tap(r, content_type, lambda: 0.5, encoding)
     forwarded = []
@@ -116,17 +156,26 @@ def run_tap(body: bytes, cuts: list[int], *, filtering: bool, encoding: str = ""
 
 
 @settings(max_examples=300, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12),
-       filtering=st.booleans(), crlf=st.booleans())
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12),
+    filtering=st.booleans(),
+    crlf=st.booleans(),
+)
 def test_sse_split_anywhere_meters_exactly(cuts: list[int], filtering: bool, crlf: bool) -> None:
     body = sse(STREAM_EVENTS, b"\r\n\r\n") if crlf else STREAM
     r, forwarded = run_tap(body, cuts, filtering=filtering)
     assert r.usage == chat_usage(XAI_USAGE)
-    assert (r.model, r.fingerprint, r.response_id) == ("grok-4-fast-reasoning", "fp_abc",
-                                                         "chatcmpl-1")
+    assert (r.model, r.fingerprint, r.response_id) == (
+        "grok-4-fast-reasoning",
+        "fp_abc",
+        "chatcmpl-1",
+    )
     assert r.metered and r.ttft_ms == 500.0
-    expected = (sse(STREAM_EVENTS[:2], b"\r\n\r\n") if crlf else STREAM_WITHOUT_USAGE) \
-        if filtering else body
+    expected = (
+        (sse(STREAM_EVENTS[:2], b"\r\n\r\n") if crlf else STREAM_WITHOUT_USAGE)
+        if filtering
+        else body
+    )
     assert forwarded == expected
 
 
@@ -155,13 +204,19 @@ def test_gzip_stream_is_metered_and_never_filtered() -> None:
 
 
 def test_json_body_split_and_gzipped() -> None:
-    obj = {"id": "chatcmpl-9", "object": "chat.completion", "model": "grok-3",
-           "system_fingerprint": "fp_x", "choices": [], "usage": XAI_USAGE}
+    obj = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion",
+        "model": "grok-3",
+        "system_fingerprint": "fp_x",
+        "choices": [],
+        "usage": XAI_USAGE,
+    }
     body = gzip.compress(json.dumps(obj).encode())
     r = record()
     tap = ChatDialect().tap(r, "application/json", lambda: 0.0, "gzip")
     for i in range(0, len(body), 7):
-        assert tap.feed(body[i:i + 7]) is None
+        assert tap.feed(body[i : i + 7]) is None
     tap.finish(True)
     assert r.usage == chat_usage(XAI_USAGE) and r.model == "grok-3" and r.ttft_ms is None
 
@@ -177,23 +232,34 @@ def test_malformed_json_body_is_unmetered() -> None:
 def test_error_body_keeps_the_code_not_the_message() -> None:
     r = record(status=400)
     tap = ChatDialect().tap(r, "application/json", lambda: 0.0)
-    tap.feed(b'{"code":"Client specified an invalid argument","error":"Incorrect API key '
-             b'provided: xa***yz"}')
+    tap.feed(
+        b'{"code":"Client specified an invalid argument","error":"Incorrect API key '
+        b'provided: xa***yz"}'
+    )
     tap.finish(True)
     assert r.error_detail == "Client specified an invalid argument" and r.metered
 
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "deflate"])
 def test_other_encodings_are_decoded_for_the_meter(encoding: str) -> None:
-    obj = {"id": "chatcmpl-9", "object": "chat.completion", "model": "grok-3",
-           "system_fingerprint": "fp_x", "choices": [], "usage": XAI_USAGE}
+    obj = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion",
+        "model": "grok-3",
+        "system_fingerprint": "fp_x",
+        "choices": [],
+        "usage": XAI_USAGE,
+    }
     raw = json.dumps(obj).encode()
-    body = {"br": lambda b: brotli.compress(b), "zstd": lambda b: zstandard.compress(b),
-            "deflate": lambda b: zlib.compress(b)}[encoding](raw)
+    body = {
+        "br": lambda b: brotli.compress(b),
+        "zstd": lambda b: zstandard.compress(b),
+        "deflate": lambda b: zlib.compress(b),
+    }[encoding](raw)
     r = record()
     tap = ChatDialect().tap(r, "application/json", lambda: 0.0, encoding)
     for i in range(0, len(body), 5):
-        assert tap.feed(body[i:i + 5]) is None  # the client's bytes are never touched
+        assert tap.feed(body[i : i + 5]) is None  # the client's bytes are never touched
     tap.finish(True)
     assert r.usage == chat_usage(XAI_USAGE) and r.metered
 
@@ -209,23 +275,50 @@ def test_forward_headers_drops_hop_by_hop_ours_and_connection_named() -> None:
 
     from daemon.relay import forward_headers, response_headers
 
-    incoming = CIMultiDictProxy(CIMultiDict([
-        ("Host", "evil.example"), ("Authorization", "Bearer k"),
-        ("Connection", "keep-alive, X-Foo"), ("X-Foo", "1"), ("Keep-Alive", "timeout=5"),
-        ("X-Meter-App", "a"), ("Accept", "*/*"),
-        ("Transfer-Encoding", "chunked"), ("Content-Length", "3"), ("X-Custom", "v")]))
+    incoming = CIMultiDictProxy(
+        CIMultiDict(
+            [
+                ("Host", "evil.example"),
+                ("Authorization", "Bearer k"),
+                ("Connection", "keep-alive, X-Foo"),
+                ("X-Foo", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("X-Meter-App", "a"),
+                ("Accept", "*/*"),
+                ("Transfer-Encoding", "chunked"),
+                ("Content-Length", "3"),
+                ("X-Custom", "v"),
+            ]
+        )
+    )
     assert list(forward_headers(incoming).items()) == [
-        ("Authorization", "Bearer k"), ("Accept", "*/*"), ("X-Custom", "v")]
-    back = CIMultiDictProxy(CIMultiDict([("Content-Type", "application/json"),
-                                         ("Content-Length", "3"), ("X-Meter-Upstream", "kept"),
-                                         ("Connection", "close"), ("Set-Cookie", "a=1")]))
+        ("Authorization", "Bearer k"),
+        ("Accept", "*/*"),
+        ("X-Custom", "v"),
+    ]
+    back = CIMultiDictProxy(
+        CIMultiDict(
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", "3"),
+                ("X-Meter-Upstream", "kept"),
+                ("Connection", "close"),
+                ("Set-Cookie", "a=1"),
+            ]
+        )
+    )
     assert list(response_headers(back).items()) == [
-        ("Content-Type", "application/json"), ("X-Meter-Upstream", "kept"), ("Set-Cookie", "a=1")]
+        ("Content-Type", "application/json"),
+        ("X-Meter-Upstream", "kept"),
+        ("Set-Cookie", "a=1"),
+    ]
 
 
 def test_error_event_mid_stream_is_kept_and_the_call_unmetered() -> None:
-    body = sse(STREAM_EVENTS[:2])[:-len(b"data: [DONE]\n\n")] + \
-        b'data: {"code":"Internal error","error":"The service is overloaded"}\n\n'
+    body = (
+        sse(STREAM_EVENTS[:2])[: -len(b"data: [DONE]\n\n")]
+        + b'data: {"code":"Internal error","error":"The service is overloaded"}\n\n'
+    )
     r, forwarded = run_tap(body, [5, 99], filtering=False)
     assert forwarded == body
     assert r.error_detail == "Internal error" and r.unmetered_reason is Unmetered.NO_USAGE

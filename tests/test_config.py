@@ -19,21 +19,29 @@ def test_zero_config_defaults() -> None:
 def test_example_config_is_generated_from_the_settings_table() -> None:
     example = (Path(__file__).parent.parent / "config.example.toml").read_text()
     assert example == config.example_toml(), "run: xai-meter example-config > config.example.toml"
-    assert config.load(Path(__file__).parent.parent / "config.example.toml").values == \
-        config.load(None).values
+    assert (
+        config.load(Path(__file__).parent.parent / "config.example.toml").values
+        == config.load(None).values
+    )
 
 
-@pytest.mark.parametrize(("text", "names"), [
-    ("[relay]\nport = 'x'\n", ["relay.port", "whole number"]),
-    ("[relay]\nport = 70000\n", ["relay.port", "0 to 65535"]),
-    ("[relay]\nprot = 1\n", ["relay.prot", "Did you mean relay.port?"]),
-    ("[upstream]\nbase_url = 'ftp://x'\n", ["upstream.base_url", "http(s) URL"]),
-    ("[upstream]\nbase_url = 'https://api.x.ai/v1'\n", ["upstream.base_url", "https://api.x.ai"]),
-    ("[auth]\napi_key_env = 'xai-abc-123'\n", ["auth.api_key_env", "name"]),
-    ("[log]\nlevel = 'loud'\n", ["log.level", "'debug'"]),
-    ("[shutdown]\ngrace_period = -1\n", ["shutdown.grace_period", "greater than 0"]),
-    ("[relay\n", ["not valid TOML"]),
-])
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[relay]\nport = 'x'\n", ["relay.port", "whole number"]),
+        ("[relay]\nport = 70000\n", ["relay.port", "0 to 65535"]),
+        ("[relay]\nprot = 1\n", ["relay.prot", "Did you mean relay.port?"]),
+        ("[upstream]\nbase_url = 'ftp://x'\n", ["upstream.base_url", "http(s) URL"]),
+        (
+            "[upstream]\nbase_url = 'https://api.x.ai/v1'\n",
+            ["upstream.base_url", "https://api.x.ai"],
+        ),
+        ("[auth]\napi_key_env = 'xai-abc-123'\n", ["auth.api_key_env", "name"]),
+        ("[log]\nlevel = 'loud'\n", ["log.level", "'debug'"]),
+        ("[shutdown]\ngrace_period = -1\n", ["shutdown.grace_period", "greater than 0"]),
+        ("[relay\n", ["not valid TOML"]),
+    ],
+)
 def test_bad_config_names_the_key_and_the_fix(tmp_path: Path, text: str, names: list[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -48,16 +56,18 @@ def test_missing_config_file(tmp_path: Path) -> None:
         config.load(tmp_path / "nope.toml")
 
 
-def test_serve_with_bad_config_fails_at_start(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_with_bad_config_fails_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[relay]\nport = 'x'\n")
     assert main(["serve", "--config", str(path)]) == 2
     assert "relay.port" in capsys.readouterr().err
 
 
-def test_forced_key_env_must_be_set(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forced_key_env_must_be_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("XAI_METER_TEST_KEY", raising=False)
     path = tmp_path / "c.toml"
     path.write_text("[auth]\napi_key_env = 'XAI_METER_TEST_KEY'\n")

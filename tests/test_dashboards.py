@@ -37,9 +37,18 @@ RUNBOOK = DASHBOARDS / "RUNBOOK.md"
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
 
 REQUIRED_ALERTS = {
-    "FingerprintChangedNew", "SpendBurnRateHigh", "UpstreamErrorRateHigh", "RateLimited",
-    "TTFTSlow", "PricesStale", "PriceRefreshFailing", "CostReconciliationDrift",
-    "UnmeteredCallsHigh", "UnpricedCallsHigh", "LedgerWriteErrors", "XaiMeterDown",
+    "FingerprintChangedNew",
+    "SpendBurnRateHigh",
+    "UpstreamErrorRateHigh",
+    "RateLimited",
+    "TTFTSlow",
+    "PricesStale",
+    "PriceRefreshFailing",
+    "CostReconciliationDrift",
+    "UnmeteredCallsHigh",
+    "UnpricedCallsHigh",
+    "LedgerWriteErrors",
+    "XaiMeterDown",
 }
 
 
@@ -47,8 +56,10 @@ def binary(name: str) -> str:
     """The path of a Prometheus binary; a loud skip without it, a failure in CI."""
     path = shutil.which(name)
     if path is None:
-        reason = (f"`{name}` is not installed (apt-get install prometheus): the dashboards, "
-                  "rules and alerts are NOT tested")
+        reason = (
+            f"`{name}` is not installed (apt-get install prometheus): the dashboards, "
+            "rules and alerts are NOT tested"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{reason}, and CI must test them")
         pytest.skip(reason)
@@ -56,6 +67,7 @@ def binary(name: str) -> str:
 
 
 # --- what the dashboards and the rules contain ------------------------------------------------
+
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
@@ -102,8 +114,11 @@ def label_values(query: str) -> tuple[str, str]:
 
 
 def all_expressions() -> list[tuple[str, str]]:
-    found = [(f"{path.name}: {where}", expr) for path in JSON_FILES
-             for where, expr in dashboard_queries(json.loads(path.read_text()))]
+    found = [
+        (f"{path.name}: {where}", expr)
+        for path in JSON_FILES
+        for where, expr in dashboard_queries(json.loads(path.read_text()))
+    ]
     found += [(f"record {r['record']}", r["expr"]) for r in recordings()]
     found += [(f"alert {r['alert']}", r["expr"]) for r in alerts()]
     return found
@@ -116,8 +131,24 @@ GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(
 SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)?\s*\{([^}]*)\}")
 MATCHER_LABEL = re.compile(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)")
 IDENTIFIER = re.compile(r"(?<![\w:$.])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()")
-KEYWORDS = {"and", "or", "unless", "offset", "bool", "by", "without", "on", "ignoring",
-            "group_left", "group_right", "inf", "nan", "Inf", "NaN", "atan2"}
+KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
+    "atan2",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -131,20 +162,29 @@ def metric_names(expr: str) -> set[str]:
 def selector_labels(expr: str) -> list[tuple[str, set[str]]]:
     """(metric name, labels its matchers use) for each `name{...}` selector."""
     text = STRING.sub('""', expr)
-    return [(name, set(MATCHER_LABEL.findall(matchers)))
-            for name, matchers in SELECTOR.findall(text) if name]
+    return [
+        (name, set(MATCHER_LABEL.findall(matchers)))
+        for name, matchers in SELECTOR.findall(text)
+        if name
+    ]
 
 
 def grouping_labels(expr: str) -> set[str]:
     text = STRING.sub('""', expr)
-    return {label.strip() for group in GROUPING.findall(text)
-            for label in group.split(",") if label.strip()}
+    return {
+        label.strip()
+        for group in GROUPING.findall(text)
+        for label in group.split(",")
+        if label.strip()
+    }
 
 
 def test_the_promql_reader_finds_names_and_labels() -> None:
-    expr = ('histogram_quantile(0.95, sum by (le, model) (rate(x_bucket{model=~"$m", a="b{"}'
-            '[$__rate_interval]))) / on () group_left sum(y_total offset 1h) > bool 2 '
-            'or vector(1) unless (z:rec:ratio unless w)')
+    expr = (
+        'histogram_quantile(0.95, sum by (le, model) (rate(x_bucket{model=~"$m", a="b{"}'
+        "[$__rate_interval]))) / on () group_left sum(y_total offset 1h) > bool 2 "
+        "or vector(1) unless (z:rec:ratio unless w)"
+    )
     assert metric_names(expr) == {"x_bucket", "y_total", "z:rec:ratio", "w"}
     assert selector_labels(expr) == [("x_bucket", {"model", "a"})]
     assert grouping_labels(expr) == {"le", "model"}
@@ -152,9 +192,13 @@ def test_the_promql_reader_finds_names_and_labels() -> None:
 
 # --- the daemon's side of the contract -----------------------------------------------------------
 
-SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "info": ("_info",),
-            "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "summary": ("", "_sum", "_count", "_created")}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "info": ("_info",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+}
 
 
 def exported() -> dict[str, set[str]]:
@@ -191,8 +235,12 @@ def recorded() -> dict[str, set[str]]:
             result[name] = set()
             for rule in rules_by_name[name]:
                 result[name] |= grouping_labels(rule["expr"]) | set(rule.get("labels", {}))
-                result[name] |= {label for inner in metric_names(rule["expr"])
-                                 if inner in rules_by_name for label in labels(inner)}
+                result[name] |= {
+                    label
+                    for inner in metric_names(rule["expr"])
+                    if inner in rules_by_name
+                    for label in labels(inner)
+                }
         return result[name]
 
     for name in rules_by_name:
@@ -202,9 +250,13 @@ def recorded() -> dict[str, set[str]]:
 
 def test_the_daemon_side_is_read_correctly() -> None:
     names = exported()
-    assert {"xai_meter_requests_total", "xai_meter_request_duration_seconds_bucket",
-            "xai_meter_build_info", "xai_meter_fingerprint_info",
-            "xai_meter_in_flight_requests"} <= set(names)
+    assert {
+        "xai_meter_requests_total",
+        "xai_meter_request_duration_seconds_bucket",
+        "xai_meter_build_info",
+        "xai_meter_fingerprint_info",
+        "xai_meter_in_flight_requests",
+    } <= set(names)
     assert "code" in names["xai_meter_requests_total"]
     assert "le" in names["xai_meter_request_duration_seconds_bucket"]
     assert "version" in names["xai_meter_build_info"]
@@ -260,13 +312,21 @@ def test_every_dashboard_query_is_filtered_by_the_variables_it_can_be() -> None:
 
 # --- the dashboards are generated --------------------------------------------------------------
 
+
 def test_dashboards_are_generated_by_build_py() -> None:
     assert [p.name for p in JSON_FILES] == ["xai-meter-operations.json", "xai-meter-spend.json"]
-    result = subprocess.run([sys.executable, "dashboards/build.py", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "dashboards/build.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, (
         "the committed dashboards differ from what dashboards/build.py generates:\n"
-        + result.stdout + result.stderr)
+        + result.stdout
+        + result.stderr
+    )
 
 
 def test_dashboards_have_unique_panel_ids_and_the_variables() -> None:
@@ -287,6 +347,7 @@ def test_dashboards_have_unique_panel_ids_and_the_variables() -> None:
 
 
 # --- rules and alerts ------------------------------------------------------------------------
+
 
 def runbook_anchors() -> set[str]:
     """GitHub's anchors of RUNBOOK.md's headings."""
@@ -319,7 +380,8 @@ def test_the_spend_budget_is_set_in_one_place() -> None:
     [alert] = [r for r in alerts() if r["alert"] == "SpendBurnRateHigh"]
     assert "xai_meter:spend_budget_usd_per_hour" in alert["expr"]
     assert not re.search(r"\d", alert["expr"].replace("rate1h", "")), (
-        "SpendBurnRateHigh compares against a number: use the budget recording rule")
+        "SpendBurnRateHigh compares against a number: use the budget recording rule"
+    )
 
 
 def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:
@@ -327,8 +389,10 @@ def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:
     quiet: set[str] = set()
     for path in UNIT_TESTS:
         spec = load_yaml(path)
-        assert spec["rule_files"] == ["../rules/xai-meter-recording.yml",
-                                      "../rules/xai-meter-alerts.yml"], path.name
+        assert spec["rule_files"] == [
+            "../rules/xai-meter-recording.yml",
+            "../rules/xai-meter-alerts.yml",
+        ], path.name
         for test in spec["tests"]:
             for case in test.get("alert_rule_test", []):
                 (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
@@ -339,20 +403,32 @@ def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:
 
 def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
     promtool = binary("promtool")
-    result = subprocess.run([promtool, "check", "rules", *map(str, RULE_FILES)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", *map(str, RULE_FILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    result = subprocess.run([promtool, "check", "config", str(DASHBOARDS / "prometheus.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "config", str(DASHBOARDS / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_pass() -> None:
     promtool = binary("promtool")
     assert len(UNIT_TESTS) >= 4
-    result = subprocess.run([promtool, "test", "rules", *(p.name for p in UNIT_TESTS)],
-                            cwd=DASHBOARDS / "tests", capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [promtool, "test", "rules", *(p.name for p in UNIT_TESTS)],
+        cwd=DASHBOARDS / "tests",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -19,16 +19,39 @@ from daemon.dialects.responses import ResponsesDialect, responses_usage
 from daemon.record import CallRecord, Usage
 
 REQUESTS = {
-    "chat": ("/v1/chat/completions", {"model": "grok-4-fast", "stream": True,
-                                      "stream_options": {"include_usage": True},
-                                      "messages": [{"role": "user", "content": "Tell me more"}]}),
-    "responses": ("/v1/responses", {"model": "grok-4-fast", "stream": True,
-                                    "input": "Search the news", "tools": [{"type": "web_search"}]}),
-    "messages": ("/v1/messages", {"model": "grok-3", "stream": True, "max_tokens": 64,
-                                  "messages": [{"role": "user", "content": "Hello there"}]}),
+    "chat": (
+        "/v1/chat/completions",
+        {
+            "model": "grok-4-fast",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Tell me more"}],
+        },
+    ),
+    "responses": (
+        "/v1/responses",
+        {
+            "model": "grok-4-fast",
+            "stream": True,
+            "input": "Search the news",
+            "tools": [{"type": "web_search"}],
+        },
+    ),
+    "messages": (
+        "/v1/messages",
+        {
+            "model": "grok-3",
+            "stream": True,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Hello there"}],
+        },
+    ),
 }
-DIALECTS: dict[str, Dialect] = {"chat": ChatDialect(), "responses": ResponsesDialect(),
-                                "messages": MessagesDialect()}
+DIALECTS: dict[str, Dialect] = {
+    "chat": ChatDialect(),
+    "responses": ResponsesDialect(),
+    "messages": MessagesDialect(),
+}
 
 
 async def _capture() -> dict[str, bytes]:
@@ -37,8 +60,11 @@ async def _capture() -> dict[str, bytes]:
     try:
         async with aiohttp.ClientSession() as http:
             for name, (path, body) in REQUESTS.items():
-                async with http.post(sim.url + path, json=body, headers={
-                        "Authorization": "Bearer k", "X-Sim-Cached-Tokens": "2"}) as r:
+                async with http.post(
+                    sim.url + path,
+                    json=body,
+                    headers={"Authorization": "Bearer k", "X-Sim-Cached-Tokens": "2"},
+                ) as r:
                     assert r.status == 200
                     bodies[name] = await r.read()
     finally:
@@ -53,22 +79,33 @@ def bodies() -> dict[str, bytes]:
 
 def expected_usage(name: str, body: bytes) -> Usage:
     """The usage the stream's own final event states, read without any tap."""
-    events = [json.loads(line[6:]) for line in body.decode().splitlines()
-              if line.startswith("data: {")]
+    events = [
+        json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")
+    ]
     if name == "chat":
         return chat_usage(events[-1]["usage"])
     if name == "responses":
         final = next(e for e in events if e["type"] == "response.completed")
         return responses_usage(final["response"]["usage"])
-    usage = {**events[0]["message"]["usage"],
-             **next(e for e in events if e["type"] == "message_delta")["usage"]}
+    usage = {
+        **events[0]["message"]["usage"],
+        **next(e for e in events if e["type"] == "message_delta")["usage"],
+    }
     return messages_usage(usage, "xai")
 
 
 def meter(name: str, body: bytes, cuts: list[int]) -> tuple[CallRecord, bytes]:
     path, request = REQUESTS[name]
-    record = CallRecord(id="t", started_at=0.0, t0=0.0, provider="xai", endpoint=name,
-                        method="POST", path=path, status=200)
+    record = CallRecord(
+        id="t",
+        started_at=0.0,
+        t0=0.0,
+        provider="xai",
+        endpoint=name,
+        method="POST",
+        path=path,
+        status=200,
+    )
     dialect = DIALECTS[name]
     dialect.inspect_request(record, json.dumps(request).encode())
     tap = dialect.tap(record, "text/event-stream", lambda: 1.0)
@@ -90,20 +127,19 @@ def test_unsplit_stream_meters_its_final_usage(bodies: dict[str, bytes], name: s
     assert record.metered and record.model and record.response_id and record.ttft_ms == 1000.0
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[
-    HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 @pytest.mark.parametrize("name", list(REQUESTS))
-def test_any_split_meters_exactly(bodies: dict[str, bytes], name: str,
-                                  data: st.DataObject) -> None:
+def test_any_split_meters_exactly(bodies: dict[str, bytes], name: str, data: st.DataObject) -> None:
     body = bodies[name]
     cuts = data.draw(st.lists(st.integers(0, len(body)), max_size=40))
     whole, _ = meter(name, body, [])
     split, forwarded = meter(name, body, cuts)
     assert forwarded == body
     assert whole.usage is not None and split.usage == whole.usage
-    assert (split.model, split.response_id, split.metered) == (
-        whole.model, whole.response_id, True)
+    assert (split.model, split.response_id, split.metered) == (whole.model, whole.response_id, True)
 
 
 def test_byte_by_byte(bodies: dict[str, bytes]) -> None:
@@ -113,12 +149,22 @@ def test_byte_by_byte(bodies: dict[str, bytes]) -> None:
 
 
 def test_anthropic_error_event_keeps_its_type() -> None:
-    body = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
-            b'"model":"claude","usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
-            b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
-            b'"message":"Overloaded"}}\n\n')
-    record = CallRecord(id="t", started_at=0.0, t0=0.0, provider="anthropic",
-                        endpoint="messages", method="POST", path="/v1/messages", status=200)
+    body = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+        b'"model":"claude","usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+        b'"message":"Overloaded"}}\n\n'
+    )
+    record = CallRecord(
+        id="t",
+        started_at=0.0,
+        t0=0.0,
+        provider="anthropic",
+        endpoint="messages",
+        method="POST",
+        path="/v1/messages",
+        status=200,
+    )
     MessagesDialect().inspect_request(record, b'{"model":"claude","stream":true}')
     tap = MessagesDialect().tap(record, "text/event-stream", lambda: 1.0)
     assert tap.feed(body) is None

@@ -43,8 +43,13 @@ def test_readme_first_screen_has_the_two_commands() -> None:
 
 
 def test_help_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "daemon", "--help"], capture_output=True,
-                         text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "daemon", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     for command in ("serve", "demo", "simulate", "check-config", "example-config"):
         assert command in out
 

@@ -25,19 +25,23 @@ async def chat(meter: RunningDaemon, model: str = "grok-3") -> Any:
     client = openai.AsyncOpenAI(base_url=meter.base_url, api_key=TEST_KEY, max_retries=0)
     try:
         return await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "fingerprint?"}])
+            model=model, messages=[{"role": "user", "content": "fingerprint?"}]
+        )
     finally:
         await client.close()
 
 
 def info(meter: RunningDaemon, fingerprint: str, model: str = "grok-3") -> float | None:
-    return meter.metric("xai_meter_fingerprint_info", provider="xai", model=model,
-                        fingerprint=fingerprint)
+    return meter.metric(
+        "xai_meter_fingerprint_info", provider="xai", model=model, fingerprint=fingerprint
+    )
 
 
 def changes(meter: RunningDaemon, kind: str, model: str = "grok-3") -> float:
-    return meter.metric("xai_meter_fingerprint_changes_total", provider="xai", model=model,
-                        kind=kind) or 0
+    return (
+        meter.metric("xai_meter_fingerprint_changes_total", provider="xai", model=model, kind=kind)
+        or 0
+    )
 
 
 async def test_new_and_known_changes(meter: RunningDaemon, sim: simulator.Simulator) -> None:
@@ -52,18 +56,29 @@ async def test_new_and_known_changes(meter: RunningDaemon, sim: simulator.Simula
     await chat(meter)
     assert (changes(meter, "new"), changes(meter, "known")) == (1, 1)
     rows = await meter.rows(3)
-    assert meter.metric("xai_meter_fingerprint_last_change_timestamp_seconds", provider="xai",
-                        model="grok-3") == rows[2]["started_at"]
+    assert (
+        meter.metric(
+            "xai_meter_fingerprint_last_change_timestamp_seconds", provider="xai", model="grok-3"
+        )
+        == rows[2]["started_at"]
+    )
     await meter.daemon.ledger.drained()
-    got = await meter.daemon.ledger.run_in_writer(lambda: [tuple(r) for r in (
-        meter.daemon.ledger.db().execute("select old, new, kind from fingerprint_changes "
-                                         "order by id"))])
+    got = await meter.daemon.ledger.run_in_writer(
+        lambda: [
+            tuple(r)
+            for r in (
+                meter.daemon.ledger.db().execute(
+                    "select old, new, kind from fingerprint_changes order by id"
+                )
+            )
+        ]
+    )
     assert got == [(first, "fp_backend_b", "new"), ("fp_backend_b", first, "known")]
 
 
-async def test_restart_raises_no_false_change(sim: simulator.Simulator,
-                                              start_daemon: DaemonFactory,
-                                              tmp_path: Path) -> None:
+async def test_restart_raises_no_false_change(
+    sim: simulator.Simulator, start_daemon: DaemonFactory, tmp_path: Path
+) -> None:
     ledger = tmp_path / "fp.db"
     first = await start_daemon(sim.url, ledger=ledger)
     await chat(first)
@@ -107,9 +122,11 @@ async def webhook() -> AsyncIterator[tuple[str, list[dict[str, Any]], asyncio.Ev
     await runner.cleanup()
 
 
-async def test_webhook_gets_each_change(sim: simulator.Simulator, start_daemon: DaemonFactory,
-                                        webhook: tuple[str, list[dict[str, Any]],
-                                                       asyncio.Event]) -> None:
+async def test_webhook_gets_each_change(
+    sim: simulator.Simulator,
+    start_daemon: DaemonFactory,
+    webhook: tuple[str, list[dict[str, Any]], asyncio.Event],
+) -> None:
     url, received, done = webhook
     meter = await start_daemon(sim.url, alerts__webhook_url=url)
     old = (await chat(meter)).system_fingerprint
@@ -119,41 +136,74 @@ async def test_webhook_gets_each_change(sim: simulator.Simulator, start_daemon: 
         await done.wait()
     [event] = received
     assert {k: event[k] for k in ("event", "provider", "model", "old", "new", "kind")} == {
-        "event": "fingerprint_changed", "provider": "xai", "model": "grok-3", "old": old,
-        "new": "fp_backend_c", "kind": "new"}
+        "event": "fingerprint_changed",
+        "provider": "xai",
+        "model": "grok-3",
+        "old": old,
+        "new": "fp_backend_c",
+        "kind": "new",
+    }
     assert isinstance(event["at"], float)
 
 
 def test_listing_mismatch_gauge() -> None:
     metrics = Metrics(CollectorRegistry())
     tracker = FingerprintTracker(metrics)
-    record = CallRecord(id="1", started_at=1.0, t0=0.0, provider="xai", endpoint="e",
-                        method="POST", path="/v1/chat/completions", model="grok-3-mini-high",
-                        fingerprint="fp_a", status=200)
+    record = CallRecord(
+        id="1",
+        started_at=1.0,
+        t0=0.0,
+        provider="xai",
+        endpoint="e",
+        method="POST",
+        path="/v1/chat/completions",
+        model="grok-3-mini-high",
+        fingerprint="fp_a",
+        status=200,
+    )
     tracker.observe(record)
     tracker.set_listing({"grok-3-mini": "fp_a"}, lambda name: "grok-3-mini")
     labels = {"provider": "xai", "model": "grok-3-mini-high"}
-    assert metrics.registry.get_sample_value("xai_meter_fingerprint_listing_mismatch",
-                                             labels) == 0
+    assert metrics.registry.get_sample_value("xai_meter_fingerprint_listing_mismatch", labels) == 0
     tracker.set_listing({"grok-3-mini": "fp_z"}, lambda name: "grok-3-mini")
-    assert metrics.registry.get_sample_value("xai_meter_fingerprint_listing_mismatch",
-                                             labels) == 1
+    assert metrics.registry.get_sample_value("xai_meter_fingerprint_listing_mismatch", labels) == 1
 
 
 def test_error_responses_do_not_move_the_fingerprint() -> None:
     metrics = Metrics(CollectorRegistry())
     tracker = FingerprintTracker(metrics)
-    ok = CallRecord(id="1", started_at=1.0, t0=0.0, provider="xai", endpoint="e", method="POST",
-                    path="/", model="grok-3", fingerprint="fp_a", status=200)
-    bad = CallRecord(id="2", started_at=2.0, t0=0.0, provider="xai", endpoint="e", method="POST",
-                     path="/", model="grok-3", fingerprint="fp_b", status=500)
+    ok = CallRecord(
+        id="1",
+        started_at=1.0,
+        t0=0.0,
+        provider="xai",
+        endpoint="e",
+        method="POST",
+        path="/",
+        model="grok-3",
+        fingerprint="fp_a",
+        status=200,
+    )
+    bad = CallRecord(
+        id="2",
+        started_at=2.0,
+        t0=0.0,
+        provider="xai",
+        endpoint="e",
+        method="POST",
+        path="/",
+        model="grok-3",
+        fingerprint="fp_b",
+        status=500,
+    )
     tracker.observe(ok)
     tracker.observe(bad)
     assert tracker.current() == {("xai", "grok-3"): "fp_a"}
 
 
-async def test_fingerprints_command(meter: RunningDaemon, sim: simulator.Simulator,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+async def test_fingerprints_command(
+    meter: RunningDaemon, sim: simulator.Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     old = (await chat(meter)).system_fingerprint
     sim.state.fingerprints["grok-3"] = "fp_backend_d"
     await chat(meter)
@@ -161,8 +211,7 @@ async def test_fingerprints_command(meter: RunningDaemon, sim: simulator.Simulat
     await meter.rows(3)
     await meter.daemon.ledger.drained()
     ledger = meter.daemon.settings["ledger.path"]
-    assert main(["fingerprints", "--ledger", ledger, "--model", "grok-3",
-                 "--format", "json"]) == 0
+    assert main(["fingerprints", "--ledger", ledger, "--model", "grok-3", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     seen = {(r["fingerprint"], r["calls"]) for r in rows if r["record"] == "seen"}
     assert seen == {(old, 1), ("fp_backend_d", 1)}

@@ -17,22 +17,45 @@ def test_migrations_are_applied_once_in_order(tmp_path: Path) -> None:
     assert migrate(db) == []
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert set(db["calls"].columns_dict) == set(CALL_COLUMNS)  # type: ignore[union-attr]
-    assert [r[0] for r in db.execute("select name from _migrations order by rowid")] == \
-        [m.__name__ for m in MIGRATIONS]
+    assert [r[0] for r in db.execute("select name from _migrations order by rowid")] == [
+        m.__name__ for m in MIGRATIONS
+    ]
 
 
 def test_issue_required_columns_exist() -> None:
-    required = {"id", "started_at", "provider", "endpoint", "method", "status", "stream",
-                "requested_model", "model", "input_tokens", "cached_input_tokens",
-                "output_tokens", "reasoning_tokens", "image_input_tokens",
-                "reported_cost_ticks", "fingerprint", "response_id", "duration_ms",
-                "upstream_ms", "ttft_ms", "error", "key_id", "app", "metered"}
+    required = {
+        "id",
+        "started_at",
+        "provider",
+        "endpoint",
+        "method",
+        "status",
+        "stream",
+        "requested_model",
+        "model",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "image_input_tokens",
+        "reported_cost_ticks",
+        "fingerprint",
+        "response_id",
+        "duration_ms",
+        "upstream_ms",
+        "ttft_ms",
+        "error",
+        "key_id",
+        "app",
+        "metered",
+    }
     assert set(required) <= set(CALL_COLUMNS)
 
 
 def test_record_row_matches_the_schema() -> None:
-    r = CallRecord(id="x", started_at=1.0, t0=0.0, provider="xai", endpoint="e", method="GET",
-                   path="/v1/x")
+    r = CallRecord(
+        id="x", started_at=1.0, t0=0.0, provider="xai", endpoint="e", method="GET", path="/v1/x"
+    )
     assert list(r.as_row()) == list(CALL_COLUMNS)
 
 
@@ -46,20 +69,33 @@ def test_salt_is_made_once_and_kept(tmp_path: Path) -> None:
 @pytest.mark.parametrize("interval", [0.0, 0.01])
 async def test_writer_batches_and_flushes_on_close(tmp_path: Path, interval: float) -> None:
     written: list[int] = []
-    ledger = Ledger(tmp_path / "l.db", batch_size=3, on_written=written.append,
-                    flush_interval=interval)
+    ledger = Ledger(
+        tmp_path / "l.db", batch_size=3, on_written=written.append, flush_interval=interval
+    )
     await ledger.open()
     ledger.start()
     for i in range(7):
-        ledger.submit(CallRecord(id=f"c{i}", started_at=float(i), t0=0.0, provider="xai",
-                                 endpoint="chat.completions", method="POST", path="/v1/x",
-                                 usage=Usage(input_tokens=i)))
+        ledger.submit(
+            CallRecord(
+                id=f"c{i}",
+                started_at=float(i),
+                t0=0.0,
+                provider="xai",
+                endpoint="chat.completions",
+                method="POST",
+                path="/v1/x",
+                usage=Usage(input_tokens=i),
+            )
+        )
     await ledger.close()
     assert sum(written) == 7 and max(written) <= 3
     if interval:
         assert written == [3, 3, 1]  # the interval let full batches gather
-    rows = list(sqlite_utils.Database(tmp_path / "l.db").query(
-        "select id, input_tokens from calls order by id"))
+    rows = list(
+        sqlite_utils.Database(tmp_path / "l.db").query(
+            "select id, input_tokens from calls order by id"
+        )
+    )
     assert rows == [{"id": f"c{i}", "input_tokens": i} for i in range(7)]
 
 
@@ -70,8 +106,11 @@ async def test_write_failures_are_retried_and_counted(tmp_path: Path) -> None:
     ledger.start()
     # With its table gone the ledger cannot write; the writer must survive and lose nothing.
     await ledger.run_in_writer(lambda: ledger.db().execute("drop table calls"))
-    ledger.submit(CallRecord(id="a", started_at=0.0, t0=0.0, provider="xai", endpoint="e",
-                             method="GET", path="/"))
+    ledger.submit(
+        CallRecord(
+            id="a", started_at=0.0, t0=0.0, provider="xai", endpoint="e", method="GET", path="/"
+        )
+    )
     await ledger.close()
     assert len(errors) == 5  # every attempt counted, then the rows are kept beside the ledger
     spilled = (tmp_path / "l.db.unwritten.jsonl").read_text().splitlines()
@@ -94,22 +133,34 @@ async def test_retention_deletes_only_old_calls(tmp_path: Path) -> None:
     from daemon.app import Clocks, Daemon
 
     now = 10 * 86400.0
-    settings = config.from_mapping({"relay": {"port": 0}, "admin": {"port": 0},
-                                    "ledger": {"path": str(tmp_path / "l.db"),
-                                               "retention_days": 2, "flush_interval": 0},
-                                    "pricing": {"refresh": False}})
-    daemon = Daemon(settings, registry=CollectorRegistry(),
-                    clocks=Clocks(wall=lambda: now))
+    settings = config.from_mapping(
+        {
+            "relay": {"port": 0},
+            "admin": {"port": 0},
+            "ledger": {"path": str(tmp_path / "l.db"), "retention_days": 2, "flush_interval": 0},
+            "pricing": {"refresh": False},
+        }
+    )
+    daemon = Daemon(settings, registry=CollectorRegistry(), clocks=Clocks(wall=lambda: now))
     await daemon.start()
     try:
         for i, age_days in enumerate((5, 3, 2.5, 1, 0)):
-            daemon.ledger.submit(CallRecord(id=f"c{i}", started_at=now - age_days * 86400,
-                                            t0=0.0, provider="xai", endpoint="e",
-                                            method="GET", path="/v1/x"))
+            daemon.ledger.submit(
+                CallRecord(
+                    id=f"c{i}",
+                    started_at=now - age_days * 86400,
+                    t0=0.0,
+                    provider="xai",
+                    endpoint="e",
+                    method="GET",
+                    path="/v1/x",
+                )
+            )
         await daemon.ledger.drained()
         assert await daemon.apply_retention() == 3
         left = await daemon.ledger.run_in_writer(
-            lambda: [r[0] for r in daemon.ledger.db().execute("select id from calls")])
+            lambda: [r[0] for r in daemon.ledger.db().execute("select id from calls")]
+        )
         assert sorted(left) == ["c3", "c4"]
         assert daemon.registry.get_sample_value("xai_meter_ledger_rows_deleted_total") == 3
     finally:

@@ -45,10 +45,20 @@ def test_call_line_is_json_with_no_key() -> None:
     out = io.TextIOWrapper(Stream(), write_through=True)
     logs.configure("info", "json", stream=out)
     try:
-        record = CallRecord(id="c1", started_at=0.0, t0=0.0, provider="xai",
-                            endpoint="chat.completions", method="POST", status=200,
-                            path="/v1/chat/completions", model="grok-3", key_id="k_abc",
-                            usage=Usage(input_tokens=3, output_tokens=4), duration_ms=1.5)
+        record = CallRecord(
+            id="c1",
+            started_at=0.0,
+            t0=0.0,
+            provider="xai",
+            endpoint="chat.completions",
+            method="POST",
+            status=200,
+            path="/v1/chat/completions",
+            model="grok-3",
+            key_id="k_abc",
+            usage=Usage(input_tokens=3, output_tokens=4),
+            duration_ms=1.5,
+        )
         CallLog()(record)
         logs.flush()
         text = out.buffer.getvalue().decode()  # type: ignore[attr-defined]

@@ -20,8 +20,9 @@ MESSAGES: list[Any] = [{"role": "user", "content": "How much does this cost?"}]
 PINNED = {"X-Sim-Cached-Tokens": "3"}
 
 
-async def start_priced(start_daemon: DaemonFactory, sim: simulator.Simulator,
-                       **extra: Any) -> RunningDaemon:
+async def start_priced(
+    start_daemon: DaemonFactory, sim: simulator.Simulator, **extra: Any
+) -> RunningDaemon:
     meter = await start_daemon(sim.url, pricing__refresh=True, **extra)
     return meter
 
@@ -43,8 +44,9 @@ async def refresh(meter: RunningDaemon) -> None:
 async def chat(meter: RunningDaemon, model: str, **kw: Any) -> Any:
     client = openai.AsyncOpenAI(base_url=meter.base_url, api_key=TEST_KEY, max_retries=0)
     try:
-        return await client.chat.completions.create(model=model, messages=MESSAGES,
-                                                    extra_headers=PINNED, **kw)
+        return await client.chat.completions.create(
+            model=model, messages=MESSAGES, extra_headers=PINNED, **kw
+        )
     finally:
         await client.close()
 
@@ -58,19 +60,24 @@ def expected_ticks(sim: simulator.Simulator, model: str, usage: dict[str, Any]) 
 
 
 async def test_listing_is_fetched_with_the_env_key_and_prices_calls(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     meter = await start_priced(start_daemon, sim)
     await first_prices(meter)  # fetched at start, before any call
     [listing_call] = sim.state.requests_to("/v1/language-models")
     assert listing_call.headers["Authorization"] == "Bearer xai-env-key"
-    assert meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3",
-                        type="input") == 3.0
-    assert meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3",
-                        type="cached_input") == 0.75
-    assert meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3",
-                        type="output") == 15.0
+    assert (
+        meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3", type="input") == 3.0
+    )
+    assert (
+        meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3", type="cached_input")
+        == 0.75
+    )
+    assert (
+        meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3", type="output")
+        == 15.0
+    )
     assert (meter.metric("xai_meter_price_refresh_last_success_timestamp_seconds") or 0) > 0
 
     resp = await chat(meter, "grok-4-fast")
@@ -81,13 +88,14 @@ async def test_listing_is_fetched_with_the_env_key_and_prices_calls(
     assert row["computed_cost_ticks"] == ticks
     assert (row["cost_ticks"], row["cost_source"]) == (ticks, "reported")
     assert row["price_id"] is not None
-    assert meter.metric("xai_meter_cost_usd_total", provider="xai",
-                        model="grok-4-fast-reasoning") == pytest.approx(ticks / 1e10)
+    assert meter.metric(
+        "xai_meter_cost_usd_total", provider="xai", model="grok-4-fast-reasoning"
+    ) == pytest.approx(ticks / 1e10)
 
 
 async def test_client_key_fetches_prices_when_no_env_key(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("XAI_API_KEY", raising=False)
     sim.state.report_cost = False
     meter = await start_priced(start_daemon, sim)
@@ -98,30 +106,39 @@ async def test_client_key_fetches_prices_when_no_env_key(
     assert listing_call.headers["Authorization"] == f"Bearer {TEST_KEY}"
     [row] = await meter.rows(1)
     db_row = await meter.daemon.ledger.run_in_writer(
-        lambda: meter.daemon.ledger.db().execute(
-            "select cost_ticks, cost_source from calls where id = ?", [row["id"]]).fetchone())
+        lambda: (
+            meter.daemon.ledger.db()
+            .execute("select cost_ticks, cost_source from calls where id = ?", [row["id"]])
+            .fetchone()
+        )
+    )
     ticks = expected_ticks(sim, "grok-3", resp.usage.model_dump())
     assert tuple(db_row) == (ticks, "computed")
 
 
 async def test_reported_call_before_any_price_gets_its_computed_cost_later(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("XAI_API_KEY", raising=False)
     meter = await start_priced(start_daemon, sim)
     resp = await chat(meter, "grok-3")  # its key starts the first fetch: no prices yet
     await first_prices(meter)  # the fetch, then the backfill, are done
     await meter.rows(1)
-    got = await meter.daemon.ledger.run_in_writer(lambda: meter.daemon.ledger.db().execute(
-        "select computed_cost_ticks, cost_ticks from calls").fetchone())
+    got = await meter.daemon.ledger.run_in_writer(
+        lambda: (
+            meter.daemon.ledger.db()
+            .execute("select computed_cost_ticks, cost_ticks from calls")
+            .fetchone()
+        )
+    )
     ticks = expected_ticks(sim, "grok-3", resp.usage.model_dump())
     assert tuple(got) == (ticks, ticks)
     assert meter.metric("xai_meter_backfilled_total") == 0  # its spend was counted already
 
 
 async def test_failing_listing_retries_keeps_old_prices_and_counts(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     meter = await start_priced(start_daemon, sim)
     await first_prices(meter)
@@ -131,18 +148,21 @@ async def test_failing_listing_retries_keeps_old_prices_and_counts(
     assert await meter.daemon.refresher.refresh() is None
     assert len(sim.state.requests_to("/v1/language-models")) - before == 5  # tenacity attempts
     assert meter.metric("xai_meter_price_refresh_failures_total") == 1
-    assert meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3",
-                        type="input") == 3.0  # old prices kept
+    assert (
+        meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3", type="input") == 3.0
+    )  # old prices kept
     sim.state.report_cost = False
     resp = await chat(meter, "grok-3")
     [row] = await meter.rows(1)
     assert (row["cost_source"], row["cost_ticks"]) == (
-        "computed", expected_ticks(sim, "grok-3", resp.usage.model_dump()))
+        "computed",
+        expected_ticks(sim, "grok-3", resp.usage.model_dump()),
+    )
 
 
 async def test_price_change_mid_run_prices_each_call_at_its_time(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     sim.state.report_cost = False
     meter = await start_priced(start_daemon, sim)
@@ -158,13 +178,14 @@ async def test_price_change_mid_run_prices_each_call_at_its_time(
     rows = await meter.rows(2)
     assert [r["computed_cost_ticks"] for r in rows] == [old, new]
     assert new < old and rows[0]["price_id"] != rows[1]["price_id"]
-    assert meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3",
-                        type="input") == 1.5
+    assert (
+        meter.metric("xai_meter_price_usd_per_million_tokens", model="grok-3", type="input") == 1.5
+    )
 
 
 async def test_unknown_model_is_unpriced_then_backfilled(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     sim.state.report_cost = False
     sim.state.accept_unknown_models = True
@@ -174,29 +195,42 @@ async def test_unknown_model_is_unpriced_then_backfilled(
     [row] = await meter.rows(1)
     assert (row["cost_source"], row["cost_ticks"]) == ("unpriced", None)
     assert meter.metric("xai_meter_unpriced_total", model="grok-9-preview") == 1
-    sim.state.listing.append({**listed(sim, "grok-3"), "id": "grok-9-preview", "aliases": [],
-                              "prompt_text_token_price": 11000,
-                              "cached_prompt_text_token_price": 1100,
-                              "completion_text_token_price": 99000})
+    sim.state.listing.append(
+        {
+            **listed(sim, "grok-3"),
+            "id": "grok-9-preview",
+            "aliases": [],
+            "prompt_text_token_price": 11000,
+            "cached_prompt_text_token_price": 1100,
+            "completion_text_token_price": 99000,
+        }
+    )
     await refresh(meter)
     usage = resp.usage.model_dump()
     want = compute_cost(
-        Usage(input_tokens=usage["prompt_tokens"],
-              cached_input_tokens=usage["prompt_tokens_details"]["cached_tokens"],
-              output_tokens=usage["completion_tokens"] + usage["completion_tokens_details"][
-                  "reasoning_tokens"]),
-        ModelPrice("grok-9-preview", input=11000, cached_input=1100, output=99000))
-    got = await meter.daemon.ledger.run_in_writer(lambda: meter.daemon.ledger.db().execute(
-        "select cost_ticks, cost_source from calls").fetchone())
+        Usage(
+            input_tokens=usage["prompt_tokens"],
+            cached_input_tokens=usage["prompt_tokens_details"]["cached_tokens"],
+            output_tokens=usage["completion_tokens"]
+            + usage["completion_tokens_details"]["reasoning_tokens"],
+        ),
+        ModelPrice("grok-9-preview", input=11000, cached_input=1100, output=99000),
+    )
+    got = await meter.daemon.ledger.run_in_writer(
+        lambda: (
+            meter.daemon.ledger.db().execute("select cost_ticks, cost_source from calls").fetchone()
+        )
+    )
     assert tuple(got) == (want, "computed")
     assert meter.metric("xai_meter_backfilled_total") == 1
-    assert meter.metric("xai_meter_cost_usd_total", provider="xai",
-                        model="grok-9-preview") == pytest.approx(want / 1e10)
+    assert meter.metric(
+        "xai_meter_cost_usd_total", provider="xai", model="grok-9-preview"
+    ) == pytest.approx(want / 1e10)
 
 
 async def test_reconciliation_shows_upstream_billing_differently(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     meter = await start_priced(start_daemon, sim)
     await first_prices(meter)
@@ -206,18 +240,23 @@ async def test_reconciliation_shows_upstream_billing_differently(
     rows = await meter.rows(2)
     assert rows[0]["reported_cost_ticks"] == rows[0]["computed_cost_ticks"]
     assert rows[1]["reported_cost_ticks"] == rows[1]["computed_cost_ticks"] * 11 // 10
-    reported = meter.metric("xai_meter_reconciled_reported_usd_total", provider="xai",
-                            model="grok-3")
-    computed = meter.metric("xai_meter_reconciled_computed_usd_total", provider="xai",
-                            model="grok-3")
+    reported = meter.metric(
+        "xai_meter_reconciled_reported_usd_total", provider="xai", model="grok-3"
+    )
+    computed = meter.metric(
+        "xai_meter_reconciled_computed_usd_total", provider="xai", model="grok-3"
+    )
     assert reported is not None and computed is not None
     gap = (rows[1]["reported_cost_ticks"] - rows[1]["computed_cost_ticks"]) / 1e10
     assert reported - computed == pytest.approx(gap)
 
 
 async def test_restart_without_network_still_prices(
-        sim: simulator.Simulator, start_daemon: DaemonFactory, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator,
+    start_daemon: DaemonFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     ledger = tmp_path / "kept.db"
     first = await start_priced(start_daemon, sim, ledger=ledger)
@@ -226,35 +265,43 @@ async def test_restart_without_network_still_prices(
     sim.state.listing_status = 503
     sim.state.report_cost = False
     second = await start_priced(start_daemon, sim, ledger=ledger)
-    assert second.metric("xai_meter_price_usd_per_million_tokens", model="grok-3",
-                         type="output") == 15.0  # loaded from the ledger at start
+    assert (
+        second.metric("xai_meter_price_usd_per_million_tokens", model="grok-3", type="output")
+        == 15.0
+    )  # loaded from the ledger at start
     resp = await chat(second, "grok-3")
     [row] = await second.rows(1)
     assert (row["cost_source"], row["cost_ticks"]) == (
-        "computed", expected_ticks(sim, "grok-3", resp.usage.model_dump()))
+        "computed",
+        expected_ticks(sim, "grok-3", resp.usage.model_dump()),
+    )
 
 
 async def test_override_wins_over_the_listing(
-        sim: simulator.Simulator, start_daemon: DaemonFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     sim.state.report_cost = False
-    meter = await start_priced(start_daemon, sim,
-                               pricing__overrides={"grok-3": {"input": 1.0, "output": 2.0}})
+    meter = await start_priced(
+        start_daemon, sim, pricing__overrides={"grok-3": {"input": 1.0, "output": 2.0}}
+    )
     await first_prices(meter)
     resp = await chat(meter, "grok-3")
     [row] = await meter.rows(1)
     u = resp.usage.model_dump()
     cached = u["prompt_tokens_details"]["cached_tokens"]
     # input and output overridden; the cached price still comes from the listing (7500)
-    want = (u["prompt_tokens"] - cached) * 10_000 + cached * 7500 + \
-        u["completion_tokens"] * 20_000
+    want = (u["prompt_tokens"] - cached) * 10_000 + cached * 7500 + u["completion_tokens"] * 20_000
     assert row["cost_ticks"] == want and row["cost_source"] == "computed"
 
 
-async def test_prices_and_report_commands(sim: simulator.Simulator, start_daemon: DaemonFactory,
-                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+async def test_prices_and_report_commands(
+    sim: simulator.Simulator,
+    start_daemon: DaemonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     meter = await start_priced(start_daemon, sim)
     await first_prices(meter)

@@ -94,8 +94,13 @@ LANGUAGE_LISTING: dict[str, Any] = {
         {"object": "model"},  # no id: skipped
         "not an object",  # skipped
         {"id": "   "},  # blank id: skipped
-        {"id": "grok-odd", "prompt_text_token_price": "abc", "completion_text_token_price": -5,
-         "cached_prompt_text_token_price": "1200", "brand_new_field": {"x": 1}},
+        {
+            "id": "grok-odd",
+            "prompt_text_token_price": "abc",
+            "completion_text_token_price": -5,
+            "cached_prompt_text_token_price": "1200",
+            "brand_new_field": {"x": 1},
+        },
     ]
 }
 
@@ -106,12 +111,25 @@ IMAGE_LISTING: dict[str, Any] = {
     ]
 }
 
-GROK_4_FAST = ModelPrice("grok-4-fast-reasoning", input=2000, cached_input=500, output=5000,
-                         image_input=2000, search=250000000)
+GROK_4_FAST = ModelPrice(
+    "grok-4-fast-reasoning",
+    input=2000,
+    cached_input=500,
+    output=5000,
+    image_input=2000,
+    search=250000000,
+)
 GROK_3 = ModelPrice("grok-3", input=30000, cached_input=7500, output=150000, search=250000000)
-GROK_4 = ModelPrice("grok-4-0709", input=30000, cached_input=7500, output=150000,
-                    long_context_threshold=128000, input_long=60000, cached_input_long=15000,
-                    output_long=300000)
+GROK_4 = ModelPrice(
+    "grok-4-0709",
+    input=30000,
+    cached_input=7500,
+    output=150000,
+    long_context_threshold=128000,
+    input_long=60000,
+    cached_input_long=15000,
+    output_long=300000,
+)
 IMAGINE = ModelPrice("grok-imagine-image", image=200000000)
 NO_CACHED = ModelPrice("plain", input=2000, output=5000)
 VISION = ModelPrice("vision", input=2000, cached_input=500, output=5000, image_input=3000)
@@ -122,11 +140,21 @@ def listing_set(effective_at: float = 1000.0) -> PriceSet:
     return PriceSet.of(models, effective_at=effective_at)
 
 
-def record(model: str | None, usage: Usage | None, *, at: float = 5000.0,
-           requested: str | None = None) -> CallRecord:
-    return CallRecord(id="c1", started_at=at, t0=0.0, provider="xai", endpoint="chat",
-                      method="POST", path="/v1/chat/completions", model=model,
-                      requested_model=requested, usage=usage)
+def record(
+    model: str | None, usage: Usage | None, *, at: float = 5000.0, requested: str | None = None
+) -> CallRecord:
+    return CallRecord(
+        id="c1",
+        started_at=at,
+        t0=0.0,
+        provider="xai",
+        endpoint="chat",
+        method="POST",
+        path="/v1/chat/completions",
+        model=model,
+        requested_model=requested,
+        usage=usage,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -134,50 +162,104 @@ def record(model: str | None, usage: Usage | None, *, at: float = 5000.0,
 
 CASES: list[tuple[str, Usage, ModelPrice, int]] = [
     # real: prompt 165, cached 156, completion 2 + reasoning 125 = output 127 → 731000 ticks
-    ("chat sample", Usage(input_tokens=165, cached_input_tokens=156, output_tokens=127,
-                          reasoning_tokens=125), GROK_4_FAST, 9 * 2000 + 156 * 500 + 127 * 5000),
+    (
+        "chat sample",
+        Usage(input_tokens=165, cached_input_tokens=156, output_tokens=127, reasoning_tokens=125),
+        GROK_4_FAST,
+        9 * 2000 + 156 * 500 + 127 * 5000,
+    ),
     # Responses: output 484 already includes reasoning 264; not billed again
-    ("responses sample", Usage(input_tokens=680, output_tokens=484, reasoning_tokens=264),
-     GROK_4_FAST, 680 * 2000 + 484 * 5000),
+    (
+        "responses sample",
+        Usage(input_tokens=680, output_tokens=484, reasoning_tokens=264),
+        GROK_4_FAST,
+        680 * 2000 + 484 * 5000,
+    ),
     ("grok-3 1M input = $3", Usage(input_tokens=1_000_000), GROK_3, 3 * 10**10),
-    ("grok-3 1M cached = $0.75", Usage(input_tokens=1_000_000, cached_input_tokens=1_000_000),
-     GROK_3, 75 * 10**8),
+    (
+        "grok-3 1M cached = $0.75",
+        Usage(input_tokens=1_000_000, cached_input_tokens=1_000_000),
+        GROK_3,
+        75 * 10**8,
+    ),
     ("grok-3 1M output = $15", Usage(output_tokens=1_000_000), GROK_3, 15 * 10**10),
-    ("long context: just below", Usage(input_tokens=127_999, cached_input_tokens=1000,
-                                       output_tokens=10), GROK_4,
-     126_999 * 30000 + 1000 * 7500 + 10 * 150000),
-    ("long context: at threshold, all tokens long", Usage(
-        input_tokens=128_000, cached_input_tokens=1000, output_tokens=10), GROK_4,
-     127_000 * 60000 + 1000 * 15000 + 10 * 300000),
-    ("sources", Usage(input_tokens=10, output_tokens=5, sources=3), GROK_3,
-     10 * 30000 + 5 * 150000 + 3 * 250000000),
-    ("server-side tools", Usage(server_tool_calls={
-        "web_search": 2, "x_search": 1, "code_interpreter": 1, "file_search": 4,
-        "document_search": 1, "mcp": 3, "some_future_tool": 7}), GROK_4_FAST,
-     4 * 50_000_000 + 4 * 25_000_000 + 100_000_000),
-    ("tool keys with xai's _calls suffix", Usage(server_tool_calls={"web_search_calls": 1000}),
-     GROK_4_FAST, 5 * 10**10),  # $5 per 1,000 calls
+    (
+        "long context: just below",
+        Usage(input_tokens=127_999, cached_input_tokens=1000, output_tokens=10),
+        GROK_4,
+        126_999 * 30000 + 1000 * 7500 + 10 * 150000,
+    ),
+    (
+        "long context: at threshold, all tokens long",
+        Usage(input_tokens=128_000, cached_input_tokens=1000, output_tokens=10),
+        GROK_4,
+        127_000 * 60000 + 1000 * 15000 + 10 * 300000,
+    ),
+    (
+        "sources",
+        Usage(input_tokens=10, output_tokens=5, sources=3),
+        GROK_3,
+        10 * 30000 + 5 * 150000 + 3 * 250000000,
+    ),
+    (
+        "server-side tools",
+        Usage(
+            server_tool_calls={
+                "web_search": 2,
+                "x_search": 1,
+                "code_interpreter": 1,
+                "file_search": 4,
+                "document_search": 1,
+                "mcp": 3,
+                "some_future_tool": 7,
+            }
+        ),
+        GROK_4_FAST,
+        4 * 50_000_000 + 4 * 25_000_000 + 100_000_000,
+    ),
+    (
+        "tool keys with xai's _calls suffix",
+        Usage(server_tool_calls={"web_search_calls": 1000}),
+        GROK_4_FAST,
+        5 * 10**10,
+    ),  # $5 per 1,000 calls
     ("images x n", Usage(images=4), IMAGINE, 4 * 200000000),
-    ("cached without a cached price costs the input price",
-     Usage(input_tokens=200, cached_input_tokens=100, output_tokens=1), NO_CACHED,
-     200 * 2000 + 5000),
-    ("image input tokens are part of input, billed once at their price",
-     Usage(input_tokens=1000, cached_input_tokens=100, image_input_tokens=600), VISION,
-     300 * 2000 + 100 * 500 + 600 * 3000),
-    ("cached > input is clamped", Usage(input_tokens=10, cached_input_tokens=50), GROK_3,
-     10 * 7500),
+    (
+        "cached without a cached price costs the input price",
+        Usage(input_tokens=200, cached_input_tokens=100, output_tokens=1),
+        NO_CACHED,
+        200 * 2000 + 5000,
+    ),
+    (
+        "image input tokens are part of input, billed once at their price",
+        Usage(input_tokens=1000, cached_input_tokens=100, image_input_tokens=600),
+        VISION,
+        300 * 2000 + 100 * 500 + 600 * 3000,
+    ),
+    (
+        "cached > input is clamped",
+        Usage(input_tokens=10, cached_input_tokens=50),
+        GROK_3,
+        10 * 7500,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("usage", "price", "expected"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("usage", "price", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_real_bills(usage: Usage, price: ModelPrice, expected: int) -> None:
     assert compute_cost(usage, price) == expected
 
 
 def test_chat_sample_is_exactly_the_reported_bill() -> None:
-    usage = Usage(input_tokens=165, cached_input_tokens=156, output_tokens=2 + 125,
-                  reasoning_tokens=125, reported_cost_ticks=731000)
+    usage = Usage(
+        input_tokens=165,
+        cached_input_tokens=156,
+        output_tokens=2 + 125,
+        reasoning_tokens=125,
+        reported_cost_ticks=731000,
+    )
     assert compute_cost(usage, GROK_4_FAST) == 731000
     assert ticks_to_usd(731000) == Decimal("0.0000731")
     assert compute_cost(usage, GROK_4_FAST, service_tier="priority") == 731000  # not priced
@@ -212,10 +294,15 @@ maybe_ticks = st.none() | ticks
 def usages(draw: st.DrawFn, *, nonneg: bool = False) -> Usage:
     c = st.integers(min_value=0, max_value=3_000_000) if nonneg else counts
     return Usage(
-        input_tokens=draw(c), cached_input_tokens=draw(c), output_tokens=draw(c),
-        image_input_tokens=draw(c), images=draw(c), sources=draw(c),
-        server_tool_calls=draw(st.dictionaries(
-            st.sampled_from([*TOOL_FEES_TICKS, "unknown"]), c, max_size=3)),
+        input_tokens=draw(c),
+        cached_input_tokens=draw(c),
+        output_tokens=draw(c),
+        image_input_tokens=draw(c),
+        images=draw(c),
+        sources=draw(c),
+        server_tool_calls=draw(
+            st.dictionaries(st.sampled_from([*TOOL_FEES_TICKS, "unknown"]), c, max_size=3)
+        ),
     )
 
 
@@ -224,11 +311,16 @@ def prices(draw: st.DrawFn) -> ModelPrice:
     p_in = draw(ticks)
     p_in_long = draw(st.none() | st.integers(min_value=p_in, max_value=2 * 10**9))
     return ModelPrice(
-        "m", input=p_in, output=draw(ticks), image_input=draw(maybe_ticks),
+        "m",
+        input=p_in,
+        output=draw(ticks),
+        image_input=draw(maybe_ticks),
         cached_input=draw(st.none() | st.integers(min_value=0, max_value=p_in)),
-        search=draw(ticks), image=draw(ticks),
+        search=draw(ticks),
+        image=draw(ticks),
         long_context_threshold=draw(st.none() | st.integers(min_value=1, max_value=2_000_000)),
-        input_long=p_in_long, output_long=draw(maybe_ticks),
+        input_long=p_in_long,
+        output_long=draw(maybe_ticks),
         cached_input_long=draw(st.none() | st.integers(min_value=0, max_value=p_in)),
     )
 
@@ -258,16 +350,23 @@ def test_cached_tokens_never_double_billed(usage: Usage, price: ModelPrice) -> N
 @settings(max_examples=200)
 def test_integer_ticks_add_up_across_any_split(parts: list[Usage], price: ModelPrice) -> None:
     price = replace(price, long_context_threshold=None)  # one regime for the whole and the parts
-    parts = [replace(u, cached_input_tokens=min(u.cached_input_tokens, u.input_tokens),
-                     image_input_tokens=0) for u in parts]
+    parts = [
+        replace(
+            u, cached_input_tokens=min(u.cached_input_tokens, u.input_tokens), image_input_tokens=0
+        )
+        for u in parts
+    ]
     whole = Usage(
         input_tokens=sum(u.input_tokens for u in parts),
         cached_input_tokens=sum(u.cached_input_tokens for u in parts),
         output_tokens=sum(u.output_tokens for u in parts),
         images=sum(u.images for u in parts),
         sources=sum(u.sources for u in parts),
-        server_tool_calls={k: sum(u.server_tool_calls.get(k, 0) for u in parts)
-                           for u0 in parts for k in u0.server_tool_calls},
+        server_tool_calls={
+            k: sum(u.server_tool_calls.get(k, 0) for u in parts)
+            for u0 in parts
+            for k in u0.server_tool_calls
+        },
     )
     costs = [compute_cost(u, price) for u in parts]
     assert all(isinstance(c, int) for c in costs)
@@ -281,15 +380,24 @@ def test_integer_ticks_add_up_across_any_split(parts: list[Usage], price: ModelP
 
 def test_parse_language_listing_is_tolerant() -> None:
     models = {mp.model: mp for mp in parse_language_models(LANGUAGE_LISTING)}
-    assert set(models) == {"grok-4-fast-reasoning", "grok-3", "grok-3-mini", "grok-4-0709",
-                           "grok-odd"}
+    assert set(models) == {
+        "grok-4-fast-reasoning",
+        "grok-3",
+        "grok-3-mini",
+        "grok-4-0709",
+        "grok-odd",
+    }
     g3 = models["grok-3"]
     assert (g3.input, g3.cached_input, g3.output, g3.search) == (30000, 7500, 150000, 250000000)
     assert g3.aliases == ("grok-3-latest", "grok-3-beta")
     assert g3.fingerprint == "fp_0d42a4eb3d" and g3.source == "listing"
     g4 = models["grok-4-0709"]
     assert (g4.long_context_threshold, g4.input_long, g4.cached_input_long, g4.output_long) == (
-        128000, 60000, 15000, 300000)
+        128000,
+        60000,
+        15000,
+        300000,
+    )
     odd = models["grok-odd"]  # bad fields dropped, good ones kept, unknown ones ignored
     assert (odd.input, odd.output, odd.cached_input) == (None, None, 1200)
     assert odd.image is None and odd.long_context_threshold is None
@@ -310,17 +418,30 @@ def test_parse_garbage_gives_nothing(obj: Any) -> None:
 
 
 def test_parse_v1_models_shape_with_newer_extras_and_single_model() -> None:
-    obj = {"object": "list", "data": [
-        {"id": "grok-4-1-fast", "created": 1, "object": "model", "owned_by": "xai"},
-        {"id": "grok-5", "prompt_text_token_price": 20000.0, "completion_text_token_price": 60000,
-         "long_context_threshold": 200000, "prompt_text_token_price_long_context": 40000,
-         "context_length": 2000000, "image_price": 500000000},
-    ]}
+    obj = {
+        "object": "list",
+        "data": [
+            {"id": "grok-4-1-fast", "created": 1, "object": "model", "owned_by": "xai"},
+            {
+                "id": "grok-5",
+                "prompt_text_token_price": 20000.0,
+                "completion_text_token_price": 60000,
+                "long_context_threshold": 200000,
+                "prompt_text_token_price_long_context": 40000,
+                "context_length": 2000000,
+                "image_price": 500000000,
+            },
+        ],
+    }
     models = {mp.model: mp for mp in parse_language_models(obj)}
     assert models["grok-4-1-fast"] == ModelPrice("grok-4-1-fast")  # listed, no prices
     g5 = models["grok-5"]
     assert (g5.input, g5.long_context_threshold, g5.input_long, g5.image) == (
-        20000, 200000, 40000, 500000000)
+        20000,
+        200000,
+        40000,
+        500000000,
+    )
     assert parse_language_models(LANGUAGE_LISTING["models"][1])[0].model == "grok-3"
 
 
@@ -341,35 +462,39 @@ def test_parse_image_models_and_price_units() -> None:
 # Names
 
 
-@pytest.mark.parametrize(("name", "model"), [
-    ("grok-3", "grok-3"),
-    ("GROK-3", "grok-3"),
-    ("grok-3-latest", "grok-3"),  # alias
-    ("grok-4-fast", "grok-4-fast-reasoning"),  # alias
-    ("Grok-4-Fast", "grok-4-fast-reasoning"),
-    ("grok-3-mini-high", "grok-3-mini"),  # effort suffix
-    ("grok-3-mini-low", "grok-3-mini"),
-    ("grok-3-mini-medium", "grok-3-mini"),
-    ("grok-3-mini-latest", "grok-3-mini"),
-    ("grok-3-mini-latest-high", "grok-3-mini"),
-    ("grok-4-fast-reasoning-latest", "grok-4-fast-reasoning"),
-    ("grok-4-latest", "grok-4-0709"),
-    ("xai/grok-3", "grok-3"),
-    ("grok-imagine", "grok-imagine-image"),
-    ("grok-2-image", "grok-2-image-1212"),
-    ("grok-9", None),
-    ("grok-3-mini-beta", None),
-    ("-high", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("grok-3", "grok-3"),
+        ("GROK-3", "grok-3"),
+        ("grok-3-latest", "grok-3"),  # alias
+        ("grok-4-fast", "grok-4-fast-reasoning"),  # alias
+        ("Grok-4-Fast", "grok-4-fast-reasoning"),
+        ("grok-3-mini-high", "grok-3-mini"),  # effort suffix
+        ("grok-3-mini-low", "grok-3-mini"),
+        ("grok-3-mini-medium", "grok-3-mini"),
+        ("grok-3-mini-latest", "grok-3-mini"),
+        ("grok-3-mini-latest-high", "grok-3-mini"),
+        ("grok-4-fast-reasoning-latest", "grok-4-fast-reasoning"),
+        ("grok-4-latest", "grok-4-0709"),
+        ("xai/grok-3", "grok-3"),
+        ("grok-imagine", "grok-imagine-image"),
+        ("grok-2-image", "grok-2-image-1212"),
+        ("grok-9", None),
+        ("grok-3-mini-beta", None),
+        ("-high", None),
+        ("", None),
+    ],
+)
 def test_resolve(name: str, model: str | None) -> None:
     found = listing_set().resolve(name)
     assert (found.model if found else None) == model
 
 
 def test_an_id_beats_another_models_alias() -> None:
-    ps = PriceSet.of([ModelPrice("a", aliases=("b",), input=1), ModelPrice("b", input=2)],
-                     effective_at=0)
+    ps = PriceSet.of(
+        [ModelPrice("a", aliases=("b",), input=1), ModelPrice("b", input=2)], effective_at=0
+    )
     assert ps.resolve("b") == ModelPrice("b", input=2)
 
 
@@ -379,8 +504,9 @@ def test_an_id_beats_another_models_alias() -> None:
 
 def two_sets() -> tuple[PriceSet, PriceSet]:
     old = replace(listing_set(1000.0), id=1)
-    cheaper = [replace(mp, input=20000) if mp.model == "grok-3" else mp
-               for mp in old.models.values()]
+    cheaper = [
+        replace(mp, input=20000) if mp.model == "grok-3" else mp for mp in old.models.values()
+    ]
     new = PriceSet.of(cheaper, effective_at=2000.0, id=2)
     return old, new
 
@@ -419,12 +545,21 @@ def test_adding_the_same_content_adds_no_set() -> None:
 
 def test_price_record_reported_computed_unpriced() -> None:
     book = PriceBook([replace(listing_set(), id=3)])
-    usage = Usage(input_tokens=165, cached_input_tokens=156, output_tokens=127,
-                  reasoning_tokens=125, reported_cost_ticks=731001)
+    usage = Usage(
+        input_tokens=165,
+        cached_input_tokens=156,
+        output_tokens=127,
+        reasoning_tokens=125,
+        reported_cost_ticks=731001,
+    )
     r = record("grok-4-fast-reasoning", usage)
     book.price_record(r)
     assert (r.cost_ticks, r.computed_cost_ticks, r.cost_source, r.price_id) == (
-        731001, 731000, "reported", 3)
+        731001,
+        731000,
+        "reported",
+        3,
+    )
 
     r = record("grok-4-fast-reasoning", replace(usage, reported_cost_ticks=None))
     book.price_record(r)
@@ -433,7 +568,11 @@ def test_price_record_reported_computed_unpriced() -> None:
     r = record("grok-unknown", Usage(input_tokens=5))
     book.price_record(r)
     assert (r.cost_ticks, r.computed_cost_ticks, r.cost_source, r.price_id) == (
-        None, None, "unpriced", None)
+        None,
+        None,
+        "unpriced",
+        None,
+    )
 
     r = record("grok-unknown", Usage(input_tokens=5, reported_cost_ticks=99))
     book.price_record(r)
@@ -452,7 +591,11 @@ def test_price_record_reported_computed_unpriced() -> None:
     r = record("grok-3", None)
     book.price_record(r)
     assert (r.cost_ticks, r.computed_cost_ticks, r.cost_source, r.price_id) == (
-        None, None, None, None)
+        None,
+        None,
+        None,
+        None,
+    )
 
     r = record("grok-imagine", Usage(images=3))
     book.price_record(r)
@@ -460,10 +603,13 @@ def test_price_record_reported_computed_unpriced() -> None:
 
 
 def test_overrides_win_over_the_listing() -> None:
-    book = PriceBook([replace(listing_set(), id=1)], overrides={
-        "grok-3-latest": {"input": 2.5},  # names a listed model: only input changes
-        "my-finetune": {"input": 1, "output": 2, "aliases": ["ft"]},  # unlisted: by itself
-    })
+    book = PriceBook(
+        [replace(listing_set(), id=1)],
+        overrides={
+            "grok-3-latest": {"input": 2.5},  # names a listed model: only input changes
+            "my-finetune": {"input": 1, "output": 2, "aliases": ["ft"]},  # unlisted: by itself
+        },
+    )
     g3 = book.price_for("grok-3", 5000)
     assert g3 is not None
     assert (g3.input, g3.cached_input, g3.output, g3.source) == (25000, 7500, 150000, "override")
@@ -486,26 +632,45 @@ def test_override_conversion_is_exact() -> None:
     assert usd_per_1m_to_ticks("1.2345") == 12345
     assert usd_to_ticks(0.02) == 200000000
     assert usd_to_ticks(0.025) == 250000000
-    parsed = parse_overrides({"Grok-X": {"image": 0.07, "search": 0.025, "cached_input": 0.05,
-                                         "long_context_threshold": 128000,
-                                         "output_long_context": 30}})
-    assert parsed == {"grok-x": ModelPrice("Grok-X", image=700000000, search=250000000,
-                                           cached_input=500, long_context_threshold=128000,
-                                           output_long=300000, source="override")}
+    parsed = parse_overrides(
+        {
+            "Grok-X": {
+                "image": 0.07,
+                "search": 0.025,
+                "cached_input": 0.05,
+                "long_context_threshold": 128000,
+                "output_long_context": 30,
+            }
+        }
+    )
+    assert parsed == {
+        "grok-x": ModelPrice(
+            "Grok-X",
+            image=700000000,
+            search=250000000,
+            cached_input=500,
+            long_context_threshold=128000,
+            output_long=300000,
+            source="override",
+        )
+    }
 
 
-@pytest.mark.parametrize(("table", "words"), [
-    ({"grok-3": {"input": 0.00001}}, ["grok-3.input", "0.1", "whole number"]),
-    ({"grok-3": {"output": 1.23456}}, ["grok-3.output", "whole number"]),
-    ({"grok-3": {"image": 1e-11}}, ["grok-3.image", "whole number of ticks"]),
-    ({"grok-3": {"input": -1}}, ["grok-3.input", "0 or more"]),
-    ({"grok-3": {"input": True}}, ["grok-3.input"]),
-    ({"grok-3": {"input": "three"}}, ["grok-3.input"]),
-    ({"grok-3": {"inptu": 3}}, ["grok-3.inptu", "Did you mean input"]),
-    ({"grok-3": {"long_context_threshold": 1.5}}, ["grok-3.long_context_threshold"]),
-    ({"grok-3": 3}, ["grok-3"]),
-    ({"grok-3": {"aliases": "x"}}, ["grok-3.aliases"]),
-])
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ({"grok-3": {"input": 0.00001}}, ["grok-3.input", "0.1", "whole number"]),
+        ({"grok-3": {"output": 1.23456}}, ["grok-3.output", "whole number"]),
+        ({"grok-3": {"image": 1e-11}}, ["grok-3.image", "whole number of ticks"]),
+        ({"grok-3": {"input": -1}}, ["grok-3.input", "0 or more"]),
+        ({"grok-3": {"input": True}}, ["grok-3.input"]),
+        ({"grok-3": {"input": "three"}}, ["grok-3.input"]),
+        ({"grok-3": {"inptu": 3}}, ["grok-3.inptu", "Did you mean input"]),
+        ({"grok-3": {"long_context_threshold": 1.5}}, ["grok-3.long_context_threshold"]),
+        ({"grok-3": 3}, ["grok-3"]),
+        ({"grok-3": {"aliases": "x"}}, ["grok-3.aliases"]),
+    ],
+)
 def test_override_errors_name_model_and_field(table: dict[str, Any], words: list[str]) -> None:
     with pytest.raises(OverrideError) as err:
         PriceBook(overrides=table)
@@ -532,11 +697,28 @@ def test_sqlite_round_trip(tmp_path: Path) -> None:
     migrate_prices(db)
     migrate_prices(db)  # idempotent
     assert {c.name for c in db.table("prices").columns} >= {
-        "price_set_id", "model", "aliases", "input", "cached_input", "output", "image_input",
-        "search", "image", "long_context_threshold", "input_long", "cached_input_long",
-        "output_long", "fingerprint"}
+        "price_set_id",
+        "model",
+        "aliases",
+        "input",
+        "cached_input",
+        "output",
+        "image_input",
+        "search",
+        "image",
+        "long_context_threshold",
+        "input_long",
+        "cached_input_long",
+        "output_long",
+        "fingerprint",
+    }
     assert [c.name for c in db.table("price_sets").columns] == [
-        "id", "effective_at", "fetched_at", "source", "digest"]
+        "id",
+        "effective_at",
+        "fetched_at",
+        "source",
+        "digest",
+    ]
 
     first = save_price_set(db, listing_set(1000.0))
     same = save_price_set(db, listing_set(1500.0))  # a refresh that changes nothing
@@ -637,9 +819,19 @@ async def test_fetch_listing_without_image_models_and_failures() -> None:
         ps = await fetch_listing(session, base, None)
         assert ps.resolve("grok-imagine") is None and ps.resolve("grok-3") is not None
 
-    script = Script({"/v1/language-models": [
-        (400, {"code": "Client specified an invalid argument",
-               "error": "Incorrect API key provided: xa***23."})]})
+    script = Script(
+        {
+            "/v1/language-models": [
+                (
+                    400,
+                    {
+                        "code": "Client specified an invalid argument",
+                        "error": "Incorrect API key provided: xa***23.",
+                    },
+                )
+            ]
+        }
+    )
     async with serve(script) as (base, session):
         with pytest.raises(PriceFetchError) as err:
             await fetch_listing(session, base, "bad")
@@ -663,16 +855,25 @@ async def test_fetch_listing_without_image_models_and_failures() -> None:
     assert err.value.status is None and err.value.retryable
 
 
-def refresher(book: PriceBook, session: aiohttp.ClientSession, base: str,
-              failures: list[Exception], **kw: Any) -> PriceRefresher:
-    return PriceRefresher(book, session, base, "k", attempts=3, wait=wait_none(),
-                          on_failure=failures.append, **kw)
+def refresher(
+    book: PriceBook, session: aiohttp.ClientSession, base: str, failures: list[Exception], **kw: Any
+) -> PriceRefresher:
+    return PriceRefresher(
+        book, session, base, "k", attempts=3, wait=wait_none(), on_failure=failures.append, **kw
+    )
 
 
 @pytest.mark.asyncio
 async def test_refresh_retries_a_failing_listing() -> None:
-    script = Script({**OK_ROUTES, "/v1/language-models": [
-        (503, {"code": "unavailable", "error": "try later"}), (200, LANGUAGE_LISTING)]})
+    script = Script(
+        {
+            **OK_ROUTES,
+            "/v1/language-models": [
+                (503, {"code": "unavailable", "error": "try later"}),
+                (200, LANGUAGE_LISTING),
+            ],
+        }
+    )
     book, saved = PriceBook(), []
     failures: list[Exception] = []
     successes: list[PriceSet] = []
@@ -729,8 +930,18 @@ async def test_unchanged_refresh_adds_no_set_and_save_failure_still_prices() -> 
         assert ps is not None and [s.id for s in book.history] == [5]
         assert (ps.id, ps.effective_at, ps.fetched_at) == (5, 1.0, 99.0)
 
-        changed = {"/v1/language-models": [(200, {"models": [
-            {**LANGUAGE_LISTING["models"][1], "prompt_text_token_price": 20000}]})]}
+        changed = {
+            "/v1/language-models": [
+                (
+                    200,
+                    {
+                        "models": [
+                            {**LANGUAGE_LISTING["models"][1], "prompt_text_token_price": 20000}
+                        ]
+                    },
+                )
+            ]
+        }
         async with serve(Script(changed)) as (base2, _):
             r2 = refresher(book, session, base2, failures, save=broken_save)
             ps2 = await r2.refresh()
@@ -765,12 +976,16 @@ async def test_run_refreshes_until_cancelled() -> None:
 
 
 def test_prices_table() -> None:
-    book = PriceBook([replace(listing_set(1_700_000_000.0), id=9)],
-                     overrides={"grok-3-mini": {"output": 0.4}})
+    book = PriceBook(
+        [replace(listing_set(1_700_000_000.0), id=9)], overrides={"grok-3-mini": {"output": 0.4}}
+    )
     rows = {row["model"]: row for row in prices_table(book, at=1_800_000_000.0)}
     g3 = rows["grok-3"]
     assert (g3["input_usd_per_1m"], g3["cached_input_usd_per_1m"], g3["output_usd_per_1m"]) == (
-        "3.00", "0.75", "15.00")
+        "3.00",
+        "0.75",
+        "15.00",
+    )
     assert g3["search_usd"] == "0.025" and g3["image_usd"] is None
     assert g3["aliases"] == "grok-3-latest, grok-3-beta"
     assert g3["source"] == "listing" and g3["price_set_id"] == 9
@@ -779,8 +994,11 @@ def test_prices_table() -> None:
     assert (fast["input_usd_per_1m"], fast["cached_input_usd_per_1m"]) == ("0.20", "0.05")
     assert fast["image_input_usd_per_1m"] == "0.20"
     g4 = rows["grok-4-0709"]
-    assert (g4["long_context_threshold"], g4["input_long_usd_per_1m"],
-            g4["output_long_usd_per_1m"]) == (128000, "6.00", "30.00")
+    assert (
+        g4["long_context_threshold"],
+        g4["input_long_usd_per_1m"],
+        g4["output_long_usd_per_1m"],
+    ) == (128000, "6.00", "30.00")
     assert rows["grok-imagine-image"]["image_usd"] == "0.02"
     assert rows["grok-3-mini"]["output_usd_per_1m"] == "0.40"
     assert rows["grok-3-mini"]["source"] == "override"
@@ -794,7 +1012,9 @@ def test_prices_table() -> None:
 def test_listing_errors_never_quote_a_key() -> None:
     from daemon.pricing import _excerpt
 
-    body = (b'{"code":"Client specified an invalid argument","error":"Incorrect API key '
-            b'provided: xai-AbCd****************************WxYz. You can obtain an API key"}')
+    body = (
+        b'{"code":"Client specified an invalid argument","error":"Incorrect API key '
+        b'provided: xai-AbCd****************************WxYz. You can obtain an API key"}'
+    )
     text = _excerpt(body)
     assert "AbCd" not in text and "WxYz" not in text and "<key>" in text

@@ -45,11 +45,22 @@ from tests.test_dashboards import (
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
 # Grafana's variables as a dashboard would send them with every variable on "All".
-MACROS = {"__rate_interval": "1m", "__range": "1h", "__interval": "15s",
-          "provider": ".*", "model": ".*", "app": ".*"}
+MACROS = {
+    "__rate_interval": "1m",
+    "__range": "1h",
+    "__interval": "15s",
+    "provider": ".*",
+    "model": ".*",
+    "app": ".*",
+}
 # The alerts this test's traffic calls for (see traffic()); every other one must stay empty.
-EXPECTED_ALERTS = {"FingerprintChangedNew", "UpstreamErrorRateHigh", "RateLimited",
-                   "UnmeteredCallsHigh", "UnpricedCallsHigh"}
+EXPECTED_ALERTS = {
+    "FingerprintChangedNew",
+    "UpstreamErrorRateHigh",
+    "RateLimited",
+    "UnmeteredCallsHigh",
+    "UnpricedCallsHigh",
+}
 MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
 NEW_FINGERPRINT = "fp_new"
 
@@ -68,8 +79,11 @@ def free_port() -> int:
 def start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
     """Prometheus on a loopback port with dashboards/prometheus.yml, sped up, on `target`."""
     config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s",
-                        "evaluation_interval": "1s"}
+    config["global"] = {
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "evaluation_interval": "1s",
+    }
     config["rule_files"] = [str(DASHBOARDS / path) for path in config["rule_files"]]
     [job] = config["scrape_configs"]
     job["static_configs"] = [{"targets": [target]}]
@@ -78,10 +92,16 @@ def start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], s
     port = free_port()
     with open(tmp / "prometheus.log", "wb") as log:
         process = subprocess.Popen(
-            [binary("prometheus"), f"--config.file={config_path}",
-             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                binary("prometheus"),
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return process, f"http://127.0.0.1:{port}"
 
 
@@ -128,24 +148,40 @@ class Prometheus:
             return False
 
 
-async def chat(session: aiohttp.ClientSession, meter: RunningDaemon, model: str, *,
-               stream: bool = False, headers: dict[str, str] | None = None) -> int:
+async def chat(
+    session: aiohttp.ClientSession,
+    meter: RunningDaemon,
+    model: str,
+    *,
+    stream: bool = False,
+    headers: dict[str, str] | None = None,
+) -> int:
     body = {"model": model, "messages": MESSAGES, "stream": stream}
-    async with session.post(f"{meter.base_url}/chat/completions", json=body,
-                            headers={"Authorization": "Bearer test", **(headers or {})}) as resp:
+    async with session.post(
+        f"{meter.base_url}/chat/completions",
+        json=body,
+        headers={"Authorization": "Bearer test", **(headers or {})},
+    ) as resp:
         await resp.read()
         return resp.status
 
 
-async def traffic(session: aiohttp.ClientSession, meter: RunningDaemon,
-                  sim: simulator.Simulator) -> None:
+async def traffic(
+    session: aiohttp.ClientSession, meter: RunningDaemon, sim: simulator.Simulator
+) -> None:
     """One round: priced calls with apps, cached and reasoning tokens, streams with a first
     token, a 429, a 500, a call without usage (unmetered) and one to an unlisted model whose
     cost the upstream does not report (unpriced)."""
-    assert await chat(session, meter, "grok-3", headers={"X-Meter-App": "demo",
-                                                        "X-Sim-Cached-Tokens": "3"}) == 200
-    assert await chat(session, meter, "grok-3-mini", stream=True,
-                      headers={"X-Meter-App": "batch"}) == 200
+    assert (
+        await chat(
+            session, meter, "grok-3", headers={"X-Meter-App": "demo", "X-Sim-Cached-Tokens": "3"}
+        )
+        == 200
+    )
+    assert (
+        await chat(session, meter, "grok-3-mini", stream=True, headers={"X-Meter-App": "batch"})
+        == 200
+    )
     assert await chat(session, meter, "grok-4-fast", stream=True) == 200
     assert await chat(session, meter, "grok-3", headers={"X-Sim-Status": "429"}) == 429
     assert await chat(session, meter, "grok-3", headers={"X-Sim-Status": "500"}) == 500
@@ -158,8 +194,12 @@ async def traffic(session: aiohttp.ClientSession, meter: RunningDaemon,
 
 
 def local_total(meter: RunningDaemon, name: str) -> float:
-    return sum(sample.value for family in meter.registry.collect()
-               for sample in family.samples if sample.name == name)
+    return sum(
+        sample.value
+        for family in meter.registry.collect()
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def results(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,8 +220,8 @@ def dashboard_targets() -> Iterator[tuple[str, str]]:
 
 
 async def test_every_query_and_rule_on_a_real_prometheus(
-        start_daemon: DaemonFactory, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    start_daemon: DaemonFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     binary("prometheus")
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")  # the daemon fetches prices at start
     sim = await simulator.start()
@@ -205,8 +245,11 @@ async def test_every_query_and_rule_on_a_real_prometheus(
         async with aiohttp.ClientSession() as session:
             prom = Prometheus(session, url)
             await until(prom.ready, "Prometheus to start", 20)
-            await until(partial(_equals, prom, 'up{job="xai-meter"}', 1.0),
-                        "the first scrape of the daemon", 10)
+            await until(
+                partial(_equals, prom, 'up{job="xai-meter"}', 1.0),
+                "the first scrape of the daemon",
+                10,
+            )
 
             # Three rounds, each seen by a scrape before the next: every counter moves between
             # scrapes, so rates are not zero. grok-3 changes to a new fingerprint in round 2
@@ -218,12 +261,22 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                     sim.state.fingerprints["grok-3"] = original
                 await traffic(session, meter, sim)
                 calls = local_total(meter, "xai_meter_requests_total")
-                await until(partial(_equals, prom, "sum(xai_meter_requests_total)", calls),
-                            f"a scrape of round {round_ + 1}", 10)
+                await until(
+                    partial(_equals, prom, "sum(xai_meter_requests_total)", calls),
+                    f"a scrape of round {round_ + 1}",
+                    10,
+                )
 
             for kind in ("new", "known"):
-                assert meter.metric("xai_meter_fingerprint_changes_total", provider="xai",
-                                    model="grok-3", kind=kind) == 1.0, kind
+                assert (
+                    meter.metric(
+                        "xai_meter_fingerprint_changes_total",
+                        provider="xai",
+                        model="grok-3",
+                        kind=kind,
+                    )
+                    == 1.0
+                ), kind
 
             async def recorded() -> bool:
                 for rule in recordings():
@@ -268,10 +321,14 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                     if variable["type"] != "query":
                         continue
                     selector, label = label_values(variable["query"])
-                    body = await prom.get(f"/api/v1/label/{label}/values",
-                                          **{"match[]": substitute(selector)})
-                    want = {"provider": {"xai"}, "model": {"grok-3", "grok-3-mini"},
-                            "app": {"demo", "batch"}}[variable["name"]]
+                    body = await prom.get(
+                        f"/api/v1/label/{label}/values", **{"match[]": substitute(selector)}
+                    )
+                    want = {
+                        "provider": {"xai"},
+                        "model": {"grok-3", "grok-3-mini"},
+                        "app": {"demo", "batch"},
+                    }[variable["name"]]
                     assert want <= set(body["data"]), (variable["name"], body)
     finally:
         if process is not None:

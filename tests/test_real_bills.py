@@ -16,30 +16,49 @@ from tests.test_chat_dialect import XAI_USAGE  # xai-api.md's real chat sample
 # (name, dialect normalizer, real usage object, prices in ticks per token)
 BILLS: list[tuple[str, Any, dict[str, Any], ModelPrice]] = [
     # xai-api.md's chat sample, grok-4-fast-reasoning: reasoning outside completion_tokens.
-    ("chat, grok-4-fast-reasoning", chat_usage, XAI_USAGE,
-     ModelPrice("grok-4-fast-reasoning", input=2000, cached_input=500, output=5000)),
+    (
+        "chat, grok-4-fast-reasoning",
+        chat_usage,
+        XAI_USAGE,
+        ModelPrice("grok-4-fast-reasoning", input=2000, cached_input=500, output=5000),
+    ),
     # A public Responses transcript (grok-4.3 with x_search, 2026-08): three x_search calls at
     # $5 per 1,000 and tokens at $1.25 in / $0.20 cached / $2.50 out per 1M (the one set of
     # listing-shaped prices that fits); output_tokens already holds reasoning (0 here).
-    ("responses with x_search, grok-4.3", responses_usage, {
-        "input_tokens": 9212, "input_tokens_details": {"cached_tokens": 3072},
-        "output_tokens": 3417, "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": 12629, "num_sources_used": 0, "num_server_side_tools_used": 3,
-        "cost_in_usd_ticks": 318319000,
-        "server_side_tool_usage_details": {
-            "web_search_calls": 0, "x_search_calls": 3, "code_interpreter_calls": 0,
-            "file_search_calls": 0, "mcp_calls": 0, "document_search_calls": 0,
-            "image_generation_calls": 0},
-        "context_details": {"input_tokens": 7622, "output_tokens": 3219}},
-     ModelPrice("grok-4.3", input=12500, cached_input=2000, output=25000)),
+    (
+        "responses with x_search, grok-4.3",
+        responses_usage,
+        {
+            "input_tokens": 9212,
+            "input_tokens_details": {"cached_tokens": 3072},
+            "output_tokens": 3417,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 12629,
+            "num_sources_used": 0,
+            "num_server_side_tools_used": 3,
+            "cost_in_usd_ticks": 318319000,
+            "server_side_tool_usage_details": {
+                "web_search_calls": 0,
+                "x_search_calls": 3,
+                "code_interpreter_calls": 0,
+                "file_search_calls": 0,
+                "mcp_calls": 0,
+                "document_search_calls": 0,
+                "image_generation_calls": 0,
+            },
+            "context_details": {"input_tokens": 7622, "output_tokens": 3219},
+        },
+        ModelPrice("grok-4.3", input=12500, cached_input=2000, output=25000),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("normalize", "usage", "price"), [b[1:] for b in BILLS],
-                         ids=[b[0] for b in BILLS])
-def test_real_bill_reproduces_to_the_tick(normalize: Any, usage: dict[str, Any],
-                                          price: ModelPrice) -> None:
+@pytest.mark.parametrize(
+    ("normalize", "usage", "price"), [b[1:] for b in BILLS], ids=[b[0] for b in BILLS]
+)
+def test_real_bill_reproduces_to_the_tick(
+    normalize: Any, usage: dict[str, Any], price: ModelPrice
+) -> None:
     normalized: Usage = normalize(usage)
     assert normalized.reported_cost_ticks == usage["cost_in_usd_ticks"]
     assert compute_cost(normalized, price) == usage["cost_in_usd_ticks"]
-

@@ -27,8 +27,12 @@ AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 
 
 async def post(meter: RunningDaemon, body: dict[str, Any], **headers: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{meter.base_url}/chat/completions", json=body, headers={**AUTH, **headers}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{meter.base_url}/chat/completions", json=body, headers={**AUTH, **headers}
+        ) as r,
+    ):
         return r.status, await r.read()
 
 
@@ -39,8 +43,16 @@ async def test_upstream_error_is_relayed_and_recorded(meter: RunningDaemon, stat
     [row] = await meter.rows(1)
     assert (row["status"], row["error"], row["metered"]) == (status, "http_error", 1)
     assert row["input_tokens"] is None
-    assert meter.metric("xai_meter_requests_total", provider="xai", endpoint="chat.completions",
-                        model="grok-3", code=str(status)) == 1
+    assert (
+        meter.metric(
+            "xai_meter_requests_total",
+            provider="xai",
+            endpoint="chat.completions",
+            model="grok-3",
+            code=str(status),
+        )
+        == 1
+    )
 
 
 async def test_openai_sdk_sees_the_upstream_error(meter: RunningDaemon) -> None:
@@ -56,7 +68,8 @@ async def test_sdk_retries_are_each_one_row(meter: RunningDaemon) -> None:
     client = openai.AsyncOpenAI(base_url=meter.base_url, api_key=TEST_KEY, max_retries=2)
     with pytest.raises(openai.RateLimitError):
         await client.with_options(timeout=5).chat.completions.create(
-            model="grok-3", messages=CHAT["messages"], extra_headers={"X-Sim-Status": "429"})
+            model="grok-3", messages=CHAT["messages"], extra_headers={"X-Sim-Status": "429"}
+        )
     rows = await meter.rows(3)
     assert [r["status"] for r in rows] == [429, 429, 429]
     await client.close()
@@ -76,8 +89,9 @@ async def test_unreachable_upstream_gives_502(start_daemon: DaemonFactory) -> No
     assert (row["status"], row["error"]) == (502, "upstream_unreachable")
 
 
-async def test_silent_upstream_gives_504(sim: simulator.Simulator,
-                                         start_daemon: DaemonFactory) -> None:
+async def test_silent_upstream_gives_504(
+    sim: simulator.Simulator, start_daemon: DaemonFactory
+) -> None:
     meter = await start_daemon(sim.url, upstream__read_timeout=0.2)
     status, body = await post(meter, CHAT, **{"X-Sim-Stall": "headers"})
     assert status == 504 and json.loads(body)["code"] == "upstream_timeout"
@@ -86,25 +100,38 @@ async def test_silent_upstream_gives_504(sim: simulator.Simulator,
 
 
 async def test_stream_cut_by_upstream(meter: RunningDaemon) -> None:
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{meter.base_url}/chat/completions", json=STREAM,
-            headers={**AUTH, "X-Sim-Cut-After": "2"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{meter.base_url}/chat/completions",
+            json=STREAM,
+            headers={**AUTH, "X-Sim-Cut-After": "2"},
+        ) as resp,
+    ):
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()  # the client sees the cut, as it would from the upstream
     [row] = await meter.rows(1)
-    assert (row["status"], row["error"], row["metered"], row["unmetered_reason"]) == \
-        (200, "upstream_stream_cut", 0, "incomplete")
+    assert (row["status"], row["error"], row["metered"], row["unmetered_reason"]) == (
+        200,
+        "upstream_stream_cut",
+        0,
+        "incomplete",
+    )
     assert row["model"] == "grok-3"
-    assert meter.metric("xai_meter_unmetered_total", endpoint="chat.completions",
-                        reason="incomplete") == 1
+    assert (
+        meter.metric("xai_meter_unmetered_total", endpoint="chat.completions", reason="incomplete")
+        == 1
+    )
 
 
-async def test_client_disconnect_mid_stream(meter: RunningDaemon,
-                                            sim: simulator.Simulator) -> None:
+async def test_client_disconnect_mid_stream(meter: RunningDaemon, sim: simulator.Simulator) -> None:
     async with aiohttp.ClientSession() as http:
-        resp = await http.post(f"{meter.base_url}/chat/completions", json=STREAM,
-                               headers={**AUTH, "X-Sim-Stall": "body"})
+        resp = await http.post(
+            f"{meter.base_url}/chat/completions",
+            json=STREAM,
+            headers={**AUTH, "X-Sim-Stall": "body"},
+        )
         assert resp.status == 200
         first = await resp.content.readany()
         assert first.startswith(b"data: ")
@@ -115,19 +142,22 @@ async def test_client_disconnect_mid_stream(meter: RunningDaemon,
     sim.state.release.set()
 
 
-async def test_malformed_upstream_body_is_relayed_as_is(meter: RunningDaemon,
-                                                        sim: simulator.Simulator) -> None:
+async def test_malformed_upstream_body_is_relayed_as_is(
+    meter: RunningDaemon, sim: simulator.Simulator
+) -> None:
     status, body = await post(meter, CHAT, **{"X-Sim-Malformed": "1"})
     assert status == 200 and body == sim.state.sent[-1]
     [row] = await meter.rows(1)
     assert (row["metered"], row["unmetered_reason"], row["error"]) == (0, "malformed", None)
-    assert meter.metric("xai_meter_unmetered_total", endpoint="chat.completions",
-                        reason="malformed") == 1
+    assert (
+        meter.metric("xai_meter_unmetered_total", endpoint="chat.completions", reason="malformed")
+        == 1
+    )
 
 
-async def test_metering_crash_never_breaks_the_relay(meter: RunningDaemon,
-                                                     sim: simulator.Simulator,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_metering_crash_never_breaks_the_relay(
+    meter: RunningDaemon, sim: simulator.Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def explode(self: EventTap, event: bytes) -> bool:
         raise RuntimeError("parser bug")
 
@@ -156,9 +186,12 @@ async def test_api_key_is_never_logged_or_stored(meter: RunningDaemon) -> None:
     with capture_logs() as logs:
         await post(meter, CHAT)
         await post(meter, CHAT, **{"X-Sim-Status": "400"})
-        async with aiohttp.ClientSession() as http, http.post(
-                f"{meter.base_url}/chat/completions", json=CHAT,
-                headers={"x-api-key": TEST_KEY}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{meter.base_url}/chat/completions", json=CHAT, headers={"x-api-key": TEST_KEY}
+            ) as r,
+        ):
             await r.read()
         await meter.rows(3)
     assert any(entry.get("event") == "call" for entry in logs)
@@ -169,16 +202,26 @@ async def test_api_key_is_never_logged_or_stored(meter: RunningDaemon) -> None:
 
 
 @pytest.mark.slow
-async def test_sigterm_during_a_stream_drains_and_records(sim: simulator.Simulator,
-                                                          tmp_path: Path) -> None:
+async def test_sigterm_during_a_stream_drains_and_records(
+    sim: simulator.Simulator, tmp_path: Path
+) -> None:
     ledger = tmp_path / "ledger.db"
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[relay]\nport = 0\n[admin]\nport = 0\n[upstream]\nbase_url = "{sim.url}"\n'
-                   f'[ledger]\npath = "{ledger}"\n[shutdown]\ngrace_period = 0.3\n'
-                   f'[log]\nformat = "json"\n')
+    cfg.write_text(
+        f'[relay]\nport = 0\n[admin]\nport = 0\n[upstream]\nbase_url = "{sim.url}"\n'
+        f'[ledger]\npath = "{ledger}"\n[shutdown]\ngrace_period = 0.3\n'
+        f'[log]\nformat = "json"\n'
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon", "serve", "--config", str(cfg),
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        sys.executable,
+        "-m",
+        "daemon",
+        "serve",
+        "--config",
+        str(cfg),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stderr is not None
     try:
         async with asyncio.timeout(20):
@@ -190,8 +233,11 @@ async def test_sigterm_during_a_stream_drains_and_records(sim: simulator.Simulat
                     relay = event["relay"]
                     break
             async with aiohttp.ClientSession() as http:
-                resp = await http.post(f"{relay}/chat/completions", json=STREAM,
-                                       headers={**AUTH, "X-Sim-Stall": "body"})
+                resp = await http.post(
+                    f"{relay}/chat/completions",
+                    json=STREAM,
+                    headers={**AUTH, "X-Sim-Stall": "body"},
+                )
                 assert (await resp.content.readany()).startswith(b"data: ")
                 proc.send_signal(signal.SIGTERM)
                 assert await proc.wait() == 0

@@ -77,13 +77,13 @@ class Dialect:
         """Read what the request says (model, stream); return a replacement body or None."""
         return None
 
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         """The tap for this response; `encoding` is its Content-Encoding (already checked)."""
         return Tap(record, clock)
 
 
 # --- shared pieces for the dialect modules -------------------------------------------------
+
 
 def loads_object(data: bytes) -> dict[str, Any] | None:
     """Parse JSON; None unless it is an object."""
@@ -262,8 +262,9 @@ class EventTap(Tap):
     a partial event is held until its end arrives.
     """
 
-    def __init__(self, record: CallRecord, clock: Clock, encoding: str = "",
-                 filtering: bool = False) -> None:
+    def __init__(
+        self, record: CallRecord, clock: Clock, encoding: str = "", filtering: bool = False
+    ) -> None:
         super().__init__(record, clock)
         self._buf = bytearray()
         self._scan_from = 0
@@ -291,7 +292,7 @@ class EventTap(Tap):
             m = _EVENT_END.search(buf, max(self._scan_from, start))
             if m is None:
                 break
-            event = bytes(buf[start:m.end()])
+            event = bytes(buf[start : m.end()])
             start = m.end()
             if self.on_event(event) or not self.filters:
                 kept.append(event)
@@ -324,8 +325,11 @@ class EventTap(Tap):
         data = sse_data(event)
         if not data or data == b"[DONE]":
             return True
-        if self.record.ttft_ms is None and self.first_token is not None \
-                and self.first_token.search(data):
+        if (
+            self.record.ttft_ms is None
+            and self.first_token is not None
+            and self.first_token.search(data)
+        ):
             self.mark_first_token()
         if self._seen_first and not any(n in data for n in self.needles):
             return True

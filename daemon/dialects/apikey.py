@@ -23,6 +23,5 @@ class ApiKeyBody(BodyTap):
 
 
 class ApiKeyDialect(Dialect):
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         return ApiKeyBody(record, clock, encoding) if record.method == "GET" else Tap(record, clock)

@@ -125,12 +125,13 @@ class ChatDialect(Dialect):
             # Insert at the front so every byte the client sent stays as it was.
             start = body.index(b"{") + 1
             return body[:start] + _INCLUDE_USAGE + body[start:]
-        obj["stream_options"] = {**(options if isinstance(options, dict) else {}),
-                                 "include_usage": True}
+        obj["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
         return orjson.dumps(obj)
 
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         if content_type.startswith("text/event-stream"):
             return ChatStream(record, clock, encoding, filtering=record.usage_injected)
         return ChatBody(record, clock, encoding)
@@ -143,8 +144,7 @@ class DeferredResultDialect(Dialect):
     def __init__(self) -> None:
         super().__init__("chat.deferred", billable=False)
 
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         if record.status == 200 and record.method == "GET":
             record.billable = True
             return ChatBody(record, clock, encoding)

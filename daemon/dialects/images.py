@@ -51,6 +51,5 @@ class ImagesDialect(Dialect):
                 record.requested_model = match.group(1).decode("utf-8", "replace")
         return None
 
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         return ImageBody(record, clock, encoding)

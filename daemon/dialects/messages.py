@@ -26,8 +26,12 @@ from daemon.dialects import (
 from daemon.record import CallRecord, Unmetered, Usage
 
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"content_block_delta"')
-_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
-               "cache_creation_input_tokens")
+_USAGE_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
 
 
 def messages_usage(u: dict[str, Any], provider: str) -> Usage:
@@ -81,8 +85,9 @@ class MessageStream(EventTap):
         else:  # message_delta (or another event that names one)
             usage = obj.get("usage")
         if isinstance(usage, dict):
-            self._usage.update({k: usage[k] for k in (*_USAGE_KEYS, "server_tool_use")
-                                if usage.get(k) is not None})
+            self._usage.update(
+                {k: usage[k] for k in (*_USAGE_KEYS, "server_tool_use") if usage.get(k) is not None}
+            )
         return True
 
     def end_of_stream(self, complete: bool) -> None:
@@ -106,8 +111,7 @@ class MessagesDialect(Dialect):
             record.stream = obj.get("stream") is True
         return None
 
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         if content_type.startswith("text/event-stream"):
             return MessageStream(record, clock, encoding)
         return MessageBody(record, clock, encoding)

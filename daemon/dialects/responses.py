@@ -26,8 +26,10 @@ from daemon.dialects import (
 from daemon.dialects.chat import chat_usage
 from daemon.record import CallRecord, Usage
 
-_FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
-                          rb'reasoning_summary_text|refusal)\.delta"')
+_FIRST_TOKEN = re.compile(
+    rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
+    rb'reasoning_summary_text|refusal)\.delta"'
+)
 
 
 def responses_usage(u: dict[str, Any]) -> Usage:
@@ -117,8 +119,7 @@ class ResponsesDialect(Dialect):
             record.previous_response_id = opt_str(obj.get("previous_response_id"))
         return None
 
-    def tap(self, record: CallRecord, content_type: str, clock: Clock,
-            encoding: str = "") -> Tap:
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         if content_type.startswith("text/event-stream"):
             return ResponseStream(record, clock, encoding)
         return ResponseBody(record, clock, encoding)
