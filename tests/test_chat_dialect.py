@@ -14,26 +14,9 @@ from hypothesis import strategies as st
 
 from daemon.dialects.chat import ChatDialect, chat_usage
 from daemon.record import CallRecord, Unmetered, Usage
+from daemon.testing import XAI_CHAT_USAGE
 
-XAI_USAGE = {  # real grok-4-fast-reasoning sample from xai-api.md
-    "prompt_tokens": 165,
-    "completion_tokens": 2,
-    "total_tokens": 292,
-    "prompt_tokens_details": {
-        "text_tokens": 165,
-        "audio_tokens": 0,
-        "image_tokens": 0,
-        "cached_tokens": 156,
-    },
-    "completion_tokens_details": {
-        "reasoning_tokens": 125,
-        "audio_tokens": 0,
-        "accepted_prediction_tokens": 0,
-        "rejected_prediction_tokens": 0,
-    },
-    "num_sources_used": 0,
-    "cost_in_usd_ticks": 731000,
-}
+XAI_USAGE = XAI_CHAT_USAGE  # real grok-4-fast-reasoning sample from xai-api.md
 
 
 def record(**kw: object) -> CallRecord:

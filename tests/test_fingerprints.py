@@ -18,7 +18,7 @@ from daemon.cli import main
 from daemon.fingerprints import FingerprintTracker
 from daemon.metrics import Metrics
 from daemon.record import CallRecord
-from tests.conftest import TEST_KEY, DaemonFactory, RunningDaemon
+from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 
 async def chat(meter: RunningDaemon, model: str = "grok-3") -> Any:

@@ -14,7 +14,7 @@ from daemon import simulator
 from daemon.cli import main
 from daemon.pricing import ModelPrice, compute_cost
 from daemon.record import Usage
-from tests.conftest import TEST_KEY, DaemonFactory, RunningDaemon
+from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 MESSAGES: list[Any] = [{"role": "user", "content": "How much does this cost?"}]
 PINNED = {"X-Sim-Cached-Tokens": "3"}

@@ -31,7 +31,7 @@ import yaml
 from daemon import simulator
 from daemon.meter import Sink
 from daemon.record import CallRecord
-from tests.conftest import DaemonFactory, RunningDaemon
+from daemon.testing import DaemonFactory, RunningDaemon
 from tests.test_dashboards import (
     DASHBOARDS,
     JSON_FILES,

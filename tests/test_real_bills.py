@@ -11,7 +11,7 @@ from daemon.dialects.chat import chat_usage
 from daemon.dialects.responses import responses_usage
 from daemon.pricing import ModelPrice, compute_cost
 from daemon.record import Usage
-from tests.test_chat_dialect import XAI_USAGE  # xai-api.md's real chat sample
+from daemon.testing import XAI_CHAT_USAGE as XAI_USAGE  # xai-api.md's real chat sample
 
 # (name, dialect normalizer, real usage object, prices in ticks per token)
 BILLS: list[tuple[str, Any, dict[str, Any], ModelPrice]] = [

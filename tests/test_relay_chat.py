@@ -12,7 +12,7 @@ import pytest
 
 from daemon import simulator
 from daemon.dialects.chat import chat_usage
-from tests.conftest import TEST_KEY, RunningDaemon
+from daemon.testing import TEST_KEY, RunningDaemon
 
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are terse."},

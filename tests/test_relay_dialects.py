@@ -15,7 +15,7 @@ import pytest
 from daemon import simulator
 from daemon.deferred import RESULT_TTL, DeferredTracker
 from daemon.record import CallRecord, Usage
-from tests.conftest import TEST_KEY, DaemonFactory, RunningDaemon
+from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from daemon import simulator
 from daemon.dialects import EventTap
-from tests.conftest import TEST_KEY, DaemonFactory, RunningDaemon
+from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 CHAT = {"model": "grok-3", "messages": [{"role": "user", "content": "hello there"}]}
 STREAM = {**CHAT, "stream": True}

@@ -1,0 +1,123 @@
+"""What the tests share: factories for records and usage, and a daemon run in the test's loop.
+
+Kept in the package, not in `tests/`, so that no test module imports another: pytest's
+`conftest.py` injects the fixtures, and test modules import these names from here. Nothing in
+the daemon imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from prometheus_client import CollectorRegistry
+
+from daemon import config
+from daemon.app import Daemon
+from daemon.record import CallRecord
+
+TEST_KEY = "xai-test-key-0123456789abcdef"
+
+# The real grok-4-fast-reasoning chat usage sample of xai-api.md ("usage" of a chat completion):
+# reasoning tokens sit outside completion_tokens, and the upstream reports its own cost.
+XAI_CHAT_USAGE: dict[str, Any] = {
+    "prompt_tokens": 165,
+    "completion_tokens": 2,
+    "total_tokens": 292,
+    "prompt_tokens_details": {
+        "text_tokens": 165,
+        "audio_tokens": 0,
+        "image_tokens": 0,
+        "cached_tokens": 156,
+    },
+    "completion_tokens_details": {
+        "reasoning_tokens": 125,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+    "num_sources_used": 0,
+    "cost_in_usd_ticks": 731000,
+}
+
+
+def make_record(**fields: Any) -> CallRecord:
+    """A finished-looking chat completion record (200, billable); `fields` override any field."""
+    base: dict[str, Any] = {
+        "id": "t",
+        "started_at": 0.0,
+        "t0": 0.0,
+        "provider": "xai",
+        "endpoint": "chat.completions",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "billable": True,
+        "status": 200,
+    }
+    return CallRecord(**{**base, **fields})
+
+
+def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Settings:
+    """Settings for a daemon under test: OS-chosen loopback ports, a ledger in `tmp_path`,
+    short timeouts, no price refresh. `extra` sets more keys, sections joined by ``__``
+    (``ledger__batch_size=1``)."""
+    table: dict[str, Any] = {
+        "relay": {"port": 0},
+        "admin": {"port": 0},
+        "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 5},
+        "ledger": {"path": str(tmp_path / "ledger.db"), "flush_interval": 0.0},
+        "shutdown": {"grace_period": 2},
+        # Off unless a test is about prices: listing fetches would interleave with the
+        # requests other tests inspect on the simulator.
+        "pricing": {"refresh": False},
+    }
+    for dotted, value in extra.items():
+        *sections, key = dotted.split("__")
+        node = table
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+    return config.from_mapping(table)
+
+
+class RunningDaemon:
+    """A daemon started in the test's loop, with helpers to read what it recorded."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.registry: CollectorRegistry = daemon.registry
+
+    @property
+    def base_url(self) -> str:
+        return self.daemon.relay_url + "/v1"
+
+    @property
+    def url(self) -> str:
+        return self.daemon.relay_url
+
+    @property
+    def admin_url(self) -> str:
+        return self.daemon.admin_url
+
+    @property
+    def ledger_path(self) -> str:
+        return str(self.daemon.settings["ledger.path"])
+
+    async def rows(self, count: int, within: float = 5.0) -> list[dict[str, Any]]:
+        """All ledger rows, once at least `count` have been written (awaits; never sleeps)."""
+        async with asyncio.timeout(within):
+            await self.daemon.ledger.wait_written(count)
+        db = sqlite_utils.Database(self.ledger_path)
+        try:
+            return list(db.query("select * from calls order by started_at, id"))
+        finally:
+            db.close()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+DaemonFactory = Callable[..., Awaitable[RunningDaemon]]
