@@ -18,6 +18,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -28,16 +29,10 @@ from yarl import URL
 
 from daemon import logs
 from daemon.config import ConfigError, Settings
-from daemon.deferred import DeferredTracker, load_deferred
+from daemon.deferred import RESULT_TTL, DeferredTracker
 from daemon.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.keys import KeyHasher
-from daemon.ledger import (
-    Ledger,
-    delete_calls_before,
-    ensure_salt,
-    load_fingerprints,
-    reprice_unpriced,
-)
+from daemon.ledger import Ledger, store
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
 from daemon.metrics import Metrics
@@ -169,16 +164,18 @@ class Daemon:
 
     async def _resources(self, app: web.Application) -> AsyncIterator[None]:
         await self.ledger.open()
-        salt = await self.ledger.run_in_writer(lambda: ensure_salt(self.ledger.db()))
+        salt = await self.ledger.run_in_writer(lambda: store.ensure_salt(self.ledger.db()))
         self.keys.use_salt(salt)
         for price_set in await self.ledger.run_in_writer(
             lambda: load_price_history(self.ledger.db())
         ):
             self.book.add(price_set)
-        seen, current = await self.ledger.run_in_writer(lambda: load_fingerprints(self.ledger.db()))
+        seen, current = await self.ledger.run_in_writer(
+            lambda: store.load_fingerprints(self.ledger.db())
+        )
         self.fingerprints.load(seen, current)
         pending, done = await self.ledger.run_in_writer(
-            lambda: load_deferred(self.ledger.db(), self.clocks.wall())
+            lambda: store.load_deferred(self.ledger.db(), self.clocks.wall() - 2 * RESULT_TTL)
         )
         self.deferred.load(pending, done)
         self._prices_changed()
@@ -247,7 +244,7 @@ class Daemon:
         self._prices_changed()
         await self.ledger.drained()  # calls priced-or-not before now are all in the ledger
         priced = await self.ledger.run_in_writer(
-            lambda: reprice_unpriced(self.ledger.db(), self._price_late)
+            lambda: store.reprice_unpriced(self.ledger.db(), self._price_late)
         )
         for record in priced:
             self.metrics.observe_backfill(record)
@@ -286,7 +283,7 @@ class Daemon:
         """Delete calls older than ledger.retention_days; return how many."""
         cutoff = self.clocks.wall() - self.settings["ledger.retention_days"] * 86400.0
         deleted = await self.ledger.run_in_writer(
-            lambda: delete_calls_before(self.ledger.db(), cutoff)
+            lambda: store.delete_calls_before(self.ledger.db(), cutoff)
         )
         if deleted:
             self.metrics.ledger_deleted.inc(deleted)
@@ -300,31 +297,20 @@ class Daemon:
         info, key_id = record.key_info, record.key_id
         if not info or not key_id:
             return
-        row = [
+        row = (
             key_id,
             info.get("name"),
             info.get("team_id"),
             info.get("api_key_id"),
             record.started_at,
-        ]
-        self.ledger.submit_op(
-            lambda db: db.execute(
-                "insert or replace into api_keys (key_id, name, team_id, api_key_id, updated_at) "
-                "values (?, ?, ?, ?, ?)",
-                row,
-            )
         )
+        self.ledger.submit_op(partial(store.save_key_name, row=row))
 
     # --- fingerprint changes --------------------------------------------------------------
 
     def _fingerprint_changed(self, change: FingerprintChange) -> None:
-        self.ledger.submit_op(
-            lambda db: db.execute(
-                "insert into fingerprint_changes (at, provider, model, old, new, kind) "
-                "values (?, ?, ?, ?, ?, ?)",
-                [change.at, change.provider, change.model, change.old, change.new, change.kind],
-            )
-        )
+        row = (change.at, change.provider, change.model, change.old, change.new, change.kind)
+        self.ledger.submit_op(partial(store.save_fingerprint_change, row=row))
         url = self.settings["alerts.webhook_url"]
         if url and self._session is not None:
             self._spawn(notify_webhook(self._session, url, change, wait=self.retry_wait))

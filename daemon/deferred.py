@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
-import sqlite_utils
 import structlog
 
+from daemon.ledger import store
+from daemon.ledger.writer import LedgerOp
 from daemon.record import CallRecord
 
 log = structlog.get_logger("xai_meter.deferred")
@@ -30,9 +32,7 @@ class Pending:
 
 
 class DeferredTracker:
-    def __init__(
-        self, submit_op: Callable[[Callable[[sqlite_utils.Database], object]], None]
-    ) -> None:
+    def __init__(self, submit_op: Callable[[LedgerOp], None]) -> None:
         self._submit_op = submit_op
         self._pending: dict[str, Pending] = {}
         self._done: dict[str, float] = {}  # request ids already billed -> when
@@ -71,12 +71,7 @@ class DeferredTracker:
         record.linked_id = pending.call_id
         end = record.started_at + (record.duration_ms or 0.0) / 1000.0
         record.deferred_ms = (end - pending.started_at) * 1000.0
-        call_id = pending.call_id
-        self._submit_op(
-            lambda db: db.execute(
-                "update calls set deferred_state = 'completed' where id = ?", [call_id]
-            )
-        )
+        self._submit_op(partial(store.complete_deferred, call_id=pending.call_id))
 
     def expire(self, now: float) -> int:
         """Close requests whose result can no longer come; return how many."""
@@ -84,35 +79,8 @@ class DeferredTracker:
         expired = [rid for rid, p in self._pending.items() if p.started_at < cutoff]
         ids = [self._pending.pop(rid).call_id for rid in expired]
         if ids:
-            self._submit_op(
-                lambda db: db.conn.executemany(
-                    "update calls set deferred_state = 'expired' where id = ? "
-                    "and deferred_state = 'pending'",
-                    [(i,) for i in ids],
-                )
-            )
+            self._submit_op(partial(store.expire_deferred, call_ids=ids))
             log.info("deferred_expired", calls=len(ids))
         for rid in [rid for rid, at in self._done.items() if at and at < cutoff]:
             del self._done[rid]
         return len(ids)
-
-
-def load_deferred(
-    db: sqlite_utils.Database, now: float
-) -> tuple[list[tuple[str, str, float]], list[str]]:
-    """Pending requests, and request ids whose result was billed in the last 24 h."""
-    pending = [
-        (r[0], r[1], r[2])
-        for r in db.execute(
-            "select response_id, id, started_at from calls where deferred_state = 'pending'"
-        )
-    ]
-    done = [
-        r[0]
-        for r in db.execute(
-            "select p.response_id from calls p where p.deferred_state = 'completed' "
-            "and p.started_at >= ?",
-            [now - 2 * RESULT_TTL],
-        )
-    ]
-    return pending, done

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import sqlite_utils
 
 from daemon import config, simulator
 from daemon.app import Daemon
+from daemon.ledger.schema import open_database
+from daemon.ledger.store import last_calls
 
 DEMO_KEY = "xai-demo-key-not-a-real-one"
 
@@ -144,11 +145,11 @@ def _usd(ticks: int | None) -> str:
 
 
 def _print_report(ledger_path: str, last: int) -> None:
-    db = sqlite_utils.Database(ledger_path)
-    rows = list(db.query("select * from calls order by started_at desc, id desc limit ?", [last]))[
-        ::-1
-    ]
-    db.close()
+    db = open_database(ledger_path, readonly=True)
+    try:
+        rows = last_calls(db, last)
+    finally:
+        db.close()
     head = (
         f"{'endpoint':<17}{'model':<24}{'status':>6}{'in':>6}{'cached':>7}{'out':>6}"
         f"{'reason':>7}{'billed':>12}  {'fingerprint':<14}{'ttft ms':>8}  note"

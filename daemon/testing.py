@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
 from prometheus_client import CollectorRegistry
 
 from daemon import config
 from daemon.app import Daemon
+from daemon.ledger.schema import open_database
+from daemon.ledger.store import all_calls
 from daemon.record import CallRecord
 
 TEST_KEY = "xai-test-key-0123456789abcdef"
@@ -110,9 +111,9 @@ class RunningDaemon:
         """All ledger rows, once at least `count` have been written (awaits; never sleeps)."""
         async with asyncio.timeout(within):
             await self.daemon.ledger.wait_written(count)
-        db = sqlite_utils.Database(self.ledger_path)
+        db = open_database(self.ledger_path, readonly=True)
         try:
-            return list(db.query("select * from calls order by started_at, id"))
+            return all_calls(db)
         finally:
             db.close()
 

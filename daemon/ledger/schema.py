@@ -1,0 +1,224 @@
+"""Every table of the ledger and the named, ordered migrations that made them.
+
+A migration is a function named ``mNNN_what``; `migrate` applies, in order, those not yet in
+``_migrations`` (llm's ``migrations.py`` pattern). A migration is frozen once released: later
+changes are new migrations, so the column lists below are the ones each migration made.
+`open_database` gives every user of the ledger (the writer, the CLI's reports) the same
+connection settings.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+# The calls table as migration m001 made it. Never edit: later migrations add columns.
+_CALL_COLUMNS_M001: dict[str, type] = {
+    "id": str,
+    "started_at": float,
+    "provider": str,
+    "endpoint": str,
+    "method": str,
+    "path": str,
+    "status": int,
+    "stream": int,
+    "deferred": int,
+    "requested_model": str,
+    "model": str,
+    "input_tokens": int,
+    "cached_input_tokens": int,
+    "cache_write_tokens": int,
+    "output_tokens": int,
+    "reasoning_tokens": int,
+    "image_input_tokens": int,
+    "images": int,
+    "sources": int,
+    "server_tool_calls": int,
+    "reported_cost_ticks": int,
+    "computed_cost_ticks": int,
+    "cost_ticks": int,
+    "cost_source": str,
+    "price_id": int,
+    "fingerprint": str,
+    "service_tier": str,
+    "response_id": str,
+    "request_id": str,
+    "duration_ms": float,
+    "upstream_ms": float,
+    "ttft_ms": float,
+    "error": str,
+    "error_detail": str,
+    "key_id": str,
+    "app": str,
+    "metered": int,
+    "unmetered_reason": str,
+}
+_CALL_COLUMNS_M005: dict[str, type] = {
+    "previous_response_id": str,  # Responses: the conversation this turn continues
+    "linked_id": str,  # deferred: the result row points at the POST that asked for it
+    "deferred_state": str,  # deferred POST: pending | completed | expired
+    "deferred_ms": float,  # deferred result: from the POST to the result
+    "tool_calls": str,  # server-side tool calls by kind, JSON
+}
+CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005}
+
+
+# --- migrations: named, ordered, each applied once ------------------------------------------
+
+
+def m001_calls(db: sqlite_utils.Database) -> None:
+    db["calls"].create(_CALL_COLUMNS_M001, pk="id")  # type: ignore[union-attr]
+    db["calls"].create_index(["started_at"])  # type: ignore[union-attr]
+    db["calls"].create_index(["model", "started_at"])  # type: ignore[union-attr]
+    db["calls"].create_index(["response_id"])  # type: ignore[union-attr]
+
+
+def m002_meta(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+
+
+# The price columns as migration m003 made them (ticks; see daemon/units.py). Never edit.
+PRICE_COLUMNS_M003: tuple[str, ...] = (
+    "input",
+    "cached_input",
+    "output",
+    "image_input",
+    "search",
+    "image",
+    "long_context_threshold",
+    "input_long",
+    "cached_input_long",
+    "output_long",
+)
+
+
+def m003_prices(db: sqlite_utils.Database) -> None:
+    """Every fetched price set, kept forever: a call is priced at the set in force then."""
+    db.table("price_sets").create(
+        {"id": int, "effective_at": float, "fetched_at": float, "source": str, "digest": str},
+        pk="id",
+        if_not_exists=True,
+    )
+    db.table("prices").create(
+        {
+            "price_set_id": int,
+            "model": str,
+            "aliases": str,  # JSON list
+            **dict.fromkeys(PRICE_COLUMNS_M003, int),
+            "fingerprint": str,
+        },
+        pk=("price_set_id", "model"),
+        foreign_keys=[("price_set_id", "price_sets", "id")],
+        if_not_exists=True,
+    )
+
+
+def m004_unpriced_index(db: sqlite_utils.Database) -> None:
+    db["calls"].create_index(["cost_source"])  # type: ignore[union-attr]
+
+
+def m005_dialects_fingerprints_keys(db: sqlite_utils.Database) -> None:
+    calls = db["calls"]
+    for name, kind in _CALL_COLUMNS_M005.items():
+        calls.add_column(name, kind)  # type: ignore[union-attr]
+    calls.create_index(["deferred_state"])  # type: ignore[union-attr]
+    db["fingerprints"].create(  # type: ignore[union-attr]
+        {
+            "provider": str,
+            "model": str,
+            "fingerprint": str,
+            "first_seen": float,
+            "last_seen": float,
+            "calls": int,
+        },
+        pk=("provider", "model", "fingerprint"),
+    )
+    db["fingerprint_changes"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "at": float,
+            "provider": str,
+            "model": str,
+            "old": str,
+            "new": str,
+            "kind": str,
+        },
+        pk="id",
+    )
+    db["api_keys"].create(  # type: ignore[union-attr]
+        {"key_id": str, "name": str, "team_id": str, "api_key_id": str, "updated_at": float},
+        pk="key_id",
+    )
+
+
+# Calls still to price: unpriced ones, and reported ones without a computed cost.
+TO_PRICE = "cost_source = 'unpriced' or (cost_source = 'reported' and computed_cost_ticks is null)"
+
+
+def m006_partial_indexes(db: sqlite_utils.Database) -> None:
+    """Every index is paid for on every insert: index only the rows the daemon looks up
+    (unpriced, pending deferred), and none for the response id nobody queries by."""
+    for name in ("idx_calls_cost_source", "idx_calls_deferred_state", "idx_calls_response_id"):
+        db.execute(f"drop index if exists {name}")
+    db.execute(f"create index idx_calls_unpriced on calls (cost_source) where {TO_PRICE}")
+    db.execute(
+        "create index idx_calls_pending on calls (deferred_state) where deferred_state = 'pending'"
+    )
+
+
+def m007_no_model_index(db: sqlite_utils.Database) -> None:
+    """Reports filter by time and group in memory; the (model, started_at) index cost every
+    insert and served no query of the daemon's."""
+    db.execute("drop index if exists idx_calls_model_started_at")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    m001_calls,
+    m002_meta,
+    m003_prices,
+    m004_unpriced_index,
+    m005_dialects_fingerprints_keys,
+    m006_partial_indexes,
+    m007_no_model_index,
+]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    db.execute("create table if not exists _migrations (name text primary key, applied_at real)")
+    done = {row[0] for row in db.execute("select name from _migrations").fetchall()}
+    applied = []
+    for migration in MIGRATIONS:
+        name = migration.__name__
+        if name in done:
+            continue
+        with db.conn:
+            migration(db)
+            db.execute(
+                "insert into _migrations (name, applied_at) values (?, ?)", [name, time.time()]
+            )
+        applied.append(name)
+    return applied
+
+
+def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite_utils.Database:
+    """A connection with the settings every user of the ledger needs."""
+    if readonly:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn.execute("pragma busy_timeout = 5000")
+    db = sqlite_utils.Database(conn)
+    if not readonly:
+        db.enable_wal()
+        conn.execute("pragma synchronous = normal")
+        # Checkpoint the WAL every ~40 MB rather than every ~4 MB: fewer, larger copies.
+        conn.execute("pragma wal_autocheckpoint = 10000")
+    return db

@@ -1,0 +1,276 @@
+"""Every SQL statement of the daemon outside the schema: one owner for what it reads and writes.
+
+Functions take a `sqlite_utils.Database` and run in the caller's context: the daemon calls the
+writing ones in the ledger's writer thread (`Ledger.run_in_writer`, or queued in order with the
+calls through `Ledger.submit_op`), the CLI calls the reading ones on a read-only connection.
+"""
+
+from __future__ import annotations
+
+import operator
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
+from daemon.record import CallError, CallRecord, Unmetered, Usage
+
+_INSERT = (
+    f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
+    f"values ({', '.join('?' for _ in CALL_COLUMNS)})"
+)
+_RARE_COLUMNS = (
+    "cache_write_tokens",
+    "images",
+    "sources",
+    "server_tool_calls",
+    "price_id",
+    "service_tier",
+    "request_id",
+    "error_detail",
+    "app",
+    "unmetered_reason",
+    "previous_response_id",
+    "linked_id",
+    "deferred_state",
+    "deferred_ms",
+    "tool_calls",
+    "error",
+)
+_RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
+_COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
+_pick_rare = operator.itemgetter(*_RARE)
+_pick_common = operator.itemgetter(*_COMMON)
+_INSERT_NARROW = (
+    f"insert or replace into calls "
+    f"({', '.join(list(CALL_COLUMNS)[i] for i in _COMMON)}) "
+    f"values ({', '.join('?' for _ in _COMMON)})"
+)
+
+
+def insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
+    """Insert calls (one row each) and count their fingerprints; the caller's transaction."""
+    if not records:
+        return
+    # Most calls leave the rarer columns empty: insert those with a narrower statement
+    # (binding a parameter costs about as much as anything else per row).
+    narrow: list[tuple[Any, ...]] = []
+    full: list[tuple[Any, ...]] = []
+    rare_empty = (None,) * len(_RARE)
+    for r in records:
+        row = r.as_tuple()
+        if _pick_rare(row) == rare_empty:
+            narrow.append(_pick_common(row))
+        else:
+            full.append(row)
+    if narrow:
+        db.conn.executemany(_INSERT_NARROW, narrow)
+    if full:
+        db.conn.executemany(_INSERT, full)
+    seen: dict[tuple[str, str, str], list[float]] = {}
+    for r in records:
+        if r.fingerprint and r.model and r.status is not None and r.status < 400:
+            seen.setdefault((r.provider, r.model, r.fingerprint), []).append(r.started_at)
+    db.conn.executemany(
+        "insert into fingerprints (provider, model, fingerprint, first_seen, last_seen, "
+        "calls) values (?, ?, ?, ?, ?, ?) on conflict (provider, model, fingerprint) do "
+        "update set first_seen = min(first_seen, excluded.first_seen), "
+        "last_seen = max(last_seen, excluded.last_seen), calls = calls + excluded.calls",
+        [(*key, min(times), max(times), len(times)) for key, times in seen.items()],
+    )
+
+
+def load_fingerprints(
+    db: sqlite_utils.Database,
+) -> tuple[list[tuple[str, str, str]], dict[tuple[str, str], str]]:
+    """Every fingerprint seen per (provider, model), and the latest one of each."""
+    seen: list[tuple[str, str, str]] = []
+    latest: dict[tuple[str, str], tuple[float, str]] = {}
+    for provider, model, fingerprint, last_seen in db.execute(
+        "select provider, model, fingerprint, last_seen from fingerprints"
+    ):
+        seen.append((provider, model, fingerprint))
+        if (provider, model) not in latest or last_seen > latest[(provider, model)][0]:
+            latest[(provider, model)] = (last_seen, fingerprint)
+    return seen, {key: fp for key, (_, fp) in latest.items()}
+
+
+def fingerprint_history(
+    db: sqlite_utils.Database, model: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """For `xai-meter fingerprints`: fingerprints seen, and changes, oldest first."""
+    where, params = ("where model = ?", [model]) if model else ("", [])
+    seen = list(
+        db.query(
+            f"select provider, model, fingerprint, first_seen, last_seen, calls from fingerprints "
+            f"{where} order by provider, model, first_seen",
+            params,
+        )
+    )
+    changes = list(
+        db.query(
+            f"select at, provider, model, old, new, kind from fingerprint_changes {where} "
+            f"order by at, id",
+            params,
+        )
+    )
+    return seen, changes
+
+
+def record_from_row(row: dict[str, Any]) -> CallRecord:
+    """The record a ledger row was written from (as far as pricing needs it)."""
+    record = CallRecord(
+        id=row["id"],
+        started_at=row["started_at"],
+        t0=0.0,
+        provider=row["provider"],
+        endpoint=row["endpoint"],
+        method=row["method"],
+        path=row["path"],
+        requested_model=row["requested_model"],
+        model=row["model"],
+        status=row["status"],
+        cost_ticks=row["cost_ticks"],
+        cost_source=row["cost_source"],
+        service_tier=row["service_tier"],
+        app=row["app"],
+        key_id=row["key_id"],
+        error=CallError(row["error"]) if row["error"] else None,
+        unmetered_reason=Unmetered(row["unmetered_reason"]) if row["unmetered_reason"] else None,
+    )
+    if row["input_tokens"] is not None:
+        record.usage = Usage(
+            input_tokens=row["input_tokens"],
+            cached_input_tokens=row["cached_input_tokens"] or 0,
+            cache_write_tokens=row["cache_write_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0,
+            reasoning_tokens=row["reasoning_tokens"] or 0,
+            image_input_tokens=row["image_input_tokens"] or 0,
+            images=row["images"] or 0,
+            sources=row["sources"] or 0,
+            reported_cost_ticks=row["reported_cost_ticks"],
+            server_tool_calls=orjson.loads(row["tool_calls"]) if row["tool_calls"] else {},
+        )
+    return record
+
+
+def reprice_unpriced(
+    db: sqlite_utils.Database, price: Callable[[CallRecord], None]
+) -> list[CallRecord]:
+    """Price the calls that had no price when made: unpriced ones, and reported ones still
+    without a computed cost (needed to reconcile). Return the formerly unpriced that now have
+    a cost (their spend was not counted yet)."""
+    rows = list(db.query(f"select * from calls where {TO_PRICE}"))
+    priced, newly_costed = [], []
+    for row in rows:
+        record = record_from_row(row)
+        price(record)
+        if record.computed_cost_ticks is not None or record.cost_source != "unpriced":
+            priced.append(record)
+            if row["cost_source"] == "unpriced" and record.cost_source != "unpriced":
+                newly_costed.append(record)
+    if priced:
+        with db.conn:
+            db.conn.executemany(
+                "update calls set computed_cost_ticks = ?, cost_ticks = ?, cost_source = ?, "
+                "price_id = ? where id = ?",
+                [
+                    (r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.id)
+                    for r in priced
+                ],
+            )
+    return newly_costed
+
+
+def delete_calls_before(db: sqlite_utils.Database, cutoff: float, chunk: int = 10_000) -> int:
+    """Retention: delete calls started before `cutoff`, in short transactions (readers and
+    the writer's own inserts are never held up for long). Return how many went."""
+    deleted = 0
+    while True:
+        with db.conn:
+            cursor = db.conn.execute(
+                "delete from calls where id in (select id from calls where started_at < ? limit ?)",
+                [cutoff, chunk],
+            )
+        deleted += cursor.rowcount
+        if cursor.rowcount < chunk:
+            return deleted
+
+
+def ensure_salt(db: sqlite_utils.Database) -> bytes:
+    """The per-ledger salt for key ids, made on first start and kept in `meta`."""
+    row = db.execute("select value from meta where key = 'key_salt'").fetchone()
+    if row:
+        return bytes.fromhex(row[0])
+    salt = secrets.token_bytes(16)
+    with db.conn:
+        db.execute("insert or ignore into meta (key, value) values ('key_salt', ?)", [salt.hex()])
+    row = db.execute("select value from meta where key = 'key_salt'").fetchone()
+    return bytes.fromhex(row[0])
+
+
+def all_calls(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every call row, oldest first (tests and small ledgers)."""
+    return list(db.query("select * from calls order by started_at, id"))
+
+
+def last_calls(db: sqlite_utils.Database, count: int) -> list[dict[str, Any]]:
+    """The `count` most recent call rows, oldest of them first (`xai-meter demo`)."""
+    rows = db.query("select * from calls order by started_at desc, id desc limit ?", [count])
+    return list(rows)[::-1]
+
+
+def save_key_name(db: sqlite_utils.Database, row: tuple[Any, ...]) -> None:
+    """Keep what GET /v1/api-key said of a key: (key_id, name, team_id, api_key_id, at)."""
+    db.execute(
+        "insert or replace into api_keys (key_id, name, team_id, api_key_id, updated_at) "
+        "values (?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+def save_fingerprint_change(db: sqlite_utils.Database, row: tuple[Any, ...]) -> None:
+    """One fingerprint change: (at, provider, model, old, new, kind)."""
+    db.execute(
+        "insert into fingerprint_changes (at, provider, model, old, new, kind) "
+        "values (?, ?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+def complete_deferred(db: sqlite_utils.Database, call_id: str) -> None:
+    """A deferred request's result arrived: its POST row becomes `completed`."""
+    db.execute("update calls set deferred_state = 'completed' where id = ?", [call_id])
+
+
+def expire_deferred(db: sqlite_utils.Database, call_ids: Iterable[str]) -> None:
+    """Deferred requests whose result can no longer come: `pending` rows become `expired`."""
+    db.conn.executemany(
+        "update calls set deferred_state = 'expired' where id = ? and deferred_state = 'pending'",
+        [(i,) for i in call_ids],
+    )
+
+
+def load_deferred(
+    db: sqlite_utils.Database, completed_since: float
+) -> tuple[list[tuple[str, str, float]], list[str]]:
+    """Pending deferred requests as (request_id, call_id, started_at), and the request ids of
+    those completed since `completed_since` (their result must not be billed again)."""
+    pending = [
+        (r[0], r[1], r[2])
+        for r in db.execute(
+            "select response_id, id, started_at from calls where deferred_state = 'pending'"
+        )
+    ]
+    done = [
+        r[0]
+        for r in db.execute(
+            "select p.response_id from calls p where p.deferred_state = 'completed' "
+            "and p.started_at >= ?",
+            [completed_since],
+        )
+    ]
+    return pending, done
