@@ -19,11 +19,12 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from daemon.dialects import DECODABLE, Dialect, Tap
+from daemon.dialects import Router
+from daemon.dialects.base import Dialect, Tap
+from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
 from daemon.record import CallError, CallRecord, Stage, Unmetered, new_call_id
-from daemon.router import Router
 
 log = structlog.get_logger("xai_meter.relay")
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon import simulator
-from daemon.dialects import Dialect
+from daemon.dialects.base import Dialect
 from daemon.dialects.chat import ChatDialect, chat_usage
 from daemon.dialects.messages import MessagesDialect, messages_usage
 from daemon.dialects.responses import ResponsesDialect, responses_usage

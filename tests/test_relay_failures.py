@@ -18,7 +18,7 @@ import sqlite_utils
 from structlog.testing import capture_logs
 
 from daemon import simulator
-from daemon.dialects import EventTap
+from daemon.dialects.sse import EventTap
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 CHAT = {"model": "grok-3", "messages": [{"role": "user", "content": "hello there"}]}
@@ -197,7 +197,7 @@ async def test_api_key_is_never_logged_or_stored(meter: RunningDaemon) -> None:
     assert any(entry.get("event") == "call" for entry in logs)
     assert TEST_KEY not in repr(logs)
     await meter.daemon.stop()
-    for path in Path(meter.daemon.settings["ledger.path"]).parent.iterdir():
+    for path in Path(meter.daemon.settings.ledger.path).parent.iterdir():
         assert TEST_KEY.encode() not in path.read_bytes(), path
 
 

@@ -6,7 +6,9 @@ redacted form.
 
 from __future__ import annotations
 
-from daemon.dialects import BodyTap, Clock, Dialect, Tap, opt_str
+from daemon.dialects.base import Clock, Dialect, Tap
+from daemon.dialects.body import BodyTap
+from daemon.dialects.coerce import opt_str
 from daemon.record import CallRecord
 
 

@@ -12,18 +12,10 @@ from typing import Any
 
 import orjson
 
-from daemon.dialects import (
-    BodyTap,
-    Clock,
-    Dialect,
-    EventTap,
-    Tap,
-    as_int,
-    loads_object,
-    opt_int,
-    opt_str,
-    read_error,
-)
+from daemon.dialects.base import Clock, Dialect, Tap, read_error
+from daemon.dialects.body import BodyTap
+from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str
+from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')

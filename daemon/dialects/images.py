@@ -9,16 +9,9 @@ from __future__ import annotations
 
 import re
 
-from daemon.dialects import (
-    BodyTap,
-    Clock,
-    Dialect,
-    Tap,
-    loads_object,
-    opt_int,
-    opt_str,
-    sub,
-)
+from daemon.dialects.base import Clock, Dialect, Tap
+from daemon.dialects.body import BodyTap
+from daemon.dialects.coerce import loads_object, opt_int, opt_str, sub
 from daemon.record import CallRecord, Usage
 
 # name="model" in a multipart body: the value is the part's content up to the boundary's CRLF.

@@ -11,18 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects import (
-    BodyTap,
-    Clock,
-    Dialect,
-    EventTap,
-    Tap,
-    as_int,
-    loads_object,
-    opt_str,
-    read_error,
-    sub,
-)
+from daemon.dialects.base import Clock, Dialect, Tap, read_error
+from daemon.dialects.body import BodyTap
+from daemon.dialects.coerce import as_int, loads_object, opt_str, sub
+from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Unmetered, Usage
 
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"content_block_delta"')

@@ -11,19 +11,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects import (
-    BodyTap,
-    Clock,
-    Dialect,
-    EventTap,
-    Tap,
-    as_int,
-    loads_object,
-    opt_int,
-    opt_str,
-    sub,
-)
+from daemon.dialects.base import Clock, Dialect, Tap
+from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import chat_usage
+from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, sub
+from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(

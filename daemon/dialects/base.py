@@ -1,0 +1,122 @@
+"""The tap contract: what a dialect is, what its tap is, and the rules every dialect shares.
+
+A `Dialect` inspects the request body (model, stream flags) and makes a `Tap` for the response.
+A tap is fed every body chunk at any boundary and never alters the bytes it is given, except a
+tap whose `filters` is true: it returns the bytes to forward instead (used only to remove the
+usage chunk that the relay itself asked for). `finish()` is called once when the body ends, and
+writes the normalized usage, model, fingerprint and ids into the record.
+
+The two tap shapes live next door: `daemon.dialects.body.BodyTap` (a whole JSON body) and
+`daemon.dialects.sse.EventTap` (a stream of server-sent events).
+
+Shared rules, in one place so every dialect applies them the same way:
+
+- `note_model_and_id`: the one setter policy for the fields several dialects fill, the resolved
+  `model` and the upstream's `response_id`: the first non-empty value wins.
+- `read_error`: an error answer keeps its code, never its message.
+- `is_ok`: only a 2xx answer makes missing usage a metering failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from daemon.dialects.coerce import opt_str
+from daemon.record import CallRecord, Unmetered
+
+log = structlog.get_logger("xai_meter.dialects")
+Clock = Callable[[], float]
+
+
+class Tap:
+    """Observes a response body. The base class observes nothing (endpoints without usage)."""
+
+    filters = False
+
+    def __init__(self, record: CallRecord, clock: Clock) -> None:
+        self.record = record
+        self.clock = clock
+        self.broken = False  # it raised once: the relay feeds it no more
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """Take one chunk; return None to forward it as-is, or (filters only) what to forward."""
+        return None
+
+    def abandon(self) -> bytes | None:
+        """The tap failed: return any bytes it holds back so the relay can still forward them."""
+        return None
+
+    def finish(self, complete: bool) -> bytes | None:
+        """The body ended (``complete`` false when cut short); return held bytes, if any."""
+        return None
+
+    def finish_quietly(self, complete: bool) -> bytes | None:
+        """`finish`, for the relay: a tap that raises marks the call unmetered, nothing more."""
+        if self.broken:
+            return None
+        self.broken = True  # finish runs once
+        try:
+            return self.finish(complete)
+        except Exception:
+            log.exception("tap_finish_failed", call_id=self.record.id)
+            self.record.mark_unmetered(Unmetered.PARSER_ERROR)
+            return None
+
+    def mark_first_token(self) -> None:
+        """Set ``ttft_ms`` (milliseconds from the call's start) unless it is set already."""
+        if self.record.ttft_ms is None:
+            self.record.ttft_ms = (self.clock() - self.record.t0) * 1000.0
+
+
+class Dialect:
+    """Knows one endpoint's request and response shapes. The base class knows none."""
+
+    def __init__(self, endpoint: str, billable: bool = False) -> None:
+        self.endpoint = endpoint
+        self.billable = billable
+
+    def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
+        """Read what the request says (model, stream); return a replacement body or None."""
+        return None
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
+        """The tap for this response; `encoding` is its Content-Encoding (already checked)."""
+        return Tap(record, clock)
+
+
+def note_model_and_id(record: CallRecord, model: Any, response_id: Any = None) -> None:
+    """Fill ``record.model`` and ``record.response_id`` from raw JSON values: the first
+    non-empty value wins, and a value that is not a non-empty string is no value.
+
+    Why first: in every dialect the first object that names them is the authoritative one and
+    later ones repeat it (chat chunks repeat ``model`` and ``id`` on every chunk; a Responses
+    stream repeats its ``response`` object from ``response.created`` to the terminal event; a
+    Messages stream names them once, in ``message_start``, never in ``message_delta``; an images
+    answer names no model at all, so the requested one prices it). Keeping the first also means a
+    later event that omits or garbles them can never erase them (xai-api.md).
+    """
+    if record.model is None:
+        record.model = opt_str(model)
+    if record.response_id is None:
+        record.response_id = opt_str(response_id)
+
+
+def read_error(record: CallRecord, obj: dict[str, Any]) -> None:
+    """Keep the upstream's error code (not its message, which may quote part of a key).
+
+    Shapes: xAI's ``{"code": str, "error": str}``; OpenAI's and Anthropic's
+    ``{"error": {"type"|"code": str, "message": str}}``. Sets ``error_detail`` (<= 120 chars).
+    """
+    code = obj.get("code")
+    if not isinstance(code, str):
+        error = obj.get("error")
+        code = error.get("type") or error.get("code") if isinstance(error, dict) else None
+    record.error_detail = opt_str(code, 120)
+
+
+def is_ok(record: CallRecord) -> bool:
+    """The upstream answered 2xx: only then is missing usage a metering failure."""
+    return record.status is not None and 200 <= record.status < 300
