@@ -1,8 +1,9 @@
-"""Building the relay and admin apps, and the daemon's lifecycle: start, serve, drain, flush.
+"""The composition root: builds the daemon's parts, its two listeners, and their lifecycle.
 
 aiohttp's lifecycle owns the resources: the relay app's cleanup context opens the ledger and the
 one keep-alive `ClientSession`, and closes them only after every call in flight has ended, so a
-call cut short by shutdown is still written before exit.
+call cut short by shutdown is still written before exit. What runs per finished call is
+`default_sinks`; what runs in the background is `daemon.background`.
 
 Shutdown order (SIGTERM or SIGINT): readiness turns false; the relay stops accepting; calls in
 flight get `shutdown.grace_period` seconds, then are cancelled (each still recorded, as
@@ -16,7 +17,7 @@ import gc
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -28,26 +29,89 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from yarl import URL
 
 from daemon import logs
+from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
-from daemon.deferred import RESULT_TTL, DeferredTracker
-from daemon.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.keys import KeyHasher
 from daemon.ledger import Ledger, store
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
+from daemon.meter.deferred import RESULT_TTL, DeferredTracker
+from daemon.meter.fingerprints import FingerprintChange, FingerprintTracker
+from daemon.meter.webhook import notify_webhook
 from daemon.metrics import Metrics
-from daemon.notify import notify_webhook
-from daemon.pricing import PriceBook, PriceRefresher, load_price_history, save_price_set
+from daemon.pricing import PriceBook, load_price_history
 from daemon.record import CallRecord
 from daemon.relay import SESSION_KEY, Relay, Upstream
+from daemon.tasks import TaskGroup
 
 log = structlog.get_logger("xai_meter.app")
 
 GC_THRESHOLD = 20_000
-RETENTION_INTERVAL = 3600.0  # seconds between retention sweeps
-RETENTION_FIRST_DELAY = 60.0
-DEFERRED_EXPIRY_INTERVAL = 600.0  # seconds between sweeps for deferred requests past 24 h
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
+
+
+def default_sinks(
+    *,
+    deferred: DeferredTracker,
+    book: PriceBook,
+    fingerprints: FingerprintTracker,
+    metrics: Metrics,
+    ledger: Ledger,
+    call_log: bool,
+    key_names: Callable[[CallRecord], None],
+) -> list[Sink]:
+    """What runs for every finished call, in this order (the one list that says so).
+
+    Enrichers first: `deferred` before `pricing`, so a deferred result seen twice is never
+    priced twice. Then read-only subscribers; the ledger last, so every other sink has run.
+    """
+    sinks = [
+        Sink("deferred", deferred.observe, enriches=True),
+        Sink("pricing", book.price_record, enriches=True),
+        Sink("fingerprints", fingerprints.observe),
+        Sink("metrics", metrics.observe),
+    ]
+    if call_log:
+        sinks.append(Sink("log", CallLog()))
+    sinks.append(Sink("key_names", key_names))
+    sinks.append(Sink("ledger", ledger.submit, ledger.submit_batch))
+    return sinks
+
+
+def upstreams_of(settings: Settings, api_key: str | None) -> list[Upstream]:
+    """The default upstream (xAI, at /v1/) and each ``[upstreams.NAME]`` under its prefix.
+
+    Raises `ConfigError` when an upstream names a key variable that is not set.
+    """
+    up = settings.upstream
+    upstreams = [
+        Upstream(
+            provider="xai",
+            base_url=up.url,
+            connect_timeout=up.connect_timeout,
+            read_timeout=up.read_timeout,
+            api_key=api_key,
+        )
+    ]
+    for name, entry in settings.upstreams.items():
+        key_env = entry.api_key_env
+        key = os.environ.get(key_env) if key_env else None
+        if key_env and not key:
+            raise ConfigError(
+                f"upstreams.{name}.api_key_env = {key_env!r}, but ${key_env} "
+                f"is not set or empty. Fix: export it, or remove the setting."
+            )
+        upstreams.append(
+            Upstream(
+                provider=entry.provider,
+                base_url=URL(entry.base_url),
+                connect_timeout=up.connect_timeout,
+                read_timeout=up.read_timeout,
+                api_key=key,
+                prefix=entry.prefix,
+            )
+        )
+    return upstreams
 
 
 @dataclass
@@ -72,20 +136,17 @@ class Daemon:
         s = self.settings
         self.metrics = Metrics(
             self.registry,
-            max_models=s["metrics.max_models"],
-            apps=s["metrics.apps"],
-            max_apps=s["metrics.max_apps"],
-            max_keys=s["metrics.max_keys"],
+            max_models=s.metrics.max_models,
+            apps=s.metrics.apps,
+            max_apps=s.metrics.max_apps,
+            max_keys=s.metrics.max_keys,
         )
-        self.book = PriceBook(overrides=s["pricing.overrides"])
-        self.refresher: PriceRefresher | None = None
-        self.pricing_key = os.environ.get(s["pricing.api_key_env"]) or None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.prices_updated = asyncio.Event()  # set after each refresh and backfill (for tests)
+        self.tasks = TaskGroup()
+        self.book = PriceBook(overrides=s.pricing.overrides)
         self.ledger = Ledger(
-            s["ledger.path"],
-            batch_size=s["ledger.batch_size"],
-            flush_interval=s["ledger.flush_interval"],
+            s.ledger.path,
+            batch_size=s.ledger.batch_size,
+            flush_interval=s.ledger.flush_interval,
             on_written=self.metrics.ledger_rows.inc,
             on_error=self.metrics.ledger_errors.inc,
         )
@@ -93,55 +154,42 @@ class Daemon:
         self.keys = KeyHasher(b"")
         self.fingerprints = FingerprintTracker(self.metrics, on_change=self._fingerprint_changed)
         self.deferred = DeferredTracker(self.ledger.submit_op)
-        sinks = [
-            Sink("deferred", self.deferred.observe),  # first: a repeated result is not priced
-            Sink("pricing", self.book.price_record),
-            Sink("fingerprints", self.fingerprints.observe),
-            Sink("metrics", self.metrics.observe),
-        ]
-        if s["log.calls"]:
-            sinks.append(Sink("log", CallLog()))
-        sinks.append(Sink("key_names", self._remember_key_name))
-        sinks.append(Sink("ledger", self.ledger.submit, self.ledger.submit_batch))
+        sinks = default_sinks(
+            deferred=self.deferred,
+            book=self.book,
+            fingerprints=self.fingerprints,
+            metrics=self.metrics,
+            ledger=self.ledger,
+            call_log=s.log.calls,
+            key_names=self._remember_key_name,
+        )
         self.meter = Meter(
             sinks, on_sink_error=lambda name: self.metrics.sink_errors.labels(name).inc()
         )
-        upstreams = [
-            Upstream(
-                provider="xai",
-                base_url=s.upstream_url,
-                connect_timeout=s["upstream.connect_timeout"],
-                read_timeout=s["upstream.read_timeout"],
-                api_key=self.api_key,
-            )
-        ]
-        for name, entry in s["upstreams"].items():
-            key_env = entry["api_key_env"]
-            key = os.environ.get(key_env) if key_env else None
-            if key_env and not key:
-                raise ConfigError(
-                    f"upstreams.{name}.api_key_env = {key_env!r}, but ${key_env} "
-                    f"is not set or empty. Fix: export it, or remove the setting."
-                )
-            upstreams.append(
-                Upstream(
-                    provider=entry["provider"],
-                    base_url=URL(entry["base_url"]),
-                    connect_timeout=s["upstream.connect_timeout"],
-                    read_timeout=s["upstream.read_timeout"],
-                    api_key=key,
-                    prefix=entry["prefix"],
-                )
-            )
         self._session: aiohttp.ClientSession | None = None
         self.relay = Relay(
-            upstreams,
+            upstreams_of(s, self.api_key),
             self.meter,
             self.keys,
             clock=self.clocks.monotonic,
             wall_clock=self.clocks.wall,
         )
         self.metrics.in_flight.set_function(lambda: float(self.relay.in_flight))
+        self.prices = PriceUpkeep(
+            settings=s.pricing,
+            pricing_key=os.environ.get(s.pricing.api_key_env) or None,
+            book=self.book,
+            ledger=self.ledger,
+            metrics=self.metrics,
+            fingerprints=self.fingerprints,
+            relay=self.relay,
+            tasks=self.tasks,
+            wall=self.clocks.wall,
+            retry_wait=self.retry_wait,
+        )
+        self.retention = Retention(
+            self.ledger, self.metrics, s.ledger.retention_days, self.clocks.wall
+        )
         self.ready = False
         self._runners: list[web.AppRunner] = []
         self.relay_url = ""
@@ -164,133 +212,41 @@ class Daemon:
 
     async def _resources(self, app: web.Application) -> AsyncIterator[None]:
         await self.ledger.open()
-        salt = await self.ledger.run_in_writer(lambda: store.ensure_salt(self.ledger.db()))
-        self.keys.use_salt(salt)
-        for price_set in await self.ledger.run_in_writer(
-            lambda: load_price_history(self.ledger.db())
-        ):
+        db = self.ledger.db
+        self.keys.use_salt(await self.ledger.run_in_writer(lambda: store.ensure_salt(db())))
+        for price_set in await self.ledger.run_in_writer(lambda: load_price_history(db())):
             self.book.add(price_set)
-        seen, current = await self.ledger.run_in_writer(
-            lambda: store.load_fingerprints(self.ledger.db())
-        )
+        seen, current = await self.ledger.run_in_writer(lambda: store.load_fingerprints(db()))
         self.fingerprints.load(seen, current)
-        pending, done = await self.ledger.run_in_writer(
-            lambda: store.load_deferred(self.ledger.db(), self.clocks.wall() - 2 * RESULT_TTL)
-        )
+        since = self.clocks.wall() - 2 * RESULT_TTL
+        pending, done = await self.ledger.run_in_writer(lambda: store.load_deferred(db(), since))
         self.deferred.load(pending, done)
-        self._prices_changed()
+        self.prices.prices_changed()
         self.ledger.start()
         connector = aiohttp.TCPConnector(
-            limit=self.settings["upstream.max_connections"], ttl_dns_cache=300
+            limit=self.settings.upstream.max_connections, ttl_dns_cache=300
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
             trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )  # no cookie may pass from one app to another
+            cookie_jar=aiohttp.DummyCookieJar(),  # no cookie may pass from one app to another
+        )
         app[SESSION_KEY] = self._session
-        if self.settings["pricing.refresh"]:
-            self.metrics.price_refresh_enabled.set(1)
-            self._start_price_refresh(self._session)
-        self._spawn(self._expire_deferred())
-        if self.settings["ledger.retention_days"]:
-            self._spawn(self._retention())
+        if self.settings.pricing.refresh:
+            self.prices.start(self._session, self.settings.upstream.base_url)
+        self.tasks.spawn(expire_deferred(self.deferred, self.clocks.wall), name="deferred-expiry")
+        if self.settings.ledger.retention_days:
+            self.tasks.spawn(self.retention.run(), name="retention")
         try:
             yield
         finally:
             self.meter.flush()  # calls that ended in the last loop iteration, before the ledger
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.tasks.cancel()
             await self._session.close()
             await self.ledger.close()
 
-    # --- prices ---------------------------------------------------------------------------
-
-    def _start_price_refresh(self, session: aiohttp.ClientSession) -> None:
-        s = self.settings
-        self.refresher = PriceRefresher(
-            self.book,
-            session,
-            str(s.upstream_url),
-            self._listing_key,
-            save=lambda ps: self.ledger.run_in_writer(save_price_set, self.ledger.db(), ps),
-            on_success=lambda ps: self._spawn(self._after_refresh()),
-            on_failure=lambda exc: self.metrics.price_refresh_failures.inc(),
-            wait=self.retry_wait,
-            clock=self.clocks.wall,
-        )
-        self._spawn(self._refresh_prices(s["pricing.refresh_interval"]))
-
-    def _listing_key(self) -> str | None:
-        if self.pricing_key:
-            return self.pricing_key
-        return self.relay.last_client_key if self.settings["pricing.use_client_key"] else None
-
-    async def _refresh_prices(self, interval: float) -> None:
-        assert self.refresher is not None
-        if self._listing_key() is None:
-            log.info(
-                "prices_waiting_for_key",
-                api_key_env=self.settings["pricing.api_key_env"],
-                use_client_key=self.settings["pricing.use_client_key"],
-            )
-            await self.relay.client_key_seen.wait()
-        await self.refresher.run(interval)
-
-    async def _after_refresh(self) -> None:
-        self.metrics.price_refresh_last_success.set(self.clocks.wall())
-        self._prices_changed()
-        await self.ledger.drained()  # calls priced-or-not before now are all in the ledger
-        priced = await self.ledger.run_in_writer(
-            lambda: store.reprice_unpriced(self.ledger.db(), self._price_late)
-        )
-        for record in priced:
-            self.metrics.observe_backfill(record)
-        if priced:
-            log.info("unpriced_calls_backfilled", calls=len(priced))
-        self.prices_updated.set()
-
-    def _price_late(self, record: CallRecord) -> None:
-        """An unpriced call: its own time's prices if they know it now, else today's."""
-        self.book.price_record(record)
-        if record.cost_source == "unpriced":
-            self.book.price_record(record, at=self.clocks.wall())
-
-    def _prices_changed(self) -> None:
-        models = self.book.models_at()
-        self.metrics.set_prices(models)
-        self.fingerprints.set_listing(
-            {mp.model: mp.fingerprint for mp in models if mp.fingerprint},
-            lambda name: p.model if (p := self.book.price_for(name, self.clocks.wall())) else None,
-        )
-
-    # --- deferred requests and key names --------------------------------------------------
-
-    async def _expire_deferred(self) -> None:
-        while True:
-            self.deferred.expire(self.clocks.wall())
-            await asyncio.sleep(DEFERRED_EXPIRY_INTERVAL)
-
-    async def _retention(self) -> None:
-        await asyncio.sleep(RETENTION_FIRST_DELAY)  # start-up is not slowed by a big delete
-        while True:
-            await self.apply_retention()
-            await asyncio.sleep(RETENTION_INTERVAL)
-
-    async def apply_retention(self) -> int:
-        """Delete calls older than ledger.retention_days; return how many."""
-        cutoff = self.clocks.wall() - self.settings["ledger.retention_days"] * 86400.0
-        deleted = await self.ledger.run_in_writer(
-            lambda: store.delete_calls_before(self.ledger.db(), cutoff)
-        )
-        if deleted:
-            self.metrics.ledger_deleted.inc(deleted)
-            log.info(
-                "retention_deleted", calls=deleted, days=self.settings["ledger.retention_days"]
-            )
-        return deleted
+    # --- sinks and events that write beside the calls -------------------------------------
 
     def _remember_key_name(self, record: CallRecord) -> None:
         """GET /v1/api-key told us the key's name and team: keep them against its key id."""
@@ -306,25 +262,14 @@ class Daemon:
         )
         self.ledger.submit_op(partial(store.save_key_name, row=row))
 
-    # --- fingerprint changes --------------------------------------------------------------
-
     def _fingerprint_changed(self, change: FingerprintChange) -> None:
         row = (change.at, change.provider, change.model, change.old, change.new, change.kind)
         self.ledger.submit_op(partial(store.save_fingerprint_change, row=row))
-        url = self.settings["alerts.webhook_url"]
+        url = self.settings.alerts.webhook_url
         if url and self._session is not None:
-            self._spawn(notify_webhook(self._session, url, change, wait=self.retry_wait))
+            self.tasks.spawn(notify_webhook(self._session, url, change, wait=self.retry_wait))
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Start a background task and keep a reference until it ends (none is lost to GC)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background_task_failed", error=repr(task.exception()))
+    # --- the admin listener ---------------------------------------------------------------
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(
@@ -351,7 +296,7 @@ class Daemon:
             self.relay_app(),
             handle_signals=False,
             access_log=None,
-            shutdown_timeout=s["shutdown.grace_period"],
+            shutdown_timeout=s.shutdown.grace_period,
             handler_cancellation=True,
         )
         admin_runner = web.AppRunner(self.admin_app(), handle_signals=False, access_log=None)
@@ -359,8 +304,8 @@ class Daemon:
         self._runners.append(relay_runner)
         await admin_runner.setup()
         self._runners.append(admin_runner)
-        self.relay_url = await _listen(relay_runner, s.relay_host, s.relay_port)
-        self.admin_url = await _listen(admin_runner, s.admin_host, s.admin_port)
+        self.relay_url = await _listen(relay_runner, s.relay.host, s.relay.port)
+        self.admin_url = await _listen(admin_runner, s.admin.host, s.admin.port)
         self.ready = True
         # Everything made so far (modules, settings, prices) lives as long as the process:
         # keep it out of the collector's scans, which otherwise cost every call a little.
@@ -373,14 +318,14 @@ class Daemon:
             "listening",
             relay=self.relay_url + "/v1",
             admin=self.admin_url,
-            upstream=str(s.upstream_url),
-            ledger=s["ledger.path"],
+            upstream=s.upstream.base_url,
+            ledger=s.ledger.path,
         )
 
     async def stop(self) -> None:
         """Drain calls in flight, flush the ledger, close the listeners."""
         self.relay.draining = True
-        log.info("draining", grace_period=self.settings["shutdown.grace_period"])
+        log.info("draining", grace_period=self.settings.shutdown.grace_period)
         for runner in self._runners:  # relay first: its cleanup flushes the ledger
             await runner.cleanup()
         self._runners.clear()

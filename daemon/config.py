@@ -12,9 +12,10 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 from yarl import URL
 
@@ -358,39 +359,163 @@ SETTINGS: tuple[Setting, ...] = (
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+# --- the typed view: one frozen object per section; code reads settings.relay.port ---------
+# Field names are the keys' last parts; `_check_sections` proves every setting has its field.
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    base_url: str  # scheme, host and port only
+    connect_timeout: float  # seconds
+    read_timeout: float  # seconds
+    max_connections: int
+
+    @property
+    def url(self) -> URL:
+        return URL(self.base_url)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamEntry:
+    """One ``[upstreams.NAME]`` table: relayed under `prefix`, priced by overrides."""
+
+    base_url: str
+    prefix: str  # like "/openai"; apps use http://HOST:PORT/openai/v1
+    provider: str  # metric label; "anthropic" selects Anthropic's usage convention
+    api_key_env: str  # "" for none
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    api_key_env: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    path: str
+    batch_size: int  # rows
+    flush_interval: float  # seconds
+    retention_days: int  # 0: keep every call
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    max_models: int
+    apps: tuple[str, ...]
+    max_apps: int
+    max_keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSettings:
+    refresh: bool
+    refresh_interval: float  # seconds
+    api_key_env: str
+    use_client_key: bool
+    overrides: Mapping[str, Mapping[str, Any]]  # model -> {field: USD value}, checked
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsSettings:
+    webhook_url: str  # "" for none
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: LogLevel
+    format: LogFormat
+    calls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownSettings:
+    grace_period: float  # seconds
+
+
+_SECTIONS: dict[str, type] = {
+    "relay": RelaySettings,
+    "admin": AdminSettings,
+    "upstream": UpstreamSettings,
+    "auth": AuthSettings,
+    "ledger": LedgerSettings,
+    "metrics": MetricsSettings,
+    "pricing": PricingSettings,
+    "alerts": AlertsSettings,
+    "log": LogSettings,
+    "shutdown": ShutdownSettings,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The daemon's settings; `values` maps every dotted key to its typed value."""
+    """The daemon's settings, checked and typed: ``settings.relay.port``.
 
+    `values` maps every dotted key to its value (what `check-config` prints and `replace`
+    starts from); `source` is the file read, or None for the defaults.
+    """
+
+    relay: RelaySettings
+    admin: AdminSettings
+    upstream: UpstreamSettings
+    upstreams: Mapping[str, UpstreamEntry]
+    auth: AuthSettings
+    ledger: LedgerSettings
+    metrics: MetricsSettings
+    pricing: PricingSettings
+    alerts: AlertsSettings
+    log: LogSettings
+    shutdown: ShutdownSettings
     values: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
 
-    def __getitem__(self, key: str) -> Any:
+    @classmethod
+    def of(cls, values: Mapping[str, Any], source: str | None = None) -> Settings:
+        """The typed view of checked values (every key of `SETTINGS` present)."""
+        sections = {
+            name: kind(
+                **{
+                    key.partition(".")[2]: v
+                    for key, v in values.items()
+                    if key.startswith(name + ".")
+                }
+            )
+            for name, kind in _SECTIONS.items()
+        }
+        upstreams = {name: UpstreamEntry(**entry) for name, entry in values["upstreams"].items()}
+        return cls(**sections, upstreams=MappingProxyType(upstreams), values=values, source=source)
+
+    def __getitem__(self, key: str) -> Any:  # TODO(issue 8): remove once cli.py reads fields
         return self.values[key]
-
-    @property
-    def relay_host(self) -> str:
-        return str(self.values["relay.host"])
-
-    @property
-    def relay_port(self) -> int:
-        return int(self.values["relay.port"])
-
-    @property
-    def admin_host(self) -> str:
-        return str(self.values["admin.host"])
-
-    @property
-    def admin_port(self) -> int:
-        return int(self.values["admin.port"])
-
-    @property
-    def upstream_url(self) -> URL:
-        return URL(self.values["upstream.base_url"])
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with some dotted keys changed (``replace(**{"relay.port": 0})``), checked."""
         return from_mapping(_nest({**self.values, **overrides}), source=self.source)
+
+
+def _check_sections() -> None:
+    """Every setting has exactly one typed field, and every field a setting (tests call this)."""
+    declared = {s.key for s in SETTINGS}
+    typed = {"upstreams"} | {
+        f"{name}.{f.name}" for name, kind in _SECTIONS.items() for f in fields(kind)
+    }
+    if declared != typed:
+        raise AssertionError(f"SETTINGS and the typed sections differ: {declared ^ typed}")
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -429,7 +554,7 @@ def from_mapping(table: Mapping[str, Any], source: str | None = None) -> Setting
                 f"(config.example.toml lists every setting)."
             )
         values[key] = setting.check(key, value)
-    return Settings(values=values, source=source)
+    return Settings.of(values, source=source)
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -10,10 +10,31 @@ from daemon.cli import main
 
 def test_zero_config_defaults() -> None:
     s = config.load(None)
-    assert s.relay_host == "127.0.0.1" and s.relay_port == 8787
-    assert s.admin_host == "127.0.0.1" and s.admin_port == 9787
-    assert str(s.upstream_url) == "https://api.x.ai"
-    assert s["ledger.path"] == "xai-meter.db"
+    assert s.relay.host == "127.0.0.1" and s.relay.port == 8787
+    assert s.admin.host == "127.0.0.1" and s.admin.port == 9787
+    assert str(s.upstream.url) == "https://api.x.ai"
+    assert s.ledger.path == "xai-meter.db"
+    assert s.upstreams == {} and s.metrics.apps == () and s.log.level == "info"
+
+
+def test_every_setting_has_one_typed_field() -> None:
+    config._check_sections()
+
+
+def test_typed_settings_are_frozen_and_follow_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[relay]\nport = 9000\n[ledger]\nbatch_size = 7\n"
+        "[upstreams.openai]\nbase_url = 'https://api.openai.com'\nprefix = '/openai'\n"
+    )
+    s = config.load(path)
+    assert s.relay.port == 9000 and s.ledger.batch_size == 7
+    assert s.upstreams["openai"] == config.UpstreamEntry(
+        base_url="https://api.openai.com", prefix="/openai", provider="openai", api_key_env=""
+    )
+    with pytest.raises(AttributeError):
+        s.relay.port = 1  # type: ignore[misc]
+    assert s.replace(**{"relay.port": 0}).relay.port == 0 and s.relay.port == 9000
 
 
 def test_example_config_is_generated_from_the_settings_table() -> None:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from daemon import simulator
 from daemon.cli import main
-from daemon.fingerprints import FingerprintTracker
+from daemon.meter.fingerprints import FingerprintTracker
 from daemon.metrics import Metrics
 from daemon.record import CallRecord
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
@@ -210,7 +210,7 @@ async def test_fingerprints_command(
     await chat(meter, "grok-4-fast")
     await meter.rows(3)
     await meter.daemon.ledger.drained()
-    ledger = meter.daemon.settings["ledger.path"]
+    ledger = meter.daemon.settings.ledger.path
     assert main(["fingerprints", "--ledger", ledger, "--model", "grok-3", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     seen = {(r["fingerprint"], r["calls"]) for r in rows if r["record"] == "seen"}

@@ -157,7 +157,7 @@ async def test_retention_deletes_only_old_calls(tmp_path: Path) -> None:
                 )
             )
         await daemon.ledger.drained()
-        assert await daemon.apply_retention() == 3
+        assert await daemon.retention.apply() == 3
         left = await daemon.ledger.run_in_writer(
             lambda: [r[0] for r in daemon.ledger.db().execute("select id from calls")]
         )

@@ -231,7 +231,7 @@ async def test_every_query_and_rule_on_a_real_prometheus(
     try:
         meter = await start_daemon(sim.url, pricing__refresh=True)
         async with asyncio.timeout(10):
-            await meter.daemon.prices_updated.wait()
+            await meter.daemon.prices.updated.wait()
 
         def fault(record: CallRecord) -> None:
             if record.model == "grok-3-mini":

@@ -28,6 +28,7 @@ from tenacity import (
 from daemon.ledger.schema import migrate, open_database
 from daemon.ledger.store import insert_calls
 from daemon.record import CallRecord
+from daemon.tasks import spawn
 
 log = structlog.get_logger("xai_meter.ledger")
 LedgerOp = Callable[[sqlite_utils.Database], object]
@@ -80,7 +81,7 @@ class Ledger:
             log.info("ledger_migrated", path=self.path, applied=applied)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+        self._task = spawn(self._run(), name="ledger-writer")
 
     async def close(self) -> None:
         """Write everything queued, then close the connection. Nothing queued is dropped."""

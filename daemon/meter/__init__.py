@@ -1,8 +1,15 @@
 """The meter: hands each finished record to its sinks, in order, each one guarded.
 
-Sinks are small subscribers (mitmproxy's addons): pricing first (it fills cost fields the others
-read), then metrics, the log line and the ledger queue. A sink that raises is logged and skipped;
-the relay never notices, and the call is still counted by the sinks after it.
+Sinks are small subscribers (mitmproxy's addons), of two kinds, and the order is fixed:
+1. enrichers, which may write the record: `deferred` (links a result to its request, and
+   empties the usage of a result seen twice, so it is never billed twice), then `pricing`
+   (fills the cost fields);
+2. read-only subscribers, which only read it: fingerprints (and their webhook), metrics, the
+   call log line, key names, and the ledger queue.
+The daemon's list is `daemon.app.default_sinks`. A sink that raises is logged and skipped; the
+relay never notices, and the call still reaches the sinks after it.
+
+Also here: the sinks that are the meter's own (`deferred`, `fingerprints`, `webhook`).
 """
 
 from __future__ import annotations
@@ -20,16 +27,32 @@ log = structlog.get_logger("xai_meter.meter")
 
 @dataclass(frozen=True, slots=True)
 class Sink:
+    """One subscriber: `handle` takes a finished record; `enriches` says it may write to it."""
+
     name: str
     handle: Callable[[CallRecord], None]
     # optional: takes a whole batch at once (the ledger queues it as one item)
     handle_batch: Callable[[list[CallRecord]], None] | None = None
+    enriches: bool = False
 
 
 class Meter:
+    """Runs the sinks over finished calls, enrichers first.
+
+    Raises `ValueError` at construction when an enricher comes after a read-only subscriber
+    (that subscriber would see the record before it is complete).
+    """
+
     def __init__(
         self, sinks: Sequence[Sink], on_sink_error: Callable[[str], None] | None = None
     ) -> None:
+        readers = [s.name for s in sinks if not s.enriches]
+        for i, sink in enumerate(sinks):
+            if sink.enriches and any(not s.enriches for s in sinks[:i]):
+                raise ValueError(
+                    f"sink {sink.name!r} writes the record but runs after read-only "
+                    f"subscribers ({', '.join(readers)}): put enrichers first"
+                )
         self.sinks = tuple(sinks)
         self._on_sink_error = on_sink_error or (lambda name: None)
         self._batch: list[CallRecord] = []

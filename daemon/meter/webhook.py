@@ -9,7 +9,7 @@ import structlog
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 from yarl import URL
 
-from daemon.fingerprints import FingerprintChange
+from daemon.meter.fingerprints import FingerprintChange
 
 log = structlog.get_logger("xai_meter.notify")
 
