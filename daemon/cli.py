@@ -1,15 +1,29 @@
-"""The `xai-meter` command: serve, demo, simulate, check-config, example-config."""
+"""The `xai-meter` command: serve (the default), demo, simulate, prices, report, fingerprints,
+check-config, example-config.
+
+Built on click. `main()` is the entry point (pyproject's `daemon.cli:main`): it returns the exit
+code instead of exiting, so tests call `main([...])` and read what it printed. Exit codes: 0 done,
+1 a command cannot run as asked (`CommandError`), 2 a config error or a usage error, 130 Ctrl-C.
+Every failure is one line on stderr, never a traceback.
+
+The README's command table is built from these commands by `command_table()`, and
+tests/test_cli.py fails when the README's copy differs.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import click
+import sqlite_utils
 
 from daemon import __version__
 from daemon.config import ConfigError, Settings, example_toml, load
@@ -19,96 +33,255 @@ from daemon.pricing import PriceBook, load_price_history, prices_table
 from daemon.tables import FORMATS, render
 
 CONFIG_ENV = "XAI_METER_CONFIG"
+PROG = "xai-meter"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="xai-meter",
-        description="Usage and cost metering relay for the xAI API. Point your SDK's base URL "
-        "at http://127.0.0.1:8787/v1; metrics are on http://127.0.0.1:9787/metrics.",
-    )
-    parser.add_argument("--version", action="version", version=f"xai-meter {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+class CommandError(Exception):
+    """A command cannot run as asked; the message says why and what to do."""
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--config",
-            "-c",
-            metavar="FILE",
-            default=os.environ.get(CONFIG_ENV),
-            help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
+
+class _Cli(click.Group):
+    """The top-level group: runs `default_command` when no command is named, lists commands in
+    the order they were added, and turns the errors a command raises into exit codes."""
+
+    default_command = "serve"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # No command, or an option the group itself does not know (--config, --port, ...):
+        # the words are the default command's. A bare unknown word stays an unknown command.
+        own = {opt for param in self.get_params(ctx) for opt in param.opts}
+        if not args or (args[0].startswith("-") and args[0] not in own):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        # The command list shows each help whole (wrapped), not cut at 45 characters with "...".
+        cmd.short_help = cmd.short_help or cmd.help
+        super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            print(f"{PROG}: config error: {exc}", file=sys.stderr)
+            return 2
+        except CommandError as exc:
+            print(f"{PROG} {ctx.invoked_subcommand}: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `xai-meter` with `argv` (default: `sys.argv[1:]`); return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as exc:
+        # click's message, on one line: the usage block would bury it.
+        path = exc.ctx.command_path if exc.ctx else PROG
+        print(f"{path}: {exc.format_message()} (see {path} --help)", file=sys.stderr)
+        return exc.exit_code
+    except click.ClickException as exc:
+        print(f"{PROG}: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except click.Abort:  # a Ctrl-C that came before any command ran
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+# --- the commands -------------------------------------------------------------------------
+
+
+@click.group(
+    cls=_Cli,
+    context_settings={"show_default": True, "help_option_names": ["-h", "--help"]},
+    help="Usage and cost metering relay for the xAI API. Point your SDK's base URL at "
+    "http://127.0.0.1:8787/v1; metrics are on http://127.0.0.1:9787/metrics.\n\n"
+    "Without a COMMAND, or with only serve's options, runs serve.",
+)
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def cli() -> None:
+    pass
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    metavar="FILE",
+    envvar=CONFIG_ENV,
+    help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
+)
+ledger_option = click.option("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
+format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")
+
+
+@cli.command(help="run the relay and the admin listener")
+@config_option
+@click.option("--port", type=int, metavar="N", help="relay port (overrides relay.port)")
+@click.option("--admin-port", type=int, metavar="N", help="admin port (overrides admin.port)")
+@click.option("--upstream", metavar="URL", help="upstream base URL (overrides upstream.base_url)")
+@click.option("--ledger", metavar="FILE", help="ledger file (overrides ledger.path)")
+def serve(
+    config: str | None,
+    port: int | None,
+    admin_port: int | None,
+    upstream: str | None,
+    ledger: str | None,
+) -> None:
+    settings = _settings(config, port=port, admin_port=admin_port, upstream=upstream, ledger=ledger)
+    configure(settings["log.level"], settings["log.format"])
+    api_key = _forced_api_key(settings)
+    _run(_serve(settings, api_key))
+
+
+@cli.command(
+    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded"
+)
+@click.option(
+    "--ledger", metavar="FILE", default="xai-meter-demo.db", help="ledger file for the demo"
+)
+@click.option(
+    "--keep-running", is_flag=True, help="keep simulator and daemon up afterwards (Ctrl-C to stop)"
+)
+def demo(ledger: str, keep_running: bool) -> None:
+    configure("warning", "console" if sys.stderr.isatty() else "json")
+    from daemon.demo import run_demo
+
+    _run(run_demo(ledger, keep_running=keep_running))
+
+
+@cli.command(help="run the built-in fake of the xAI API, for your own experiments")
+@click.option("--host", metavar="HOST", default="127.0.0.1")
+@click.option("--port", type=int, metavar="N", default=8788)
+def simulate(host: str, port: int) -> None:
+    configure("info", "auto")
+    from daemon import simulator
+
+    simulator.run(host, port)
+
+
+@cli.command(
+    help="the price book in force: $ per 1M tokens per model, aliases, source and fetch time, "
+    "from the ledger's listings"
+)
+@config_option
+@ledger_option
+@format_option
+def prices(config: str | None, ledger: str | None, fmt: str) -> None:
+    settings = _settings(config, ledger=ledger)
+    with _open_ledger(settings) as db:
+        book = PriceBook(
+            load_price_history(db) if "price_sets" in db.table_names() else (),
+            overrides=settings["pricing.overrides"],
         )
-        return p
-
-    serve = with_config(sub.add_parser("serve", help="run the relay and the admin listener"))
-    serve.add_argument("--port", type=int, help="relay port (overrides relay.port)")
-    serve.add_argument("--admin-port", type=int, help="admin port (overrides admin.port)")
-    serve.add_argument(
-        "--upstream", metavar="URL", help="upstream base URL (overrides upstream.base_url)"
-    )
-    serve.add_argument("--ledger", metavar="FILE", help="ledger file (overrides ledger.path)")
-
-    demo = sub.add_parser("demo", help="simulator + daemon + a burst of traffic, no key needed")
-    demo.add_argument(
-        "--ledger",
-        metavar="FILE",
-        default="xai-meter-demo.db",
-        help="ledger file for the demo (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="keep simulator and daemon up afterwards (Ctrl-C to stop)",
-    )
-
-    sim = sub.add_parser("simulate", help="run the built-in fake of the xAI API")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8788)
-
-    prices = with_config(
-        sub.add_parser(
-            "prices", help="the price book: $ per 1M tokens per model, from the ledger's listings"
+        rows = prices_table(book)
+    if not rows and fmt == "table":
+        print(
+            "No prices yet. The daemon fetches them from the upstream's "
+            "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
+            "or the key of the first relayed call; or set [pricing.overrides]."
         )
+        return
+    print(render(rows, fmt, PRICE_COLUMNS if fmt == "table" else None), end="")
+
+
+@cli.command(
+    name="report",
+    help="calls, tokens by type, cached share, cost and p50/p95 latency from the ledger",
+)
+@config_option
+@click.option(
+    "--since",
+    metavar="DURATION|DATE",
+    default="24h",
+    help="a duration back from now (30m, 24h, 7d, 2w) or a date/time in ISO "
+    "form (2026-11-01, 2026-11-01T08:00)",
+)
+@click.option("--by", type=click.Choice(list(REPORT_GROUPS)), default="model")
+@ledger_option
+@format_option
+def report_command(config: str | None, since: str, by: str, ledger: str | None, fmt: str) -> None:
+    settings = _settings(config, ledger=ledger)
+    with _open_ledger(settings) as db:
+        rows = report(db, parse_since(since, time.time()), by)
+    columns = (
+        [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")]
+        if rows and fmt == "table"
+        else None
     )
-    prices.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
-    prices.add_argument("--format", choices=FORMATS, default="table")
+    print(render(rows, fmt, columns), end="")
 
-    report = with_config(
-        sub.add_parser("report", help="calls, tokens, cost and latency from the ledger")
+
+@cli.command(help="system_fingerprints seen per model, and every change")
+@config_option
+@click.option("--model", metavar="M", help="only this (resolved) model")
+@ledger_option
+@format_option
+def fingerprints(config: str | None, model: str | None, ledger: str | None, fmt: str) -> None:
+    settings = _settings(config, ledger=ledger)
+    with _open_ledger(settings) as db:
+        seen, changes = fingerprint_history(db, model)
+    for row in (*seen, *changes):
+        for column in ("first_seen", "last_seen", "at"):
+            if column in row:
+                row[column] = _iso(row[column])
+    if fmt != "table":
+        print(
+            render(
+                [{"record": "seen", **r} for r in seen]
+                + [{"record": "change", **r} for r in changes],
+                fmt,
+                FINGERPRINT_COLUMNS,
+            ),
+            end="",
+        )
+        return
+    print(
+        "Fingerprints seen:\n" + render(seen) + "\nChanges (kind new: never seen "
+        "before; known: one seen before, back):\n" + render(changes),
+        end="",
     )
-    report.add_argument(
-        "--since",
-        default="24h",
-        help="a duration back from now (30m, 24h, 7d, 2w) or a date/time in ISO "
-        "form (2026-11-01, 2026-11-01T08:00); default %(default)s",
-    )
-    report.add_argument("--by", choices=sorted(REPORT_GROUPS), default="model")
-    report.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
-    report.add_argument("--format", choices=FORMATS, default="table")
-
-    fps = with_config(
-        sub.add_parser("fingerprints", help="system_fingerprints seen per model, and every change")
-    )
-    fps.add_argument("--model", metavar="M", help="only this (resolved) model")
-    fps.add_argument("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
-    fps.add_argument("--format", choices=FORMATS, default="table")
-
-    check = sub.add_parser("check-config", help="check a config file and show the result")
-    check.add_argument("file", metavar="FILE")
-
-    sub.add_parser("example-config", help="print a commented config with every default")
-    return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = load(args.config)
+@cli.command(
+    name="check-config", help="check a config file and show the result: every setting's value"
+)
+@click.argument("file", metavar="FILE")
+def check_config(file: str) -> None:
+    settings = load(file)
+    for key, value in settings.values.items():
+        print(f"{key} = {value!r}")
+    print(f"{file}: OK")
+
+
+@cli.command(name="example-config", help="print a commented config with every default")
+def example_config() -> None:
+    sys.stdout.write(example_toml())
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _settings(
+    config: str | None,
+    *,
+    port: int | None = None,
+    admin_port: int | None = None,
+    upstream: str | None = None,
+    ledger: str | None = None,
+) -> Settings:
+    settings = load(config)
     overrides = {
         key: value
         for key, value in (
-            ("relay.port", getattr(args, "port", None)),
-            ("admin.port", getattr(args, "admin_port", None)),
-            ("upstream.base_url", getattr(args, "upstream", None)),
-            ("ledger.path", getattr(args, "ledger", None)),
+            ("relay.port", port),
+            ("admin.port", admin_port),
+            ("upstream.base_url", upstream),
+            ("ledger.path", ledger),
         )
         if value is not None
     }
@@ -128,54 +301,9 @@ def _forced_api_key(settings: Settings) -> str | None:
     return key
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    command = args.command or "serve"
-    if args.command is None:
-        args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
-    try:
-        if command == "serve":
-            settings = _settings(args)
-            configure(settings["log.level"], settings["log.format"])
-            api_key = _forced_api_key(settings)
-            _run(_serve(settings, api_key))
-        elif command in ("prices", "report", "fingerprints"):
-            settings = _settings(args)
-            print(_ledger_command(command, args, settings), end="")
-        elif command == "check-config":
-            settings = load(args.file)
-            for key, value in settings.values.items():
-                print(f"{key} = {value!r}")
-            print(f"{args.file}: OK")
-        elif command == "example-config":
-            sys.stdout.write(example_toml())
-        elif command == "simulate":
-            configure("info", "auto")
-            from daemon import simulator
-
-            simulator.run(args.host, args.port)
-        elif command == "demo":
-            configure("warning", "console" if sys.stderr.isatty() else "json")
-            from daemon.demo import run_demo
-
-            _run(run_demo(args.ledger, keep_running=args.keep_running))
-    except ConfigError as exc:
-        print(f"xai-meter: config error: {exc}", file=sys.stderr)
-        return 2
-    except CommandError as exc:
-        print(f"xai-meter {command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-class CommandError(Exception):
-    """A command cannot run as asked; the message says why and what to do."""
-
-
-def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) -> str:
+@contextmanager
+def _open_ledger(settings: Settings) -> Iterator[sqlite_utils.Database]:
+    """The ledger at ledger.path, read-only; `CommandError` when there is none."""
     path = Path(settings["ledger.path"])
     if not path.exists():
         raise CommandError(
@@ -183,56 +311,7 @@ def _ledger_command(command: str, args: argparse.Namespace, settings: Settings) 
         )
     db = open_database(path, readonly=True)
     try:
-        if command == "prices":
-            book = PriceBook(
-                load_price_history(db) if "price_sets" in db.table_names() else (),
-                overrides=settings["pricing.overrides"],
-            )
-            rows = prices_table(book)
-            if not rows and args.format == "table":
-                return (
-                    "No prices yet. The daemon fetches them from the upstream's "
-                    "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
-                    "or the key of the first relayed call; or set [pricing.overrides].\n"
-                )
-            return render(rows, args.format, PRICE_COLUMNS if args.format == "table" else None)
-        if command == "fingerprints":
-            seen, changes = fingerprint_history(db, args.model)
-            for row in (*seen, *changes):
-                for column in ("first_seen", "last_seen", "at"):
-                    if column in row:
-                        row[column] = _iso(row[column])
-            if args.format != "table":
-                return render(
-                    [{"record": "seen", **r} for r in seen]
-                    + [{"record": "change", **r} for r in changes],
-                    args.format,
-                    [
-                        "record",
-                        "provider",
-                        "model",
-                        "fingerprint",
-                        "first_seen",
-                        "last_seen",
-                        "calls",
-                        "at",
-                        "old",
-                        "new",
-                        "kind",
-                    ],
-                )
-            return (
-                "Fingerprints seen:\n" + render(seen) + "\nChanges (kind new: never seen "
-                "before; known: one seen before, back):\n" + render(changes)
-            )
-        since = parse_since(args.since, time.time())
-        rows = report(db, since, args.by)
-        columns = (
-            [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")]
-            if rows and args.format == "table"
-            else None
-        )
-        return render(rows, args.format, columns)
+        yield db
     finally:
         db.close()
 
@@ -250,6 +329,20 @@ PRICE_COLUMNS = (
     "fetched_at",
 )
 
+FINGERPRINT_COLUMNS = [
+    "record",
+    "provider",
+    "model",
+    "fingerprint",
+    "first_seen",
+    "last_seen",
+    "calls",
+    "at",
+    "old",
+    "new",
+    "kind",
+]
+
 
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
@@ -258,7 +351,9 @@ def _iso(epoch: float | None) -> str | None:
 
 
 def parse_since(value: str, now: float) -> float:
-    """`30m`, `24h`, `7d`, `2w` back from `now`, or an ISO date/time (UTC unless it says)."""
+    """`30m`, `24h`, `7d`, `2w` back from `now`, or an ISO date/time (UTC unless it says).
+
+    Returns epoch seconds; raises `CommandError` for anything else."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     text = value.strip().lower()
     if text[:-1].isdigit() and text[-1:] in units:
@@ -280,11 +375,52 @@ async def _serve(settings: Settings, api_key: str | None) -> None:
     await serve(settings, api_key=api_key)
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     """asyncio.run with uvloop when it is installed (it is a dependency; faster I/O)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
     else:
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
+
+
+# --- the README's command table ----------------------------------------------------------
+
+
+def command_table() -> str:
+    """The README's "Commands" table (markdown, no trailing newline), built from the commands.
+
+    One row per command, in `--help` order: `xai-meter NAME [--option METAVAR] ... ARG` and the
+    command's short help. tests/test_cli.py asserts the README holds exactly this; to refresh it,
+    paste the output of `python -c 'from daemon.cli import command_table; print(command_table())'`
+    over the old table."""
+    root = click.Context(cli, info_name=PROG, **cli.context_settings)
+    lines = ["| command | what it does |", "|---|---|"]
+    for name in cli.list_commands(root):
+        command = cli.commands[name]
+        ctx = click.Context(command, info_name=name, parent=root)
+        words = [PROG, name]
+        for param in command.get_params(ctx):
+            if set(param.opts) & set(ctx.help_option_names) or getattr(param, "hidden", False):
+                continue
+            words.append(_usage_word(param, ctx))
+        what = command.get_short_help_str(limit=1000)
+        if name == cli.default_command:
+            what += f" (also what plain `{PROG}` does)"
+        usage = " ".join(words).replace("|", "\\|")
+        lines.append(f"| `{usage}` | {what.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)
+
+
+def _usage_word(param: click.Parameter, ctx: click.Context) -> str:
+    if isinstance(param.type, click.Choice):
+        metavar = "|".join(str(c) for c in param.type.choices)
+    else:
+        metavar = param.make_metavar(ctx)
+    if isinstance(param, click.Argument):
+        return metavar
+    option = max(param.opts, key=len)
+    if isinstance(param, click.Option) and param.is_flag:
+        return f"[{option}]"
+    return f"[{option} {metavar}]"
