@@ -3,20 +3,20 @@
 Nothing here waits on SQLite, a lock or any network call but the upstream. Parsing happens on
 the bytes already read and can never delay or alter them (a tap that raises is dropped and the
 call counted as unmetered). Every call ends in exactly one `Meter.finish`, whatever happened.
+
+Which upstream a path goes to, with which key, and which headers cross the hop: see
+`daemon.upstream` (`Upstream` and `SESSION_KEY` are re-exported here for the app).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 import structlog
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from daemon.dialects import Router
@@ -25,27 +25,20 @@ from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
 from daemon.record import CallError, CallRecord, Stage, Unmetered, new_call_id
+from daemon.upstream import (
+    AUTO_HEADERS,
+    SESSION_KEY,
+    Upstream,
+    UpstreamRoutes,
+    decodable_accept_encoding,
+    forward_headers,
+    response_headers,
+)
+
+__all__ = ["SESSION_KEY", "Relay", "Upstream", "json_error"]
 
 log = structlog.get_logger("xai_meter.relay")
 
-# RFC 9110 7.6.1 hop-by-hop headers, plus those the relay sets itself.
-_HOP_BY_HOP = frozenset(
-    (  # lower case
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    )
-)
-_OUR_PREFIX = "x-meter-"
-_AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"), istr("Content-Type"))
 _CLIENT_GONE = (
     ConnectionResetError,
     ConnectionAbortedError,
@@ -53,30 +46,6 @@ _CLIENT_GONE = (
     aiohttp.ClientConnectionResetError,
 )
 _APP_LABEL_MAX = 64
-# The one keep-alive session to the upstreams, owned by the relay app's cleanup context.
-SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """One configured upstream: where its calls go and how they are labelled.
-
-    Calls to ``{prefix}/v1/...`` on the relay go to ``{base_url}/v1/...``; the default upstream
-    has the empty prefix. No other destination exists: the host comes from here, never from
-    the request.
-    """
-
-    provider: str
-    base_url: URL
-    connect_timeout: float
-    read_timeout: float
-    api_key: str | None = None  # added to calls that carry no key of their own
-    prefix: str = ""
-
-    def client_timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None, connect=self.connect_timeout, sock_read=self.read_timeout
-        )
 
 
 class Relay:
@@ -89,11 +58,7 @@ class Relay:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.upstreams = tuple(upstreams)
-        # Longest prefix first, so /a/b/v1 is not taken for /a/v1; each with its timeout.
-        self._routes = sorted(
-            ((u.prefix, u, u.client_timeout()) for u in self.upstreams),
-            key=lambda route: -len(route[0]),
-        )
+        self._routes = UpstreamRoutes(self.upstreams)
         self.meter = meter
         self.keys = keys
         self.router = Router()
@@ -106,22 +71,8 @@ class Relay:
         self._clock = clock
         self._wall = wall_clock
 
-    def route(
-        self, path: str, raw_path: str
-    ) -> tuple[Upstream, aiohttp.ClientTimeout, str, str] | None:
-        """The upstream for a request path, with the path and raw path it has there.
-
-        Dot segments are refused: the path must mean what it says, at every hop.
-        """
-        if "/." in path or "/." in raw_path or "%2e" in raw_path or "%2E" in raw_path:
-            return None
-        for prefix, upstream, timeout in self._routes:
-            if path.startswith(prefix + "/v1/") and raw_path.startswith(prefix + "/"):
-                return upstream, timeout, path[len(prefix) :], raw_path[len(prefix) :]
-        return None
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        found = self.route(request.path, request.raw_path)
+        found = self._routes.route(request.path, request.raw_path)
         if found is None:
             bases = ", ".join(f"http://{request.host}{u.prefix}/v1" for u in self.upstreams)
             return json_error(
@@ -183,11 +134,7 @@ class Relay:
                 self.last_client_key = key  # a key for the default (xAI) upstream
                 self.client_key_seen.set()
         elif upstream.api_key:
-            key = upstream.api_key
-            if upstream.provider == "anthropic":
-                headers["x-api-key"] = key
-            else:
-                headers["Authorization"] = f"Bearer {key}"
+            key = upstream.add_key(headers)
         record.key_id = self.keys.key_id(key)
         app = request.headers.get("X-Meter-App")
         record.app = app[:_APP_LABEL_MAX] if app else None
@@ -213,7 +160,7 @@ class Relay:
         # The base URL is an origin and the raw path starts with "/v1/": no client input can
         # change the host the call goes to.
         url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
-        skip = [h for h in _AUTO_HEADERS if h not in headers]
+        skip = [h for h in AUTO_HEADERS if h not in headers]
         try:
             answer = await request.app[SESSION_KEY].request(
                 request.method,
@@ -358,59 +305,6 @@ class Relay:
             return tap.abandon()
         except Exception:
             return chunk
-
-
-_PASS, _HOP, _OURS = 0, 1, 2
-_KINDS: dict[str, int] = {}
-
-
-def _kind(name: str) -> int:
-    """A header name's kind: passed on, hop-by-hop, or one of our X-Meter-* controls.
-    Memoized: the same names come with every call, and lower() per header adds up."""
-    found = _KINDS.get(name)
-    if found is None:
-        lower = name.lower()
-        found = _HOP if lower in _HOP_BY_HOP else _OURS if lower.startswith(_OUR_PREFIX) else _PASS
-        if len(_KINDS) < 4096:
-            _KINDS[name] = found
-    return found
-
-
-def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop ones and our own X-Meter-* controls."""
-    out: CIMultiDict[str] = CIMultiDict()
-    connection = incoming.get("Connection")
-    # Headers the client named in Connection are hop-by-hop too (usually just keep-alive).
-    connection_tokens = (
-        {t for t in (p.strip().lower() for p in connection.split(",")) if t not in _HOP_BY_HOP}
-        if connection
-        else ()
-    )
-    for name, value in incoming.items():
-        if _kind(name) or (connection_tokens and name.lower() in connection_tokens):
-            continue
-        out.add(name, value)
-    return out
-
-
-def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The upstream's headers minus hop-by-hop ones (aiohttp frames the body itself)."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        if _kind(name) != _HOP:
-            out.add(name, value)
-    return out
-
-
-@functools.lru_cache(maxsize=256)
-def decodable_accept_encoding(value: str) -> str:
-    """Keep only the codings the parsers can read, so no response is unreadable to the meter."""
-    kept = []
-    for part in value.split(","):
-        coding = part.split(";", 1)[0].strip().lower()
-        if coding in DECODABLE:
-            kept.append(part.strip())
-    return ", ".join(kept) or "identity"
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:

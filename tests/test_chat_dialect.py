@@ -256,7 +256,7 @@ def test_stream_in_brotli_is_metered() -> None:
 def test_forward_headers_drops_hop_by_hop_ours_and_connection_named() -> None:
     from multidict import CIMultiDict, CIMultiDictProxy
 
-    from daemon.relay import forward_headers, response_headers
+    from daemon.upstream import forward_headers, response_headers
 
     incoming = CIMultiDictProxy(
         CIMultiDict(

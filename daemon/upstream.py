@@ -1,0 +1,161 @@
+"""Upstreams: where a call goes, with which key, and which headers cross the hop.
+
+- `Upstream`: one configured upstream (provider, base URL, timeouts, optional key, prefix).
+- `UpstreamRoutes`: the relay path -> upstream table, longest prefix first; dot segments refused.
+- `Upstream.add_key`: the configured key, put where its provider reads it (``x-api-key`` for
+  Anthropic, ``Authorization: Bearer`` otherwise), for calls that carry no key of their own.
+- Header filtering: `forward_headers` (client -> upstream) and `response_headers` (upstream ->
+  client) drop RFC 9110 hop-by-hop headers; our own ``X-Meter-*`` controls never leave.
+  `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
+- `SESSION_KEY`: the one keep-alive client session to the upstreams (the app owns its life).
+
+Nothing here runs per chunk: routing and header filtering run once per call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+from yarl import URL
+
+from daemon.dialects.encoding import DECODABLE
+
+# The one keep-alive session to the upstreams, owned by the relay app's cleanup context.
+SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
+
+# Headers aiohttp's client adds when absent: skipped unless the client sent them, so the
+# upstream sees the client's headers and no others.
+AUTO_HEADERS = (istr("User-Agent"), istr("Accept"), istr("Accept-Encoding"), istr("Content-Type"))
+
+# RFC 9110 7.6.1 hop-by-hop headers, plus those the relay sets itself.
+_HOP_BY_HOP = frozenset(
+    (  # lower case
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    )
+)
+_OUR_PREFIX = "x-meter-"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One configured upstream: where its calls go and how they are labelled.
+
+    Calls to ``{prefix}/v1/...`` on the relay go to ``{base_url}/v1/...``; the default upstream
+    has the empty prefix. No other destination exists: the host comes from here, never from
+    the request.
+    """
+
+    provider: str
+    base_url: URL
+    connect_timeout: float  # seconds
+    read_timeout: float  # seconds between two reads of the body
+    api_key: str | None = None  # added to calls that carry no key of their own
+    prefix: str = ""
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None, connect=self.connect_timeout, sock_read=self.read_timeout
+        )
+
+    def add_key(self, headers: CIMultiDict[str]) -> str | None:
+        """Put the configured key (if any) where this provider reads it; return it."""
+        key = self.api_key
+        if key:
+            if self.provider == "anthropic":
+                headers["x-api-key"] = key
+            else:
+                headers["Authorization"] = f"Bearer {key}"
+        return key
+
+
+class UpstreamRoutes:
+    """Which upstream serves a relay path: built once, looked up per call."""
+
+    def __init__(self, upstreams: Iterable[Upstream]) -> None:
+        # Longest prefix first, so /a/b/v1 is not taken for /a/v1; each with its timeout.
+        self._routes = sorted(
+            ((u.prefix, u, u.client_timeout()) for u in upstreams),
+            key=lambda route: -len(route[0]),
+        )
+
+    def route(
+        self, path: str, raw_path: str
+    ) -> tuple[Upstream, aiohttp.ClientTimeout, str, str] | None:
+        """The upstream for a request path, with the path and raw path it has there.
+
+        Dot segments are refused: the path must mean what it says, at every hop.
+        """
+        if "/." in path or "/." in raw_path or "%2e" in raw_path or "%2E" in raw_path:
+            return None
+        for prefix, upstream, timeout in self._routes:
+            if path.startswith(prefix + "/v1/") and raw_path.startswith(prefix + "/"):
+                return upstream, timeout, path[len(prefix) :], raw_path[len(prefix) :]
+        return None
+
+
+_PASS, _HOP, _OURS = 0, 1, 2
+_KINDS: dict[str, int] = {}
+
+
+def _kind(name: str) -> int:
+    """A header name's kind: passed on, hop-by-hop, or one of our X-Meter-* controls.
+    Memoized: the same names come with every call, and lower() per header adds up."""
+    found = _KINDS.get(name)
+    if found is None:
+        lower = name.lower()
+        found = _HOP if lower in _HOP_BY_HOP else _OURS if lower.startswith(_OUR_PREFIX) else _PASS
+        if len(_KINDS) < 4096:
+            _KINDS[name] = found
+    return found
+
+
+def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop ones and our own X-Meter-* controls."""
+    out: CIMultiDict[str] = CIMultiDict()
+    connection = incoming.get("Connection")
+    # Headers the client named in Connection are hop-by-hop too (usually just keep-alive).
+    connection_tokens = (
+        {t for t in (p.strip().lower() for p in connection.split(",")) if t not in _HOP_BY_HOP}
+        if connection
+        else ()
+    )
+    for name, value in incoming.items():
+        if _kind(name) or (connection_tokens and name.lower() in connection_tokens):
+            continue
+        out.add(name, value)
+    return out
+
+
+def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The upstream's headers minus hop-by-hop ones (aiohttp frames the body itself)."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        if _kind(name) != _HOP:
+            out.add(name, value)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def decodable_accept_encoding(value: str) -> str:
+    """Keep only the codings the parsers can read, so no response is unreadable to the meter."""
+    kept = []
+    for part in value.split(","):
+        coding = part.split(";", 1)[0].strip().lower()
+        if coding in DECODABLE:
+            kept.append(part.strip())
+    return ", ".join(kept) or "identity"
