@@ -1010,7 +1010,7 @@ def test_prices_table() -> None:
 
 
 def test_listing_errors_never_quote_a_key() -> None:
-    from daemon.pricing import _excerpt
+    from daemon.pricing.refresh import _excerpt
 
     body = (
         b'{"code":"Client specified an invalid argument","error":"Incorrect API key '

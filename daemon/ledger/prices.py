@@ -1,0 +1,113 @@
+"""The price history in SQLite: ``price_sets`` and their ``prices`` rows.
+
+Sync functions for the ledger's writer thread (or a read-only connection), never the event loop.
+A price set is stored once per distinct content (its digest); a refresh that changes nothing
+only moves the latest set's ``fetched_at`` on. The values are `daemon.pricing`'s `PriceSet`
+and `ModelPrice`, stored as xAI lists them: integer ticks (/work/shared/xai-api.md, "Units").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+import sqlite_utils
+
+from daemon.pricing.book import PriceSet
+from daemon.pricing.model import ModelPrice
+
+_PRICE_COLUMNS: Final = (
+    "input",
+    "cached_input",
+    "output",
+    "image_input",
+    "search",
+    "image",
+    "long_context_threshold",
+    "input_long",
+    "cached_input_long",
+    "output_long",
+)
+
+
+def migrate_prices(db: sqlite_utils.Database) -> None:
+    """Create ``price_sets`` and ``prices`` if missing (idempotent)."""
+    db.table("price_sets").create(
+        {"id": int, "effective_at": float, "fetched_at": float, "source": str, "digest": str},
+        pk="id",
+        if_not_exists=True,
+    )
+    db.table("prices").create(
+        {
+            "price_set_id": int,
+            "model": str,
+            "aliases": str,  # JSON list
+            **dict.fromkeys(_PRICE_COLUMNS, int),
+            "fingerprint": str,
+        },
+        pk=("price_set_id", "model"),
+        foreign_keys=[("price_set_id", "price_sets", "id")],
+        if_not_exists=True,
+    )
+
+
+def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:
+    """Store a set unless its content equals the latest stored one; returns the row id in force.
+
+    Unchanged content adds no row: the latest row's ``fetched_at`` moves on and its id returns.
+    """
+    with db.atomic():
+        latest = list(db.query("select id, digest from price_sets order by id desc limit 1"))
+        if latest and latest[0]["digest"] == price_set.digest:
+            set_id = int(latest[0]["id"])
+            db.execute(
+                "update price_sets set fetched_at = max(coalesce(fetched_at, 0), ?) where id = ?",
+                [price_set.fetched_at, set_id],
+            )
+            return set_id
+        cursor = db.execute(
+            "insert into price_sets (effective_at, fetched_at, source, digest) values (?, ?, ?, ?)",
+            [price_set.effective_at, price_set.fetched_at, price_set.source, price_set.digest],
+        )
+        if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it for an insert
+            raise RuntimeError("price_sets insert returned no row id")
+        new_id: int = cursor.lastrowid
+        rows = []
+        for mp in price_set.models.values():
+            row = mp.content()
+            row["aliases"] = json.dumps(row["aliases"])
+            row["price_set_id"] = new_id
+            rows.append(row)
+        if rows:
+            db.table("prices").insert_all(rows)
+        return new_id
+
+
+def load_price_history(db: sqlite_utils.Database) -> list[PriceSet]:
+    """Every stored set, oldest first (by ``effective_at``, then id); [] before any migration."""
+    if not db.table("price_sets").exists():
+        return []
+    by_set: dict[int, list[ModelPrice]] = {}
+    for row in db.query("select * from prices order by price_set_id, model"):
+        try:
+            aliases = json.loads(row["aliases"] or "[]")
+        except ValueError:
+            aliases = []
+        by_set.setdefault(row["price_set_id"], []).append(
+            ModelPrice(
+                model=row["model"],
+                aliases=tuple(a for a in aliases if isinstance(a, str)),
+                fingerprint=row["fingerprint"],
+                **{c: row[c] for c in _PRICE_COLUMNS},
+            )
+        )
+    return [
+        PriceSet.of(
+            by_set.get(row["id"], []),
+            effective_at=row["effective_at"],
+            fetched_at=row["fetched_at"],
+            id=row["id"],
+            source=row["source"] or "listing",
+        )
+        for row in db.query("select * from price_sets order by effective_at, id")
+    ]

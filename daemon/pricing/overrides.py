@@ -1,0 +1,143 @@
+"""Price overrides from the config's ``[pricing.overrides]``: USD as people write it → exact ticks.
+
+An override is a partial `ModelPrice` (source "override") that `PriceBook` applies over the
+listing, field by field. Token prices are written in USD per 1M tokens, image and search prices
+in USD per unit; each must convert to a whole number of ticks (no rounding, ever), and every
+mistake is an `OverrideError` whose message names the model, the field and the fix.
+
+Units from /work/shared/xai-api.md, "Units": 1 tick = 1e-10 USD, so $ per 1M tokens * 10,000 =
+ticks per token (`daemon.units`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Final
+
+from daemon.pricing.model import ModelPrice
+from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD, parse_amount
+
+
+class OverrideError(ValueError):
+    """A price override in the config is wrong; the message names the model, field and fix."""
+
+
+# field in config → (ModelPrice field, unit): per_1m = USD per 1M tokens, usd = USD per unit
+_OVERRIDE_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {
+        "input": ("input", "per_1m"),
+        "cached_input": ("cached_input", "per_1m"),
+        "output": ("output", "per_1m"),
+        "image_input": ("image_input", "per_1m"),
+        "input_long": ("input_long", "per_1m"),
+        "input_long_context": ("input_long", "per_1m"),
+        "cached_input_long": ("cached_input_long", "per_1m"),
+        "cached_input_long_context": ("cached_input_long", "per_1m"),
+        "output_long": ("output_long", "per_1m"),
+        "output_long_context": ("output_long", "per_1m"),
+        "image": ("image", "usd"),
+        "search": ("search", "usd"),
+        "long_context_threshold": ("long_context_threshold", "tokens"),
+        "aliases": ("aliases", "names"),
+    }
+)
+
+
+def _usd_decimal(model: str, key: str, value: Any) -> Decimal:
+    d = parse_amount(value)
+    if d is None:
+        raise OverrideError(
+            f"price override {model}.{key} = {value!r}: expected a number of US dollars, 0 or "
+            f"more. Fix: write it like {key} = 0.75."
+        )
+    return d
+
+
+def _whole_ticks(value: Any, scale: int, model: str, key: str, not_whole: str) -> int:
+    """USD times scale as an exact whole number of ticks; else `OverrideError` ending in
+    `not_whole` (which may use {ticks})."""
+    ticks = _usd_decimal(model, key, value) * scale
+    if ticks != ticks.to_integral_value():
+        raise OverrideError(
+            f"price override {model}.{key} = {value!r} "
+            + not_whole.format(ticks=f"{ticks.normalize():f}")
+        )
+    return int(ticks)
+
+
+def usd_per_1m_to_ticks(value: Any, *, model: str = "?", key: str = "input") -> int:
+    """USD per 1M tokens → ticks per token, exactly (* 10,000); `OverrideError` unless whole."""
+    return _whole_ticks(
+        value,
+        TICKS_PER_TOKEN_PER_USD_PER_1M,
+        model,
+        key,
+        "USD per 1M tokens is {ticks} ticks per token, not a whole number (1 tick = 1e-10 USD; "
+        "prices per 1M tokens have at most 4 decimal places). Fix: round it to 4 decimal places.",
+    )
+
+
+def usd_to_ticks(value: Any, *, model: str = "?", key: str = "image") -> int:
+    """USD (per image, per source) → ticks, exactly (* 1e10); `OverrideError` unless whole."""
+    return _whole_ticks(
+        value,
+        TICKS_PER_USD,
+        model,
+        key,
+        "USD is not a whole number of ticks (1 tick = 1e-10 USD). "
+        "Fix: use at most 10 decimal places.",
+    )
+
+
+def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
+    """Config overrides ``{model: {"input": usd_per_1M, "cached_input": ..., "output": ...,
+    "image_input": ..., "image": usd_per_image, "search": usd_per_source,
+    "long_context_threshold": tokens, "input_long": ..., "aliases": [...]}}`` → partial
+    `ModelPrice` (source "override") by lower-cased model name. Every error is an `OverrideError`.
+    """
+    if not isinstance(table, Mapping):
+        raise OverrideError(
+            f"price overrides: expected a table of models, got {type(table).__name__}."
+        )
+    out: dict[str, ModelPrice] = {}
+    for model, spec in table.items():
+        if not isinstance(model, str) or not model.strip():
+            raise OverrideError(f"price overrides: {model!r} is not a model name.")
+        if not isinstance(spec, Mapping):
+            raise OverrideError(
+                f"price override {model} = {spec!r}: expected a table like "
+                f"{{input = 3.0, output = 15.0}} (USD per 1M tokens)."
+            )
+        values: dict[str, Any] = {}
+        for key, value in spec.items():
+            target = _OVERRIDE_FIELDS.get(key)
+            if target is None:
+                close = difflib.get_close_matches(str(key), _OVERRIDE_FIELDS, n=1)
+                hint = f" Did you mean {close[0]}?" if close else ""
+                raise OverrideError(
+                    f"price override {model}.{key}: no such field.{hint} Fields: "
+                    f"{', '.join(_OVERRIDE_FIELDS)}."
+                )
+            name, unit = target
+            if unit == "per_1m":
+                values[name] = usd_per_1m_to_ticks(value, model=model, key=key)
+            elif unit == "usd":
+                values[name] = usd_to_ticks(value, model=model, key=key)
+            elif unit == "tokens":
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise OverrideError(
+                        f"price override {model}.{key} = {value!r}: expected a whole number of "
+                        f"tokens greater than 0, like {key} = 128000."
+                    )
+                values[name] = value
+            else:
+                if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                    raise OverrideError(
+                        f"price override {model}.{key} = {value!r}: expected a list of names."
+                    )
+                values[name] = tuple(a.strip() for a in value if a.strip())
+        out[model.strip().lower()] = ModelPrice(model=model.strip(), source="override", **values)
+    return out
