@@ -738,16 +738,17 @@ def _frame_name(frame: str) -> tuple[str, str]:
 
 _AREAS: tuple[tuple[str, str], ...] = (
     # (substring of a frame's file path, area); the first match wins
-    ("/daemon/ledger.py", "ledger"),
+    ("/daemon/ledger/", "ledger"),
     ("tenacity", "ledger"),
     ("sqlite", "ledger"),
     ("concurrent/futures", "ledger"),
     ("threading", "ledger"),
     ("/daemon/logs.py", "call log line"),
     ("structlog", "call log line"),
-    ("/daemon/metrics.py", "metrics"),
+    ("/daemon/metrics/", "metrics"),
     ("prometheus_client", "metrics"),
     ("/daemon/dialects/", "parsing (dialects)"),
+    ("/daemon/pricing/", "pricing"),
     ("/daemon/", "relay, record, meter (daemon)"),
     ("aiohttp", "aiohttp"),
     ("multidict", "aiohttp"),

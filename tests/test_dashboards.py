@@ -25,7 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from daemon.loopmetrics import LoopCounter, LoopHistogram
+from daemon.metrics.loop import LoopCounter, LoopHistogram
 from daemon.metrics import Metrics
 
 ROOT = Path(__file__).parent.parent

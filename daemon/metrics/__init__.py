@@ -1,8 +1,9 @@
 """Every Prometheus metric the daemon exports, declared in one place, on a registry passed in.
 
 `Metrics.observe(record)` is the metrics sink. It runs once per call, so the per-call metrics are
-lock-free loop metrics (see `daemon.loopmetrics`): prometheus_client's locked children would cost
+lock-free loop metrics (see `daemon.metrics.loop`): prometheus_client's locked children would cost
 as much as the relay. Rare updates (prices, fingerprints, ledger) use prometheus_client.
+Labels that come from traffic (model, app, key) are bounded (`daemon.metrics.labels`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from daemon import __version__
-from daemon.loopmetrics import LoopCounter, LoopHistogram
+from daemon.metrics.labels import BoundedLabel
+from daemon.metrics.loop import LoopCounter, LoopHistogram
 from daemon.pricing import ModelPrice
 from daemon.record import CallRecord
 
@@ -62,28 +64,6 @@ GENAI_OPERATION = {
     "images.generations": "generate_content",
     "images.edits": "generate_content",
 }
-
-
-class BoundedLabel:
-    """Bounds a label: known values, then the first `cap` others seen, then "other"."""
-
-    def __init__(self, cap: int, known: Iterable[str] = ()) -> None:
-        self._cap = cap
-        self._known: set[str] = set(known)
-        self._seen: set[str] = set()
-
-    def add_known(self, models: Iterable[str]) -> None:
-        self._known.update(models)
-
-    def __call__(self, value: str | None) -> str:
-        if not value:
-            return "none"
-        if value in self._known or value in self._seen:
-            return value
-        if len(self._seen) < self._cap:
-            self._seen.add(value)
-            return value
-        return "other"
 
 
 class _LabelKeys:
