@@ -404,7 +404,7 @@ def command_table() -> str:
         for param in command.get_params(ctx):
             if set(param.opts) & set(ctx.help_option_names) or getattr(param, "hidden", False):
                 continue
-            words.append(_usage_word(param, ctx))
+            words.append(_usage_word(param))
         what = command.get_short_help_str(limit=1000)
         if name == cli.default_command:
             what += f" (also what plain `{PROG}` does)"
@@ -413,11 +413,13 @@ def command_table() -> str:
     return "\n".join(lines)
 
 
-def _usage_word(param: click.Parameter, ctx: click.Context) -> str:
+def _usage_word(param: click.Parameter) -> str:
+    # Not make_metavar(): its signature changed in click 8.2, and every parameter here names
+    # its metavar or is a Choice.
     if isinstance(param.type, click.Choice):
         metavar = "|".join(str(c) for c in param.type.choices)
     else:
-        metavar = param.make_metavar(ctx)
+        metavar = param.metavar or (param.name or "").upper()
     if isinstance(param, click.Argument):
         return metavar
     option = max(param.opts, key=len)
