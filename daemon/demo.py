@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from daemon import config, simulator
 from daemon.app import Daemon
 from daemon.ledger.schema import open_database
 from daemon.ledger.store import last_calls
+from daemon.units import format_usd
 
 DEMO_KEY = "xai-demo-key-not-a-real-one"
 
@@ -141,7 +141,7 @@ def _print_where(ledger_path: str) -> None:
 
 
 def _usd(ticks: int | None) -> str:
-    return "-" if ticks is None else f"${Decimal(ticks) / Decimal(10**10):.6f}"
+    return "-" if ticks is None else "$" + format_usd(ticks, places=6)
 
 
 def _print_report(ledger_path: str, last: int) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import sqlite_utils
 
-TICKS_PER_USD = 10**10
+from daemon.units import format_usd
 
 REPORT_GROUPS: dict[str, str] = {
     "model": "coalesce(model, requested_model, '-')",
@@ -79,7 +78,5 @@ def percentile(sorted_values: list[float], pct: float) -> float | None:
 
 
 def usd(ticks: int | None) -> str:
-    """Exact dollars from ticks (1e-10 USD), to the micro-dollar: no float on the way."""
-    if ticks is None:
-        return "-"
-    return str((Decimal(ticks) / TICKS_PER_USD).quantize(Decimal("0.000001")))
+    """Exact dollars from ticks, to the micro-dollar ("-" for none)."""
+    return "-" if ticks is None else format_usd(ticks, places=6)

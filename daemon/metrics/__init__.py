@@ -17,6 +17,7 @@ from daemon.metrics.labels import BoundedLabel
 from daemon.metrics.loop import LoopCounter, LoopHistogram
 from daemon.pricing import ModelPrice
 from daemon.record import CallRecord
+from daemon.units import TICKS_PER_USD
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -53,7 +54,6 @@ GENAI_TOKEN_BUCKETS = (
     16777216,
     67108864,
 )
-TICKS_PER_USD = 10**10
 _CODES: dict[int | None, str] = {None: "none", **{c: str(c) for c in range(100, 600)}}
 TOKEN_TYPES = ("input", "cached_input", "output", "reasoning", "image_input")
 GENAI_PROVIDER = {"xai": "x_ai", "openai": "openai", "anthropic": "anthropic"}
