@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from daemon import simulator
-from daemon.deferred import RESULT_TTL, DeferredTracker
+from daemon.meter.deferred import RESULT_TTL, DeferredTracker
 from daemon.record import CallRecord, Usage
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
@@ -281,7 +281,7 @@ async def test_images_counted_and_priced_per_image(
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
     meter = await start_daemon(sim.url, pricing__refresh=True)
     async with asyncio.timeout(5):
-        await meter.daemon.prices_updated.wait()
+        await meter.daemon.prices.updated.wait()
     client = oai(meter)
     resp = await client.images.generate(model="grok-imagine-image", prompt="a meter", n=n)
     assert len(resp.data) == n
