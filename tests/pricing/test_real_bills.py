@@ -9,7 +9,8 @@ import pytest
 
 from daemon.dialects.chat import chat_usage
 from daemon.dialects.responses import responses_usage
-from daemon.pricing import ModelPrice, compute_cost
+from daemon.pricing.cost import compute_cost
+from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
 from daemon.testing import XAI_CHAT_USAGE as XAI_USAGE  # xai-api.md's real chat sample
 
