@@ -1,0 +1,67 @@
+"""API keys: the check every route passes first, and ``GET /v1/api-key``.
+
+As xai-api.md "Headers and errors" says: a missing key is 401, an invalid one 400. Any key but
+`INVALID_KEY` is accepted, as ``Authorization: Bearer`` or (Anthropic-style) ``x-api-key``.
+``/v1/api-key`` describes the key the way xAI does, redacted (xai-api.md "Other endpoints").
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from aiohttp import hdrs, web
+
+from daemon.simulator.faults import Injection
+from daemon.simulator.state import SimulatorState
+from daemon.simulator.wire import Reply, error_reply, json_reply
+
+INVALID_KEY = "invalid-key"  # the one API key the simulator rejects (400, like a wrong real key)
+_ID_NAMESPACE = uuid.UUID("6f1c0a52-58a4-4b4e-9d0e-3b2f7c1d9e10")
+
+
+def auth_error(headers: Mapping[str, str]) -> Reply | None:
+    """The 401 (no key) or 400 (`INVALID_KEY`) answer for a request's key; None: accepted."""
+    key = _api_key(headers)
+    if not key:
+        return error_reply(401, "No API key provided. Send it as `Authorization: Bearer <key>`.")
+    if key == INVALID_KEY:
+        return error_reply(
+            400,
+            f"Incorrect API key provided: {_redact(key)}. "
+            "You can obtain an API key from https://console.x.ai.",
+        )
+    return None
+
+
+def _api_key(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get(hdrs.AUTHORIZATION, "")
+    if auth[:7].lower() == "bearer " and auth[7:].strip():
+        return auth[7:].strip()
+    return headers.get("x-api-key", "").strip() or None
+
+
+def _redact(key: str) -> str:
+    return f"{key[:4]}...{key[-4:]}" if len(key) > 12 else "****"
+
+
+async def api_key_info(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`GET /v1/api-key`: the key's description, redacted, with the state's team id."""
+    key = _api_key(request.headers) or ""
+    user_id = str(uuid.uuid5(_ID_NAMESPACE, "user"))
+    return json_reply(
+        {
+            "redacted_api_key": _redact(key),
+            "user_id": user_id,
+            "name": "sim-key",
+            "create_time": "2025-01-01T00:00:00Z",
+            "modify_time": "2025-01-01T00:00:00Z",
+            "modified_by": user_id,
+            "team_id": state.team_id,
+            "acls": ["api-key:model:*", "api-key:endpoint:*"],
+            "api_key_id": str(uuid.uuid5(_ID_NAMESPACE, "key:" + key)),
+            "team_blocked": False,
+            "api_key_blocked": False,
+            "api_key_disabled": False,
+        }
+    )

@@ -1,0 +1,290 @@
+"""The model catalog: the listings the simulator serves and the bill it derives from them.
+
+An oracle, on purpose independent of `daemon.pricing`: it prices usage with its own reading of
+xai-api.md ("Listings", "Pricing rules beyond the listing"), so tests that compare the relay's
+cost with ``price_ticks`` compare two implementations, not one with itself. Prices are integer
+ticks (1e-10 USD) per token, per image or per tool call, as xAI lists them.
+
+It holds the default ``/v1/language-models`` and ``/v1/image-generation-models`` entries, how a
+requested name resolves to a listed id (aliases, ``grok-3-mini-high``/``-low``), which models
+reason, and the fees of server-side tools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from daemon.simulator.state import SimulatorState
+
+
+_EFFORTS = ("low", "high")
+_EFFORT_VARIANT_MODELS = frozenset({"grok-3-mini"})  # reasoning_effort shows in the model id
+TOOL_FEES: dict[str, tuple[str, int]] = {  # tool type -> (usage detail key, ticks per call)
+    "web_search": ("web_search_calls", 50_000_000),
+    "x_search": ("x_search_calls", 50_000_000),
+    "code_interpreter": ("code_interpreter_calls", 50_000_000),
+    "code_execution": ("code_interpreter_calls", 50_000_000),
+    "file_search": ("file_search_calls", 25_000_000),
+    "collections_search": ("file_search_calls", 25_000_000),
+    "mcp": ("mcp_calls", 0),
+    "document_search": ("document_search_calls", 100_000_000),
+    "attachment_search": ("document_search_calls", 100_000_000),
+}
+TOOL_DETAIL_KEYS = (
+    "web_search_calls",
+    "x_search_calls",
+    "code_interpreter_calls",
+    "file_search_calls",
+    "mcp_calls",
+    "document_search_calls",
+)
+
+
+def default_fingerprints() -> dict[str, str]:
+    """The system_fingerprint each listed model reports, keyed by its id."""
+    return {
+        "grok-4-0709": "fp_8f1c2d3e4a",
+        "grok-4-fast-reasoning": "fp_3b7e9a1c05",
+        "grok-4-fast-non-reasoning": "fp_c41d7f2e90",
+        "grok-4.20": "fp_5e2a9b4d17",
+        "grok-code-fast-1": "fp_a09c6e3f28",
+        "grok-3": "fp_1d4f8b6a93",
+        "grok-3-mini": "fp_6b0e2c7d41",
+        "grok-2-vision-1212": "fp_9e3a1f5c62",
+        "grok-imagine-image": "fp_2c8d4e6f0a",
+        "grok-2-image-1212": "fp_7a5b3c1d9e",
+    }
+
+
+def _language_model(
+    model_id: str,
+    created: int,
+    aliases: list[str],
+    prices: tuple[int, int, int, int],
+    *,
+    image_input: bool = False,
+    context_length: int | None = None,
+    long_context: tuple[int, int, int, int] | None = None,
+) -> dict[str, Any]:
+    """One LanguageModel object, field for field as xAI lists it (prices in 1e-10 USD/token)."""
+    prompt, cached, image, completion = prices
+    model: dict[str, Any] = {
+        "id": model_id,
+        "fingerprint": default_fingerprints()[model_id],
+        "created": created,
+        "object": "model",
+        "owned_by": "xai",
+        "version": "1.0",
+        "input_modalities": ["text", "image"] if image_input else ["text"],
+        "output_modalities": ["text"],
+        "prompt_text_token_price": prompt,
+        "cached_prompt_text_token_price": cached,
+        "prompt_image_token_price": image,
+        "completion_text_token_price": completion,
+        "search_price": 250_000_000,
+        "aliases": aliases,
+    }
+    if context_length is not None:
+        model["context_length"] = context_length
+    if long_context is not None:
+        threshold, lc_prompt, lc_cached, lc_completion = long_context
+        model["long_context_threshold"] = threshold
+        model["prompt_text_token_price_long_context"] = lc_prompt
+        model["cached_prompt_text_token_price_long_context"] = lc_cached
+        model["completion_text_token_price_long_context"] = lc_completion
+    return model
+
+
+def default_listing() -> list[dict[str, Any]]:
+    """A realistic `/v1/language-models` listing; a fresh copy each call, so tests may edit it."""
+    return [
+        _language_model(
+            "grok-4-0709", 1752019200, ["grok-4", "grok-4-latest"], (30000, 7500, 30000, 150000),
+            image_input=True, context_length=256000, long_context=(128000, 60000, 15000, 300000),
+        ),
+        _language_model(
+            "grok-4-fast-reasoning", 1758240000, ["grok-4-fast", "grok-4-fast-reasoning-latest"],
+            (2000, 500, 2000, 5000), image_input=True, context_length=2000000,
+            long_context=(128000, 4000, 1000, 10000),
+        ),
+        _language_model(
+            "grok-4-fast-non-reasoning", 1758240000, ["grok-4-fast-non-reasoning-latest"],
+            (2000, 500, 2000, 5000), image_input=True, context_length=2000000,
+            long_context=(128000, 4000, 1000, 10000),
+        ),
+        _language_model(
+            "grok-4.20", 1772582400, ["grok-4.20-latest"], (12500, 2500, 12500, 25000),
+            image_input=True, context_length=2000000, long_context=(200000, 25000, 5000, 50000),
+        ),
+        _language_model(
+            "grok-code-fast-1", 1756166400, ["grok-code-fast", "grok-code-fast-1-0825"],
+            (2000, 200, 0, 15000), context_length=256000,
+        ),
+        _language_model(
+            "grok-3", 1743724800, ["grok-3-latest", "grok-3-beta"], (30000, 7500, 0, 150000),
+            context_length=131072,
+        ),
+        _language_model(
+            "grok-3-mini", 1743724800, ["grok-3-mini-latest", "grok-3-mini-beta"],
+            (3000, 750, 0, 5000), context_length=131072,
+        ),
+        _language_model(
+            "grok-2-vision-1212", 1733961600, ["grok-2-vision", "grok-2-vision-latest"],
+            (20000, 20000, 20000, 100000), image_input=True, context_length=32768,
+        ),
+    ]  # fmt: skip
+
+
+def default_image_models() -> list[dict[str, Any]]:
+    """A realistic `/v1/image-generation-models` listing (image_price in ticks per image)."""
+    fingerprints = default_fingerprints()
+    return [
+        {
+            "id": "grok-imagine-image",
+            "fingerprint": fingerprints["grok-imagine-image"],
+            "max_prompt_length": 8000,
+            "created": 1759276800,
+            "object": "model",
+            "owned_by": "xai",
+            "version": "1.0",
+            "input_modalities": ["text", "image"],
+            "output_modalities": ["image"],
+            "image_price": 200_000_000,
+            "aliases": ["grok-imagine-image-latest"],
+        },
+        {
+            "id": "grok-2-image-1212",
+            "fingerprint": fingerprints["grok-2-image-1212"],
+            "max_prompt_length": 1024,
+            "created": 1733961600,
+            "object": "model",
+            "owned_by": "xai",
+            "version": "1.0",
+            "input_modalities": ["text"],
+            "output_modalities": ["image"],
+            "image_price": 700_000_000,
+            "aliases": ["grok-2-image", "grok-2-image-latest"],
+        },
+    ]
+
+
+def find_model(models: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any] | None:
+    """The listing entry named `name`, by id first, then by alias (a copy); None if unlisted."""
+    for model in models:
+        if model.get("id") == name:
+            return dict(model)
+    for model in models:
+        if name in (model.get("aliases") or ()):
+            return dict(model)
+    return None
+
+
+def resolve_model(
+    state: SimulatorState, name: str, effort: str | None = None
+) -> tuple[str, dict[str, Any] | None]:
+    """The id the response reports for a requested name, and the listing entry that prices it.
+
+    Aliases resolve to their model's id; ``grok-3-mini`` with a reasoning effort becomes
+    ``grok-3-mini-high``/``-low`` (priced as grok-3-mini). Unknown names come back as sent.
+    """
+    entry = find_model(state.listing, name)
+    if entry is None:
+        base, _, suffix = name.rpartition("-")
+        if suffix in _EFFORTS and base:
+            base_entry = find_model(state.listing, base)
+            if base_entry is not None and base_entry["id"] in _EFFORT_VARIANT_MODELS:
+                return f"{base_entry['id']}-{suffix}", base_entry
+        return name, None
+    resolved = str(entry["id"])
+    if effort in _EFFORTS and resolved in _EFFORT_VARIANT_MODELS:
+        resolved = f"{resolved}-{effort}"
+    return resolved, entry
+
+
+def is_reasoning(model_id: str) -> bool:
+    """Whether a model id thinks (and so bills reasoning tokens) before it answers."""
+    if "non-reasoning" in model_id:
+        return False
+    return model_id.startswith(("grok-4", "grok-3-mini", "grok-code")) or model_id.endswith(
+        "-reasoning"
+    )
+
+
+def fingerprint_of(state: SimulatorState, resolved: str, entry: Mapping[str, Any] | None) -> str:
+    """The system_fingerprint in force for a model: the state's, else a stable made-up one."""
+    found = state.fingerprints.get(resolved)
+    if found is None and entry is not None:
+        found = state.fingerprints.get(str(entry["id"]))
+    return found or "fp_" + hashlib.sha256(resolved.encode()).hexdigest()[:10]
+
+
+def _price(entry: Mapping[str, Any], key: str, long_context: bool, default: int = 0) -> int:
+    if long_context and isinstance(entry.get(f"{key}_long_context"), int):
+        return int(entry[f"{key}_long_context"])
+    value = entry.get(key)
+    return int(value) if isinstance(value, int) else default
+
+
+def _detail(usage: Mapping[str, Any], section: str, key: str) -> int:
+    part = usage.get(section)
+    value = part.get(key) if isinstance(part, Mapping) else None
+    return int(value) if isinstance(value, int) else 0
+
+
+def price_ticks(state: SimulatorState, model: str, usage: Mapping[str, Any]) -> int:
+    """The cost in ticks (1e-10 USD) that the listing implies for a usage dict.
+
+    The xai-api.md formula: (prompt - cached - image) * P_in + cached * P_cached
+    + image * P_image + (completion + reasoning) * P_out + sources * search_price, with the
+    *_long_context prices for every token once prompt >= long_context_threshold. Image tokens
+    are part of prompt_tokens, so each prompt token is billed once (as `daemon.pricing` does);
+    without the image price listed they cost P_in; without a cached price, P_in.
+    Chat usage (reasoning outside completion) and Responses usage (output includes reasoning)
+    are both understood. Unknown models cost 0. Tool fees are separate (`tool_fee_ticks`).
+    """
+    entry = resolve_model(state, model)[1]
+    if entry is None:
+        return 0
+    if "prompt_tokens" in usage:
+        prompt = int(usage.get("prompt_tokens") or 0)
+        cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
+        images = _detail(usage, "prompt_tokens_details", "image_tokens")
+        output = int(usage.get("completion_tokens") or 0)
+        output += _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    else:
+        prompt = int(usage.get("input_tokens") or 0)
+        cached = _detail(usage, "input_tokens_details", "cached_tokens")
+        if "cache_read_input_tokens" in usage:
+            cached = int(usage.get("cache_read_input_tokens") or 0)
+        images = 0
+        output = int(usage.get("output_tokens") or 0)
+    sources = int(usage.get("num_sources_used") or 0)
+    threshold = entry.get("long_context_threshold")
+    long_context = isinstance(threshold, int) and prompt >= threshold
+    p_in = _price(entry, "prompt_text_token_price", long_context)
+    p_cached = _price(entry, "cached_prompt_text_token_price", long_context, default=p_in)
+    p_out = _price(entry, "completion_text_token_price", long_context)
+    p_image = _price(entry, "prompt_image_token_price", long_context, default=p_in)
+    search = _price(entry, "search_price", False)
+    return (
+        (prompt - cached - images) * p_in
+        + cached * p_cached
+        + output * p_out
+        + images * p_image
+        + sources * search
+    )
+
+
+def tool_fee_ticks(details: Mapping[str, int]) -> int:
+    """Server-side tool fees for `server_side_tool_usage_details` ($5 per 1000 web searches...)."""
+    per_call = {key: fee for key, fee in TOOL_FEES.values()}
+    return sum(int(count) * per_call.get(key, 0) for key, count in details.items())
+
+
+def billed(state: SimulatorState, ticks: int) -> int:
+    """What `usage.cost_in_usd_ticks` reports for a listing cost: scaled by `billing_ratio`."""
+    num, den = state.billing_ratio
+    return ticks * num // den

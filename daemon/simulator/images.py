@@ -1,0 +1,96 @@
+"""``POST /v1/images/generations`` and ``POST /v1/images/edits``.
+
+Follows xai-api.md "Images": ``n`` images (1 to 10) as URLs or ``b64_json``, each with its
+``revised_prompt``, billed at the listed ``image_price`` per image in ``usage.cost_in_usd_ticks``.
+Edits accept JSON or the multipart body the openai SDK sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from daemon.simulator.catalog import billed, find_model
+from daemon.simulator.faults import Injection
+from daemon.simulator.state import SimulatorState
+from daemon.simulator.wire import ApiError, Reply, json_body, json_reply
+
+PIXEL_PNG = (  # a 1x1 PNG: what b64_json images carry
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ"
+    "AAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def _multipart_fields(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The fields of a multipart body (what the openai SDK sends to images.edit); files elided."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match is None:
+        raise ApiError(400, "A multipart body needs a boundary")
+    fields: dict[str, Any] = {}
+    for part in raw.split(b"--" + match.group(1).encode()):
+        head, separator, value = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if not separator or name is None:
+            continue
+        key = name.group(1).decode()
+        if b"filename=" in head:
+            fields[key] = "<file>"
+        else:
+            fields[key] = value.removesuffix(b"\r\n").decode("utf-8", "replace")
+    return fields
+
+
+async def _images(request: web.Request, state: SimulatorState, inj: Injection, edit: bool) -> Reply:
+    raw = await request.read()
+    content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
+    if edit and content_type.lower().startswith("multipart/form-data"):
+        req = _multipart_fields(raw, content_type)
+    else:
+        req = json_body(raw, request.headers)
+    prompt = req.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise ApiError(422, "`prompt` must be a non-empty string")
+    name = req.get("model") or (state.image_models[0]["id"] if state.image_models else "")
+    entry = find_model(state.image_models, str(name))
+    if entry is None:
+        raise ApiError(
+            404, f"The model {name} does not exist or your team does not have access to it."
+        )
+    raw_n = req.get("n", 1)
+    try:
+        n = int(raw_n if raw_n is not None else 1)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(raw_n, bool) or not 1 <= n <= 10:
+        raise ApiError(422, f"`n` must be from 1 to 10, got {raw_n!r}")
+    response_format = req.get("response_format") or "url"
+    if response_format not in ("url", "b64_json"):
+        raise ApiError(422, f"`response_format` must be url or b64_json, got {response_format!r}")
+    data = []
+    for index in range(n):
+        digest = hashlib.sha256(f"{prompt}\x00{index}\x00{edit}".encode()).hexdigest()
+        if response_format == "url":
+            item = {"url": f"https://imgen.x.ai/xai-imgen/xai-tmp-imgen-{digest[:32]}.jpeg"}
+        else:
+            item = {"b64_json": PIXEL_PNG}
+        item["revised_prompt"] = prompt
+        data.append(item)
+    body: dict[str, Any] = {"data": data}
+    if inj.usage != "none" and state.report_cost:
+        price = entry.get("image_price")
+        ticks = int(price) * n if isinstance(price, int) else 0
+        body["usage"] = {"cost_in_usd_ticks": billed(state, ticks)}
+    return json_reply(body)
+
+
+async def generate_images(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/images/generations`."""
+    return await _images(request, state, inj, edit=False)
+
+
+async def edit_images(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/images/edits` (JSON or multipart)."""
+    return await _images(request, state, inj, edit=True)

@@ -1,0 +1,108 @@
+"""``POST /v1/messages``: the Anthropic-compatible surface.
+
+Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens``; xAI counts
+``cache_read_input_tokens`` inside ``input_tokens`` (``state.messages_input_includes_cache``
+switches to Anthropic's exclusion); streams are ``message_start`` ... ``message_stop`` events.
+``state.messages_gone`` answers 410, as xAI may for a retired feature.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from daemon.simulator.catalog import is_reasoning
+from daemon.simulator.faults import Injection
+from daemon.simulator.prompts import (
+    measure_prompt,
+    model_of,
+    reply_choices,
+    segment_of,
+    token_limit,
+    word_deltas,
+)
+from daemon.simulator.state import SimulatorState
+from daemon.simulator.wire import SSE, ApiError, Reply, json_body, json_reply, sse_event
+
+
+async def create_message(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/messages`: a message, or its stream of Anthropic events."""
+    if state.messages_gone:
+        raise ApiError(410, "The Anthropic-compatible messages endpoint is no longer available.")
+    req = json_body(await request.read(), request.headers)
+    resolved, entry = model_of(state, req, None)
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(422, "`messages` must be a non-empty list")
+    segments = []
+    system = req.get("system")
+    if system:
+        segments.append(segment_of({"role": "system", "content": system}))
+    segments.extend(segment_of(m) for m in messages)
+    base_id = str(entry["id"]) if entry else resolved
+    prompt = measure_prompt(state, request.headers, f"messages:{base_id}", segments)
+    limit = token_limit(req.get("max_tokens"))
+    choice = reply_choices(prompt.seed, 1, is_reasoning(resolved), None, limit)[0]
+    stop_reason = "max_tokens" if choice.finish_reason == "length" else "end_turn"
+    output_tokens = len(choice.words) + choice.reasoning_tokens  # thinking is billed as output
+    input_tokens = prompt.tokens
+    if not state.messages_input_includes_cache:
+        input_tokens -= prompt.cached
+    usage = {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_read_input_tokens": prompt.cached,
+        "cache_creation_input_tokens": 0,
+    }
+    message: dict[str, Any] = {
+        "id": f"msg_{uuid.uuid4().hex}",
+        "type": "message",
+        "role": "assistant",
+        "model": resolved,
+        "content": [{"type": "text", "text": choice.text}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    if inj.usage == "none":
+        del message["usage"]
+    if not req.get("stream"):
+        return json_reply(message)
+    start = {**message, "content": [], "stop_reason": None}
+    if inj.usage != "none":
+        start["usage"] = {**usage, "output_tokens": 1}
+    frames = [
+        sse_event("message_start", {"type": "message_start", "message": start}),
+        sse_event(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        sse_event("ping", {"type": "ping"}),
+    ]
+    for delta in word_deltas(choice.words):
+        frames.append(
+            sse_event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": delta},
+                },
+            )
+        )
+    frames.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    final: dict[str, Any] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+    }
+    if inj.usage != "none":
+        final["usage"] = {"output_tokens": output_tokens}
+    frames.append(sse_event("message_delta", final))
+    frames.append(sse_event("message_stop", {"type": "message_stop"}))
+    return Reply(frames=frames, content_type=SSE)

@@ -1,0 +1,96 @@
+"""What the simulator remembers and what tests steer: `SimulatorState` and the recorded requests.
+
+One `SimulatorState` per running simulator, under `STATE_KEY` in its aiohttp app; every surface
+reads its knobs (prices, fingerprints, billing ratio, stalls, ...) on each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from daemon.simulator.catalog import default_fingerprints, default_image_models, default_listing
+
+
+@dataclass(slots=True)
+class SimulatedRequest:
+    """One request as the simulator received it, for tests to inspect."""
+
+    method: str
+    path: str
+    query_string: str
+    headers: CIMultiDict[str]
+    body: bytes
+
+    @property
+    def query(self) -> str:
+        return self.query_string
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass(slots=True)
+class Deferred:
+    """A deferred chat completion: the answer, and how many polls get 202 first."""
+
+    completion: dict[str, Any]
+    polls_left: int
+
+
+@dataclass
+class SimulatorState:
+    """Every knob of the simulator; tests change these while it runs.
+
+    Events are created unbound and bind to the loop that first waits on them, so a state belongs
+    to one event loop.
+    """
+
+    chunk_delay: float = 0.0  # seconds between the writes of a stream
+    fingerprints: dict[str, str] = field(default_factory=default_fingerprints)
+    billing_ratio: tuple[int, int] = (1, 1)  # cost_in_usd_ticks = listing cost * num // den
+    report_cost: bool = True  # include usage.cost_in_usd_ticks
+    listing: list[dict[str, Any]] = field(default_factory=default_listing)
+    image_models: list[dict[str, Any]] = field(default_factory=default_image_models)
+    listing_status: int = 200  # != 200: the listing endpoints fail with this status
+    deferred_polls: int = 1  # 202 answers before a deferred completion is ready
+    messages_gone: bool = False  # /v1/messages answers 410, as xAI may
+    messages_input_includes_cache: bool = True  # xAI-style; False: Anthropic-style exclusion
+    accept_unknown_models: bool = False  # False: unknown models get 404 as on xAI
+    responses_done_marker: bool = False  # end Responses streams with `data: [DONE]` too
+    team_id: str = "5a7f3c2e-1b9d-4e6a-8c0f-2d4b6e8a1c3f"
+    record_requests: bool = True  # False: keep `requests` and `sent` empty (long benchmarks)
+    requests: list[SimulatedRequest] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)  # each response body, before gzip (see send)
+    request_received: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)  # a response began to stall
+    abandoned: asyncio.Event = field(default_factory=asyncio.Event)  # a stall ended: client left
+    abandoned_count: int = 0
+    deferred: dict[str, Deferred] = field(default_factory=dict)
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored, by id
+    prompt_cache: set[bytes] = field(default_factory=set)  # digests of prompt prefixes seen
+    _contexts: dict[str, int] = field(default_factory=dict, repr=False)  # response id -> tokens
+
+    async def wait_for_requests(self, count: int, within: float = 5.0) -> list[SimulatedRequest]:
+        """Wait until at least `count` requests arrived (bounded), instead of sleeping.
+
+        It clears `request_received` while it waits.
+        """
+        async with asyncio.timeout(within):
+            while len(self.requests) < count:
+                self.request_received.clear()
+                await self.request_received.wait()
+        return self.requests
+
+    def requests_to(self, path: str) -> list[SimulatedRequest]:
+        return [r for r in self.requests if r.path == path]
+
+
+STATE_KEY = web.AppKey("xai_sim_state", SimulatorState)
+CLOSING_KEY = web.AppKey("xai_sim_closing", asyncio.Event)
