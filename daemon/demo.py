@@ -10,6 +10,7 @@ import aiohttp
 
 from daemon import config, simulator
 from daemon.app import Daemon
+from daemon.ledger.reports import EXAMPLE_QUERY
 from daemon.ledger.schema import open_database
 from daemon.ledger.store import last_calls
 from daemon.units import format_usd
@@ -135,8 +136,7 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
 def _print_where(ledger_path: str) -> None:
     print(
         f"\nWhere to look:\n  ledger   {Path(ledger_path).absolute()}\n"
-        f'  query    sqlite-utils query {ledger_path} "select model, sum(output_tokens) '
-        f'from calls group by model"'
+        f'  query    sqlite-utils query {ledger_path} "{EXAMPLE_QUERY}"'
     )
 
 

@@ -11,30 +11,33 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from daemon.metrics.loop import LoopCounter, LoopHistogram
 from daemon.metrics import Metrics
-
-ROOT = Path(__file__).parent.parent
-DASHBOARDS = ROOT / "dashboards"
-RULE_FILES = sorted((DASHBOARDS / "rules").glob("*.yml"))
-UNIT_TESTS = sorted((DASHBOARDS / "tests").glob("*.yaml"))
-JSON_FILES = sorted((DASHBOARDS / "grafana").glob("*.json"))
-RUNBOOK = DASHBOARDS / "RUNBOOK.md"
-TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
+from daemon.metrics.loop import LoopCounter, LoopHistogram
+from daemon.testing import (
+    DASHBOARDS,
+    JSON_FILES,
+    ROOT,
+    RULE_FILES,
+    RUNBOOK,
+    TARGET_LABELS,
+    UNIT_TESTS,
+    alerts,
+    all_expressions,
+    binary,
+    dashboard_queries,
+    label_values,
+    load_yaml,
+    panels,
+    recordings,
+)
 
 REQUIRED_ALERTS = {
     "FingerprintChangedNew",
@@ -51,80 +54,6 @@ REQUIRED_ALERTS = {
     "XaiMeterDown",
 }
 
-
-def binary(name: str) -> str:
-    """The path of a Prometheus binary; a loud skip without it, a failure in CI."""
-    path = shutil.which(name)
-    if path is None:
-        reason = (
-            f"`{name}` is not installed (apt-get install prometheus): the dashboards, "
-            "rules and alerts are NOT tested"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}, and CI must test them")
-        pytest.skip(reason)
-    return path
-
-
-# --- what the dashboards and the rules contain ------------------------------------------------
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
-
-
-def rules() -> Iterator[dict[str, Any]]:
-    for path in RULE_FILES:
-        for group in load_yaml(path)["groups"]:
-            yield from group["rules"]
-
-
-def alerts() -> list[dict[str, Any]]:
-    return [r for r in rules() if "alert" in r]
-
-
-def recordings() -> list[dict[str, Any]]:
-    return [r for r in rules() if "record" in r]
-
-
-def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in items:
-        yield panel
-        yield from panels(panel.get("panels", []))
-
-
-def dashboard_queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(where, PromQL) for every panel target, annotation and variable of a dashboard."""
-    for panel in panels(board["panels"]):
-        for target in panel.get("targets", []):
-            yield f"panel {panel['title']!r} {target['refId']}", target["expr"]
-    for annotation in board["annotations"]["list"]:
-        if annotation.get("expr"):
-            yield f"annotation {annotation['name']!r}", annotation["expr"]
-    for variable in board["templating"]["list"]:
-        if variable["type"] == "query":
-            selector, _label = label_values(variable["query"])
-            yield f"variable ${variable['name']}", selector
-
-
-def label_values(query: str) -> tuple[str, str]:
-    match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
-    assert match, f"not a label_values(selector, label) query: {query}"
-    return match.group(1), match.group(2)
-
-
-def all_expressions() -> list[tuple[str, str]]:
-    found = [
-        (f"{path.name}: {where}", expr)
-        for path in JSON_FILES
-        for where, expr in dashboard_queries(json.loads(path.read_text()))
-    ]
-    found += [(f"record {r['record']}", r["expr"]) for r in recordings()]
-    found += [(f"alert {r['alert']}", r["expr"]) for r in alerts()]
-    return found
-
-
-# --- a small PromQL reader: metric names, selectors' labels, grouping labels --------------------
 
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^'\\]|\\.)*'")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")

@@ -31,10 +31,11 @@ import yaml
 from daemon import simulator
 from daemon.meter import Sink
 from daemon.record import CallRecord
-from daemon.testing import DaemonFactory, RunningDaemon
-from tests.test_dashboards import (
+from daemon.testing import (
     DASHBOARDS,
     JSON_FILES,
+    DaemonFactory,
+    RunningDaemon,
     alerts,
     binary,
     dashboard_queries,

@@ -8,6 +8,9 @@ import sqlite_utils
 
 from daemon.units import format_usd
 
+# A first query to try on a ledger with `sqlite-utils query` (the demo prints it).
+EXAMPLE_QUERY = "select model, sum(output_tokens) from calls group by model"
+
 REPORT_GROUPS: dict[str, str] = {
     "model": "coalesce(model, requested_model, '-')",
     "app": "coalesce(app, '-')",
