@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from daemon.dialects.base import Clock, Dialect, Tap, read_error
+from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_error
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str
 from daemon.dialects.sse import EventTap
@@ -52,13 +52,10 @@ def chat_usage(u: dict[str, Any]) -> Usage:
 
 def read_chat_completion(record: CallRecord, obj: dict[str, Any]) -> None:
     """Fill the record from one chat completion object (or a stream chunk)."""
-    if record.model is None:
-        record.model = opt_str(obj.get("model"))
+    note_model_and_id(record, obj.get("model"), obj.get("id"))
     fingerprint = opt_str(obj.get("system_fingerprint"))
     if fingerprint:
         record.fingerprint = fingerprint
-    if record.response_id is None:
-        record.response_id = opt_str(obj.get("id"))
     tier = opt_str(obj.get("service_tier"))
     if tier:
         record.service_tier = tier
@@ -74,7 +71,7 @@ class ChatBody(BodyTap):
         if obj is None:
             return
         if record.deferred and "request_id" in obj and "choices" not in obj:
-            record.response_id = opt_str(obj.get("request_id"))
+            note_model_and_id(record, None, obj.get("request_id"))
             return
         read_chat_completion(record, obj)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from daemon.dialects.base import Clock, Dialect, Tap
+from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import loads_object, opt_int, opt_str, sub
 from daemon.record import CallRecord, Usage
@@ -27,7 +27,7 @@ class ImageBody(BodyTap):
         data = obj.get("data")
         if not isinstance(data, list):
             return  # no images: unmetered (no_usage)
-        record.model = opt_str(obj.get("model")) or record.model
+        note_model_and_id(record, obj.get("model"))
         reported = opt_int(sub(obj, "usage").get("cost_in_usd_ticks"))
         record.usage = Usage(images=len(data), reported_cost_ticks=reported)
 

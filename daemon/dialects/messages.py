@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects.base import Clock, Dialect, Tap, read_error
+from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_error
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import as_int, loads_object, opt_str, sub
 from daemon.dialects.sse import EventTap
@@ -48,8 +48,7 @@ class MessageBody(BodyTap):
         obj = self.success_object(body)
         if obj is None:
             return
-        record.model = opt_str(obj.get("model")) or record.model
-        record.response_id = opt_str(obj.get("id"))
+        note_model_and_id(record, obj.get("model"), obj.get("id"))
         usage = obj.get("usage")
         if isinstance(usage, dict):
             record.usage = messages_usage(usage, record.provider)
@@ -71,8 +70,7 @@ class MessageStream(EventTap):
             return True
         message = obj.get("message")
         if isinstance(message, dict):  # message_start
-            self.record.model = opt_str(message.get("model")) or self.record.model
-            self.record.response_id = opt_str(message.get("id"))
+            note_model_and_id(self.record, message.get("model"), message.get("id"))
             usage = message.get("usage")
         else:  # message_delta (or another event that names one)
             usage = obj.get("usage")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects.base import Clock, Dialect, Tap
+from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id
 from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import chat_usage
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, sub
@@ -52,10 +52,7 @@ def responses_usage(u: dict[str, Any]) -> Usage:
 
 
 def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
-    if record.model is None:
-        record.model = opt_str(obj.get("model"))
-    if record.response_id is None:
-        record.response_id = opt_str(obj.get("id"))
+    note_model_and_id(record, obj.get("model"), obj.get("id"))
     previous = opt_str(obj.get("previous_response_id"))
     if previous:
         record.previous_response_id = previous
@@ -77,7 +74,7 @@ class ResponseBody(BodyTap):
         if obj is None:
             return
         if record.method == "DELETE":
-            record.response_id = opt_str(obj.get("id"))
+            note_model_and_id(record, None, obj.get("id"))
             return
         read_response(record, obj)
 

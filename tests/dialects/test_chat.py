@@ -245,3 +245,17 @@ def test_error_event_mid_stream_is_kept_and_the_call_unmetered() -> None:
     r, forwarded = run_tap(body, [5, 99], filtering=False)
     assert forwarded == body
     assert r.error_detail == "Internal error" and r.unmetered_reason is Unmetered.NO_USAGE
+
+
+def test_first_non_empty_model_and_id_win() -> None:
+    """The one setter policy (daemon.dialects.base.note_model_and_id): a first chunk without a
+    model or id leaves them open; the first chunk that names them fills them for good."""
+    body = sse(
+        [
+            chunk("a", model="", id=None),
+            chunk(None, choices=[], usage=XAI_USAGE, model="grok-4", id="chatcmpl-2"),
+            chunk(None, choices=[], usage=XAI_USAGE, model="grok-other", id="chatcmpl-3"),
+        ]
+    )
+    r, _ = run_tap(body, [], filtering=False)
+    assert (r.model, r.response_id) == ("grok-4", "chatcmpl-2")
