@@ -133,7 +133,7 @@ def serve(
     ledger: str | None,
 ) -> None:
     settings = _settings(config, port=port, admin_port=admin_port, upstream=upstream, ledger=ledger)
-    configure(settings["log.level"], settings["log.format"])
+    configure(settings.log.level, settings.log.format)
     api_key = _forced_api_key(settings)
     _run(_serve(settings, api_key))
 
@@ -176,7 +176,7 @@ def prices(config: str | None, ledger: str | None, fmt: str) -> None:
     with _open_ledger(settings) as db:
         book = PriceBook(
             load_price_history(db) if "price_sets" in db.table_names() else (),
-            overrides=settings["pricing.overrides"],
+            overrides=settings.pricing.overrides,
         )
         rows = prices_table(book)
     if not rows and fmt == "table":
@@ -289,7 +289,7 @@ def _settings(
 
 
 def _forced_api_key(settings: Settings) -> str | None:
-    env = settings["auth.api_key_env"]
+    env = settings.auth.api_key_env
     if not env:
         return None
     key = os.environ.get(env)
@@ -304,7 +304,7 @@ def _forced_api_key(settings: Settings) -> str | None:
 @contextmanager
 def _open_ledger(settings: Settings) -> Iterator[sqlite_utils.Database]:
     """The ledger at ledger.path, read-only; `CommandError` when there is none."""
-    path = Path(settings["ledger.path"])
+    path = Path(settings.ledger.path)
     if not path.exists():
         raise CommandError(
             f"no ledger at {path}. Run `xai-meter serve` first, or pass --ledger FILE."

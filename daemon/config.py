@@ -505,9 +505,6 @@ class Settings:
         upstreams = {name: UpstreamEntry(**entry) for name, entry in values["upstreams"].items()}
         return cls(**sections, upstreams=MappingProxyType(upstreams), values=values, source=source)
 
-    def __getitem__(self, key: str) -> Any:  # TODO(issue 8): remove once cli.py reads fields
-        return self.values[key]
-
     def replace(self, **overrides: Any) -> Settings:
         """A copy with some dotted keys changed (``replace(**{"relay.port": 0})``), checked."""
         return from_mapping(_nest({**self.values, **overrides}), source=self.source)

@@ -110,7 +110,7 @@ class RunningDaemon:
 
     @property
     def ledger_path(self) -> str:
-        return str(self.daemon.settings["ledger.path"])
+        return self.daemon.settings.ledger.path
 
     async def rows(self, count: int, within: float = 5.0) -> list[dict[str, Any]]:
         """All ledger rows, once at least `count` have been written (awaits; never sleeps)."""

@@ -86,10 +86,10 @@ def test_serve_options_without_the_command_mean_serve(served: list[Any], tmp_pat
     assert main(["-c", str(path), "--port", "0", "--ledger", str(tmp_path / "l.db")]) == 0
     assert main(["serve", "--config", str(path), "--admin-port", "0"]) == 0
     first, second, third = (settings for settings, _ in served)
-    assert (first["relay.port"], first["admin.port"]) == (9000, 9001)
-    assert (second["relay.port"], second["admin.port"]) == (0, 9001)
-    assert second["ledger.path"] == str(tmp_path / "l.db")
-    assert (third["relay.port"], third["admin.port"]) == (9000, 0)
+    assert (first.relay.port, first.admin.port) == (9000, 9001)
+    assert (second.relay.port, second.admin.port) == (0, 9001)
+    assert second.ledger.path == str(tmp_path / "l.db")
+    assert (third.relay.port, third.admin.port) == (9000, 0)
 
 
 def test_config_comes_from_the_environment(
@@ -100,7 +100,7 @@ def test_config_comes_from_the_environment(
     monkeypatch.setenv(cli.CONFIG_ENV, str(path))
     assert main(["--upstream", "http://127.0.0.1:2"]) == 0
     assert main([]) == 0
-    assert [s["upstream.base_url"] for s, _ in served] == [
+    assert [s.upstream.base_url for s, _ in served] == [
         "http://127.0.0.1:2",
         "http://127.0.0.1:1",
     ]
