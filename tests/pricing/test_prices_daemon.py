@@ -12,7 +12,8 @@ import pytest
 
 from daemon import simulator
 from daemon.cli import main
-from daemon.pricing import ModelPrice, compute_cost
+from daemon.pricing.cost import compute_cost
+from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
@@ -29,16 +30,16 @@ async def start_priced(
 
 async def first_prices(meter: RunningDaemon) -> None:
     async with asyncio.timeout(5):
-        await meter.daemon.prices_updated.wait()
-    meter.daemon.prices_updated.clear()
+        await meter.daemon.prices.updated.wait()
+    meter.daemon.prices.updated.clear()
 
 
 async def refresh(meter: RunningDaemon) -> None:
-    assert meter.daemon.refresher is not None
-    await meter.daemon.refresher.refresh()
+    assert meter.daemon.prices.refresher is not None
+    await meter.daemon.prices.refresher.refresh()
     async with asyncio.timeout(5):
-        await meter.daemon.prices_updated.wait()
-    meter.daemon.prices_updated.clear()
+        await meter.daemon.prices.updated.wait()
+    meter.daemon.prices.updated.clear()
 
 
 async def chat(meter: RunningDaemon, model: str, **kw: Any) -> Any:
@@ -144,8 +145,8 @@ async def test_failing_listing_retries_keeps_old_prices_and_counts(
     await first_prices(meter)
     before = len(sim.state.requests_to("/v1/language-models"))
     sim.state.listing_status = 503
-    assert meter.daemon.refresher is not None
-    assert await meter.daemon.refresher.refresh() is None
+    assert meter.daemon.prices.refresher is not None
+    assert await meter.daemon.prices.refresher.refresh() is None
     assert len(sim.state.requests_to("/v1/language-models")) - before == 5  # tenacity attempts
     assert meter.metric("xai_meter_price_refresh_failures_total") == 1
     assert (
@@ -308,7 +309,7 @@ async def test_prices_and_report_commands(
     r1 = await chat(meter, "grok-3")
     r2 = await chat(meter, "grok-4-fast")
     rows = await meter.rows(2)
-    ledger = meter.daemon.settings["ledger.path"]
+    ledger = meter.daemon.settings.ledger.path
 
     assert main(["prices", "--ledger", ledger]) == 0
     out = capsys.readouterr().out
