@@ -24,7 +24,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -59,6 +59,30 @@ class Unmetered(enum.StrEnum):
     ENCODING = "encoding"
     TOO_LARGE = "too_large"
     INCOMPLETE = "incomplete"
+
+
+class CostSource(enum.StrEnum):
+    """Where ``cost_ticks`` came from (pricing sets it); stored in `calls.cost_source`."""
+
+    REPORTED = "reported"  # the upstream's own cost_in_usd_ticks
+    COMPUTED = "computed"  # usage times the price in force at started_at
+    UNPRICED = "unpriced"  # neither exists: cost_ticks is None
+
+
+class DeferredState(enum.StrEnum):
+    """Where a deferred chat completion stands, on its rows; stored in `calls.deferred_state`."""
+
+    PENDING = "pending"  # the POST: its result has not come yet
+    COMPLETED = "completed"  # the POST: its result came (the ledger rewrites the row)
+    EXPIRED = "expired"  # the POST: no result within 24 h (the ledger rewrites the row)
+    RESULT = "result"  # the GET that brought the result: billed, linked to the POST
+    DUPLICATE = "duplicate"  # the same result fetched again: not billed again
+
+
+# The same states as literal text: until every writer assigns the enums above, the text
+# type-checks too (a StrEnum member equals its text, and the ledger stores the same text).
+CostSourceText = Literal["reported", "computed", "unpriced"]
+DeferredStateText = Literal["pending", "completed", "expired", "result", "duplicate"]
 
 
 _PROCESS_TAG = os.urandom(3).hex()  # tells apart ids made in the same ms by two processes
@@ -125,7 +149,7 @@ class CallRecord:
     service_tier: str | None = None
     previous_response_id: str | None = None
     linked_id: str | None = None  # deferred result: the id of the POST row that asked for it
-    deferred_state: str | None = None  # deferred POST: pending | completed | expired
+    deferred_state: DeferredState | DeferredStateText | None = None
     deferred_ms: float | None = None  # deferred result: from the POST to the result
     key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
     usage: Usage | None = None
@@ -139,7 +163,7 @@ class CallRecord:
     # filled by pricing (a later stage of the meter)
     computed_cost_ticks: int | None = None
     cost_ticks: int | None = None
-    cost_source: str | None = None
+    cost_source: CostSource | CostSourceText | None = None
     price_id: int | None = None
 
     @property
