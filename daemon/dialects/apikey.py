@@ -1,7 +1,7 @@
 """`GET /v1/api-key`: never billed, but its answer names the key (name, team) for reports.
 
-Only the name, team id and key id are kept, against the salted key id: never the key, nor its
-redacted form.
+Shape read: ``{name, team_id, api_key_id, ...}``. Only the name, team id and key id are kept,
+against the salted key id: never the key, nor its redacted form.
 """
 
 from __future__ import annotations

@@ -1,4 +1,19 @@
-"""Chat completions (`POST /v1/chat/completions`), streamed or not.
+"""Chat completions (`POST /v1/chat/completions`), streamed or not, and deferred results.
+
+Shapes read (xai-api.md, "Chat completions"):
+
+- body: ``{id, model, system_fingerprint, service_tier, choices, usage}``; ``usage`` is
+  ``{prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details{cached_tokens,
+  image_tokens}, completion_tokens_details{reasoning_tokens}, num_sources_used,
+  cost_in_usd_ticks}``;
+- stream: ``data: {chunk}`` events ending ``data: [DONE]``; usage only on one extra chunk with
+  ``choices: []``, sent when the request asks ``stream_options.include_usage``. The relay adds
+  that to requests without it and removes the extra chunk from what the client gets. Streams of
+  Nov 2024 sent cumulative usage on every chunk: the last wins. An error may come as an event,
+  ``{"code", "error"}``;
+- deferred: the POST answers ``{"request_id"}`` (kept as the response id, not billed);
+  ``GET /v1/chat/deferred-completion/{id}`` answers 202 while pending, then one 200 with a normal
+  completion, billed then.
 
 xAI puts reasoning tokens *outside* `completion_tokens` (total = prompt + completion + reasoning);
 OpenAI puts them inside (total = prompt + completion). `chat_usage` tells the two apart by the

@@ -1,8 +1,10 @@
 """Image generation and editing (`POST /v1/images/generations`, `/v1/images/edits`).
 
-Billed per image: the count is the length of `data`; xAI reports `usage.cost_in_usd_ticks`.
-The response carries no model, so pricing uses the requested one (edits send multipart forms,
-whose model field is read when present).
+Shapes read (xai-api.md, "Images"): the request's ``model`` (JSON, or the ``model`` field of
+an edit's multipart form); the answer ``{"data": [{url|b64_json, mime_type}], "usage":
+{"cost_in_usd_ticks"}}``. Billed per image: the count is the length of `data`; 2025 answers
+had no usage. The answer carries no id and no model, so pricing uses the requested model (a
+missing one bills the default); the call's id is the ``x-request-id`` header.
 """
 
 from __future__ import annotations

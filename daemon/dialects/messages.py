@@ -1,9 +1,17 @@
 """Anthropic Messages (`POST /v1/messages`), on xAI (deprecated there) or on Anthropic itself.
 
+Shapes read (xai-api.md, "Anthropic-compatible POST /v1/messages"):
+
+- body: ``{id, model, usage}``; ``usage`` is ``{input_tokens, output_tokens,
+  cache_read_input_tokens, cache_creation_input_tokens, server_tool_use{web_search_requests}}``;
+- stream: ``message_start`` carries ``message{id, model, usage}`` (input side; xAI sends 0/0
+  there), ``message_delta`` carries ``usage`` (output, cumulative: the last value of each count
+  wins); an ``error`` event carries ``error{type}``. A stream whose final usage never came is
+  unmetered, not zero.
+
 Anthropic counts cache reads and cache writes *outside* `input_tokens`; xAI's compatible endpoint
 counts cache reads inside. The upstream's provider says which; a cache-read count larger than
-`input_tokens` proves the Anthropic convention whatever the provider. Streams carry usage in
-`message_start` (input side) and `message_delta` (output, cumulative): the last value wins.
+`input_tokens` proves the Anthropic convention whatever the provider.
 """
 
 from __future__ import annotations

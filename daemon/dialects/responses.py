@@ -1,9 +1,20 @@
 """The Responses API: `POST /v1/responses` (billed), `GET|DELETE /v1/responses/{id}` (never billed).
 
+Shapes read (xai-api.md, "Responses"):
+
+- body: ``{id, model, previous_response_id, service_tier, system_fingerprint, usage}``; ``usage``
+  is ``{input_tokens, input_tokens_details{cached_tokens, image_tokens}, output_tokens,
+  output_tokens_details{reasoning_tokens}, total_tokens, num_sources_used,
+  server_side_tool_usage_details{web_search_calls, x_search_calls, ...}, cost_in_usd_ticks}``
+  (some stored responses use chat-style keys: handled too). xai-api.md places 2026's fingerprint
+  at ``metadata.system_fingerprint``; only a top-level one is read here.
+- stream: typed events whose ``response`` object repeats the body's fields; usage comes on the
+  terminal event only (``response.completed``, ``response.incomplete`` or ``response.failed``),
+  and no ``[DONE]`` follows it.
+
 Here `output_tokens` already includes reasoning (total = input + output): reasoning is added only
-when the total proves it was left out. Usage arrives on the terminal stream event only
-(`response.completed`, `response.incomplete` or `response.failed`). A stored response fetched
-again carries its original usage: that is not a new charge, so it is not read at all.
+when the total proves it was left out. A stored response fetched again carries its original
+usage: that is not a new charge, so it is not read at all.
 """
 
 from __future__ import annotations
