@@ -50,6 +50,30 @@ XAI_CHAT_USAGE: dict[str, Any] = {
 }
 
 
+# A user turn for the simulator tests.
+USER_MESSAGES: list[dict[str, str]] = [
+    {"role": "user", "content": "How many tokens does a metering relay count?"}
+]
+
+
+def cost_by_hand(
+    p_in: int, p_cached: int, p_out: int, prompt: int, cached: int, output: int
+) -> int:
+    """xai-api.md's token formula written out, independent of any price code: ticks for
+    `prompt` input tokens of which `cached` were cached, and `output` output tokens."""
+    return (prompt - cached) * p_in + cached * p_cached + output * p_out
+
+
+def sse_payloads(raw: bytes) -> list[str]:
+    """The ``data:`` payloads of an LF-framed SSE body, in order."""
+    return [
+        line[6:].decode()
+        for frame in raw.split(b"\n\n")
+        for line in frame.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
+
+
 def make_record(**fields: Any) -> CallRecord:
     """A finished-looking chat completion record (200, billable); `fields` override any field."""
     base: dict[str, Any] = {

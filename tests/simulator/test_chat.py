@@ -10,22 +10,9 @@ import orjson
 import pytest
 
 from daemon.simulator import Simulator
+from daemon.testing import USER_MESSAGES, cost_by_hand, sse_payloads
 
-USER: Any = [{"role": "user", "content": "How many tokens does a metering relay count?"}]
-
-
-def by_hand(p_in: int, p_cached: int, p_out: int, prompt: int, cached: int, output: int) -> int:
-    """xai-api.md's formula, written out independently of the simulator's `price_ticks`."""
-    return (prompt - cached) * p_in + cached * p_cached + output * p_out
-
-
-def sse_payloads(raw: bytes) -> list[str]:
-    return [
-        line[6:].decode()
-        for frame in raw.split(b"\n\n")
-        for line in frame.split(b"\n")
-        if line.startswith(b"data: ")
-    ]
+USER: Any = USER_MESSAGES
 
 
 @pytest.mark.asyncio
@@ -47,7 +34,7 @@ async def test_chat_reasoning_usage_cached_subset_and_exact_ticks(
     assert usage.prompt_tokens_details.cached_tokens == 0
     extra = usage.model_dump()
     assert extra["num_sources_used"] == 0
-    assert extra["cost_in_usd_ticks"] == by_hand(
+    assert extra["cost_in_usd_ticks"] == cost_by_hand(
         2000, 500, 5000, usage.prompt_tokens, 0, usage.completion_tokens + reasoning
     )
 
@@ -56,7 +43,7 @@ async def test_chat_reasoning_usage_cached_subset_and_exact_ticks(
     assert again.usage is not None and again.usage.prompt_tokens_details
     cached = again.usage.prompt_tokens_details.cached_tokens or 0
     assert 0 < cached < again.usage.prompt_tokens == usage.prompt_tokens
-    assert again.usage.model_dump()["cost_in_usd_ticks"] == by_hand(
+    assert again.usage.model_dump()["cost_in_usd_ticks"] == cost_by_hand(
         2000, 500, 5000, usage.prompt_tokens, cached, usage.completion_tokens + reasoning
     )
 
@@ -76,7 +63,7 @@ async def test_chat_resolution_effort_variants_and_non_reasoning(
     assert plain.usage is not None and plain.usage.completion_tokens_details
     assert plain.usage.completion_tokens_details.reasoning_tokens == 0
     assert plain.usage.total_tokens == plain.usage.prompt_tokens + plain.usage.completion_tokens
-    assert plain.usage.model_dump()["cost_in_usd_ticks"] == by_hand(
+    assert plain.usage.model_dump()["cost_in_usd_ticks"] == cost_by_hand(
         30000, 7500, 150000, plain.usage.prompt_tokens, 0, plain.usage.completion_tokens
     )
     fast = await oai.chat.completions.create(model="grok-4-fast-non-reasoning", messages=USER)
@@ -96,7 +83,7 @@ async def test_chat_resolution_effort_variants_and_non_reasoning(
         u = reply.usage
         assert u is not None and u.completion_tokens_details and u.prompt_tokens_details
         efforts[effort] = r = u.completion_tokens_details.reasoning_tokens or 0
-        assert u.model_dump()["cost_in_usd_ticks"] == by_hand(
+        assert u.model_dump()["cost_in_usd_ticks"] == cost_by_hand(
             3000, 750, 5000, u.prompt_tokens, u.prompt_tokens_details.cached_tokens or 0,
             u.completion_tokens + r,
         )  # fmt: skip
@@ -124,7 +111,7 @@ async def test_chat_n_long_context_ratio_priority_and_no_cost(
     u = long.usage
     assert u is not None and u.prompt_tokens == 130000 and u.completion_tokens_details
     output = u.completion_tokens + (u.completion_tokens_details.reasoning_tokens or 0)
-    listed = by_hand(60000, 15000, 300000, 130000, 0, output)
+    listed = cost_by_hand(60000, 15000, 300000, 130000, 0, output)
     assert u.model_dump()["cost_in_usd_ticks"] == listed * 3 // 2
 
     picture = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
@@ -134,7 +121,7 @@ async def test_chat_n_long_context_ratio_priority_and_no_cost(
     assert u is not None and u.prompt_tokens_details and u.prompt_tokens_details.image_tokens
     image = u.prompt_tokens_details.image_tokens
     assert u.prompt_tokens_details.text_tokens == u.prompt_tokens - image
-    text_cost = by_hand(20000, 20000, 100000, u.prompt_tokens - image, 0, u.completion_tokens)
+    text_cost = cost_by_hand(20000, 20000, 100000, u.prompt_tokens - image, 0, u.completion_tokens)
     assert u.model_dump()["cost_in_usd_ticks"] == (text_cost + image * 20000) * 3 // 2
 
     sim.state.report_cost = False
@@ -179,7 +166,7 @@ async def test_chat_stream_usage_only_when_asked(
     reasoning = u.completion_tokens_details.reasoning_tokens or 0
     assert u.completion_tokens == len(text.split()) and reasoning > 0
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens + reasoning
-    assert u.model_dump()["cost_in_usd_ticks"] == by_hand(
+    assert u.model_dump()["cost_in_usd_ticks"] == cost_by_hand(
         2000, 500, 5000, u.prompt_tokens, u.prompt_tokens_details.cached_tokens or 0,
         u.completion_tokens + reasoning,
     )  # fmt: skip

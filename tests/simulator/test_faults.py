@@ -14,19 +14,11 @@ import pytest
 
 from daemon import simulator
 from daemon.simulator import Simulator
+from daemon.testing import USER_MESSAGES, sse_payloads
 
 BOUND = 3.0  # seconds: no wait in this file may take longer
 
-USER: Any = [{"role": "user", "content": "How many tokens does a metering relay count?"}]
-
-
-def sse_payloads(raw: bytes) -> list[str]:
-    return [
-        line[6:].decode()
-        for frame in raw.split(b"\n\n")
-        for line in frame.split(b"\n")
-        if line.startswith(b"data: ")
-    ]
+USER: Any = USER_MESSAGES
 
 
 CHAT = {"model": "grok-3", "messages": USER}

@@ -9,8 +9,9 @@ import openai
 import pytest
 
 from daemon.simulator import Simulator
+from daemon.testing import USER_MESSAGES
 
-USER: Any = [{"role": "user", "content": "How many tokens does a metering relay count?"}]
+USER: Any = USER_MESSAGES
 
 
 @pytest.mark.asyncio

@@ -7,11 +7,7 @@ from typing import Any
 import openai
 import pytest
 
-
-def by_hand(p_in: int, p_cached: int, p_out: int, prompt: int, cached: int, output: int) -> int:
-    """xai-api.md's formula, written out independently of the simulator's `price_ticks`."""
-    return (prompt - cached) * p_in + cached * p_cached + output * p_out
-
+from daemon.testing import cost_by_hand
 
 SERVER_TOOLS: Any = [{"type": "web_search"}, {"type": "x_search"}]  # xAI's, not in the SDK types
 
@@ -35,7 +31,7 @@ async def test_responses_usage_tools_store_and_continuation(oai: openai.AsyncOpe
     assert calls["web_search_calls"] >= 1 and calls["x_search_calls"] >= 1
     assert extra["num_server_side_tools_used"] == sum(calls.values())
     fees = (calls["web_search_calls"] + calls["x_search_calls"]) * 50_000_000
-    assert extra["cost_in_usd_ticks"] == fees + by_hand(
+    assert extra["cost_in_usd_ticks"] == fees + cost_by_hand(
         2000, 500, 5000, u.input_tokens, u.input_tokens_details.cached_tokens, u.output_tokens
     )
 

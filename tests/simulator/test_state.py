@@ -9,10 +9,11 @@ import openai
 import pytest
 
 from daemon.simulator import Simulator
+from daemon.testing import USER_MESSAGES
 
 BOUND = 3.0  # seconds: no wait in this file may take longer
 
-USER: Any = [{"role": "user", "content": "How many tokens does a metering relay count?"}]
+USER: Any = USER_MESSAGES
 
 
 @pytest.mark.asyncio
