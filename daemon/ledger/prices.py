@@ -13,9 +13,11 @@ from typing import Final
 
 import sqlite_utils
 
+from daemon.ledger.schema import m003_prices
 from daemon.pricing.book import PriceSet
 from daemon.pricing.model import ModelPrice
 
+# The price columns a `ModelPrice` is written to and read from (ticks; tokens for the threshold).
 _PRICE_COLUMNS: Final = (
     "input",
     "cached_input",
@@ -31,24 +33,9 @@ _PRICE_COLUMNS: Final = (
 
 
 def migrate_prices(db: sqlite_utils.Database) -> None:
-    """Create ``price_sets`` and ``prices`` if missing (idempotent)."""
-    db.table("price_sets").create(
-        {"id": int, "effective_at": float, "fetched_at": float, "source": str, "digest": str},
-        pk="id",
-        if_not_exists=True,
-    )
-    db.table("prices").create(
-        {
-            "price_set_id": int,
-            "model": str,
-            "aliases": str,  # JSON list
-            **dict.fromkeys(_PRICE_COLUMNS, int),
-            "fingerprint": str,
-        },
-        pk=("price_set_id", "model"),
-        foreign_keys=[("price_set_id", "price_sets", "id")],
-        if_not_exists=True,
-    )
+    """Create ``price_sets`` and ``prices`` if missing (idempotent): migration m003 alone, for a
+    database that holds only the price history. A ledger gets them from `schema.migrate`."""
+    m003_prices(db)
 
 
 def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:
