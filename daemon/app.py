@@ -33,13 +33,14 @@ from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
 from daemon.keys import KeyHasher
 from daemon.ledger import Ledger, store
+from daemon.ledger.prices import load_price_history
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
 from daemon.meter.deferred import RESULT_TTL, DeferredTracker
 from daemon.meter.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.meter.webhook import notify_webhook
 from daemon.metrics import Metrics
-from daemon.pricing import PriceBook, load_price_history
+from daemon.pricing import PriceBook
 from daemon.record import CallRecord
 from daemon.relay import SESSION_KEY, Relay, Upstream
 from daemon.tasks import TaskGroup

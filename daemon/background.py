@@ -21,11 +21,12 @@ import structlog
 
 from daemon.config import PricingSettings
 from daemon.ledger import Ledger, store
+from daemon.ledger.prices import save_price_set
 from daemon.meter.deferred import DeferredTracker
 from daemon.meter.fingerprints import FingerprintTracker
 from daemon.metrics import Metrics
-from daemon.pricing import PriceBook, PriceRefresher, save_price_set
-from daemon.record import CallRecord
+from daemon.pricing import PriceBook, PriceRefresher
+from daemon.record import CallRecord, CostSource
 from daemon.relay import Relay
 from daemon.tasks import TaskGroup
 
@@ -116,7 +117,7 @@ class PriceUpkeep:
     def _price_late(self, record: CallRecord) -> None:
         """An unpriced call: its own time's prices if they know it now, else today's."""
         self.book.price_record(record)
-        if record.cost_source == "unpriced":
+        if record.cost_source is CostSource.UNPRICED:
             self.book.price_record(record, at=self.wall())
 
     def prices_changed(self) -> None:

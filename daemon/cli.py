@@ -28,8 +28,9 @@ import sqlite_utils
 from daemon import __version__
 from daemon.config import ConfigError, Settings, example_toml, load
 from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, report
+from daemon.ledger.prices import load_price_history
 from daemon.logs import configure
-from daemon.pricing import PriceBook, load_price_history, prices_table
+from daemon.pricing import PriceBook, prices_table
 from daemon.tables import FORMATS, render
 
 CONFIG_ENV = "XAI_METER_CONFIG"

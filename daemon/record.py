@@ -24,7 +24,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -77,12 +77,6 @@ class DeferredState(enum.StrEnum):
     EXPIRED = "expired"  # the POST: no result within 24 h (the ledger rewrites the row)
     RESULT = "result"  # the GET that brought the result: billed, linked to the POST
     DUPLICATE = "duplicate"  # the same result fetched again: not billed again
-
-
-# The same states as literal text: until every writer assigns the enums above, the text
-# type-checks too (a StrEnum member equals its text, and the ledger stores the same text).
-CostSourceText = Literal["reported", "computed", "unpriced"]
-DeferredStateText = Literal["pending", "completed", "expired", "result", "duplicate"]
 
 
 _PROCESS_TAG = os.urandom(3).hex()  # tells apart ids made in the same ms by two processes
@@ -149,7 +143,7 @@ class CallRecord:
     service_tier: str | None = None
     previous_response_id: str | None = None
     linked_id: str | None = None  # deferred result: the id of the POST row that asked for it
-    deferred_state: DeferredState | DeferredStateText | None = None
+    deferred_state: DeferredState | None = None
     deferred_ms: float | None = None  # deferred result: from the POST to the result
     key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
     usage: Usage | None = None
@@ -163,7 +157,7 @@ class CallRecord:
     # filled by pricing (a later stage of the meter)
     computed_cost_ticks: int | None = None
     cost_ticks: int | None = None
-    cost_source: CostSource | CostSourceText | None = None
+    cost_source: CostSource | None = None
     price_id: int | None = None
 
     @property

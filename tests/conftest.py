@@ -1,10 +1,13 @@
-"""Shared fixtures: a real simulator and a real daemon on loopback ports chosen by the OS."""
+"""Shared fixtures: a real simulator and a real daemon on loopback ports chosen by the OS, and
+price listings in xAI's documented shape (each test gets its own deep copy)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ from tenacity import wait_none
 
 from daemon import logs, simulator
 from daemon.app import Daemon
+from daemon.pricing.book import PriceSet
+from daemon.pricing.listing import parse_image_models, parse_language_models
 from daemon.testing import DaemonFactory, RunningDaemon, make_settings
 
 
@@ -63,3 +68,109 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
 async def meter(sim: simulator.Simulator, start_daemon: DaemonFactory) -> RunningDaemon:
     """A daemon relaying to the simulator."""
     return await start_daemon(sim.url)
+
+
+# --- price listings: xai-api.md's "Listings" shape (pricing and ledger tests) -----------
+
+# A listing in the documented shape, with the junk a tolerant parser must survive.
+_LANGUAGE_LISTING: dict[str, Any] = {
+    "models": [
+        {
+            "id": "grok-4-fast-reasoning",
+            "fingerprint": "fp_9362061f30",
+            "created": 1756771200,
+            "object": "model",
+            "owned_by": "xai",
+            "version": "1.0",
+            "input_modalities": ["text", "image"],
+            "output_modalities": ["text"],
+            "prompt_text_token_price": 2000,
+            "cached_prompt_text_token_price": 500,
+            "prompt_image_token_price": 2000,
+            "completion_text_token_price": 5000,
+            "search_price": 250000000,
+            "aliases": ["grok-4-fast", "grok-4-fast-reasoning-latest"],
+        },
+        {
+            "id": "grok-3",
+            "fingerprint": "fp_0d42a4eb3d",
+            "prompt_text_token_price": 30000,
+            "cached_prompt_text_token_price": 7500,
+            "completion_text_token_price": 150000,
+            "search_price": 250000000,
+            "aliases": ["grok-3-latest", "grok-3-beta"],
+        },
+        {
+            "id": "grok-3-mini",
+            "prompt_text_token_price": 3000,
+            "cached_prompt_text_token_price": 750,
+            "completion_text_token_price": 5000,
+            "aliases": ["grok-3-mini-latest"],
+        },
+        {
+            "id": "grok-4-0709",
+            "prompt_text_token_price": 30000,
+            "cached_prompt_text_token_price": 7500,
+            "completion_text_token_price": 150000,
+            "long_context_threshold": 128000,
+            "prompt_text_token_price_long_context": 60000,
+            "cached_prompt_text_token_price_long_context": 15000,
+            "completion_text_token_price_long_context": 300000,
+            "context_length": 256000,
+            "aliases": ["grok-4", "grok-4-latest"],
+        },
+        {"object": "model"},  # no id: skipped
+        "not an object",  # skipped
+        {"id": "   "},  # blank id: skipped
+        {
+            "id": "grok-odd",
+            "prompt_text_token_price": "abc",
+            "completion_text_token_price": -5,
+            "cached_prompt_text_token_price": "1200",
+            "brand_new_field": {"x": 1},
+        },
+    ]
+}
+
+_IMAGE_LISTING: dict[str, Any] = {
+    "models": [
+        {"id": "grok-imagine-image", "image_price": 200000000, "aliases": ["grok-imagine"]},
+        {"id": "grok-2-image-1212", "image_price": 700000000, "aliases": ["grok-2-image"]},
+    ]
+}
+
+
+@pytest.fixture
+def language_listing() -> dict[str, Any]:
+    """A ``/v1/language-models`` answer: four priced models and five entries to skip or repair."""
+    return copy.deepcopy(_LANGUAGE_LISTING)
+
+
+@pytest.fixture
+def image_listing() -> dict[str, Any]:
+    """A ``/v1/image-generation-models`` answer: two models, ``image_price`` in ticks."""
+    return copy.deepcopy(_IMAGE_LISTING)
+
+
+@pytest.fixture
+def listing_set(
+    language_listing: dict[str, Any], image_listing: dict[str, Any]
+) -> Callable[..., PriceSet]:
+    """``listing_set(effective_at=1000.0)``: both listings parsed into one `PriceSet` (no id)."""
+
+    def make(effective_at: float = 1000.0) -> PriceSet:
+        models = parse_language_models(language_listing) + parse_image_models(image_listing)
+        return PriceSet.of(models, effective_at=effective_at)
+
+    return make
+
+
+@pytest.fixture
+def two_sets(listing_set: Callable[..., PriceSet]) -> tuple[PriceSet, PriceSet]:
+    """The listing in force from 1000 (id 1), then from 2000 with grok-3 cheaper (id 2)."""
+    old = replace(listing_set(1000.0), id=1)
+    cheaper = [
+        replace(mp, input=20000) if mp.model == "grok-3" else mp for mp in old.models.values()
+    ]
+    new = PriceSet.of(cheaper, effective_at=2000.0, id=2)
+    return old, new

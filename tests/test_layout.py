@@ -52,9 +52,12 @@ def test_no_sql_outside_the_ledger() -> None:
             and isinstance(node.body[0], ast.Expr)
         }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.attr in ("execute", "executemany", "executescript"):
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.func.attr}()")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("execute", "executemany", "executescript")
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.func.attr}()")
         for line, text in strings(tree):
             if _SQL.search(text) and not any(
                 isinstance(n, ast.Constant) and id(n) in docstrings and n.value == text

@@ -13,7 +13,6 @@ from typing import Final
 
 import sqlite_utils
 
-from daemon.ledger.schema import m003_prices
 from daemon.pricing.book import PriceSet
 from daemon.pricing.model import ModelPrice
 
@@ -30,12 +29,6 @@ _PRICE_COLUMNS: Final = (
     "cached_input_long",
     "output_long",
 )
-
-
-def migrate_prices(db: sqlite_utils.Database) -> None:
-    """Create ``price_sets`` and ``prices`` if missing (idempotent): migration m003 alone, for a
-    database that holds only the price history. A ledger gets them from `schema.migrate`."""
-    m003_prices(db)
 
 
 def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:

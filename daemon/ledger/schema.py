@@ -61,7 +61,7 @@ _CALL_COLUMNS_M001: dict[str, type] = {
 _CALL_COLUMNS_M005: dict[str, type] = {
     "previous_response_id": str,  # Responses: the conversation this turn continues
     "linked_id": str,  # deferred: the result row points at the POST that asked for it
-    "deferred_state": str,  # deferred POST: pending | completed | expired
+    "deferred_state": str,  # daemon.record.DeferredState: pending | completed | expired | ...
     "deferred_ms": float,  # deferred result: from the POST to the result
     "tool_calls": str,  # server-side tool calls by kind, JSON
 }

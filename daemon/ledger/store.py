@@ -16,7 +16,7 @@ import orjson
 import sqlite_utils
 
 from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
-from daemon.record import CallError, CallRecord, Unmetered, Usage
+from daemon.record import CallError, CallRecord, CostSource, Unmetered, Usage
 
 _INSERT = (
     f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
@@ -134,7 +134,7 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
         model=row["model"],
         status=row["status"],
         cost_ticks=row["cost_ticks"],
-        cost_source=row["cost_source"],
+        cost_source=CostSource(row["cost_source"]) if row["cost_source"] else None,
         service_tier=row["service_tier"],
         app=row["app"],
         key_id=row["key_id"],
@@ -168,9 +168,12 @@ def reprice_unpriced(
     for row in rows:
         record = record_from_row(row)
         price(record)
-        if record.computed_cost_ticks is not None or record.cost_source != "unpriced":
+        if record.computed_cost_ticks is not None or record.cost_source is not CostSource.UNPRICED:
             priced.append(record)
-            if row["cost_source"] == "unpriced" and record.cost_source != "unpriced":
+            if (
+                row["cost_source"] == CostSource.UNPRICED
+                and record.cost_source is not CostSource.UNPRICED
+            ):
                 newly_costed.append(record)
     if priced:
         with db.conn:

@@ -17,7 +17,7 @@ import structlog
 
 from daemon.ledger import store
 from daemon.ledger.writer import LedgerOp
-from daemon.record import CallRecord
+from daemon.record import CallRecord, DeferredState
 
 log = structlog.get_logger("xai_meter.deferred")
 
@@ -50,7 +50,7 @@ class DeferredTracker:
         """The sink (runs before pricing, so a result seen twice is never priced twice)."""
         if record.deferred and record.endpoint == "chat.completions":
             if record.status == 200 and record.response_id:
-                record.deferred_state = "pending"
+                record.deferred_state = DeferredState.PENDING
                 self._pending[record.response_id] = Pending(record.id, record.started_at)
             return
         if record.endpoint != "chat.deferred" or record.status != 200:
@@ -59,12 +59,12 @@ class DeferredTracker:
         if request_id in self._done:
             record.usage = None  # already billed: this is the same result again
             record.billable = False
-            record.deferred_state = "duplicate"
+            record.deferred_state = DeferredState.DUPLICATE
             return
         if len(self._done) >= _DONE_LIMIT:
             self._done.clear()
         self._done[request_id] = record.started_at
-        record.deferred_state = "result"
+        record.deferred_state = DeferredState.RESULT
         pending = self._pending.pop(request_id, None)
         if pending is None:
             return  # its POST was not seen by this ledger: bill the result all the same

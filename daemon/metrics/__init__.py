@@ -16,7 +16,7 @@ from daemon import __version__
 from daemon.metrics.labels import BoundedLabel
 from daemon.metrics.loop import LoopCounter, LoopHistogram
 from daemon.pricing import ModelPrice
-from daemon.record import CallRecord
+from daemon.record import CallRecord, CostSource
 from daemon.units import TICKS_PER_USD
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -345,10 +345,10 @@ class Metrics:
             self.unmetered.inc((endpoint, record.unmetered_reason.value))
         if record.cost_ticks is not None:
             usd = self._count_cost(record, model)
-            if record.computed_cost_ticks is not None and record.cost_source == "reported":
+            if record.computed_cost_ticks is not None and record.cost_source is CostSource.REPORTED:
                 self.reconciled_reported.inc(pm, usd)
                 self.reconciled_computed.inc(pm, record.computed_cost_ticks / TICKS_PER_USD)
-        elif record.cost_source == "unpriced":
+        elif record.cost_source is CostSource.UNPRICED:
             self.unpriced.inc((model,))
         genai = keys.genai
         if genai is not None and record.duration_ms is not None:

@@ -12,18 +12,13 @@ xAI's ``usage.cost_in_usd_ticks``). The modules, in the order data flows through
 - `cost`: `compute_cost`, one `Usage` at one `ModelPrice` → ticks (the formula is there).
 - `report`: `prices_table`, the rows of ``xai-meter prices``.
 
-Every name importers use is re-exported here. ``migrate_prices``, ``save_price_set`` and
-``load_price_history`` now live in `daemon.ledger.prices` (no SQL outside the ledger); they are
-still importable from here, loaded on first use so that importing pricing never imports the
-ledger (which imports pricing), until every importer has switched.
+The price history's SQL lives in `daemon.ledger.prices` (no SQL outside the ledger). Every name
+importers use is re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from daemon.pricing.book import CostSource, PriceBook, PriceSet
+from daemon.pricing.book import PriceBook, PriceSet
 from daemon.pricing.cost import TOOL_FEES_TICKS, UnpricedError, compute_cost
 from daemon.pricing.listing import (
     PLAUSIBLE_IMAGE_USD,
@@ -42,16 +37,12 @@ from daemon.pricing.refresh import PriceFetchError, PriceRefresher, fetch_listin
 from daemon.pricing.report import prices_table
 from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD, ticks_to_usd
 
-if TYPE_CHECKING:
-    from daemon.ledger.prices import load_price_history, migrate_prices, save_price_set
-
 __all__ = [
     "PLAUSIBLE_IMAGE_USD",
     "PRICE_FIELDS",
     "TICKS_PER_TOKEN_PER_USD_PER_1M",
     "TICKS_PER_USD",
     "TOOL_FEES_TICKS",
-    "CostSource",
     "ModelPrice",
     "OverrideError",
     "PriceBook",
@@ -62,26 +53,12 @@ __all__ = [
     "UnpricedError",
     "compute_cost",
     "fetch_listing",
-    "load_price_history",
-    "migrate_prices",
     "parse_image_models",
     "parse_image_price",
     "parse_language_models",
     "parse_overrides",
     "prices_table",
-    "save_price_set",
     "ticks_to_usd",
     "usd_per_1m_to_ticks",
     "usd_to_ticks",
 ]
-
-_IN_LEDGER = frozenset({"load_price_history", "migrate_prices", "save_price_set"})
-
-if not TYPE_CHECKING:  # mypy sees the imports above; at run time they load on first use
-
-    def __getattr__(name: str) -> Any:
-        if name in _IN_LEDGER:
-            value = getattr(importlib.import_module("daemon.ledger.prices"), name)
-            globals()[name] = value
-            return value
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,15 +22,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from daemon.pricing.cost import UnpricedError, compute_cost
 from daemon.pricing.model import ModelPrice
 from daemon.pricing.overrides import parse_overrides
-from daemon.record import CallRecord
-
-#: The values `PriceBook.price_record` writes to ``CallRecord.cost_source``.
-CostSource = Literal["reported", "computed", "unpriced"]
+from daemon.record import CallRecord, CostSource
 
 # Name endings that select a variant of a listed model (reasoning effort, "latest" pointer).
 _STRIP_SUFFIXES: Final = ("-latest", "-high", "-medium", "-low")
@@ -287,11 +284,11 @@ class PriceBook:
         record.price_id = price_id
         reported = usage.reported_cost_ticks
         if reported is not None:
-            record.cost_ticks, record.cost_source = reported, "reported"
+            record.cost_ticks, record.cost_source = reported, CostSource.REPORTED
         elif computed is not None:
-            record.cost_ticks, record.cost_source = computed, "computed"
+            record.cost_ticks, record.cost_source = computed, CostSource.COMPUTED
         else:
-            record.cost_ticks, record.cost_source = None, "unpriced"
+            record.cost_ticks, record.cost_source = None, CostSource.UNPRICED
 
     def set_at(self, at: float) -> PriceSet | None:
         """The `PriceSet` in force at ``at`` (the first one for earlier times); None if none."""

@@ -13,8 +13,6 @@ import openai
 import pytest
 
 from daemon import simulator
-from daemon.meter.deferred import RESULT_TTL, DeferredTracker
-from daemon.record import CallRecord, Usage
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -167,53 +165,6 @@ async def test_deferred_round_trip_is_billed_once(
     assert state == "completed"
     assert token_metric(meter, "grok-3", "input") == result["usage"]["prompt_tokens"]
     await client.close()
-
-
-def _record(**kw: Any) -> CallRecord:
-    base: dict[str, Any] = {
-        "id": "x",
-        "started_at": 1000.0,
-        "t0": 0.0,
-        "provider": "xai",
-        "endpoint": "chat.completions",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "status": 200,
-    }
-    return CallRecord(**{**base, **kw})
-
-
-def test_deferred_result_seen_twice_is_billed_once() -> None:
-    ops: list[Any] = []
-    tracker = DeferredTracker(ops.append)
-    tracker.observe(_record(id="post", deferred=True, response_id="rid"))
-    results = [
-        _record(
-            id=f"r{i}",
-            endpoint="chat.deferred",
-            method="GET",
-            started_at=1010.0,
-            path="/v1/chat/deferred-completion/rid",
-            usage=Usage(input_tokens=5),
-            duration_ms=20.0,
-        )
-        for i in range(2)
-    ]
-    for r in results:
-        tracker.observe(r)
-    assert results[0].usage is not None and results[0].linked_id == "post"
-    assert results[0].deferred_ms == pytest.approx(10_020.0)
-    assert results[1].usage is None and results[1].deferred_state == "duplicate"
-    assert len(ops) == 1  # the POST row marked completed
-
-
-def test_deferred_requests_expire_after_a_day() -> None:
-    ops: list[Any] = []
-    tracker = DeferredTracker(ops.append)
-    tracker.observe(_record(id="old", deferred=True, response_id="a", started_at=0.0))
-    tracker.observe(_record(id="new", deferred=True, response_id="b", started_at=RESULT_TTL))
-    assert tracker.expire(RESULT_TTL + 1.0) == 1 and tracker.pending_count() == 1
-    assert len(ops) == 1
 
 
 # --- Anthropic Messages ------------------------------------------------------------------

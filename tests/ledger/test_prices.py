@@ -1,7 +1,6 @@
 """The price history in SQLite (daemon/ledger/prices.py): stored once per content, read in order.
 
-Here rather than under tests/ledger/ while the ledger's tests are being split; it uses the
-pricing fixtures (tests/pricing/conftest.py).
+Uses the price-listing fixtures of tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from daemon.ledger.prices import load_price_history, migrate_prices, save_price_set
+from daemon.ledger.prices import load_price_history, save_price_set
+from daemon.ledger.schema import migrate
 from daemon.pricing.book import PriceBook, PriceSet
 from daemon.pricing.model import ModelPrice
 from daemon.record import CallRecord, Usage
@@ -33,8 +33,8 @@ def test_sqlite_round_trip(
 ) -> None:
     db = sqlite_utils.Database(tmp_path / "prices.db")
     assert load_price_history(db) == []
-    migrate_prices(db)
-    migrate_prices(db)  # idempotent
+    migrate(db)
+    migrate(db)  # idempotent
     assert {c.name for c in db.table("prices").columns} >= {
         "price_set_id",
         "model",
@@ -83,7 +83,7 @@ def test_sqlite_round_trip(
 
 def test_load_orders_by_effective_time(tmp_path: Path) -> None:
     db = sqlite_utils.Database(tmp_path / "p.db")
-    migrate_prices(db)
+    migrate(db)
     late = save_price_set(db, PriceSet.of([GROK_3], effective_at=2000.0))
     early = save_price_set(db, PriceSet.of([NO_CACHED], effective_at=1000.0))
     assert [s.id for s in load_price_history(db)] == [early, late]
