@@ -150,7 +150,8 @@ class CallRecord:
     billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
     unmetered_reason: Unmetered | None = None
     error: CallError | None = None
-    error_detail: str | None = None
+    error_detail: str | None = None  # the relay's words: what failed, or at which stage
+    upstream_error: str | None = None  # the upstream's own error code or type, from its body
     upstream_ms: float | None = None
     ttft_ms: float | None = None
     duration_ms: float | None = None
@@ -234,6 +235,7 @@ class CallRecord:
             self.deferred_state,
             _ms(self.deferred_ms),
             orjson.dumps(u.server_tool_calls).decode() if u and u.server_tool_calls else None,
+            self.upstream_error,
         )
 
 
@@ -282,6 +284,7 @@ ROW_COLUMNS = (
     "deferred_state",
     "deferred_ms",
     "tool_calls",
+    "upstream_error",
 )
 _NO_USAGE = (None,) * 10
 

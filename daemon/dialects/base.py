@@ -108,13 +108,14 @@ def read_error(record: CallRecord, obj: dict[str, Any]) -> None:
     """Keep the upstream's error code (not its message, which may quote part of a key).
 
     Shapes: xAI's ``{"code": str, "error": str}``; OpenAI's and Anthropic's
-    ``{"error": {"type"|"code": str, "message": str}}``. Sets ``error_detail`` (<= 120 chars).
+    ``{"error": {"type"|"code": str, "message": str}}``. Sets ``upstream_error`` (<= 120 chars);
+    ``error_detail`` stays the relay's own words.
     """
     code = obj.get("code")
     if not isinstance(code, str):
         error = obj.get("error")
         code = error.get("type") or error.get("code") if isinstance(error, dict) else None
-    record.error_detail = opt_str(code, 120)
+    record.upstream_error = opt_str(code, 120)
 
 
 def is_ok(record: CallRecord) -> bool:

@@ -65,7 +65,11 @@ _CALL_COLUMNS_M005: dict[str, type] = {
     "deferred_ms": float,  # deferred result: from the POST to the result
     "tool_calls": str,  # server-side tool calls by kind, JSON
 }
-CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005}
+_CALL_COLUMNS_M008: dict[str, type] = {
+    # the upstream's own error code or type, from its body; error_detail is the relay's words
+    "upstream_error": str,
+}
+CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005, **_CALL_COLUMNS_M008}
 
 
 # --- migrations: named, ordered, each applied once ------------------------------------------
@@ -177,6 +181,16 @@ def m007_no_model_index(db: sqlite_utils.Database) -> None:
     db.execute("drop index if exists idx_calls_model_started_at")
 
 
+def m008_upstream_error(db: sqlite_utils.Database) -> None:
+    """error_detail had two meanings: the relay's account of a failure, and, on an upstream
+    4xx/5xx or an error event, the upstream's own code. The code moves to its own column."""
+    db["calls"].add_column("upstream_error", str)  # type: ignore[union-attr]
+    db.execute(
+        "update calls set upstream_error = error_detail, error_detail = null "
+        "where error = 'http_error' or (error is null and error_detail is not null)"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -185,6 +199,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m005_dialects_fingerprints_keys,
     m006_partial_indexes,
     m007_no_model_index,
+    m008_upstream_error,
 ]
 
 

@@ -31,6 +31,7 @@ _RARE_COLUMNS = (
     "service_tier",
     "request_id",
     "error_detail",
+    "upstream_error",
     "app",
     "unmetered_reason",
     "previous_response_id",

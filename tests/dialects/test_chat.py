@@ -204,7 +204,8 @@ def test_error_body_keeps_the_code_not_the_message() -> None:
         b'provided: xa***yz"}'
     )
     tap.finish(True)
-    assert r.error_detail == "Client specified an invalid argument" and r.metered
+    assert r.upstream_error == "Client specified an invalid argument" and r.metered
+    assert r.error_detail is None  # the relay itself saw nothing wrong
 
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "deflate"])
@@ -244,7 +245,8 @@ def test_error_event_mid_stream_is_kept_and_the_call_unmetered() -> None:
     )
     r, forwarded = run_tap(body, [5, 99], filtering=False)
     assert forwarded == body
-    assert r.error_detail == "Internal error" and r.unmetered_reason is Unmetered.NO_USAGE
+    assert r.upstream_error == "Internal error" and r.unmetered_reason is Unmetered.NO_USAGE
+    assert r.error_detail is None
 
 
 def test_first_non_empty_model_and_id_win() -> None:

@@ -28,7 +28,8 @@ def test_anthropic_error_event_keeps_its_type() -> None:
     tap = MessagesDialect().tap(record, "text/event-stream", lambda: 1.0)
     assert tap.feed(body) is None
     tap.finish(True)
-    assert record.error_detail == "overloaded_error" and record.response_id == "msg_1"
+    assert record.upstream_error == "overloaded_error" and record.response_id == "msg_1"
+    assert record.error_detail is None
 
 
 def test_first_non_empty_model_and_id_win() -> None:

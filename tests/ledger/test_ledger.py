@@ -59,6 +59,34 @@ def test_record_row_matches_the_schema() -> None:
     assert list(r.as_row()) == list(CALL_COLUMNS)
 
 
+def test_m008_moves_the_upstreams_code_out_of_error_detail(tmp_path: Path) -> None:
+    """A ledger made before m008: upstream codes sat in error_detail beside the relay's words."""
+    db = open_database(tmp_path / "old.db")
+    migrate(db)  # the whole chain, then pretend m008 never ran
+    db.execute("alter table calls drop column upstream_error")
+    db.execute("delete from _migrations where name = 'm008_upstream_error'")
+    rows = [
+        ("http", "http_error", "rate_limit_exceeded"),  # upstream 4xx: its code
+        ("event", None, "Internal error"),  # an error event mid-stream: the upstream's code
+        ("cut", "upstream_disconnect", "at chunk"),  # the relay's own words stay
+        ("fine", None, None),
+    ]
+    with db.conn:
+        db.conn.executemany(
+            "insert into calls (id, started_at, provider, endpoint, method, path, error, "
+            "error_detail, metered) values (?, 0, 'xai', 'e', 'POST', '/v1/x', ?, ?, 1)",
+            rows,
+        )
+    assert migrate(db) == ["m008_upstream_error"]
+    got = {r[0]: r[1:] for r in db.execute("select id, error_detail, upstream_error from calls")}
+    assert got == {
+        "http": (None, "rate_limit_exceeded"),
+        "event": (None, "Internal error"),
+        "cut": ("at chunk", None),
+        "fine": (None, None),
+    }
+
+
 def test_salt_is_made_once_and_kept(tmp_path: Path) -> None:
     db = open_database(tmp_path / "l.db")
     migrate(db)

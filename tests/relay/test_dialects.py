@@ -10,9 +10,11 @@ from typing import Any
 import aiohttp
 import anthropic
 import openai
+import orjson
 import pytest
 
 from daemon import simulator
+from daemon.simulator.wire import error_reply
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -207,6 +209,12 @@ async def test_anthropic_sdk_messages_stream(meter: RunningDaemon) -> None:
     await client.close()
 
 
+def sim_code(status: int) -> str:
+    """The ``code`` the simulator's xAI-shaped error body carries for `status`."""
+    body: dict[str, str] = orjson.loads(error_reply(status, "").body)
+    return body["code"]
+
+
 async def test_messages_410_is_recorded_as_an_error(
     meter: RunningDaemon, sim: simulator.Simulator
 ) -> None:
@@ -219,6 +227,8 @@ async def test_messages_410_is_recorded_as_an_error(
     assert err.value.status_code == 410
     [row] = await meter.rows(1)
     assert (row["status"], row["error"], row["metered"]) == (410, "http_error", 1)
+    # the upstream's own code has its column; error_detail is only the relay's words
+    assert (row["upstream_error"], row["error_detail"]) == (sim_code(410), None)
     await client.close()
 
 
