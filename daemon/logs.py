@@ -2,6 +2,10 @@
 
 JSON (rendered by orjson) when stderr is not a terminal, a console renderer when it is.
 The call line carries ids, model, tokens, cost and timings: never a key, prompt or completion.
+
+Process-global state, on purpose: logging is one per process (structlog's configuration, the
+standard library's root logger), and so is this module's coalescing writer (`_writer`,
+`_fast_json`), set by `configure` and undone by `reset`.
 """
 
 from __future__ import annotations
