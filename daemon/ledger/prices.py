@@ -14,21 +14,10 @@ from typing import Final
 import sqlite_utils
 
 from daemon.pricing.book import PriceSet
-from daemon.pricing.model import ModelPrice
+from daemon.pricing.model import PRICE_FIELDS, ModelPrice
 
 # The price columns a `ModelPrice` is written to and read from (ticks; tokens for the threshold).
-_PRICE_COLUMNS: Final = (
-    "input",
-    "cached_input",
-    "output",
-    "image_input",
-    "search",
-    "image",
-    "long_context_threshold",
-    "input_long",
-    "cached_input_long",
-    "output_long",
-)
+_PRICE_COLUMNS: Final = (*PRICE_FIELDS, "long_context_threshold")
 
 
 def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:
