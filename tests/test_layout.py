@@ -67,6 +67,21 @@ def test_no_sql_outside_the_ledger() -> None:
     assert not offenders, "SQL belongs in daemon/ledger/:\n" + "\n".join(offenders)
 
 
+def test_tasks_are_created_only_by_tasks_spawn() -> None:
+    """A task nobody references can vanish mid-run; `daemon.tasks.spawn` keeps each one.
+    ruff's TID251 catches ``asyncio.create_task``; this catches ``loop.create_task`` too."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in modules()
+        if path != PACKAGE / "tasks.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("create_task", "ensure_future")
+    ]
+    assert not offenders, "use daemon.tasks.spawn:\n" + "\n".join(offenders)
+
+
 def test_long_modules_say_why() -> None:
     unexplained = []
     for path in modules():
