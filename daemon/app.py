@@ -42,8 +42,9 @@ from daemon.meter.webhook import notify_webhook
 from daemon.metrics import Metrics
 from daemon.pricing import PriceBook
 from daemon.record import CallRecord
-from daemon.relay import SESSION_KEY, Relay, Upstream
+from daemon.relay import Relay
 from daemon.tasks import TaskGroup
+from daemon.upstream import SESSION_KEY, Upstream
 
 log = structlog.get_logger("xai_meter.app")
 

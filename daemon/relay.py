@@ -5,7 +5,7 @@ the bytes already read and can never delay or alter them (a tap that raises is d
 call counted as unmetered). Every call ends in exactly one `Meter.finish`, whatever happened.
 
 Which upstream a path goes to, with which key, and which headers cross the hop: see
-`daemon.upstream` (`Upstream` and `SESSION_KEY` are re-exported here for the app).
+`daemon.upstream`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from daemon.upstream import (
     forward_headers,
     response_headers,
 )
-
-__all__ = ["SESSION_KEY", "Relay", "Upstream", "json_error"]
 
 log = structlog.get_logger("xai_meter.relay")
 
