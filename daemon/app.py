@@ -306,8 +306,12 @@ class Daemon:
         self._runners.append(relay_runner)
         await admin_runner.setup()
         self._runners.append(admin_runner)
-        self.relay_url = await _listen(relay_runner, s.relay.host, s.relay.port)
-        self.admin_url = await _listen(admin_runner, s.admin.host, s.admin.port)
+        try:
+            self.relay_url = await _listen(relay_runner, "relay", s.relay.host, s.relay.port)
+            self.admin_url = await _listen(admin_runner, "admin", s.admin.host, s.admin.port)
+        except ConfigError:
+            await self.stop()  # the ledger and the session opened already: close them in order
+            raise
         self.ready = True
         # Everything made so far (modules, settings, prices) lives as long as the process:
         # keep it out of the collector's scans, which otherwise cost every call a little.
@@ -335,9 +339,19 @@ class Daemon:
         logs.flush()
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int) -> str:
+async def _listen(runner: web.AppRunner, section: str, host: str, port: int) -> str:
+    """Listen on host:port; the URL it answers on. Raises `ConfigError` naming the setting when
+    the address cannot be had (in use, not an address of this machine, not allowed)."""
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        flag = "--port" if section == "relay" else "--admin-port"
+        raise ConfigError(
+            f"{section}.host = {host!r}, {section}.port = {port}: cannot listen there "
+            f"({exc.strerror or exc}). Fix: stop what uses that port, or choose another "
+            f"({flag} N, or 0 for any free port)."
+        ) from None
     sock_host, sock_port = runner.addresses[-1][:2]
     shown = f"[{sock_host}]" if ":" in sock_host else sock_host
     return f"http://{shown}:{sock_port}"

@@ -176,7 +176,7 @@ def prices(config: str | None, ledger: str | None, fmt: str) -> None:
     settings = _settings(config, ledger=ledger)
     with _open_ledger(settings) as db:
         book = PriceBook(
-            load_price_history(db) if "price_sets" in db.table_names() else (),
+            load_price_history(db),
             overrides=settings.pricing.overrides,
         )
         rows = prices_table(book)

@@ -7,6 +7,7 @@ test_config.py and test_demo.py; here the CLI's own behaviour.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,21 @@ def test_parse_since() -> None:
     assert parse_since("2026-11-01T08:00+01:00", now) == 1793491200.0 + 7 * 3600
     with pytest.raises(CommandError, match="--since 'yesterday'"):
         parse_since("yesterday", now)
+
+
+def test_a_port_in_use_is_one_line_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(
+            ["serve", "--port", str(port), "--admin-port", "0", "--ledger", str(tmp_path / "l.db")]
+        )
+    err = capsys.readouterr().err
+    assert code == 2
+    # the daemon's own log lines (JSON) come first; the failure is one plain line, last
+    *_, last = err.strip().splitlines()
+    assert "Traceback" not in err and last.startswith("xai-meter: config error: relay.host")
+    assert f"relay.port = {port}" in last and "--port N" in last

@@ -8,7 +8,8 @@ import json
 
 from daemon import logs
 from daemon.logs import CallLog, CoalescingWriter
-from daemon.record import CallRecord, Usage
+from daemon.record import Usage
+from daemon.testing import make_record
 
 
 class Stream(io.BytesIO):
@@ -45,15 +46,8 @@ def test_call_line_is_json_with_no_key() -> None:
     out = io.TextIOWrapper(Stream(), write_through=True)
     logs.configure("info", "json", stream=out)
     try:
-        record = CallRecord(
+        record = make_record(
             id="c1",
-            started_at=0.0,
-            t0=0.0,
-            provider="xai",
-            endpoint="chat.completions",
-            method="POST",
-            status=200,
-            path="/v1/chat/completions",
             model="grok-3",
             key_id="k_abc",
             usage=Usage(input_tokens=3, output_tokens=4),

@@ -11,8 +11,11 @@ The two tap shapes live next door: `daemon.dialects.body.BodyTap` (a whole JSON 
 
 Shared rules, in one place so every dialect applies them the same way:
 
-- `note_model_and_id`: the one setter policy for the fields several dialects fill, the resolved
-  `model` and the upstream's `response_id`: the first non-empty value wins.
+- The setter policy for the fields several dialects fill, one helper per kind of field:
+  `note_model_and_id` for what names the answer (the resolved `model`, the upstream's
+  `response_id`): the first non-empty value wins; `note_served` for what reports how it was
+  served (`fingerprint`, `service_tier`): the last non-empty value wins. A value that is not a
+  non-empty string is no value, and never erases one.
 - `read_error`: an error answer keeps its code, never its message.
 - `is_ok`: only a 2xx answer makes missing usage a metering failure.
 """
@@ -102,6 +105,22 @@ def note_model_and_id(record: CallRecord, model: Any, response_id: Any = None) -
         record.model = opt_str(model)
     if record.response_id is None:
         record.response_id = opt_str(response_id)
+
+
+def note_served(record: CallRecord, fingerprint: Any, service_tier: Any) -> None:
+    """Fill ``record.fingerprint`` and ``record.service_tier`` from raw JSON values: the last
+    non-empty value wins.
+
+    Why last: these report how the answer was served, and the final object (a body, or a
+    stream's terminal event) is the upstream's closing word on it; events before it repeat the
+    same values or lack them (xai-api.md, "Chat completions", "Responses").
+    """
+    fingerprint = opt_str(fingerprint)
+    if fingerprint:
+        record.fingerprint = fingerprint
+    service_tier = opt_str(service_tier)
+    if service_tier:
+        record.service_tier = service_tier
 
 
 def read_error(record: CallRecord, obj: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_error
+from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, note_served, read_error
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str
 from daemon.dialects.sse import EventTap
@@ -68,12 +68,7 @@ def chat_usage(u: dict[str, Any]) -> Usage:
 def read_chat_completion(record: CallRecord, obj: dict[str, Any]) -> None:
     """Fill the record from one chat completion object (or a stream chunk)."""
     note_model_and_id(record, obj.get("model"), obj.get("id"))
-    fingerprint = opt_str(obj.get("system_fingerprint"))
-    if fingerprint:
-        record.fingerprint = fingerprint
-    tier = opt_str(obj.get("service_tier"))
-    if tier:
-        record.service_tier = tier
+    note_served(record, obj.get("system_fingerprint"), obj.get("service_tier"))
     usage = obj.get("usage")
     if isinstance(usage, dict):
         record.usage = chat_usage(usage)

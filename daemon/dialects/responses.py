@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id
+from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, note_served
 from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import chat_usage
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, sub
@@ -67,12 +67,7 @@ def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
     previous = opt_str(obj.get("previous_response_id"))
     if previous:
         record.previous_response_id = previous
-    tier = opt_str(obj.get("service_tier"))
-    if tier:
-        record.service_tier = tier
-    fingerprint = opt_str(obj.get("system_fingerprint"))
-    if fingerprint:
-        record.fingerprint = fingerprint
+    note_served(record, obj.get("system_fingerprint"), obj.get("service_tier"))
     usage = obj.get("usage")
     if record.billable and isinstance(usage, dict):
         record.usage = responses_usage(usage)

@@ -14,10 +14,10 @@ from typing import Final
 import sqlite_utils
 
 from daemon.pricing.book import PriceSet
-from daemon.pricing.model import PRICE_FIELDS, ModelPrice
+from daemon.pricing.model import PRICED_FIELDS, ModelPrice
 
 # The price columns a `ModelPrice` is written to and read from (ticks; tokens for the threshold).
-_PRICE_COLUMNS: Final = (*PRICE_FIELDS, "long_context_threshold")
+_PRICE_COLUMNS: Final = PRICED_FIELDS
 
 
 def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:

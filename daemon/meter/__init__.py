@@ -9,7 +9,8 @@ Sinks are small subscribers (mitmproxy's addons), of two kinds, and the order is
 The daemon's list is `daemon.app.default_sinks`. A sink that raises is logged and skipped; the
 relay never notices, and the call still reaches the sinks after it.
 
-Also here: the sinks that are the meter's own (`deferred`, `fingerprints`, `webhook`).
+Also here: the meter's own sinks (`deferred`, `fingerprints`) and the fingerprint-change
+webhook (`webhook`), which the fingerprints sink's changes trigger.
 """
 
 from __future__ import annotations

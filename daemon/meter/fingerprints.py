@@ -11,6 +11,7 @@ change events go to the ledger queue, the log and the webhook queue.
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,13 @@ log = structlog.get_logger("xai_meter.fingerprints")
 Key = tuple[str, str]  # (provider, model)
 
 
+class ChangeKind(enum.StrEnum):
+    """A fingerprint change's kind; stored in ``fingerprint_changes.kind`` and a metric label."""
+
+    NEW = "new"  # a fingerprint never seen for this model: a new backend configuration
+    KNOWN = "known"  # back to one seen before: several backends serving one model
+
+
 @dataclass(frozen=True, slots=True)
 class FingerprintChange:
     at: float
@@ -32,7 +40,7 @@ class FingerprintChange:
     model: str
     old: str
     new: str
-    kind: str  # "new" | "known"
+    kind: ChangeKind
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +94,7 @@ class FingerprintTracker:
         if old == fingerprint:
             return
         seen = self._seen.setdefault(key, set())
-        kind = "known" if fingerprint in seen else "new"
+        kind = ChangeKind.KNOWN if fingerprint in seen else ChangeKind.NEW
         seen.add(fingerprint)
         self._current[key] = fingerprint
         self._publish(key, old, fingerprint)
@@ -110,7 +118,7 @@ class FingerprintTracker:
         provider, model = key
         model_label = self._metrics.model_label(model)
         if old is None:  # both kinds exist from the first sighting: increase() sees a change
-            for kind in ("new", "known"):
+            for kind in ChangeKind:
                 self._metrics.fingerprint_changes.labels(provider, model_label, kind)
         if old is not None:
             with contextlib.suppress(KeyError):  # not published (another model label)

@@ -17,7 +17,9 @@ from daemon.metrics.labels import BoundedLabel
 from daemon.metrics.loop import LoopCounter, LoopHistogram
 from daemon.pricing import ModelPrice
 from daemon.record import CallRecord, CostSource
-from daemon.units import TICKS_PER_USD
+from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD
+
+__all__ = ["BoundedLabel", "Metrics"]
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -295,7 +297,7 @@ class Metrics:
                 ("image_input", mp.image_input),
             ):
                 if ticks is not None:
-                    self.price.labels(mp.model, kind).set(ticks / 10_000)
+                    self.price.labels(mp.model, kind).set(ticks / TICKS_PER_TOKEN_PER_USD_PER_1M)
 
     def observe_backfill(self, record: CallRecord) -> None:
         """A call priced after the fact: add its cost now."""

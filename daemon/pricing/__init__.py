@@ -12,53 +12,27 @@ xAI's ``usage.cost_in_usd_ticks``). The modules, in the order data flows through
 - `cost`: `compute_cost`, one `Usage` at one `ModelPrice` → ticks (the formula is there).
 - `report`: `prices_table`, the rows of ``xai-meter prices``.
 
-The price history's SQL lives in `daemon.ledger.prices` (no SQL outside the ledger). Every name
-importers use is re-exported here.
+The price history's SQL lives in `daemon.ledger.prices` (no SQL outside the ledger). The names
+the rest of the daemon uses are re-exported here; the modules' other names are imported from
+the modules themselves.
 """
 
 from __future__ import annotations
 
 from daemon.pricing.book import PriceBook, PriceSet
-from daemon.pricing.cost import TOOL_FEES_TICKS, UnpricedError, compute_cost
-from daemon.pricing.listing import (
-    PLAUSIBLE_IMAGE_USD,
-    parse_image_models,
-    parse_image_price,
-    parse_language_models,
-)
-from daemon.pricing.model import PRICE_FIELDS, ModelPrice, Source
-from daemon.pricing.overrides import (
-    OverrideError,
-    parse_overrides,
-    usd_per_1m_to_ticks,
-    usd_to_ticks,
-)
-from daemon.pricing.refresh import PriceFetchError, PriceRefresher, fetch_listing
+from daemon.pricing.cost import compute_cost
+from daemon.pricing.model import ModelPrice
+from daemon.pricing.overrides import OverrideError, parse_overrides
+from daemon.pricing.refresh import PriceRefresher
 from daemon.pricing.report import prices_table
-from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD, ticks_to_usd
 
 __all__ = [
-    "PLAUSIBLE_IMAGE_USD",
-    "PRICE_FIELDS",
-    "TICKS_PER_TOKEN_PER_USD_PER_1M",
-    "TICKS_PER_USD",
-    "TOOL_FEES_TICKS",
     "ModelPrice",
     "OverrideError",
     "PriceBook",
-    "PriceFetchError",
     "PriceRefresher",
     "PriceSet",
-    "Source",
-    "UnpricedError",
     "compute_cost",
-    "fetch_listing",
-    "parse_image_models",
-    "parse_image_price",
-    "parse_language_models",
     "parse_overrides",
     "prices_table",
-    "ticks_to_usd",
-    "usd_per_1m_to_ticks",
-    "usd_to_ticks",
 ]

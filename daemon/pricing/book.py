@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from daemon.pricing.cost import UnpricedError, compute_cost
-from daemon.pricing.model import ModelPrice
+from daemon.pricing.model import ModelPrice, Source
 from daemon.pricing.overrides import parse_overrides
 from daemon.record import CallRecord, CostSource
 
@@ -97,7 +97,7 @@ class PriceSet:
     effective_at: float
     fetched_at: float
     id: int | None = None
-    source: str = "listing"
+    source: Source = "listing"
     names: Mapping[str, ModelPrice] = field(init=False, repr=False, compare=False)
     digest: str = field(init=False)
 
@@ -115,7 +115,7 @@ class PriceSet:
         effective_at: float,
         fetched_at: float | None = None,
         id: int | None = None,
-        source: str = "listing",
+        source: Source = "listing",
     ) -> PriceSet:
         return cls(
             models={mp.model: mp for mp in models},

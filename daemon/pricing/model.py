@@ -61,7 +61,7 @@ class ModelPrice:
         """This price with every field the override sets replaced (the override wins)."""
         changes: dict[str, Any] = {
             name: getattr(override, name)
-            for name in (*PRICE_FIELDS, "long_context_threshold")
+            for name in PRICED_FIELDS
             if getattr(override, name) is not None
         }
         aliases = self.aliases + tuple(a for a in override.aliases if a not in self.aliases)
@@ -80,3 +80,5 @@ PRICE_FIELDS: Final = (
     "cached_input_long",
     "output_long",
 )
+#: Every field a listing or an override sets: the prices, and the long-context threshold.
+PRICED_FIELDS: Final = (*PRICE_FIELDS, "long_context_threshold")

@@ -17,8 +17,7 @@ from daemon import simulator
 from daemon.cli import main
 from daemon.meter.fingerprints import FingerprintTracker
 from daemon.metrics import Metrics
-from daemon.record import CallRecord
-from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon
+from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon, make_record
 
 
 async def chat(meter: RunningDaemon, model: str = "grok-3") -> Any:
@@ -149,18 +148,7 @@ async def test_webhook_gets_each_change(
 def test_listing_mismatch_gauge() -> None:
     metrics = Metrics(CollectorRegistry())
     tracker = FingerprintTracker(metrics)
-    record = CallRecord(
-        id="1",
-        started_at=1.0,
-        t0=0.0,
-        provider="xai",
-        endpoint="e",
-        method="POST",
-        path="/v1/chat/completions",
-        model="grok-3-mini-high",
-        fingerprint="fp_a",
-        status=200,
-    )
+    record = make_record(id="1", started_at=1.0, model="grok-3-mini-high", fingerprint="fp_a")
     tracker.observe(record)
     tracker.set_listing({"grok-3-mini": "fp_a"}, lambda name: "grok-3-mini")
     labels = {"provider": "xai", "model": "grok-3-mini-high"}
@@ -172,30 +160,8 @@ def test_listing_mismatch_gauge() -> None:
 def test_error_responses_do_not_move_the_fingerprint() -> None:
     metrics = Metrics(CollectorRegistry())
     tracker = FingerprintTracker(metrics)
-    ok = CallRecord(
-        id="1",
-        started_at=1.0,
-        t0=0.0,
-        provider="xai",
-        endpoint="e",
-        method="POST",
-        path="/",
-        model="grok-3",
-        fingerprint="fp_a",
-        status=200,
-    )
-    bad = CallRecord(
-        id="2",
-        started_at=2.0,
-        t0=0.0,
-        provider="xai",
-        endpoint="e",
-        method="POST",
-        path="/",
-        model="grok-3",
-        fingerprint="fp_b",
-        status=500,
-    )
+    ok = make_record(id="1", started_at=1.0, model="grok-3", fingerprint="fp_a")
+    bad = make_record(id="2", started_at=2.0, model="grok-3", fingerprint="fp_b", status=500)
     tracker.observe(ok)
     tracker.observe(bad)
     assert tracker.current() == {("xai", "grok-3"): "fp_a"}

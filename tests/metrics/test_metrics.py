@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from daemon.metrics import BoundedLabel, Metrics
-from daemon.record import CallRecord, Usage
+from daemon.record import CostSource, Usage
+from daemon.testing import make_record
 
 
 def test_bounded_label_caps_unknown_values() -> None:
@@ -27,21 +28,14 @@ def test_model_app_and_key_labels_are_bounded() -> None:
     metrics = Metrics(registry, max_models=1, apps=["checkout"], max_apps=1, max_keys=1)
     for i in range(3):
         metrics.observe(
-            CallRecord(
+            make_record(
                 id=str(i),
-                started_at=0.0,
-                t0=0.0,
-                provider="xai",
-                endpoint="chat.completions",
-                method="POST",
-                path="/v1/chat/completions",
-                status=200,
                 model=f"m{i}",
                 app=f"app{i}",
                 key_id=f"k_{i}",
                 usage=Usage(input_tokens=10),
                 cost_ticks=10**10,
-                cost_source="computed",
+                cost_source=CostSource.COMPUTED,
                 duration_ms=5.0,
             )
         )

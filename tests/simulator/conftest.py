@@ -1,7 +1,5 @@
-"""Fixtures for the simulator's own tests: a simulator, and an openai and an aiohttp client on it.
-
-`sim` is its own here (not the relay suite's), so these tests depend on nothing but the simulator.
-"""
+"""Fixtures for the simulator's own tests: an openai and an aiohttp client on the simulator
+(`sim` itself comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,17 +9,7 @@ import aiohttp
 import openai
 import pytest_asyncio
 
-from daemon import simulator
 from daemon.simulator import Simulator
-
-
-@pytest_asyncio.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    running = await simulator.start()
-    try:
-        yield running
-    finally:
-        await running.close()
 
 
 @pytest_asyncio.fixture
