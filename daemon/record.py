@@ -97,12 +97,21 @@ def new_call_id(now: float | None = None) -> str:
     return f"{_last_prefix}{next(_sequence) & 0xFFFFFF:06x}"
 
 
+#: Kinds in `Usage.server_tool_calls` that count items a tool fetched, not calls: X search's
+#: posts and profiles fetched (xai-api.md, "Responses": billed per item since 2026-09-21).
+FETCH_COUNT_KINDS: frozenset[str] = frozenset({"x_posts_fetched", "x_users_fetched"})
+
+
 @dataclass(slots=True)
 class Usage:
     """Usage in one normalized shape, whatever the dialect.
 
     ``output_tokens`` is billable output *including* reasoning; ``reasoning_tokens`` and
     ``cached_input_tokens`` are subsets of ``output_tokens`` and ``input_tokens``.
+    ``server_tool_calls`` holds server-side tool quantities by kind (xAI's detail keys without
+    ``_calls``: calls per tool, ``unknown`` for calls no kind names), plus `FETCH_COUNT_KINDS`
+    (items fetched); each is priced by its kind's fee. ``reported_cost_ticks`` is what the
+    upstream billed (ticks, or its nano-USD * 10).
     """
 
     input_tokens: int = 0
@@ -115,6 +124,10 @@ class Usage:
     sources: int = 0
     server_tool_calls: dict[str, int] = field(default_factory=dict)
     reported_cost_ticks: int | None = None
+
+    def tool_call_count(self) -> int:
+        """Server-side tool calls of every kind (the fetched-item counts are not calls)."""
+        return sum(n for kind, n in self.server_tool_calls.items() if kind not in FETCH_COUNT_KINDS)
 
 
 @dataclass(slots=True)
@@ -196,7 +209,7 @@ class CallRecord:
                 u.image_input_tokens,
                 u.images,
                 u.sources,
-                sum(u.server_tool_calls.values()),
+                u.tool_call_count() if u.server_tool_calls else 0,
                 u.reported_cost_ticks,
             )
         error, unmetered = self.error, self.unmetered_reason

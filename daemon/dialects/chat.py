@@ -5,7 +5,7 @@ Shapes read (xai-api.md, "Chat completions"):
 - body: ``{id, model, system_fingerprint, service_tier, choices, usage}``; ``usage`` is
   ``{prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details{cached_tokens,
   image_tokens}, completion_tokens_details{reasoning_tokens}, num_sources_used,
-  cost_in_usd_ticks}``;
+  cost_in_usd_ticks | cost_in_nano_usd}`` (ticks = nano * 10; ticks win when both come);
 - stream: ``data: {chunk}`` events ending ``data: [DONE]``; usage only on one extra chunk with
   ``choices: []``, sent when the request asks ``stream_options.include_usage``. The relay adds
   that to requests without it and removes the extra chunk from what the client gets. Streams of
@@ -29,7 +29,7 @@ import orjson
 
 from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, note_served, read_error
 from daemon.dialects.body import BodyTap
-from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str
+from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks
 from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Usage
 
@@ -61,7 +61,7 @@ def chat_usage(u: dict[str, Any]) -> Usage:
         reasoning_tokens=min(reasoning, output),
         image_input_tokens=as_int(prompt_details.get("image_tokens")),
         sources=as_int(get("num_sources_used")),
-        reported_cost_ticks=opt_int(get("cost_in_usd_ticks")),
+        reported_cost_ticks=reported_ticks(u),
     )
 
 

@@ -2,11 +2,13 @@
 
 Upstream JSON is data, not a contract: a count may be missing, negative, a float or a string. These
 helpers give the parsers one reading of each shape (an object, a token count, an optional int, a
-nested object, a bounded string), so a malformed field counts as absent, never as an exception.
+nested object, a bounded string, a reported cost), so a malformed field counts as absent, never
+as an exception.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -57,4 +59,25 @@ def opt_str(value: Any, limit: int = 200) -> str | None:
     """A non-empty string cut to ``limit`` characters; None for anything else."""
     if type(value) is str and value:
         return value if len(value) <= limit else value[:limit]
+    return None
+
+
+def reported_ticks(usage: dict[str, Any]) -> int | None:
+    """What the upstream says it billed, in ticks (1e-10 USD), from a `usage` object.
+
+    ``cost_in_usd_ticks`` when present; else ``cost_in_nano_usd`` (1e-9 USD, so ticks = nano
+    * 10; xai-api.md, "Units"); else None. Ticks win when both are present. A float nano value
+    (not seen, but JSON allows it) is rounded to the nearest tick.
+    """
+    ticks = opt_int(usage.get("cost_in_usd_ticks"))
+    if ticks is not None:
+        return ticks
+    nano = usage.get("cost_in_nano_usd")
+    if nano is None:
+        return None
+    whole = opt_int(nano)
+    if whole is not None:
+        return whole * 10
+    if isinstance(nano, float) and math.isfinite(nano):
+        return round(nano * 10)
     return None

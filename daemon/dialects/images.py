@@ -2,9 +2,10 @@
 
 Shapes read (xai-api.md, "Images"): the request's ``model`` (JSON, or the ``model`` field of
 an edit's multipart form); the answer ``{"data": [{url|b64_json, mime_type}], "usage":
-{"cost_in_usd_ticks"}}``. Billed per image: the count is the length of `data`; 2025 answers
-had no usage. The answer carries no id and no model, so pricing uses the requested model (a
-missing one bills the default); the call's id is the ``x-request-id`` header.
+{"cost_in_usd_ticks" | "cost_in_nano_usd"}}`` (ticks = nano * 10). Billed per image: the
+count is the length of `data`; 2025 answers had no usage. The answer carries no id and no model,
+so pricing uses the requested model (a missing one bills the default); the call's id is the
+``x-request-id`` header.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 
 from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id
 from daemon.dialects.body import BodyTap
-from daemon.dialects.coerce import loads_object, opt_int, opt_str, sub
+from daemon.dialects.coerce import loads_object, opt_str, reported_ticks, sub
 from daemon.record import CallRecord, Usage
 
 # name="model" in a multipart body: the value is the part's content up to the boundary's CRLF.
@@ -30,7 +31,7 @@ class ImageBody(BodyTap):
         if not isinstance(data, list):
             return  # no images: unmetered (no_usage)
         note_model_and_id(record, obj.get("model"))
-        reported = opt_int(sub(obj, "usage").get("cost_in_usd_ticks"))
+        reported = reported_ticks(sub(obj, "usage"))
         record.usage = Usage(images=len(data), reported_cost_ticks=reported)
 
 

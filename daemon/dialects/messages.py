@@ -3,7 +3,9 @@
 Shapes read (xai-api.md, "Anthropic-compatible POST /v1/messages"):
 
 - body: ``{id, model, usage}``; ``usage`` is ``{input_tokens, output_tokens,
-  cache_read_input_tokens, cache_creation_input_tokens, server_tool_use{web_search_requests}}``;
+  cache_read_input_tokens, cache_creation_input_tokens, server_tool_use{web_search_requests}}``
+  (xAI sends no cost here today; a ``cost_in_usd_ticks`` or ``cost_in_nano_usd`` is read as in
+  every dialect, `daemon.dialects.coerce.reported_ticks`);
 - stream: ``message_start`` carries ``message{id, model, usage}`` (input side; xAI sends 0/0
   there), ``message_delta`` carries ``usage`` (output, cumulative: the last value of each count
   wins); an ``error`` event carries ``error{type}``. A stream whose final usage never came is
@@ -21,7 +23,7 @@ from typing import Any
 
 from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_error
 from daemon.dialects.body import BodyTap
-from daemon.dialects.coerce import as_int, loads_object, opt_str, sub
+from daemon.dialects.coerce import as_int, loads_object, opt_str, reported_ticks, sub
 from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Unmetered, Usage
 
@@ -32,6 +34,8 @@ _USAGE_KEYS = (
     "cache_read_input_tokens",
     "cache_creation_input_tokens",
 )
+# Taken from `message_delta` only: a cost in `message_start` could only be provisional.
+_COST_KEYS = ("cost_in_usd_ticks", "cost_in_nano_usd")
 
 
 def messages_usage(u: dict[str, Any], provider: str) -> Usage:
@@ -47,6 +51,7 @@ def messages_usage(u: dict[str, Any], provider: str) -> Usage:
         cache_write_tokens=cache_write,
         output_tokens=as_int(u.get("output_tokens")),
         sources=as_int(sub(u, "server_tool_use").get("web_search_requests")),
+        reported_cost_ticks=reported_ticks(u),
     )
 
 
@@ -77,15 +82,15 @@ class MessageStream(EventTap):
             read_error(self.record, obj)
             return True
         message = obj.get("message")
+        keys: tuple[str, ...] = (*_USAGE_KEYS, "server_tool_use")
         if isinstance(message, dict):  # message_start
             note_model_and_id(self.record, message.get("model"), message.get("id"))
             usage = message.get("usage")
         else:  # message_delta (or another event that names one)
             usage = obj.get("usage")
+            keys = (*keys, *_COST_KEYS)
         if isinstance(usage, dict):
-            self._usage.update(
-                {k: usage[k] for k in (*_USAGE_KEYS, "server_tool_use") if usage.get(k) is not None}
-            )
+            self._usage.update({k: usage[k] for k in keys if usage.get(k) is not None})
         return True
 
     def end_of_stream(self, complete: bool) -> None:

@@ -2,19 +2,30 @@
 
 Shapes read (xai-api.md, "Responses"):
 
-- body: ``{id, model, previous_response_id, service_tier, system_fingerprint, usage}``; ``usage``
-  is ``{input_tokens, input_tokens_details{cached_tokens, image_tokens}, output_tokens,
-  output_tokens_details{reasoning_tokens}, total_tokens, num_sources_used,
-  server_side_tool_usage_details{web_search_calls, x_search_calls, ...}, cost_in_usd_ticks}``
-  (some stored responses use chat-style keys: handled too). xai-api.md places 2026's fingerprint
-  at ``metadata.system_fingerprint``; only a top-level one is read here.
-- stream: typed events whose ``response`` object repeats the body's fields; usage comes on the
-  terminal event only (``response.completed``, ``response.incomplete`` or ``response.failed``),
-  and no ``[DONE]`` follows it.
+- body: ``{id, model, previous_response_id, service_tier, metadata{system_fingerprint}, output,
+  usage}``; ``usage`` is ``{input_tokens, input_tokens_details{cached_tokens, image_tokens},
+  output_tokens, output_tokens_details{reasoning_tokens}, total_tokens, num_sources_used,
+  num_server_side_tools_used, server_side_tool_usage_details{web_search_calls, x_search_calls,
+  x_posts_fetched, x_users_fetched, ...}, cost_in_usd_ticks | cost_in_nano_usd}`` (some stored
+  responses use chat-style keys: handled too). The fingerprint is at
+  ``metadata.system_fingerprint`` in 2026 bodies; older bodies put it at the top level or not
+  at all: both are read, ``metadata`` first.
+- stream: typed events whose ``response`` object repeats the body's fields (and whose own
+  ``metadata`` may carry the fingerprint too); usage comes on the terminal event only
+  (``response.completed``, ``response.incomplete`` or ``response.failed``), and no ``[DONE]``
+  follows it. Only ``response.created`` (the first event) and the terminal one are decoded.
 
 Here `output_tokens` already includes reasoning (total = input + output): reasoning is added only
 when the total proves it was left out. A stored response fetched again carries its original
 usage: that is not a new charge, so it is not read at all.
+
+Server-side tools (`tool_counts`): 2026 usage names them in ``server_side_tool_usage_details``;
+2025 bodies carry only ``num_server_side_tools_used`` and ``*_call`` output items (X search as
+``custom_tool_call`` items named ``x_keyword_search``, ``x_semantic_search``, ...). They are
+counted from whatever is there: the details first; else the output items by kind; and a
+``num_server_side_tools_used`` larger than what those name adds the rest as kind ``unknown``.
+X search's ``x_posts_fetched`` / ``x_users_fetched`` are kept as kinds of their own (items
+fetched, billed per item since 2026-09-21; `daemon.pricing.cost`), not as calls.
 """
 
 from __future__ import annotations
@@ -25,9 +36,9 @@ from typing import Any
 from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, note_served
 from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import chat_usage
-from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, sub
+from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks, sub
 from daemon.dialects.sse import EventTap
-from daemon.record import CallRecord, Usage
+from daemon.record import FETCH_COUNT_KINDS, CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(
     rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
@@ -35,21 +46,93 @@ _FIRST_TOKEN = re.compile(
 )
 
 
-def responses_usage(u: dict[str, Any]) -> Usage:
-    """Normalize a Responses `usage` (some stored responses use chat-style keys: handled too)."""
+# Output item types of xAI's server-side tools, by the kind their fee is listed under
+# (`daemon.pricing.cost.TOOL_FEES_TICKS`). Every item is one call (a web search's `open_page`
+# action too: xai-api.md, "Tool fees").
+_TOOL_ITEMS = {
+    "web_search_call": "web_search",
+    "x_search_call": "x_search",
+    "code_interpreter_call": "code_interpreter",
+    "code_execution_call": "code_interpreter",
+    "file_search_call": "file_search",
+    "collections_search_call": "file_search",
+    "document_search_call": "document_search",
+    "attachment_search_call": "document_search",
+    "mcp_call": "mcp",
+    "image_generation_call": "image_generation",
+}
+# `custom_tool_call` items that are xAI's own tools, by name (any other name is the client's own
+# custom tool: not a server-side call). X search's sub-tools all bill as x_search calls.
+_CUSTOM_TOOLS = {
+    "x_search": "x_search",
+    "x_keyword_search": "x_search",
+    "x_semantic_search": "x_search",
+    "x_user_search": "x_search",
+    "x_thread_fetch": "x_search",
+    "web_search": "web_search",
+    "code_execution": "code_interpreter",
+    "view_image": "view_image",
+    "view_x_video": "view_x_video",
+}
+# `*_call` items the client runs itself (OpenAI's shapes): never server-side calls.
+_CLIENT_ITEMS = frozenset(
+    {"function_call", "computer_call", "local_shell_call", "shell_call", "apply_patch_call"}
+)
+
+
+def _item_kind(item: Any) -> str | None:
+    """The server-side tool kind of one output item; None for anything else."""
+    if type(item) is not dict:
+        return None
+    kind = item.get("type")
+    if type(kind) is not str or not kind.endswith("_call") or kind in _CLIENT_ITEMS:
+        return None
+    if kind == "custom_tool_call":
+        name = item.get("name")
+        return _CUSTOM_TOOLS.get(name) if type(name) is str else None
+    return _TOOL_ITEMS.get(kind, kind.removesuffix("_call"))
+
+
+def tool_counts(u: dict[str, Any], output: Any = None) -> dict[str, int]:
+    """Server-side tool quantities by kind, from a Responses `usage` and the response's `output`.
+
+    Kinds are xAI's detail keys without ``_calls`` (``web_search``, ``x_search``, ...), plus
+    `FETCH_COUNT_KINDS` (items X search fetched, not calls) and ``unknown`` (calls
+    ``num_server_side_tools_used`` counts that nothing names). See the module docstring.
+    """
+    tools: dict[str, int] = {}
+    for name, count in sub(u, "server_side_tool_usage_details").items():
+        n = as_int(count)
+        if n:
+            kind = name.removesuffix("_calls")
+            tools[kind] = tools.get(kind, 0) + n
+    calls = sum(n for kind, n in tools.items() if kind not in FETCH_COUNT_KINDS)
+    if not calls and isinstance(output, list):  # no call named in details: the items say
+        for item in output:
+            item_kind = _item_kind(item)
+            if item_kind is not None:
+                tools[item_kind] = tools.get(item_kind, 0) + 1
+                calls += 1
+    declared = as_int(u.get("num_server_side_tools_used"))
+    if declared > calls:
+        tools["unknown"] = tools.get("unknown", 0) + declared - calls
+    return tools
+
+
+def responses_usage(u: dict[str, Any], output: Any = None) -> Usage:
+    """Normalize a Responses `usage` (some stored responses use chat-style keys: handled too);
+    `output` is the response's output items, read for tool calls only when the usage names
+    none."""
     if "prompt_tokens" in u and "input_tokens" not in u:
-        return chat_usage(u)
+        usage = chat_usage(u)
+        usage.server_tool_calls = tool_counts(u, output)
+        return usage
     inp = as_int(u.get("input_tokens"))
     out = as_int(u.get("output_tokens"))
     reasoning = as_int(sub(u, "output_tokens_details").get("reasoning_tokens"))
     if reasoning and opt_int(u.get("total_tokens")) == inp + out + reasoning:
         out += reasoning  # reasoning reported outside output_tokens after all
     input_details = sub(u, "input_tokens_details")
-    tools = {
-        name.removesuffix("_calls"): as_int(count)
-        for name, count in sub(u, "server_side_tool_usage_details").items()
-        if as_int(count)
-    }
     return Usage(
         input_tokens=inp,
         cached_input_tokens=min(as_int(input_details.get("cached_tokens")), inp),
@@ -57,9 +140,19 @@ def responses_usage(u: dict[str, Any]) -> Usage:
         reasoning_tokens=min(reasoning, out),
         image_input_tokens=as_int(input_details.get("image_tokens")),
         sources=as_int(u.get("num_sources_used")),
-        server_tool_calls=tools,
-        reported_cost_ticks=opt_int(u.get("cost_in_usd_ticks")),
+        server_tool_calls=tool_counts(u, output),
+        reported_cost_ticks=reported_ticks(u),
     )
+
+
+def _fingerprint(obj: dict[str, Any]) -> str | None:
+    """``metadata.system_fingerprint`` (2026), else a top-level ``system_fingerprint`` (older)."""
+    metadata = obj.get("metadata")
+    if type(metadata) is dict:
+        found = opt_str(metadata.get("system_fingerprint"))
+        if found:
+            return found
+    return opt_str(obj.get("system_fingerprint"))
 
 
 def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
@@ -67,10 +160,10 @@ def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
     previous = opt_str(obj.get("previous_response_id"))
     if previous:
         record.previous_response_id = previous
-    note_served(record, obj.get("system_fingerprint"), obj.get("service_tier"))
+    note_served(record, _fingerprint(obj), obj.get("service_tier"))
     usage = obj.get("usage")
     if record.billable and isinstance(usage, dict):
-        record.usage = responses_usage(usage)
+        record.usage = responses_usage(usage, obj.get("output"))
 
 
 class ResponseBody(BodyTap):
@@ -86,7 +179,7 @@ class ResponseBody(BodyTap):
 
 
 class ResponseStream(EventTap):
-    """Reads the first event (model, id) and the terminal one (usage)."""
+    """Reads the first event (model, id, fingerprint) and the terminal one (usage, fingerprint)."""
 
     first_token = _FIRST_TOKEN
     needles = (b"response.completed", b"response.incomplete", b"response.failed")
@@ -95,6 +188,8 @@ class ResponseStream(EventTap):
         response = obj.get("response")
         if isinstance(response, dict):
             read_response(self.record, response)
+        if self.record.fingerprint is None:  # the event's own metadata, if its response had none
+            self.record.fingerprint = _fingerprint(obj)
         return True
 
 

@@ -260,7 +260,7 @@ class PriceBook:
         ``cost_ticks`` is the reported cost when xAI sent one, else the computed one;
         ``cost_source`` says which, or "unpriced" (``cost_ticks`` None) when neither exists.
         ``at`` prices at another time than ``started_at`` (the backfill of calls made before any
-        price for their model existed).
+        price for their model existed); tool fees always follow ``started_at``, the call's time.
         """
         usage = record.usage
         if usage is None:
@@ -276,7 +276,7 @@ class PriceBook:
         if found is not None:
             price, set_id = found
             try:
-                computed = compute_cost(usage, price, record.service_tier)
+                computed = compute_cost(usage, price, record.service_tier, record.started_at)
                 price_id = set_id
             except UnpricedError:
                 computed = None

@@ -3,7 +3,7 @@
 The formula, checked exactly against real bills (tests/pricing/test_real_bills.py)::
 
     (input - cached - image_input)·P_in + cached·P_cached + image_input·P_image_in
-    + output·P_out + sources·P_search + Σ tool calls·fee + images·P_image
+    + output·P_out + sources·P_search + Σ tool units·fee + images·P_image
 
 ``output`` already includes reasoning; cached and image-input tokens are parts of ``input``
 (xAI bills "prompt text, audio and image tokens" at the prompt price, and its chat usage reports
@@ -15,7 +15,8 @@ truth and wins anyway).
 
 Sources: /work/shared/xai-api.md, "Units", "Listings" (long context "at or above" the
 threshold), "Chat completions" and "Responses" (what the usage counts hold) and "Pricing rules
-beyond the listing"; the tool fees are xAI's published per-call prices (`TOOL_FEES_TICKS`).
+beyond the listing"; the tool fees are xAI's published prices (`TOOL_FEES_TICKS`), per call or
+per item fetched, as in force when the call was made (`tool_fees_at`).
 """
 
 from __future__ import annotations
@@ -27,15 +28,24 @@ from typing import Final
 from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
 
-#: Server-side tool fees in ticks per call, keyed like xAI's ``server_side_tool_usage_details``
-#: without ``_calls``. Web/X search and code execution: $5 per 1,000 calls; collections search
-#: (``file_search``): $2.50 per 1,000; attachment search (``document_search``): $10 per 1,000.
-#: Remote MCP has no published per-call fee (its tokens are billed as tokens): 0. A tool not
-#: listed here adds nothing (the reported cost, when present, still includes it).
+#: When X search's fee changed (2026-09-21, 00:00 UTC; the hour is our guess, xAI names the
+#: day): from $5 per 1,000 calls to $5 per 1,000 posts and $10 per 1,000 profiles fetched.
+X_SEARCH_REPRICED_AT: Final[float] = 1789948800.0
+
+#: Server-side tool fees in force since `X_SEARCH_REPRICED_AT`, in ticks per unit, keyed like
+#: xAI's ``server_side_tool_usage_details`` without ``_calls`` (xai-api.md, "Tool fees"). Web
+#: search and code execution: $5 per 1,000 calls; collections search (``file_search``): $2.50
+#: per 1,000; attachment search (``document_search``): $10 per 1,000; X search: $5 per 1,000
+#: posts fetched (``x_posts_fetched``) and $10 per 1,000 profiles fetched (``x_users_fetched``),
+#: nothing per call. Remote MCP, view_image, view_x_video and image search are token-only as far
+#: as known: 0. A kind not listed here (``unknown`` included) adds nothing (the reported cost,
+#: when present, still includes it).
 TOOL_FEES_TICKS: Final[Mapping[str, int]] = MappingProxyType(
     {
         "web_search": 50_000_000,
-        "x_search": 50_000_000,
+        "x_search": 0,
+        "x_posts_fetched": 50_000_000,
+        "x_users_fetched": 100_000_000,
         "code_interpreter": 50_000_000,
         "code_execution": 50_000_000,
         "file_search": 25_000_000,
@@ -43,8 +53,23 @@ TOOL_FEES_TICKS: Final[Mapping[str, int]] = MappingProxyType(
         "document_search": 100_000_000,
         "attachment_search": 100_000_000,
         "mcp": 0,
+        "view_image": 0,
+        "view_x_video": 0,
+        "image_search": 0,
     }
 )
+
+#: The fees before `X_SEARCH_REPRICED_AT`: X search $5 per 1,000 calls, fetched items free.
+TOOL_FEES_TICKS_BEFORE_X_REPRICE: Final[Mapping[str, int]] = MappingProxyType(
+    {**TOOL_FEES_TICKS, "x_search": 50_000_000, "x_posts_fetched": 0, "x_users_fetched": 0}
+)
+
+
+def tool_fees_at(at: float | None) -> Mapping[str, int]:
+    """The tool fee table in force at ``at`` (epoch seconds; None: the current one)."""
+    if at is not None and at < X_SEARCH_REPRICED_AT:
+        return TOOL_FEES_TICKS_BEFORE_X_REPRICE
+    return TOOL_FEES_TICKS
 
 
 class UnpricedError(LookupError):
@@ -56,15 +81,17 @@ class UnpricedError(LookupError):
         self.field = price_field
 
 
-def _tool_fee(name: str) -> int:
-    fee = TOOL_FEES_TICKS.get(name)
+def _tool_fee(fees: Mapping[str, int], name: str) -> int:
+    fee = fees.get(name)
     if fee is not None:
         return fee
     key = name.strip().lower().removeprefix("server_side_tool_").removesuffix("_calls")
-    return TOOL_FEES_TICKS.get(key, 0)
+    return fees.get(key, 0)
 
 
-def compute_cost(usage: Usage, price: ModelPrice, service_tier: str | None = None) -> int:
+def compute_cost(
+    usage: Usage, price: ModelPrice, service_tier: str | None = None, at: float | None = None
+) -> int:
     """The cost of one call in ticks (see the module docstring for the formula).
 
     Counts are clamped: negative counts count as 0, image-input tokens as at most the input and
@@ -73,7 +100,8 @@ def compute_cost(usage: Usage, price: ModelPrice, service_tier: str | None = Non
     and no token is billed twice. A cached token without a cached price costs the input price;
     an image-input token without an image price costs the input price. `UnpricedError` when a
     nonzero quantity has no price at all (never a silent zero). ``service_tier`` is accepted but
-    not priced: xAI publishes no priority multiplier.
+    not priced: xAI publishes no priority multiplier. ``at`` is when the call was made (epoch
+    seconds; None: now): tool fees are those in force then (`tool_fees_at`).
     """
     del service_tier  # priority: not priced (no published multiplier); see the module docstring
     inp = max(usage.input_tokens, 0)
@@ -106,7 +134,9 @@ def compute_cost(usage: Usage, price: ModelPrice, service_tier: str | None = Non
             if unit is None:
                 raise UnpricedError(price.model, name)
             total += count * unit
-    for tool, calls in usage.server_tool_calls.items():
-        if calls > 0:
-            total += calls * _tool_fee(tool)
+    if usage.server_tool_calls:
+        fees = tool_fees_at(at)
+        for tool, calls in usage.server_tool_calls.items():
+            if calls > 0:
+                total += calls * _tool_fee(fees, tool)
     return total

@@ -9,9 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.pricing.cost import TOOL_FEES_TICKS, UnpricedError, compute_cost
+from daemon.pricing.book import PriceBook
+from daemon.pricing.cost import (
+    TOOL_FEES_TICKS,
+    X_SEARCH_REPRICED_AT,
+    UnpricedError,
+    compute_cost,
+    tool_fees_at,
+)
 from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
+from daemon.testing import make_record
 from daemon.units import ticks_to_usd
 
 GROK_4_FAST = ModelPrice(
@@ -82,6 +90,9 @@ CASES: list[tuple[str, Usage, ModelPrice, int]] = [
         GROK_3,
         10 * 30000 + 5 * 150000 + 3 * 250000000,
     ),
+    # At today's fees (no `at`): since 2026-09-21 an x_search call itself costs nothing (its
+    # posts and profiles fetched do; see test_x_search_fee_follows_the_call_time), so this case
+    # no longer bills x_search's 1 call at $5/1k as it did before that date.
     (
         "server-side tools",
         Usage(
@@ -96,7 +107,7 @@ CASES: list[tuple[str, Usage, ModelPrice, int]] = [
             }
         ),
         GROK_4_FAST,
-        4 * 50_000_000 + 4 * 25_000_000 + 100_000_000,
+        3 * 50_000_000 + 4 * 25_000_000 + 100_000_000,
     ),
     (
         "tool keys with xai's _calls suffix",
@@ -150,6 +161,65 @@ def test_tool_fee_table() -> None:
     assert TOOL_FEES_TICKS["web_search"] * 1000 == 5 * 10**10
     assert TOOL_FEES_TICKS["file_search"] * 1000 == 25 * 10**9
     assert TOOL_FEES_TICKS["document_search"] * 1000 == 10 * 10**10
+
+
+# X search as a 2026 body reports it: 3 calls that fetched 42 posts and 5 profiles.
+X_SEARCH = Usage(
+    input_tokens=1000,
+    output_tokens=200,
+    server_tool_calls={"x_search": 3, "x_posts_fetched": 42, "x_users_fetched": 5},
+)
+TOKENS_ONLY = 1000 * 2000 + 200 * 5000  # at GROK_4_FAST's prices: 3,000,000 ticks
+
+
+def test_x_search_fee_follows_the_call_time() -> None:
+    """xai-api.md, "Tool fees": before 2026-09-21, $5 per 1,000 calls; from then on, $5 per
+    1,000 posts and $10 per 1,000 profiles fetched, and nothing per call."""
+    assert X_SEARCH_REPRICED_AT == 1789948800.0  # 2026-09-21T00:00:00Z
+    before = compute_cost(X_SEARCH, GROK_4_FAST, at=X_SEARCH_REPRICED_AT - 1)
+    assert before == TOKENS_ONLY + 3 * 50_000_000  # $0.015 for the 3 calls
+    since = compute_cost(X_SEARCH, GROK_4_FAST, at=X_SEARCH_REPRICED_AT)
+    assert since == TOKENS_ONLY + 42 * 50_000_000 + 5 * 100_000_000  # $0.21 + $0.05
+    assert ticks_to_usd(since - TOKENS_ONLY) == Decimal("0.26")
+    assert compute_cost(X_SEARCH, GROK_4_FAST) == since  # no time: today's fees
+    assert TOOL_FEES_TICKS["x_posts_fetched"] * 1000 == 5 * 10**10  # $5 per 1,000
+    assert TOOL_FEES_TICKS["x_users_fetched"] * 1000 == 10 * 10**10  # $10 per 1,000
+    assert tool_fees_at(0.0)["x_search"] * 1000 == 5 * 10**10
+    assert tool_fees_at(None) is TOOL_FEES_TICKS
+
+
+def test_tools_counted_from_output_items_are_priced_by_kind() -> None:
+    """What the Responses reader makes of a 2025 body (items only): each kind at its fee, an
+    unknown call at none (xAI publishes no fee for a call nobody names)."""
+    usage = Usage(
+        server_tool_calls={
+            "web_search": 2,
+            "x_search": 3,
+            "code_interpreter": 1,
+            "file_search": 1,
+            "mcp": 1,
+            "unknown": 4,
+        }
+    )
+    in_2025 = 1751328000.0  # 2025-07-01
+    assert compute_cost(usage, GROK_4_FAST, at=in_2025) == (
+        2 * 50_000_000 + 3 * 50_000_000 + 50_000_000 + 25_000_000
+    )
+
+
+def test_the_book_prices_tool_fees_at_the_calls_own_time() -> None:
+    """A backfill prices at a later price set's time, but a call's tool fees are those in force
+    when it was made."""
+    book = PriceBook(overrides={"grok-4-fast-reasoning": {"input": 0.2, "output": 0.5}})
+    old = make_record(model="grok-4-fast-reasoning", usage=X_SEARCH, started_at=1789000000.0)
+    book.price_record(old)
+    assert old.computed_cost_ticks == TOKENS_ONLY + 3 * 50_000_000
+    book.price_record(old, at=X_SEARCH_REPRICED_AT + 86400)  # backfill, a day after the change
+    assert old.computed_cost_ticks == TOKENS_ONLY + 3 * 50_000_000
+    new = make_record(model="grok-4-fast-reasoning", usage=X_SEARCH, started_at=1790000000.0)
+    book.price_record(new)
+    assert new.computed_cost_ticks == TOKENS_ONLY + 42 * 50_000_000 + 5 * 100_000_000
+    assert (new.cost_ticks, new.cost_source) == (new.computed_cost_ticks, "computed")
 
 
 def test_missing_price_is_unpriced_not_zero() -> None:

@@ -14,14 +14,15 @@ from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
 from daemon.testing import XAI_CHAT_USAGE as XAI_USAGE  # xai-api.md's real chat sample
 
-# (name, dialect normalizer, real usage object, prices in ticks per token)
-BILLS: list[tuple[str, Any, dict[str, Any], ModelPrice]] = [
+# (name, dialect normalizer, real usage object, prices in ticks per token, when it was billed)
+BILLS: list[tuple[str, Any, dict[str, Any], ModelPrice, float]] = [
     # xai-api.md's chat sample, grok-4-fast-reasoning: reasoning outside completion_tokens.
     (
         "chat, grok-4-fast-reasoning",
         chat_usage,
         XAI_USAGE,
         ModelPrice("grok-4-fast-reasoning", input=2000, cached_input=500, output=5000),
+        1764136286.0,  # any time: no tools
     ),
     # A public Responses transcript (grok-4.3 with x_search, 2026-08): three x_search calls at
     # $5 per 1,000 and tokens at $1.25 in / $0.20 cached / $2.50 out per 1M (the one set of
@@ -50,16 +51,17 @@ BILLS: list[tuple[str, Any, dict[str, Any], ModelPrice]] = [
             "context_details": {"input_tokens": 7622, "output_tokens": 3219},
         },
         ModelPrice("grok-4.3", input=12500, cached_input=2000, output=25000),
+        1786579200.0,  # 2026-08-13: x_search still billed per call
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("normalize", "usage", "price"), [b[1:] for b in BILLS], ids=[b[0] for b in BILLS]
+    ("normalize", "usage", "price", "at"), [b[1:] for b in BILLS], ids=[b[0] for b in BILLS]
 )
 def test_real_bill_reproduces_to_the_tick(
-    normalize: Any, usage: dict[str, Any], price: ModelPrice
+    normalize: Any, usage: dict[str, Any], price: ModelPrice, at: float
 ) -> None:
     normalized: Usage = normalize(usage)
     assert normalized.reported_cost_ticks == usage["cost_in_usd_ticks"]
-    assert compute_cost(normalized, price) == usage["cost_in_usd_ticks"]
+    assert compute_cost(normalized, price, at=at) == usage["cost_in_usd_ticks"]
