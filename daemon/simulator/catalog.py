@@ -308,9 +308,9 @@ def is_reasoning(model_id: str) -> bool:
     """Whether a model id thinks (and so bills reasoning tokens) before it answers."""
     if "non-reasoning" in model_id:
         return False
-    return model_id.startswith(("grok-4", "grok-3-mini", "grok-code")) or model_id.endswith(
-        "-reasoning"
-    )
+    return model_id.startswith(
+        ("grok-4", "grok-3-mini", "grok-code", "grok-build")
+    ) or model_id.endswith("-reasoning")
 
 
 def fingerprint_of(state: SimulatorState, resolved: str, entry: Mapping[str, Any] | None) -> str:
