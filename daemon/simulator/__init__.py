@@ -13,7 +13,9 @@ timestamps vary. Everything is steered from two places:
 * request headers (``X-Sim-Status``, ``X-Sim-Stall``, ...), so a test says in the request itself
   what should go wrong; `daemon.simulator.faults` lists them all.
 
-Every response carries ``x-request-id``. Errors are ``{"code": ..., "error": ...}``.
+Every response carries ``x-request-id``. Errors are ``{"code": ..., "error": ...}``. Answers
+take the 2026 shapes; `SimulatorState.legacy_2025_shapes` gives the 2025 ones (its docstring
+says exactly which), for every model, current or retired.
 
 The package, one module per concern, the API surfaces each in their own:
 
@@ -43,6 +45,7 @@ from daemon.simulator.faults import (
     HEADER_CUT_AFTER,
     HEADER_GZIP,
     HEADER_MALFORMED,
+    HEADER_OVERLOADED,
     HEADER_PROMPT_TOKENS,
     HEADER_RESPONSE_STATUS,
     HEADER_SOURCES,
@@ -60,6 +63,7 @@ __all__ = [
     "HEADER_CUT_AFTER",
     "HEADER_GZIP",
     "HEADER_MALFORMED",
+    "HEADER_OVERLOADED",
     "HEADER_PROMPT_TOKENS",
     "HEADER_RESPONSE_STATUS",
     "HEADER_SOURCES",

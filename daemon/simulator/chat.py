@@ -2,22 +2,38 @@
 
 Follows xai-api.md "Chat completions": the resolved model id, ``reasoning_tokens`` outside
 ``completion_tokens`` (``total_tokens`` adds them), cached tokens a subset of the prompt,
-``cost_in_usd_ticks`` from the listing, ``n`` choices, ``service_tier``, citations. Streams send
-usage only in a final ``choices: []`` chunk when asked with ``stream_options.include_usage``;
-``deferred: true`` answers a request id that polls 202 until the completion is ready.
+``cost_in_usd_ticks`` from the listing (x2 for a granted ``service_tier`` priority/fast), ``n``
+choices, ``service_tier`` on every answer, citations. Streams send usage only in a final
+``choices: []`` chunk when asked with ``stream_options.include_usage``; ``deferred: true``
+answers a request id that polls 202 until the completion is ready.
+
+Function tools: when the request lists a ``{"type": "function"}`` tool (and ``tool_choice`` is
+not ``"none"``) and its last message is not a ``tool`` result, each choice calls that tool
+(the one ``tool_choice`` names, else the first) with ``{"query": <the first words of the last
+message>}``, ``finish_reason: "tool_calls"``, ``content: null``. A call costs one completion
+token for its name and one per space-separated piece of its arguments; streams send the name
+first, then those pieces, as OpenAI-style ``tool_calls`` deltas.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from daemon.simulator.catalog import billed, fingerprint_of, is_reasoning, price_ticks
+from daemon.simulator.catalog import (
+    cost_fields,
+    fingerprint_of,
+    is_reasoning,
+    price_ticks,
+    service_tier_of,
+)
 from daemon.simulator.faults import Injection
 from daemon.simulator.prompts import (
     Choice,
@@ -31,7 +47,64 @@ from daemon.simulator.prompts import (
     word_deltas,
 )
 from daemon.simulator.state import Deferred, SimulatorState
-from daemon.simulator.wire import DONE, SSE, ApiError, Reply, json_body, json_reply, sse_data
+from daemon.simulator.wire import (
+    DONE,
+    SSE,
+    ApiError,
+    Reply,
+    json_body,
+    json_reply,
+    sse_data,
+    timing_headers,
+)
+
+_QUERY_WORDS = 6  # words of the last message a function call passes as its query
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The function tool call every choice makes: its id, name and argument pieces."""
+
+    call_id: str
+    name: str
+    pieces: list[str]  # the arguments, split at spaces (each piece one token, spaces kept)
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def tokens(self) -> int:
+        return 1 + len(self.pieces)
+
+
+def function_call(req: Mapping[str, Any], seed: bytes) -> FunctionCall | None:
+    """The function call a chat request gets (see the module doc), or None for a text answer."""
+    tools = req.get("tools")
+    if not isinstance(tools, list):
+        return None
+    names = [
+        str(tool["function"]["name"])
+        for tool in tools
+        if isinstance(tool, dict)
+        and tool.get("type") == "function"
+        and isinstance(tool.get("function"), dict)
+        and isinstance(tool["function"].get("name"), str)
+    ]
+    choice = req.get("tool_choice")
+    messages = req.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if not names or choice == "none" or (isinstance(last, dict) and last.get("role") == "tool"):
+        return None
+    name = names[0]
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = str(choice["function"].get("name") or name)
+    query = " ".join(segment_of(last).text.split()[:_QUERY_WORDS])
+    arguments = orjson.dumps({"query": query}).decode()
+    words = arguments.split(" ")
+    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    call_id = "call_" + hashlib.sha256(seed + name.encode()).hexdigest()[:24]
+    return FunctionCall(call_id=call_id, name=name, pieces=pieces)
 
 
 @dataclass(slots=True)
@@ -41,7 +114,11 @@ class _Chat:
     prompt: Prompt
     choices: list[Choice]
     sources: int
-    priority: bool
+    tier: str  # the service_tier granted: default | priority | fast
+    call: FunctionCall | None
+
+    def completion_tokens(self, choice: Choice) -> int:
+        return self.call.tokens if self.call is not None else len(choice.words)
 
 
 def _chat_usage(
@@ -66,13 +143,12 @@ def _chat_usage(
         },
         "num_sources_used": chat.sources,
     }
-    if state.report_cost:
-        usage["cost_in_usd_ticks"] = billed(state, price_ticks(state, chat.model, usage))
+    usage.update(cost_fields(state, price_ticks(state, chat.model, usage, chat.tier)))
     return usage
 
 
 def _chat_full_usage(state: SimulatorState, chat: _Chat) -> dict[str, Any]:
-    completion = sum(len(c.words) for c in chat.choices)
+    completion = sum(chat.completion_tokens(c) for c in chat.choices)
     reasoning = sum(c.reasoning_tokens for c in chat.choices)
     return _chat_usage(state, chat, completion, reasoning)
 
@@ -98,8 +174,24 @@ def _prepare_chat(state: SimulatorState, headers: Mapping[str, str], req: dict[s
         prompt=prompt,
         choices=reply_choices(prompt.seed, n, is_reasoning(resolved), effort, limit),
         sources=sources_used(headers, req, prompt.seed),
-        priority=req.get("service_tier") == "priority",
+        tier=service_tier_of(req.get("service_tier")),
+        call=function_call(req, prompt.seed),
     )
+
+
+def _tier_field(state: SimulatorState, chat: _Chat) -> dict[str, str]:
+    """``service_tier`` as the answer carries it: always in 2026, only when granted in 2025."""
+    if state.legacy_2025_shapes and chat.tier == "default":
+        return {}
+    return {"service_tier": chat.tier}
+
+
+def _call_json(call: FunctionCall) -> dict[str, Any]:
+    return {
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
 
 
 def _chat_completion(
@@ -110,13 +202,13 @@ def _chat_completion(
         message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None}
         if choice.thoughts:
             message["reasoning_content"] = " ".join(choice.thoughts)
+        finish = choice.finish_reason
+        if chat.call is not None:
+            message["content"] = None
+            message["tool_calls"] = [_call_json(chat.call)]
+            finish = "tool_calls"
         choices.append(
-            {
-                "index": index,
-                "message": message,
-                "finish_reason": choice.finish_reason,
-                "logprobs": None,
-            }
+            {"index": index, "message": message, "finish_reason": finish, "logprobs": None}
         )
     body: dict[str, Any] = {
         "id": cid,
@@ -130,8 +222,7 @@ def _chat_completion(
     body["system_fingerprint"] = chat.fingerprint
     if chat.sources:
         body["citations"] = [f"https://example.com/source/{i}" for i in range(chat.sources)]
-    if chat.priority:
-        body["service_tier"] = "priority"
+    body.update(_tier_field(state, chat))
     return body
 
 
@@ -161,24 +252,36 @@ def _chat_frames(
         elif inj.usage == "every":
             obj["usage"] = _chat_usage(state, chat, completion, reasoning)
         obj["system_fingerprint"] = chat.fingerprint
-        if chat.priority:
-            obj["service_tier"] = "priority"
+        obj.update(tier)
         return sse_data(obj)
 
+    tier = _tier_field(state, chat)
+    call = chat.call
     for index, choice in enumerate(chat.choices):
         deltas: list[dict[str, Any]] = [
             {"reasoning_content": t} for t in word_deltas(choice.thoughts)
         ]
-        deltas += [{"content": t} for t in word_deltas(choice.words)]
+        if call is None:
+            deltas += [{"content": t} for t in word_deltas(choice.words)]
+        else:
+            head = {"index": 0, "id": call.call_id, "type": "function"}
+            deltas.append(
+                {"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]}
+            )
+            deltas += [
+                {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                for piece in call.pieces
+            ]
         for position, delta in enumerate(deltas):
             if position == 0:
                 delta = {"role": "assistant", **delta}
             if "reasoning_content" in delta and position == len(choice.thoughts) - 1:
                 reasoning += choice.reasoning_tokens
-            if "content" in delta:
+            if "content" in delta or "tool_calls" in delta:
                 completion += 1
             frames.append(chunk([{"index": index, "delta": delta, "finish_reason": None}]))
-        frames.append(chunk([{"index": index, "delta": {}, "finish_reason": choice.finish_reason}]))
+        finish = choice.finish_reason if call is None else "tool_calls"
+        frames.append(chunk([{"index": index, "delta": {}, "finish_reason": finish}]))
     if include_usage and inj.usage != "none":
         frames.append(chunk([], _chat_full_usage(state, chat)))
     frames.append(DONE)
@@ -189,6 +292,9 @@ async def chat_completions(request: web.Request, state: SimulatorState, inj: Inj
     """`POST /v1/chat/completions`: JSON, an SSE stream, or a deferred request id."""
     req = json_body(await request.read(), request.headers)
     chat = _prepare_chat(state, request.headers, req)
+    output = sum(chat.completion_tokens(c) + c.reasoning_tokens for c in chat.choices)
+    headers = timing_headers(chat.prompt.tokens, output)
+    tokens = chat.prompt.tokens + output
     if req.get("deferred"):
         request_id = str(uuid.uuid4())
         completion = _chat_completion(state, chat, inj, request_id)
@@ -197,8 +303,12 @@ async def chat_completions(request: web.Request, state: SimulatorState, inj: Inj
     if req.get("stream"):
         options = req.get("stream_options")
         include = isinstance(options, dict) and options.get("include_usage") is True
-        return Reply(frames=_chat_frames(state, chat, inj, include), content_type=SSE)
-    return json_reply(_chat_completion(state, chat, inj, str(uuid.uuid4())))
+        frames = _chat_frames(state, chat, inj, include)
+        return Reply(frames=frames, content_type=SSE, headers=headers, tokens=tokens)
+    reply = json_reply(_chat_completion(state, chat, inj, str(uuid.uuid4())))
+    reply.headers.update(headers)
+    reply.tokens = tokens
+    return reply
 
 
 async def deferred_completion(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:

@@ -2,7 +2,11 @@
 
 A test says in the request itself what should go wrong with its answer:
 
-  ``X-Sim-Status: 429``           answer that status with an xAI error body (429 adds retry-after)
+  ``X-Sim-Status: 429``           answer that status with an xAI error body (429 adds retry-after;
+                                  529 is xAI's "overloaded")
+  ``X-Sim-Overloaded: N``         answer 529 overloaded to the first N attempts: those whose
+                                  ``x-stainless-retry-count`` (the SDKs' retry number, 0 when
+                                  absent) is below N; later retries get the real answer
   ``X-Sim-Stall: headers|body``   wait on ``state.release`` before the headers / after the headers
                                   (and a stream's first frame); ends when the client leaves
   ``X-Sim-Cut-After: N``          streams: abort after N frames; JSON: send half, then abort
@@ -15,9 +19,12 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Sources: N``            force ``num_sources_used``
   ``X-Sim-Response-Status: incomplete|failed``  the Responses terminal status (usage still sent)
 
-The first seven shape the answer's bytes (`Injection`, applied by `send`); the last four shape
+The first eight shape the answer's bytes (`Injection`, applied by `send`); the last four shape
 its content, so the surfaces read them (`daemon.simulator.prompts`, `.responses`). A bad value
-is answered 400. Every response carries ``x-request-id``.
+is answered 400. Every response carries ``x-request-id``; success (2xx) answers also carry
+``x-ratelimit-{limit,remaining}-{requests,tokens}`` (xai-api.md "Headers and errors": the
+limits are ``state.ratelimit_requests``/``_tokens``, the remaining counts fall by one request
+and by the answer's `Reply.tokens` for each success, this one included, never below 0).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ HEADER_CACHED_TOKENS = "X-Sim-Cached-Tokens"
 HEADER_PROMPT_TOKENS = "X-Sim-Prompt-Tokens"
 HEADER_SOURCES = "X-Sim-Sources"
 HEADER_RESPONSE_STATUS = "X-Sim-Response-Status"
+HEADER_OVERLOADED = "X-Sim-Overloaded"
+RETRY_COUNT = "x-stainless-retry-count"  # sent by the openai and anthropic SDKs
 
 _POLL = 0.02  # how often a stalled response checks whether its client is still there
 
@@ -71,6 +80,10 @@ class Injection:
         split = header_int(headers, HEADER_SPLIT)
         if split == 0:
             raise ApiError(400, f"{HEADER_SPLIT} must be at least 1")
+        overloaded = header_int(headers, HEADER_OVERLOADED)
+        if status is None and overloaded is not None:
+            retry = header_int(headers, RETRY_COUNT) or 0
+            status = 529 if retry < overloaded else None
         return cls(
             status=status,
             stall=header_choice(headers, HEADER_STALL, ("headers", "body")),
@@ -178,6 +191,17 @@ async def wait_release(request: web.Request) -> bool:
     return True
 
 
+def _ratelimit(state: SimulatorState, headers: CIMultiDict[str], tokens: int) -> None:
+    state.requests_served += 1
+    state.tokens_served += tokens
+    remaining_requests = max(0, state.ratelimit_requests - state.requests_served)
+    remaining_tokens = max(0, state.ratelimit_tokens - state.tokens_served)
+    headers["x-ratelimit-limit-requests"] = str(state.ratelimit_requests)
+    headers["x-ratelimit-remaining-requests"] = str(remaining_requests)
+    headers["x-ratelimit-limit-tokens"] = str(state.ratelimit_tokens)
+    headers["x-ratelimit-remaining-tokens"] = str(remaining_tokens)
+
+
 def _abandon(state: SimulatorState) -> None:
     state.abandoned_count += 1
     state.abandoned.set()
@@ -188,6 +212,8 @@ async def send(request: web.Request, reply: Reply, inj: Injection) -> web.Stream
     state = request.app[STATE_KEY]
     headers: CIMultiDict[str] = CIMultiDict(reply.headers)
     headers["x-request-id"] = str(uuid.uuid4())
+    if 200 <= reply.status < 300:
+        _ratelimit(state, headers, reply.tokens)
     stream = reply.frames is not None
     if reply.content_type:
         headers[hdrs.CONTENT_TYPE] = reply.content_type

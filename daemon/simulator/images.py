@@ -1,7 +1,11 @@
 """``POST /v1/images/generations`` and ``POST /v1/images/edits``.
 
 Follows xai-api.md "Images": ``n`` images (1 to 10) as URLs or ``b64_json``, each with its
-``revised_prompt``, billed at the listed ``image_price`` per image in ``usage.cost_in_usd_ticks``.
+``mime_type``, billed per image in ``usage.cost_in_usd_ticks``: the listed ``image_price``, or
+for a model with ``pricing[]`` tiers (grok-imagine-image-2.0) the tier of the request's
+``quality`` x ``resolution`` (`catalog.image_price_ticks`; an unlisted pair is 422). The answer
+has no id and no model (the id is the ``x-request-id`` header). With
+``state.legacy_2025_shapes``: each item has ``revised_prompt`` instead, and there is no usage.
 Edits accept JSON or the multipart body the openai SDK sends.
 """
 
@@ -13,7 +17,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from daemon.simulator.catalog import billed, find_model
+from daemon.simulator.catalog import cost_fields, find_model, image_price_ticks
 from daemon.simulator.faults import Injection
 from daemon.simulator.state import SimulatorState
 from daemon.simulator.wire import ApiError, Reply, json_body, json_reply
@@ -69,20 +73,30 @@ async def _images(request: web.Request, state: SimulatorState, inj: Injection, e
     response_format = req.get("response_format") or "url"
     if response_format not in ("url", "b64_json"):
         raise ApiError(422, f"`response_format` must be url or b64_json, got {response_format!r}")
+    price = image_price_ticks(entry, req.get("quality"), req.get("resolution"))
+    if price is None:
+        raise ApiError(
+            422, f"No price for quality {req.get('quality')!r} at {req.get('resolution')!r}"
+        )
+    legacy = state.legacy_2025_shapes
     data = []
     for index in range(n):
         digest = hashlib.sha256(f"{prompt}\x00{index}\x00{edit}".encode()).hexdigest()
         if response_format == "url":
             item = {"url": f"https://imgen.x.ai/xai-imgen/xai-tmp-imgen-{digest[:32]}.jpeg"}
+            mime = "image/jpeg"
         else:
             item = {"b64_json": PIXEL_PNG}
-        item["revised_prompt"] = prompt
+            mime = "image/png"
+        if legacy:
+            item["revised_prompt"] = prompt
+        else:
+            item["mime_type"] = mime
         data.append(item)
     body: dict[str, Any] = {"data": data}
-    if inj.usage != "none" and state.report_cost:
-        price = entry.get("image_price")
-        ticks = int(price) * n if isinstance(price, int) else 0
-        body["usage"] = {"cost_in_usd_ticks": billed(state, ticks)}
+    cost = cost_fields(state, price * n)
+    if inj.usage != "none" and cost:
+        body["usage"] = cost
     return json_reply(body)
 
 

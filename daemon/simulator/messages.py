@@ -3,7 +3,8 @@
 Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens``; xAI counts
 ``cache_read_input_tokens`` inside ``input_tokens`` (``state.messages_input_includes_cache``
 switches to Anthropic's exclusion); streams are ``message_start`` ... ``message_stop`` events.
-``state.messages_gone`` answers 410, as xAI may for a retired feature.
+``state.messages_gone`` answers 410, as xAI may for a retired feature. Message ids are bare
+UUIDs as xAI's are (``msg_<hex>`` with ``state.legacy_2025_shapes``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from daemon.simulator.prompts import (
     word_deltas,
 )
 from daemon.simulator.state import SimulatorState
-from daemon.simulator.wire import SSE, ApiError, Reply, json_body, json_reply, sse_event
+from daemon.simulator.wire import (
+    SSE,
+    ApiError,
+    Reply,
+    json_body,
+    json_reply,
+    sse_event,
+    timing_headers,
+)
 
 
 async def create_message(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
@@ -57,7 +66,7 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
         "cache_creation_input_tokens": 0,
     }
     message: dict[str, Any] = {
-        "id": f"msg_{uuid.uuid4().hex}",
+        "id": f"msg_{uuid.uuid4().hex}" if state.legacy_2025_shapes else str(uuid.uuid4()),
         "type": "message",
         "role": "assistant",
         "model": resolved,
@@ -68,8 +77,13 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
     }
     if inj.usage == "none":
         del message["usage"]
+    headers = timing_headers(prompt.tokens, output_tokens)
+    tokens = prompt.tokens + output_tokens
     if not req.get("stream"):
-        return json_reply(message)
+        reply = json_reply(message)
+        reply.headers.update(headers)
+        reply.tokens = tokens
+        return reply
     start = {**message, "content": [], "stop_reason": None}
     if inj.usage != "none":
         start["usage"] = {**usage, "output_tokens": 1}
@@ -105,4 +119,4 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
         final["usage"] = {"output_tokens": output_tokens}
     frames.append(sse_event("message_delta", final))
     frames.append(sse_event("message_stop", {"type": "message_stop"}))
-    return Reply(frames=frames, content_type=SSE)
+    return Reply(frames=frames, content_type=SSE, headers=headers, tokens=tokens)

@@ -5,7 +5,15 @@ tools (web/X search, code, collections, MCP, documents) add output items, a call
 ``server_side_tool_usage_details`` and their fees to ``cost_in_usd_ticks``. Stored responses can
 be fetched, deleted and continued with ``previous_response_id`` (the history counts as prompt).
 Streams are ``event:``-named frames with a ``sequence_number``, ending ``response.completed``,
-``.incomplete`` or ``.failed``.
+``.incomplete`` or ``.failed``, with no ``data: [DONE]`` after it (``state.responses_done_marker``
+adds one). Ids are bare UUIDs.
+
+2026 shapes (xai-api.md "Responses"): the fingerprint at ``metadata.system_fingerprint`` of the
+body, of every ``response`` snapshot and of every stream event itself; ``service_tier`` on every
+answer (x2 on token prices for priority/fast); ``usage.context_details{input_tokens,
+output_tokens}``, informational and deliberately not the billed numbers (the context kept:
+input plus the visible output, reasoning dropped). ``state.legacy_2025_shapes`` gives the 2025
+ones instead (see `SimulatorState`).
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from aiohttp import web
 from daemon.simulator.catalog import (
     TOOL_DETAIL_KEYS,
     TOOL_FEES,
-    billed,
+    cost_fields,
+    fingerprint_of,
     is_reasoning,
     price_ticks,
+    service_tier_of,
     tool_fee_ticks,
 )
 from daemon.simulator.faults import HEADER_RESPONSE_STATUS, Injection, header_choice
@@ -40,7 +50,16 @@ from daemon.simulator.prompts import (
     word_deltas,
 )
 from daemon.simulator.state import SimulatorState
-from daemon.simulator.wire import DONE, SSE, ApiError, Reply, json_body, json_reply, sse_event
+from daemon.simulator.wire import (
+    DONE,
+    SSE,
+    ApiError,
+    Reply,
+    json_body,
+    json_reply,
+    sse_event,
+    timing_headers,
+)
 
 
 def _new_id(prefix: str) -> str:
@@ -130,6 +149,9 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
     for kind, count in calls.items():
         details[TOOL_FEES[kind][0]] += count
     output_tokens = len(choice.words) + choice.reasoning_tokens
+    legacy = state.legacy_2025_shapes
+    tier = service_tier_of(req.get("service_tier"))
+    fingerprint = fingerprint_of(state, resolved, entry)
     usage: dict[str, Any] = {
         "input_tokens": prompt.tokens,
         "input_tokens_details": {"cached_tokens": prompt.cached},
@@ -140,9 +162,15 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
         "num_server_side_tools_used": sum(calls.values()),
         "server_side_tool_usage_details": details,
     }
-    if state.report_cost:
-        ticks = price_ticks(state, resolved, usage) + tool_fee_ticks(details)
-        usage["cost_in_usd_ticks"] = billed(state, ticks)
+    ticks = price_ticks(state, resolved, usage, tier) + tool_fee_ticks(details)
+    usage.update(cost_fields(state, ticks))
+    if legacy:
+        del usage["server_side_tool_usage_details"]
+    else:
+        usage["context_details"] = {
+            "input_tokens": prompt.tokens,
+            "output_tokens": len(choice.words),
+        }
     status = terminal or "completed"
     output: list[dict[str, Any]] = []
     if choice.thoughts:
@@ -166,6 +194,10 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
     }
     output.append(message)
     store = req.get("store", True) is not False
+    asked_metadata = req.get("metadata")
+    metadata = dict(asked_metadata) if isinstance(asked_metadata, dict) else {}
+    if not legacy:
+        metadata["system_fingerprint"] = fingerprint
     response: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "object": "response",
@@ -182,7 +214,7 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "instructions": req.get("instructions"),
         "max_output_tokens": req.get("max_output_tokens"),
-        "metadata": {},
+        "metadata": metadata,
         "parallel_tool_calls": req.get("parallel_tool_calls", True),
         "previous_response_id": previous_id,
         "reasoning": {"effort": effort, "summary": None},
@@ -195,25 +227,40 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
         "background": False,
         "user": None,
     }
+    if legacy:
+        response["system_fingerprint"] = fingerprint
+    if not legacy or tier != "default":
+        response["service_tier"] = tier
     if inj.usage == "none":
         del response["usage"]
     if store:
         state.responses[response["id"]] = copy.deepcopy(response)
         state._contexts[response["id"]] = prompt.tokens + len(choice.words)
+    headers = timing_headers(prompt.tokens, output_tokens)
+    tokens = prompt.tokens + output_tokens
     if req.get("stream"):
-        frames = _responses_frames(response, choice)
+        stamp = None if legacy else {"system_fingerprint": fingerprint}
+        frames = _responses_frames(response, choice, stamp)
         if state.responses_done_marker:
             frames.append(DONE)
-        return Reply(frames=frames, content_type=SSE)
-    return json_reply(response)
+        return Reply(frames=frames, content_type=SSE, headers=headers, tokens=tokens)
+    reply = json_reply(response)
+    reply.headers.update(headers)
+    reply.tokens = tokens
+    return reply
 
 
-def _responses_frames(response: dict[str, Any], choice: Choice) -> list[bytes]:
-    """The Responses event sequence, each frame `event: <type>` + data with sequence_number."""
+def _responses_frames(
+    response: dict[str, Any], choice: Choice, stamp: dict[str, str] | None
+) -> list[bytes]:
+    """The Responses event sequence, each frame `event: <type>` + data with sequence_number
+    (and, in 2026 shape, `stamp` as the event's own ``metadata``)."""
     frames: list[bytes] = []
+    extra = {"metadata": stamp} if stamp is not None else {}
 
     def event(kind: str, **fields: Any) -> None:
-        frames.append(sse_event(kind, {"type": kind, "sequence_number": len(frames), **fields}))
+        obj = {"type": kind, "sequence_number": len(frames), **fields, **extra}
+        frames.append(sse_event(kind, obj))
 
     snapshot = {**response, "status": "in_progress", "output": [], "usage": None}
     snapshot["error"] = snapshot["incomplete_details"] = None

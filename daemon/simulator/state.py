@@ -49,6 +49,21 @@ class SimulatorState:
 
     Events are created unbound and bind to the loop that first waits on them, so a state belongs
     to one event loop.
+
+    By default the simulator answers in the 2026 shapes of xai-api.md, for every model (the
+    retired 2025 models stay listed and served beside the current ones). `legacy_2025_shapes`
+    switches these, and only these, to their 2025 form:
+
+    * Responses: ``system_fingerprint`` at the top level of the body and of the ``response``
+      snapshots in stream events, instead of ``metadata.system_fingerprint`` (body, snapshots
+      and every stream event); no ``usage.context_details``; no
+      ``server_side_tool_usage_details`` (only ``num_server_side_tools_used`` and the ``*_call``
+      items);
+    * chat and Responses: ``service_tier`` only when priority/fast was granted (not
+      ``"default"`` on every answer);
+    * usage without ``cost_in_usd_ticks``/``cost_in_nano_usd`` (chat, Responses, images);
+    * images: each item has ``revised_prompt`` (no ``mime_type``), no ``usage``;
+    * messages: ids ``msg_<hex>`` instead of bare UUIDs.
     """
 
     chunk_delay: float = 0.0  # seconds between the writes of a stream
@@ -63,6 +78,13 @@ class SimulatorState:
     messages_input_includes_cache: bool = True  # xAI-style; False: Anthropic-style exclusion
     accept_unknown_models: bool = False  # False: unknown models get 404 as on xAI
     responses_done_marker: bool = False  # end Responses streams with `data: [DONE]` too
+    legacy_2025_shapes: bool = False  # answer in 2025's shapes (see `SimulatorState`'s doc)
+    cost_unit: str = "ticks"  # "nano_usd": usage carries cost_in_nano_usd instead of ticks
+    redirects: dict[str, str] = field(default_factory=dict)  # retired name -> answering model
+    ratelimit_requests: int = 1200  # x-ratelimit-limit-requests
+    ratelimit_tokens: int = 4_000_000  # x-ratelimit-limit-tokens
+    requests_served: int = 0  # successful answers so far (x-ratelimit-remaining-requests)
+    tokens_served: int = 0  # tokens of those answers (x-ratelimit-remaining-tokens)
     team_id: str = "5a7f3c2e-1b9d-4e6a-8c0f-2d4b6e8a1c3f"
     record_requests: bool = True  # False: keep `requests` and `sent` empty (long benchmarks)
     requests: list[SimulatedRequest] = field(default_factory=list)

@@ -31,6 +31,7 @@ _ERROR_CODES = {
     502: "Bad gateway",
     503: "The service is currently unavailable",
     504: "The deadline expired before the operation could complete",
+    529: "The service is overloaded",
 }
 
 
@@ -43,6 +44,25 @@ class Reply:
     frames: list[bytes] | None = None  # SSE frames: the reply is a stream
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    tokens: int = 0  # what the answer costs against the token rate limit (x-ratelimit-*)
+
+
+TTFT_BASE_MS = 120  # x-metrics-ttft-ms = TTFT_BASE_MS + prompt tokens // TTFT_TOKENS_PER_MS
+TTFT_TOKENS_PER_MS = 50
+ITL_MS = 15  # x-metrics-mean-itl-ms; x-metrics-e2e-ms = ttft + ITL_MS * (output tokens - 1)
+
+
+def timing_headers(prompt_tokens: int, output_tokens: int) -> dict[str, str]:
+    """xAI's server-side timing headers (xai-api.md "Headers and errors"), in whole ms,
+    derived deterministically from the answer's size (no clock): ``x-metrics-ttft-ms``,
+    ``x-metrics-mean-itl-ms`` and ``x-metrics-e2e-ms``."""
+    ttft = TTFT_BASE_MS + prompt_tokens // TTFT_TOKENS_PER_MS
+    e2e = ttft + ITL_MS * max(0, output_tokens - 1)
+    return {
+        "x-metrics-e2e-ms": str(e2e),
+        "x-metrics-ttft-ms": str(ttft),
+        "x-metrics-mean-itl-ms": str(ITL_MS),
+    }
 
 
 def _dumps(obj: Any) -> bytes:

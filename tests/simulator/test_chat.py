@@ -112,7 +112,7 @@ async def test_chat_n_long_context_ratio_priority_and_no_cost(
     assert u is not None and u.prompt_tokens == 130000 and u.completion_tokens_details
     output = u.completion_tokens + (u.completion_tokens_details.reasoning_tokens or 0)
     listed = cost_by_hand(60000, 15000, 300000, 130000, 0, output)
-    assert u.model_dump()["cost_in_usd_ticks"] == listed * 3 // 2
+    assert u.model_dump()["cost_in_usd_ticks"] == listed * 2 * 3 // 2  # priority bills x2
 
     picture = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
     with_image: Any = [{"role": "user", "content": [{"type": "text", "text": "what?"}, picture]}]

@@ -42,8 +42,23 @@ async def test_listings(
         assert resp.status == 404 and set(await resp.json()) == {"code", "error"}
 
     async with http.get("/v1/image-generation-models") as resp:
-        images = {m["id"]: m["image_price"] for m in (await resp.json())["models"]}
-    assert images == {"grok-imagine-image": 200000000, "grok-2-image-1212": 700000000}
+        image_models = {m["id"]: m for m in (await resp.json())["models"]}
+    images = {k: m.get("image_price") for k, m in image_models.items()}
+    assert images == {
+        "grok-imagine-image": 200000000,
+        "grok-imagine-image-2.0": None,  # priced by pricing[] tiers only
+        "grok-2-image-1212": 700000000,
+    }
+    tiers = image_models["grok-imagine-image-2.0"]["pricing"]
+    assert (
+        len(tiers) == 9
+        and {
+            "quality": "medium",
+            "resolution": "1.5k",
+            "price_per_image": 500_000_000,
+        }
+        in tiers
+    )
     listed = [m.id async for m in oai.models.list()]
     assert "grok-4-0709" in listed and "grok-imagine-image" in listed
 
