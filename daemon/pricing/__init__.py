@@ -19,14 +19,23 @@ importers use is re-exported here.
 from __future__ import annotations
 
 from daemon.pricing.book import PriceBook, PriceSet
-from daemon.pricing.cost import TOOL_FEES_TICKS, UnpricedError, compute_cost
+from daemon.pricing.cost import (
+    IMAGE_DEFAULTS,
+    TIER_MULTIPLIERS,
+    TOOL_FEES_TICKS,
+    UnpricedError,
+    compute_cost,
+    exact_multiplier,
+)
 from daemon.pricing.listing import (
+    IMAGE_PRICE_UNITS,
     PLAUSIBLE_IMAGE_USD,
     parse_image_models,
     parse_image_price,
+    parse_image_tiers,
     parse_language_models,
 )
-from daemon.pricing.model import PRICE_FIELDS, ModelPrice, Source
+from daemon.pricing.model import PRICE_FIELDS, ImageTier, ModelPrice, Source
 from daemon.pricing.overrides import (
     OverrideError,
     parse_overrides,
@@ -38,11 +47,15 @@ from daemon.pricing.report import prices_table
 from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD, ticks_to_usd
 
 __all__ = [
+    "IMAGE_DEFAULTS",
+    "IMAGE_PRICE_UNITS",
     "PLAUSIBLE_IMAGE_USD",
     "PRICE_FIELDS",
     "TICKS_PER_TOKEN_PER_USD_PER_1M",
     "TICKS_PER_USD",
+    "TIER_MULTIPLIERS",
     "TOOL_FEES_TICKS",
+    "ImageTier",
     "ModelPrice",
     "OverrideError",
     "PriceBook",
@@ -52,9 +65,11 @@ __all__ = [
     "Source",
     "UnpricedError",
     "compute_cost",
+    "exact_multiplier",
     "fetch_listing",
     "parse_image_models",
     "parse_image_price",
+    "parse_image_tiers",
     "parse_language_models",
     "parse_overrides",
     "prices_table",
