@@ -262,3 +262,14 @@ def test_image_rows_get_the_requested_model_resolved() -> None:
     answered.usage = Usage(images=1)
     book.price_record(answered)
     assert answered.model == "named-by-answer"  # an answer's own model is never replaced
+
+
+def test_an_image_override_wins_over_listed_tiers() -> None:
+    [mp] = parse_image_models({"models": [TIERED_ENTRY]})
+    book = PriceBook(
+        [PriceSet.of([mp], effective_at=0.0, id=1)],
+        overrides={"grok-imagine-image-2.0": {"image": 0.05}},
+    )
+    price = book.price_for("grok-imagine-image-2.0", 1.0)
+    assert price is not None and (price.image, price.image_tiers) == (500_000_000, ())
+    assert compute_cost(Usage(images=2), price, image_tier=("low", "1k")) == 1_000_000_000
