@@ -412,7 +412,7 @@ class UpstreamSettings:
     connect_timeout: float  # seconds
     read_timeout: float  # seconds
     max_connections: int
-    price_multiplier: float  # token prices xthis (1.1: US regional endpoint)
+    price_multiplier: float  # token prices times this (1.1: US regional endpoint)
 
     @property
     def url(self) -> URL:
@@ -427,7 +427,7 @@ class UpstreamEntry:
     prefix: str  # like "/openai"; apps use http://HOST:PORT/openai/v1
     provider: str  # metric label; "anthropic" selects Anthropic's usage convention
     api_key_env: str  # "" for none
-    price_multiplier: float = 1.0  # token prices xthis (1.1: US regional endpoint)
+    price_multiplier: float = 1.0  # token prices times this (1.1: US regional endpoint)
 
 
 @dataclass(frozen=True, slots=True)

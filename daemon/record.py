@@ -156,7 +156,7 @@ class CallRecord:
     upstream_ms: float | None = None
     ttft_ms: float | None = None
     duration_ms: float | None = None
-    # the upstream's token price multiplier (set at routing; None: x1), see daemon.pricing.cost
+    # the upstream's token price multiplier (set at routing; None: times 1), see daemon.pricing.cost
     price_multiplier: Fraction | None = None
     # images: the request's (quality, resolution), lower case, None for a half it left out
     image_tier: tuple[str | None, str | None] | None = None

@@ -67,7 +67,7 @@ class Upstream:
     read_timeout: float  # seconds between two reads of the body
     api_key: str | None = None  # added to calls that carry no key of their own
     prefix: str = ""
-    # token price multiplier, exact (11/10 for the US regional endpoint); None: x1. The relay
+    # token price multiplier, exact (11/10 for the US regional endpoint); None: times 1. The relay
     # puts it on each record (daemon.pricing.cost applies it)
     price_multiplier: Fraction | None = None
 

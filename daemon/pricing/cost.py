@@ -128,7 +128,7 @@ def compute_cost(
     and no token is billed twice. A cached token without a cached price costs the input price;
     an image-input token without an image price costs the input price. `UnpricedError` when a
     nonzero quantity has no price at all (never a silent zero). ``service_tier`` is the
-    response's (`TIER_MULTIPLIERS`); ``multiplier`` the upstream's (None: x1); ``image_tier``
+    response's (`TIER_MULTIPLIERS`); ``multiplier`` the upstream's (None: times 1); ``image_tier``
     the request's (quality, resolution), lower case (a None half: `IMAGE_DEFAULTS`).
     """
     inp = max(usage.input_tokens, 0)
