@@ -41,6 +41,7 @@ from daemon.meter.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.meter.webhook import notify_webhook
 from daemon.metrics import Metrics
 from daemon.pricing import PriceBook
+from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallRecord
 from daemon.relay import Relay
 from daemon.tasks import TaskGroup
@@ -93,6 +94,7 @@ def upstreams_of(settings: Settings, api_key: str | None) -> list[Upstream]:
             connect_timeout=up.connect_timeout,
             read_timeout=up.read_timeout,
             api_key=api_key,
+            price_multiplier=exact_multiplier(up.price_multiplier),
         )
     ]
     for name, entry in settings.upstreams.items():
@@ -111,6 +113,7 @@ def upstreams_of(settings: Settings, api_key: str | None) -> list[Upstream]:
                 read_timeout=up.read_timeout,
                 api_key=key,
                 prefix=entry.prefix,
+                price_multiplier=exact_multiplier(entry.price_multiplier),
             )
         )
     return upstreams

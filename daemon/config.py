@@ -64,6 +64,16 @@ def _non_negative_float(key: str, value: Any) -> float:
     return float(value)
 
 
+def _multiplier(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 10:
+        raise ConfigError(
+            f"{key} = {value!r}: expected a number greater than 0 and at most 10 that token "
+            f"prices are multiplied by. Fix: set {key} = 1.1 for xAI's US regional endpoint "
+            f"(https://us.api.x.ai), or {key} = 1.0 (the default) for api.x.ai."
+        )
+    return float(value)
+
+
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f'{key} = {value!r}: expected a string. Fix: quote it, {key} = "...".')
@@ -140,13 +150,13 @@ def _optional_url(key: str, value: Any) -> str:
 
 
 _PREFIX = re.compile(r"^(/[a-z0-9][a-z0-9._-]*)+$")
-_UPSTREAM_KEYS = ("base_url", "prefix", "provider", "api_key_env")
+_UPSTREAM_KEYS = ("base_url", "prefix", "provider", "api_key_env", "price_multiplier")
 
 
-def _upstreams(key: str, value: Any) -> dict[str, dict[str, str]]:
+def _upstreams(key: str, value: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: expected tables like [{key}.openai] with base_url and prefix.")
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     prefixes: dict[str, str] = {}
     for name, entry in value.items():
         where = f"{key}.{name}"
@@ -182,6 +192,9 @@ def _upstreams(key: str, value: Any) -> dict[str, dict[str, str]]:
             "prefix": prefix,
             "provider": _host(f"{where}.provider", entry.get("provider", str(name))),
             "api_key_env": _env_name(f"{where}.api_key_env", entry.get("api_key_env", "")),
+            "price_multiplier": _multiplier(
+                f"{where}.price_multiplier", entry.get("price_multiplier", 1.0)
+            ),
         }
     return out
 
@@ -239,13 +252,22 @@ SETTINGS: tuple[Setting, ...] = (
         _int_in(1, 100000),
     ),
     Setting(
+        "upstream.price_multiplier",
+        1.0,
+        "Token prices of this upstream's calls are multiplied by this in the computed cost "
+        "(1.1 for xAI's US regional endpoint https://us.api.x.ai). Exact decimal, rounded down "
+        "to a whole tick per call; per-image, per-source and tool fees are not multiplied.",
+        _multiplier,
+    ),
+    Setting(
         "upstreams",
         {},
         "More upstreams, each relayed under a path prefix of its own: "
         "[upstreams.NAME] base_url (scheme, host, port), prefix (apps use "
         "http://127.0.0.1:8787/PREFIX/v1), provider (metric label; default NAME; "
         '"anthropic" selects Anthropic\'s usage convention), api_key_env (a key to add '
-        "when the app sends none). Price their models with [pricing.overrides].",
+        "when the app sends none), price_multiplier (as upstream.price_multiplier; default "
+        "1.0). Price their models with [pricing.overrides].",
         _upstreams,
     ),
     Setting(
@@ -390,6 +412,7 @@ class UpstreamSettings:
     connect_timeout: float  # seconds
     read_timeout: float  # seconds
     max_connections: int
+    price_multiplier: float  # token prices times this (1.1: US regional endpoint)
 
     @property
     def url(self) -> URL:
@@ -404,6 +427,7 @@ class UpstreamEntry:
     prefix: str  # like "/openai"; apps use http://HOST:PORT/openai/v1
     provider: str  # metric label; "anthropic" selects Anthropic's usage convention
     api_key_env: str  # "" for none
+    price_multiplier: float = 1.0  # token prices times this (1.1: US regional endpoint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import orjson
@@ -168,6 +169,10 @@ class CallRecord:
     upstream_ms: float | None = None
     ttft_ms: float | None = None
     duration_ms: float | None = None
+    # the upstream's token price multiplier (set at routing; None: times 1), see daemon.pricing.cost
+    price_multiplier: Fraction | None = None
+    # images: the request's (quality, resolution), lower case, None for a half it left out
+    image_tier: tuple[str | None, str | None] | None = None
     # filled by pricing (a later stage of the meter)
     computed_cost_ticks: int | None = None
     cost_ticks: int | None = None
@@ -249,6 +254,8 @@ class CallRecord:
             _ms(self.deferred_ms),
             orjson.dumps(u.server_tool_calls).decode() if u and u.server_tool_calls else None,
             self.upstream_error,
+            None if self.price_multiplier is None else float(self.price_multiplier),
+            None if self.image_tier is None else "/".join(t or "" for t in self.image_tier),
         )
 
 
@@ -298,6 +305,8 @@ ROW_COLUMNS = (
     "deferred_ms",
     "tool_calls",
     "upstream_error",
+    "price_multiplier",
+    "image_tier",
 )
 _NO_USAGE = (None,) * 10
 

@@ -92,6 +92,7 @@ class Relay:
             method=request.method,
             path=path,
             billable=dialect.billable,
+            price_multiplier=upstream.price_multiplier,
         )
         self.in_flight += 1
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import aiohttp
 from aiohttp import web
@@ -66,6 +67,9 @@ class Upstream:
     read_timeout: float  # seconds between two reads of the body
     api_key: str | None = None  # added to calls that carry no key of their own
     prefix: str = ""
+    # token price multiplier, exact (11/10 for the US regional endpoint); None: times 1. The relay
+    # puts it on each record (daemon.pricing.cost applies it)
+    price_multiplier: Fraction | None = None
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(

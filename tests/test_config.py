@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from daemon import config
+from daemon.app import upstreams_of
 from daemon.cli import main
 
 
@@ -61,6 +63,14 @@ def test_example_config_is_generated_from_the_settings_table() -> None:
         ("[log]\nlevel = 'loud'\n", ["log.level", "'debug'"]),
         ("[shutdown]\ngrace_period = -1\n", ["shutdown.grace_period", "greater than 0"]),
         ("[relay\n", ["not valid TOML"]),
+        ("[upstream]\nprice_multiplier = 0\n", ["upstream.price_multiplier", "Fix:", "1.1"]),
+        ("[upstream]\nprice_multiplier = '1.1'\n", ["upstream.price_multiplier", "Fix:"]),
+        ("[upstream]\nprice_multiplier = true\n", ["upstream.price_multiplier", "Fix:"]),
+        (
+            "[upstreams.us]\nbase_url = 'https://us.api.x.ai'\nprefix = '/us'\n"
+            "price_multiplier = -1.1\n",
+            ["upstreams.us.price_multiplier", "Fix:"],
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(tmp_path: Path, text: str, names: list[str]) -> None:
@@ -70,6 +80,22 @@ def test_bad_config_names_the_key_and_the_fix(tmp_path: Path, text: str, names: 
         config.load(path)
     for name in names:
         assert name in str(err.value)
+
+
+def test_price_multiplier_per_upstream(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[upstream]\nprice_multiplier = 1.1\n"
+        "[upstreams.us]\nbase_url = 'https://us.api.x.ai'\nprefix = '/us'\n"
+        "price_multiplier = 1.1\n"
+        "[upstreams.plain]\nbase_url = 'https://api.x.ai'\nprefix = '/plain'\n"
+    )
+    s = config.load(path)
+    assert config.load(None).upstream.price_multiplier == 1.0
+    assert s.upstream.price_multiplier == 1.1
+    assert (s.upstreams["us"].price_multiplier, s.upstreams["plain"].price_multiplier) == (1.1, 1.0)
+    multipliers = {u.prefix: u.price_multiplier for u in upstreams_of(s, None)}
+    assert multipliers == {"": Fraction(11, 10), "/us": Fraction(11, 10), "/plain": None}
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

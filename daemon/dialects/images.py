@@ -1,24 +1,35 @@
 """Image generation and editing (`POST /v1/images/generations`, `/v1/images/edits`).
 
-Shapes read (xai-api.md, "Images"): the request's ``model`` (JSON, or the ``model`` field of
-an edit's multipart form); the answer ``{"data": [{url|b64_json, mime_type}], "usage":
-{"cost_in_usd_ticks" | "cost_in_nano_usd"}}`` (ticks = nano * 10). Billed per image: the
-count is the length of `data`; 2025 answers had no usage. The answer carries no id and no model,
-so pricing uses the requested model (a missing one bills the default); the call's id is the
-``x-request-id`` header.
+Shapes read (xai-api.md, "Images"): the request's ``model``, ``quality`` and ``resolution``
+(JSON, or those fields of an edit's multipart form; nothing else is parsed); the answer
+``{"data": [{url|b64_json, mime_type}], "usage": {"cost_in_usd_ticks" | "cost_in_nano_usd"}}``
+(ticks = nano * 10). Billed per image: the
+count is the length of `data`; 2025 answers had no usage. The answer carries no id and no
+model: pricing sets ``model`` to the requested one resolved through the price book, and a
+request without a model bills the default, `DEFAULT_IMAGE_MODEL`; the call's id is the
+``x-request-id`` header. ``quality`` x ``resolution`` pick the listing's ``pricing[]`` tier
+(``record.image_tier``, lower case, as the request gave them: a missing half is None and
+`daemon.pricing.cost.IMAGE_DEFAULTS` fills it).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any, Final
 
 from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import loads_object, opt_str, reported_ticks, sub
 from daemon.record import CallRecord, Usage
 
-# name="model" in a multipart body: the value is the part's content up to the boundary's CRLF.
-_MULTIPART_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,200})\r\n')
+#: What xAI bills a request without ``model`` (xai-api.md "Images": "a missing model bills the
+#: default"; the API's documented default [3p]); listed under this id in every known listing.
+DEFAULT_IMAGE_MODEL: Final = "grok-imagine-image"
+
+# A field of a multipart body: the value is the part's content up to the boundary's CRLF.
+_MULTIPART_FIELD = re.compile(
+    rb'name="(model|quality|resolution)"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,200})\r\n'
+)
 
 
 class ImageBody(BodyTap):
@@ -31,6 +42,8 @@ class ImageBody(BodyTap):
         if not isinstance(data, list):
             return  # no images: unmetered (no_usage)
         note_model_and_id(record, obj.get("model"))
+        if record.model is None and record.requested_model is None:
+            record.model = DEFAULT_IMAGE_MODEL  # else pricing resolves the requested one
         reported = reported_ticks(sub(obj, "usage"))
         record.usage = Usage(images=len(data), reported_cost_ticks=reported)
 
@@ -38,13 +51,19 @@ class ImageBody(BodyTap):
 class ImagesDialect(Dialect):
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
         record.billable = record.method == "POST"
-        obj = loads_object(body) if body[:1] == b"{" else None
-        if obj is not None:
-            record.requested_model = opt_str(obj.get("model"))
-        else:
-            match = _MULTIPART_MODEL.search(body[:65536])
-            if match:
-                record.requested_model = match.group(1).decode("utf-8", "replace")
+        obj: dict[str, Any] | None = loads_object(body) if body[:1] == b"{" else None
+        if obj is None:
+            obj = {
+                m.group(1).decode(): m.group(2).decode("utf-8", "replace")
+                for m in _MULTIPART_FIELD.finditer(body[:65536])
+            }
+        record.requested_model = opt_str(obj.get("model"))
+        quality, resolution = opt_str(obj.get("quality")), opt_str(obj.get("resolution"))
+        if quality or resolution:
+            record.image_tier = (
+                quality.strip().lower() if quality else None,
+                resolution.strip().lower() if resolution else None,
+            )
         return None
 
     def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:

@@ -14,7 +14,7 @@ from typing import Final
 import sqlite_utils
 
 from daemon.pricing.book import PriceSet
-from daemon.pricing.model import PRICED_FIELDS, ModelPrice
+from daemon.pricing.model import PRICED_FIELDS, ImageTier, ModelPrice
 
 # The price columns a `ModelPrice` is written to and read from (ticks; tokens for the threshold).
 _PRICE_COLUMNS: Final = PRICED_FIELDS
@@ -45,11 +45,22 @@ def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:
         for mp in price_set.models.values():
             row = mp.content()
             row["aliases"] = json.dumps(row["aliases"])
+            tiers = row.get("image_tiers")
+            row["image_tiers"] = json.dumps(tiers) if tiers else None
             row["price_set_id"] = new_id
             rows.append(row)
         if rows:
             db.table("prices").insert_all(rows)
         return new_id
+
+
+def _image_tiers(text: str | None) -> tuple[ImageTier, ...]:
+    """The stored JSON ``[[quality, resolution, ticks], ...]`` back as tiers (bad rows: none)."""
+    try:
+        tiers = json.loads(text) if text else []
+        return tuple((str(q), str(r), int(t)) for q, r, t in tiers)
+    except (ValueError, TypeError):
+        return ()
 
 
 def load_price_history(db: sqlite_utils.Database) -> list[PriceSet]:
@@ -67,6 +78,7 @@ def load_price_history(db: sqlite_utils.Database) -> list[PriceSet]:
                 model=row["model"],
                 aliases=tuple(a for a in aliases if isinstance(a, str)),
                 fingerprint=row["fingerprint"],
+                image_tiers=_image_tiers(row.get("image_tiers")),
                 **{c: row[c] for c in _PRICE_COLUMNS},
             )
         )

@@ -69,7 +69,18 @@ _CALL_COLUMNS_M008: dict[str, type] = {
     # the upstream's own error code or type, from its body; error_detail is the relay's words
     "upstream_error": str,
 }
-CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005, **_CALL_COLUMNS_M008}
+_CALL_COLUMNS_M009_RULES: dict[str, type] = {
+    # the upstream's token price multiplier (1.1: US regional endpoint); null = 1
+    "price_multiplier": float,
+    # images: the request's "quality/resolution" (the listing's pricing[] tier); null otherwise
+    "image_tier": str,
+}
+CALL_COLUMNS: dict[str, type] = {
+    **_CALL_COLUMNS_M001,
+    **_CALL_COLUMNS_M005,
+    **_CALL_COLUMNS_M008,
+    **_CALL_COLUMNS_M009_RULES,
+}
 
 
 # --- migrations: named, ordered, each applied once ------------------------------------------
@@ -191,6 +202,14 @@ def m008_upstream_error(db: sqlite_utils.Database) -> None:
     )
 
 
+def m009_rules_multiplier_image_tiers(db: sqlite_utils.Database) -> None:
+    """What repricing a call needs beyond its usage: the upstream's price multiplier and an
+    image call's quality/resolution; and the listings' image price tiers (JSON)."""
+    for name, kind in _CALL_COLUMNS_M009_RULES.items():
+        db["calls"].add_column(name, kind)  # type: ignore[union-attr]
+    db["prices"].add_column("image_tiers", str)  # type: ignore[union-attr]
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -200,6 +219,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m006_partial_indexes,
     m007_no_model_index,
     m008_upstream_error,
+    m009_rules_multiplier_image_tiers,
 ]
 
 

@@ -16,6 +16,7 @@ import orjson
 import sqlite_utils
 
 from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
+from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallError, CallRecord, CostSource, Unmetered, Usage
 
 _INSERT = (
@@ -40,6 +41,8 @@ _RARE_COLUMNS = (
     "deferred_ms",
     "tool_calls",
     "error",
+    "price_multiplier",
+    "image_tier",
 )
 _RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
 _COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
@@ -141,6 +144,10 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
         key_id=row["key_id"],
         error=CallError(row["error"]) if row["error"] else None,
         unmetered_reason=Unmetered(row["unmetered_reason"]) if row["unmetered_reason"] else None,
+        price_multiplier=(
+            exact_multiplier(row["price_multiplier"]) if row["price_multiplier"] else None
+        ),
+        image_tier=_image_tier(row["image_tier"]),
     )
     if row["input_tokens"] is not None:
         record.usage = Usage(
@@ -156,6 +163,12 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
             server_tool_calls=orjson.loads(row["tool_calls"]) if row["tool_calls"] else {},
         )
     return record
+
+
+def _image_tier(text: str | None) -> tuple[str | None, str | None] | None:
+    """The ``image_tier`` column ("quality/resolution", a half empty when not requested)."""
+    quality, slash, resolution = (text or "").partition("/")
+    return (quality or None, resolution or None) if slash else None
 
 
 def reprice_unpriced(

@@ -259,6 +259,11 @@ class PriceBook:
         at ``started_at`` for ``model`` (the resolved name), falling back to ``requested_model``;
         ``cost_ticks`` is the reported cost when xAI sent one, else the computed one;
         ``cost_source`` says which, or "unpriced" (``cost_ticks`` None) when neither exists.
+        A record without ``model`` (an image answer names none) gets the requested name resolved
+        to its listed id (the name as requested when the book does not know it), so every
+        later sink labels it by that. The computed cost takes the response's ``service_tier``,
+        the upstream's ``price_multiplier`` and an image call's ``image_tier`` into account
+        (`compute_cost`).
         ``at`` prices at another time than ``started_at`` (the backfill of calls made before any
         price for their model existed); tool fees always follow ``started_at``, the call's time.
         """
@@ -271,12 +276,21 @@ class PriceBook:
                 found = self.lookup(name, record.started_at if at is None else at)
                 if found is not None:
                     break
+        if record.model is None:  # an answer without a model (images): the requested one, resolved
+            record.model = found[0].model if found is not None else record.requested_model
         computed: int | None = None
         price_id: int | None = None
         if found is not None:
             price, set_id = found
             try:
-                computed = compute_cost(usage, price, record.service_tier, record.started_at)
+                computed = compute_cost(
+                    usage,
+                    price,
+                    record.service_tier,
+                    record.price_multiplier,
+                    record.image_tier,
+                    at=record.started_at,
+                )
                 price_id = set_id
             except UnpricedError:
                 computed = None

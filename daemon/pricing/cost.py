@@ -2,16 +2,32 @@
 
 The formula, checked exactly against real bills (tests/pricing/test_real_bills.py)::
 
-    (input - cached - image_input)·P_in + cached·P_cached + image_input·P_image_in
-    + output·P_out + sources·P_search + Σ tool units·fee + images·P_image
+    tokens = (input - cached - image_input)·P_in + cached·P_cached + image_input·P_image_in
+             + output·P_out
+    cost   = ⌊tokens · tier · multiplier⌋ + sources·P_search + Σ tool units·fee + images·P_image
 
 ``output`` already includes reasoning; cached and image-input tokens are parts of ``input``
 (xAI bills "prompt text, audio and image tokens" at the prompt price, and its chat usage reports
 ``text_tokens`` = ``prompt_tokens`` when no image is sent), so each input token is billed once.
-Long context: when ``input >= long_context_threshold`` and the listing has long-context prices,
-*all* tokens use them. The priority service tier is **not priced**: xAI publishes no multiplier,
-so a priority call's computed cost is the standard one (its reported cost, when present, is the
-truth and wins anyway).
+
+Long context: the listing's ``long_context_threshold`` decides, "at or above": when
+``input >= threshold`` every token takes its ``*_long`` price; a threshold of 0 or none (old
+listings lack the field) means no long-context tier, and a ``*_long`` price of 0 or none keeps
+that component's normal price. There is no built-in threshold.
+
+Multipliers apply to the token part only, after the cache discount (cached tokens are priced at
+the cached price first): ``tier`` is 2 when the *response's* ``service_tier`` is ``priority`` or
+``fast`` (`TIER_MULTIPLIERS`), else 1; ``multiplier`` is the upstream's ``price_multiplier``
+(1.1 for the US regional endpoint), an exact `Fraction` of the decimal configured. The product
+is **rounded down to a whole tick** once per call (integer arithmetic: ``tokens · tier ·
+numerator // denominator``), so the computed cost is never above the exact product and at most
+one tick below it. Per-source, per-image and tool fees are not multiplied (xai-api.md prices
+only tokens by tier and region). The reported ``cost_in_usd_ticks``, when present, is the truth
+and stays ``cost_ticks``; these rules change only ``computed_cost_ticks``.
+
+Images: a model whose listing has ``pricing[]`` tiers is priced by the request's quality x
+resolution (``image_tier``; the images dialect reads them, defaulting to `IMAGE_DEFAULTS`); a
+pair with no tier falls back to ``image_price``, and without one the call is unpriced.
 
 Sources: /work/shared/xai-api.md, "Units", "Listings" (long context "at or above" the
 threshold), "Chat completions" and "Responses" (what the usage counts hold) and "Pricing rules
@@ -22,6 +38,7 @@ per item fetched, as in force when the call was made (`tool_fees_at`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Final
 
@@ -72,6 +89,26 @@ def tool_fees_at(at: float | None) -> Mapping[str, int]:
     return TOOL_FEES_TICKS
 
 
+#: Response ``service_tier`` values that bill token prices x2 (xai-api.md, "Pricing rules beyond
+#: the listing"); any other tier (``default``, none) bills x1.
+TIER_MULTIPLIERS: Final[Mapping[str, int]] = MappingProxyType({"priority": 2, "fast": 2})
+
+#: The image tier a request without ``quality``/``resolution`` gets: ``medium`` quality (the
+#: price tier grok-imagine-image-2.0 uses by default [3p]) at ``1k`` (the smallest resolution,
+#: documented as the default [3p]); xai-api.md "Images" names the values, not the defaults.
+IMAGE_DEFAULTS: Final = ("medium", "1k")
+
+
+def exact_multiplier(value: float) -> Fraction | None:
+    """The exact fraction of a configured decimal multiplier (1.1 → 11/10); None for 1.
+
+    Read from the shortest decimal that gives the float (``repr``), so 1.1 is 11/10, not the
+    binary float's 2476979795053773/2251799813685248.
+    """
+    exact = Fraction(repr(float(value)))
+    return None if exact == 1 else exact
+
+
 class UnpricedError(LookupError):
     """A usage has a nonzero quantity for which the model has no price."""
 
@@ -89,21 +126,42 @@ def _tool_fee(fees: Mapping[str, int], name: str) -> int:
     return fees.get(key, 0)
 
 
+def _image_price(price: ModelPrice, image_tier: tuple[str | None, str | None] | None) -> int | None:
+    """Ticks per image: the listed tier for the request's (quality, resolution), a missing half
+    (or quality ``auto``) taken from `IMAGE_DEFAULTS`; else ``image_price`` (None when neither
+    exists)."""
+    if price.image_tiers:
+        quality, resolution = image_tier or (None, None)
+        if quality in (None, "auto"):
+            quality = IMAGE_DEFAULTS[0]
+        resolution = resolution or IMAGE_DEFAULTS[1]
+        for tier_quality, tier_resolution, ticks in price.image_tiers:
+            if tier_quality == quality and tier_resolution == resolution:
+                return ticks
+    return price.image
+
+
 def compute_cost(
-    usage: Usage, price: ModelPrice, service_tier: str | None = None, at: float | None = None
+    usage: Usage,
+    price: ModelPrice,
+    service_tier: str | None = None,
+    multiplier: Fraction | None = None,
+    image_tier: tuple[str | None, str | None] | None = None,
+    at: float | None = None,
 ) -> int:
-    """The cost of one call in ticks (see the module docstring for the formula).
+    """The cost of one call in ticks (see the module docstring for the formula and rounding).
 
     Counts are clamped: negative counts count as 0, image-input tokens as at most the input and
     cached tokens as at most the rest (xAI does not say whether cached tokens can be image
     tokens; this order keeps "caching never costs more" true), so the result is never negative
     and no token is billed twice. A cached token without a cached price costs the input price;
     an image-input token without an image price costs the input price. `UnpricedError` when a
-    nonzero quantity has no price at all (never a silent zero). ``service_tier`` is accepted but
-    not priced: xAI publishes no priority multiplier. ``at`` is when the call was made (epoch
-    seconds; None: now): tool fees are those in force then (`tool_fees_at`).
+    nonzero quantity has no price at all (never a silent zero). ``service_tier`` is the
+    response's (`TIER_MULTIPLIERS`); ``multiplier`` the upstream's (None: times 1); ``image_tier``
+    the request's (quality, resolution), lower case (a None half: `IMAGE_DEFAULTS`). ``at`` is
+    when the call was made (epoch seconds; None: now): tool fees are those in force then
+    (`tool_fees_at`).
     """
-    del service_tier  # priority: not priced (no published multiplier); see the module docstring
     inp = max(usage.input_tokens, 0)
     image_in = min(max(usage.image_input_tokens, 0), inp)
     cached = min(max(usage.cached_input_tokens, 0), inp - image_in)
@@ -112,23 +170,36 @@ def compute_cost(
 
     p_in, p_cached, p_out = price.input, price.cached_input, price.output
     threshold = price.long_context_threshold
-    if threshold is not None and inp >= threshold and price.has_long_context:
-        # Every component takes its long-context price when listed, else keeps its own price.
-        p_in = price.input_long if price.input_long is not None else p_in
-        p_cached = price.cached_input_long if price.cached_input_long is not None else p_cached
-        p_out = price.output_long if price.output_long is not None else p_out
+    if threshold and inp >= threshold:
+        # At or above the listed threshold every component takes its long-context price when
+        # one is listed and nonzero (0 = "use the normal price", xai-api.md "Listings").
+        p_in = price.input_long or p_in
+        p_cached = price.cached_input_long or p_cached
+        p_out = price.output_long or p_out
     if p_cached is None:
         p_cached = p_in
     p_image_in = price.image_input if price.image_input is not None else p_in
 
-    total = 0
+    tokens = 0
     for count, unit, name in (
         (text, p_in, "input"),
         (cached, p_cached, "cached_input"),
         (image_in, p_image_in, "image_input"),
         (out, p_out, "output"),
+    ):
+        if count:
+            if unit is None:
+                raise UnpricedError(price.model, name)
+            tokens += count * unit
+    if service_tier is not None:
+        tokens *= TIER_MULTIPLIERS.get(service_tier.lower(), 1)
+    if multiplier is not None:  # exact, rounded down once: see the module docstring
+        tokens = tokens * multiplier.numerator // multiplier.denominator
+    total = tokens
+    images = max(usage.images, 0)
+    for count, unit, name in (
         (max(usage.sources, 0), price.search, "search"),
-        (max(usage.images, 0), price.image, "image"),
+        (images, _image_price(price, image_tier) if images else None, "image"),
     ):
         if count:
             if unit is None:

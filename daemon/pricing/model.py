@@ -2,9 +2,11 @@
 
 Facts from /work/shared/xai-api.md, "Units" and "Listings": listing token prices are ticks per
 token, ``search_price`` ticks per source, ``image_price`` ticks per image (see
-`daemon.pricing.listing` for its unit); a ``*_long_context`` price applies to every token of a
-request whose prompt reaches ``long_context_threshold``. Parsing lives in `listing` and
-`overrides`, the formula in `cost`, lookups in `book`.
+`daemon.pricing.listing` for its unit), ``pricing[]`` image tiers ticks per image by quality x
+resolution; a ``*_long_context`` price applies to every token of a request whose prompt reaches
+``long_context_threshold`` (at or above; no threshold = no long-context tier, and a long price
+of 0 or None means the normal price). Parsing lives in `listing` and `overrides`, the formula
+in `cost`, lookups in `book`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Any, Final, Literal
 
 Source = Literal["listing", "override"]
 
+#: One image price tier of a 2026 listing's ``pricing[]``: (quality, resolution, ticks per
+#: image), quality and resolution lower-cased as listed ("medium", "1k").
+ImageTier = tuple[str, str, int]
+
 
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
@@ -21,7 +27,9 @@ class ModelPrice:
 
     ``input``/``cached_input``/``output``/``image_input`` are ticks per token; ``search`` is ticks
     per source; ``image`` is ticks per generated image. The ``*_long`` prices apply to every token
-    of a request whose input reaches ``long_context_threshold``.
+    of a request whose input reaches ``long_context_threshold`` (a ``*_long`` of 0 or None keeps
+    the normal price). ``image_tiers`` are the listing's ``pricing[]`` tiers (`ImageTier`),
+    which price an image call by its request's quality x resolution (see `cost`).
     """
 
     model: str
@@ -38,24 +46,30 @@ class ModelPrice:
     output_long: int | None = None
     fingerprint: str | None = None
     source: Source = "listing"
+    image_tiers: tuple[ImageTier, ...] = ()
 
     @property
     def has_long_context(self) -> bool:
-        return self.long_context_threshold is not None and (
-            self.input_long is not None
-            or self.cached_input_long is not None
-            or self.output_long is not None
+        """A threshold above 0 and at least one nonzero long-context price."""
+        return bool(self.long_context_threshold) and bool(
+            self.input_long or self.cached_input_long or self.output_long
         )
 
     def content(self) -> dict[str, Any]:
-        """Everything but ``source``, as plain values (the digest and the SQLite row use it)."""
-        return {
+        """Everything but ``source``, as plain values (the digest and the SQLite row use it).
+
+        ``image_tiers`` appears only when there are some, so digests of sets without tiers stay
+        what they were before tiers existed."""
+        content = {
             "model": self.model,
             "aliases": list(self.aliases),
             **{name: getattr(self, name) for name in PRICE_FIELDS},
             "long_context_threshold": self.long_context_threshold,
             "fingerprint": self.fingerprint,
         }
+        if self.image_tiers:
+            content["image_tiers"] = [list(t) for t in self.image_tiers]
+        return content
 
     def overridden_by(self, override: ModelPrice) -> ModelPrice:
         """This price with every field the override sets replaced (the override wins)."""
@@ -65,6 +79,8 @@ class ModelPrice:
             if getattr(override, name) is not None
         }
         aliases = self.aliases + tuple(a for a in override.aliases if a not in self.aliases)
+        if override.image is not None:  # an overridden image price wins over listed tiers
+            changes["image_tiers"] = ()
         return replace(self, aliases=aliases, source="override", **changes)
 
 

@@ -197,7 +197,7 @@ IMAGE_2_TIERS: dict[str, dict[str, int]] = {  # quality -> resolution -> ticks p
     "medium": {"1k": 400_000_000, "1.5k": 500_000_000, "2k": 600_000_000},
     "high": {"1k": 600_000_000, "1.5k": 700_000_000, "2k": 800_000_000},
 }  # our own figures inside xai-api.md's "about $0.03-$0.08"
-IMAGE_DEFAULT_QUALITY = "high"  # what ``quality: "auto"`` (or none) bills as [guess]
+IMAGE_DEFAULT_QUALITY = "medium"  # what ``quality: "auto"`` (or none) bills as [guess]
 IMAGE_DEFAULT_RESOLUTION = "1k"
 
 

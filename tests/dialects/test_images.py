@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.dialects.images import ImagesDialect
+from daemon.dialects.images import DEFAULT_IMAGE_MODEL, ImagesDialect
 from daemon.record import CallRecord
 from daemon.testing import make_record
 
@@ -30,3 +30,43 @@ def test_first_non_empty_model_wins() -> None:
     named = images_call(b'{"data":[{"url":"u"}],"model":"grok-imagine-image-2"}')
     assert named.model == "grok-imagine-image-2"
     assert images_call(b'{"data":[{"url":"u"}],"model":""}').model is None
+
+
+def inspect(body: bytes) -> CallRecord:
+    record = make_record(endpoint="images.generations", path="/v1/images/generations")
+    ImagesDialect("images.generations").inspect_request(record, body)
+    return record
+
+
+def test_quality_and_resolution_are_read_for_the_price_tier() -> None:
+    both = inspect(
+        b'{"model":"grok-imagine-image-2.0","prompt":"p","quality":"Low","resolution":"2K"}'
+    )
+    assert (both.requested_model, both.image_tier) == ("grok-imagine-image-2.0", ("low", "2k"))
+    assert inspect(b'{"prompt":"p","quality":"medium"}').image_tier == ("medium", None)
+    assert inspect(b'{"prompt":"p","resolution":"1.5k"}').image_tier == (None, "1.5k")
+    assert inspect(b'{"prompt":"p","quality":7}').image_tier is None  # not a string: none
+    assert inspect(b'{"prompt":"p"}').image_tier is None  # pricing's defaults apply
+
+
+def test_multipart_edit_fields() -> None:
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n\x89PNG\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\ngrok-imagine-image-2.0\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="quality"\r\n\r\nlow\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="resolution"\r\n\r\n1k\r\n--b--\r\n'
+    )
+    record = inspect(body)
+    assert (record.requested_model, record.image_tier) == ("grok-imagine-image-2.0", ("low", "1k"))
+
+
+def test_a_request_without_a_model_bills_the_default_model() -> None:
+    record = make_record(endpoint="images.generations", path="/v1/images/generations")
+    dialect = ImagesDialect("images.generations")
+    dialect.inspect_request(record, b'{"prompt":"a meter"}')
+    tap = dialect.tap(record, "application/json", lambda: 0.0)
+    assert tap.feed(b'{"data":[{"url":"u"}]}') is None
+    tap.finish(True)
+    assert (record.requested_model, record.model) == (None, DEFAULT_IMAGE_MODEL)
+    assert DEFAULT_IMAGE_MODEL == "grok-imagine-image"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import sqlite_utils
 
 from daemon.ledger.prices import load_price_history, save_price_set
 from daemon.ledger.schema import migrate
+from daemon.ledger.store import all_calls, insert_calls, record_from_row
 from daemon.pricing.book import PriceBook, PriceSet
 from daemon.pricing.model import ModelPrice
 from daemon.record import CallRecord, Usage
@@ -87,3 +89,27 @@ def test_load_orders_by_effective_time(tmp_path: Path) -> None:
     late = save_price_set(db, PriceSet.of([GROK_3], effective_at=2000.0))
     early = save_price_set(db, PriceSet.of([NO_CACHED], effective_at=1000.0))
     assert [s.id for s in load_price_history(db)] == [early, late]
+
+
+def test_image_tiers_and_repricing_inputs_survive_the_ledger(tmp_path: Path) -> None:
+    """What repricing needs beyond usage round-trips: the listing's pricing[] tiers, a call's
+    upstream multiplier and its image quality/resolution (migration m009)."""
+    db = sqlite_utils.Database(tmp_path / "l.db")
+    migrate(db)
+    tiered = ModelPrice(
+        "grok-imagine-image-2.0", image_tiers=(("low", "1k", 300_000_000), ("medium", "2k", 7))
+    )
+    save_price_set(db, PriceSet.of([tiered, GROK_3], effective_at=1.0))
+    [loaded] = load_price_history(db)
+    assert loaded.models["grok-imagine-image-2.0"] == tiered
+    assert loaded.models["grok-3"].image_tiers == ()
+    us = make_record(id="a", model="grok-3", price_multiplier=Fraction(11, 10))
+    image = make_record(id="b", image_tier=("low", None), endpoint="images.generations")
+    plain = make_record(id="c")
+    insert_calls(db, [us, image, plain])
+    rows = {row["id"]: row for row in all_calls(db)}
+    assert (rows["a"]["price_multiplier"], rows["b"]["image_tier"]) == (1.1, "low/")
+    assert rows["c"]["price_multiplier"] is None and rows["c"]["image_tier"] is None
+    assert record_from_row(rows["a"]).price_multiplier == Fraction(11, 10)
+    assert record_from_row(rows["b"]).image_tier == ("low", None)
+    assert record_from_row(rows["c"]).price_multiplier is None

@@ -154,7 +154,8 @@ def test_chat_sample_is_exactly_the_reported_bill() -> None:
     )
     assert compute_cost(usage, GROK_4_FAST) == 731000
     assert ticks_to_usd(731000) == Decimal("0.0000731")
-    assert compute_cost(usage, GROK_4_FAST, service_tier="priority") == 731000  # not priced
+    # priority bills tokens x2 (xai-api.md "Pricing rules beyond the listing")
+    assert compute_cost(usage, GROK_4_FAST, service_tier="priority") == 2 * 731000
 
 
 def test_tool_fee_table() -> None:

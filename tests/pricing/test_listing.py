@@ -91,5 +91,8 @@ def test_parse_image_models_and_price_units(image_listing: dict[str, Any]) -> No
     assert parse_image_price(7) == 700000000
     assert parse_image_price(0.5) == 50000000  # half a cent
     assert parse_image_price(10**15) is None  # $100,000 per image: neither
-    assert parse_image_price(1000) is None  # 1e-7 USD as ticks, $10 as cents: neither
+    # was "None" (1e-7 USD as ticks, $10 as cents); read in 1e-4 USD, the unit of a real 2025
+    # listing, 1000 is $0.10: inside the known $0.02-$0.10 range
+    assert parse_image_price(1000) == 1_000_000_000
+    assert parse_image_price(100_000) is None  # $0.00001, $10 or $1000 per image: no unit fits
     assert parse_image_price("bad") is None and parse_image_price(None) is None

@@ -134,8 +134,8 @@ async def test_image_tiers_by_quality_and_resolution(
     cases = [  # (quality, resolution, ticks per image)
         ("low", "1.5k", 350_000_000),
         ("medium", "2k", 600_000_000),
-        ("auto", "1k", 600_000_000),  # auto bills as high
-        (None, None, 600_000_000),  # default: auto at 1k
+        ("auto", "1k", 400_000_000),  # auto bills as medium
+        (None, None, 400_000_000),  # default: auto at 1k
     ]
     for quality, resolution, ticks in cases:
         body = {k: v for k, v in (("quality", quality), ("resolution", resolution)) if v}
