@@ -103,11 +103,19 @@ class Usage:
 
     ``output_tokens`` is billable output *including* reasoning; ``reasoning_tokens`` and
     ``cached_input_tokens`` are subsets of ``output_tokens`` and ``input_tokens``.
+
+    Prompt caching, in Anthropic's standard terms (xai-api.md, "Anthropic-compatible"):
+    ``cached_input_tokens`` is the cache *read* count (Anthropic's ``cache_read_input_tokens``,
+    OpenAI's ``cached_tokens``; also readable as `cache_read_input_tokens`);
+    ``cache_creation_input_tokens`` are cache *writes*, also a part of ``input_tokens`` and apart
+    from the reads, of which ``cache_creation_1h_input_tokens`` were written for one hour
+    (Anthropic's ``cache_creation.ephemeral_1h_input_tokens``); the rest are 5-minute writes.
     """
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
     image_input_tokens: int = 0
@@ -115,6 +123,11 @@ class Usage:
     sources: int = 0
     server_tool_calls: dict[str, int] = field(default_factory=dict)
     reported_cost_ticks: int | None = None
+
+    @property
+    def cache_read_input_tokens(self) -> int:
+        """Anthropic's name for `cached_input_tokens`: prompt tokens read from the cache."""
+        return self.cached_input_tokens
 
 
 @dataclass(slots=True)
@@ -190,7 +203,7 @@ class CallRecord:
             usage = (
                 u.input_tokens,
                 u.cached_input_tokens,
-                u.cache_write_tokens,
+                u.cache_creation_input_tokens,
                 u.output_tokens,
                 u.reasoning_tokens,
                 u.image_input_tokens,
@@ -236,6 +249,7 @@ class CallRecord:
             _ms(self.deferred_ms),
             orjson.dumps(u.server_tool_calls).decode() if u and u.server_tool_calls else None,
             self.upstream_error,
+            u.cache_creation_1h_input_tokens if u else None,
         )
 
 
@@ -254,7 +268,7 @@ ROW_COLUMNS = (
     "model",
     "input_tokens",
     "cached_input_tokens",
-    "cache_write_tokens",
+    "cache_creation_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "image_input_tokens",
@@ -285,6 +299,7 @@ ROW_COLUMNS = (
     "deferred_ms",
     "tool_calls",
     "upstream_error",
+    "cache_creation_1h_input_tokens",
 )
 _NO_USAGE = (None,) * 10
 

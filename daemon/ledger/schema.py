@@ -69,7 +69,20 @@ _CALL_COLUMNS_M008: dict[str, type] = {
     # the upstream's own error code or type, from its body; error_detail is the relay's words
     "upstream_error": str,
 }
-CALL_COLUMNS: dict[str, type] = {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005, **_CALL_COLUMNS_M008}
+# m009 renamed a column in place (its position stays) and added the 1-hour part of it.
+_RENAMED_M009: dict[str, str] = {"cache_write_tokens": "cache_creation_input_tokens"}
+_CALL_COLUMNS_M009: dict[str, type] = {
+    # Anthropic cache writes for 1 hour (priced 2x input); the rest of
+    # cache_creation_input_tokens are 5-minute writes (1.25x input)
+    "cache_creation_1h_input_tokens": int,
+}
+CALL_COLUMNS: dict[str, type] = {
+    **{
+        _RENAMED_M009.get(name, name): kind
+        for name, kind in {**_CALL_COLUMNS_M001, **_CALL_COLUMNS_M005, **_CALL_COLUMNS_M008}.items()
+    },
+    **_CALL_COLUMNS_M009,
+}
 
 
 # --- migrations: named, ordered, each applied once ------------------------------------------
@@ -191,6 +204,16 @@ def m008_upstream_error(db: sqlite_utils.Database) -> None:
     )
 
 
+def m009_anthropic_cache_creation(db: sqlite_utils.Database) -> None:
+    """Cache writes take Anthropic's standard name, and their 1-hour part its own column (the two
+    durations bill differently). Old rows keep their counts; with no 1-hour part recorded they
+    count as 5-minute writes. ``cached_input_tokens`` stays the cache-read count."""
+    for old, new in _RENAMED_M009.items():
+        db.execute(f"alter table calls rename column {old} to {new}")
+    for name, kind in _CALL_COLUMNS_M009.items():
+        db["calls"].add_column(name, kind)  # type: ignore[union-attr]
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -200,6 +223,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m006_partial_indexes,
     m007_no_model_index,
     m008_upstream_error,
+    m009_anthropic_cache_creation,
 ]
 
 

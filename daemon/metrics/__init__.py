@@ -61,6 +61,8 @@ GENAI_OPERATION = {
     "chat.completions": "chat",
     "responses": "chat",
     "messages": "chat",
+    "completions": "text_completion",
+    "complete": "text_completion",
     "images.generations": "generate_content",
     "images.edits": "generate_content",
 }

@@ -9,7 +9,9 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Split: N``              write the body in pieces of N bytes
   ``X-Sim-Gzip: 1``               gzip the body (JSON and SSE), ``Content-Encoding: gzip``
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
-  ``X-Sim-Usage: none|every``     omit usage entirely / chat streams: cumulative usage per chunk
+  ``X-Sim-Usage: none|every|provisional``  omit usage entirely / chat and completions streams:
+                                  cumulative usage per chunk / Messages streams: the
+                                  ``message_start`` counts only, no final ``message_delta`` usage
   ``X-Sim-Cached-Tokens: N``      force the cached part of the prompt
   ``X-Sim-Prompt-Tokens: N``      force the prompt size (long-context pricing without a huge body)
   ``X-Sim-Sources: N``            force ``num_sources_used``
@@ -61,7 +63,7 @@ class Injection:
     split: int | None = None
     gzip: bool = False
     malformed: bool = False
-    usage: str | None = None  # "none" | "every"
+    usage: str | None = None  # "none" | "every" | "provisional"
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Injection:
@@ -78,7 +80,7 @@ class Injection:
             split=split,
             gzip=_header_flag(headers, HEADER_GZIP),
             malformed=_header_flag(headers, HEADER_MALFORMED),
-            usage=header_choice(headers, HEADER_USAGE, ("none", "every")),
+            usage=header_choice(headers, HEADER_USAGE, ("none", "every", "provisional")),
         )
 
 
