@@ -7,7 +7,7 @@ Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens
 ``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``); streams are
 ``message_start`` ... ``message_stop`` events: xAI's ``message_start`` usage is 0/0 and
 ``message_delta`` carries the final counts, Anthropic's carries the input side and
-``message_delta`` the output (``X-Sim-Usage: provisional``: no ``message_delta`` usage).
+``message_delta`` the output (``X-Sim-Usage: provisional``: no ``message_delta`` at all).
 ``state.messages_gone`` answers 410, as xAI may for a retired feature.
 """
 
@@ -121,8 +121,9 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
         "type": "message_delta",
         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
     }
-    if inj.usage not in ("none", "provisional"):
+    if inj.usage != "none":
         final["usage"] = {"output_tokens": output_tokens} if anthropic else usage
-    frames.append(sse_event("message_delta", final))
+    if inj.usage != "provisional":
+        frames.append(sse_event("message_delta", final))
     frames.append(sse_event("message_stop", {"type": "message_stop"}))
     return Reply(frames=frames, content_type=SSE)
