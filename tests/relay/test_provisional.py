@@ -44,9 +44,12 @@ def oai(meter: RunningDaemon) -> openai.AsyncOpenAI:
 
 
 async def test_messages_stream_final_usage_is_metered(meter: RunningDaemon) -> None:
-    async with ant(meter) as client, client.messages.stream(
-        model="grok-3", max_tokens=5, messages=USER, extra_headers=FORCED
-    ) as stream:
+    async with (
+        ant(meter) as client,
+        client.messages.stream(
+            model="grok-3", max_tokens=5, messages=USER, extra_headers=FORCED
+        ) as stream,
+    ):
         final = await stream.get_final_message()
     assert (final.usage.input_tokens, final.usage.output_tokens) == (40, 5)
     [row] = await meter.rows(1)
@@ -58,31 +61,35 @@ async def test_messages_stream_without_message_delta_usage_is_incomplete(
 ) -> None:
     """xAI's message_start says 0/0; the stream ends cleanly but without its message_delta:
     before the fix this was booked as a metered call of 0 tokens."""
-    async with ant(meter) as client, client.messages.stream(
-        model="grok-3",
-        max_tokens=5,
-        messages=USER,
-        extra_headers={**FORCED, "X-Sim-Usage": "provisional"},
-    ) as stream:
+    async with (
+        ant(meter) as client,
+        client.messages.stream(
+            model="grok-3",
+            max_tokens=5,
+            messages=USER,
+            extra_headers={**FORCED, "X-Sim-Usage": "provisional"},
+        ) as stream,
+    ):
         final = await stream.get_final_message()
     assert final.usage.output_tokens == 0  # all the client ever saw: the provisional 0/0
     [row] = await meter.rows(1)
     assert counts(row) == UNBOOKED and row["error"] is None
-    assert (
-        meter.metric("xai_meter_unmetered_total", endpoint="messages", reason="incomplete") == 1
-    )
+    assert meter.metric("xai_meter_unmetered_total", endpoint="messages", reason="incomplete") == 1
 
 
 async def test_messages_stream_cut_after_message_start_is_incomplete(
     meter: RunningDaemon,
 ) -> None:
     with pytest.raises((anthropic.APIError, httpx2.TransportError)):  # the SDK lets it through
-        async with ant(meter) as client, client.messages.stream(
-            model="grok-3",
-            max_tokens=5,
-            messages=USER,
-            extra_headers={**FORCED, "X-Sim-Cut-After": "3"},
-        ) as stream:
+        async with (
+            ant(meter) as client,
+            client.messages.stream(
+                model="grok-3",
+                max_tokens=5,
+                messages=USER,
+                extra_headers={**FORCED, "X-Sim-Cut-After": "3"},
+            ) as stream,
+        ):
             await stream.get_final_message()
     [row] = await meter.rows(1)
     assert counts(row) == UNBOOKED and row["error"] == "upstream_stream_cut"
