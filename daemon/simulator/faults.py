@@ -10,8 +10,8 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Gzip: 1``               gzip the body (JSON and SSE), ``Content-Encoding: gzip``
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
   ``X-Sim-Usage: none|every|provisional``  omit usage entirely / chat and completions streams:
-                                  cumulative usage per chunk / Messages streams: the
-                                  ``message_start`` counts only, no final ``message_delta``
+                                  cumulative usage per chunk / Messages streams: xAI's
+                                  0/0 ``message_start`` only, no final ``message_delta``
   ``X-Sim-Cached-Tokens: N``      force the cached part of the prompt
   ``X-Sim-Prompt-Tokens: N``      force the prompt size (long-context pricing without a huge body)
   ``X-Sim-Sources: N``            force ``num_sources_used``

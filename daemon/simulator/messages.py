@@ -5,9 +5,9 @@ Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens
 (``state.messages_input_includes_cache`` false switches to Anthropic: reads and writes outside
 ``input_tokens``, writes forced by ``X-Sim-Cache-Write-5m``/``-1h`` and split in
 ``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``); streams are
-``message_start`` ... ``message_stop`` events: xAI's ``message_start`` usage is 0/0 and
-``message_delta`` carries the final counts, Anthropic's carries the input side and
-``message_delta`` the output (``X-Sim-Usage: provisional``: no ``message_delta`` at all).
+``message_start`` ... ``message_stop`` events: ``message_start`` carries the input side and
+``message_delta`` the final output count. ``X-Sim-Usage: provisional`` sends what real xAI streams
+were seen to end with: ``message_start`` usage 0/0 and no ``message_delta`` at all.
 ``state.messages_gone`` answers 410, as xAI may for a retired feature.
 """
 
@@ -91,8 +91,9 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
         return json_reply(message)
     start = {**message, "content": [], "stop_reason": None}
     if inj.usage != "none":
-        # Anthropic: the input side and 1 output token; xAI: 0/0 until message_delta.
-        start["usage"] = {**usage, "output_tokens": 1} if anthropic else dict.fromkeys(usage, 0)
+        # The input side and 1 output token; provisional: xAI's 0/0, and no message_delta.
+        provisional = inj.usage == "provisional"
+        start["usage"] = dict.fromkeys(usage, 0) if provisional else {**usage, "output_tokens": 1}
     frames = [
         sse_event("message_start", {"type": "message_start", "message": start}),
         sse_event(
@@ -122,7 +123,7 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
     }
     if inj.usage != "none":
-        final["usage"] = {"output_tokens": output_tokens} if anthropic else usage
+        final["usage"] = {"output_tokens": output_tokens}
     if inj.usage != "provisional":
         frames.append(sse_event("message_delta", final))
     frames.append(sse_event("message_stop", {"type": "message_stop"}))
