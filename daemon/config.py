@@ -350,8 +350,9 @@ SETTINGS: tuple[Setting, ...] = (
         {},
         "Prices that win over the listing, per model, in USD: "
         "input, cached_input, output, image_input (per 1M tokens), image (per image), search "
-        "(per source), long_context_threshold, input_long, cached_input_long, output_long. "
-        "Also prices models of upstreams without a listing.",
+        "(per source), long_context_threshold, input_long, cached_input_long, output_long, "
+        "cache_write and cache_write_1h (prompt-cache writes per 1M tokens, 5-minute and 1-hour; "
+        "default 1.25x and 2x input). Also prices models of upstreams without a listing.",
         _overrides,
     ),
     Setting(

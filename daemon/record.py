@@ -113,11 +113,19 @@ class Usage:
     ``_calls``: calls per tool, ``unknown`` for calls no kind names), plus `FETCH_COUNT_KINDS`
     (items fetched); each is priced by its kind's fee. ``reported_cost_ticks`` is what the
     upstream billed (ticks, or its nano-USD * 10).
+
+    Prompt caching, in Anthropic's standard terms (xai-api.md, "Anthropic-compatible"):
+    ``cached_input_tokens`` is the cache *read* count (Anthropic's ``cache_read_input_tokens``,
+    OpenAI's ``cached_tokens``; also readable as `cache_read_input_tokens`);
+    ``cache_creation_input_tokens`` are cache *writes*, also a part of ``input_tokens`` and apart
+    from the reads, of which ``cache_creation_1h_input_tokens`` were written for one hour
+    (Anthropic's ``cache_creation.ephemeral_1h_input_tokens``); the rest are 5-minute writes.
     """
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
     image_input_tokens: int = 0
@@ -129,6 +137,11 @@ class Usage:
     def tool_call_count(self) -> int:
         """Server-side tool calls of every kind (the fetched-item counts are not calls)."""
         return sum(n for kind, n in self.server_tool_calls.items() if kind not in FETCH_COUNT_KINDS)
+
+    @property
+    def cache_read_input_tokens(self) -> int:
+        """Anthropic's name for `cached_input_tokens`: prompt tokens read from the cache."""
+        return self.cached_input_tokens
 
 
 @dataclass(slots=True)
@@ -208,7 +221,7 @@ class CallRecord:
             usage = (
                 u.input_tokens,
                 u.cached_input_tokens,
-                u.cache_write_tokens,
+                u.cache_creation_input_tokens,
                 u.output_tokens,
                 u.reasoning_tokens,
                 u.image_input_tokens,
@@ -256,6 +269,7 @@ class CallRecord:
             self.upstream_error,
             None if self.price_multiplier is None else float(self.price_multiplier),
             None if self.image_tier is None else "/".join(t or "" for t in self.image_tier),
+            u.cache_creation_1h_input_tokens if u else None,
         )
 
 
@@ -274,7 +288,7 @@ ROW_COLUMNS = (
     "model",
     "input_tokens",
     "cached_input_tokens",
-    "cache_write_tokens",
+    "cache_creation_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "image_input_tokens",
@@ -307,6 +321,7 @@ ROW_COLUMNS = (
     "upstream_error",
     "price_multiplier",
     "image_tier",
+    "cache_creation_1h_input_tokens",
 )
 _NO_USAGE = (None,) * 10
 

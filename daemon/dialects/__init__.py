@@ -7,6 +7,7 @@ bounded endpoint name the call is counted under. The rooms of this package:
 - `body`, `sse`: the two tap shapes, a whole JSON body and a stream of server-sent events
 - `coerce`, `encoding`: reading untrusted JSON values; undoing a Content-Encoding for the tap
 - `chat`, `responses`, `messages`, `images`, `apikey`: one dialect each (see xai-api.md)
+- `completions`: the two legacy text completions, OpenAI's and Anthropic's
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from daemon.dialects.apikey import ApiKeyDialect
 from daemon.dialects.base import Dialect
 from daemon.dialects.chat import ChatDialect, DeferredResultDialect
+from daemon.dialects.completions import CompleteDialect, CompletionsDialect
 from daemon.dialects.images import ImagesDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
@@ -30,6 +32,8 @@ _ROUTES: tuple[tuple[str, Dialect], ...] = (
     (r"/v1/chat/deferred-completion/[^/]+", DeferredResultDialect()),
     (r"/v1/responses(?:/[^/]+)?", ResponsesDialect()),
     (r"/v1/messages", MessagesDialect()),
+    (r"/v1/completions", CompletionsDialect()),
+    (r"/v1/complete", CompleteDialect()),
     (r"/v1/images/generations", ImagesDialect("images.generations")),
     (r"/v1/images/edits", ImagesDialect("images.edits")),
     (r"/v1/api-key", ApiKeyDialect("api-key")),
@@ -40,7 +44,6 @@ _ROUTES: tuple[tuple[str, Dialect], ...] = (
     (r"/v1/image-generation-models(?:/[^/]+)?", Dialect("image-generation-models")),
     (r"/v1/tokenize-text", Dialect("tokenize-text")),
     (r"/v1/embeddings", Dialect("embeddings")),
-    (r"/v1/completions", Dialect("completions")),
     (r"/v1/batches(?:/.*)?", Dialect("batches")),
     (r"/v1/files(?:/.*)?", Dialect("files")),
 )

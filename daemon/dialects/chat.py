@@ -87,18 +87,29 @@ class ChatBody(BodyTap):
 
 
 class ChatStream(EventTap):
-    """Reads the first chunk (model, id, fingerprint) and any chunk carrying usage or an error."""
+    """Reads the first chunk (model, id, fingerprint) and any chunk carrying usage or an error.
+
+    Usage is final on the ``choices: []`` usage chunk, or once ``[DONE]`` ends the stream
+    (Nov 2024 streams repeat cumulative usage on every chunk: before ``[DONE]`` it is
+    provisional, and a stream cut before it is unmetered, ``incomplete``).
+    """
 
     first_token = _FIRST_TOKEN
-    needles = (b'"usage"', b'"error"')
+    needles = (b'"usage"', b'"error"', b"[DONE]")
 
     def read(self, obj: dict[str, Any]) -> bool:
         if "error" in obj and "choices" not in obj:
             read_error(self.record, obj)  # an error sent as an event, mid-stream
             return True
         read_chat_completion(self.record, obj)
-        # The usage-only chunk that exists only because the relay asked for it.
-        return not (self.filters and obj.get("choices") == [] and "usage" in obj)
+        if obj.get("choices") == [] and isinstance(obj.get("usage"), dict):
+            self.usage_final = True
+            # The usage-only chunk that exists only because the relay asked for it.
+            return not self.filters
+        return True
+
+    def on_done(self) -> None:
+        self.usage_final = True
 
 
 class ChatDialect(Dialect):

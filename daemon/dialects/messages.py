@@ -3,13 +3,14 @@
 Shapes read (xai-api.md, "Anthropic-compatible POST /v1/messages"):
 
 - body: ``{id, model, usage}``; ``usage`` is ``{input_tokens, output_tokens,
-  cache_read_input_tokens, cache_creation_input_tokens, server_tool_use{web_search_requests}}``
-  (xAI sends no cost here today; a ``cost_in_usd_ticks`` or ``cost_in_nano_usd`` is read as in
-  every dialect, `daemon.dialects.coerce.reported_ticks`);
-- stream: ``message_start`` carries ``message{id, model, usage}`` (input side; xAI sends 0/0
-  there), ``message_delta`` carries ``usage`` (output, cumulative: the last value of each count
-  wins); an ``error`` event carries ``error{type}``. A stream whose final usage never came is
-  unmetered, not zero.
+  cache_read_input_tokens, cache_creation_input_tokens, cache_creation{ephemeral_5m_input_tokens,
+  ephemeral_1h_input_tokens}, server_tool_use{web_search_requests}}`` (xAI sends no cost here
+  today; a ``cost_in_usd_ticks`` or ``cost_in_nano_usd`` is read as in every dialect,
+  `daemon.dialects.coerce.reported_ticks`);
+- stream: ``message_start`` carries ``message{id, model, usage}`` (provisional: xAI sends 0/0
+  there), ``message_delta`` carries the final ``usage`` (cumulative: the last value of each count
+  wins); an ``error`` event carries ``error{type}``. A stream whose ``message_delta`` usage never
+  came is unmetered (``incomplete``), never booked with the provisional counts.
 
 Anthropic counts cache reads and cache writes *outside* `input_tokens`; xAI's compatible endpoint
 counts cache reads inside. The upstream's provider says which; a cache-read count larger than
@@ -25,7 +26,7 @@ from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_er
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import as_int, loads_object, opt_str, reported_ticks, sub
 from daemon.dialects.sse import EventTap
-from daemon.record import CallRecord, Unmetered, Usage
+from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(rb'"type"\s*:\s*"content_block_delta"')
 _USAGE_KEYS = (
@@ -38,17 +39,33 @@ _USAGE_KEYS = (
 _COST_KEYS = ("cost_in_usd_ticks", "cost_in_nano_usd")
 
 
+_DETAIL_KEYS = ("server_tool_use", "cache_creation")
+
+
 def messages_usage(u: dict[str, Any], provider: str) -> Usage:
-    """Normalize Messages usage so `input_tokens` includes cache reads and writes."""
+    """Normalize Messages usage so `input_tokens` includes cache reads and writes.
+
+    Cache writes: ``cache_creation_input_tokens`` (all of them) and, on Anthropic,
+    ``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``; a total without
+    the split is all 5-minute writes, a split without the total adds up to it.
+    """
     inp = as_int(u.get("input_tokens"))
     cache_read = as_int(u.get("cache_read_input_tokens"))
-    cache_write = as_int(u.get("cache_creation_input_tokens"))
+    split = sub(u, "cache_creation")
+    write_1h = as_int(split.get("ephemeral_1h_input_tokens"))
+    write = max(
+        as_int(u.get("cache_creation_input_tokens")),
+        as_int(split.get("ephemeral_5m_input_tokens")) + write_1h,
+    )
     if provider == "anthropic" or cache_read > inp:
-        inp += cache_read + cache_write
+        inp += cache_read + write
+    cached = min(cache_read, inp)
+    write = min(write, inp - cached)
     return Usage(
         input_tokens=inp,
-        cached_input_tokens=min(cache_read, inp),
-        cache_write_tokens=cache_write,
+        cached_input_tokens=cached,
+        cache_creation_input_tokens=write,
+        cache_creation_1h_input_tokens=min(write_1h, write),
         output_tokens=as_int(u.get("output_tokens")),
         sources=as_int(sub(u, "server_tool_use").get("web_search_requests")),
         reported_cost_ticks=reported_ticks(u),
@@ -82,23 +99,23 @@ class MessageStream(EventTap):
             read_error(self.record, obj)
             return True
         message = obj.get("message")
-        keys: tuple[str, ...] = (*_USAGE_KEYS, "server_tool_use")
-        if isinstance(message, dict):  # message_start
+        keys: tuple[str, ...] = (*_USAGE_KEYS, *_DETAIL_KEYS)
+        if isinstance(message, dict):  # message_start: its usage is provisional
             note_model_and_id(self.record, message.get("model"), message.get("id"))
             usage = message.get("usage")
         else:  # message_delta (or another event that names one)
             usage = obj.get("usage")
             keys = (*keys, *_COST_KEYS)
+            if isinstance(usage, dict) and obj.get("type") == "message_delta":
+                self.usage_final = True  # the final, cumulative counts
         if isinstance(usage, dict):
             self._usage.update({k: usage[k] for k in keys if usage.get(k) is not None})
         return True
 
     def end_of_stream(self, complete: bool) -> None:
         record = self.record
-        if "output_tokens" in self._usage:
+        if self._usage:  # dropped by EventTap unless message_delta made it final
             record.usage = messages_usage(self._usage, record.provider)
-            if not complete:  # a lower bound: counted, and marked as not the whole story
-                record.mark_unmetered(Unmetered.INCOMPLETE)
         super().end_of_stream(complete)
 
 

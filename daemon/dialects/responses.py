@@ -40,6 +40,7 @@ from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, repor
 from daemon.dialects.sse import EventTap
 from daemon.record import FETCH_COUNT_KINDS, CallRecord, Usage
 
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _FIRST_TOKEN = re.compile(
     rb'"type"\s*:\s*"response\.(?:output_text|reasoning_text|'
     rb'reasoning_summary_text|refusal)\.delta"'
@@ -188,6 +189,8 @@ class ResponseStream(EventTap):
         response = obj.get("response")
         if isinstance(response, dict):
             read_response(self.record, response)
+            if obj.get("type") in _TERMINAL:
+                self.usage_final = True  # usage on any earlier event is provisional
         if self.record.fingerprint is None:  # the event's own metadata, if its response had none
             self.record.fingerprint = _fingerprint(obj)
         return True

@@ -65,6 +65,10 @@ class EventTap(Tap):
         self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
         self.malformed = False  # an event that should have been JSON was not
         self._seen_first = False
+        # The usage read is the stream's final count: set by the dialect when the event that
+        # closes the count arrives. Until then any usage seen is provisional (xai-api.md: a
+        # stream whose final usage never came is unmetered, not zero).
+        self.usage_final = False
 
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
@@ -117,6 +121,8 @@ class EventTap(Tap):
         Parses the first event, and after it only the events `needles` point at."""
         data = sse_data(event)
         if not data or data == b"[DONE]":
+            if data:
+                self.on_done()
             return True
         if (
             self.record.ttft_ms is None
@@ -137,6 +143,9 @@ class EventTap(Tap):
         """One parsed event; return False to drop it from the client's stream (filters only)."""
         return True
 
+    def on_done(self) -> None:
+        """The ``data: [DONE]`` marker arrived (seen only if a needle names it)."""
+
     def quiet_needles(self) -> tuple[bytes, ...] | None:
         """`needles`, once nothing but the events they point at can matter; else None."""
         if self._seen_first and self.record.ttft_ms is not None:
@@ -144,8 +153,15 @@ class EventTap(Tap):
         return None
 
     def end_of_stream(self, complete: bool) -> None:
-        """All events were read: missing usage on a billable 2xx is unmetered, saying why."""
+        """All events were read: missing usage on a billable 2xx is unmetered, saying why.
+
+        Usage read but never confirmed final (`usage_final`) is provisional, a lower bound: it
+        is dropped, never booked, and the call is unmetered as ``incomplete``."""
         record = self.record
+        if record.usage is not None and not self.usage_final:
+            record.usage = None
+            if record.billable and is_ok(record):
+                record.mark_unmetered(Unmetered.INCOMPLETE)
         if record.usage is None and record.billable and is_ok(record):
             if not complete:
                 record.mark_unmetered(Unmetered.INCOMPLETE)

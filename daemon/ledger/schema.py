@@ -75,11 +75,24 @@ _CALL_COLUMNS_M009_RULES: dict[str, type] = {
     # images: the request's "quality/resolution" (the listing's pricing[] tier); null otherwise
     "image_tier": str,
 }
+# m010 renamed a column in place (its position stays) and added the 1-hour part of it.
+_RENAMED_M010: dict[str, str] = {"cache_write_tokens": "cache_creation_input_tokens"}
+_CALL_COLUMNS_M010: dict[str, type] = {
+    # Anthropic cache writes for 1 hour (priced 2x input); the rest of
+    # cache_creation_input_tokens are 5-minute writes (1.25x input)
+    "cache_creation_1h_input_tokens": int,
+}
 CALL_COLUMNS: dict[str, type] = {
-    **_CALL_COLUMNS_M001,
-    **_CALL_COLUMNS_M005,
-    **_CALL_COLUMNS_M008,
-    **_CALL_COLUMNS_M009_RULES,
+    **{
+        _RENAMED_M010.get(name, name): kind
+        for name, kind in {
+            **_CALL_COLUMNS_M001,
+            **_CALL_COLUMNS_M005,
+            **_CALL_COLUMNS_M008,
+            **_CALL_COLUMNS_M009_RULES,
+        }.items()
+    },
+    **_CALL_COLUMNS_M010,
 }
 
 
@@ -210,6 +223,16 @@ def m009_rules_multiplier_image_tiers(db: sqlite_utils.Database) -> None:
     db["prices"].add_column("image_tiers", str)  # type: ignore[union-attr]
 
 
+def m010_anthropic_cache_creation(db: sqlite_utils.Database) -> None:
+    """Cache writes take Anthropic's standard name, and their 1-hour part its own column (the two
+    durations bill differently). Old rows keep their counts; with no 1-hour part recorded they
+    count as 5-minute writes. ``cached_input_tokens`` stays the cache-read count."""
+    for old, new in _RENAMED_M010.items():
+        db.execute(f"alter table calls rename column {old} to {new}")
+    for name, kind in _CALL_COLUMNS_M010.items():
+        db["calls"].add_column(name, kind)  # type: ignore[union-attr]
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -220,6 +243,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m007_no_model_index,
     m008_upstream_error,
     m009_rules_multiplier_image_tiers,
+    m010_anthropic_cache_creation,
 ]
 
 

@@ -24,7 +24,8 @@ _INSERT = (
     f"values ({', '.join('?' for _ in CALL_COLUMNS)})"
 )
 _RARE_COLUMNS = (
-    "cache_write_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
     "images",
     "sources",
     "server_tool_calls",
@@ -153,7 +154,8 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
         record.usage = Usage(
             input_tokens=row["input_tokens"],
             cached_input_tokens=row["cached_input_tokens"] or 0,
-            cache_write_tokens=row["cache_write_tokens"] or 0,
+            cache_creation_input_tokens=row["cache_creation_input_tokens"] or 0,
+            cache_creation_1h_input_tokens=row["cache_creation_1h_input_tokens"] or 0,
             output_tokens=row["output_tokens"] or 0,
             reasoning_tokens=row["reasoning_tokens"] or 0,
             image_input_tokens=row["image_input_tokens"] or 0,

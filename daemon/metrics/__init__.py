@@ -63,6 +63,8 @@ GENAI_OPERATION = {
     "chat.completions": "chat",
     "responses": "chat",
     "messages": "chat",
+    "completions": "text_completion",
+    "complete": "text_completion",
     "images.generations": "generate_content",
     "images.edits": "generate_content",
 }

@@ -3,8 +3,14 @@
 The formula, checked exactly against real bills (tests/pricing/test_real_bills.py)::
 
     tokens = (input - cached - image_input)·P_in + cached·P_cached + image_input·P_image_in
-             + output·P_out
+             + output·P_out + writes_5m·P_write_5m + writes_1h·P_write_1h
     cost   = ⌊tokens · tier · multiplier⌋ + sources·P_search + Σ tool units·fee + images·P_image
+
+with ``input - cached - image_input`` read as also less the cache writes, which are a part of
+``input`` too. Cache writes (xai-api.md, "Anthropic-compatible"): a 5-minute write bills 1.25x the
+input price, a 1-hour write 2x, unless an override sets ``cache_write``/``cache_write_1h``; a
+write count without its split is all 5-minute writes (xAI's always 0). They are token prices, so
+the multipliers apply to them too.
 
 ``output`` already includes reasoning; cached and image-input tokens are parts of ``input``
 (xAI bills "prompt text, audio and image tokens" at the prompt price, and its chat usage reports
@@ -126,6 +132,27 @@ def _tool_fee(fees: Mapping[str, int], name: str) -> int:
     return fees.get(key, 0)
 
 
+def _cache_write_ticks(write_5m: int, write_1h: int, price: ModelPrice, p_in: int | None) -> int:
+    """Prompt-cache writes: the override's prices, else Anthropic's 1.25x (5-minute) and 2x
+    (1-hour) the input price in force, the 1.25x part rounded to the nearest tick."""
+    total = 0
+    if write_5m:
+        if price.cache_write is not None:
+            total += write_5m * price.cache_write
+        elif p_in is None:
+            raise UnpricedError(price.model, "cache_write")
+        else:
+            total += (write_5m * p_in * 5 + 2) // 4
+    if write_1h:
+        if price.cache_write_1h is not None:
+            total += write_1h * price.cache_write_1h
+        elif p_in is None:
+            raise UnpricedError(price.model, "cache_write_1h")
+        else:
+            total += write_1h * p_in * 2
+    return total
+
+
 def _image_price(price: ModelPrice, image_tier: tuple[str | None, str | None] | None) -> int | None:
     """Ticks per image: the listed tier for the request's (quality, resolution), a missing half
     (or quality ``auto``) taken from `IMAGE_DEFAULTS`; else ``image_price`` (None when neither
@@ -165,7 +192,9 @@ def compute_cost(
     inp = max(usage.input_tokens, 0)
     image_in = min(max(usage.image_input_tokens, 0), inp)
     cached = min(max(usage.cached_input_tokens, 0), inp - image_in)
-    text = inp - cached - image_in
+    write = min(max(usage.cache_creation_input_tokens, 0), inp - image_in - cached)
+    write_1h = min(max(usage.cache_creation_1h_input_tokens, 0), write)
+    text = inp - cached - image_in - write
     out = max(usage.output_tokens, 0)
 
     p_in, p_cached, p_out = price.input, price.cached_input, price.output
@@ -191,6 +220,8 @@ def compute_cost(
             if unit is None:
                 raise UnpricedError(price.model, name)
             tokens += count * unit
+    if write:
+        tokens += _cache_write_ticks(write - write_1h, write_1h, price, p_in)
     if service_tier is not None:
         tokens *= TIER_MULTIPLIERS.get(service_tier.lower(), 1)
     if multiplier is not None:  # exact, rounded down once: see the module docstring

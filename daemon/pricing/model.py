@@ -44,6 +44,10 @@ class ModelPrice:
     input_long: int | None = None
     cached_input_long: int | None = None
     output_long: int | None = None
+    # Prompt-cache writes (Anthropic), ticks per token; only overrides set them. None: derived,
+    # 1.25x (5-minute writes) and 2x (1-hour writes) the input price in force (`cost`).
+    cache_write: int | None = None
+    cache_write_1h: int | None = None
     fingerprint: str | None = None
     source: Source = "listing"
     image_tiers: tuple[ImageTier, ...] = ()
@@ -75,7 +79,7 @@ class ModelPrice:
         """This price with every field the override sets replaced (the override wins)."""
         changes: dict[str, Any] = {
             name: getattr(override, name)
-            for name in PRICED_FIELDS
+            for name in (*PRICED_FIELDS, *OVERRIDE_ONLY_FIELDS)
             if getattr(override, name) is not None
         }
         aliases = self.aliases + tuple(a for a in override.aliases if a not in self.aliases)
@@ -98,3 +102,7 @@ PRICE_FIELDS: Final = (
 )
 #: Every field a listing or an override sets: the prices, and the long-context threshold.
 PRICED_FIELDS: Final = (*PRICE_FIELDS, "long_context_threshold")
+
+#: Price fields only an override sets (no listing has them, so no price-history column either):
+#: ticks per token or None.
+OVERRIDE_ONLY_FIELDS: Final = ("cache_write", "cache_write_1h")

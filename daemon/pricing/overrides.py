@@ -38,6 +38,9 @@ _OVERRIDE_FIELDS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "cached_input_long_context": ("cached_input_long", "per_1m"),
         "output_long": ("output_long", "per_1m"),
         "output_long_context": ("output_long", "per_1m"),
+        "cache_write": ("cache_write", "per_1m"),
+        "cache_write_5m": ("cache_write", "per_1m"),
+        "cache_write_1h": ("cache_write_1h", "per_1m"),
         "image": ("image", "usd"),
         "search": ("search", "usd"),
         "long_context_threshold": ("long_context_threshold", "tokens"),
@@ -95,7 +98,9 @@ def usd_to_ticks(value: Any, *, model: str = "?", key: str = "image") -> int:
 def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
     """Config overrides ``{model: {"input": usd_per_1M, "cached_input": ..., "output": ...,
     "image_input": ..., "image": usd_per_image, "search": usd_per_source,
-    "long_context_threshold": tokens, "input_long": ..., "aliases": [...]}}`` → partial
+    "long_context_threshold": tokens, "input_long": ..., "cache_write": usd_per_1M (5-minute
+    prompt-cache writes; ``cache_write_5m`` is the same field), "cache_write_1h": usd_per_1M,
+    "aliases": [...]}}`` → partial
     `ModelPrice` (source "override") by lower-cased model name. Every error is an `OverrideError`.
     """
     if not isinstance(table, Mapping):

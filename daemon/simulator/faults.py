@@ -13,7 +13,9 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Split: N``              write the body in pieces of N bytes
   ``X-Sim-Gzip: 1``               gzip the body (JSON and SSE), ``Content-Encoding: gzip``
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
-  ``X-Sim-Usage: none|every``     omit usage entirely / chat streams: cumulative usage per chunk
+  ``X-Sim-Usage: none|every|provisional``  omit usage entirely / chat and completions streams:
+                                  cumulative usage per chunk / Messages streams: xAI's
+                                  0/0 ``message_start`` only, no final ``message_delta``
   ``X-Sim-Cached-Tokens: N``      force the cached part of the prompt
   ``X-Sim-Prompt-Tokens: N``      force the prompt size (long-context pricing without a huge body)
   ``X-Sim-Sources: N``            force ``num_sources_used``
@@ -70,7 +72,7 @@ class Injection:
     split: int | None = None
     gzip: bool = False
     malformed: bool = False
-    usage: str | None = None  # "none" | "every"
+    usage: str | None = None  # "none" | "every" | "provisional"
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> Injection:
@@ -91,7 +93,7 @@ class Injection:
             split=split,
             gzip=_header_flag(headers, HEADER_GZIP),
             malformed=_header_flag(headers, HEADER_MALFORMED),
-            usage=header_choice(headers, HEADER_USAGE, ("none", "every")),
+            usage=header_choice(headers, HEADER_USAGE, ("none", "every", "provisional")),
         )
 
 

@@ -1,8 +1,13 @@
 """``POST /v1/messages``: the Anthropic-compatible surface.
 
 Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens``; xAI counts
-``cache_read_input_tokens`` inside ``input_tokens`` (``state.messages_input_includes_cache``
-switches to Anthropic's exclusion); streams are ``message_start`` ... ``message_stop`` events.
+``cache_read_input_tokens`` inside ``input_tokens`` and writes no cache
+(``state.messages_input_includes_cache`` false switches to Anthropic: reads and writes outside
+``input_tokens``, writes forced by ``X-Sim-Cache-Write-5m``/``-1h`` and split in
+``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``); streams are
+``message_start`` ... ``message_stop`` events: ``message_start`` carries the input side and
+``message_delta`` the final output count. ``X-Sim-Usage: provisional`` sends what real xAI streams
+were seen to end with: ``message_start`` usage 0/0 and no ``message_delta`` at all.
 ``state.messages_gone`` answers 410, as xAI may for a retired feature. Message ids are bare
 UUIDs as xAI's are (``msg_<hex>`` with ``state.legacy_2025_shapes``).
 """
@@ -15,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from daemon.simulator.catalog import is_reasoning
-from daemon.simulator.faults import Injection
+from daemon.simulator.faults import Injection, header_int
 from daemon.simulator.prompts import (
     measure_prompt,
     model_of,
@@ -34,6 +39,10 @@ from daemon.simulator.wire import (
     sse_event,
     timing_headers,
 )
+
+# Anthropic mode: prompt tokens written to the cache for 5 minutes / 1 hour (xAI writes none).
+HEADER_CACHE_WRITE_5M = "X-Sim-Cache-Write-5m"
+HEADER_CACHE_WRITE_1H = "X-Sim-Cache-Write-1h"
 
 
 async def create_message(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
@@ -57,14 +66,24 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
     stop_reason = "max_tokens" if choice.finish_reason == "length" else "end_turn"
     output_tokens = len(choice.words) + choice.reasoning_tokens  # thinking is billed as output
     input_tokens = prompt.tokens
-    if not state.messages_input_includes_cache:
-        input_tokens -= prompt.cached
-    usage = {
+    anthropic = not state.messages_input_includes_cache
+    usage: dict[str, Any] = {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cache_read_input_tokens": prompt.cached,
         "cache_creation_input_tokens": 0,
     }
+    if anthropic:  # reads and writes outside input_tokens; writes by duration
+        write_5m = header_int(request.headers, HEADER_CACHE_WRITE_5M) or 0
+        write_1h = header_int(request.headers, HEADER_CACHE_WRITE_1H) or 0
+        if write_5m + write_1h > input_tokens - prompt.cached:
+            raise ApiError(400, "cache writes exceed the uncached prompt")
+        usage["input_tokens"] = input_tokens - prompt.cached - write_5m - write_1h
+        usage["cache_creation_input_tokens"] = write_5m + write_1h
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": write_5m,
+            "ephemeral_1h_input_tokens": write_1h,
+        }
     message: dict[str, Any] = {
         "id": f"msg_{uuid.uuid4().hex}" if state.legacy_2025_shapes else str(uuid.uuid4()),
         "type": "message",
@@ -86,7 +105,9 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
         return reply
     start = {**message, "content": [], "stop_reason": None}
     if inj.usage != "none":
-        start["usage"] = {**usage, "output_tokens": 1}
+        # The input side and 1 output token; provisional: xAI's 0/0, and no message_delta.
+        provisional = inj.usage == "provisional"
+        start["usage"] = dict.fromkeys(usage, 0) if provisional else {**usage, "output_tokens": 1}
     frames = [
         sse_event("message_start", {"type": "message_start", "message": start}),
         sse_event(
@@ -117,6 +138,7 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
     }
     if inj.usage != "none":
         final["usage"] = {"output_tokens": output_tokens}
-    frames.append(sse_event("message_delta", final))
+    if inj.usage != "provisional":
+        frames.append(sse_event("message_delta", final))
     frames.append(sse_event("message_stop", {"type": "message_stop"}))
     return Reply(frames=frames, content_type=SSE, headers=headers, tokens=tokens)

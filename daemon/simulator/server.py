@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 
 from daemon.simulator.auth import api_key_info, auth_error
 from daemon.simulator.chat import chat_completions, deferred_completion
+from daemon.simulator.completions import create_complete, create_completion
 from daemon.simulator.faults import (
     HEADER_STATUS,
     INJECTION_KEY,
@@ -133,6 +134,8 @@ def build_app(state: SimulatorState | None = None) -> web.Application:
         ("GET", "/v1/responses/{response_id}", get_response),
         ("DELETE", "/v1/responses/{response_id}", delete_response),
         ("POST", "/v1/messages", create_message),
+        ("POST", "/v1/completions", create_completion),
+        ("POST", "/v1/complete", create_complete),
         ("POST", "/v1/images/generations", generate_images),
         ("POST", "/v1/images/edits", edit_images),
         ("POST", "/v1/tokenize-text", tokenize_text),
