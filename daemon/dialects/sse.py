@@ -1,19 +1,21 @@
 r"""Server-sent events: the one definition of where an event ends, and the tap that reads them.
 
 The rule (WHATWG HTML, "Server-sent events", interpreting an event stream): a line ends in CRLF,
-LF or CR, and an event ends at a blank line, that is, at a line ending followed by another one.
-A stream may mix them and split anywhere (xai-api.md: "Event boundaries may be LF, CRLF or CR
-pairs, mixed, split anywhere"). `_EVENT_END` matches these pairs of line endings:
+LF or CR, and an event ends at a blank line, that is, at a line ending followed directly by
+another one. A stream may mix them per line and split anywhere, even between the CR and the LF
+of one CRLF (xai-api.md, "Chat completions": "Event boundaries may be LF, CRLF or CR pairs,
+mixed, split anywhere"). `EVENT_END` is that rule as one pattern, used by every tap:
 
-    LF LF      \n\n           CRLF CRLF  \r\n\r\n
-    LF CRLF    \n\r\n         CRLF LF    \r\n\n
-    CR CR      \r\r           CR CRLF    \r\r\n (found as \r\r; its \n opens the next event)
+    a line ending, taken whole (CRLF before CR: atomic, so ``\r\n`` is never two endings),
+    then another one: \n\n  \r\n\r\n  \n\r\n  \r\n\n  \r\r  \r\r\n  \n\r  \r\n\r  ...
 
-Not matched: a blank line ended by a lone CR after an LF or CRLF line (``\n\r`` or ``\r\n\r``
-followed by anything but ``\n``): no upstream is known to send it, and at a chunk's end it
-cannot be told from the start of ``\n\r\n`` or ``\r\n\r\n``. Such an event joins the next one.
-`_end_of_last_event`, the cheap search used while skipping events, knows only LF LF and
-CRLF CRLF: an event it misses stays buffered until the full scan reads it.
+A match that ends with a CR at the end of the bytes read so far may be the first half of a
+CRLF: the event is read at once (no waiting on the next chunk), and an LF that starts the next
+chunk is taken as the rest of that ending (`EventTap._after_cr`).
+
+Cost: each byte is searched once by `EVENT_END` (a search resumes where the last one stopped,
+less at most 3 bytes that could start an ending); events are cut out of the buffer in place,
+and one that `needles` says cannot matter is skipped without being copied or decoded.
 
 An event's data is its ``data:`` lines, one leading space dropped, joined by LF (`sse_data`).
 """
@@ -28,14 +30,20 @@ from daemon.dialects.coerce import loads_object
 from daemon.dialects.encoding import Decoder
 from daemon.record import CallRecord, Unmetered
 
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\n\n|\n\r\n|\r\r")
+EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
+_LONGEST_PARTIAL = 3  # bytes of an unfinished EVENT_END match (it is at most 4 long)
 
 
-def _end_of_last_event(buf: bytearray) -> int:
-    """Where the last complete event in `buf` ends (0: none ends there)."""
-    lf = buf.rfind(b"\n\n")
-    crlf = buf.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+def split_events(data: bytes) -> list[bytes]:
+    """A whole SSE body as its raw events (each with its ending; a last unended one too).
+    For tests and tools; the taps split incrementally with the same `EVENT_END`."""
+    events, start = [], 0
+    for m in EVENT_END.finditer(data):
+        events.append(data[start : m.end()])
+        start = m.end()
+    if start < len(data):
+        events.append(data[start:])
+    return events
 
 
 def sse_data(event: bytes) -> bytes:
@@ -59,8 +67,10 @@ class EventTap(Tap):
         self, record: CallRecord, clock: Clock, encoding: str = "", filtering: bool = False
     ) -> None:
         super().__init__(record, clock)
-        self._buf = bytearray()
-        self._scan_from = 0
+        self._buf = bytearray()  # bytes of the event not yet complete (after `feed`)
+        self._scan_from = 0  # where in `_buf` the next EVENT_END search starts
+        self._after_cr = False  # the last event ended with a CR at the end of a chunk
+        self._last_kept = True  # filters: whether the client got the last event
         self._decode = Decoder(encoding) if encoding else None
         self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
         self.malformed = False  # an event that should have been JSON was not
@@ -68,31 +78,47 @@ class EventTap(Tap):
 
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
-        buf = self._buf  # holds only bytes of events not yet read: the current partial one
-        buf += data
-        if not self.filters:
-            needles = self.quiet_needles()
-            if needles is not None and not any(n in buf for n in needles):
-                # Nothing here can matter: skip whole events without splitting them.
-                cut = _end_of_last_event(buf)
-                if cut:
-                    del buf[:cut]
-                self._scan_from = max(len(buf) - 3, 0)
-                return None
-        start = 0
+        filters = self.filters
         kept: list[bytes] = []
-        while True:
-            m = _EVENT_END.search(buf, max(self._scan_from, start))
-            if m is None:
-                break
-            event = bytes(buf[start : m.end()])
-            start = m.end()
-            if self.on_event(event) or not self.filters:
-                kept.append(event)
+        if self._after_cr:
+            self._after_cr = False
+            if data[:1] == b"\n":  # the LF of a CRLF whose CR ended the last event
+                data = data[1:]
+                if filters and self._last_kept:
+                    kept.append(b"\n")
+        buf = self._buf
+        buf += data
+        needles = None if filters else self.quiet_needles()
+        search = EVENT_END.search
+        start = 0
+        end = 0
+        while (m := search(buf, self._scan_from)) is not None:
+            end = self._scan_from = m.end()
+            if needles is not None:
+                for needle in needles:
+                    if buf.find(needle, start, end) >= 0:
+                        break
+                else:  # nothing here can matter: skip it uncopied
+                    start = end
+                    continue
+            event = bytes(buf[start:end])
+            start = end
+            keep = self.on_event(event)
+            if filters:
+                self._last_kept = keep
+                if keep:
+                    kept.append(event)
+            else:
+                needles = self.quiet_needles()
+        if end and buf[end - 1] == 13 and end == len(buf):  # ends in CR: an LF may follow
+            self._after_cr = True
         if start:
-            del buf[:start]
-        self._scan_from = max(len(buf) - 3, 0)
-        if self.filters:
+            del buf[:start]  # in place (CPython moves the start, not the bytes)
+        scan = max(len(buf) - _LONGEST_PARTIAL, 0)
+        if scan and buf[scan] == 10 and buf[scan - 1] == 13:
+            scan -= 1  # never resume between the CR and LF of one CRLF
+        self._scan_from = scan
+        if filters:
             return b"".join(kept)
         return None
 
