@@ -8,6 +8,8 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Cut-After: N``          streams: abort after N frames; JSON: send half, then abort
   ``X-Sim-Split: N``              write the body in pieces of N bytes
   ``X-Sim-Gzip: 1``               gzip the body (JSON and SSE), ``Content-Encoding: gzip``
+  ``X-Sim-Encoding: C``           the same with coding C: gzip, deflate, br or zstd (whatever the
+                                  request's Accept-Encoding says, as some upstreams do)
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
   ``X-Sim-Usage: none|every``     omit usage entirely / chat streams: cumulative usage per chunk
   ``X-Sim-Cached-Tokens: N``      force the cached part of the prompt
@@ -15,7 +17,7 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Sources: N``            force ``num_sources_used``
   ``X-Sim-Response-Status: incomplete|failed``  the Responses terminal status (usage still sent)
 
-The first seven shape the answer's bytes (`Injection`, applied by `send`); the last four shape
+The first eight shape the answer's bytes (`Injection`, applied by `send`); the last four shape
 its content, so the surfaces read them (`daemon.simulator.prompts`, `.responses`). A bad value
 is answered 400. Every response carries ``x-request-id``.
 """
@@ -27,9 +29,11 @@ import contextlib
 import gzip
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import brotli
+import zstandard
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
@@ -41,6 +45,7 @@ HEADER_STALL = "X-Sim-Stall"
 HEADER_CUT_AFTER = "X-Sim-Cut-After"
 HEADER_SPLIT = "X-Sim-Split"
 HEADER_GZIP = "X-Sim-Gzip"
+HEADER_ENCODING = "X-Sim-Encoding"
 HEADER_MALFORMED = "X-Sim-Malformed"
 HEADER_USAGE = "X-Sim-Usage"
 HEADER_CACHED_TOKENS = "X-Sim-Cached-Tokens"
@@ -60,6 +65,7 @@ class Injection:
     cut_after: int | None = None
     split: int | None = None
     gzip: bool = False
+    encoding: str | None = None  # "gzip" | "deflate" | "br" | "zstd"
     malformed: bool = False
     usage: str | None = None  # "none" | "every"
 
@@ -77,6 +83,7 @@ class Injection:
             cut_after=header_int(headers, HEADER_CUT_AFTER),
             split=split,
             gzip=_header_flag(headers, HEADER_GZIP),
+            encoding=header_choice(headers, HEADER_ENCODING, tuple(_STREAM_CODERS)),
             malformed=_header_flag(headers, HEADER_MALFORMED),
             usage=header_choice(headers, HEADER_USAGE, ("none", "every")),
         )
@@ -127,13 +134,37 @@ def _mangle(piece: bytes, stream: bool) -> bytes:
     return b"\n".join(lines)
 
 
-def _gzip_stream(pieces: list[bytes], finish: bool) -> list[bytes]:
-    """Compress a stream piece by piece (sync flush), so pacing and cuts survive compression."""
-    compressor = zlib.compressobj(wbits=31)
-    out = [compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH) for piece in pieces]
+def _gzip_stream(pieces: list[bytes], finish: bool, coding: str = "gzip") -> list[bytes]:
+    """Compress a stream piece by piece (flushed per piece), so pacing and cuts survive it."""
+    step, end = _STREAM_CODERS[coding]()
+    out = [step(piece) for piece in pieces]
     if finish:
-        out.append(compressor.flush())
+        out.append(end())
     return out
+
+
+def _zlib_coder(wbits: int) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    c = zlib.compressobj(wbits=wbits)
+    return (lambda piece: c.compress(piece) + c.flush(zlib.Z_SYNC_FLUSH)), c.flush
+
+
+def _brotli_coder() -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    c = brotli.Compressor()
+    return (lambda piece: c.process(piece) + c.flush()), c.finish
+
+
+def _zstd_coder() -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    c = zstandard.ZstdCompressor().compressobj()
+    flush_block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    return (lambda piece: c.compress(piece) + c.flush(flush_block)), c.flush
+
+
+_STREAM_CODERS: dict[str, Callable[[], tuple[Callable[[bytes], bytes], Callable[[], bytes]]]] = {
+    "gzip": lambda: _zlib_coder(31),
+    "deflate": lambda: _zlib_coder(15),
+    "br": _brotli_coder,
+    "zstd": _zstd_coder,
+}
 
 
 def _resplit(pieces: list[bytes], size: int) -> list[bytes]:
@@ -203,10 +234,11 @@ async def send(request: web.Request, reply: Reply, inj: Injection) -> web.Stream
     if state.record_requests:  # what a client that decodes the body gets, as it is sent
         plain = b"".join(pieces)
         state.sent.append(plain[: len(plain) // 2] if cut and not stream else plain)
-    if inj.gzip and (pieces or stream):
-        headers[hdrs.CONTENT_ENCODING] = "gzip"
-        if stream:
-            pieces = _gzip_stream(pieces, finish=not cut)
+    coding = inj.encoding or ("gzip" if inj.gzip else None)
+    if coding and (pieces or stream):
+        headers[hdrs.CONTENT_ENCODING] = coding
+        if stream or coding != "gzip":
+            pieces = _gzip_stream(pieces, finish=not (cut and stream), coding=coding)
         else:
             pieces = [gzip.compress(b"".join(pieces), mtime=0)]
     response = web.StreamResponse(status=reply.status, headers=headers)
