@@ -147,7 +147,8 @@ class Relay:
         if replaced is not None:
             body = replaced
             if record.usage_injected:
-                # We remove the usage chunk from the stream; we could not from compressed bytes.
+                # We remove the usage chunk from the stream: asked plain, so we need not decode
+                # it (an upstream that compresses anyway is decoded and relayed plain).
                 headers["Accept-Encoding"] = "identity"
         accept = headers.get("Accept-Encoding")
         if accept:
@@ -203,10 +204,11 @@ class Relay:
         record.request_id = upstream.headers.get("x-request-id")
         record.stage = Stage.RESPONSE_HEADERS
         tap = self._make_tap(record, dialect, upstream)
+        headers = response_headers(upstream.headers)
+        if tap.decodes:  # it strips the usage chunk from a compressed stream: sent decoded
+            headers.popall("Content-Encoding", None)
         response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=response_headers(upstream.headers),
+            status=upstream.status, reason=upstream.reason, headers=headers
         )
         if not tap.filters and upstream.content_length is not None:
             response.content_length = upstream.content_length
@@ -263,6 +265,12 @@ class Relay:
             record.stage = Stage.CHUNK
             if tap.broken:
                 out = None
+                if tap.decodes:  # the client was promised decoded bytes
+                    try:
+                        out = tap.passthrough(chunk)
+                    except Exception as exc:
+                        record.fail(CallError.UPSTREAM_STREAM_CUT, f"undecodable: {exc!r}"[:120])
+                        return False
             else:
                 try:
                     out = tap.feed(chunk)

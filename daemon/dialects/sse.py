@@ -60,7 +60,8 @@ class EventTap(Tap):
     """Splits an SSE body into events at any chunk boundary; subclasses read the events.
 
     In filter mode, `on_event` (through `read`) decides per complete event whether the client
-    gets it, and a partial event is held until its end arrives.
+    gets it, and a partial event is held until its end arrives. A filtering tap on a compressed
+    body (`decodes`) forwards the decoded bytes: the relay drops Content-Encoding for it.
     """
 
     def __init__(
@@ -72,7 +73,8 @@ class EventTap(Tap):
         self._after_cr = False  # the last event ended with a CR at the end of a chunk
         self._last_kept = True  # filters: whether the client got the last event
         self._decode = Decoder(encoding) if encoding else None
-        self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
+        self.filters = filtering
+        self.decodes = filtering and self._decode is not None
         self.malformed = False  # an event that should have been JSON was not
         self._seen_first = False
 
@@ -124,6 +126,10 @@ class EventTap(Tap):
 
     def abandon(self) -> bytes | None:
         return bytes(self._buf) if self.filters else None
+
+    def passthrough(self, chunk: bytes) -> bytes:
+        """After the tap broke: what the client gets for a chunk (decoded, if `decodes`)."""
+        return self._decode(chunk) if self.decodes and self._decode else chunk
 
     def finish(self, complete: bool) -> bytes | None:
         rest = bytes(self._buf)
