@@ -59,6 +59,9 @@ class Unmetered(enum.StrEnum):
     ENCODING = "encoding"
     TOO_LARGE = "too_large"
     INCOMPLETE = "incomplete"
+    # The request went to the upstream, but the call ended (client gone, upstream timeout or
+    # disconnect, shutdown) before the response headers came: a charge may exist, unread.
+    NO_RESPONSE = "no_response"
 
 
 class CostSource(enum.StrEnum):
@@ -148,6 +151,7 @@ class CallRecord:
     key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
     usage: Usage | None = None
     billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
+    sent: bool = False  # the request may have reached the upstream (it was not refused at connect)
     unmetered_reason: Unmetered | None = None
     error: CallError | None = None
     error_detail: str | None = None  # the relay's words: what failed, or at which stage
