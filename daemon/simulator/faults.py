@@ -10,6 +10,8 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Gzip: 1``               gzip the body (JSON and SSE), ``Content-Encoding: gzip``
   ``X-Sim-Encoding: C``           the same with coding C: gzip, deflate, br or zstd (whatever the
                                   request's Accept-Encoding says, as some upstreams do)
+  ``X-Sim-Newline: cr|crlf|mixed`` streams: end SSE lines with CR, CRLF, or CR, CRLF, LF, CRLF
+                                  in turn (never a CR line before an LF one: that reads as CRLF)
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
   ``X-Sim-Usage: none|every``     omit usage entirely / chat streams: cumulative usage per chunk
   ``X-Sim-Cached-Tokens: N``      force the cached part of the prompt
@@ -17,7 +19,7 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Sources: N``            force ``num_sources_used``
   ``X-Sim-Response-Status: incomplete|failed``  the Responses terminal status (usage still sent)
 
-The first eight shape the answer's bytes (`Injection`, applied by `send`); the last four shape
+The first nine shape the answer's bytes (`Injection`, applied by `send`); the last four shape
 its content, so the surfaces read them (`daemon.simulator.prompts`, `.responses`). A bad value
 is answered 400. Every response carries ``x-request-id``.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +50,7 @@ HEADER_SPLIT = "X-Sim-Split"
 HEADER_GZIP = "X-Sim-Gzip"
 HEADER_ENCODING = "X-Sim-Encoding"
 HEADER_MALFORMED = "X-Sim-Malformed"
+HEADER_NEWLINE = "X-Sim-Newline"
 HEADER_USAGE = "X-Sim-Usage"
 HEADER_CACHED_TOKENS = "X-Sim-Cached-Tokens"
 HEADER_PROMPT_TOKENS = "X-Sim-Prompt-Tokens"
@@ -67,6 +71,7 @@ class Injection:
     gzip: bool = False
     encoding: str | None = None  # "gzip" | "deflate" | "br" | "zstd"
     malformed: bool = False
+    newline: str | None = None  # "cr" | "crlf" | "mixed"
     usage: str | None = None  # "none" | "every"
 
     @classmethod
@@ -85,6 +90,7 @@ class Injection:
             gzip=_header_flag(headers, HEADER_GZIP),
             encoding=header_choice(headers, HEADER_ENCODING, tuple(_STREAM_CODERS)),
             malformed=_header_flag(headers, HEADER_MALFORMED),
+            newline=header_choice(headers, HEADER_NEWLINE, tuple(_NEWLINES)),
             usage=header_choice(headers, HEADER_USAGE, ("none", "every")),
         )
 
@@ -132,6 +138,19 @@ def _mangle(piece: bytes, stream: bool) -> bytes:
             line = line[:-1] + b', "truncated'
         lines.append(line)
     return b"\n".join(lines)
+
+
+_NEWLINES = {"cr": (b"\r",), "crlf": (b"\r\n",), "mixed": (b"\r", b"\r\n", b"\n", b"\r\n")}
+
+
+def _renewline(pieces: list[bytes], kind: str) -> list[bytes]:
+    """The stream's LF line endings replaced, in turn, by those `kind` names."""
+    endings = itertools.cycle(_NEWLINES[kind])
+    out = []
+    for piece in pieces:
+        *lines, rest = piece.split(b"\n")
+        out.append(b"".join(line + next(endings) for line in lines) + rest)
+    return out
 
 
 def _gzip_stream(pieces: list[bytes], finish: bool, coding: str = "gzip") -> list[bytes]:
@@ -228,6 +247,8 @@ async def send(request: web.Request, reply: Reply, inj: Injection) -> web.Stream
     pieces = [piece for piece in pieces if piece]
     if inj.malformed:
         pieces = [_mangle(piece, stream) for piece in pieces] or [_mangle(b"", stream)]
+    if stream and inj.newline:
+        pieces = _renewline(pieces, inj.newline)
     cut = inj.cut_after is not None
     if stream and inj.cut_after is not None:
         pieces = pieces[: inj.cut_after]
