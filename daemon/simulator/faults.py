@@ -12,6 +12,8 @@ A test says in the request itself what should go wrong with its answer:
                                   request's Accept-Encoding says, as some upstreams do)
   ``X-Sim-Newline: cr|crlf|mixed`` streams: end SSE lines with CR, CRLF, or CR, CRLF, LF, CRLF
                                   in turn (never a CR line before an LF one: that reads as CRLF)
+  ``X-Sim-Reply-Headers: a=1;b=2`` add these response headers (e.g. ``x-ratelimit-*``,
+                                  ``x-metrics-ttft-ms``), as given
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
   ``X-Sim-Usage: none|every``     omit usage entirely / chat streams: cumulative usage per chunk
   ``X-Sim-Cached-Tokens: N``      force the cached part of the prompt
@@ -19,7 +21,7 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Sources: N``            force ``num_sources_used``
   ``X-Sim-Response-Status: incomplete|failed``  the Responses terminal status (usage still sent)
 
-The first nine shape the answer's bytes (`Injection`, applied by `send`); the last four shape
+The first ten shape the answer's bytes (`Injection`, applied by `send`); the last four shape
 its content, so the surfaces read them (`daemon.simulator.prompts`, `.responses`). A bad value
 is answered 400. Every response carries ``x-request-id``.
 """
@@ -51,6 +53,7 @@ HEADER_GZIP = "X-Sim-Gzip"
 HEADER_ENCODING = "X-Sim-Encoding"
 HEADER_MALFORMED = "X-Sim-Malformed"
 HEADER_NEWLINE = "X-Sim-Newline"
+HEADER_REPLY_HEADERS = "X-Sim-Reply-Headers"
 HEADER_USAGE = "X-Sim-Usage"
 HEADER_CACHED_TOKENS = "X-Sim-Cached-Tokens"
 HEADER_PROMPT_TOKENS = "X-Sim-Prompt-Tokens"
@@ -72,6 +75,7 @@ class Injection:
     encoding: str | None = None  # "gzip" | "deflate" | "br" | "zstd"
     malformed: bool = False
     newline: str | None = None  # "cr" | "crlf" | "mixed"
+    reply_headers: tuple[tuple[str, str], ...] = ()
     usage: str | None = None  # "none" | "every"
 
     @classmethod
@@ -91,6 +95,7 @@ class Injection:
             encoding=header_choice(headers, HEADER_ENCODING, tuple(_STREAM_CODERS)),
             malformed=_header_flag(headers, HEADER_MALFORMED),
             newline=header_choice(headers, HEADER_NEWLINE, tuple(_NEWLINES)),
+            reply_headers=_header_pairs(headers, HEADER_REPLY_HEADERS),
             usage=header_choice(headers, HEADER_USAGE, ("none", "every")),
         )
 
@@ -115,6 +120,18 @@ def header_int(headers: Mapping[str, str], name: str) -> int | None:
 def _header_flag(headers: Mapping[str, str], name: str) -> bool:
     raw = headers.get(name, "").strip().lower()
     return raw not in ("", "0", "false", "no", "off")
+
+
+def _header_pairs(headers: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``a=1;b=2`` as (("a", "1"), ("b", "2")); 400 for a part without ``=``."""
+    pairs = []
+    for part in headers.get(name, "").split(";"):
+        if part.strip():
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise ApiError(400, f"{name} must be name=value pairs joined by ';', got {part!r}")
+            pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
 
 
 def header_choice(headers: Mapping[str, str], name: str, choices: Sequence[str]) -> str | None:
@@ -238,6 +255,8 @@ async def send(request: web.Request, reply: Reply, inj: Injection) -> web.Stream
     state = request.app[STATE_KEY]
     headers: CIMultiDict[str] = CIMultiDict(reply.headers)
     headers["x-request-id"] = str(uuid.uuid4())
+    for name, value in inj.reply_headers:
+        headers[name] = value
     stream = reply.frames is not None
     if reply.content_type:
         headers[hdrs.CONTENT_TYPE] = reply.content_type
