@@ -158,6 +158,12 @@ class CallRecord:
     upstream_error: str | None = None  # the upstream's own error code or type, from its body
     upstream_ms: float | None = None
     ttft_ms: float | None = None
+    # From the upstream's response headers (metrics only, not columns; see
+    # `daemon.upstream.read_response_headers`): x-ratelimit-{limit,remaining}-{requests,tokens}
+    # as (limit_requests, remaining_requests, limit_tokens, remaining_tokens), and
+    # x-metrics-ttft-ms, the upstream's own time to first token.
+    ratelimit: tuple[float | None, float | None, float | None, float | None] | None = None
+    upstream_ttft_ms: float | None = None
     duration_ms: float | None = None
     # filled by pricing (a later stage of the meter)
     computed_cost_ticks: int | None = None

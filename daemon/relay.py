@@ -32,6 +32,7 @@ from daemon.upstream import (
     UpstreamRoutes,
     decodable_accept_encoding,
     forward_headers,
+    read_response_headers,
     response_headers,
 )
 
@@ -206,7 +207,7 @@ class Relay:
     ) -> web.StreamResponse:
         record.status = upstream.status
         record.upstream_ms = (self._clock() - record.t0) * 1000.0
-        record.request_id = upstream.headers.get("x-request-id")
+        read_response_headers(record, upstream.headers)
         record.stage = Stage.RESPONSE_HEADERS
         tap = self._make_tap(record, dialect, upstream)
         headers = response_headers(upstream.headers)
