@@ -15,7 +15,10 @@ chunk is taken as the rest of that ending (`EventTap._after_cr`).
 
 Cost: each byte is searched once by `EVENT_END` (a search resumes where the last one stopped,
 less at most 3 bytes that could start an ending); events are cut out of the buffer in place,
-and one that `needles` says cannot matter is skipped without being copied or decoded.
+and one that `needles` says cannot matter is skipped without being copied or decoded. Once
+only `needles` can matter, a chunk without one is not split at all (one `rfind` per needle on
+its new bytes): its events are split, in the same single pass, when a needle comes, the
+buffer passes `_QUIET_HOLD`, or the stream ends.
 
 An event's data is its ``data:`` lines, one leading space dropped, joined by LF (`sse_data`).
 """
@@ -31,7 +34,15 @@ from daemon.dialects.encoding import Decoder
 from daemon.record import CallRecord, Unmetered
 
 EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
+# The same rule, matching up to the end of the last event before a limit, in one search (the
+# greedy prefix backs off from the limit: only bytes after that event's end are read twice). It
+# may start its match inside a CRLF or take a further blank line into the event: both end
+# where EVENT_END would, or at a blank line after it.
+_LAST_EVENT_END = re.compile(rb"(?s:.*)(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
 _LONGEST_PARTIAL = 3  # bytes of an unfinished EVENT_END match (it is at most 4 long)
+_NEEDLE_OVERLAP = 31  # bytes before a chunk that a needle split by it may start in (needles are
+# shorter than 32 bytes)
+_QUIET_HOLD = 64 * 1024  # a quiet tap splits (and drops) what it holds beyond this many bytes
 
 
 def split_events(data: bytes) -> list[bytes]:
@@ -72,6 +83,7 @@ class EventTap(Tap):
         self._scan_from = 0  # where in `_buf` the next EVENT_END search starts
         self._after_cr = False  # the last event ended with a CR at the end of a chunk
         self._last_kept = True  # filters: whether the client got the last event
+        self._hit_at = -1  # quiet: where in `_buf` a needle was last seen (-1: none held)
         self._decode = Decoder(encoding) if encoding else None
         self.filters = filtering
         self.decodes = filtering and self._decode is not None
@@ -90,7 +102,56 @@ class EventTap(Tap):
                     kept.append(b"\n")
         buf = self._buf
         buf += data
-        needles = None if filters else self.quiet_needles()
+        if filters:
+            self._split(None, kept)
+            return b"".join(kept)
+        needles = self.quiet_needles()
+        if needles is None:
+            self._split(None, kept)
+            needles = self.quiet_needles()
+            if needles is not None:  # quiet from now on: a needle held in the partial event
+                self._hit_at = max(buf.rfind(needle) for needle in needles)
+            return None
+        # Only events holding a needle matter now: look for one in the new bytes (and the few
+        # before, where one may have been split). Until one comes, split nothing; then drop, in
+        # one search, every event that ends before the first one.
+        lo = max(len(buf) - len(data) - _NEEDLE_OVERLAP, 0)
+        first, last = -1, self._hit_at
+        for needle in needles:
+            hit = buf.find(needle, lo)
+            if hit >= 0:
+                first = hit if first < 0 else min(first, hit)
+                last = max(last, buf.rfind(needle, hit))
+        if last < 0:
+            if len(buf) >= _QUIET_HOLD:
+                self._drop_events_before(len(buf))
+            return None
+        if self._hit_at < 0:  # the first needle since the last split
+            last -= self._drop_events_before(first)
+        self._hit_at = last
+        self._split(needles, kept)
+        return None
+
+    def _drop_events_before(self, limit: int) -> int:
+        """Drop, unread, the events that end before `limit` (none of them can matter); return
+        how many bytes went."""
+        buf = self._buf
+        m = _LAST_EVENT_END.match(buf, self._scan_from, limit)
+        if m is None:
+            self._scan_from = max(limit - _LONGEST_PARTIAL, self._scan_from)
+            return 0
+        cut = m.end()
+        if cut == len(buf) and buf[cut - 1] == 13:
+            self._after_cr = True  # ends in CR: an LF may follow
+        del buf[:cut]
+        self._scan_from = 0
+        return cut
+
+    def _split(self, needles: tuple[bytes, ...] | None, kept: list[bytes]) -> None:
+        """Read (or, `needles` given, skip) every complete event in the buffer, from where the
+        last search stopped; keep the partial last one. Filters: `kept` gets what to forward."""
+        buf = self._buf
+        filters = self.filters
         search = EVENT_END.search
         start = 0
         end = 0
@@ -116,13 +177,11 @@ class EventTap(Tap):
             self._after_cr = True
         if start:
             del buf[:start]  # in place (CPython moves the start, not the bytes)
+            self._hit_at = max(self._hit_at - start, -1)  # a needle in the partial event stays
         scan = max(len(buf) - _LONGEST_PARTIAL, 0)
         if scan and buf[scan] == 10 and buf[scan - 1] == 13:
             scan -= 1  # never resume between the CR and LF of one CRLF
         self._scan_from = scan
-        if filters:
-            return b"".join(kept)
-        return None
 
     def abandon(self) -> bytes | None:
         return bytes(self._buf) if self.filters else None
@@ -132,6 +191,10 @@ class EventTap(Tap):
         return self._decode(chunk) if self.decodes and self._decode else chunk
 
     def finish(self, complete: bool) -> bytes | None:
+        if not self.filters and self._buf:
+            if self._hit_at < 0 and self.quiet_needles() is not None:
+                self._drop_events_before(len(self._buf))  # held by quiet feeds: none matter
+            self._split(self.quiet_needles(), [])
         rest = bytes(self._buf)
         self._buf.clear()
         keep = self.on_event(rest) if rest.strip() else True  # a last event without its blank line
