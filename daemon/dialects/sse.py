@@ -16,7 +16,7 @@ chunk is taken as the rest of that ending (`EventTap._after_cr`).
 Cost: each byte is searched once by `EVENT_END` (a search resumes where the last one stopped,
 less at most 3 bytes that could start an ending); events are cut out of the buffer in place,
 and one that `needles` says cannot matter is skipped without being copied or decoded. Once
-only `needles` can matter, a chunk without one is not split at all (one `rfind` per needle on
+only `needles` can matter, a chunk without one is not split at all (one `find` per needle on
 its new bytes): its events are split, in the same single pass, when a needle comes, the
 buffer passes `_QUIET_HOLD`, or the stream ends.
 
@@ -138,7 +138,10 @@ class EventTap(Tap):
         buf = self._buf
         m = _LAST_EVENT_END.match(buf, self._scan_from, limit)
         if m is None:
-            self._scan_from = max(limit - _LONGEST_PARTIAL, self._scan_from)
+            scan = max(limit - _LONGEST_PARTIAL, self._scan_from)
+            if scan and buf[scan] == 10 and buf[scan - 1] == 13:
+                scan -= 1  # never resume between the CR and LF of one CRLF
+            self._scan_from = scan
             return 0
         cut = m.end()
         if cut == len(buf) and buf[cut - 1] == 13:
