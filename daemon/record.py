@@ -60,6 +60,9 @@ class Unmetered(enum.StrEnum):
     ENCODING = "encoding"
     TOO_LARGE = "too_large"
     INCOMPLETE = "incomplete"
+    # The request went to the upstream, but the call ended (client gone, upstream timeout or
+    # disconnect, shutdown) before the response headers came: a charge may exist, unread.
+    NO_RESPONSE = "no_response"
 
 
 class CostSource(enum.StrEnum):
@@ -175,12 +178,19 @@ class CallRecord:
     key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
     usage: Usage | None = None
     billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
+    sent: bool = False  # the request may have reached the upstream (it was not refused at connect)
     unmetered_reason: Unmetered | None = None
     error: CallError | None = None
     error_detail: str | None = None  # the relay's words: what failed, or at which stage
     upstream_error: str | None = None  # the upstream's own error code or type, from its body
     upstream_ms: float | None = None
     ttft_ms: float | None = None
+    # From the upstream's response headers (metrics only, not columns; see
+    # `daemon.upstream.read_response_headers`): x-ratelimit-{limit,remaining}-{requests,tokens}
+    # as (limit_requests, remaining_requests, limit_tokens, remaining_tokens), and
+    # x-metrics-ttft-ms, the upstream's own time to first token.
+    ratelimit: tuple[float | None, float | None, float | None, float | None] | None = None
+    upstream_ttft_ms: float | None = None
     duration_ms: float | None = None
     # the upstream's token price multiplier (set at routing; None: times 1), see daemon.pricing.cost
     price_multiplier: Fraction | None = None

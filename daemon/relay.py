@@ -32,6 +32,7 @@ from daemon.upstream import (
     UpstreamRoutes,
     decodable_accept_encoding,
     forward_headers,
+    read_response_headers,
     response_headers,
 )
 
@@ -109,6 +110,8 @@ class Relay:
 
     def _finish(self, record: CallRecord) -> None:
         record.duration_ms = (self._clock() - record.t0) * 1000.0
+        if record.billable and record.usage is None and record.unmetered_reason is None:
+            unread_usage(record)
         if record.error is None and record.status is not None and record.status >= 400:
             record.error = CallError.HTTP_ERROR
         record.stage = (
@@ -148,7 +151,8 @@ class Relay:
         if replaced is not None:
             body = replaced
             if record.usage_injected:
-                # We remove the usage chunk from the stream; we could not from compressed bytes.
+                # We remove the usage chunk from the stream: asked plain, so we need not decode
+                # it (an upstream that compresses anyway is decoded and relayed plain).
                 headers["Accept-Encoding"] = "identity"
         accept = headers.get("Accept-Encoding")
         if accept:
@@ -160,6 +164,7 @@ class Relay:
         # change the host the call goes to.
         url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
         skip = [h for h in AUTO_HEADERS if h not in headers]
+        record.sent = True
         try:
             answer = await request.app[SESSION_KEY].request(
                 request.method,
@@ -171,12 +176,14 @@ class Relay:
                 skip_auto_headers=skip,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            record.sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
             record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
             record.status = 504
             return json_error(
                 504, "upstream_timeout", f"The upstream {upstream.base_url} did not answer in time."
             )
         except aiohttp.ClientError as exc:
+            record.sent = not isinstance(exc, aiohttp.ClientConnectorError)
             record.fail(CallError.UPSTREAM_UNREACHABLE, type(exc).__name__)
             record.status = 502
             return json_error(
@@ -201,13 +208,14 @@ class Relay:
     ) -> web.StreamResponse:
         record.status = upstream.status
         record.upstream_ms = (self._clock() - record.t0) * 1000.0
-        record.request_id = upstream.headers.get("x-request-id")
+        read_response_headers(record, upstream.headers)
         record.stage = Stage.RESPONSE_HEADERS
         tap = self._make_tap(record, dialect, upstream)
+        headers = response_headers(upstream.headers)
+        if tap.decodes:  # it strips the usage chunk from a compressed stream: sent decoded
+            headers.popall("Content-Encoding", None)
         response = web.StreamResponse(
-            status=upstream.status,
-            reason=upstream.reason,
-            headers=response_headers(upstream.headers),
+            status=upstream.status, reason=upstream.reason, headers=headers
         )
         if not tap.filters and upstream.content_length is not None:
             response.content_length = upstream.content_length
@@ -264,6 +272,12 @@ class Relay:
             record.stage = Stage.CHUNK
             if tap.broken:
                 out = None
+                if tap.decodes:  # the client was promised decoded bytes
+                    try:
+                        out = tap.passthrough(chunk)
+                    except Exception as exc:
+                        record.fail(CallError.UPSTREAM_STREAM_CUT, f"undecodable: {exc!r}"[:120])
+                        return False
             else:
                 try:
                     out = tap.feed(chunk)
@@ -304,6 +318,24 @@ class Relay:
             return tap.abandon()
         except Exception:
             return chunk
+
+
+def unread_usage(record: CallRecord) -> None:
+    """A billable call ends without usage and without a reason yet: say why, whatever ended it.
+
+    Not sent (refused at connect, or the client left before its body was read): nothing to
+    meter. Ended before the response headers: ``no_response``. A 2xx cut short (client gone,
+    upstream timeout or cut, shutdown): ``incomplete``; a 2xx that ended cleanly but carried
+    none: ``no_usage``. Error answers (4xx/5xx from the upstream) carry no charge: metered.
+    The taps give their own reasons first (``malformed``, ``parser_error``...); this is the net.
+    """
+    if not record.sent:
+        return
+    if record.stage < Stage.RESPONSE_HEADERS:
+        record.mark_unmetered(Unmetered.NO_RESPONSE)
+    elif record.status is not None and 200 <= record.status < 300:
+        ended = record.error is None or record.error is CallError.HTTP_ERROR
+        record.mark_unmetered(Unmetered.NO_USAGE if ended else Unmetered.INCOMPLETE)
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:

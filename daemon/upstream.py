@@ -7,6 +7,8 @@
 - Header filtering: `forward_headers` (client -> upstream) and `response_headers` (upstream ->
   client) drop RFC 9110 hop-by-hop headers; our own ``X-Meter-*`` controls never leave.
   `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
+- `read_response_headers`: what the upstream's response headers tell the meter (request id,
+  rate-limit headroom, its own time to first token): a few dict lookups, once per call.
 - `SESSION_KEY`: the one keep-alive client session to the upstreams (the app owns its life).
 
 Nothing here runs per chunk: routing and header filtering run once per call.
@@ -25,6 +27,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from daemon.dialects.encoding import DECODABLE
+from daemon.record import CallRecord
 
 # The one keep-alive session to the upstreams, owned by the relay app's cleanup context.
 SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
@@ -163,3 +166,36 @@ def decodable_accept_encoding(value: str) -> str:
         if coding in DECODABLE:
             kept.append(part.strip())
     return ", ".join(kept) or "identity"
+
+
+def read_response_headers(record: CallRecord, headers: CIMultiDictProxy[str]) -> None:
+    """Fill the record from the upstream's response headers (xai-api.md, "Headers and errors"):
+    ``x-request-id``; ``x-ratelimit-{limit,remaining}-{requests,tokens}`` (success responses
+    only, no reset header) into ``record.ratelimit``; ``x-metrics-ttft-ms`` (milliseconds) into
+    ``record.upstream_ttft_ms``. A value that is not a non-negative number is no value."""
+    get = headers.get
+    record.request_id = get("x-request-id")
+    limit_req = get("x-ratelimit-limit-requests")
+    remaining_req = get("x-ratelimit-remaining-requests")
+    limit_tok = get("x-ratelimit-limit-tokens")
+    remaining_tok = get("x-ratelimit-remaining-tokens")
+    if limit_req or remaining_req or limit_tok or remaining_tok:
+        record.ratelimit = (
+            _number(limit_req),
+            _number(remaining_req),
+            _number(limit_tok),
+            _number(remaining_tok),
+        )
+    ttft = get("x-metrics-ttft-ms")
+    if ttft:
+        record.upstream_ttft_ms = _number(ttft)
+
+
+def _number(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 <= value < float("inf") else None

@@ -681,6 +681,37 @@ def latency_panels() -> list[PanelBuilder]:
         .thresholds_style(
             common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)
         ),
+        timeseries(
+            "Time to first token p95: ours vs the upstream's",
+            queries(
+                (
+                    "histogram_quantile(0.95, sum by (le, model) "
+                    f"(rate(xai_meter_time_to_first_token_seconds_bucket{{{PM}}}[5m])))",
+                    "{{model}} ours",
+                ),
+                (
+                    "histogram_quantile(0.95, sum by (le, model) "
+                    f"(rate(xai_meter_upstream_ttft_seconds_bucket{{{PM}}}[5m])))",
+                    "{{model}} upstream",
+                ),
+            ),
+            "s",
+            "Ours: measured here, from the request's start. Upstream: what xAI reports in "
+            "x-metrics-ttft-ms. The gap is the network and queueing before xAI.",
+        ),
+        timeseries(
+            "Rate limit remaining, by model",
+            queries(
+                (
+                    f"min by (model, kind) (xai_meter_ratelimit_remaining{{{PM}}}) / "
+                    f"max by (model, kind) (xai_meter_ratelimit_limit{{{PM}}})",
+                    "{{model}} {{kind}}",
+                ),
+            ),
+            "percentunit",
+            "Share of the upstream's rate limit left as of each model's latest call "
+            "(x-ratelimit-remaining-* over x-ratelimit-limit-*), for requests and tokens.",
+        ),
     ]
 
 

@@ -38,6 +38,9 @@ class Tap:
     """Observes a response body. The base class observes nothing (endpoints without usage)."""
 
     filters = False
+    # Filters only: it forwards decoded bytes (the upstream compressed the body), so the
+    # relay drops Content-Encoding and, once the tap broke, sends `passthrough(chunk)`.
+    decodes = False
 
     def __init__(self, record: CallRecord, clock: Clock) -> None:
         self.record = record
@@ -51,6 +54,10 @@ class Tap:
     def abandon(self) -> bytes | None:
         """The tap failed: return any bytes it holds back so the relay can still forward them."""
         return None
+
+    def passthrough(self, chunk: bytes) -> bytes:
+        """What the client gets for a chunk once the tap broke (only asked when `decodes`)."""
+        return chunk
 
     def finish(self, complete: bool) -> bytes | None:
         """The body ended (``complete`` false when cut short); return held bytes, if any."""

@@ -1,19 +1,24 @@
 r"""Server-sent events: the one definition of where an event ends, and the tap that reads them.
 
 The rule (WHATWG HTML, "Server-sent events", interpreting an event stream): a line ends in CRLF,
-LF or CR, and an event ends at a blank line, that is, at a line ending followed by another one.
-A stream may mix them and split anywhere (xai-api.md: "Event boundaries may be LF, CRLF or CR
-pairs, mixed, split anywhere"). `_EVENT_END` matches these pairs of line endings:
+LF or CR, and an event ends at a blank line, that is, at a line ending followed directly by
+another one. A stream may mix them per line and split anywhere, even between the CR and the LF
+of one CRLF (xai-api.md, "Chat completions": "Event boundaries may be LF, CRLF or CR pairs,
+mixed, split anywhere"). `EVENT_END` is that rule as one pattern, used by every tap:
 
-    LF LF      \n\n           CRLF CRLF  \r\n\r\n
-    LF CRLF    \n\r\n         CRLF LF    \r\n\n
-    CR CR      \r\r           CR CRLF    \r\r\n (found as \r\r; its \n opens the next event)
+    a line ending, taken whole (CRLF before CR: atomic, so ``\r\n`` is never two endings),
+    then another one: \n\n  \r\n\r\n  \n\r\n  \r\n\n  \r\r  \r\r\n  \n\r  \r\n\r  ...
 
-Not matched: a blank line ended by a lone CR after an LF or CRLF line (``\n\r`` or ``\r\n\r``
-followed by anything but ``\n``): no upstream is known to send it, and at a chunk's end it
-cannot be told from the start of ``\n\r\n`` or ``\r\n\r\n``. Such an event joins the next one.
-`_end_of_last_event`, the cheap search used while skipping events, knows only LF LF and
-CRLF CRLF: an event it misses stays buffered until the full scan reads it.
+A match that ends with a CR at the end of the bytes read so far may be the first half of a
+CRLF: the event is read at once (no waiting on the next chunk), and an LF that starts the next
+chunk is taken as the rest of that ending (`EventTap._after_cr`).
+
+Cost: each byte is searched once by `EVENT_END` (a search resumes where the last one stopped,
+less at most 3 bytes that could start an ending); events are cut out of the buffer in place,
+and one that `needles` says cannot matter is skipped without being copied or decoded. Once
+only `needles` can matter, a chunk without one is not split at all (one `find` per needle on
+its new bytes): its events are split, in the same single pass, when a needle comes, the
+buffer passes `_QUIET_HOLD`, or the stream ends.
 
 An event's data is its ``data:`` lines, one leading space dropped, joined by LF (`sse_data`).
 """
@@ -28,14 +33,28 @@ from daemon.dialects.coerce import loads_object
 from daemon.dialects.encoding import Decoder
 from daemon.record import CallRecord, Unmetered
 
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\n\n|\n\r\n|\r\r")
+EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
+# The same rule, matching up to the end of the last event before a limit, in one search (the
+# greedy prefix backs off from the limit: only bytes after that event's end are read twice). It
+# may start its match inside a CRLF or take a further blank line into the event: both end
+# where EVENT_END would, or at a blank line after it.
+_LAST_EVENT_END = re.compile(rb"(?s:.*)(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
+_LONGEST_PARTIAL = 3  # bytes of an unfinished EVENT_END match (it is at most 4 long)
+_NEEDLE_OVERLAP = 31  # bytes before a chunk that a needle split by it may start in (needles are
+# shorter than 32 bytes)
+_QUIET_HOLD = 64 * 1024  # a quiet tap splits (and drops) what it holds beyond this many bytes
 
 
-def _end_of_last_event(buf: bytearray) -> int:
-    """Where the last complete event in `buf` ends (0: none ends there)."""
-    lf = buf.rfind(b"\n\n")
-    crlf = buf.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+def split_events(data: bytes) -> list[bytes]:
+    """A whole SSE body as its raw events (each with its ending; a last unended one too).
+    For tests and tools; the taps split incrementally with the same `EVENT_END`."""
+    events, start = [], 0
+    for m in EVENT_END.finditer(data):
+        events.append(data[start : m.end()])
+        start = m.end()
+    if start < len(data):
+        events.append(data[start:])
+    return events
 
 
 def sse_data(event: bytes) -> bytes:
@@ -52,17 +71,22 @@ class EventTap(Tap):
     """Splits an SSE body into events at any chunk boundary; subclasses read the events.
 
     In filter mode, `on_event` (through `read`) decides per complete event whether the client
-    gets it, and a partial event is held until its end arrives.
+    gets it, and a partial event is held until its end arrives. A filtering tap on a compressed
+    body (`decodes`) forwards the decoded bytes: the relay drops Content-Encoding for it.
     """
 
     def __init__(
         self, record: CallRecord, clock: Clock, encoding: str = "", filtering: bool = False
     ) -> None:
         super().__init__(record, clock)
-        self._buf = bytearray()
-        self._scan_from = 0
+        self._buf = bytearray()  # bytes of the event not yet complete (after `feed`)
+        self._scan_from = 0  # where in `_buf` the next EVENT_END search starts
+        self._after_cr = False  # the last event ended with a CR at the end of a chunk
+        self._last_kept = True  # filters: whether the client got the last event
+        self._hit_at = -1  # quiet: where in `_buf` a needle was last seen (-1: none held)
         self._decode = Decoder(encoding) if encoding else None
-        self.filters = filtering and not encoding  # never filter bytes we cannot re-encode
+        self.filters = filtering
+        self.decodes = filtering and self._decode is not None
         self.malformed = False  # an event that should have been JSON was not
         self._seen_first = False
         # The usage read is the stream's final count: set by the dialect when the event that
@@ -72,38 +96,112 @@ class EventTap(Tap):
 
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
-        buf = self._buf  # holds only bytes of events not yet read: the current partial one
-        buf += data
-        if not self.filters:
-            needles = self.quiet_needles()
-            if needles is not None and not any(n in buf for n in needles):
-                # Nothing here can matter: skip whole events without splitting them.
-                cut = _end_of_last_event(buf)
-                if cut:
-                    del buf[:cut]
-                self._scan_from = max(len(buf) - 3, 0)
-                return None
-        start = 0
+        filters = self.filters
         kept: list[bytes] = []
-        while True:
-            m = _EVENT_END.search(buf, max(self._scan_from, start))
-            if m is None:
-                break
-            event = bytes(buf[start : m.end()])
-            start = m.end()
-            if self.on_event(event) or not self.filters:
-                kept.append(event)
-        if start:
-            del buf[:start]
-        self._scan_from = max(len(buf) - 3, 0)
-        if self.filters:
+        if self._after_cr:
+            self._after_cr = False
+            if data[:1] == b"\n":  # the LF of a CRLF whose CR ended the last event
+                data = data[1:]
+                if filters and self._last_kept:
+                    kept.append(b"\n")
+        buf = self._buf
+        buf += data
+        if filters:
+            self._split(None, kept)
             return b"".join(kept)
+        needles = self.quiet_needles()
+        if needles is None:
+            self._split(None, kept)
+            needles = self.quiet_needles()
+            if needles is not None:  # quiet from now on: a needle held in the partial event
+                self._hit_at = max(buf.rfind(needle) for needle in needles)
+            return None
+        # Only events holding a needle matter now: look for one in the new bytes (and the few
+        # before, where one may have been split). Until one comes, split nothing; then drop, in
+        # one search, every event that ends before the first one.
+        lo = max(len(buf) - len(data) - _NEEDLE_OVERLAP, 0)
+        first, last = -1, self._hit_at
+        for needle in needles:
+            hit = buf.find(needle, lo)
+            if hit >= 0:
+                first = hit if first < 0 else min(first, hit)
+                last = max(last, buf.rfind(needle, hit))
+        if last < 0:
+            if len(buf) >= _QUIET_HOLD:
+                self._drop_events_before(len(buf))
+            return None
+        if self._hit_at < 0:  # the first needle since the last split
+            last -= self._drop_events_before(first)
+        self._hit_at = last
+        self._split(needles, kept)
         return None
+
+    def _drop_events_before(self, limit: int) -> int:
+        """Drop, unread, the events that end before `limit` (none of them can matter); return
+        how many bytes went."""
+        buf = self._buf
+        m = _LAST_EVENT_END.match(buf, self._scan_from, limit)
+        if m is None:
+            scan = max(limit - _LONGEST_PARTIAL, self._scan_from)
+            if scan and buf[scan] == 10 and buf[scan - 1] == 13:
+                scan -= 1  # never resume between the CR and LF of one CRLF
+            self._scan_from = scan
+            return 0
+        cut = m.end()
+        if cut == len(buf) and buf[cut - 1] == 13:
+            self._after_cr = True  # ends in CR: an LF may follow
+        del buf[:cut]
+        self._scan_from = 0
+        return cut
+
+    def _split(self, needles: tuple[bytes, ...] | None, kept: list[bytes]) -> None:
+        """Read (or, `needles` given, skip) every complete event in the buffer, from where the
+        last search stopped; keep the partial last one. Filters: `kept` gets what to forward."""
+        buf = self._buf
+        filters = self.filters
+        search = EVENT_END.search
+        start = 0
+        end = 0
+        while (m := search(buf, self._scan_from)) is not None:
+            end = self._scan_from = m.end()
+            if needles is not None:
+                for needle in needles:
+                    if buf.find(needle, start, end) >= 0:
+                        break
+                else:  # nothing here can matter: skip it uncopied
+                    start = end
+                    continue
+            event = bytes(buf[start:end])
+            start = end
+            keep = self.on_event(event)
+            if filters:
+                self._last_kept = keep
+                if keep:
+                    kept.append(event)
+            else:
+                needles = self.quiet_needles()
+        if end and buf[end - 1] == 13 and end == len(buf):  # ends in CR: an LF may follow
+            self._after_cr = True
+        if start:
+            del buf[:start]  # in place (CPython moves the start, not the bytes)
+            self._hit_at = max(self._hit_at - start, -1)  # a needle in the partial event stays
+        scan = max(len(buf) - _LONGEST_PARTIAL, 0)
+        if scan and buf[scan] == 10 and buf[scan - 1] == 13:
+            scan -= 1  # never resume between the CR and LF of one CRLF
+        self._scan_from = scan
 
     def abandon(self) -> bytes | None:
         return bytes(self._buf) if self.filters else None
 
+    def passthrough(self, chunk: bytes) -> bytes:
+        """After the tap broke: what the client gets for a chunk (decoded, if `decodes`)."""
+        return self._decode(chunk) if self.decodes and self._decode else chunk
+
     def finish(self, complete: bool) -> bytes | None:
+        if not self.filters and self._buf:
+            if self._hit_at < 0 and self.quiet_needles() is not None:
+                self._drop_events_before(len(self._buf))  # held by quiet feeds: none matter
+            self._split(self.quiet_needles(), [])
         rest = bytes(self._buf)
         self._buf.clear()
         keep = self.on_event(rest) if rest.strip() else True  # a last event without its blank line

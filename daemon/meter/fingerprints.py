@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from daemon.metrics import Metrics
+from daemon.metrics.labels import OVERFLOW
 from daemon.record import CallRecord
 
 log = structlog.get_logger("xai_meter.fingerprints")
@@ -117,13 +118,18 @@ class FingerprintTracker:
     def _publish(self, key: Key, old: str | None, new: str) -> None:
         provider, model = key
         model_label = self._metrics.model_label(model)
+        shown_old, shown = old, new
+        if model_label == OVERFLOW:
+            # Models beyond the cap share one label: a fingerprint series each would grow one
+            # series per overflow model. Their one series says only that they answer.
+            shown_old, shown = (None if old is None else OVERFLOW), OVERFLOW
         if old is None:  # both kinds exist from the first sighting: increase() sees a change
             for kind in ChangeKind:
                 self._metrics.fingerprint_changes.labels(provider, model_label, kind)
-        if old is not None:
+        if shown_old is not None and shown_old != shown:
             with contextlib.suppress(KeyError):  # not published (another model label)
-                self._metrics.fingerprint.remove(provider, model_label, old)
-        self._metrics.fingerprint.labels(provider, model_label, new).set(1)
+                self._metrics.fingerprint.remove(provider, model_label, shown_old)
+        self._metrics.fingerprint.labels(provider, model_label, shown).set(1)
         self._check_listing(key, new)
 
     def _check_listing(self, key: Key, fingerprint: str) -> None:

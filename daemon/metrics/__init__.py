@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from daemon import __version__
 from daemon.metrics.labels import BoundedLabel
-from daemon.metrics.loop import LoopCounter, LoopHistogram
+from daemon.metrics.loop import LoopCounter, LoopGauge, LoopHistogram
 from daemon.pricing import ModelPrice
 from daemon.record import CallRecord, CostSource
 from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD
@@ -73,10 +73,21 @@ GENAI_OPERATION = {
 class _LabelKeys:
     """The label tuples of one (provider, endpoint, model), made once rather than per call."""
 
-    __slots__ = ("genai", "genai_input", "genai_output", "pm", "requests", "tokens")
+    __slots__ = (
+        "genai",
+        "genai_input",
+        "genai_output",
+        "pm",
+        "requests",
+        "rl_requests",
+        "rl_tokens",
+        "tokens",
+    )
 
     def __init__(self, provider: str, endpoint: str, model: str) -> None:
         self.pm = (provider, model)
+        self.rl_requests = (provider, model, "requests")
+        self.rl_tokens = (provider, model, "tokens")
         self.requests: dict[int | None, tuple[str, ...]] = {}
         self.tokens = tuple((provider, model, kind) for kind in TOKEN_TYPES)
         operation = GENAI_OPERATION.get(endpoint)
@@ -129,6 +140,25 @@ class Metrics:
             "Streams: request start to the first generated token.",
             ["provider", "model"],
             TTFT_BUCKETS,
+            r,
+        )
+        self.upstream_ttft = LoopHistogram(
+            "xai_meter_upstream_ttft_seconds",
+            "The upstream's own time to first token (x-metrics-ttft-ms), beside ours.",
+            ["provider", "model"],
+            TTFT_BUCKETS,
+            r,
+        )
+        self.ratelimit_limit = LoopGauge(
+            "xai_meter_ratelimit_limit",
+            "The upstream's rate limit (x-ratelimit-limit-*), by kind: requests or tokens.",
+            ["provider", "model", "kind"],
+            r,
+        )
+        self.ratelimit_remaining = LoopGauge(
+            "xai_meter_ratelimit_remaining",
+            "What is left of it as of the latest call (x-ratelimit-remaining-*).",
+            ["provider", "model", "kind"],
             r,
         )
         self.unmetered = LoopCounter(
@@ -317,6 +347,22 @@ class Metrics:
             self.cost_by_key.inc((record.provider, self.key_label(record.key_id)), usd)
         return usd
 
+    def _set_ratelimit(
+        self,
+        keys: _LabelKeys,
+        ratelimit: tuple[float | None, float | None, float | None, float | None],
+    ) -> None:
+        limit_req, remaining_req, limit_tok, remaining_tok = ratelimit
+        limit, remaining = self.ratelimit_limit.values, self.ratelimit_remaining.values
+        if limit_req is not None:
+            limit[keys.rl_requests] = limit_req
+        if remaining_req is not None:
+            remaining[keys.rl_requests] = remaining_req
+        if limit_tok is not None:
+            limit[keys.rl_tokens] = limit_tok
+        if remaining_tok is not None:
+            remaining[keys.rl_tokens] = remaining_tok
+
     def set_queue_depth_source(self, depth: Callable[[], int]) -> None:
         self.ledger_queue.set_function(lambda: float(depth()))
 
@@ -343,6 +389,11 @@ class Metrics:
             self.duration.observe(pm, record.duration_ms / 1000.0)
         if record.ttft_ms is not None:
             self.ttft.observe(pm, record.ttft_ms / 1000.0)
+        if record.upstream_ttft_ms is not None:
+            self.upstream_ttft.observe(pm, record.upstream_ttft_ms / 1000.0)
+        ratelimit = record.ratelimit
+        if ratelimit is not None:
+            self._set_ratelimit(keys, ratelimit)
         if record.error is not None:
             self.errors.inc((provider, endpoint, record.error.value))
         if record.unmetered_reason is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+OVERFLOW = "other"  # the one value every label takes beyond its cap
+
 
 class BoundedLabel:
     """Bounds a label: known values, then the first `cap` others seen, then "other"."""
@@ -24,4 +26,4 @@ class BoundedLabel:
         if len(self._seen) < self._cap:
             self._seen.add(value)
             return value
-        return "other"
+        return OVERFLOW

@@ -1,4 +1,4 @@
-"""Counters and histograms for the per-call metrics, updated without locks.
+"""Counters, gauges and histograms for the per-call metrics, updated without locks.
 
 prometheus_client's metrics take a lock and a child lookup per update: with some twenty updates
 per call that cost as much as the rest of the meter. These are only ever updated on the event
@@ -13,7 +13,12 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -42,6 +47,31 @@ class LoopCounter(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+class LoopGauge(Collector):
+    """A gauge set per label tuple (the last value wins)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.values: dict[Labels, float] = {}
+        registry.register(self)
+
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[labels] = value
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in list(self.values.items()):
+            family.add_metric(labels, value)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
 
 class LoopHistogram(Collector):

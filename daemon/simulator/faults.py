@@ -12,6 +12,12 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Cut-After: N``          streams: abort after N frames; JSON: send half, then abort
   ``X-Sim-Split: N``              write the body in pieces of N bytes
   ``X-Sim-Gzip: 1``               gzip the body (JSON and SSE), ``Content-Encoding: gzip``
+  ``X-Sim-Encoding: C``           the same with coding C: gzip, deflate, br or zstd (whatever the
+                                  request's Accept-Encoding says, as some upstreams do)
+  ``X-Sim-Newline: cr|crlf|mixed`` streams: end SSE lines with CR, CRLF, or CR, CRLF, LF, CRLF
+                                  in turn (never a CR line before an LF one: that reads as CRLF)
+  ``X-Sim-Reply-Headers: a=1;b=2`` add these response headers (e.g. ``x-ratelimit-*``,
+                                  ``x-metrics-ttft-ms``), as given
   ``X-Sim-Malformed: 1``          a body (or SSE frames) whose JSON does not parse
   ``X-Sim-Usage: none|every|provisional``  omit usage entirely / chat and completions streams:
                                   cumulative usage per chunk / Messages streams: xAI's
@@ -21,7 +27,7 @@ A test says in the request itself what should go wrong with its answer:
   ``X-Sim-Sources: N``            force ``num_sources_used``
   ``X-Sim-Response-Status: incomplete|failed``  the Responses terminal status (usage still sent)
 
-The first eight shape the answer's bytes (`Injection`, applied by `send`); the last four shape
+The first ten shape the answer's bytes (`Injection`, applied by `send`); the last four shape
 its content, so the surfaces read them (`daemon.simulator.prompts`, `.responses`). A bad value
 is answered 400. Every response carries ``x-request-id``; success (2xx) answers also carry
 ``x-ratelimit-{limit,remaining}-{requests,tokens}`` (xai-api.md "Headers and errors": the
@@ -34,11 +40,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import brotli
+import zstandard
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
@@ -50,7 +59,10 @@ HEADER_STALL = "X-Sim-Stall"
 HEADER_CUT_AFTER = "X-Sim-Cut-After"
 HEADER_SPLIT = "X-Sim-Split"
 HEADER_GZIP = "X-Sim-Gzip"
+HEADER_ENCODING = "X-Sim-Encoding"
 HEADER_MALFORMED = "X-Sim-Malformed"
+HEADER_NEWLINE = "X-Sim-Newline"
+HEADER_REPLY_HEADERS = "X-Sim-Reply-Headers"
 HEADER_USAGE = "X-Sim-Usage"
 HEADER_CACHED_TOKENS = "X-Sim-Cached-Tokens"
 HEADER_PROMPT_TOKENS = "X-Sim-Prompt-Tokens"
@@ -71,7 +83,10 @@ class Injection:
     cut_after: int | None = None
     split: int | None = None
     gzip: bool = False
+    encoding: str | None = None  # "gzip" | "deflate" | "br" | "zstd"
     malformed: bool = False
+    newline: str | None = None  # "cr" | "crlf" | "mixed"
+    reply_headers: tuple[tuple[str, str], ...] = ()
     usage: str | None = None  # "none" | "every" | "provisional"
 
     @classmethod
@@ -92,7 +107,10 @@ class Injection:
             cut_after=header_int(headers, HEADER_CUT_AFTER),
             split=split,
             gzip=_header_flag(headers, HEADER_GZIP),
+            encoding=header_choice(headers, HEADER_ENCODING, tuple(_STREAM_CODERS)),
             malformed=_header_flag(headers, HEADER_MALFORMED),
+            newline=header_choice(headers, HEADER_NEWLINE, tuple(_NEWLINES)),
+            reply_headers=_header_pairs(headers, HEADER_REPLY_HEADERS),
             usage=header_choice(headers, HEADER_USAGE, ("none", "every", "provisional")),
         )
 
@@ -119,6 +137,18 @@ def _header_flag(headers: Mapping[str, str], name: str) -> bool:
     return raw not in ("", "0", "false", "no", "off")
 
 
+def _header_pairs(headers: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``a=1;b=2`` as (("a", "1"), ("b", "2")); 400 for a part without ``=``."""
+    pairs = []
+    for part in headers.get(name, "").split(";"):
+        if part.strip():
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise ApiError(400, f"{name} must be name=value pairs joined by ';', got {part!r}")
+            pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
 def header_choice(headers: Mapping[str, str], name: str, choices: Sequence[str]) -> str | None:
     """A header's value, lowercased, one of `choices`; None when absent; 400 if not."""
     raw = headers.get(name)
@@ -142,13 +172,50 @@ def _mangle(piece: bytes, stream: bool) -> bytes:
     return b"\n".join(lines)
 
 
-def _gzip_stream(pieces: list[bytes], finish: bool) -> list[bytes]:
-    """Compress a stream piece by piece (sync flush), so pacing and cuts survive compression."""
-    compressor = zlib.compressobj(wbits=31)
-    out = [compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH) for piece in pieces]
-    if finish:
-        out.append(compressor.flush())
+_NEWLINES = {"cr": (b"\r",), "crlf": (b"\r\n",), "mixed": (b"\r", b"\r\n", b"\n", b"\r\n")}
+
+
+def _renewline(pieces: list[bytes], kind: str) -> list[bytes]:
+    """The stream's LF line endings replaced, in turn, by those `kind` names."""
+    endings = itertools.cycle(_NEWLINES[kind])
+    out = []
+    for piece in pieces:
+        *lines, rest = piece.split(b"\n")
+        out.append(b"".join(line + next(endings) for line in lines) + rest)
     return out
+
+
+def _gzip_stream(pieces: list[bytes], finish: bool, coding: str = "gzip") -> list[bytes]:
+    """Compress a stream piece by piece (flushed per piece), so pacing and cuts survive it."""
+    step, end = _STREAM_CODERS[coding]()
+    out = [step(piece) for piece in pieces]
+    if finish:
+        out.append(end())
+    return out
+
+
+def _zlib_coder(wbits: int) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    c = zlib.compressobj(wbits=wbits)
+    return (lambda piece: c.compress(piece) + c.flush(zlib.Z_SYNC_FLUSH)), c.flush
+
+
+def _brotli_coder() -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    c = brotli.Compressor()
+    return (lambda piece: c.process(piece) + c.flush()), c.finish
+
+
+def _zstd_coder() -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    c = zstandard.ZstdCompressor().compressobj()
+    flush_block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    return (lambda piece: c.compress(piece) + c.flush(flush_block)), c.flush
+
+
+_STREAM_CODERS: dict[str, Callable[[], tuple[Callable[[bytes], bytes], Callable[[], bytes]]]] = {
+    "gzip": lambda: _zlib_coder(31),
+    "deflate": lambda: _zlib_coder(15),
+    "br": _brotli_coder,
+    "zstd": _zstd_coder,
+}
 
 
 def _resplit(pieces: list[bytes], size: int) -> list[bytes]:
@@ -216,6 +283,8 @@ async def send(request: web.Request, reply: Reply, inj: Injection) -> web.Stream
     headers["x-request-id"] = str(uuid.uuid4())
     if 200 <= reply.status < 300:
         _ratelimit(state, headers, reply.tokens)
+    for name, value in inj.reply_headers:  # after the defaults: a test's headers win
+        headers[name] = value
     stream = reply.frames is not None
     if reply.content_type:
         headers[hdrs.CONTENT_TYPE] = reply.content_type
@@ -225,16 +294,19 @@ async def send(request: web.Request, reply: Reply, inj: Injection) -> web.Stream
     pieces = [piece for piece in pieces if piece]
     if inj.malformed:
         pieces = [_mangle(piece, stream) for piece in pieces] or [_mangle(b"", stream)]
+    if stream and inj.newline:
+        pieces = _renewline(pieces, inj.newline)
     cut = inj.cut_after is not None
     if stream and inj.cut_after is not None:
         pieces = pieces[: inj.cut_after]
     if state.record_requests:  # what a client that decodes the body gets, as it is sent
         plain = b"".join(pieces)
         state.sent.append(plain[: len(plain) // 2] if cut and not stream else plain)
-    if inj.gzip and (pieces or stream):
-        headers[hdrs.CONTENT_ENCODING] = "gzip"
-        if stream:
-            pieces = _gzip_stream(pieces, finish=not cut)
+    coding = inj.encoding or ("gzip" if inj.gzip else None)
+    if coding and (pieces or stream):
+        headers[hdrs.CONTENT_ENCODING] = coding
+        if stream or coding != "gzip":
+            pieces = _gzip_stream(pieces, finish=not (cut and stream), coding=coding)
         else:
             pieces = [gzip.compress(b"".join(pieces), mtime=0)]
     response = web.StreamResponse(status=reply.status, headers=headers)

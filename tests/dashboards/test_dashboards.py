@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from daemon.metrics import Metrics
-from daemon.metrics.loop import LoopCounter, LoopHistogram
+from daemon.metrics.loop import LoopCounter, LoopGauge, LoopHistogram
 from daemon.testing import (
     DASHBOARDS,
     JSON_FILES,
@@ -138,7 +138,7 @@ def exported() -> dict[str, set[str]]:
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
             labels_of[value._name] = set(value._labelnames)
-        elif isinstance(value, LoopCounter | LoopHistogram):
+        elif isinstance(value, LoopCounter | LoopGauge | LoopHistogram):
             labels_of[value.name] = set(value.labelnames)
     names: dict[str, set[str]] = {}
     for family in registry.collect():

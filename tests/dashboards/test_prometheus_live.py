@@ -171,8 +171,9 @@ async def traffic(
     session: aiohttp.ClientSession, meter: RunningDaemon, sim: simulator.Simulator
 ) -> None:
     """One round: priced calls with apps, cached and reasoning tokens, streams with a first
-    token, a 429, a 500, a call without usage (unmetered) and one to an unlisted model whose
-    cost the upstream does not report (unpriced)."""
+    token (one with the upstream's rate-limit and TTFT headers), a 429, a 500, a call without
+    usage (unmetered) and one to an unlisted model whose cost the upstream does not report
+    (unpriced)."""
     assert (
         await chat(
             session, meter, "grok-3", headers={"X-Meter-App": "demo", "X-Sim-Cached-Tokens": "3"}
@@ -183,7 +184,21 @@ async def traffic(
         await chat(session, meter, "grok-3-mini", stream=True, headers={"X-Meter-App": "batch"})
         == 200
     )
-    assert await chat(session, meter, "grok-4-fast", stream=True) == 200
+    upstream_headers = (
+        "x-ratelimit-limit-requests=480;x-ratelimit-remaining-requests=479;"
+        "x-ratelimit-limit-tokens=2000000;x-ratelimit-remaining-tokens=1999000;"
+        "x-metrics-ttft-ms=180"
+    )
+    assert (
+        await chat(
+            session,
+            meter,
+            "grok-4-fast",
+            stream=True,
+            headers={"X-Sim-Reply-Headers": upstream_headers},
+        )
+        == 200
+    )
     assert await chat(session, meter, "grok-3", headers={"X-Sim-Status": "429"}) == 429
     assert await chat(session, meter, "grok-3", headers={"X-Sim-Status": "500"}) == 500
     assert await chat(session, meter, "grok-3", headers={"X-Sim-Usage": "none"}) == 200

@@ -164,10 +164,28 @@ def test_malformed_stream_is_relayed_as_is_and_unmetered() -> None:
     assert forwarded == body and r.unmetered_reason is Unmetered.MALFORMED
 
 
-def test_gzip_stream_is_metered_and_never_filtered() -> None:
+def test_gzip_stream_unfiltered_is_relayed_as_sent() -> None:
     body = gzip.compress(STREAM)
-    r, forwarded = run_tap(body, [10, 50], filtering=True, encoding="gzip")
+    r, forwarded = run_tap(body, [10, 50], filtering=False, encoding="gzip")
     assert forwarded == body and r.usage == chat_usage(XAI_USAGE)
+
+
+COMPRESS = {
+    "gzip": lambda b: gzip.compress(b, mtime=0),
+    "deflate": zlib.compress,
+    "br": brotli.compress,
+    "zstd": zstandard.ZstdCompressor().compress,
+}
+
+
+@pytest.mark.parametrize("coding", list(COMPRESS))
+def test_compressed_stream_is_filtered_and_forwarded_decoded(coding: str) -> None:
+    """The injected usage chunk is removed from a compressed stream too: the tap decodes it and
+    forwards the rest decoded (the relay drops Content-Encoding), so the client never sees it."""
+    body = COMPRESS[coding](STREAM)
+    r, forwarded = run_tap(body, [3, 10, 50, len(body) - 2], filtering=True, encoding=coding)
+    assert forwarded == STREAM_WITHOUT_USAGE
+    assert r.usage == chat_usage(XAI_USAGE) and r.metered
 
 
 def test_json_body_split_and_gzipped() -> None:

@@ -1,0 +1,241 @@
+"""One definition of where an SSE event ends (`daemon.dialects.sse.EVENT_END`), used by every
+tap: LF, CRLF or CR line endings, mixed per line, split anywhere (even inside a CRLF), read in
+one pass (xai-api.md, "Chat completions": event boundaries)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.dialects import sse
+from daemon.dialects.base import Dialect
+from daemon.dialects.chat import ChatDialect
+from daemon.dialects.messages import MessagesDialect
+from daemon.dialects.responses import ResponsesDialect
+from daemon.dialects.sse import split_events
+from daemon.record import CallRecord, Usage
+from daemon.testing import make_record
+
+LF, CRLF, CR = b"\n", b"\r\n", b"\r"
+
+
+@pytest.mark.parametrize(
+    ("body", "events"),
+    [
+        (b"a\n\nb\n\n", [b"a\n\n", b"b\n\n"]),
+        (b"a\r\n\r\nb\r\n\r\n", [b"a\r\n\r\n", b"b\r\n\r\n"]),
+        (b"a\r\rb\r\r", [b"a\r\r", b"b\r\r"]),
+        (b"a\n\r\nb\r\n\nc\r\r\nd", [b"a\n\r\n", b"b\r\n\n", b"c\r\r\n", b"d"]),
+        (b"a\r\n\rb\n\rc", [b"a\r\n\r", b"b\n\r", b"c"]),
+        (b"a\r\nb\nc\rd\n\n", [b"a\r\nb\nc\rd\n\n"]),  # one event of four lines
+    ],
+)
+def test_event_ends_at_a_blank_line_whatever_the_endings(body: bytes, events: list[bytes]) -> None:
+    assert split_events(body) == events
+
+
+def _ending(previous: bytes | None) -> st.SearchStrategy[bytes]:
+    # A CR line followed by an empty LF line reads as one CRLF (the stream itself is ambiguous):
+    # no server writes that, so neither do we.
+    return st.sampled_from([CRLF, CR] if previous == CR else [LF, CRLF, CR])
+
+
+def frame(draw: st.DrawFn, lines: list[bytes]) -> bytes:
+    """One event: its lines, each ended by a drawn line ending, then a blank line."""
+    out, previous = [], None
+    for line in [*lines, b""]:
+        previous = draw(_ending(previous))
+        out.append(line + previous)
+    return b"".join(out)
+
+
+def data(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj).encode()
+
+
+def chat_stream(draw: st.DrawFn, p: int, c: int, cached: int) -> list[list[bytes]]:
+    head = {"id": "chatcmpl-7", "model": "grok-4.7", "object": "chat.completion.chunk"}
+    usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    usage["prompt_tokens_details"] = {"cached_tokens": cached}  # type: ignore[assignment]
+    return [
+        [data({**head, "choices": [{"index": 0, "delta": {"content": "Hi"}}]})],
+        [b": keep-alive comment"],
+        [data({**head, "choices": [{"index": 0, "delta": {"content": " there"}}]})],
+        [data({**head, "choices": [], "usage": usage})],
+        [b"data: [DONE]"],
+    ]
+
+
+def responses_stream(draw: st.DrawFn, p: int, c: int, cached: int) -> list[list[bytes]]:
+    rid = "3f1c2a9e-5b7d-4e21-9a0c-6d8e2f4b1a37"
+    response = {"id": rid, "object": "response", "model": "grok-4.7", "status": "in_progress"}
+    usage = {
+        "input_tokens": p,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": c,
+        "total_tokens": p + c,
+    }
+    done = {**response, "status": "completed", "usage": usage}
+    delta = {"type": "response.output_text.delta", "delta": "Hi"}
+    return [
+        [b"event: response.created", data({"type": "response.created", "response": response})],
+        [b"event: response.output_text.delta", data(delta)],
+        [b"event: response.completed", data({"type": "response.completed", "response": done})],
+    ]
+
+
+def messages_stream(draw: st.DrawFn, p: int, c: int, cached: int) -> list[list[bytes]]:
+    message = {
+        "id": "msg_5e0b", "type": "message", "model": "grok-4.7",
+        "usage": {"input_tokens": p, "output_tokens": 0},
+    }  # fmt: skip
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta"}}
+    final = {"type": "message_delta", "usage": {"output_tokens": c}}
+    return [
+        [b"event: message_start", data({"type": "message_start", "message": message})],
+        [b"event: content_block_delta", data(delta)],
+        [b"event: message_delta", data(final)],
+        [b"event: message_stop", data({"type": "message_stop"})],
+    ]
+
+
+CASES: dict[str, tuple[Dialect, str, Any, str]] = {
+    "chat": (ChatDialect(), "/v1/chat/completions", chat_stream, "chatcmpl-7"),
+    "responses": (
+        ResponsesDialect(),
+        "/v1/responses",
+        responses_stream,
+        "3f1c2a9e-5b7d-4e21-9a0c-6d8e2f4b1a37",
+    ),
+    "messages": (MessagesDialect(), "/v1/messages", messages_stream, "msg_5e0b"),
+}
+
+
+def run(
+    name: str, body: bytes, cuts: list[int], filtering: bool = False
+) -> tuple[CallRecord, bytes]:
+    dialect, path, _, _ = CASES[name]
+    record = make_record(endpoint=dialect.endpoint, path=path, stream=True)
+    record.usage_injected = filtering
+    tap = dialect.tap(record, "text/event-stream", lambda: 2.0)
+    out = []
+    points = sorted({c for c in cuts if 0 < c < len(body)})
+    for start, end in zip([0, *points], [*points, len(body)], strict=True):
+        got = tap.feed(body[start:end])
+        out.append(body[start:end] if got is None else got)
+    out.append(tap.finish(True) or b"")
+    return record, b"".join(out)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.sampled_from(list(CASES)),
+    prompt=st.integers(0, 10**7),
+    completion=st.integers(1, 10**6),
+    cached_share=st.integers(0, 100),
+    padding=st.integers(0, 12),
+    hold=st.sampled_from([sse._QUIET_HOLD, 1, 90]),
+    draw=st.data(),
+)
+def test_any_usage_any_split_any_ending_gives_the_same_row(
+    name: str,
+    prompt: int,
+    completion: int,
+    cached_share: int,
+    padding: int,
+    hold: int,
+    draw: st.DataObject,
+) -> None:
+    """`padding` events that cannot matter sit after the first token (a quiet tap holds them
+    unsplit, up to `hold` bytes), before the events that carry usage."""
+    cached = prompt * cached_share // 100
+    _, _, build, response_id = CASES[name]
+    if name == "messages":
+        cached = 0
+    events = build(draw.draw, prompt, completion, cached)
+    events[2:2] = [[b": pad " + b"x" * n] for n in range(padding)]
+    body = b"".join(frame(draw.draw, lines) for lines in events)
+    cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=30))
+    with patch.object(sse, "_QUIET_HOLD", hold):
+        record, forwarded = run(name, body, cuts)
+    assert forwarded == body
+    assert record.usage is not None
+    assert (
+        record.usage.input_tokens,
+        record.usage.cached_input_tokens,
+        record.usage.output_tokens,
+    ) == (prompt, cached, completion)
+    assert (record.model, record.response_id, record.metered) == ("grok-4.7", response_id, True)
+    assert record.ttft_ms == 2000.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(prompt=st.integers(0, 10**7), completion=st.integers(1, 10**6), draw=st.data())
+def test_the_rewritten_stream_drops_exactly_the_usage_event_whatever_the_endings(
+    prompt: int, completion: int, draw: st.DataObject
+) -> None:
+    """The relay's usage-injected path (filtering): the usage event goes, every other byte stays,
+    whatever the line endings and splits (even between the CR and LF of a CRLF)."""
+    frames = [frame(draw.draw, lines) for lines in chat_stream(draw.draw, prompt, completion, 0)]
+    body = b"".join(frames)
+    without_usage = b"".join(frames[:3] + frames[4:])
+    cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=30))
+    record, forwarded = run("chat", body, cuts, filtering=True)
+    assert forwarded == without_usage
+    assert record.usage == Usage(input_tokens=prompt, output_tokens=completion)
+    assert (record.model, record.response_id, record.metered) == ("grok-4.7", "chatcmpl-7", True)
+
+
+def test_cr_endings_split_between_every_byte_pair() -> None:
+    """Bare-CR events, every two-cut split: the usage is read, never glued into one event."""
+    frames = [b"data: " + json.dumps({"id": "c1", "model": "m", "choices": []}).encode() + b"\r\r"]
+    usage = {"prompt_tokens": 31, "completion_tokens": 9, "total_tokens": 40}
+    frames.append(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\r\r")
+    body = b"".join(frames) + b"data: [DONE]\r\r"
+    for i in range(len(body)):
+        for j in (i + 1, i + 2, len(body) - 1):
+            record, _ = run("chat", body, [i, j])
+            assert record.usage == Usage(input_tokens=31, output_tokens=9), (i, j)
+
+
+class _CountingPattern:
+    """A pattern, counting the bytes each search or match may look at."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self.pattern = pattern
+        self.scanned = 0
+
+    def search(self, buf: bytearray, pos: int) -> re.Match[bytes] | None:
+        m = self.pattern.search(buf, pos)
+        self.scanned += (m.end() if m else len(buf)) - pos
+        return m
+
+    def match(self, buf: bytearray, pos: int, endpos: int) -> re.Match[bytes] | None:
+        self.scanned += endpos - pos
+        return self.pattern.match(buf, pos, endpos)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_byte_is_searched_a_bounded_number_of_times(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2 MB event in 1 kB chunks, then many small ones: the search reads each byte at most
+    a few times (linear), never the buffer from its start per chunk (quadratic)."""
+    counter = _CountingPattern(sse.EVENT_END)
+    last = _CountingPattern(sse._LAST_EVENT_END)
+    monkeypatch.setattr(sse, "EVENT_END", counter)
+    monkeypatch.setattr(sse, "_LAST_EVENT_END", last)
+    _, _, build, _ = CASES[name]
+    frames = [b"".join(line + CR for line in [*lines, b""]) for lines in build(None, 5, 6, 0)]
+    big = b"data: " + json.dumps({"type": "ping", "pad": "x" * 2_000_000}).encode() + b"\r\r"
+    ticks = b": tick\r\r" * 10_000
+    body = frames[0] + big + frames[1] + ticks + big + b"".join(frames[2:]) + ticks
+    record, _ = run(name, body, list(range(0, len(body), 1024)))
+    assert record.usage is not None and record.usage.output_tokens == 6
+    assert counter.scanned + last.scanned <= 2 * len(body)
