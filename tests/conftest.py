@@ -3,6 +3,7 @@ price listings in xAI's documented shape (each test gets its own deep copy)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import sys
@@ -62,6 +63,21 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     finally:
         for daemon in started:
             await daemon.stop()
+
+
+@pytest.fixture
+def start_priced(start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch) -> DaemonFactory:
+    """Start a daemon that fetches the upstream's price listing (with a key from the
+    environment), once its first prices are in force."""
+
+    async def start(upstream: str, **extra: Any) -> RunningDaemon:
+        monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
+        meter = await start_daemon(upstream, pricing__refresh=True, **extra)
+        async with asyncio.timeout(5):
+            await meter.daemon.prices.updated.wait()
+        return meter
+
+    return start
 
 
 @pytest.fixture

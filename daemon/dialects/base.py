@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from daemon.dialects.coerce import opt_str
+from daemon.dialects.coerce import loads_object, opt_str
 from daemon.record import CallRecord, Unmetered
 
 log = structlog.get_logger("xai_meter.dialects")
@@ -112,6 +112,16 @@ def note_model_and_id(record: CallRecord, model: Any, response_id: Any = None) -
         record.model = opt_str(model)
     if record.response_id is None:
         record.response_id = opt_str(response_id)
+
+
+def read_json_request(record: CallRecord, body: bytes) -> dict[str, Any] | None:
+    """The request body of a billable call as a JSON object, with ``requested_model`` and
+    ``stream`` noted on the record; None for a call that is not billable or not JSON."""
+    obj = loads_object(body) if record.billable else None
+    if obj is not None:
+        record.requested_model = opt_str(obj.get("model"))
+        record.stream = obj.get("stream") is True
+    return obj
 
 
 def note_served(record: CallRecord, fingerprint: Any, service_tier: Any) -> None:

@@ -22,9 +22,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_error
+from daemon.dialects.base import (
+    Clock,
+    Dialect,
+    Tap,
+    note_model_and_id,
+    read_error,
+    read_json_request,
+)
 from daemon.dialects.body import BodyTap
-from daemon.dialects.coerce import as_int, loads_object, opt_str, reported_ticks, sub
+from daemon.dialects.coerce import as_int, reported_ticks, sub
 from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Usage
 
@@ -125,10 +132,7 @@ class MessagesDialect(Dialect):
 
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
         record.billable = record.method == "POST" and record.path == "/v1/messages"
-        obj = loads_object(body) if record.billable else None
-        if obj is not None:
-            record.requested_model = opt_str(obj.get("model"))
-            record.stream = obj.get("stream") is True
+        read_json_request(record, body)
         return None
 
     def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:

@@ -237,12 +237,9 @@ async def test_messages_410_is_recorded_as_an_error(
 
 @pytest.mark.parametrize("n", [1, 3])
 async def test_images_counted_and_priced_per_image(
-    sim: simulator.Simulator, start_daemon: DaemonFactory, n: int, monkeypatch: pytest.MonkeyPatch
+    sim: simulator.Simulator, start_priced: DaemonFactory, n: int
 ) -> None:
-    monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
-    meter = await start_daemon(sim.url, pricing__refresh=True)
-    async with asyncio.timeout(5):
-        await meter.daemon.prices.updated.wait()
+    meter = await start_priced(sim.url)
     client = oai(meter)
     resp = await client.images.generate(model="grok-imagine-image", prompt="a meter", n=n)
     assert len(resp.data) == n

@@ -12,7 +12,6 @@ the shape has a cache) and every reply cut to 5 tokens by the request's own limi
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -30,15 +29,9 @@ COMPLETE_TICKS = 40 * 30000 + 5 * 150000
 
 
 @pytest.fixture
-async def priced(
-    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
-) -> RunningDaemon:
+async def priced(sim: simulator.Simulator, start_priced: DaemonFactory) -> RunningDaemon:
     """A daemon with the simulator's listing in force."""
-    monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
-    meter = await start_daemon(sim.url, pricing__refresh=True)
-    async with asyncio.timeout(5):
-        await meter.daemon.prices.updated.wait()
-    return meter
+    return await start_priced(sim.url)
 
 
 def billed_row(row: dict[str, Any]) -> tuple[Any, ...]:

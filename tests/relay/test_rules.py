@@ -7,11 +7,9 @@ the client received, with prices of our own."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import openai
-import pytest
 
 from daemon import simulator
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon, cost_by_hand
@@ -30,16 +28,6 @@ def token_ticks(usage: Any, p_in: int, p_cached: int, p_out: int) -> int:
     details = usage.completion_tokens_details
     output = usage.completion_tokens + ((details.reasoning_tokens or 0) if details else 0)
     return cost_by_hand(p_in, p_cached, p_out, usage.prompt_tokens, cached or 0, output)
-
-
-async def listing_daemon(
-    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
-) -> RunningDaemon:
-    monkeypatch.setenv("XAI_API_KEY", "xai-env-key")
-    meter = await start_daemon(sim.url, pricing__refresh=True)
-    async with asyncio.timeout(5):
-        await meter.daemon.prices.updated.wait()
-    return meter
 
 
 # --- kind 4: multipliers -------------------------------------------------------------------
@@ -104,7 +92,7 @@ def lc_entry(model_id: str, threshold: int, long_output: int) -> dict[str, Any]:
 
 
 async def test_long_context_tier_from_the_listing(
-    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+    sim: simulator.Simulator, start_priced: DaemonFactory
 ) -> None:
     sim.state.report_cost = False
     sim.state.listing = [
@@ -112,7 +100,7 @@ async def test_long_context_tier_from_the_listing(
         lc_entry("lc-none", 0, 120000),  # threshold 0: no long-context tier
         lc_entry("lc-zero-out", 1000, 0),  # long output price 0: the normal output price
     ]
-    meter = await listing_daemon(sim, start_daemon, monkeypatch)
+    meter = await start_priced(sim.url)
     client = oai(meter)
     calls = [
         ("lc-model", 999),
@@ -165,11 +153,11 @@ IMAGE_MODELS: list[dict[str, Any]] = [
 
 
 async def test_image_units_tiers_and_models(
-    sim: simulator.Simulator, start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch
+    sim: simulator.Simulator, start_priced: DaemonFactory
 ) -> None:
     sim.state.report_cost = False
     sim.state.image_models = [dict(m) for m in IMAGE_MODELS]
-    meter = await listing_daemon(sim, start_daemon, monkeypatch)
+    meter = await start_priced(sim.url)
     client = oai(meter)
     await client.images.generate(model="grok-2-image", prompt="a", n=3)
     await client.images.generate(
