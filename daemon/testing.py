@@ -9,6 +9,8 @@ the daemon imports this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import os
 import re
@@ -88,6 +90,18 @@ def make_record(**fields: Any) -> CallRecord:
         "status": 200,
     }
     return CallRecord(**{**base, **fields})
+
+
+def stream_cut_errors() -> tuple[type[BaseException], ...]:
+    """What the openai SDK raises while reading a stream the server cut short: its own
+    `APIError` on newer releases, httpx's `RemoteProtocolError` on older ones (our floor, whose
+    transport is httpx; newer ones may not install httpx at all)."""
+    import openai
+
+    errors: list[type[BaseException]] = [openai.APIError]
+    with contextlib.suppress(ImportError):
+        errors.append(importlib.import_module("httpx").RemoteProtocolError)
+    return tuple(errors)
 
 
 def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Settings:
