@@ -71,7 +71,7 @@ def _read_complete(record: CallRecord, obj: dict[str, Any]) -> bool:
     note_model_and_id(record, obj.get("model"), obj.get("id"))
     usage = obj.get("usage")
     if isinstance(usage, dict):
-        record.usage = messages_usage(usage, record.provider)
+        record.usage = messages_usage(usage)
         return True
     return False
 

@@ -12,9 +12,9 @@ Shapes read (xai-api.md, "Anthropic-compatible POST /v1/messages"):
   wins); an ``error`` event carries ``error{type}``. A stream whose ``message_delta`` usage never
   came is unmetered (``incomplete``), never booked with the provisional counts.
 
-Anthropic counts cache reads and cache writes *outside* `input_tokens`; xAI's compatible endpoint
-counts cache reads inside. The upstream's provider says which; a cache-read count larger than
-`input_tokens` proves the Anthropic convention whatever the provider.
+Cache reads and cache writes are counted *outside* `input_tokens`, on Anthropic and, per xAI's
+2026 docs, on xAI's compatible endpoint too (xai-api.md: "``input_tokens`` excludes cache reads
+(Anthropic semantics)"); the normalized `Usage` puts them inside, as every other dialect does.
 """
 
 from __future__ import annotations
@@ -47,10 +47,13 @@ _COST_KEYS = ("cost_in_usd_ticks", "cost_in_nano_usd")
 
 
 _DETAIL_KEYS = ("server_tool_use", "cache_creation")
+# The counts that say how large the prompt was (all three are outside input_tokens' count).
+_PROMPT_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
-def messages_usage(u: dict[str, Any], provider: str) -> Usage:
-    """Normalize Messages usage so `input_tokens` includes cache reads and writes.
+def messages_usage(u: dict[str, Any]) -> Usage:
+    """Normalize Messages usage so `input_tokens` includes cache reads and writes (the upstream
+    counts both outside its ``input_tokens``).
 
     Cache writes: ``cache_creation_input_tokens`` (all of them) and, on Anthropic,
     ``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``; a total without
@@ -64,8 +67,7 @@ def messages_usage(u: dict[str, Any], provider: str) -> Usage:
         as_int(u.get("cache_creation_input_tokens")),
         as_int(split.get("ephemeral_5m_input_tokens")) + write_1h,
     )
-    if provider == "anthropic" or cache_read > inp:
-        inp += cache_read + write
+    inp += cache_read + write
     cached = min(cache_read, inp)
     write = min(write, inp - cached)
     return Usage(
@@ -88,7 +90,7 @@ class MessageBody(BodyTap):
         note_model_and_id(record, obj.get("model"), obj.get("id"))
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            record.usage = messages_usage(usage, record.provider)
+            record.usage = messages_usage(usage)
 
 
 class MessageStream(EventTap):
@@ -100,6 +102,10 @@ class MessageStream(EventTap):
     def __init__(self, record: CallRecord, clock: Clock, encoding: str) -> None:
         super().__init__(record, clock, encoding)
         self._usage: dict[str, Any] = {}
+        # The prompt's size is known once an event states it: Anthropic's message_start does
+        # (its message_delta carries output only); xAI's says 0/0 there, a placeholder, so its
+        # message_delta must. A final usage whose prompt side was never stated is not final.
+        self._prompt_known = False
 
     def read(self, obj: dict[str, Any]) -> bool:
         if obj.get("type") == "error":  # Anthropic's error event, e.g. overloaded_error
@@ -117,12 +123,19 @@ class MessageStream(EventTap):
                 self.usage_final = True  # the final, cumulative counts
         if isinstance(usage, dict):
             self._usage.update({k: usage[k] for k in keys if usage.get(k) is not None})
+            if not self._prompt_known:
+                stated = [usage.get(k) for k in _PROMPT_KEYS if k in usage]
+                # a message_delta that names the prompt counts states it, whatever the values;
+                # message_start only by a nonzero count (0/0 is xAI's placeholder)
+                self._prompt_known = bool(stated) and (message is None or any(stated))
         return True
 
     def end_of_stream(self, complete: bool) -> None:
         record = self.record
         if self._usage:  # dropped by EventTap unless message_delta made it final
-            record.usage = messages_usage(self._usage, record.provider)
+            record.usage = messages_usage(self._usage)
+        if not self._prompt_known:
+            self.usage_final = False  # output counted, prompt never stated: not a final bill
         super().end_of_stream(complete)
 
 

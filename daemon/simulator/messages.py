@@ -1,10 +1,11 @@
 """``POST /v1/messages``: the Anthropic-compatible surface.
 
-Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens``; xAI counts
-``cache_read_input_tokens`` inside ``input_tokens`` and writes no cache
-(``state.messages_input_includes_cache`` false switches to Anthropic: reads and writes outside
-``input_tokens``, writes forced by ``X-Sim-Cache-Write-5m``/``-1h`` and split in
-``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``); streams are
+Follows xai-api.md "Anthropic-compatible": thinking is billed as ``output_tokens``; as 2026 xAI
+(and Anthropic) do, ``cache_read_input_tokens`` and cache writes are counted outside
+``input_tokens``; writes only when forced by ``X-Sim-Cache-Write-5m``/``-1h`` (xAI writes no
+cache), split in ``cache_creation{ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}``
+(``state.messages_input_includes_cache`` true: 2025-style reads inside ``input_tokens``, no
+writes); streams are
 ``message_start`` ... ``message_stop`` events: ``message_start`` carries the input side and
 ``message_delta`` the final output count. ``X-Sim-Usage: provisional`` sends what real xAI streams
 were seen to end with: ``message_start`` usage 0/0 and no ``message_delta`` at all.
@@ -107,7 +108,11 @@ async def create_message(request: web.Request, state: SimulatorState, inj: Injec
     if inj.usage != "none":
         # The input side and 1 output token; provisional: xAI's 0/0, and no message_delta.
         provisional = inj.usage == "provisional"
-        start["usage"] = dict.fromkeys(usage, 0) if provisional else {**usage, "output_tokens": 1}
+        start["usage"] = (
+            {"input_tokens": 0, "output_tokens": 0}  # xAI's placeholder (xai-api.md)
+            if provisional
+            else {**usage, "output_tokens": 1}
+        )
     frames = [
         sse_event("message_start", {"type": "message_start", "message": start}),
         sse_event(

@@ -75,7 +75,9 @@ class SimulatorState:
     listing_status: int = 200  # != 200: the listing endpoints fail with this status
     deferred_polls: int = 1  # 202 answers before a deferred completion is ready
     messages_gone: bool = False  # /v1/messages answers 410, as xAI may
-    messages_input_includes_cache: bool = True  # xAI-style; False: Anthropic-style exclusion
+    # True: 2025-style xAI counting cache reads inside input_tokens; False (2026, xai-api.md):
+    # reads and writes outside input_tokens, as on Anthropic
+    messages_input_includes_cache: bool = False
     accept_unknown_models: bool = False  # False: unknown models get 404 as on xAI
     responses_done_marker: bool = False  # end Responses streams with `data: [DONE]` too
     legacy_2025_shapes: bool = False  # answer in 2025's shapes (see `SimulatorState`'s doc)

@@ -79,7 +79,41 @@ def test_messages_with_message_delta_is_metered_exactly() -> None:
     body = MSG_START + MSG_TEXT + MSG_DELTA + MSG_STOP
     record = run(MessagesDialect(), "/v1/messages", body, MSG_REQUEST, True)
     assert record.metered
-    assert record.usage == Usage(input_tokens=57, cached_input_tokens=16, output_tokens=9)
+    # cache reads are outside the upstream's input_tokens (xai-api.md, 2026): 57 + 16 in all
+    assert record.usage == Usage(input_tokens=73, cached_input_tokens=16, output_tokens=9)
+
+
+def delta(usage: dict[str, int]) -> bytes:
+    return event(
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage},
+        "message_delta",
+    )
+
+
+def test_xai_message_delta_without_the_prompt_side_is_incomplete() -> None:
+    """xAI's message_start says 0/0; a message_delta with the output count only leaves the
+    prompt's size unknown: 0 input tokens for 20 out is no bill, it is a missing number."""
+    body = MSG_START + MSG_TEXT + delta({"output_tokens": 20}) + MSG_STOP
+    record = run(MessagesDialect(), "/v1/messages", body, MSG_REQUEST, True)
+    assert record.usage is None and record.unmetered_reason is Unmetered.INCOMPLETE
+
+
+def test_anthropic_message_start_states_the_prompt_and_the_delta_the_output() -> None:
+    start = event(
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_01",
+                "model": "claude-x",
+                "usage": {"input_tokens": 25, "cache_read_input_tokens": 5, "output_tokens": 1},
+            },
+        },
+        "message_start",
+    )
+    body = start + MSG_TEXT + delta({"output_tokens": 20}) + MSG_STOP
+    record = run(MessagesDialect(), "/v1/messages", body, MSG_REQUEST, True)
+    assert record.metered
+    assert record.usage == Usage(input_tokens=30, cached_input_tokens=5, output_tokens=20)
 
 
 # --- chat: Nov 2024 cumulative usage on every chunk is provisional until [DONE] -----------

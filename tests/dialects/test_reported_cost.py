@@ -24,7 +24,7 @@ TOKENS = {
 READERS: dict[str, Callable[[dict[str, Any]], Usage]] = {
     "chat": chat_usage,
     "responses": responses_usage,
-    "messages": lambda u: messages_usage(u, "xai"),
+    "messages": lambda u: messages_usage(u),
 }
 
 

@@ -91,7 +91,7 @@ def expected_usage(name: str, body: bytes) -> Usage:
         **events[0]["message"]["usage"],
         **next(e for e in events if e["type"] == "message_delta")["usage"],
     }
-    return messages_usage(usage, "xai")
+    return messages_usage(usage)
 
 
 def meter(name: str, body: bytes, cuts: list[int]) -> tuple[CallRecord, bytes]:

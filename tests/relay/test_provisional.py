@@ -50,7 +50,9 @@ async def test_messages_stream_final_usage_is_metered(meter: RunningDaemon) -> N
         ) as stream,
     ):
         final = await stream.get_final_message()
-    assert (final.usage.input_tokens, final.usage.output_tokens) == (40, 5)
+    # 2026 xAI (and Anthropic) count cache reads outside input_tokens: 32 + 8 read = 40
+    usage = final.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (32, 8, 5)
     [row] = await meter.rows(1)
     assert counts(row)[:3] + counts(row)[4:] == (40, 8, 5, 1, None)
 
