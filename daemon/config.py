@@ -265,7 +265,7 @@ SETTINGS: tuple[Setting, ...] = (
         "More upstreams, each relayed under a path prefix of its own: "
         "[upstreams.NAME] base_url (scheme, host, port), prefix (apps use "
         "http://127.0.0.1:8787/PREFIX/v1), provider (metric label; default NAME; "
-        '"anthropic" selects Anthropic\'s usage convention), api_key_env (a key to add '
+        '"anthropic" sends its key as x-api-key, as Anthropic expects), api_key_env (a key to add '
         "when the app sends none), price_multiplier (as upstream.price_multiplier; default "
         "1.0). Price their models with [pricing.overrides].",
         _upstreams,
@@ -426,7 +426,7 @@ class UpstreamEntry:
 
     base_url: str
     prefix: str  # like "/openai"; apps use http://HOST:PORT/openai/v1
-    provider: str  # metric label; "anthropic" selects Anthropic's usage convention
+    provider: str  # metric label; "anthropic" sends the added key as x-api-key
     api_key_env: str  # "" for none
     price_multiplier: float = 1.0  # token prices times this (1.1: US regional endpoint)
 
