@@ -51,8 +51,11 @@ def chat_usage(u: dict[str, Any]) -> Usage:
         completion_details = _EMPTY
     reasoning = as_int(completion_details.get("reasoning_tokens"))
     total = opt_int(get("total_tokens"))
-    # xAI: reasoning outside completion_tokens; add it only when the total proves it.
-    outside = reasoning > 0 and total == prompt + completion + reasoning
+    # xAI: reasoning outside completion_tokens; add it only when the total proves it, or, with
+    # no total, when reasoning exceeds completion (inside it, it never could: OpenAI's way).
+    outside = reasoning > 0 and (
+        total == prompt + completion + reasoning or (total is None and reasoning > completion)
+    )
     output = completion + reasoning if outside else completion
     return Usage(
         input_tokens=prompt,

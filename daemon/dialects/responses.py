@@ -33,7 +33,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, note_served
+from daemon.dialects.base import (
+    Clock,
+    Dialect,
+    Tap,
+    note_model_and_id,
+    note_served,
+    read_error,
+)
 from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import chat_usage
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks, sub
@@ -179,13 +186,19 @@ class ResponseBody(BodyTap):
         read_response(record, obj)
 
 
+_BILLED_PATHS = frozenset({"/v1/responses", "/v1/responses/compact"})
+
+
 class ResponseStream(EventTap):
     """Reads the first event (model, id, fingerprint) and the terminal one (usage, fingerprint)."""
 
     first_token = _FIRST_TOKEN
-    needles = (b"response.completed", b"response.incomplete", b"response.failed")
+    needles = (b"response.completed", b"response.incomplete", b"response.failed", b'"error"')
 
     def read(self, obj: dict[str, Any]) -> bool:
+        if obj.get("type") == "error":  # a stream's error event: {"type": "error", "code", ...}
+            read_error(self.record, obj)
+            return True
         response = obj.get("response")
         if isinstance(response, dict):
             read_response(self.record, response)
@@ -201,8 +214,9 @@ class ResponsesDialect(Dialect):
         super().__init__("responses", billable=True)
 
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
-        # GET or DELETE of a stored response: never a new charge.
-        record.billable = record.method == "POST" and record.path == "/v1/responses"
+        # GET or DELETE of a stored response: never a new charge. A compaction runs the model
+        # (gRPC's Chat/CompactContext is billed, xai-api.md): billed by its usage like a turn.
+        record.billable = record.method == "POST" and record.path in _BILLED_PATHS
         if not record.billable:
             return None
         obj = loads_object(body)

@@ -279,3 +279,16 @@ def test_first_non_empty_model_and_id_win() -> None:
     )
     r, _ = run_tap(body, [], filtering=False)
     assert (r.model, r.response_id) == ("grok-4", "chatcmpl-2")
+
+
+def test_reasoning_beyond_completion_proves_xais_convention_without_a_total() -> None:
+    """No total_tokens to tell the conventions apart: reasoning larger than completion cannot be
+    a part of it (OpenAI's way), so it is outside it (xAI's): output = completion + reasoning."""
+    u = {
+        "prompt_tokens": 165,
+        "completion_tokens": 2,
+        "completion_tokens_details": {"reasoning_tokens": 125},
+    }
+    assert chat_usage(u) == Usage(input_tokens=165, output_tokens=127, reasoning_tokens=125)
+    inside = {**u, "completion_tokens": 200}  # no total, reasoning within: OpenAI's way
+    assert chat_usage(inside).output_tokens == 200

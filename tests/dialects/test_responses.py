@@ -224,3 +224,36 @@ def test_no_tools_no_kinds() -> None:
     assert record.usage is not None and record.usage.server_tool_calls == {}
     row = record.as_row()
     assert (row["server_tool_calls"], row["tool_calls"]) == (0, None)
+
+
+# --- compaction and error events ---------------------------------------------------------
+
+
+def test_a_compaction_is_billed_by_its_usage() -> None:
+    """POST /v1/responses/compact runs the model (gRPC's Chat/CompactContext is billed)."""
+    record = make_record(endpoint="responses", method="POST", path="/v1/responses/compact")
+    dialect = ResponsesDialect()
+    dialect.inspect_request(record, b'{"model":"grok-4.3","input":"a long conversation"}')
+    tap = dialect.tap(record, "application/json", lambda: 0.0)
+    usage = {"input_tokens": 500, "output_tokens": 100, "total_tokens": 600}
+    tap.feed(json.dumps({"id": "c1", "model": "grok-4.3", "usage": usage}).encode())
+    tap.finish(True)
+    assert record.billable and record.metered and record.requested_model == "grok-4.3"
+    assert record.usage is not None
+    assert (record.usage.input_tokens, record.usage.output_tokens) == (500, 100)
+
+
+def test_a_stored_response_fetched_again_is_not_billed() -> None:
+    record = make_record(endpoint="responses", method="GET", path="/v1/responses/resp_1")
+    ResponsesDialect().inspect_request(record, b"")
+    assert not record.billable
+
+
+def test_an_error_event_keeps_its_code_and_the_call_is_unmetered() -> None:
+    events = (
+        event("response.created", id="r1", model="grok-4.3")
+        + b'data: {"type":"error","code":"server_error","message":"upstream failed"}\n\n'
+    )
+    record = stream_record(events)
+    assert record.upstream_error == "server_error" and record.error_detail is None
+    assert record.usage is None and not record.metered
