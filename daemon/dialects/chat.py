@@ -27,9 +27,17 @@ from typing import Any
 
 import orjson
 
-from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, note_served, read_error
+from daemon.dialects.base import (
+    Clock,
+    Dialect,
+    Tap,
+    note_model_and_id,
+    note_served,
+    read_error,
+    read_json_request,
+)
 from daemon.dialects.body import BodyTap
-from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks
+from daemon.dialects.coerce import as_int, opt_int, reported_ticks
 from daemon.dialects.sse import EventTap
 from daemon.record import CallRecord, Usage
 
@@ -51,11 +59,9 @@ def chat_usage(u: dict[str, Any]) -> Usage:
         completion_details = _EMPTY
     reasoning = as_int(completion_details.get("reasoning_tokens"))
     total = opt_int(get("total_tokens"))
-    # xAI: reasoning outside completion_tokens; add it only when the total proves it, or, with
-    # no total, when reasoning exceeds completion (inside it, it never could: OpenAI's way).
-    outside = reasoning > 0 and (
-        total == prompt + completion + reasoning or (total is None and reasoning > completion)
-    )
+    # xAI: reasoning outside completion_tokens; add it only when the total proves it, or when
+    # reasoning exceeds completion (inside it, as OpenAI counts, it never could).
+    outside = reasoning > 0 and (reasoning > completion or total == prompt + completion + reasoning)
     output = completion + reasoning if outside else completion
     return Usage(
         input_tokens=prompt,
@@ -121,11 +127,9 @@ class ChatDialect(Dialect):
 
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
         record.billable = record.method == "POST"
-        obj = loads_object(body) if record.billable else None
+        obj = read_json_request(record, body)
         if obj is None:
             return None
-        record.requested_model = opt_str(obj.get("model"))
-        record.stream = obj.get("stream") is True
         record.deferred = obj.get("deferred") is True
         record.billable = not record.deferred  # billed when its result comes, not now
         if not record.stream:

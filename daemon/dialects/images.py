@@ -51,7 +51,7 @@ class ImageBody(BodyTap):
 class ImagesDialect(Dialect):
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
         record.billable = record.method == "POST"
-        obj: dict[str, Any] | None = loads_object(body) if body[:1] == b"{" else None
+        obj: dict[str, Any] | None = loads_object(body) if body.lstrip()[:1] == b"{" else None
         if obj is None:
             obj = {
                 m.group(1).decode(): m.group(2).decode("utf-8", "replace")

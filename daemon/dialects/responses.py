@@ -40,10 +40,11 @@ from daemon.dialects.base import (
     note_model_and_id,
     note_served,
     read_error,
+    read_json_request,
 )
 from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import chat_usage
-from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks, sub
+from daemon.dialects.coerce import as_int, opt_int, opt_str, reported_ticks, sub
 from daemon.dialects.sse import EventTap
 from daemon.record import FETCH_COUNT_KINDS, CallRecord, Usage
 
@@ -138,8 +139,9 @@ def responses_usage(u: dict[str, Any], output: Any = None) -> Usage:
     inp = as_int(u.get("input_tokens"))
     out = as_int(u.get("output_tokens"))
     reasoning = as_int(sub(u, "output_tokens_details").get("reasoning_tokens"))
-    if reasoning and opt_int(u.get("total_tokens")) == inp + out + reasoning:
-        out += reasoning  # reasoning reported outside output_tokens after all
+    if reasoning and (opt_int(u.get("total_tokens")) == inp + out + reasoning or reasoning > out):
+        out += reasoning  # reasoning reported outside output_tokens after all (the total says
+        # so, or reasoning exceeds an output it would be a part of)
     input_details = sub(u, "input_tokens_details")
     return Usage(
         input_tokens=inp,
@@ -204,8 +206,8 @@ class ResponseStream(EventTap):
             read_response(self.record, response)
             if obj.get("type") in _TERMINAL:
                 self.usage_final = True  # usage on any earlier event is provisional
-        if self.record.fingerprint is None:  # the event's own metadata, if its response had none
-            self.record.fingerprint = _fingerprint(obj)
+        # the event's own metadata too (2026 events carry it beside their response object)
+        note_served(self.record, _fingerprint(obj), None)
         return True
 
 
@@ -217,12 +219,8 @@ class ResponsesDialect(Dialect):
         # GET or DELETE of a stored response: never a new charge. A compaction runs the model
         # (gRPC's Chat/CompactContext is billed, xai-api.md): billed by its usage like a turn.
         record.billable = record.method == "POST" and record.path in _BILLED_PATHS
-        if not record.billable:
-            return None
-        obj = loads_object(body)
+        obj = read_json_request(record, body)
         if obj is not None:
-            record.requested_model = opt_str(obj.get("model"))
-            record.stream = obj.get("stream") is True
             record.previous_response_id = opt_str(obj.get("previous_response_id"))
         return None
 

@@ -98,7 +98,7 @@ class EventTap(Tap):
         data = self._decode(chunk) if self._decode else chunk
         filters = self.filters
         kept: list[bytes] = []
-        if self._after_cr:
+        if self._after_cr and data:  # (a compressed chunk may decode to nothing yet)
             self._after_cr = False
             if data[:1] == b"\n":  # the LF of a CRLF whose CR ended the last event
                 data = data[1:]

@@ -195,9 +195,9 @@ def reprice_unpriced(
         with db.conn:
             db.conn.executemany(
                 "update calls set computed_cost_ticks = ?, cost_ticks = ?, cost_source = ?, "
-                "price_id = ? where id = ?",
+                "price_id = ?, model = ? where id = ?",
                 [
-                    (r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.id)
+                    (r.computed_cost_ticks, r.cost_ticks, r.cost_source, r.price_id, r.model, r.id)
                     for r in priced
                 ],
             )

@@ -27,9 +27,10 @@ the cached price first): ``tier`` is 2 when the *response's* ``service_tier`` is
 (1.1 for the US regional endpoint), an exact `Fraction` of the decimal configured. The product
 is **rounded down to a whole tick** once per call (integer arithmetic: ``tokens · tier ·
 numerator // denominator``), so the computed cost is never above the exact product and at most
-one tick below it. Per-source, per-image and tool fees are not multiplied (xai-api.md prices
-only tokens by tier and region). The reported ``cost_in_usd_ticks``, when present, is the truth
-and stays ``cost_ticks``; these rules change only ``computed_cost_ticks``.
+one tick below it (a 5-minute cache write's 1.25x is itself rounded to the nearest tick
+first). Per-source, per-image and tool fees are not multiplied (xai-api.md prices only tokens
+by tier and region). The reported ``cost_in_usd_ticks``, when present, is the truth and
+stays ``cost_ticks``; these rules change only ``computed_cost_ticks``.
 
 Images: a model whose listing has ``pricing[]`` tiers is priced by the request's quality x
 resolution (``image_tier``; the images dialect reads them, defaulting to `IMAGE_DEFAULTS`); a

@@ -52,13 +52,6 @@ class ModelPrice:
     source: Source = "listing"
     image_tiers: tuple[ImageTier, ...] = ()
 
-    @property
-    def has_long_context(self) -> bool:
-        """A threshold above 0 and at least one nonzero long-context price."""
-        return bool(self.long_context_threshold) and bool(
-            self.input_long or self.cached_input_long or self.output_long
-        )
-
     def content(self) -> dict[str, Any]:
         """Everything but ``source``, as plain values (the digest and the SQLite row use it).
 

@@ -292,3 +292,5 @@ def test_reasoning_beyond_completion_proves_xais_convention_without_a_total() ->
     assert chat_usage(u) == Usage(input_tokens=165, output_tokens=127, reasoning_tokens=125)
     inside = {**u, "completion_tokens": 200}  # no total, reasoning within: OpenAI's way
     assert chat_usage(inside).output_tokens == 200
+    odd_total = {**u, "total_tokens": 228}  # a total that fits neither convention
+    assert chat_usage(odd_total).output_tokens == 127

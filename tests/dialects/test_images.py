@@ -70,3 +70,12 @@ def test_a_request_without_a_model_bills_the_default_model() -> None:
     tap.finish(True)
     assert (record.requested_model, record.model) == (None, DEFAULT_IMAGE_MODEL)
     assert DEFAULT_IMAGE_MODEL == "grok-imagine-image"
+
+
+def test_a_json_body_with_leading_white_space_is_still_json() -> None:
+    record = make_record(endpoint="images.generations", path="/v1/images/generations")
+    ImagesDialect("images.generations").inspect_request(
+        record, b'  \n{"model":"grok-imagine-image-2.0","prompt":"a gauge","quality":"low"}'
+    )
+    assert record.requested_model == "grok-imagine-image-2.0"
+    assert record.image_tier == ("low", None)

@@ -257,3 +257,19 @@ def test_an_error_event_keeps_its_code_and_the_call_is_unmetered() -> None:
     record = stream_record(events)
     assert record.upstream_error == "server_error" and record.error_detail is None
     assert record.usage is None and not record.metered
+
+
+def test_reasoning_beyond_output_is_outside_it() -> None:
+    """Responses' output_tokens includes reasoning; a reasoning count above it cannot be a part
+    of it, so it was reported outside (as on chat): output = 2 + 125."""
+    from daemon.dialects.responses import responses_usage
+
+    u = {
+        "input_tokens": 100,
+        "output_tokens": 2,
+        "output_tokens_details": {"reasoning_tokens": 125},
+    }
+    usage = responses_usage(u)
+    assert (usage.output_tokens, usage.reasoning_tokens) == (127, 125)
+    inside = {**u, "output_tokens": 200}  # within the output: as documented, nothing added
+    assert responses_usage(inside).output_tokens == 200

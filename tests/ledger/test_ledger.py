@@ -193,3 +193,39 @@ async def test_retention_deletes_only_old_calls(tmp_path: Path) -> None:
         assert daemon.registry.get_sample_value("xai_meter_ledger_rows_deleted_total") == 3
     finally:
         await daemon.stop()
+
+
+def test_a_backfilled_image_row_gets_its_resolved_model(tmp_path: Path) -> None:
+    """An image call priced after the fact: pricing resolves the requested alias, and the
+    ledger's row takes that model along with the cost."""
+    from daemon.ledger.store import insert_calls, reprice_unpriced
+    from daemon.pricing import ModelPrice, PriceBook, PriceSet
+    from daemon.record import CostSource
+
+    db = open_database(tmp_path / "l.db")
+    migrate(db)
+    record = CallRecord(
+        id="img",
+        started_at=10.0,
+        t0=0.0,
+        provider="xai",
+        endpoint="images.generations",
+        method="POST",
+        path="/v1/images/generations",
+        status=200,
+        billable=True,
+        requested_model="grok-imagine",
+        usage=Usage(images=2),
+        cost_source=CostSource.UNPRICED,
+    )
+    with db.conn:
+        insert_calls(db, [record])
+    imagine = ModelPrice("grok-imagine-image", aliases=("grok-imagine",), image=200_000_000)
+    book = PriceBook([PriceSet.of([imagine], effective_at=0.0, id=1)])
+    assert [r.id for r in reprice_unpriced(db, book.price_record)] == ["img"]
+    row = next(db.query("select model, cost_ticks, cost_source from calls"))
+    assert row == {
+        "model": "grok-imagine-image",
+        "cost_ticks": 400_000_000,
+        "cost_source": "computed",
+    }
