@@ -6,7 +6,10 @@ every call passes each stage at most once and ends in exactly one of `finished` 
 1. ``created``          request line and headers read: id, times, method, path, endpoint,
                         provider, key_id, app
 2. ``request``          body read: requested_model, stream, deferred (the dialect inspects it)
-3. ``response_headers`` upstream answered: status, upstream_ms, request_id
+3. ``response_headers`` upstream answered: status, upstream_ms; from its headers
+                        (`daemon.upstream.read_response_headers`): request_id (x-request-id),
+                        ratelimit (x-ratelimit-{limit,remaining}-{requests,tokens}),
+                        upstream_ttft_ms (x-metrics-ttft-ms)
 4. ``chunk``            each body chunk tees into the dialect tap: model, fingerprint, response_id,
                         usage, ttft_ms
 5. ``finished``         the body reached the client in full (whatever the HTTP status), or
@@ -208,6 +211,7 @@ class CallRecord:
         return self.unmetered_reason is None
 
     def mark_unmetered(self, reason: Unmetered) -> None:
+        """Say why the usage could not be read; the first reason wins (later ones follow it)."""
         if self.unmetered_reason is None:
             self.unmetered_reason = reason
 

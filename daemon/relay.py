@@ -48,6 +48,11 @@ _APP_LABEL_MAX = 64
 
 
 class Relay:
+    """The relay's request handler: routes a path under a configured upstream's ``/v1/`` to that
+    upstream and a dialect, forwards the call and streams the answer back, teed to the dialect's
+    tap. Keeps the in-flight count and, in memory only, the latest key sent to the default
+    upstream."""
+
     def __init__(
         self,
         upstreams: Sequence[Upstream],
@@ -71,6 +76,11 @@ class Relay:
         self._wall = wall_clock
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Relay one call, once: route it (a path no upstream serves gets the relay's own 404),
+        forward it (unreachable: 502, timed out: 504), stream the answer back chunk by chunk,
+        teeing each into the tap, and end the call in exactly one `Meter.finish`, whatever
+        happened (cancelled: ``client_disconnect`` or ``shutdown``; an exception: ``relay_error``,
+        re-raised)."""
         found = self._routes.route(request.path, request.raw_path)
         if found is None:
             bases = ", ".join(f"http://{request.host}{u.prefix}/v1" for u in self.upstreams)

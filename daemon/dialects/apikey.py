@@ -13,6 +13,9 @@ from daemon.record import CallRecord
 
 
 class ApiKeyBody(BodyTap):
+    """A 2xx `GET /v1/api-key` answer: its ``name``, ``team_id`` and ``api_key_id`` go to
+    ``record.key_info``; nothing else is kept."""
+
     def parse(self, body: bytes) -> None:
         obj = self.success_object(body)
         if obj is None:
@@ -25,5 +28,9 @@ class ApiKeyBody(BodyTap):
 
 
 class ApiKeyDialect(Dialect):
+    """`GET /v1/api-key` (xai-api.md, "Listings"), never billed. Reads nothing of the request;
+    of a GET's answer only ``{name, team_id, api_key_id}`` (`ApiKeyBody`). Other methods get a
+    tap that reads nothing."""
+
     def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
         return ApiKeyBody(record, clock, encoding) if record.method == "GET" else Tap(record, clock)

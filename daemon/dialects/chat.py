@@ -84,6 +84,9 @@ def read_chat_completion(record: CallRecord, obj: dict[str, Any]) -> None:
 
 
 class ChatBody(BodyTap):
+    """A whole chat completion body: model, id, fingerprint, service tier and `chat_usage`.
+    A deferred POST's ``{"request_id"}`` answer only notes that id as the response id."""
+
     def parse(self, body: bytes) -> None:
         record = self.record
         obj = self.success_object(body)
@@ -122,6 +125,11 @@ class ChatStream(EventTap):
 
 
 class ChatDialect(Dialect):
+    """`POST /v1/chat/completions` (xai-api.md, "Chat completions"). Reads the request's
+    ``model``, ``stream``, ``deferred`` and ``stream_options`` (a stream without
+    ``include_usage`` gets it added), and the answer's ``{id, model, system_fingerprint,
+    service_tier, usage}`` from a body or the stream's chunks. A deferred POST is not billed."""
+
     def __init__(self) -> None:
         super().__init__("chat.completions", billable=True)
 

@@ -77,6 +77,9 @@ def _read_complete(record: CallRecord, obj: dict[str, Any]) -> bool:
 
 
 class CompleteBody(BodyTap):
+    """A whole `/v1/complete` body: model, id and, when sent, usage in the Messages shape
+    (a 2xx without it is unmetered, ``no_usage``)."""
+
     def parse(self, body: bytes) -> None:
         obj = self.success_object(body)
         if obj is not None:

@@ -33,6 +33,10 @@ _MULTIPART_FIELD = re.compile(
 
 
 class ImageBody(BodyTap):
+    """A whole images answer, billed per image (``len(data)``) with ``usage``'s reported cost
+    when present; no ``data`` list, no usage. The model: the answer's (none sent today), else
+    the requested one (pricing resolves it), else `DEFAULT_IMAGE_MODEL`."""
+
     def parse(self, body: bytes) -> None:
         record = self.record
         obj = self.success_object(body)
@@ -49,6 +53,11 @@ class ImageBody(BodyTap):
 
 
 class ImagesDialect(Dialect):
+    """`POST /v1/images/generations` and `/v1/images/edits` (xai-api.md, "Images"), one
+    instance per endpoint name; only a POST is billed. Reads the request's ``model``,
+    ``quality`` and ``resolution`` (JSON, or an edit's multipart fields in its first 64 KiB),
+    and the answer's ``data`` and ``usage`` (`ImageBody`)."""
+
     def inspect_request(self, record: CallRecord, body: bytes) -> bytes | None:
         record.billable = record.method == "POST"
         obj: dict[str, Any] | None = loads_object(body) if body.lstrip()[:1] == b"{" else None

@@ -82,6 +82,9 @@ def messages_usage(u: dict[str, Any]) -> Usage:
 
 
 class MessageBody(BodyTap):
+    """A whole Messages body: model, id and `messages_usage` (cache reads and writes counted
+    inside ``input_tokens``)."""
+
     def parse(self, body: bytes) -> None:
         record = self.record
         obj = self.success_object(body)
@@ -140,6 +143,11 @@ class MessageStream(EventTap):
 
 
 class MessagesDialect(Dialect):
+    """`POST /v1/messages` (xai-api.md, "Anthropic-compatible"), billed. Reads the request's
+    ``model`` and ``stream``, and the answer's ``{id, model, usage{input_tokens, output_tokens,
+    cache_read_input_tokens, cache_creation_input_tokens}}`` from a body, or from a stream's
+    ``message_start`` and ``message_delta`` events."""
+
     def __init__(self) -> None:
         super().__init__("messages", billable=True)
 

@@ -166,6 +166,9 @@ def _fingerprint(obj: dict[str, Any]) -> str | None:
 
 
 def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
+    """Fill the record from one Responses object (a body, or a stream event's ``response``):
+    model, id, ``previous_response_id``, fingerprint, service tier; usage (`responses_usage`)
+    only when the call is billable."""
     note_model_and_id(record, obj.get("model"), obj.get("id"))
     previous = opt_str(obj.get("previous_response_id"))
     if previous:
@@ -177,6 +180,8 @@ def read_response(record: CallRecord, obj: dict[str, Any]) -> None:
 
 
 class ResponseBody(BodyTap):
+    """A whole Responses body (`read_response`); a DELETE's answer gives only its id."""
+
     def parse(self, body: bytes) -> None:
         record = self.record
         obj = self.success_object(body)
@@ -212,6 +217,12 @@ class ResponseStream(EventTap):
 
 
 class ResponsesDialect(Dialect):
+    """`POST /v1/responses` and `/v1/responses/compact` (billed), `GET|DELETE /v1/responses/{id}`
+    (never billed) (xai-api.md, "Responses"). Reads the request's ``model``, ``stream`` and
+    ``previous_response_id``, and the answer's ``{id, model, previous_response_id, service_tier,
+    metadata{system_fingerprint}, output, usage}`` from a body or a stream's first and terminal
+    events."""
+
     def __init__(self) -> None:
         super().__init__("responses", billable=True)
 

@@ -27,11 +27,17 @@ _DONE_LIMIT = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Pending:
+    """A deferred POST awaiting its result: its call id and start (epoch seconds)."""
+
     call_id: str
     started_at: float
 
 
 class DeferredTracker:
+    """The deferred sink: keeps each deferred POST by request id until its 200 result, then links
+    the result to it and has the ledger mark it completed. A result seen again is not billed
+    (``duplicate``); a request with no result within `RESULT_TTL` expires (`expire`)."""
+
     def __init__(self, submit_op: Callable[[LedgerOp], None]) -> None:
         self._submit_op = submit_op
         self._pending: dict[str, Pending] = {}

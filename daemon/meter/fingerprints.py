@@ -36,6 +36,9 @@ class ChangeKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FingerprintChange:
+    """One model's fingerprint change: ``old`` to ``new``, of a `ChangeKind`, ``at`` the start
+    of the call that showed it (epoch seconds)."""
+
     at: float
     provider: str
     model: str
@@ -55,6 +58,10 @@ class FingerprintChange:
 
 
 class FingerprintTracker:
+    """The fingerprint sink: per (provider, model), the current fingerprint and every one seen,
+    from calls answered below 400. A change updates the metrics, is logged and goes to
+    ``on_change``; a fingerprint unlike the listing's sets the mismatch gauge."""
+
     def __init__(
         self, metrics: Metrics, on_change: Callable[[FingerprintChange], None] | None = None
     ) -> None:

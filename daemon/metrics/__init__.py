@@ -101,6 +101,12 @@ class _LabelKeys:
 
 
 class Metrics:
+    """Every metric the daemon exports, registered on the `CollectorRegistry` passed in.
+    `observe` is the metrics sink, once per finished call: requests by status code, duration and
+    TTFT (ours and the upstream's), rate-limit gauges, errors, unmetered reasons, cost by model,
+    app and key (or an unpriced call), reported vs computed cost, tokens by type and the GenAI
+    histograms. Labels from traffic (model, app, key) are bounded."""
+
     def __init__(
         self,
         registry: CollectorRegistry,

@@ -26,6 +26,9 @@ Labels = tuple[str, ...]
 
 
 class LoopCounter(Collector):
+    """A counter per label tuple, lock-free: `inc` only on the event loop's thread. It registers
+    itself as a collector; a scrape exports a snapshot as a counter (``_total`` added)."""
+
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
     ) -> None:
@@ -75,6 +78,9 @@ class LoopGauge(Collector):
 
 
 class LoopHistogram(Collector):
+    """A histogram per label tuple, lock-free: `observe` only on the event loop's thread. It
+    registers itself as a collector; a scrape exports cumulative buckets, ``+Inf`` and the sum."""
+
     def __init__(
         self,
         name: str,

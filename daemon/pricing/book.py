@@ -117,6 +117,8 @@ class PriceSet:
         id: int | None = None,
         source: Source = "listing",
     ) -> PriceSet:
+        """A price set keyed by each `ModelPrice`'s model id (a later duplicate id wins);
+        ``fetched_at`` defaults to ``effective_at`` (both epoch seconds)."""
         return cls(
             models={mp.model: mp for mp in models},
             effective_at=effective_at,
