@@ -33,12 +33,14 @@ from daemon.dialects.coerce import loads_object
 from daemon.dialects.encoding import Decoder
 from daemon.record import CallRecord, Unmetered
 
-EVENT_END = re.compile(rb"(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
+# A line ending (CRLF, a CR not followed by LF, or LF: a CRLF is never read as two endings),
+# then another. Written without an atomic group, which halves the search's cost in CPython.
+EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 # The same rule, matching up to the end of the last event before a limit, in one search (the
 # greedy prefix backs off from the limit: only bytes after that event's end are read twice). It
 # may start its match inside a CRLF or take a further blank line into the event: both end
 # where EVENT_END would, or at a blank line after it.
-_LAST_EVENT_END = re.compile(rb"(?s:.*)(?>\r\n|\r|\n)(?:\r\n|\r|\n)")
+_LAST_EVENT_END = re.compile(rb"(?s:.*)(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 _LONGEST_PARTIAL = 3  # bytes of an unfinished EVENT_END match (it is at most 4 long)
 _NEEDLE_OVERLAP = 31  # bytes before a chunk that a needle split by it may start in (needles are
 # shorter than 32 bytes)
