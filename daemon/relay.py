@@ -20,7 +20,7 @@ from aiohttp import web
 from yarl import URL
 
 from daemon.dialects import Router
-from daemon.dialects.base import Dialect, Tap
+from daemon.dialects.base import Dialect, Tap, is_ok
 from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
@@ -343,7 +343,7 @@ def unread_usage(record: CallRecord) -> None:
         return
     if record.stage < Stage.RESPONSE_HEADERS:
         record.mark_unmetered(Unmetered.NO_RESPONSE)
-    elif record.status is not None and 200 <= record.status < 300:
+    elif is_ok(record):
         ended = record.error is None or record.error is CallError.HTTP_ERROR
         record.mark_unmetered(Unmetered.NO_USAGE if ended else Unmetered.INCOMPLETE)
 
