@@ -19,7 +19,7 @@ import sqlite_utils
 
 from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
 from daemon.pricing.cost import exact_multiplier
-from daemon.record import CallError, CallRecord, CostSource, Unmetered, Usage
+from daemon.record import CallError, CallRecord, CostSource, Transport, Unmetered, Usage
 
 _NULLS = (None,) * len(CALL_COLUMNS)
 
@@ -131,6 +131,7 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
             exact_multiplier(row["price_multiplier"]) if row["price_multiplier"] else None
         ),
         image_tier=_image_tier(row["image_tier"]),
+        transport=Transport(row["transport"]),
     )
     if row["input_tokens"] is not None:
         record.usage = Usage(
