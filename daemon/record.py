@@ -87,11 +87,13 @@ class Transport(enum.StrEnum):
 
 
 class DeferredState(enum.StrEnum):
-    """Where a deferred chat completion stands, on its rows; stored in `calls.deferred_state`."""
+    """Where a deferred request (chat completion, image, video) stands, on its rows; stored in
+    `calls.deferred_state`. See `daemon.meter.deferred`."""
 
     PENDING = "pending"  # the POST: its result has not come yet
     COMPLETED = "completed"  # the POST: its result came (the ledger rewrites the row)
-    EXPIRED = "expired"  # the POST: no result within 24 h (the ledger rewrites the row)
+    EXPIRED = "expired"  # the POST: no result within 24 h (rewritten), or a poll said expired
+    FAILED = "failed"  # the POST (rewritten) and the poll that said so: nothing billed
     RESULT = "result"  # the GET that brought the result: billed, linked to the POST
     DUPLICATE = "duplicate"  # the same result fetched again: not billed again
 
@@ -136,6 +138,15 @@ class Usage:
     ``cache_creation_input_tokens`` are cache *writes*, also a part of ``input_tokens`` and apart
     from the reads, of which ``cache_creation_1h_input_tokens`` were written for one hour
     (Anthropic's ``cache_creation.ephemeral_1h_input_tokens``); the rest are 5-minute writes.
+
+    Products billed by the unit, not by tokens, name their price in the catalog
+    (`daemon.pricing.catalog`) with ``catalog_rate``, ``kind[:variant]``, and carry the quantity
+    it prices: ``"tts"`` prices ``characters`` (text-to-speech input, in Unicode code points);
+    ``"stt:rest"`` / ``"stt:streaming"`` and ``"realtime"`` price ``audio_seconds`` (the audio
+    transcribed, or sent); ``"video:RESOLUTION"`` prices ``video_seconds`` (generated) by the
+    record's model, plus ``video_image_inputs`` (input images) and ``video_input_seconds``
+    (input video). With a rate set, token counts are informational and only the catalog prices
+    the call (`daemon.pricing.cost.catalog_cost`); without one these quantities are 0.
     """
 
     input_tokens: int = 0
@@ -149,6 +160,12 @@ class Usage:
     sources: int = 0
     server_tool_calls: dict[str, int] = field(default_factory=dict)
     reported_cost_ticks: int | None = None
+    catalog_rate: str | None = None
+    characters: int = 0
+    audio_seconds: float = 0.0
+    video_seconds: float = 0.0
+    video_image_inputs: int = 0
+    video_input_seconds: float = 0.0
 
     def tool_call_count(self) -> int:
         """Server-side tool calls of every kind (the fetched-item counts are not calls)."""
@@ -191,6 +208,9 @@ class CallRecord:
     deferred_request_id: str | None = None
     deferred_state: DeferredState | None = None
     deferred_ms: float | None = None  # deferred result: from the POST to the result
+    # deferred image or video poll: the job's status as the answer says it (done | pending |
+    # failed | expired; None: a chat result, where a 200 is the result); not a column
+    job_status: str | None = None
     key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
     usage: Usage | None = None
     billable: bool = False  # this endpoint bills per call, so missing usage is "unmetered"
@@ -299,6 +319,7 @@ class CallRecord:
             None if self.image_tier is None else "/".join(t or "" for t in self.image_tier),
             u.cache_creation_1h_input_tokens if u else None,
             self.transport.value,
+            *(_NO_UNITS if u is None or u.catalog_rate is None else _units(u)),
         )
 
 
@@ -352,8 +373,28 @@ ROW_COLUMNS = (
     "image_tier",
     "cache_creation_1h_input_tokens",
     "transport",
+    "catalog_rate",
+    "characters",
+    "audio_seconds",
+    "video_seconds",
+    "video_image_inputs",
+    "video_input_seconds",
 )
 _NO_USAGE = (None,) * 10
+_NO_UNITS = (None,) * 6
+
+
+def _units(u: Usage) -> tuple[Any, ...]:
+    """The catalog-priced columns of a usage with a ``catalog_rate``; a zero quantity is NULL
+    (rows name only their non-NULL columns, `daemon.ledger.store.insert_calls`)."""
+    return (
+        u.catalog_rate,
+        u.characters or None,
+        u.audio_seconds or None,
+        u.video_seconds or None,
+        u.video_image_inputs or None,
+        u.video_input_seconds or None,
+    )
 
 
 def _ms(value: float | None) -> float | None:

@@ -12,6 +12,7 @@ def test_stored_state_texts_are_fixed() -> None:
         "pending",
         "completed",
         "expired",
+        "failed",
         "result",
         "duplicate",
     ]

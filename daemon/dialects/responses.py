@@ -55,9 +55,9 @@ _FIRST_TOKEN = re.compile(
 )
 
 
-# Output item types of xAI's server-side tools, by the kind their fee is listed under
-# (`daemon.pricing.cost.TOOL_FEES_TICKS`). Every item is one call (a web search's `open_page`
-# action too: xai-api.md, "Tool fees").
+# Output item types of xAI's server-side tools, by the kind their fee is listed under (the
+# `tool:` entries of daemon/pricing/catalog.toml). Every item is one call (a web search's
+# `open_page` action too: xai-api.md, "Tool fees").
 _TOOL_ITEMS = {
     "web_search_call": "web_search",
     "x_search_call": "x_search",

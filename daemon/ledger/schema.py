@@ -85,6 +85,16 @@ _CALL_COLUMNS_M010: dict[str, type] = {
 # m011 added `transport` (TEXT NOT NULL DEFAULT 'http'; every row before it came over HTTP):
 # how the client reached the daemon, daemon.record.Transport (http | grpc | websocket).
 _CALL_COLUMNS_M011: dict[str, type] = {"transport": str}
+_CALL_COLUMNS_M012: dict[str, type] = {
+    # products billed by the unit (daemon.record.Usage): the catalog rate that priced the call
+    # (tts | stt:rest | stt:streaming | realtime | video:RESOLUTION) and the quantities it prices
+    "catalog_rate": str,
+    "characters": int,  # text-to-speech input, Unicode code points
+    "audio_seconds": float,  # speech-to-text audio, realtime audio sent
+    "video_seconds": float,  # generated video
+    "video_image_inputs": int,  # a video request's input images
+    "video_input_seconds": float,  # a video request's input video
+}
 CALL_COLUMNS: dict[str, type] = {
     **{
         _RENAMED_M010.get(name, name): kind
@@ -97,6 +107,7 @@ CALL_COLUMNS: dict[str, type] = {
     },
     **_CALL_COLUMNS_M010,
     **_CALL_COLUMNS_M011,
+    **_CALL_COLUMNS_M012,
 }
 
 
@@ -243,6 +254,15 @@ def m011_transport(db: sqlite_utils.Database) -> None:
     db.execute("alter table calls add column transport text not null default 'http'")
 
 
+def m012_catalog_units(db: sqlite_utils.Database) -> None:
+    """Products priced by the unit from the price catalog (issue 11: text-to-speech per
+    character, speech-to-text and realtime voice per second of audio, video per second): the
+    rate that priced a call and its quantities, so a repricing or a report reads them back.
+    NULL on every other row."""
+    for name, kind in _CALL_COLUMNS_M012.items():
+        db["calls"].add_column(name, kind)  # type: ignore[union-attr]
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -255,6 +275,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m009_rules_multiplier_image_tiers,
     m010_anthropic_cache_creation,
     m011_transport,
+    m012_catalog_units,
 ]
 
 

@@ -146,6 +146,12 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
             sources=row["sources"] or 0,
             reported_cost_ticks=row["reported_cost_ticks"],
             server_tool_calls=orjson.loads(row["tool_calls"]) if row["tool_calls"] else {},
+            catalog_rate=row["catalog_rate"],
+            characters=row["characters"] or 0,
+            audio_seconds=row["audio_seconds"] or 0.0,
+            video_seconds=row["video_seconds"] or 0.0,
+            video_image_inputs=row["video_image_inputs"] or 0,
+            video_input_seconds=row["video_input_seconds"] or 0.0,
         )
     return record
 
@@ -248,6 +254,15 @@ def complete_deferred(db: sqlite_utils.Database, call_id: str) -> None:
     db.execute("update calls set deferred_state = 'completed' where id = ?", [call_id])
 
 
+def end_deferred(db: sqlite_utils.Database, call_id: str, state: str) -> None:
+    """A deferred job ended without a result (``state`` ``failed`` or ``expired``, as its poll
+    said): its POST row says so, unless it already ended."""
+    db.execute(
+        "update calls set deferred_state = ? where id = ? and deferred_state = 'pending'",
+        [state, call_id],
+    )
+
+
 def expire_deferred(db: sqlite_utils.Database, call_ids: Iterable[str]) -> None:
     """Deferred requests whose result can no longer come: `pending` rows become `expired`."""
     db.conn.executemany(
@@ -258,19 +273,21 @@ def expire_deferred(db: sqlite_utils.Database, call_ids: Iterable[str]) -> None:
 
 def load_deferred(
     db: sqlite_utils.Database, completed_since: float
-) -> tuple[list[tuple[str, str, float]], list[str]]:
-    """Pending deferred requests as (request_id, call_id, started_at), and the request ids of
-    those completed since `completed_since` (their result must not be billed again)."""
+) -> tuple[list[tuple[str, str, float, str]], list[tuple[str, str]]]:
+    """Pending deferred requests as (request_id, call_id, started_at, endpoint), and (endpoint,
+    request_id) of those completed since `completed_since` (their result must not be billed
+    again); the endpoint is the POST's, which names the kind of job."""
     pending = [
-        (r[0], r[1], r[2])
+        (r[0], r[1], r[2], r[3])
         for r in db.execute(
-            "select response_id, id, started_at from calls where deferred_state = 'pending'"
+            "select response_id, id, started_at, endpoint from calls "
+            "where deferred_state = 'pending'"
         )
     ]
     done = [
-        r[0]
+        (r[0], r[1])
         for r in db.execute(
-            "select p.response_id from calls p where p.deferred_state = 'completed' "
+            "select p.endpoint, p.response_id from calls p where p.deferred_state = 'completed' "
             "and p.started_at >= ?",
             [completed_since],
         )

@@ -3,8 +3,9 @@
 - `PriceSet`: an immutable snapshot of the listing, with its name map and content digest.
 - Name resolution: exact id or alias (case-insensitive), then without a provider prefix
   (``xai/``) and with variant endings stripped (``-latest``, reasoning effort ``-high``, ...).
-- `PriceBook`: the history plus config overrides; `PriceBook.price_record` is the meter's
-  pricing sink, run on the hot path (dict lookups, no I/O, no locks).
+- `PriceBook`: the history plus config overrides, and the price catalog (prices no listing
+  carries, `daemon.pricing.catalog`) with its overrides; `PriceBook.price_record` is the
+  meter's pricing sink, run on the hot path (dict lookups, no I/O, no locks).
 
 Facts from /work/shared/xai-api.md, "Listings" (ids and ``aliases``; which name is the id and
 which the alias has changed between listings) and "Models" (old names may be redirected, and the
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final
 
-from daemon.pricing.cost import UnpricedError, compute_cost
+from daemon.pricing.catalog import Catalog, default_catalog
+from daemon.pricing.cost import BATCH_RESULT_ENDPOINT, UnpricedError, catalog_cost, compute_cost
 from daemon.pricing.model import ModelPrice, Source
-from daemon.pricing.overrides import parse_overrides
+from daemon.pricing.overrides import CATALOG_KEY, parse_catalog_overrides, parse_overrides
 from daemon.record import CallRecord, CostSource
 
 # Name endings that select a variant of a listed model (reasoning effort, "latest" pointer).
@@ -145,6 +147,7 @@ class _State:
     views: tuple[Mapping[str, ModelPrice], ...] = ()  # per set: names with overrides applied
     overrides: Mapping[str, ModelPrice] = field(default_factory=dict)
     override_view: Mapping[str, ModelPrice] = field(default_factory=dict)
+    catalog: Catalog = field(default_factory=default_catalog)  # overrides applied
 
 
 def _view(ps: PriceSet, overrides: Mapping[str, ModelPrice]) -> dict[str, ModelPrice]:
@@ -173,26 +176,43 @@ class PriceBook:
     naming a listed model (by id, alias or variant) replaces only the fields it sets; one naming
     an unlisted model prices that model by itself. A time before the first set uses the first
     set (calls made while the first listing was still being fetched).
+
+    The catalog (``catalog``: the shipped one unless given) prices what no listing carries;
+    the ``catalog`` key of the overrides overrides its entries (`parse_catalog_overrides`).
     """
 
     def __init__(
         self,
         history: Iterable[PriceSet] = (),
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self._state = _State()
+        self._base_catalog = default_catalog() if catalog is None else catalog
         sets = sorted(history, key=lambda s: s.effective_at)
-        self._rebuild(sets, parse_overrides(overrides or {}))
+        overrides = overrides or {}
+        self._rebuild(sets, parse_overrides(overrides), self._catalog_of(overrides))
 
     # -- writers ---------------------------------------------------------------------------
 
-    def _rebuild(self, sets: Sequence[PriceSet], overrides: Mapping[str, ModelPrice]) -> None:
+    def _catalog_of(self, overrides: Mapping[str, Any]) -> Catalog:
+        return self._base_catalog.with_overrides(
+            parse_catalog_overrides(overrides.get(CATALOG_KEY, {}))
+        )
+
+    def _rebuild(
+        self,
+        sets: Sequence[PriceSet],
+        overrides: Mapping[str, ModelPrice],
+        catalog: Catalog | None = None,
+    ) -> None:
         self._state = _State(
             sets=tuple(sets),
             times=tuple(s.effective_at for s in sets),
             views=tuple(MappingProxyType(_view(s, overrides)) for s in sets),
             overrides=MappingProxyType(dict(overrides)),
             override_view=MappingProxyType(_name_map(overrides.values())),
+            catalog=self._state.catalog if catalog is None else catalog,
         )
 
     def add(self, price_set: PriceSet) -> PriceSet:
@@ -221,7 +241,7 @@ class PriceBook:
     def set_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> None:
         """Replace the overrides (config reload); `OverrideError` leaves the old ones in place."""
         parsed = parse_overrides(overrides)
-        self._rebuild(self._state.sets, parsed)
+        self._rebuild(self._state.sets, parsed, self._catalog_of(overrides))
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -237,6 +257,11 @@ class PriceBook:
     @property
     def overrides(self) -> Mapping[str, ModelPrice]:
         return self._state.overrides
+
+    @property
+    def catalog(self) -> Catalog:
+        """The price catalog in force, its overrides applied (`daemon.pricing.catalog`)."""
+        return self._state.catalog
 
     def lookup(self, model: str, at: float) -> tuple[ModelPrice, int | None] | None:
         """(price, id of the `PriceSet` in force at ``at``) for a model name; None if unknown."""
@@ -268,34 +293,53 @@ class PriceBook:
         (`compute_cost`).
         ``at`` prices at another time than ``started_at`` (the backfill of calls made before any
         price for their model existed); tool fees always follow ``started_at``, the call's time.
+
+        A usage with a ``catalog_rate`` (text-to-speech, speech-to-text, realtime voice, video)
+        is priced by the catalog at ``started_at`` instead (`catalog_cost`; no price set, so no
+        ``price_id``). A Batch API result (endpoint `BATCH_RESULT_ENDPOINT`) has its computed
+        cost times the catalog's `Catalog.batch_multiplier` (1 - the batch discount), rounded
+        down; its reported cost stays what xAI says.
         """
         usage = record.usage
         if usage is None:
             return
-        found = None
-        for name in (record.model, record.requested_model):
-            if name:
-                found = self.lookup(name, record.started_at if at is None else at)
-                if found is not None:
-                    break
-        if record.model is None:  # an answer without a model (images): the requested one, resolved
-            record.model = found[0].model if found is not None else record.requested_model
         computed: int | None = None
         price_id: int | None = None
-        if found is not None:
-            price, set_id = found
+        catalog = self._state.catalog
+        if usage.catalog_rate is not None:
             try:
-                computed = compute_cost(
-                    usage,
-                    price,
-                    record.service_tier,
-                    record.price_multiplier,
-                    record.image_tier,
-                    at=record.started_at,
+                computed = catalog_cost(
+                    usage, record.model or record.requested_model, catalog, record.started_at
                 )
-                price_id = set_id
             except UnpricedError:
                 computed = None
+        else:
+            found = None
+            for name in (record.model, record.requested_model):
+                if name:
+                    found = self.lookup(name, record.started_at if at is None else at)
+                    if found is not None:
+                        break
+            if record.model is None:  # an answer without a model (images): the requested one
+                record.model = found[0].model if found is not None else record.requested_model
+            if found is not None:
+                price, set_id = found
+                try:
+                    computed = compute_cost(
+                        usage,
+                        price,
+                        record.service_tier,
+                        record.price_multiplier,
+                        record.image_tier,
+                        at=record.started_at,
+                        catalog=catalog,
+                    )
+                    price_id = set_id
+                except UnpricedError:
+                    computed = None
+        if computed is not None and record.endpoint == BATCH_RESULT_ENDPOINT:
+            factor = catalog.batch_multiplier(record.started_at)
+            computed = computed * factor.numerator // factor.denominator
         record.computed_cost_ticks = computed
         record.price_id = price_id
         reported = usage.reported_cost_ticks

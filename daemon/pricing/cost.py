@@ -22,83 +22,47 @@ listings lack the field) means no long-context tier, and a ``*_long`` price of 0
 that component's normal price. There is no built-in threshold.
 
 Multipliers apply to the token part only, after the cache discount (cached tokens are priced at
-the cached price first): ``tier`` is 2 when the *response's* ``service_tier`` is ``priority`` or
-``fast`` (`TIER_MULTIPLIERS`), else 1; ``multiplier`` is the upstream's ``price_multiplier``
-(1.1 for the US regional endpoint), an exact `Fraction` of the decimal configured. The product
-is **rounded down to a whole tick** once per call (integer arithmetic: ``tokens · tier ·
-numerator // denominator``), so the computed cost is never above the exact product and at most
-one tick below it (a 5-minute cache write's 1.25x is itself rounded to the nearest tick
-first). Per-source, per-image and tool fees are not multiplied (xai-api.md prices only tokens
-by tier and region). The reported ``cost_in_usd_ticks``, when present, is the truth and
-stays ``cost_ticks``; these rules change only ``computed_cost_ticks``.
+the cached price first): ``tier`` is the catalog's ``tier`` entry for the *response's*
+``service_tier`` (``priority`` and ``fast``: 2), else 1; ``multiplier`` is the upstream's
+``price_multiplier`` (1.1 for the US regional endpoint), an exact `Fraction` of the decimal
+configured. The product is **rounded down to a whole tick** once per call (integer arithmetic:
+``tokens · tier · numerator // denominator``), so the computed cost is never above the exact
+product and at most one tick below it (a 5-minute cache write's 1.25x is itself rounded to the
+nearest tick first). Per-source, per-image and tool fees are not multiplied (xai-api.md prices
+only tokens by tier and region). The reported ``cost_in_usd_ticks``, when present, is the
+truth and stays ``cost_ticks``; these rules change only ``computed_cost_ticks``.
 
 Images: a model whose listing has ``pricing[]`` tiers is priced by the request's quality x
 resolution (``image_tier``; the images dialect reads them, defaulting to `IMAGE_DEFAULTS`); a
 pair with no tier falls back to ``image_price``, and without one the call is unpriced.
 
+Products priced by the unit, not by tokens (text-to-speech per character, speech-to-text and
+realtime voice per second of audio, video per second): `catalog_cost`, from the price catalog
+(`daemon.pricing.catalog`), when the usage names its ``catalog_rate``.
+
 Sources: /work/shared/xai-api.md, "Units", "Listings" (long context "at or above" the
 threshold), "Chat completions" and "Responses" (what the usage counts hold) and "Pricing rules
-beyond the listing"; the tool fees are xAI's published prices (`TOOL_FEES_TICKS`), per call or
-per item fetched, as in force when the call was made (`tool_fees_at`).
+beyond the listing"; the tool fees and tier multipliers are the catalog's (each entry names its
+source and date), per call or per item fetched, as in force when the call was made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from fractions import Fraction
-from types import MappingProxyType
 from typing import Final
 
+from daemon.pricing.catalog import ONE, Catalog, default_catalog
 from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
+from daemon.units import parse_amount
 
-#: When X search's fee changed (2026-09-21, 00:00 UTC; the hour is our guess, xAI names the
-#: day): from $5 per 1,000 calls to $5 per 1,000 posts and $10 per 1,000 profiles fetched.
-X_SEARCH_REPRICED_AT: Final[float] = 1789948800.0
+#: The resolution a video request without one gets (xAI's documented default [3p]; xai-api.md
+#: "Video" names the values, not the default).
+VIDEO_DEFAULT_RESOLUTION: Final = "480p"
 
-#: Server-side tool fees in force since `X_SEARCH_REPRICED_AT`, in ticks per unit, keyed like
-#: xAI's ``server_side_tool_usage_details`` without ``_calls`` (xai-api.md, "Tool fees"). Web
-#: search and code execution: $5 per 1,000 calls; collections search (``file_search``): $2.50
-#: per 1,000; attachment search (``document_search``): $10 per 1,000; X search: $5 per 1,000
-#: posts fetched (``x_posts_fetched``) and $10 per 1,000 profiles fetched (``x_users_fetched``),
-#: nothing per call. Remote MCP, view_image, view_x_video and image search are token-only as far
-#: as known: 0. A kind not listed here (``unknown`` included) adds nothing (the reported cost,
-#: when present, still includes it).
-TOOL_FEES_TICKS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "web_search": 50_000_000,
-        "x_search": 0,
-        "x_posts_fetched": 50_000_000,
-        "x_users_fetched": 100_000_000,
-        "code_interpreter": 50_000_000,
-        "code_execution": 50_000_000,
-        "file_search": 25_000_000,
-        "collections_search": 25_000_000,
-        "document_search": 100_000_000,
-        "attachment_search": 100_000_000,
-        "mcp": 0,
-        "view_image": 0,
-        "view_x_video": 0,
-        "image_search": 0,
-    }
-)
-
-#: The fees before `X_SEARCH_REPRICED_AT`: X search $5 per 1,000 calls, fetched items free.
-TOOL_FEES_TICKS_BEFORE_X_REPRICE: Final[Mapping[str, int]] = MappingProxyType(
-    {**TOOL_FEES_TICKS, "x_search": 50_000_000, "x_posts_fetched": 0, "x_users_fetched": 0}
-)
-
-
-def tool_fees_at(at: float | None) -> Mapping[str, int]:
-    """The tool fee table in force at ``at`` (epoch seconds; None: the current one)."""
-    if at is not None and at < X_SEARCH_REPRICED_AT:
-        return TOOL_FEES_TICKS_BEFORE_X_REPRICE
-    return TOOL_FEES_TICKS
-
-
-#: Response ``service_tier`` values that bill token prices x2 (xai-api.md, "Pricing rules beyond
-#: the listing"); any other tier (``default``, none) bills x1.
-TIER_MULTIPLIERS: Final[Mapping[str, int]] = MappingProxyType({"priority": 2, "fast": 2})
+#: The ``endpoint`` of a Batch API result row: its computed cost takes the catalog's batch
+#: discount (`Catalog.batch_multiplier`), the reported one is what xAI says (issue 11).
+BATCH_RESULT_ENDPOINT: Final = "batches.result"
 
 #: The image tier a request without ``quality``/``resolution`` gets: ``medium`` quality (the
 #: price tier grok-imagine-image-2.0 uses by default [3p]) at ``1k`` (the smallest resolution,
@@ -123,14 +87,6 @@ class UnpricedError(LookupError):
         super().__init__(f"model {model!r} has no {price_field} price")
         self.model = model
         self.field = price_field
-
-
-def _tool_fee(fees: Mapping[str, int], name: str) -> int:
-    fee = fees.get(name)
-    if fee is not None:
-        return fee
-    key = name.strip().lower().removeprefix("server_side_tool_").removesuffix("_calls")
-    return fees.get(key, 0)
 
 
 def _cache_write_ticks(write_5m: int, write_1h: int, price: ModelPrice, p_in: int | None) -> int:
@@ -176,6 +132,7 @@ def compute_cost(
     multiplier: Fraction | None = None,
     image_tier: tuple[str | None, str | None] | None = None,
     at: float | None = None,
+    catalog: Catalog | None = None,
 ) -> int:
     """The cost of one call in ticks (see the module docstring for the formula and rounding).
 
@@ -185,11 +142,14 @@ def compute_cost(
     and no token is billed twice. A cached token without a cached price costs the input price;
     an image-input token without an image price costs the input price. `UnpricedError` when a
     nonzero quantity has no price at all (never a silent zero). ``service_tier`` is the
-    response's (`TIER_MULTIPLIERS`); ``multiplier`` the upstream's (None: times 1); ``image_tier``
-    the request's (quality, resolution), lower case (a None half: `IMAGE_DEFAULTS`). ``at`` is
-    when the call was made (epoch seconds; None: now): tool fees are those in force then
-    (`tool_fees_at`).
+    response's (its catalog ``tier`` multiplier); ``multiplier`` the upstream's (None: times 1);
+    ``image_tier`` the request's (quality, resolution), lower case (a None half:
+    `IMAGE_DEFAULTS`). ``at`` is when the call was made (epoch seconds; None: now): tool fees and
+    tier multipliers are the ``catalog``'s in force then (None: the shipped `default_catalog`,
+    without overrides).
     """
+    if catalog is None:
+        catalog = default_catalog()
     inp = max(usage.input_tokens, 0)
     image_in = min(max(usage.image_input_tokens, 0), inp)
     cached = min(max(usage.cached_input_tokens, 0), inp - image_in)
@@ -223,10 +183,10 @@ def compute_cost(
             tokens += count * unit
     if write:
         tokens += _cache_write_ticks(write - write_1h, write_1h, price, p_in)
-    if service_tier is not None:
-        tokens *= TIER_MULTIPLIERS.get(service_tier.lower(), 1)
-    if multiplier is not None:  # exact, rounded down once: see the module docstring
-        tokens = tokens * multiplier.numerator // multiplier.denominator
+    tier = catalog.tier_multiplier(service_tier, at) if service_tier is not None else ONE
+    if tier is not ONE or multiplier is not None:  # exact, rounded down once: see the docstring
+        factor = tier if multiplier is None else tier * multiplier
+        tokens = tokens * factor.numerator // factor.denominator
     total = tokens
     images = max(usage.images, 0)
     for count, unit, name in (
@@ -238,8 +198,73 @@ def compute_cost(
                 raise UnpricedError(price.model, name)
             total += count * unit
     if usage.server_tool_calls:
-        fees = tool_fees_at(at)
-        for tool, calls in usage.server_tool_calls.items():
-            if calls > 0:
-                total += calls * _tool_fee(fees, tool)
+        total += _tool_fees(usage, catalog, at)
     return total
+
+
+def _tool_fees(usage: Usage, catalog: Catalog, at: float | None) -> int:
+    """Server-side tool fees: each kind's quantity times its catalog fee in force at ``at``."""
+    return sum(
+        calls * catalog.tool_fee(tool, at)
+        for tool, calls in usage.server_tool_calls.items()
+        if calls > 0
+    )
+
+
+def _exact(quantity: float | int) -> Fraction:
+    """A non-negative quantity (seconds, a count) as an exact fraction of its shortest decimal
+    (3.52 s is 352/100, not the binary float); a negative or odd one counts as 0."""
+    amount = parse_amount(quantity)
+    return Fraction(amount) if amount is not None else Fraction(0)
+
+
+def catalog_cost(
+    usage: Usage, model: str | None, catalog: Catalog | None = None, at: float | None = None
+) -> int:
+    """The cost in ticks of a usage priced by the catalog, not a listing (``usage.catalog_rate``
+    set: see `daemon.record.Usage`), rounded down once to a whole tick.
+
+    By rate (``kind[:variant]``): ``tts``: ``characters`` x the TTS price per character;
+    ``stt:rest`` / ``stt:streaming``: ``audio_seconds`` at the per-hour price of that mode;
+    ``realtime``: ``audio_seconds`` at the per-minute price; ``video:RESOLUTION``:
+    ``video_seconds`` at ``model``'s per-second price for that resolution (none given:
+    `VIDEO_DEFAULT_RESOLUTION`), plus ``video_image_inputs`` and ``video_input_seconds`` at their
+    prices. Server-side tool fees are added as for tokens; token counts are recorded but not
+    billed here (these products bill by the unit, xai-api.md "Voice" and "Video"). No
+    multiplier applies (they are token multipliers). Prices are those in force at ``at``
+    (None: the latest). `UnpricedError` when a nonzero quantity, or the rate itself, has no
+    price in the catalog (never a silent zero).
+    """
+    if catalog is None:
+        catalog = default_catalog()
+    rate = usage.catalog_rate or ""
+    kind, _, variant = rate.partition(":")
+    label = model or rate or "?"
+    if kind == "tts":
+        parts: list[tuple[float | int, str, tuple[str | None, ...]]] = [
+            (usage.characters, "tts", ())
+        ]
+    elif kind == "stt":
+        parts = [(usage.audio_seconds, "stt", (variant,))]
+    elif kind == "realtime":
+        parts = [(usage.audio_seconds, "realtime", ())]
+    elif kind == "video":
+        parts = [
+            (usage.video_seconds, "video", (model, variant or VIDEO_DEFAULT_RESOLUTION)),
+            (usage.video_image_inputs, "video_image_input", (model,)),
+            (usage.video_input_seconds, "video_input", (model,)),
+        ]
+    else:
+        raise UnpricedError(label, f"catalog rate {rate!r}")
+    total = Fraction(0)
+    for quantity, price_kind, name in parts:
+        amount = _exact(quantity)
+        if not amount:
+            continue
+        entry = catalog.price(price_kind, *name, at=at)
+        if entry is None or entry.ticks is None:
+            raise UnpricedError(label, ":".join((price_kind, *(n or "?" for n in name))))
+        total += entry.cost(amount)
+    if usage.server_tool_calls:
+        total += _tool_fees(usage, catalog, at)
+    return int(total)  # non-negative: int() rounds down

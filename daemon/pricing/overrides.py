@@ -5,6 +5,12 @@ listing, field by field. Token prices are written in USD per 1M tokens, image an
 in USD per unit; each must convert to a whole number of ticks (no rounding, ever), and every
 mistake is an `OverrideError` whose message names the model, the field and the fix.
 
+One key of the table is not a model: ``[pricing.overrides.catalog]`` overrides entries of the
+price catalog (`daemon.pricing.catalog`) by id, ``"video:grok-imagine-video:720p" = 0.07``,
+each value in the unit ``xai-meter prices --catalog`` shows (USD per second, per hour, per 1M
+characters, per 1,000 calls; a multiplier; a discount as the fraction off), in force at every
+time (`parse_catalog_overrides`).
+
 Units from /work/shared/xai-api.md, "Units": 1 tick = 1e-10 USD, so $ per 1M tokens * 10,000 =
 ticks per token (`daemon.units`).
 """
@@ -17,8 +23,23 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
+from daemon.pricing.catalog import (
+    DISPLAY_PER,
+    DISPLAY_UNIT,
+    FACTOR_UNITS,
+    KINDS,
+    CatalogEntry,
+    CatalogError,
+    default_catalog,
+    example_id,
+    override_entry,
+    split_id,
+)
 from daemon.pricing.model import ModelPrice
 from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD, parse_amount
+
+#: The key of ``[pricing.overrides]`` that holds catalog overrides instead of a model.
+CATALOG_KEY: Final = "catalog"
 
 
 class OverrideError(ValueError):
@@ -102,6 +123,7 @@ def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
     prompt-cache writes; ``cache_write_5m`` is the same field), "cache_write_1h": usd_per_1M,
     "aliases": [...]}}`` → partial
     `ModelPrice` (source "override") by lower-cased model name. Every error is an `OverrideError`.
+    The ``catalog`` key is no model: it is checked here (`parse_catalog_overrides`) and left out.
     """
     if not isinstance(table, Mapping):
         raise OverrideError(
@@ -109,6 +131,9 @@ def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
         )
     out: dict[str, ModelPrice] = {}
     for model, spec in table.items():
+        if model == CATALOG_KEY:
+            parse_catalog_overrides(spec)
+            continue
         if not isinstance(model, str) or not model.strip():
             raise OverrideError(f"price overrides: {model!r} is not a model name.")
         if not isinstance(spec, Mapping):
@@ -146,3 +171,76 @@ def parse_overrides(table: Mapping[str, Any]) -> dict[str, ModelPrice]:
                 values[name] = tuple(a.strip() for a in value if a.strip())
         out[model.strip().lower()] = ModelPrice(model=model.strip(), source="override", **values)
     return out
+
+
+def _catalog_value(entry_id: str, unit: str, value: Any) -> Any:
+    """A checked override value: ticks per base unit (exact) for money, the factor for a
+    multiplier or discount; `OverrideError` naming the id and the fix otherwise."""
+    key = f"catalog.{entry_id!r}"
+    if unit in FACTOR_UNITS:
+        amount = parse_amount(value)
+        if (
+            amount is None
+            or (unit == "multiplier" and amount == 0)
+            or (unit == "discount" and amount > 1)
+        ):
+            shape = (
+                "a multiplier above 0, like 2 or 1.1"
+                if unit == "multiplier"
+                else ("the fraction taken off, from 0 to 1, like 0.5 for 50% off")
+            )
+            raise OverrideError(
+                f"price override {key} = {value!r}: expected {shape}. Fix: write it like "
+                f'"{entry_id}" = {"2" if unit == "multiplier" else "0.5"}.'
+            )
+        return amount
+    per = DISPLAY_PER.get(unit, 1)
+    per_words = DISPLAY_UNIT.get(unit, unit)
+    amount = parse_amount(value)
+    if amount is None:
+        raise OverrideError(
+            f"price override {key} = {value!r}: expected US dollars per {per_words}, 0 or more. "
+            f'Fix: write it like "{entry_id}" = 0.05.'
+        )
+    ticks = amount * TICKS_PER_USD / per
+    if ticks != ticks.to_integral_value():
+        places = 10 - len(str(per)) + 1
+        raise OverrideError(
+            f"price override {key} = {value!r}: USD per {per_words} is {ticks.normalize():f} "
+            f"ticks per {unit}, not a whole number (1 tick = 1e-10 USD). Fix: use at most "
+            f"{places} decimal places."
+        )
+    return int(ticks)
+
+
+def parse_catalog_overrides(table: Any) -> tuple[CatalogEntry, ...]:
+    """``[pricing.overrides.catalog]``, ``{entry id: value}`` → override entries (in force at
+    every time; `daemon.pricing.catalog.Catalog.with_overrides` applies them). An id names an
+    entry of the shipped catalog or a new one of a known kind (``video:NEW-MODEL:1080p``); its
+    value is in the unit ``xai-meter prices --catalog`` shows for it. `OverrideError` names the
+    id and the fix."""
+    if not isinstance(table, Mapping):
+        raise OverrideError(
+            f"price overrides: catalog = {table!r}: expected a table of catalog ids, like "
+            f'[pricing.overrides.catalog] with "tts" = 4.20 (USD per 1M characters).'
+        )
+    base = default_catalog()
+    entries = []
+    for entry_id, value in table.items():
+        try:
+            kind, name = split_id(str(entry_id))
+        except CatalogError as exc:
+            close = difflib.get_close_matches(
+                str(entry_id).lower(), sorted({e.id for e in base.entries}), n=1
+            )
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ids = ", ".join(example_id(k) for k in KINDS)
+            raise OverrideError(
+                f"price override catalog.{entry_id!r}: {exc}.{hint} Fix: name an id "
+                f"`xai-meter prices --catalog` shows, or one of: {ids}."
+            ) from None
+        unit = base.unit_of(kind, name)
+        entries.append(
+            override_entry(kind, name, unit, _catalog_value(":".join((kind, *name)), unit, value))
+        )
+    return tuple(entries)

@@ -1,5 +1,9 @@
 """The rows of ``xai-meter prices``: the price book as people read prices, in exact USD strings.
 
+Two tables: `prices_table`, one row per listed (or overridden) model, and `catalog_table`, one
+row per entry of the price catalog (prices no listing carries), every dated entry with the day
+it took effect, whether it is the one in force, and its source.
+
 Kept apart from `daemon.pricing.book` because it is presentation (USD strings, ISO times), read
 once by the CLI, while the book is the hot-path lookup; `daemon.tables` then renders the rows
 like any other table. Unit facts from /work/shared/xai-api.md, "Units": a token price in ticks
@@ -13,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daemon.pricing.book import PriceBook
+from daemon.pricing.catalog import Catalog, display_unit, display_value
 from daemon.units import format_usd
 
 _TOKENS_PER_1M = 1_000_000
@@ -61,3 +66,24 @@ def prices_table(book: PriceBook, at: float | None = None) -> list[dict[str, Any
             }
         )
     return rows
+
+
+def catalog_table(catalog: Catalog, at: float | None = None) -> list[dict[str, Any]]:
+    """One row per catalog entry, by id then date: ``id``, ``price`` (exact: USD per the
+    ``unit`` shown, which is how an override of it is written, or the factor), ``unit``,
+    ``effective`` (ISO day; ``always`` for an override), ``in_force`` (the entry in force at
+    ``at``, now by default), ``origin`` (catalog | override), ``source`` and ``note``."""
+    when = time.time() if at is None else at
+    return [
+        {
+            "id": entry.id,
+            "price": display_value(entry),
+            "unit": display_unit(entry),
+            "effective": entry.effective or "always",
+            "in_force": "yes" if catalog.in_force(entry, when) else "no",
+            "origin": entry.origin,
+            "source": entry.source,
+            "note": entry.note,
+        }
+        for entry in catalog.entries
+    ]

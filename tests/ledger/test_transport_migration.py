@@ -23,7 +23,7 @@ def test_old_rows_are_http_and_new_rows_keep_their_transport(tmp_path: Path) -> 
             "insert into calls (id, started_at, provider, endpoint, method, path, metered) "
             "values ('old', 0, 'xai', 'chat.completions', 'POST', '/v1/chat/completions', 1)"
         )
-    assert migrate(db) == ["m011_transport"]
+    assert migrate(db)[0] == "m011_transport"
     assert list(db["calls"].columns_dict) == list(CALL_COLUMNS)  # type: ignore[union-attr]
     with db.conn:
         # one narrow insert (every rare column empty, transport http) and one full insert

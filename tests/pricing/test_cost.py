@@ -10,17 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.pricing.book import PriceBook
-from daemon.pricing.cost import (
-    TOOL_FEES_TICKS,
-    X_SEARCH_REPRICED_AT,
-    UnpricedError,
-    compute_cost,
-    tool_fees_at,
-)
+from daemon.pricing.catalog import default_catalog
+from daemon.pricing.cost import UnpricedError, compute_cost
 from daemon.pricing.model import ModelPrice
 from daemon.record import Usage
 from daemon.testing import make_record
 from daemon.units import ticks_to_usd
+
+X_SEARCH_REPRICED_AT = 1789948800.0  # 2026-09-21T00:00:00Z, the catalog's dated x_search entries
+TOOL_FEES_TICKS = default_catalog().tool_fees()  # every tool kind and alias in force today
 
 GROK_4_FAST = ModelPrice(
     "grok-4-fast-reasoning",
@@ -185,8 +183,14 @@ def test_x_search_fee_follows_the_call_time() -> None:
     assert compute_cost(X_SEARCH, GROK_4_FAST) == since  # no time: today's fees
     assert TOOL_FEES_TICKS["x_posts_fetched"] * 1000 == 5 * 10**10  # $5 per 1,000
     assert TOOL_FEES_TICKS["x_users_fetched"] * 1000 == 10 * 10**10  # $10 per 1,000
-    assert tool_fees_at(0.0)["x_search"] * 1000 == 5 * 10**10
-    assert tool_fees_at(None) is TOOL_FEES_TICKS
+    catalog = default_catalog()
+    assert catalog.tool_fees(0.0)["x_search"] * 1000 == 5 * 10**10  # older than the first entry
+    assert catalog.tool_fees(X_SEARCH_REPRICED_AT - 1)["x_posts_fetched"] == 0
+    assert catalog.tool_fees(None) == TOOL_FEES_TICKS
+    assert [e.effective for e in catalog.entries if e.id == "tool:x_search"] == [
+        "2025-11-19",
+        "2026-09-21",
+    ]
 
 
 def test_tools_counted_from_output_items_are_priced_by_kind() -> None:
