@@ -273,17 +273,16 @@ def expire_deferred(db: sqlite_utils.Database, call_ids: Iterable[str]) -> None:
 
 def load_deferred(
     db: sqlite_utils.Database, completed_since: float
-) -> tuple[list[tuple[str, str, float, str]], list[tuple[str, str]]]:
-    """Pending deferred requests as (request_id, call_id, started_at, endpoint), and (endpoint,
-    request_id) of those completed since `completed_since` (their result must not be billed
-    again); the endpoint is the POST's, which names the kind of job."""
-    pending = [
-        (r[0], r[1], r[2], r[3])
-        for r in db.execute(
-            "select response_id, id, started_at, endpoint from calls "
-            "where deferred_state = 'pending'"
-        )
-    ]
+) -> tuple[list[CallRecord], list[tuple[str, str]]]:
+    """Pending deferred requests, as the records of their POST rows (`record_from_row`, with
+    ``response_id``, the request id: what `daemon.meter.deferred` carries to the result), and
+    (endpoint, request_id) of those completed since `completed_since` (their result must not be
+    billed again); the endpoint is the POST's, which names the kind of job."""
+    pending = []
+    for row in db.query("select * from calls where deferred_state = 'pending'"):
+        record = record_from_row(row)
+        record.response_id = row["response_id"]
+        pending.append(record)
     done = [
         (r[0], r[1])
         for r in db.execute(

@@ -45,8 +45,9 @@ class DeferredKind:
     and the endpoint of its poll (``result``), as the dialects name them (`daemon.dialects`).
     ``name`` keys its request ids apart from other kinds'. ``carry`` names `CallRecord`
     attributes the result takes from its POST when it has none of its own (what the request
-    said that prices the result, such as a video's resolution); they are carried in memory
-    only, so a kind whose pricing needs them after a restart stores them in the POST's row."""
+    said that prices the result: an image's model and quality x resolution); after a restart
+    they come from the POST's row (`daemon.ledger.store.record_from_row`), so each must be
+    one that function restores."""
 
     name: str
     requests: tuple[str, ...]
@@ -59,7 +60,12 @@ class DeferredKind:
 #: for its poll that sets ``record.job_status`` and, when done, the usage; then a line here.
 DEFERRED_KINDS: Final[tuple[DeferredKind, ...]] = (
     DeferredKind("chat", ("chat.completions",), "chat.deferred"),
-    DeferredKind("image", ("images.generations",), "images.deferred"),
+    DeferredKind(
+        "image",
+        ("images.generations", "images.edits"),
+        "images.deferred",
+        carry=("requested_model", "image_tier"),  # a result names neither; they price it
+    ),
 )
 
 # A job status that ends it without a result: what its POST row becomes.
@@ -69,7 +75,7 @@ _ENDED: Final = {"failed": DeferredState.FAILED, "expired": DeferredState.EXPIRE
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A deferred POST awaiting its result: its call id, start (epoch seconds) and the values of
-    its kind's ``carry`` attributes (empty when loaded from the ledger)."""
+    its kind's ``carry`` attributes."""
 
     call_id: str
     started_at: float
@@ -101,18 +107,17 @@ class DeferredTracker:
         """The kind whose POST or poll ``endpoint`` is; None when none."""
         return self._by_request.get(endpoint) or self._by_result.get(endpoint)
 
-    def load(
-        self,
-        pending: Iterable[tuple[str, str, float, str]],
-        done: Iterable[tuple[str, str]],
-    ) -> None:
-        """State from the ledger (`daemon.ledger.store.load_deferred`): pending POSTs as
-        (request id, call id, started_at, endpoint), and (endpoint, request id) of POSTs whose
-        result was billed. Rows of endpoints no kind knows are skipped."""
-        for request_id, call_id, started_at, endpoint in pending:
-            kind = self._by_request.get(endpoint)
-            if kind is not None:
-                self._pending[(kind.name, request_id)] = Pending(call_id, started_at)
+    def load(self, pending: Iterable[CallRecord], done: Iterable[tuple[str, str]]) -> None:
+        """State from the ledger (`daemon.ledger.store.load_deferred`): the records of pending
+        POST rows (their ``response_id`` is the request id; their kind's ``carry`` attributes
+        are read from them), and (endpoint, request id) of POSTs whose result was billed. Rows
+        of endpoints no kind knows are skipped."""
+        for record in pending:
+            kind = self._by_request.get(record.endpoint)
+            if kind is not None and record.response_id:
+                carried = tuple((name, getattr(record, name)) for name in kind.carry)
+                key = (kind.name, record.response_id)
+                self._pending[key] = Pending(record.id, record.started_at, carried)
         for endpoint, request_id in done:
             kind = self._by_request.get(endpoint)
             if kind is not None:
