@@ -18,6 +18,16 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from daemon.simulator.auth import api_key_info, auth_error
+from daemon.simulator.batches import (
+    add_batch_requests,
+    cancel_batch,
+    create_batch,
+    get_batch,
+    get_batch_result,
+    list_batch_requests,
+    list_batch_results,
+    list_batches,
+)
 from daemon.simulator.chat import chat_completions, deferred_completion
 from daemon.simulator.completions import create_complete, create_completion
 from daemon.simulator.faults import (
@@ -41,6 +51,13 @@ from daemon.simulator.messages import create_message
 from daemon.simulator.prompts import tokenize_text
 from daemon.simulator.responses import create_response, delete_response, get_response
 from daemon.simulator.state import CLOSING_KEY, STATE_KEY, SimulatedRequest, SimulatorState
+from daemon.simulator.videos import (
+    edit_video,
+    extend_video,
+    generate_video,
+    get_video,
+    list_video_models,
+)
 from daemon.simulator.wire import ApiError, Reply, error_reply
 
 log = logging.getLogger(__name__)
@@ -140,6 +157,21 @@ def build_app(state: SimulatorState | None = None) -> web.Application:
         ("POST", "/v1/images/edits", edit_images),
         ("POST", "/v1/tokenize-text", tokenize_text),
         ("GET", "/v1/api-key", api_key_info),
+    ]
+    routes += [  # video jobs and batches
+        ("POST", "/v1/videos/generations", generate_video),
+        ("POST", "/v1/videos/edits", edit_video),
+        ("POST", "/v1/videos/extensions", extend_video),
+        ("GET", "/v1/videos/{request_id}", get_video),
+        ("GET", "/v1/video-generation-models", list_video_models),
+        ("POST", "/v1/batches", create_batch),
+        ("GET", "/v1/batches", list_batches),
+        ("GET", "/v1/batches/{batch_id}", get_batch),
+        ("POST", "/v1/batches/{batch_id:[^/:]+}:cancel", cancel_batch),
+        ("POST", "/v1/batches/{batch_id}/requests", add_batch_requests),
+        ("GET", "/v1/batches/{batch_id}/requests", list_batch_requests),
+        ("GET", "/v1/batches/{batch_id}/results", list_batch_results),
+        ("GET", "/v1/batches/{batch_id}/results/{batch_request_id}", get_batch_result),
     ]
     for method, path, endpoint in routes:
         app.router.add_route(method, path, _endpoint(endpoint))

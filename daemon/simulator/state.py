@@ -43,6 +43,29 @@ class Deferred:
     polls_left: int
 
 
+@dataclass(slots=True)
+class VideoJob:
+    """A video job (`daemon.simulator.videos`): the 200 answer it ends with (done, failed or
+    expired), how many polls get a pending answer first, and how many got one so far."""
+
+    body: dict[str, Any]
+    polls_left: int
+    polls: int = 0
+
+
+@dataclass(slots=True)
+class Batch:
+    """A batch (`daemon.simulator.batches`): its requests as added, in order, and each one's
+    result by ``batch_request_id`` (``{"response": {...}}`` or ``{"error": {...}}``)."""
+
+    batch_id: str
+    name: str
+    create_time: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancelled: bool = False
+
+
 @dataclass
 class SimulatorState:
     """Every knob of the simulator; tests change these while it runs.
@@ -100,6 +123,12 @@ class SimulatorState:
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored, by id
     prompt_cache: set[bytes] = field(default_factory=set)  # digests of prompt prefixes seen
     _contexts: dict[str, int] = field(default_factory=dict, repr=False)  # response id -> tokens
+    # Video jobs and batches (daemon.simulator.videos, daemon.simulator.batches):
+    video_polls: int = 1  # pending answers before a video job ends (X-Sim-Video-Polls: per job)
+    video_pending_200: bool = False  # True: a pending poll is 200 {"status": "pending"}, not 202
+    videos: dict[str, VideoJob] = field(default_factory=dict)  # by request id
+    batch_ratio: tuple[int, int] = (1, 2)  # a batch result bills its usual cost * num // den
+    batches: dict[str, Batch] = field(default_factory=dict)  # by batch id
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[SimulatedRequest]:
         """Wait until at least `count` requests arrived (bounded), instead of sleeping.
