@@ -39,6 +39,7 @@ from daemon.ledger import Ledger, store
 from daemon.ledger.prices import load_price_history
 from daemon.logs import CallLog
 from daemon.meter import Meter, Sink
+from daemon.meter.batches import BatchResults
 from daemon.meter.deferred import RESULT_TTL, DeferredTracker
 from daemon.meter.fingerprints import FingerprintChange, FingerprintTracker
 from daemon.meter.webhook import notify_webhook
@@ -171,8 +172,11 @@ class Daemon:
             call_log=s.log.calls,
             key_names=self._remember_key_name,
         )
+        self.batch_results = BatchResults()  # the meter's gate for batch results (derived rows)
         self.meter = Meter(
-            sinks, on_sink_error=lambda name: self.metrics.sink_errors.labels(name).inc()
+            sinks,
+            on_sink_error=lambda name: self.metrics.sink_errors.labels(name).inc(),
+            admit=self.batch_results.admit,
         )
         self._session: aiohttp.ClientSession | None = None
         self.relay = Relay(
@@ -253,6 +257,9 @@ class Daemon:
         since = self.clocks.wall() - 2 * RESULT_TTL
         pending, done = await self.ledger.run_in_writer(lambda: store.load_deferred(db(), since))
         self.deferred.load(pending, done)
+        self.batch_results.load(
+            await self.ledger.run_in_writer(lambda: store.load_batch_results(db()))
+        )
         self.prices.prices_changed()
         self.ledger.start()
         connector = aiohttp.TCPConnector(

@@ -210,7 +210,7 @@ def report_command(config: str | None, since: str, by: str, ledger: str | None, 
     with _open_ledger(settings) as db:
         rows = report(db, parse_since(since, time.time()), by)
     columns = (
-        [c for c in rows[0] if c not in ("cost_ticks", "image_input_tokens")]
+        [c for c in rows[0] if c not in ("cost_ticks", "batch_cost_ticks", "image_input_tokens")]
         if rows and fmt == "table"
         else None
     )

@@ -238,6 +238,15 @@ class CallRecord:
     cost_source: CostSource | None = None
     price_id: int | None = None
     transport: Transport = Transport.HTTP
+    # Records read from this call's answer that are rows of their own (a Batch API results
+    # page: one per result, endpoint "batches.result"; see daemon.dialects.batches): the meter
+    # hands them to the sinks after this one, those never seen before only. Not a column.
+    derived: list[CallRecord] | None = None
+    # A video request (its POST row, and the poll that bills its result): what prices the
+    # result, "KIND/RESOLUTION/IMAGES" (generations | edits | extensions; 480p | 720p | 1080p,
+    # empty when the request names none; input images), e.g. "edits/720p/1". The deferred
+    # tracker carries it from the POST to the result (daemon.dialects.videos). A column (m013).
+    video_request: str | None = None
 
     @property
     def metered(self) -> bool:
@@ -320,6 +329,7 @@ class CallRecord:
             u.cache_creation_1h_input_tokens if u else None,
             self.transport.value,
             *(_NO_UNITS if u is None or u.catalog_rate is None else _units(u)),
+            self.video_request,
         )
 
 
@@ -379,6 +389,7 @@ ROW_COLUMNS = (
     "video_seconds",
     "video_image_inputs",
     "video_input_seconds",
+    "video_request",
 )
 _NO_USAGE = (None,) * 10
 _NO_UNITS = (None,) * 6

@@ -8,6 +8,8 @@ bounded endpoint name the call is counted under. The rooms of this package:
 - `coerce`, `encoding`: reading untrusted JSON values; undoing a Content-Encoding for the tap
 - `chat`, `responses`, `messages`, `images`, `apikey`: one dialect each (see xai-api.md)
 - `completions`: the two legacy text completions, OpenAI's and Anthropic's
+- `videos`: video requests (deferred) and their polls; `batches`: the Batch API's results pages,
+  each result a derived record of its own
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import re
 
 from daemon.dialects.apikey import ApiKeyDialect
 from daemon.dialects.base import Dialect
+from daemon.dialects.batches import BatchResultsDialect
 from daemon.dialects.chat import ChatDialect, DeferredResultDialect
 from daemon.dialects.completions import CompleteDialect, CompletionsDialect
 from daemon.dialects.images import ImagesDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
+from daemon.dialects.videos import VideoDialect, VideoResultDialect
 
 __all__ = ["Router"]
 
@@ -44,6 +48,12 @@ _ROUTES: tuple[tuple[str, Dialect], ...] = (
     (r"/v1/image-generation-models(?:/[^/]+)?", Dialect("image-generation-models")),
     (r"/v1/tokenize-text", Dialect("tokenize-text")),
     (r"/v1/embeddings", Dialect("embeddings")),
+    (r"/v1/videos/generations", VideoDialect("generations")),
+    (r"/v1/videos/edits", VideoDialect("edits")),
+    (r"/v1/videos/extensions", VideoDialect("extensions")),
+    (r"/v1/videos/[^/]+", VideoResultDialect()),
+    (r"/v1/video-generation-models(?:/[^/]+)?", Dialect("video-generation-models")),
+    (r"/v1/batches/[^/]+/results(?:/[^/]+)?", BatchResultsDialect()),
     (r"/v1/batches(?:/.*)?", Dialect("batches")),
     (r"/v1/files(?:/.*)?", Dialect("files")),
 )

@@ -22,7 +22,11 @@ REPORT_GROUPS: dict[str, str] = {
 
 
 def report(db: sqlite_utils.Database, since: float, by: str) -> list[dict[str, Any]]:
-    """Calls, tokens, cost and latency per group, for calls started at or after `since`."""
+    """Calls, tokens, cost and latency per group, for calls started at or after `since`.
+
+    ``batch_cost_*`` is the part of the cost spent on Batch API results (rows of endpoint
+    ``batches.result``, one per result: `daemon.dialects.batches`); ``calls`` counts those
+    rows too, and ``--by endpoint`` shows them as a group of their own."""
     group = REPORT_GROUPS[by]
     rows = list(
         db.query(
@@ -33,6 +37,8 @@ def report(db: sqlite_utils.Database, since: float, by: str) -> list[dict[str, A
                    coalesce(sum(reasoning_tokens), 0) as reasoning_tokens,
                    coalesce(sum(image_input_tokens), 0) as image_input_tokens,
                    coalesce(sum(cost_ticks), 0) as cost_ticks,
+                   coalesce(sum(case when endpoint = 'batches.result' then cost_ticks end), 0)
+                       as batch_cost_ticks,
                    coalesce(sum(cost_source = 'unpriced'), 0) as unpriced,
                    coalesce(sum(metered = 0), 0) as unmetered,
                    coalesce(sum(error is not null), 0) as errors
@@ -62,6 +68,8 @@ def report(db: sqlite_utils.Database, since: float, by: str) -> list[dict[str, A
                 "image_input_tokens": row["image_input_tokens"],
                 "cost_usd": usd(row["cost_ticks"]),
                 "cost_ticks": row["cost_ticks"],
+                "batch_cost_usd": usd(row["batch_cost_ticks"]),
+                "batch_cost_ticks": row["batch_cost_ticks"],
                 "p50_ms": percentile(durations, 50),
                 "p95_ms": percentile(durations, 95),
                 "errors": row["errors"],

@@ -95,6 +95,8 @@ _CALL_COLUMNS_M012: dict[str, type] = {
     "video_image_inputs": int,  # a video request's input images
     "video_input_seconds": float,  # a video request's input video
 }
+# m013: a video POST's "KIND/RESOLUTION/IMAGES" (daemon.record.CallRecord.video_request)
+_CALL_COLUMNS_M013: dict[str, type] = {"video_request": str}
 CALL_COLUMNS: dict[str, type] = {
     **{
         _RENAMED_M010.get(name, name): kind
@@ -108,6 +110,7 @@ CALL_COLUMNS: dict[str, type] = {
     **_CALL_COLUMNS_M010,
     **_CALL_COLUMNS_M011,
     **_CALL_COLUMNS_M012,
+    **_CALL_COLUMNS_M013,
 }
 
 
@@ -263,6 +266,21 @@ def m012_catalog_units(db: sqlite_utils.Database) -> None:
         db["calls"].add_column(name, kind)  # type: ignore[union-attr]
 
 
+def m013_video_batches(db: sqlite_utils.Database) -> None:
+    """Video and the Batch API (issue 11). ``video_request``: what a video POST asked that
+    prices its result ("KIND/RESOLUTION/IMAGES"), so a result polled after a restart is priced
+    as asked. A Batch API result is billed once: its row (endpoint ``batches.result``) is
+    unique by batch id (``linked_id``) and ``batch_request_id`` (``response_id``). The daemon
+    keeps that in memory (`daemon.meter.batches`), loading these keys at start through this
+    index; the index is also the last guard (a second row would replace the first)."""
+    for name, kind in _CALL_COLUMNS_M013.items():
+        db["calls"].add_column(name, kind)  # type: ignore[union-attr]
+    db.execute(
+        "create unique index idx_calls_batch_result on calls (linked_id, response_id) "
+        "where endpoint = 'batches.result'"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -276,6 +294,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m010_anthropic_cache_creation,
     m011_transport,
     m012_catalog_units,
+    m013_video_batches,
 ]
 
 

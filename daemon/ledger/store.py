@@ -132,6 +132,7 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
         ),
         image_tier=_image_tier(row["image_tier"]),
         transport=Transport(row["transport"]),
+        video_request=row["video_request"],
     )
     if row["input_tokens"] is not None:
         record.usage = Usage(
@@ -292,3 +293,15 @@ def load_deferred(
         )
     ]
     return pending, done
+
+
+def load_batch_results(db: sqlite_utils.Database) -> list[tuple[str, str]]:
+    """Every Batch API result billed so far, as (batch id, batch_request_id): the keys
+    `daemon.meter.batches.BatchResults` must never bill again (read through m013's index)."""
+    return [
+        (r[0], r[1])
+        for r in db.execute(
+            "select linked_id, response_id from calls where endpoint = 'batches.result' "
+            "and linked_id is not null and response_id is not null"
+        )
+    ]

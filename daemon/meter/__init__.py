@@ -9,8 +9,14 @@ Sinks are small subscribers (mitmproxy's addons), of two kinds, and the order is
 The daemon's list is `daemon.app.default_sinks`. A sink that raises is logged and skipped; the
 relay never notices, and the call still reaches the sinks after it.
 
-Also here: the meter's own sinks (`deferred`, `fingerprints`) and the fingerprint-change
-webhook (`webhook`), which the fingerprints sink's changes trigger.
+Derived records (`CallRecord.derived`: the batch results a results page holds, which are rows of
+their own but not relayed calls) follow their call through the same sinks, once the meter's
+``admit`` gate (`daemon.meter.batches.BatchResults.admit`) has let through the ones never seen
+before: a result fetched again reaches no sink at all.
+
+Also here: the meter's own sinks (`deferred`, `fingerprints`), the batch results gate
+(`batches`) and the fingerprint-change webhook (`webhook`), which the fingerprints sink's
+changes trigger.
 """
 
 from __future__ import annotations
@@ -41,11 +47,16 @@ class Meter:
     """Runs the sinks over finished calls, enrichers first.
 
     Raises `ValueError` at construction when an enricher comes after a read-only subscriber
-    (that subscriber would see the record before it is complete).
+    (that subscriber would see the record before it is complete). ``admit`` picks which of a
+    call's derived records to meter (None: all of them); if it raises, none are (counted as an
+    error of sink ``admit``): a result left out is billed when fetched again, never twice.
     """
 
     def __init__(
-        self, sinks: Sequence[Sink], on_sink_error: Callable[[str], None] | None = None
+        self,
+        sinks: Sequence[Sink],
+        on_sink_error: Callable[[str], None] | None = None,
+        admit: Callable[[list[CallRecord]], list[CallRecord]] | None = None,
     ) -> None:
         readers = [s.name for s in sinks if not s.enriches]
         for i, sink in enumerate(sinks):
@@ -56,18 +67,32 @@ class Meter:
                 )
         self.sinks = tuple(sinks)
         self._on_sink_error = on_sink_error or (lambda name: None)
+        self._admit = admit
         self._batch: list[CallRecord] = []
         self._scheduled = False
 
     def finish(self, record: CallRecord) -> None:
-        """Take a finished call; the sinks see it at the end of this loop iteration."""
+        """Take a finished call (and its admitted derived records); the sinks see them at the
+        end of this loop iteration."""
         self._batch.append(record)
+        if record.derived is not None:
+            self._batch.extend(self._admitted(record.derived))
         if not self._scheduled:
             self._scheduled = True
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (tools, tests of a sink): hand it over now
                 self.flush()
+
+    def _admitted(self, derived: list[CallRecord]) -> list[CallRecord]:
+        if self._admit is None:
+            return derived
+        try:
+            return self._admit(derived)
+        except Exception:
+            self._on_sink_error("admit")
+            log.exception("sink_failed", sink="admit", calls=len(derived))
+            return []
 
     def flush(self) -> None:
         """Run every sink over the calls finished so far, sink by sink (it keeps each sink's

@@ -29,6 +29,7 @@ from typing import Final
 
 import structlog
 
+from daemon.dialects import videos
 from daemon.ledger import store
 from daemon.ledger.writer import LedgerOp
 from daemon.record import CallRecord, DeferredState
@@ -45,14 +46,18 @@ class DeferredKind:
     and the endpoint of its poll (``result``), as the dialects name them (`daemon.dialects`).
     ``name`` keys its request ids apart from other kinds'. ``carry`` names `CallRecord`
     attributes the result takes from its POST when it has none of its own (what the request
-    said that prices the result: an image's model and quality x resolution); after a restart
-    they come from the POST's row (`daemon.ledger.store.record_from_row`), so each must be
-    one that function restores."""
+    said that prices the result: an image's model and quality x resolution, a video's
+    ``video_request``); after a restart they come from the POST's row
+    (`daemon.ledger.store.record_from_row`), so each must be one that function restores.
+    ``complete``, when set, runs on a result after the carry and before pricing: it finishes
+    what the carried values change (a video result's usage, priced by the POST's resolution and
+    input images)."""
 
     name: str
     requests: tuple[str, ...]
     result: str
     carry: tuple[str, ...] = ()
+    complete: Callable[[CallRecord], None] | None = None
 
 
 #: Every kind the tracker follows. To add one: a dialect for its POST that sets
@@ -65,6 +70,13 @@ DEFERRED_KINDS: Final[tuple[DeferredKind, ...]] = (
         ("images.generations", "images.edits"),
         "images.deferred",
         carry=("requested_model", "image_tier"),  # a result names neither; they price it
+    ),
+    DeferredKind(
+        "video",
+        ("videos.generations", "videos.edits", "videos.extensions"),
+        videos.RESULT_ENDPOINT,
+        carry=("video_request",),
+        complete=videos.complete_result,
     ),
 )
 
@@ -168,6 +180,8 @@ class DeferredTracker:
         for name, value in pending.carried:
             if getattr(record, name) is None:
                 setattr(record, name, value)
+        if kind.complete is not None and ended is None:
+            kind.complete(record)
         end = record.started_at + (record.duration_ms or 0.0) / 1000.0
         record.deferred_ms = (end - pending.started_at) * 1000.0
         if ended is None:

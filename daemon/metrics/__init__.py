@@ -4,6 +4,10 @@
 lock-free loop metrics (see `daemon.metrics.loop`): prometheus_client's locked children would cost
 as much as the relay. Rare updates (prices, fingerprints, ledger) use prometheus_client.
 Labels that come from traffic (model, app, key) are bounded (`daemon.metrics.labels`).
+
+Why it is long: every metric is declared here, in one place, each with its help text (the one
+list the README and the dashboards' contract test check), beside the two sinks that update them
+per call (`Metrics.observe`, and `Metrics.observe_batch_result` for a Batch API result's row).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ GENAI_TOKEN_BUCKETS = (
 )
 _CODES: dict[int | None, str] = {None: "none", **{c: str(c) for c in range(100, 600)}}
 TOKEN_TYPES = ("input", "cached_input", "output", "reasoning", "image_input")
+BATCH_RESULT = "batches.result"  # a derived record's endpoint (daemon.dialects.batches)
 GENAI_PROVIDER = {"xai": "x_ai", "openai": "openai", "anthropic": "anthropic"}
 GENAI_OPERATION = {
     "chat.completions": "chat",
@@ -235,6 +240,27 @@ class Metrics:
             ["provider", "model"],
             r,
         )
+        self.batch_cost = LoopCounter(
+            "xai_meter_batch_cost_usd",
+            "Spend on Batch API results in USD (also in xai_meter_cost_usd_total): the cost "
+            "xAI reported, else the computed one.",
+            ["provider", "model"],
+            r,
+        )
+        self.batch_computed = LoopCounter(
+            "xai_meter_batch_computed_usd",
+            "The computed cost of the same batch results (price list, less the catalog's batch "
+            "discount): its gap to xai_meter_batch_cost_usd_total is the discount's drift.",
+            ["provider", "model"],
+            r,
+        )
+        self.batch_results = LoopCounter(
+            "xai_meter_batch_results",
+            "Batch API results read from results pages, each counted once: outcome ok "
+            "(an answer) or error (the request failed).",
+            ["provider", "model", "outcome"],
+            r,
+        )
         self.unpriced = LoopCounter(
             "xai_meter_unpriced",
             "Calls with usage that could not be priced (unknown model, no "
@@ -341,7 +367,13 @@ class Metrics:
         """A call priced after the fact: add its cost now."""
         if record.cost_ticks is not None:
             self.backfilled.inc()
-            self._count_cost(record, self.model_label(record.model or record.requested_model))
+            model = self.model_label(record.model or record.requested_model)
+            usd = self._count_cost(record, model)
+            if record.endpoint == BATCH_RESULT:
+                self.batch_cost.inc((record.provider, model), usd)
+                if record.computed_cost_ticks is not None:
+                    computed = record.computed_cost_ticks / TICKS_PER_USD
+                    self.batch_computed.inc((record.provider, model), computed)
 
     def _count_cost(self, record: CallRecord, model: str) -> float:
         """Add a priced call's cost to the spend counters; return it in USD."""
@@ -369,12 +401,45 @@ class Metrics:
         if remaining_tok is not None:
             remaining[keys.rl_tokens] = remaining_tok
 
+    def observe_batch_result(self, record: CallRecord) -> None:
+        """Count one Batch API result (a derived record, never a relayed call: it is not in
+        the request, latency or error metrics): its outcome, spend (in the spend metrics and
+        the batch ones), reconciliation, tokens, and why it is unmetered or unpriced."""
+        provider = record.provider
+        model = self.model_label(record.model or record.requested_model)
+        pm = (provider, model)
+        outcome = "error" if record.upstream_error else "ok"
+        self.batch_results.inc((provider, model, outcome))
+        if record.unmetered_reason is not None:
+            self.unmetered.inc((record.endpoint, record.unmetered_reason.value))
+        if record.cost_ticks is not None:
+            usd = self._count_cost(record, model)
+            self.batch_cost.inc(pm, usd)
+            computed = record.computed_cost_ticks
+            if computed is not None:
+                self.batch_computed.inc(pm, computed / TICKS_PER_USD)
+                if record.cost_source is CostSource.REPORTED:
+                    self.reconciled_reported.inc(pm, usd)
+                    self.reconciled_computed.inc(pm, computed / TICKS_PER_USD)
+        elif record.cost_source is CostSource.UNPRICED:
+            self.unpriced.inc((model,))
+        u = record.usage
+        if u is None:
+            return
+        counts = (u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens)
+        for kind, count in zip(TOKEN_TYPES, (*counts, u.image_input_tokens), strict=True):
+            if count:
+                self.tokens.inc((provider, model, kind), count)
+
     def set_queue_depth_source(self, depth: Callable[[], int]) -> None:
         self.ledger_queue.set_function(lambda: float(depth()))
 
     def observe(self, record: CallRecord) -> None:
-        """The metrics sink: count one finished call."""
+        """The metrics sink: count one finished call (a batch result: `observe_batch_result`)."""
         provider, endpoint = record.provider, record.endpoint
+        if endpoint == BATCH_RESULT:
+            self.observe_batch_result(record)
+            return
         model = self.model_label(record.model or record.requested_model)
         keys = self._keys.get((provider, endpoint, model))
         if keys is None:

@@ -1,0 +1,162 @@
+"""The Batch API's results (`GET /v1/batches/{id}/results`, `.../results/{batch_request_id}`):
+each batch request result read from the answer becomes a record of its own.
+
+Every relayed `/v1/batches...` call is one unbilled row of endpoint ``batches``, as always. A
+results page (or one result) is read here, and each result in it becomes a *derived* record
+(`CallRecord.derived`, handed to the meter with its page: `daemon.meter`): endpoint
+``batches.result``, ``linked_id`` = the batch id (from the path), ``response_id`` = the
+``batch_request_id``, and model, tokens and cost from the embedded answer. Such a row is born
+from a page, not from a relayed call, so it says where it was read: ``method``, ``path``,
+``status``, ``transport``, ``request_id`` (``x-request-id``), ``key_id`` and ``app`` are those of
+the page's call, ``started_at`` is when that call started, and no duration is recorded. Whether
+a result was seen before (and so bills nothing new) is the meter's call
+(`daemon.meter.batches`), not the tap's.
+
+Shapes read (xai-api.md, "Batch API"; the proto `xai_api.BatchResult` where it is silent): a
+page ``{results: [{batch_request_id, batch_result: {response: {<kind>: <answer>}} | {error:
+{code, message}}}], pagination_token?}``; one result is the same item, bare or as
+``{request, result: <item>}`` (the proto's GetBatchRequestResultResponse). Answer kinds:
+``chat_get_completion`` (chat shape; Responses lines come back in it too), ``image_generation``
+and ``video_generation`` (`RESULT_KINDS`, with the proto's names as aliases). An answer's cost is
+its ``usage.cost_in_usd_ticks`` (already discounted by xAI); pricing computes the rest
+(`daemon.pricing`: with the catalog's batch discount). An error result is recorded unbilled, with
+its code in ``upstream_error``; an answer of a kind not known here is unmetered (``no_usage``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from daemon.dialects.base import Clock, Dialect, Tap, is_ok, note_model_and_id
+from daemon.dialects.body import BodyTap
+from daemon.dialects.chat import read_chat_completion
+from daemon.dialects.coerce import opt_str, reported_ticks, sub
+from daemon.dialects.images import DEFAULT_IMAGE_MODEL
+from daemon.dialects.videos import read_video_answer
+from daemon.record import CallRecord, Unmetered, Usage, new_call_id
+
+ENDPOINT: Final = "batches.result"
+
+#: An answer's key in ``batch_result.response`` → how it is read (REST names first, then the
+#: proto's BatchResultData names, which a JSON rendering of it would use).
+RESULT_KINDS: Final = {
+    "chat_get_completion": "chat",
+    "image_generation": "image",
+    "video_generation": "video",
+    "completion_response": "chat",
+    "image_response": "image",
+    "video_response": "video",
+}
+
+
+def batch_id_of(path: str) -> str | None:
+    """The batch id of ``/v1/batches/{id}/results[/...]``; None for another path."""
+    parts = path.split("/")
+    if len(parts) >= 5 and parts[1] == "v1" and parts[2] == "batches" and parts[4] == "results":
+        return parts[3] or None
+    return None
+
+
+def read_image_answer(record: CallRecord, answer: dict[str, Any]) -> None:
+    """An image result (the images answer: ``{data, usage}``; the proto's ImageResponse also
+    names its ``model``): billed per image. No model named: `DEFAULT_IMAGE_MODEL` [guess: the
+    batch line's own model is not in its result]."""
+    data = answer.get("data")
+    if not isinstance(data, list):
+        data = answer.get("images")  # the proto's field name
+    if not isinstance(data, list):
+        return
+    note_model_and_id(record, answer.get("model"))
+    record.model = record.model or DEFAULT_IMAGE_MODEL
+    record.usage = Usage(images=len(data), reported_cost_ticks=reported_ticks(sub(answer, "usage")))
+
+
+def result_record(page: CallRecord, batch_id: str, item: dict[str, Any]) -> CallRecord | None:
+    """The record of one result ``item`` read from the ``page`` call; None without an id."""
+    request_id = opt_str(item.get("batch_request_id"))
+    if request_id is None:
+        return None
+    record = CallRecord(
+        id=new_call_id(page.started_at),
+        started_at=page.started_at,
+        t0=page.t0,
+        provider=page.provider,
+        endpoint=ENDPOINT,
+        method=page.method,
+        path=page.path,
+        status=page.status,
+        transport=page.transport,
+        key_id=page.key_id,
+        app=page.app,
+        request_id=page.request_id,
+        linked_id=batch_id,
+        response_id=request_id,
+        price_multiplier=page.price_multiplier,
+    )
+    result = item.get("batch_result")
+    result = result if isinstance(result, dict) else {}
+    error = result.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        record.upstream_error = opt_str(str(code) if isinstance(code, int) else code, 120)
+        record.upstream_error = record.upstream_error or "error"
+        return record  # nothing billed: no usage, and none expected
+    response = result.get("response")
+    answers = list(response.items()) if isinstance(response, dict) else []
+    record.billable = True
+    for key, answer in answers:
+        kind = RESULT_KINDS.get(key)
+        if kind is None or not isinstance(answer, dict):
+            continue
+        if kind == "chat":
+            read_chat_completion(record, answer)
+        elif kind == "image":
+            read_image_answer(record, answer)
+        else:
+            read_video_answer(record, answer)
+        break
+    if record.usage is None and record.billable:
+        record.mark_unmetered(Unmetered.NO_USAGE)
+    return record
+
+
+class ResultsBody(BodyTap):
+    """A results page or one result: each result item becomes a derived record of the page
+    (`result_record`). A 2xx page that is not a readable JSON object marks the page's own row
+    unmetered (``malformed``): results in it may have gone unbilled."""
+
+    def parse(self, body: bytes) -> None:
+        record = self.record
+        obj = self.success_object(body)
+        if obj is None:
+            if is_ok(record):
+                record.mark_unmetered(Unmetered.MALFORMED)
+            return
+        batch_id = batch_id_of(record.path)
+        if batch_id is None:
+            return
+        results = obj.get("results")
+        if not isinstance(results, list):
+            single = obj.get("result")
+            results = [single if isinstance(single, dict) else obj]
+        derived = []
+        for item in results:
+            if isinstance(item, dict):
+                found = result_record(record, batch_id, item)
+                if found is not None:
+                    derived.append(found)
+        record.derived = derived or None
+
+
+class BatchResultsDialect(Dialect):
+    """`GET /v1/batches/{id}/results` and `.../results/{batch_request_id}` (xai-api.md, "Batch
+    API"): the call itself is an unbilled ``batches`` row; a 200 answer's results become derived
+    ``batches.result`` records (`ResultsBody`)."""
+
+    def __init__(self) -> None:
+        super().__init__("batches", billable=False)
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
+        if record.method == "GET" and record.status == 200:
+            return ResultsBody(record, clock, encoding)
+        return Tap(record, clock)
