@@ -30,7 +30,7 @@ from daemon.config import ConfigError, Settings, example_toml, load
 from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, report
 from daemon.ledger.prices import load_price_history
 from daemon.logs import configure
-from daemon.pricing import PriceBook, prices_table
+from daemon.pricing import PriceBook, catalog_table, prices_table
 from daemon.tables import FORMATS, render
 
 CONFIG_ENV = "XAI_METER_CONFIG"
@@ -167,27 +167,47 @@ def simulate(host: str, port: int) -> None:
 
 @cli.command(
     help="the price book in force: $ per 1M tokens per model, aliases, source and fetch time, "
-    "from the ledger's listings"
+    "from the ledger's listings; then the catalog of prices no listing carries (video, voice, "
+    "tool fees, multipliers, batch discount), each with the date it took effect and its source"
 )
 @config_option
 @ledger_option
 @format_option
-def prices(config: str | None, ledger: str | None, fmt: str) -> None:
+@click.option(
+    "--catalog",
+    "catalog_only",
+    is_flag=True,
+    help="only the catalog (every dated entry; no ledger needed), in any --format",
+)
+def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool) -> None:
     settings = _settings(config, ledger=ledger)
+    if catalog_only:
+        catalog = PriceBook(overrides=settings.pricing.overrides).catalog
+        rows = catalog_table(catalog)
+        print(render(rows, fmt, CATALOG_COLUMNS if fmt == "table" else None), end="")
+        return
     with _open_ledger(settings) as db:
         book = PriceBook(
             load_price_history(db),
             overrides=settings.pricing.overrides,
         )
         rows = prices_table(book)
-    if not rows and fmt == "table":
+    if fmt != "table":
+        print(render(rows, fmt), end="")
+        return
+    if rows:
+        print(render(rows, fmt, PRICE_COLUMNS), end="")
+    else:
         print(
             "No prices yet. The daemon fetches them from the upstream's "
             "/v1/language-models at start, with $XAI_API_KEY (pricing.api_key_env) "
             "or the key of the first relayed call; or set [pricing.overrides]."
         )
-        return
-    print(render(rows, fmt, PRICE_COLUMNS if fmt == "table" else None), end="")
+    print(
+        "\nPrices no listing carries (the catalog; `xai-meter prices --catalog` lists them "
+        "alone, override them in [pricing.overrides.catalog]):"
+    )
+    print(render(catalog_table(book.catalog), fmt, CATALOG_COLUMNS), end="")
 
 
 @cli.command(
@@ -329,6 +349,9 @@ PRICE_COLUMNS = (
     "source",
     "fetched_at",
 )
+
+# `xai-meter prices` shows each catalog entry's note only in --format json and csv
+CATALOG_COLUMNS = ("id", "price", "unit", "effective", "in_force", "origin", "source")
 
 FINGERPRINT_COLUMNS = [
     "record",

@@ -352,7 +352,9 @@ SETTINGS: tuple[Setting, ...] = (
         "input, cached_input, output, image_input (per 1M tokens), image (per image), search "
         "(per source), long_context_threshold, input_long, cached_input_long, output_long, "
         "cache_write and cache_write_1h (prompt-cache writes per 1M tokens, 5-minute and 1-hour; "
-        "default 1.25x and 2x input). Also prices models of upstreams without a listing.",
+        "default 1.25x and 2x input). Also prices models of upstreams without a listing. "
+        "[pricing.overrides.catalog] overrides the catalog of prices no listing carries, by the "
+        "id and in the unit `xai-meter prices --catalog` shows, at every time.",
         _overrides,
     ),
     Setting(
@@ -640,6 +642,10 @@ TABLE_EXAMPLES = {
         "# input = 2.5",
         "# cached_input = 1.25",
         "# output = 10.0",
+        "# [pricing.overrides.catalog]",
+        '# "tts" = 4.20                              # USD per 1M characters',
+        '# "video:grok-imagine-video:720p" = 0.07   # USD per second',
+        '# "batch_discount" = 0.5                   # the fraction taken off',
     ],
 }
 

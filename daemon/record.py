@@ -232,6 +232,9 @@ class CallRecord:
     price_multiplier: Fraction | None = None
     # images: the request's (quality, resolution), lower case, None for a half it left out
     image_tier: tuple[str | None, str | None] | None = None
+    # text-to-speech: the request's text length in Unicode code points, billed once the audio
+    # came (`daemon.dialects.voice`); not a column (the usage's ``characters`` is)
+    text_characters: int | None = None
     # filled by pricing (a later stage of the meter)
     computed_cost_ticks: int | None = None
     cost_ticks: int | None = None

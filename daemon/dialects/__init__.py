@@ -8,6 +8,7 @@ bounded endpoint name the call is counted under. The rooms of this package:
 - `coerce`, `encoding`: reading untrusted JSON values; undoing a Content-Encoding for the tap
 - `chat`, `responses`, `messages`, `images`, `apikey`: one dialect each (see xai-api.md)
 - `completions`: the two legacy text completions, OpenAI's and Anthropic's
+- `voice`: text-to-speech and speech-to-text over REST, priced from the catalog
 - `videos`: video requests (deferred) and their polls; `batches`: the Batch API's results pages,
   each result a derived record of its own
 """
@@ -21,10 +22,11 @@ from daemon.dialects.base import Dialect
 from daemon.dialects.batches import BatchResultsDialect
 from daemon.dialects.chat import ChatDialect, DeferredResultDialect
 from daemon.dialects.completions import CompleteDialect, CompletionsDialect
-from daemon.dialects.images import ImagesDialect
+from daemon.dialects.images import ImageResultDialect, ImagesDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
 from daemon.dialects.videos import VideoDialect, VideoResultDialect
+from daemon.dialects.voice import SttDialect, TtsDialect
 
 __all__ = ["Router"]
 
@@ -40,6 +42,9 @@ _ROUTES: tuple[tuple[str, Dialect], ...] = (
     (r"/v1/complete", CompleteDialect()),
     (r"/v1/images/generations", ImagesDialect("images.generations")),
     (r"/v1/images/edits", ImagesDialect("images.edits")),
+    (r"/v1/images/[^/]+", ImageResultDialect()),  # a deferred image's poll
+    (r"/v1/tts", TtsDialect()),
+    (r"/v1/stt", SttDialect()),
     (r"/v1/api-key", ApiKeyDialect("api-key")),
     (r"/v1/messages/.+", Dialect("messages")),
     (r"/v1/responses/.+", Dialect("responses")),

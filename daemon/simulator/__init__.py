@@ -26,6 +26,7 @@ The package, one module per concern, the API surfaces each in their own:
 * `auth`      the API key check, ``GET /v1/api-key``
 * `prompts`   token counts, the prompt cache, deterministic replies, ``/v1/tokenize-text``
 * `chat`, `responses`, `messages`, `images`, `listing`: one surface each
+* `voice`     text-to-speech (audio bytes) and speech-to-text (JSON) over REST
 * `server`    the aiohttp app and its routes, `start`, `run`
 """
 

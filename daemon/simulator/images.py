@@ -1,4 +1,4 @@
-"""``POST /v1/images/generations`` and ``POST /v1/images/edits``.
+"""``POST /v1/images/generations``, ``POST /v1/images/edits`` and ``GET /v1/images/{request_id}``.
 
 Follows xai-api.md "Images": ``n`` images (1 to 10) as URLs or ``b64_json``, each with its
 ``mime_type``, billed per image in ``usage.cost_in_usd_ticks``: the listed ``image_price``, or
@@ -7,20 +7,43 @@ for a model with ``pricing[]`` tiers (grok-imagine-image-2.0) the tier of the re
 has no id and no model (the id is the ``x-request-id`` header). With
 ``state.legacy_2025_shapes``: each item has ``revised_prompt`` instead, and there is no usage.
 Edits accept JSON or the multipart body the openai SDK sends.
+
+Deferred (xai-api.md "Images"): ``"deferred": true`` answers ``{"request_id"}`` and keeps the
+job (`ImageJob`); ``GET /v1/images/{request_id}`` answers 202 while it runs (or 200
+``{"status": "pending"}`` with ``state.image_pending_200``), then 200 ``{"status": "done",
+"data", "usage"}`` on every later poll [guess: the POST's answer plus its status]. A job the POST
+asked to fail (``X-Sim-Image-Outcome: failed|expired``) ends 200 ``{"status": "failed",
+"error"}`` or ``{"status": "expired"}``. ``X-Sim-Image-Polls: N`` on the POST sets its pending
+polls (default ``state.image_polls``); an unknown id is 404.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
 
 from aiohttp import hdrs, web
 
 from daemon.simulator.catalog import cost_fields, find_model, image_price_ticks
-from daemon.simulator.faults import Injection
+from daemon.simulator.faults import Injection, header_choice, header_int
 from daemon.simulator.state import SimulatorState
 from daemon.simulator.wire import ApiError, Reply, json_body, json_reply
+
+HEADER_IMAGE_POLLS: Final = "X-Sim-Image-Polls"
+HEADER_IMAGE_OUTCOME: Final = "X-Sim-Image-Outcome"
+
+
+@dataclass(slots=True)
+class ImageJob:
+    """A deferred image job: the 200 answer it ends with (done, failed or expired) and how many
+    polls get a pending answer first."""
+
+    body: dict[str, Any]
+    polls_left: int
+
 
 PIXEL_PNG = (  # a 1x1 PNG: what b64_json images carry
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ"
@@ -97,7 +120,40 @@ async def _images(request: web.Request, state: SimulatorState, inj: Injection, e
     cost = cost_fields(state, price * n)
     if inj.usage != "none" and cost:
         body["usage"] = cost
+    if req.get("deferred") is True:
+        return _defer(request, state, body)
     return json_reply(body)
+
+
+def _defer(request: web.Request, state: SimulatorState, body: dict[str, Any]) -> Reply:
+    """Keep a deferred job ending in ``body`` (or the outcome its headers ask); its id."""
+    outcome = header_choice(request.headers, HEADER_IMAGE_OUTCOME, ("done", "failed", "expired"))
+    polls = header_int(request.headers, HEADER_IMAGE_POLLS)
+    if outcome == "failed":
+        end: dict[str, Any] = {
+            "status": "failed",
+            "error": "Generated image rejected by moderation",
+        }
+    elif outcome == "expired":
+        end = {"status": "expired"}
+    else:
+        end = {"status": "done", **body}
+    request_id = str(uuid.uuid4())
+    state.image_jobs[request_id] = ImageJob(end, state.image_polls if polls is None else polls)
+    return json_reply({"request_id": request_id})
+
+
+async def get_image_job(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`GET /v1/images/{request_id}`: pending until the job's polls run out, then its end."""
+    job = state.image_jobs.get(request.match_info["request_id"])
+    if job is None:
+        raise ApiError(404, f"No image request {request.match_info['request_id']}")
+    if job.polls_left > 0:
+        job.polls_left -= 1
+        if state.image_pending_200:
+            return json_reply({"status": "pending"})
+        return Reply(status=202, content_type="")
+    return json_reply(job.body)
 
 
 async def generate_images(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:

@@ -38,7 +38,7 @@ from daemon.simulator.faults import (
     send,
     wait_release,
 )
-from daemon.simulator.images import edit_images, generate_images
+from daemon.simulator.images import edit_images, generate_images, get_image_job
 from daemon.simulator.listing import (
     get_image_model,
     get_language_model,
@@ -58,6 +58,7 @@ from daemon.simulator.videos import (
     get_video,
     list_video_models,
 )
+from daemon.simulator.voice import speech_to_text, text_to_speech
 from daemon.simulator.wire import ApiError, Reply, error_reply
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,11 @@ def build_app(state: SimulatorState | None = None) -> web.Application:
         ("GET", "/v1/batches/{batch_id}/requests", list_batch_requests),
         ("GET", "/v1/batches/{batch_id}/results", list_batch_results),
         ("GET", "/v1/batches/{batch_id}/results/{batch_request_id}", get_batch_result),
+    ]
+    routes += [  # deferred image jobs, voice over REST
+        ("GET", "/v1/images/{request_id}", get_image_job),
+        ("POST", "/v1/tts", text_to_speech),
+        ("POST", "/v1/stt", speech_to_text),
     ]
     for method, path, endpoint in routes:
         app.router.add_route(method, path, _endpoint(endpoint))

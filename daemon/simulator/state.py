@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from daemon.simulator.catalog import default_fingerprints, default_image_models, default_listing
+
+if TYPE_CHECKING:
+    from daemon.simulator.images import ImageJob
 
 
 @dataclass(slots=True)
@@ -129,6 +132,10 @@ class SimulatorState:
     videos: dict[str, VideoJob] = field(default_factory=dict)  # by request id
     batch_ratio: tuple[int, int] = (1, 2)  # a batch result bills its usual cost * num // den
     batches: dict[str, Batch] = field(default_factory=dict)  # by batch id
+    # Deferred image jobs (daemon.simulator.images):
+    image_polls: int = 1  # pending answers before an image job ends (X-Sim-Image-Polls: per job)
+    image_pending_200: bool = False  # True: a pending poll is 200 {"status": "pending"}, not 202
+    image_jobs: dict[str, ImageJob] = field(default_factory=dict)  # by request id
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[SimulatedRequest]:
         """Wait until at least `count` requests arrived (bounded), instead of sleeping.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.dialects.images import DEFAULT_IMAGE_MODEL, ImagesDialect
-from daemon.record import CallRecord
+from daemon.dialects.images import DEFAULT_IMAGE_MODEL, ImageResultDialect, ImagesDialect
+from daemon.record import CallRecord, Unmetered
 from daemon.testing import make_record
 
 
@@ -79,3 +79,51 @@ def test_a_json_body_with_leading_white_space_is_still_json() -> None:
     )
     assert record.requested_model == "grok-imagine-image-2.0"
     assert record.image_tier == ("low", None)
+
+
+# --- deferred images (xai-api.md "Images": `"deferred": true`, then GET /v1/images/{id}) ------
+
+
+def test_a_deferred_post_notes_its_request_id_and_bills_nothing() -> None:
+    record = make_record(endpoint="images.generations", path="/v1/images/generations")
+    dialect = ImagesDialect("images.generations")
+    dialect.inspect_request(record, b'{"model":"grok-imagine-image","prompt":"p","deferred":true}')
+    assert (record.deferred, record.billable) == (True, False)
+    tap = dialect.tap(record, "application/json", lambda: 0.0)
+    tap.feed(b'{"request_id":"5f0c-img"}')
+    tap.finish(True)
+    assert (record.response_id, record.usage, record.unmetered_reason) == ("5f0c-img", None, None)
+    assert record.model is None  # the POST bills nothing: no default model to label it by
+
+
+def poll(status: int, answer: bytes) -> CallRecord:
+    record = make_record(
+        endpoint="images.deferred",
+        method="GET",
+        path="/v1/images/5f0c-img",
+        status=status,
+        billable=False,
+    )
+    dialect = ImageResultDialect()
+    tap = dialect.tap(record, "application/json", lambda: 0.0)
+    tap.feed(answer)
+    tap.finish(True)
+    return record
+
+
+def test_a_done_poll_is_billed_per_image_and_other_polls_are_not() -> None:
+    done = poll(200, b'{"status":"done","data":[{"url":"a"}],"usage":{"cost_in_usd_ticks":9}}')
+    assert (done.job_status, done.billable) == ("done", True)
+    assert done.usage is not None and (done.usage.images, done.usage.reported_cost_ticks) == (1, 9)
+    assert poll(200, b'{"data":[{"url":"a"}]}').job_status == "done"  # no status: a result
+    for status, answer, job in (
+        (202, b"", None),
+        (200, b'{"status":"pending"}', "pending"),
+        (200, b'{"status":"failed","error":"moderated"}', "failed"),
+        (200, b'{"status":"Expired"}', "expired"),
+    ):
+        record = poll(status, answer)
+        assert (record.job_status, record.usage, record.billable) == (job, None, False)
+        assert record.unmetered_reason is None
+    empty = poll(200, b'{"status":"done"}')  # done without images: nothing to bill it by
+    assert (empty.usage, empty.unmetered_reason) == (None, Unmetered.NO_USAGE)

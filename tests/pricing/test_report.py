@@ -1,13 +1,20 @@
-"""The `xai-meter prices` table: exact USD strings per 1M tokens, per image, per source."""
+"""The `xai-meter prices` tables: exact USD strings per 1M tokens, per image, per source; and
+the catalog of prices no listing carries, every dated entry with its source."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
+
+from daemon.cli import main
+from daemon.ledger import migrate, open_database
 from daemon.pricing.book import PriceBook, PriceSet
 from daemon.pricing.model import ModelPrice
-from daemon.pricing.report import prices_table
+from daemon.pricing.report import catalog_table, prices_table
 
 
 def test_prices_table(listing_set: Callable[..., PriceSet]) -> None:
@@ -42,3 +49,51 @@ def test_prices_table(listing_set: Callable[..., PriceSet]) -> None:
     row = prices_table(odd)[0]
     assert (row["input_usd_per_1m"], row["output_usd_per_1m"]) == ("0.0001", "1.2345")
     assert prices_table(PriceBook()) == []
+
+
+def test_catalog_table_shows_every_dated_entry_and_which_is_in_force() -> None:
+    book = PriceBook(overrides={"catalog": {"stt:rest": 0.12}})
+    rows = catalog_table(book.catalog, at=1_793_491_200.0)  # 2026-11-01
+    by_id: dict[str, list[dict[str, object]]] = {}
+    for row in rows:
+        by_id.setdefault(str(row["id"]), []).append(row)
+    assert [(r["price"], r["effective"], r["in_force"]) for r in by_id["tts"]] == [
+        ("4.20", "2026-03-16", "no"),
+        ("15.00", "2026-05-15", "yes"),
+    ]
+    assert by_id["tts"][1]["unit"] == "USD per 1M characters"
+    assert by_id["tts"][1]["source"] == "xai-api.md, Voice [obs]"
+    [stt] = by_id["stt:rest"]
+    assert (stt["price"], stt["unit"], stt["effective"], stt["origin"]) == (
+        "0.12",
+        "USD per hour",
+        "always",
+        "override",
+    )
+    assert by_id["tool:web_search"][0]["unit"] == "USD per 1k calls"
+    assert (by_id["tier:priority"][0]["price"], by_id["tier:priority"][0]["unit"]) == (
+        "2",
+        "multiplier",
+    )
+    assert by_id["batch_discount"][0]["unit"] == "discount (fraction off)"
+
+
+def test_the_prices_command_shows_the_catalog(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[pricing.overrides.catalog]\n"tts" = 4.2\n')
+    assert main(["prices", "--catalog", "--format", "json", "--config", str(config)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    [tts] = [r for r in rows if r["id"] == "tts"]
+    assert (tts["price"], tts["origin"], tts["in_force"]) == ("4.20", "override", "yes")
+    assert {"note", "source", "effective"} <= set(tts)
+    ledger = tmp_path / "empty.db"
+    db = open_database(ledger)
+    migrate(db)
+    db.close()
+    assert main(["prices", "--ledger", str(ledger)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No prices yet.")
+    assert "Prices no listing carries" in out
+    assert "video:grok-imagine-video:720p" in out and "2026-01-28" in out

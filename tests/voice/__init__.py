@@ -1,0 +1,1 @@
+"""Voice over REST (text-to-speech, speech-to-text) through a real daemon and simulator."""
