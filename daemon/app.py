@@ -364,7 +364,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Drain calls in flight, flush the ledger, close the listeners."""
-        self.relay.draining = True
+        self.relay.drain(self.settings.shutdown.grace_period)
         log.info("draining", grace_period=self.settings.shutdown.grace_period)
         runners, self._runners = self._runners, []
         if runners:  # the relay: stop listening, let calls in flight end (or cancel them)

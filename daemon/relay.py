@@ -5,7 +5,8 @@ the bytes already read and can never delay or alter them (a tap that raises is d
 call counted as unmetered). Every call ends in exactly one `Meter.finish`, whatever happened.
 
 Which upstream a path goes to, with which key, and which headers cross the hop: see
-`daemon.upstream`.
+`daemon.upstream`. A WebSocket upgrade (``Upgrade: websocket``) is relayed by
+`daemon.websocket`, after the same routing: one header lookup is all it costs other calls.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from yarl import URL
 
 from daemon.dialects import Router
-from daemon.dialects.base import Dialect, Tap, is_ok
+from daemon.dialects.base import Dialect, Tap, unread_usage
 from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
@@ -31,9 +32,11 @@ from daemon.upstream import (
     UpstreamRoutes,
     decodable_accept_encoding,
     forward_headers,
+    json_error,
     read_response_headers,
     response_headers,
 )
+from daemon.websocket import SocketRelay
 
 log = structlog.get_logger("xai_meter.relay")
 
@@ -49,8 +52,11 @@ _APP_LABEL_MAX = 64
 class Relay:
     """The relay's request handler: routes a path under a configured upstream's ``/v1/`` to that
     upstream and a dialect, forwards the call and streams the answer back, teed to the dialect's
-    tap. Keeps the in-flight count and, in memory only, the latest key sent to the default
-    upstream."""
+    tap; a WebSocket upgrade goes to `sockets` (`daemon.websocket.SocketRelay`). Keeps the
+    in-flight count (open sockets included) and, in memory only, the latest key sent to the
+    default upstream. `drain` begins the shutdown: calls cut short from then on are
+    ``shutdown``, and every open socket is closed with 1001 (a Responses socket once its turn in
+    flight has ended, within the grace period)."""
 
     def __init__(
         self,
@@ -65,7 +71,7 @@ class Relay:
         self.meter = meter
         self.keys = keys
         self.router = Router()
-        self.draining = False
+        self.draining = False  # the daemon is shutting down (see `drain`)
         self.in_flight = 0  # calls being relayed now (a gauge reads it at scrape time)
         # The latest key sent to the default upstream, in memory only: pricing may use it to
         # fetch the listings (never a key meant for another upstream).
@@ -75,6 +81,20 @@ class Relay:
         self._wall = wall_clock
         # The one keep-alive session to the upstreams; the daemon opens it before listening.
         self.session: aiohttp.ClientSession | None = None
+        self.sockets = SocketRelay(meter, keys, self.router, self.note_key, clock, wall_clock)
+
+    def drain(self, grace_period: float) -> None:
+        """The daemon begins to shut down, giving calls in flight ``grace_period`` seconds:
+        from now on a call cut short is ``shutdown``; the sockets close (`SocketRelay.drain`)."""
+        self.draining = True
+        self.sockets.drain(grace_period)
+
+    def note_key(self, key: str, upstream: Upstream) -> None:
+        """A client's key for `upstream`: kept (in memory only) when it is the default one's,
+        so pricing may fetch the listings with it (the HTTP path inlines this test)."""
+        if key != self.last_client_key and not upstream.prefix:
+            self.last_client_key = key  # a key for the default (xAI) upstream
+            self.client_key_seen.set()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Relay one call, once: route it (a path no upstream serves gets the relay's own 404),
@@ -93,6 +113,13 @@ class Relay:
                 f"Base URLs here: {bases}.",
             )
         upstream, timeout, path, raw_path = found
+        upgrade = request.headers.get(hdrs.UPGRADE)
+        if upgrade is not None and upgrade.lower() == "websocket":
+            self.in_flight += 1
+            try:
+                return await self.sockets.relay(request, upstream, path, raw_path)
+            finally:
+                self.in_flight -= 1
         dialect = self.router.dialect(path)
         now = self._wall()
         record = CallRecord(
@@ -143,7 +170,7 @@ class Relay:
         headers = forward_headers(request.headers)
         key = api_key_of(request.headers)
         if key is not None:
-            if key != self.last_client_key and not upstream.prefix:
+            if key != self.last_client_key and not upstream.prefix:  # note_key, inline
                 self.last_client_key = key  # a key for the default (xAI) upstream
                 self.client_key_seen.set()
         elif upstream.api_key:
@@ -332,26 +359,3 @@ class Relay:
             return tap.abandon()
         except Exception:
             return chunk
-
-
-def unread_usage(record: CallRecord) -> None:
-    """A billable call ends without usage and without a reason yet: say why, whatever ended it.
-
-    Not sent (refused at connect, or the client left before its body was read): nothing to
-    meter. Ended before the response headers: ``no_response``. A 2xx cut short (client gone,
-    upstream timeout or cut, shutdown): ``incomplete``; a 2xx that ended cleanly but carried
-    none: ``no_usage``. Error answers (4xx/5xx from the upstream) carry no charge: metered.
-    The taps give their own reasons first (``malformed``, ``parser_error``...); this is the net.
-    """
-    if not record.sent:
-        return
-    if record.stage < Stage.RESPONSE_HEADERS:
-        record.mark_unmetered(Unmetered.NO_RESPONSE)
-    elif is_ok(record):
-        ended = record.error is None or record.error is CallError.HTTP_ERROR
-        record.mark_unmetered(Unmetered.NO_USAGE if ended else Unmetered.INCOMPLETE)
-
-
-def json_error(status: int, code: str, message: str) -> web.Response:
-    """Errors the relay itself answers, shaped like xAI's: {"code", "error"}."""
-    return web.json_response({"code": code, "error": message, "source": "xai-meter"}, status=status)

@@ -9,6 +9,8 @@
   `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
 - `read_response_headers`: what the upstream's response headers tell the meter (request id,
   rate-limit headroom, its own time to first token): a few dict lookups, once per call.
+- `json_error`: the relay's own answers when a call cannot reach the upstream (or no upstream
+  serves its path), shaped like xAI's errors.
 
 Nothing here runs per chunk: routing and header filtering run once per call.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import aiohttp
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
@@ -194,3 +197,8 @@ def _number(raw: str | None) -> float | None:
     except ValueError:
         return None
     return value if 0 <= value < float("inf") else None
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    """Errors the relay itself answers, shaped like xAI's: {"code", "error"}."""
+    return web.json_response({"code": code, "error": message, "source": "xai-meter"}, status=status)

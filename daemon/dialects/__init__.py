@@ -8,6 +8,8 @@ bounded endpoint name the call is counted under. The rooms of this package:
 - `coerce`, `encoding`: reading untrusted JSON values; undoing a Content-Encoding for the tap
 - `chat`, `responses`, `messages`, `images`, `apikey`: one dialect each (see xai-api.md)
 - `completions`: the two legacy text completions, OpenAI's and Anthropic's
+- `sockets`: the WebSocket tap contract; `responses_socket` (a row per turn) and `voice_sockets`
+  (realtime, TTS, STT: a row per session) meter the sockets `socket_tap` names by path
 - `voice`: text-to-speech and speech-to-text over REST, priced from the catalog
 - `videos`: video requests (deferred) and their polls; `batches`: the Batch API's results pages,
   each result a derived record of its own
@@ -25,10 +27,13 @@ from daemon.dialects.completions import CompleteDialect, CompletionsDialect
 from daemon.dialects.images import ImageResultDialect, ImagesDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
+from daemon.dialects.responses_socket import ResponsesSocketTap
+from daemon.dialects.sockets import SocketTap
 from daemon.dialects.videos import VideoDialect, VideoResultDialect
 from daemon.dialects.voice import SttDialect, TtsDialect
+from daemon.dialects.voice_sockets import RealtimeTap, SttSocketTap, TtsSocketTap
 
-__all__ = ["Router"]
+__all__ = ["Router", "socket_tap"]
 
 # Path (under the upstream's /v1/) -> dialect. Endpoints without a parser of their own are
 # relayed and recorded, never billed. The name is a metric label, so unknown paths share one
@@ -85,3 +90,19 @@ class Router:
             if pattern.match(path):
                 return dialect
         return self._other
+
+
+# WebSocket upgrades (daemon.websocket): path (under the upstream's /v1/) -> the tap that meters
+# a session there. Any other /v1/ path is relayed all the same, as one unbilled row.
+_SOCKET_TAPS: dict[str, type[SocketTap]] = {
+    "/v1/responses": ResponsesSocketTap,
+    "/v1/realtime": RealtimeTap,
+    "/v1/tts": TtsSocketTap,
+    "/v1/stt": SttSocketTap,
+}
+
+
+def socket_tap(path: str) -> type[SocketTap]:
+    """The tap class for a WebSocket upgraded at ``path`` (no query string); `SocketTap` (one
+    unbilled row per session, named as the HTTP table names the path) for any other."""
+    return _SOCKET_TAPS.get(path, SocketTap)

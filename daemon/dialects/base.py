@@ -17,7 +17,8 @@ Shared rules, in one place so every dialect applies them the same way:
   served (`fingerprint`, `service_tier`): the last non-empty value wins. A value that is not a
   non-empty string is no value, and never erases one.
 - `read_error`: an error answer keeps its code, never its message.
-- `is_ok`: only a 2xx answer makes missing usage a metering failure.
+- `is_ok`: only a 2xx answer makes missing usage a metering failure; `unread_usage` says why a
+  billable call ended without it (the HTTP relay's and the socket relay's one net).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import structlog
 
 from daemon.dialects.coerce import loads_object, opt_str
-from daemon.record import CallRecord, Unmetered
+from daemon.record import CallError, CallRecord, Stage, Unmetered
 
 log = structlog.get_logger("xai_meter.dialects")
 Clock = Callable[[], float]
@@ -157,3 +158,21 @@ def read_error(record: CallRecord, obj: dict[str, Any]) -> None:
 def is_ok(record: CallRecord) -> bool:
     """The upstream answered 2xx: only then is missing usage a metering failure."""
     return record.status is not None and 200 <= record.status < 300
+
+
+def unread_usage(record: CallRecord) -> None:
+    """A billable call ends without usage and without a reason yet: say why, whatever ended it.
+
+    Not sent (refused at connect, or the client left before its body was read): nothing to
+    meter. Ended before the response headers: ``no_response``. A 2xx cut short (client gone,
+    upstream timeout or cut, shutdown): ``incomplete``; a 2xx that ended cleanly but carried
+    none: ``no_usage``. Error answers (4xx/5xx from the upstream) carry no charge: metered.
+    The taps give their own reasons first (``malformed``, ``parser_error``...); this is the net.
+    """
+    if not record.sent:
+        return
+    if record.stage < Stage.RESPONSE_HEADERS:
+        record.mark_unmetered(Unmetered.NO_RESPONSE)
+    elif is_ok(record):
+        ended = record.error is None or record.error is CallError.HTTP_ERROR
+        record.mark_unmetered(Unmetered.NO_USAGE if ended else Unmetered.INCOMPLETE)

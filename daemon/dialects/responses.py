@@ -203,17 +203,27 @@ class ResponseStream(EventTap):
     needles = (b"response.completed", b"response.incomplete", b"response.failed", b'"error"')
 
     def read(self, obj: dict[str, Any]) -> bool:
-        if obj.get("type") == "error":  # a stream's error event: {"type": "error", "code", ...}
-            read_error(self.record, obj)
-            return True
-        response = obj.get("response")
-        if isinstance(response, dict):
-            read_response(self.record, response)
-            if obj.get("type") in _TERMINAL:
-                self.usage_final = True  # usage on any earlier event is provisional
-        # the event's own metadata too (2026 events carry it beside their response object)
-        note_served(self.record, _fingerprint(obj), None)
+        if read_event(self.record, obj):
+            self.usage_final = True  # usage on any earlier event is provisional
         return True
+
+
+def read_event(record: CallRecord, obj: dict[str, Any]) -> bool:
+    """Fill the record from one Responses stream event, an SSE one or a WebSocket message
+    (xai-api.md, "Responses": WebSocket mode sends the same events): an ``error`` event's code
+    (`read_error`); an event's ``response`` object (`read_response`); the event's own
+    ``metadata`` fingerprint (2026 events carry it beside their response object). True for a
+    terminal event (``response.completed``, ``.incomplete`` or ``.failed``): only its usage is
+    final, any earlier one's is provisional."""
+    kind = obj.get("type")
+    if kind == "error":  # a stream's error event: {"type": "error", "code", ...}
+        read_error(record, obj)
+        return False
+    response = obj.get("response")
+    if isinstance(response, dict):
+        read_response(record, response)
+    note_served(record, _fingerprint(obj), None)
+    return kind in _TERMINAL and isinstance(response, dict)
 
 
 class ResponsesDialect(Dialect):

@@ -27,6 +27,8 @@ The package, one module per concern, the API surfaces each in their own:
 * `prompts`   token counts, the prompt cache, deterministic replies, ``/v1/tokenize-text``
 * `chat`, `responses`, `messages`, `images`, `listing`: one surface each
 * `voice`     text-to-speech (audio bytes) and speech-to-text (JSON) over REST
+* `sockets`   the WebSockets' plumbing (faults, logs, turns) and the Responses socket
+* `realtime`  the voice sockets: realtime, streaming TTS and STT
 * `server`    the aiohttp app and its routes, `start`, `run`
 """
 

@@ -1,7 +1,8 @@
 """API keys: the check every route passes first, and ``GET /v1/api-key``.
 
 As xai-api.md "Headers and errors" says: a missing key is 401, an invalid one 400. Any key but
-`INVALID_KEY` is accepted, as ``Authorization: Bearer`` or (Anthropic-style) ``x-api-key``.
+`INVALID_KEY` is accepted, as ``Authorization: Bearer``, (Anthropic-style) ``x-api-key``, or,
+on a WebSocket, a ``xai-client-secret.<token>`` subprotocol.
 ``/v1/api-key`` describes the key the way xAI does, redacted (xai-api.md "Other endpoints").
 """
 
@@ -17,6 +18,7 @@ from daemon.simulator.state import SimulatorState
 from daemon.simulator.wire import Reply, error_reply, json_reply
 
 INVALID_KEY = "invalid-key"  # the one API key the simulator rejects (400, like a wrong real key)
+_CLIENT_SECRET = "xai-client-secret."  # a WebSocket subprotocol carrying a client secret
 _ID_NAMESPACE = uuid.UUID("6f1c0a52-58a4-4b4e-9d0e-3b2f7c1d9e10")
 
 
@@ -38,6 +40,11 @@ def _api_key(headers: Mapping[str, str]) -> str | None:
     auth = headers.get(hdrs.AUTHORIZATION, "")
     if auth[:7].lower() == "bearer " and auth[7:].strip():
         return auth[7:].strip()
+    for offered in headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","):
+        # a browser's WebSocket: the client secret as a subprotocol (xai-api.md "Voice")
+        protocol = offered.strip()
+        if protocol.startswith(_CLIENT_SECRET) and len(protocol) > len(_CLIENT_SECRET):
+            return protocol[len(_CLIENT_SECRET) :]
     return headers.get("x-api-key", "").strip() or None
 
 

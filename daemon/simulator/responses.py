@@ -22,6 +22,7 @@ import copy
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -120,12 +121,25 @@ def _responses_segments(req: Mapping[str, Any]) -> list[Segment]:
     return segments
 
 
-async def create_response(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
-    """`POST /v1/responses`: a response (stored unless ``store: false``) or its stream."""
-    req = json_body(await request.read(), request.headers)
-    terminal = header_choice(
-        request.headers, HEADER_RESPONSE_STATUS, ("completed", "incomplete", "failed")
-    )
+@dataclass(slots=True)
+class Answer:
+    """One generated response: the object, its reply, the 2026 stamp every stream event
+    carries as its own ``metadata`` (None in 2025 shapes), and its prompt and output sizes."""
+
+    response: dict[str, Any]
+    choice: Choice
+    stamp: dict[str, str] | None
+    prompt_tokens: int
+    output_tokens: int
+
+
+def answer(
+    state: SimulatorState, headers: Mapping[str, str], req: dict[str, Any], usage_mode: str | None
+) -> Answer:
+    """Generate (and store, unless ``store: false``) the response a create body asks for, the
+    same over HTTP and over the WebSocket (`daemon.simulator.sockets`). ``usage_mode`` is the
+    ``X-Sim-Usage`` choice (``"none"``: no usage); `ApiError` for a bad request."""
+    terminal = header_choice(headers, HEADER_RESPONSE_STATUS, ("completed", "incomplete", "failed"))
     reasoning_param = req.get("reasoning")
     effort = reasoning_param.get("effort") if isinstance(reasoning_param, dict) else None
     effort = effort if isinstance(effort, str) else None
@@ -139,7 +153,7 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
     segments = _responses_segments(req)
     base_id = str(entry["id"]) if entry else resolved
     prompt = measure_prompt(
-        state, request.headers, f"responses:{base_id}:{previous_id or ''}", segments, history
+        state, headers, f"responses:{base_id}:{previous_id or ''}", segments, history
     )
     limit = token_limit(req.get("max_output_tokens"))
     choice = reply_choices(prompt.seed, 1, is_reasoning(resolved), effort, limit)[0]
@@ -158,7 +172,7 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": choice.reasoning_tokens},
         "total_tokens": prompt.tokens + output_tokens,
-        "num_sources_used": sources_used(request.headers, req, prompt.seed),
+        "num_sources_used": sources_used(headers, req, prompt.seed),
         "num_server_side_tools_used": sum(calls.values()),
         "server_side_tool_usage_details": details,
     }
@@ -205,7 +219,7 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
         "model": resolved,
         "status": status,
         "output": output,
-        "usage": usage if inj.usage != "none" else None,
+        "usage": usage if usage_mode != "none" else None,
         "error": (
             {"code": "server_error", "message": f"Simulated failure ({HEADER_RESPONSE_STATUS})"}
             if status == "failed"
@@ -231,36 +245,42 @@ async def create_response(request: web.Request, state: SimulatorState, inj: Inje
         response["system_fingerprint"] = fingerprint
     if not legacy or tier != "default":
         response["service_tier"] = tier
-    if inj.usage == "none":
+    if usage_mode == "none":
         del response["usage"]
     if store:
         state.responses[response["id"]] = copy.deepcopy(response)
         state._contexts[response["id"]] = prompt.tokens + len(choice.words)
-    headers = timing_headers(prompt.tokens, output_tokens)
-    tokens = prompt.tokens + output_tokens
+    stamp = None if legacy else {"system_fingerprint": fingerprint}
+    return Answer(response, choice, stamp, prompt.tokens, output_tokens)
+
+
+async def create_response(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/responses`: a response (stored unless ``store: false``) or its stream."""
+    req = json_body(await request.read(), request.headers)
+    made = answer(state, request.headers, req, inj.usage)
+    headers = timing_headers(made.prompt_tokens, made.output_tokens)
+    tokens = made.prompt_tokens + made.output_tokens
     if req.get("stream"):
-        stamp = None if legacy else {"system_fingerprint": fingerprint}
-        frames = _responses_frames(response, choice, stamp)
+        frames = [sse_event(event["type"], event) for event in response_events(made)]
         if state.responses_done_marker:
             frames.append(DONE)
         return Reply(frames=frames, content_type=SSE, headers=headers, tokens=tokens)
-    reply = json_reply(response)
+    reply = json_reply(made.response)
     reply.headers.update(headers)
     reply.tokens = tokens
     return reply
 
 
-def _responses_frames(
-    response: dict[str, Any], choice: Choice, stamp: dict[str, str] | None
-) -> list[bytes]:
-    """The Responses event sequence, each frame `event: <type>` + data with sequence_number
-    (and, in 2026 shape, `stamp` as the event's own ``metadata``)."""
-    frames: list[bytes] = []
-    extra = {"metadata": stamp} if stamp is not None else {}
+def response_events(made: Answer) -> list[dict[str, Any]]:
+    """The Responses event sequence of an answer, each with its ``sequence_number`` (and, in
+    2026 shape, the stamp as the event's own ``metadata``): an SSE frame each over HTTP, a
+    message each over the WebSocket."""
+    response, choice = made.response, made.choice
+    events: list[dict[str, Any]] = []
+    extra = {"metadata": made.stamp} if made.stamp is not None else {}
 
     def event(kind: str, **fields: Any) -> None:
-        obj = {"type": kind, "sequence_number": len(frames), **fields, **extra}
-        frames.append(sse_event(kind, obj))
+        events.append({"type": kind, "sequence_number": len(events), **fields, **extra})
 
     snapshot = {**response, "status": "in_progress", "output": [], "usage": None}
     snapshot["error"] = snapshot["incomplete_details"] = None
@@ -294,7 +314,7 @@ def _responses_frames(
         event("response.content_part.done", **ids, content_index=0, part=part)
         event("response.output_item.done", output_index=index, item=item)
     event(f"response.{response['status']}", response=response)
-    return frames
+    return events
 
 
 async def get_response(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:

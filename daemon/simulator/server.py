@@ -49,7 +49,9 @@ from daemon.simulator.listing import (
 )
 from daemon.simulator.messages import create_message
 from daemon.simulator.prompts import tokenize_text
+from daemon.simulator.realtime import realtime_socket, stt_socket, tts_socket
 from daemon.simulator.responses import create_response, delete_response, get_response
+from daemon.simulator.sockets import responses_socket
 from daemon.simulator.state import CLOSING_KEY, STATE_KEY, SimulatedRequest, SimulatorState
 from daemon.simulator.videos import (
     edit_video,
@@ -181,6 +183,11 @@ def build_app(state: SimulatorState | None = None) -> web.Application:
     ]
     for method, path, endpoint in routes:
         app.router.add_route(method, path, _endpoint(endpoint))
+    # WebSockets (a GET upgraded; the handlers answer the upgrade themselves)
+    app.router.add_get("/v1/responses", responses_socket)
+    app.router.add_get("/v1/realtime", realtime_socket)
+    app.router.add_get("/v1/tts", tts_socket)
+    app.router.add_get("/v1/stt", stt_socket)
     return app
 
 

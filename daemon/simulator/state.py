@@ -117,6 +117,8 @@ class SimulatorState:
     record_requests: bool = True  # False: keep `requests` and `sent` empty (long benchmarks)
     requests: list[SimulatedRequest] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)  # each response body, before gzip (see send)
+    sockets: list[SocketLog] = field(default_factory=list)  # each WebSocket served, in order
+    socket_message: asyncio.Event = field(default_factory=asyncio.Event)  # one was received
     request_received: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     stalled: asyncio.Event = field(default_factory=asyncio.Event)  # a response began to stall
@@ -151,6 +153,31 @@ class SimulatorState:
     def requests_to(self, path: str) -> list[SimulatedRequest]:
         return [r for r in self.requests if r.path == path]
 
+    async def wait_for_socket_messages(self, count: int, within: float = 5.0) -> None:
+        """Wait until the sockets served received at least `count` messages in all (bounded)."""
+        async with asyncio.timeout(within):
+            while sum(len(s.received) for s in self.sockets) < count:
+                self.socket_message.clear()
+                await self.socket_message.wait()
+
 
 STATE_KEY = web.AppKey("xai_sim_state", SimulatorState)
 CLOSING_KEY = web.AppKey("xai_sim_closing", asyncio.Event)
+
+
+@dataclass(slots=True)
+class SocketLog:
+    """One WebSocket the simulator served (`daemon.simulator.sockets`), for tests to inspect:
+    its path and query, the subprotocol it selected, every message it received and sent, as
+    they were (text as str, binary as bytes), and the close code and reason the client sent
+    (None: the connection ended without a close frame from the client); `ended` is set when it
+    is over."""
+
+    path: str
+    query_string: str
+    protocol: str | None
+    received: list[str | bytes] = field(default_factory=list)
+    sent: list[str | bytes] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
