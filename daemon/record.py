@@ -4,7 +4,9 @@ A `CallRecord` is born when the request headers arrive and moves through these s
 every call passes each stage at most once and ends in exactly one of `finished` or `failed`:
 
 1. ``created``          request line and headers read: id, times, method, path, endpoint,
-                        provider, key_id, app
+                        provider, transport, key_id, app (a gRPC call: ``path`` is the full
+                        method name, ``/xai_api.Chat/GetCompletion``, and its headers are
+                        its metadata; see `daemon.grpc_relay`)
 2. ``request``          body read: requested_model, stream, deferred (the dialect inspects it)
 3. ``response_headers`` upstream answered: status, upstream_ms; from its headers
                         (`daemon.upstream.read_response_headers`): request_id (x-request-id),
@@ -74,6 +76,14 @@ class CostSource(enum.StrEnum):
     REPORTED = "reported"  # the upstream's own cost_in_usd_ticks
     COMPUTED = "computed"  # usage times the price in force at started_at
     UNPRICED = "unpriced"  # neither exists: cost_ticks is None
+
+
+class Transport(enum.StrEnum):
+    """How the client reached the daemon; stored in `calls.transport`."""
+
+    HTTP = "http"  # the HTTP relay (REST, server-sent events)
+    GRPC = "grpc"  # the gRPC relay (xai-sdk); see daemon.grpc_relay
+    WEBSOCKET = "websocket"
 
 
 class DeferredState(enum.StrEnum):
@@ -176,6 +186,9 @@ class CallRecord:
     service_tier: str | None = None
     previous_response_id: str | None = None
     linked_id: str | None = None  # deferred result: the id of the POST row that asked for it
+    # deferred result: the request id it fetches, when the path does not end with it (gRPC:
+    # it is in the request message); not a column
+    deferred_request_id: str | None = None
     deferred_state: DeferredState | None = None
     deferred_ms: float | None = None  # deferred result: from the POST to the result
     key_info: dict[str, str | None] | None = None  # from GET /v1/api-key; not a calls column
@@ -204,6 +217,7 @@ class CallRecord:
     cost_ticks: int | None = None
     cost_source: CostSource | None = None
     price_id: int | None = None
+    transport: Transport = Transport.HTTP
 
     @property
     def metered(self) -> bool:
@@ -284,6 +298,7 @@ class CallRecord:
             None if self.price_multiplier is None else float(self.price_multiplier),
             None if self.image_tier is None else "/".join(t or "" for t in self.image_tier),
             u.cache_creation_1h_input_tokens if u else None,
+            self.transport,
         )
 
 
@@ -336,6 +351,7 @@ ROW_COLUMNS = (
     "price_multiplier",
     "image_tier",
     "cache_creation_1h_input_tokens",
+    "transport",
 )
 _NO_USAGE = (None,) * 10
 

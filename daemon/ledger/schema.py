@@ -82,6 +82,9 @@ _CALL_COLUMNS_M010: dict[str, type] = {
     # cache_creation_input_tokens are 5-minute writes (1.25x input)
     "cache_creation_1h_input_tokens": int,
 }
+# m011 added `transport` (TEXT NOT NULL DEFAULT 'http'; every row before it came over HTTP):
+# how the client reached the daemon, daemon.record.Transport (http | grpc | websocket).
+_CALL_COLUMNS_M011: dict[str, type] = {"transport": str}
 CALL_COLUMNS: dict[str, type] = {
     **{
         _RENAMED_M010.get(name, name): kind
@@ -93,6 +96,7 @@ CALL_COLUMNS: dict[str, type] = {
         }.items()
     },
     **_CALL_COLUMNS_M010,
+    **_CALL_COLUMNS_M011,
 }
 
 
@@ -233,6 +237,12 @@ def m010_anthropic_cache_creation(db: sqlite_utils.Database) -> None:
         db["calls"].add_column(name, kind)  # type: ignore[union-attr]
 
 
+def m011_transport(db: sqlite_utils.Database) -> None:
+    """How the client reached the daemon: ``http`` (every row before this), ``grpc`` (the gRPC
+    relay, xai-sdk's calls) or ``websocket``. Not null, so a report can group by it as it is."""
+    db.execute("alter table calls add column transport text not null default 'http'")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -244,6 +254,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m008_upstream_error,
     m009_rules_multiplier_image_tiers,
     m010_anthropic_cache_creation,
+    m011_transport,
 ]
 
 

@@ -17,7 +17,7 @@ import sqlite_utils
 
 from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
 from daemon.pricing.cost import exact_multiplier
-from daemon.record import CallError, CallRecord, CostSource, Unmetered, Usage
+from daemon.record import CallError, CallRecord, CostSource, Transport, Unmetered, Usage
 
 _INSERT = (
     f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
@@ -44,7 +44,11 @@ _RARE_COLUMNS = (
     "error",
     "price_multiplier",
     "image_tier",
+    "transport",
 )
+# What a rare column holds on most rows: None, but `transport`'s is 'http' (the column's default
+# in the table, so a narrow insert that leaves it out still writes it).
+_RARE_DEFAULTS = tuple("http" if c == "transport" else None for c in _RARE_COLUMNS)
 _RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
 _COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
 _pick_rare = operator.itemgetter(*_RARE)
@@ -64,7 +68,7 @@ def insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
     # (binding a parameter costs about as much as anything else per row).
     narrow: list[tuple[Any, ...]] = []
     full: list[tuple[Any, ...]] = []
-    rare_empty = (None,) * len(_RARE)
+    rare_empty = _RARE_DEFAULTS
     for r in records:
         row = r.as_tuple()
         if _pick_rare(row) == rare_empty:
@@ -149,6 +153,7 @@ def record_from_row(row: dict[str, Any]) -> CallRecord:
             exact_multiplier(row["price_multiplier"]) if row["price_multiplier"] else None
         ),
         image_tier=_image_tier(row["image_tier"]),
+        transport=Transport(row["transport"]),
     )
     if row["input_tokens"] is not None:
         record.usage = Usage(

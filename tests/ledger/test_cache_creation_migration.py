@@ -26,7 +26,7 @@ def test_m009_renames_cache_writes_and_keeps_old_rows(tmp_path: Path) -> None:
             "values ('a', 0, 'anthropic', 'messages', 'POST', '/v1/messages', 'claude-x', "
             "900, 100, 250, 8, 1)"
         )
-    assert migrate(db) == ["m010_anthropic_cache_creation"]
+    assert migrate(db)[0] == "m010_anthropic_cache_creation"
     assert list(db["calls"].columns_dict) == list(CALL_COLUMNS)  # type: ignore[union-attr]
     [row] = db.query("select * from calls")
     assert (
