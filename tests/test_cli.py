@@ -67,7 +67,8 @@ def test_command_table_rows() -> None:
     ]
     assert rows[0].startswith(
         "| `xai-meter serve [--config FILE] [--port N] [--admin-port N] [--upstream URL] "
-        "[--ledger FILE]` | run the relay and the admin listener (also what plain "
+        "[--grpc-port N] [--grpc-upstream URL] [--ledger FILE]` | run the relays (HTTP and "
+        "gRPC) and the admin listener (also what plain "
     )
     assert "[--by model\\|app\\|key\\|day\\|endpoint]" in rows[4]
     assert "| `xai-meter check-config FILE` |" in rows[6]
