@@ -65,6 +65,7 @@ _DROP = frozenset(
 )
 _OURS = "x-meter-"
 _APP_LABEL_MAX = 64
+_DEADLINE = "deadline exceeded"  # error_detail of a call that ran out of its client's deadline
 _HANDLERS_MAX = 4096  # method handlers kept (method names come from clients: bounded)
 # No size limit of our own: the upstream enforces its own (xAI: 50 MB), and an image answer can
 # be large. The upstream channel keeps its connection alive as the SDK does.
@@ -111,6 +112,16 @@ def _back(metadata: Any) -> Metadata:
     return tuple(
         (k, v) for k, v in metadata if k not in _DROP and k[:1] != ":" and not k.startswith("grpc-")
     )
+
+
+def _timed_out(record: CallRecord) -> None:
+    """The call ran out of its client's deadline: a billable one may have been charged
+    upstream all the same, so it is unmetered (before any answer: ``no_response``; mid-stream:
+    ``incomplete``), never zero."""
+    record.fail(CallError.UPSTREAM_TIMEOUT, _DEADLINE)
+    if record.billable:
+        answered = record.stage is Stage.CHUNK
+        record.mark_unmetered(Unmetered.INCOMPLETE if answered else Unmetered.NO_RESPONSE)
 
 
 class _AnyMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
@@ -310,25 +321,38 @@ class GrpcRelay:
         if code is grpc.StatusCode.OK:
             return
         record.upstream_error = code.name
-        if not got_headers and code is grpc.StatusCode.UNAVAILABLE and not trailing:
-            # Nothing came from the upstream: the channel could not reach it.
+        if not got_headers and code is grpc.StatusCode.UNAVAILABLE and not self._connected():
+            # Nothing came, and the channel has no connection: it could not reach the upstream
+            # (an upstream's own UNAVAILABLE comes over a ready connection).
             record.fail(CallError.UPSTREAM_UNREACHABLE, (details or "")[:120] or None)
             record.upstream_error = None
+            record.sent = False
         elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
-            record.fail(CallError.UPSTREAM_TIMEOUT, "deadline exceeded")
+            _timed_out(record)
         elif record.stage is Stage.CHUNK:
             # Messages came, then an error: the stream was cut before its end.
             record.fail(CallError.UPSTREAM_STREAM_CUT, code.name)
             if record.billable:
                 record.mark_unmetered(Unmetered.INCOMPLETE)
 
+    def _connected(self) -> bool:
+        channel = self._channel
+        return channel is not None and (
+            channel.get_state(try_to_connect=False) is grpc.ChannelConnectivity.READY
+        )
+
     def _cancelled(self, record: CallRecord, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.draining:
             record.fail(CallError.SHUTDOWN)
             return
         remaining = context.time_remaining()
-        late = remaining is not None and remaining <= 0
-        record.fail(CallError.CLIENT_DISCONNECT, "deadline exceeded" if late else None)
+        if remaining is not None and remaining <= 0:
+            # The client's deadline passed: grpc ends the call here while the upstream call,
+            # given the same deadline, ends there; whichever is seen first, it is one ending.
+            record.status = HTTP_STATUS[grpc.StatusCode.DEADLINE_EXCEEDED]
+            _timed_out(record)
+        else:
+            record.fail(CallError.CLIENT_DISCONNECT)
 
     def _finish(self, record: CallRecord) -> None:
         record.duration_ms = (self._clock() - record.t0) * 1000.0

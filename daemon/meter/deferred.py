@@ -5,6 +5,12 @@ The `POST` with `"deferred": true` answers `{"request_id"}`: its row is `pending
 to the POST (`linked_id`, `deferred_ms` = POST to result) and the POST row becomes `completed`.
 A result seen again is not billed again. A request with no result within 24 h becomes `expired`.
 State is in memory (dict lookups per call) and reloaded from the ledger at start.
+
+gRPC is the same story under other names (xai-api.md, "gRPC API"): ``Chat/StartDeferredCompletion``
+and ``Video/GenerateVideo|ExtendVideo`` answer the request id; ``Chat/GetDeferredCompletion`` and
+``Video/GetDeferredVideo`` are the polls, billable only once they answer ``DONE``, with the id in
+the request message (``deferred_request_id``) rather than the path. Ids are shared across both
+transports: a job started over gRPC and fetched over REST links all the same.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from daemon.record import CallRecord, DeferredState
 log = structlog.get_logger("xai_meter.deferred")
 
 RESULT_TTL = 24 * 3600.0  # xAI keeps a deferred result for 24 hours
+#: Endpoints whose deferred request answers a request id; endpoints that fetch a result.
+STARTS = frozenset({"chat.completions", "videos.generations", "videos.extensions"})
+RESULTS = frozenset({"chat.deferred", "videos.deferred"})
 _DONE_LIMIT = 100_000
 
 
@@ -54,14 +63,16 @@ class DeferredTracker:
 
     def observe(self, record: CallRecord) -> None:
         """The sink (runs before pricing, so a result seen twice is never priced twice)."""
-        if record.deferred and record.endpoint == "chat.completions":
+        if record.deferred and record.endpoint in STARTS:
             if record.status == 200 and record.response_id:
                 record.deferred_state = DeferredState.PENDING
                 self._pending[record.response_id] = Pending(record.id, record.started_at)
             return
-        if record.endpoint != "chat.deferred" or record.status != 200:
+        if record.endpoint not in RESULTS or record.status != 200:
             return
-        request_id = record.path.rsplit("/", 1)[-1]
+        if not record.billable and record.usage is None:
+            return  # a 200 that brought no result (a gRPC poll still pending): not one either
+        request_id = record.deferred_request_id or record.path.rsplit("/", 1)[-1]
         if request_id in self._done:
             record.usage = None  # already billed: this is the same result again
             record.billable = False
