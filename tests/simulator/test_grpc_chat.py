@@ -4,6 +4,7 @@ and a bare channel: the same answers, tokens, fingerprints and ticks as REST cha
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from daemon import simulator
 from daemon.simulator import GrpcSimulator
 
 AUTH = (("authorization", "Bearer test"),)
+FAST_POLL = timedelta(milliseconds=10)  # the SDK's poll interval (its default: 100 ms)
 QUESTION = "What is the meaning of life?"
 # grok-4.3 (1.25 / 0.20 / 2.50 $ per 1M: 12500 / 2000 / 25000 ticks per token) on QUESTION:
 # 13 prompt tokens, 14 completion, 84 reasoning (outside completion, inside total).
@@ -135,7 +137,7 @@ async def test_deferred_pending_then_done_once(
     xai: Client, channel: grpc.aio.Channel, grpc_sim: GrpcSimulator
 ) -> None:
     grpc_sim.state.deferred_polls = 2
-    response = await asyncio.to_thread(lambda: _ask(xai).defer())
+    response = await asyncio.to_thread(lambda: _ask(xai).defer(interval=FAST_POLL))
     assert response.usage.cost_in_usd_ticks == FIRST_TICKS and response.content
     polls = grpc_sim.state.requests_to("/xai_api.Chat/GetDeferredCompletion")
     assert len(polls) == 3  # PENDING, PENDING, DONE
