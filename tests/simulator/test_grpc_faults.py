@@ -164,9 +164,9 @@ async def test_reply_headers_come_as_initial_metadata(channel: grpc.aio.Channel)
     wanted = ("x-sim-reply-headers", "x-ratelimit-remaining-requests=7;x-metrics-ttft-ms=120")
     call = stub.GetCompletion(REQUEST, metadata=(*AUTH, wanted))
     await call
-    initial = dict(await call.initial_metadata())
-    assert initial["x-ratelimit-remaining-requests"] == "7"
-    assert initial["x-metrics-ttft-ms"] == "120"
+    initial = await call.initial_metadata()  # .get: its iteration differs across grpcio
+    assert initial.get("x-ratelimit-remaining-requests") == "7"
+    assert initial.get("x-metrics-ttft-ms") == "120"
 
 
 async def test_malformed_answer_does_not_parse(grpc_sim: GrpcSimulator) -> None:
