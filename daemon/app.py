@@ -49,6 +49,7 @@ from daemon.pricing import PriceBook
 from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallRecord
 from daemon.relay import Relay
+from daemon.sniff import SniffingSite
 from daemon.tasks import TaskGroup, spawn
 from daemon.upstream import SESSION_KEY, Upstream
 
@@ -271,6 +272,11 @@ class Daemon:
             await self._session.close()
             await self.ledger.close()
 
+    def _grpc_hint(self) -> str:
+        if self.grpc_address:
+            return f"the gRPC listener at {self.grpc_address} (api_host={self.grpc_address!r})"
+        return "the gRPC listener, which is off here (set grpc.port, or --grpc-port N)"
+
     def _in_flight(self) -> float:
         return float(self.relay.in_flight + (self.grpc.in_flight if self.grpc else 0))
 
@@ -339,7 +345,11 @@ class Daemon:
         await admin_runner.setup()
         self._runners.append(admin_runner)
         try:
-            self.relay_url = await _listen(relay_runner, "relay", s.relay.host, s.relay.port)
+            # HTTP/2 spoken to this port (a gRPC client) gets one plain line naming the gRPC one
+            sniffing = SniffingSite(relay_runner, s.relay.host, s.relay.port, self._grpc_hint)
+            self.relay_url = await _listen(
+                relay_runner, "relay", s.relay.host, s.relay.port, sniffing
+            )
             self.admin_url = await _listen(admin_runner, "admin", s.admin.host, s.admin.port)
             if self.grpc is not None:
                 self.grpc_address = await _listen_grpc(
@@ -381,10 +391,13 @@ class Daemon:
         logs.flush()
 
 
-async def _listen(runner: web.AppRunner, section: str, host: str, port: int) -> str:
-    """Listen on host:port; the URL it answers on. Raises `ConfigError` naming the setting when
-    the address cannot be had (in use, not an address of this machine, not allowed)."""
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+async def _listen(
+    runner: web.AppRunner, section: str, host: str, port: int, site: web.BaseSite | None = None
+) -> str:
+    """Listen on host:port (through `site` when given); the URL it answers on. Raises
+    `ConfigError` naming the setting when the address cannot be had (in use, not an address of
+    this machine, not allowed)."""
+    site = site or web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
