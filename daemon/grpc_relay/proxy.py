@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import grpc
 import grpc.aio
 import structlog
+from google.protobuf.message import DecodeError
 
 from daemon.config import GrpcSettings
 from daemon.grpc_relay.methods import Method, method, shapes
@@ -222,29 +224,14 @@ class GrpcRelay:
             return found
         meter = method(name)
         shape = self._shapes.get(name, (True, True))
-        made: grpc.RpcMethodHandler
+        # partial, not a closure: one coroutine frame less per call (grpc tells a coroutine
+        # function through a partial, as inspect does)
         if shape == (False, False):
-
-            async def unary(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                return await self._unary(name, meter, request, context)
-
-            made = grpc.unary_unary_rpc_method_handler(unary)
+            made = grpc.unary_unary_rpc_method_handler(partial(self._unary, name, meter))
         elif shape == (False, True):
-
-            async def unary_stream(
-                request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> None:
-                await self._stream(name, meter, request, context)
-
-            made = grpc.unary_stream_rpc_method_handler(unary_stream)
-        else:
-
-            async def stream_stream(
-                requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
-            ) -> None:
-                await self._stream(name, meter, requests, context)
-
-            made = grpc.stream_stream_rpc_method_handler(stream_stream)
+            made = grpc.unary_stream_rpc_method_handler(partial(self._stream, name, meter))
+        else:  # a client stream, a bidi stream, or a method we do not know: all one on the wire
+            made = grpc.stream_stream_rpc_method_handler(partial(self._stream, name, meter))
         if len(self._handlers) < _HANDLERS_MAX:
             self._handlers[name] = made
         return made
@@ -283,6 +270,8 @@ class GrpcRelay:
         if meter.read_request is not None:
             try:
                 meter.read_request(record, request)
+            except DecodeError:  # the client's bytes: the upstream will say what it thinks
+                log.warning("grpc_request_unreadable", call_id=record.id, path=record.path)
             except Exception:
                 log.exception("grpc_request_parse_failed", call_id=record.id, path=record.path)
 
@@ -298,7 +287,10 @@ class GrpcRelay:
             return
         try:
             read(record, message)
-        except Exception:
+        except DecodeError:  # the upstream's bytes do not parse: relayed all the same
+            log.warning("grpc_answer_unreadable", call_id=record.id, path=record.path)
+            record.mark_unmetered(Unmetered.PARSER_ERROR)
+        except Exception:  # a reader's bug
             log.exception("grpc_parse_failed", call_id=record.id, path=record.path)
             record.mark_unmetered(Unmetered.PARSER_ERROR)
 
@@ -353,6 +345,25 @@ class GrpcRelay:
             _timed_out(record)
         else:
             record.fail(CallError.CLIENT_DISCONNECT)
+
+    def _failed(
+        self,
+        record: CallRecord,
+        context: grpc.aio.ServicerContext[Any, Any],
+        call: Any,
+        exc: Exception,
+    ) -> None:
+        """Something raised mid-call. A client that left makes grpc's writes fail before its
+        cancel arrives: that is a disconnect. Anything else is ours: logged, INTERNAL."""
+        if call is not None:
+            call.cancel()
+        if context.cancelled():
+            self._cancelled(record, context)
+            return
+        record.fail(CallError.RELAY_ERROR, type(exc).__name__)
+        log.exception("grpc_relay_error", call_id=record.id, path=record.path)
+        context.set_code(grpc.StatusCode.INTERNAL)
+        context.set_details(f"xai-meter: the relay failed ({type(exc).__name__})")
 
     def _finish(self, record: CallRecord) -> None:
         record.duration_ms = (self._clock() - record.t0) * 1000.0
@@ -412,10 +423,7 @@ class GrpcRelay:
             self._cancelled(record, context)
             raise
         except Exception as exc:
-            record.fail(CallError.RELAY_ERROR, type(exc).__name__)
-            log.exception("grpc_relay_error", call_id=record.id, path=name)
-            context.set_code(grpc.StatusCode.INTERNAL)
-            context.set_details(f"xai-meter: the relay failed ({type(exc).__name__})")
+            self._failed(record, context, call, exc)
             return None
         finally:
             self._finish(record)
@@ -455,11 +463,13 @@ class GrpcRelay:
                     message = await call.read()
                     if message is grpc.aio.EOF:
                         break
-                    await context.write(message)
                     if last is None:
                         record.stage = Stage.CHUNK
                         record.ttft_ms = (self._clock() - record.t0) * 1000.0
+                        await context.write(message)
                         self._read_answer(record, meter.read_first, message)
+                    else:
+                        await context.write(message)
                     last = message
             except grpc.aio.AioRpcError as err:
                 self._ended(
@@ -482,9 +492,6 @@ class GrpcRelay:
             self._cancelled(record, context)
             raise
         except Exception as exc:
-            record.fail(CallError.RELAY_ERROR, type(exc).__name__)
-            log.exception("grpc_relay_error", call_id=record.id, path=name)
-            context.set_code(grpc.StatusCode.INTERNAL)
-            context.set_details(f"xai-meter: the relay failed ({type(exc).__name__})")
+            self._failed(record, context, call, exc)
         finally:
             self._finish(record)

@@ -60,13 +60,15 @@ async def test_a_cancelled_stream_leaves_one_unmetered_row_and_cancels_upstream(
 ) -> None:
     chat = chat_of(client(grpc_meter.grpc_address, x_sim_stall="body"))
 
+    got_one = asyncio.Event()
+
     async def first_chunk() -> None:
         async for _response, _chunk in chat.stream():
-            await asyncio.Event().wait()  # holds the stream open after its first chunk
+            got_one.set()  # and on to read the next chunk, which stalls: cancelled in there
 
     reader = asyncio.ensure_future(first_chunk())
     async with asyncio.timeout(5):
-        await grpc_sim.state.stalled.wait()  # the first chunk went out; the rest stalls
+        await got_one.wait()  # the first chunk came through; the rest stalls
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
