@@ -150,6 +150,10 @@ def serve(
     )
     configure(settings.log.level, settings.log.format)
     api_key = _forced_api_key(settings)
+    # grpc core writes its own plain-text lines to stderr, into the daemon's JSON log; all it
+    # has to say reaches the daemon anyway, as a status or an exception (set before grpc loads;
+    # GRPC_VERBOSITY=debug in the environment still wins, for debugging).
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _run(_serve(settings, api_key))
 
 

@@ -37,6 +37,14 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from daemon.config import GrpcSettings
+from daemon.grpc_relay.hop import (
+    CHANNEL_OPTIONS,
+    SERVER_OPTIONS,
+    Metadata,
+    back,
+    forward,
+    system_roots,
+)
 from daemon.grpc_relay.methods import Method, method, shapes
 from daemon.grpc_relay.usage import HTTP_STATUS
 from daemon.keys import KeyHasher
@@ -46,74 +54,8 @@ from daemon.relay import unread_usage
 
 log = structlog.get_logger("xai_meter.grpc")
 
-Metadata = tuple[tuple[str, str | bytes], ...]
-
-# Keys that never cross the hop: gRPC's own (the channel sets them), HTTP/2 pseudo-headers and
-# HTTP/1 connection headers (a client may send them; grpc refuses them in metadata), and
-# user-agent (the channel sends its own).
-_DROP = frozenset(
-    {
-        "user-agent",
-        "te",
-        "content-type",
-        "content-length",
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_OURS = "x-meter-"
-_APP_LABEL_MAX = 64
 _DEADLINE = "deadline exceeded"  # error_detail of a call that ran out of its client's deadline
 _HANDLERS_MAX = 4096  # method handlers kept (method names come from clients: bounded)
-# No size limit of our own: the upstream enforces its own (xAI: 50 MB), and an image answer can
-# be large. The upstream channel keeps its connection alive as the SDK does.
-_LIMITS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-_SERVER_OPTIONS = [
-    *_LIMITS,
-    # Without this, Linux lets a second server bind the same port silently (SO_REUSEPORT).
-    ("grpc.so_reuseport", 0),
-]
-_CHANNEL_OPTIONS = [
-    *_LIMITS,
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-]
-
-
-def _forward(incoming: Any) -> tuple[Metadata, str | None, str | None]:
-    """The metadata to send upstream, the client's key (``authorization: Bearer <key>``), and
-    its ``x-meter-app`` label."""
-    out: list[tuple[str, str | bytes]] = []
-    key = app = None
-    for item in incoming:
-        name, value = item[0], item[1]
-        if name in _DROP or name[:1] == ":" or name.startswith("grpc-"):
-            continue
-        if name.startswith(_OURS):
-            if name == "x-meter-app" and isinstance(value, str) and value:
-                app = value[:_APP_LABEL_MAX]
-            continue
-        if name == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                key = token.strip()
-        out.append((name, value))
-    return tuple(out), key, app
-
-
-def _back(metadata: Any) -> Metadata:
-    """Metadata the upstream sent, as the client may be given it (reserved keys dropped)."""
-    if not metadata:
-        return ()
-    return tuple(
-        (k, v) for k, v in metadata if k not in _DROP and k[:1] != ":" and not k.startswith("grpc-")
-    )
 
 
 def _timed_out(record: CallRecord) -> None:
@@ -178,7 +120,7 @@ class GrpcRelay:
     async def start(self, host: str, port: int) -> str:
         """Listen on host:port (0: a free one) and open the upstream channel; the address it
         listens on, ``host:port``. Raises `OSError` when the address cannot be had."""
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((_AnyMethod(self),))
         shown = f"[{host}]" if ":" in host else host
         try:
@@ -189,11 +131,10 @@ class GrpcRelay:
             raise OSError("the address is in use or not an address of this machine")
         s = self.settings
         if s.tls:
-            self._channel = grpc.aio.secure_channel(
-                s.target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS
-            )
+            credentials = grpc.ssl_channel_credentials(root_certificates=system_roots())
+            self._channel = grpc.aio.secure_channel(s.target, credentials, options=CHANNEL_OPTIONS)
         else:
-            self._channel = grpc.aio.insecure_channel(s.target, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(s.target, options=CHANNEL_OPTIONS)
         await server.start()
         self._server = server
         self.address = f"{shown}:{bound}"
@@ -256,7 +197,7 @@ class GrpcRelay:
             transport=Transport.GRPC,
         )
         self.in_flight += 1
-        metadata, key, record.app = _forward(context.invocation_metadata() or ())
+        metadata, key, record.app = forward(context.invocation_metadata() or ())
         if key is not None:
             record.key_id = self.keys.key_id(key)
             if key != self._last_key:
@@ -304,7 +245,7 @@ class GrpcRelay:
         got_headers: bool,
     ) -> None:
         """The upstream ended the call: give the client its status as sent, and record it."""
-        context.set_trailing_metadata(_back(trailing))
+        context.set_trailing_metadata(back(trailing))
         if code is not grpc.StatusCode.OK:
             context.set_code(code)
             if details:
@@ -398,7 +339,7 @@ class GrpcRelay:
             got_headers = bool(initial)
             self._headers(record)
             if initial:
-                await context.send_initial_metadata(_back(initial))
+                await context.send_initial_metadata(back(initial))
             try:
                 answer: bytes = await call
             except grpc.aio.AioRpcError as err:
@@ -456,7 +397,7 @@ class GrpcRelay:
             got_headers = bool(initial)
             self._headers(record)
             if initial:
-                await context.send_initial_metadata(_back(initial))
+                await context.send_initial_metadata(back(initial))
             last: bytes | None = None
             try:
                 while True:

@@ -144,3 +144,24 @@ async def test_sigterm_drains_grpc_and_bad_protocols_get_one_line(
         ("grpc", "/xai_api.Chat/GetCompletionChunk", 200, None, 1)
     ]
     assert rows[0]["input_tokens"] == 15
+
+
+@pytest.mark.slow
+async def test_a_busy_grpc_port_is_one_plain_line_and_no_grpc_chatter(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "daemon", "serve", "--port", "0", "--admin-port", "0"),
+            *("--grpc-port", str(port), "--ledger", str(tmp_path / "l.db")),
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        _, err = await proc.communicate()
+    assert proc.returncode == 2
+    *logged, last = err.decode().strip().splitlines()
+    for line in logged:  # grpc core's own "E... add_port.cc" line would not be JSON
+        json.loads(line)
+    assert last.startswith("xai-meter: config error: grpc.host") and "--grpc-port N" in last
