@@ -167,12 +167,21 @@ class GrpcRelay:
         shape = self._shapes.get(name, (True, True))
         # partial, not a closure: one coroutine frame less per call (grpc tells a coroutine
         # function through a partial, as inspect does)
+        # The upstream side's callable is made once per method too.
+        channel = self._channel
+        assert channel is not None
         if shape == (False, False):
-            made = grpc.unary_unary_rpc_method_handler(partial(self._unary, name, meter))
+            made = grpc.unary_unary_rpc_method_handler(
+                partial(self._unary, name, meter, channel.unary_unary(name))
+            )
         elif shape == (False, True):
-            made = grpc.unary_stream_rpc_method_handler(partial(self._stream, name, meter))
+            made = grpc.unary_stream_rpc_method_handler(
+                partial(self._stream, name, meter, channel.unary_stream(name))
+            )
         else:  # a client stream, a bidi stream, or a method we do not know: all one on the wire
-            made = grpc.stream_stream_rpc_method_handler(partial(self._stream, name, meter))
+            made = grpc.stream_stream_rpc_method_handler(
+                partial(self._stream, name, meter, channel.stream_stream(name))
+            )
         if len(self._handlers) < _HANDLERS_MAX:
             self._handlers[name] = made
         return made
@@ -322,36 +331,37 @@ class GrpcRelay:
         self,
         name: str,
         meter: Method,
+        upstream: Any,
         request: bytes,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> bytes | None:
         record, metadata = self._begin(name, meter, context)
         call: grpc.aio.UnaryUnaryCall[Any, Any] | None = None
-        got_headers = False
         try:
-            assert self._channel is not None
-            call = self._channel.unary_unary(name)(
-                request, timeout=context.time_remaining(), metadata=metadata
-            )
+            call = upstream(request, timeout=context.time_remaining(), metadata=metadata)
             record.sent = True
             self._read_request(record, meter, request)
-            initial = await call.initial_metadata()
-            got_headers = bool(initial)
-            self._headers(record)
-            if initial:
-                await context.send_initial_metadata(back(initial))
             try:
                 answer: bytes = await call
             except grpc.aio.AioRpcError as err:
+                initial = err.initial_metadata()
+                if initial:
+                    await context.send_initial_metadata(back(initial))
+                self._headers(record)
                 self._ended(
                     record,
                     context,
                     err.code(),
                     err.details(),
                     err.trailing_metadata(),
-                    got_headers,
+                    bool(initial),
                 )
                 return None
+            # One answer: headers, message and trailers came together; the headers go first.
+            initial = await call.initial_metadata()
+            if initial:
+                await context.send_initial_metadata(back(initial))
+            self._headers(record)
             record.stage = Stage.CHUNK
             self._ended(
                 record, context, grpc.StatusCode.OK, None, await call.trailing_metadata(), True
@@ -373,6 +383,7 @@ class GrpcRelay:
         self,
         name: str,
         meter: Method,
+        upstream: Any,
         requests: bytes | AsyncIterator[bytes],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
@@ -380,19 +391,10 @@ class GrpcRelay:
         call: Any = None
         got_headers = False
         try:
-            assert self._channel is not None
-            timeout = context.time_remaining()
+            call = upstream(requests, timeout=context.time_remaining(), metadata=metadata)
+            record.sent = True
             if isinstance(requests, bytes):
-                call = self._channel.unary_stream(name)(
-                    requests, timeout=timeout, metadata=metadata
-                )
-                record.sent = True
                 self._read_request(record, meter, requests)
-            else:
-                call = self._channel.stream_stream(name)(
-                    requests, timeout=timeout, metadata=metadata
-                )
-                record.sent = True
             initial = await call.initial_metadata()
             got_headers = bool(initial)
             self._headers(record)
