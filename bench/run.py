@@ -969,34 +969,35 @@ def budget_checks(daemon: Target, floor: Target, direct: Target) -> list[Check]:
             )
         )
 
-    p50 = get(daemon, "p50_ms", "added")
+    # The budget (design.md, "Performance budget"; DEVELOPERS.md): metering costs at most 30%
+    # over the bare pass-through floor measured in the same run. design.md's absolute figures
+    # (160 µs, 0.3 ms added, 2.5 ms per paced stream) were that 30% on a faster machine; here
+    # each is taken against this run's floor, so a slower or busier machine moves both sides.
+    def times(factor: float, value: float | None) -> float | None:
+        return None if value is None else factor * value
+
+    p50, floor_p50 = get(daemon, "p50_ms", "added"), get(floor, "p50_ms", "added")
+    over_floor = None if p50 is None or floor_p50 is None else p50 - floor_p50
     cpu, floor_cpu = daemon.results.get("cpu_us_per_call"), floor.results.get("cpu_us_per_call")
-    add("issue minimum: added p50 ≤ 0.5 ms", True, p50, 0.5, "ms")
+    add("budget: CPU/call ≤ 1.3× floor", True, cpu, times(1.3, floor_cpu), "µs")
+    add("budget: p50 added over the floor's ≤ 0.3 ms", True, over_floor, 0.3, "ms")
+    add("budget: added p50 ≤ 1.3× floor's", False, p50, times(1.3, floor_p50), "ms")
     add(
-        "issue minimum: CPU/call ≤ 1.5× floor",
-        True,
-        cpu,
-        None if floor_cpu is None else 1.5 * floor_cpu,
-        "µs",
-    )
-    add("design budget: added p50 ≤ 0.3 ms", False, p50, 0.3, "ms")
-    add(
-        "design budget: CPU/call ≤ 1.3× floor",
-        False,
-        cpu,
-        None if floor_cpu is None else 1.3 * floor_cpu,
-        "µs",
-    )
-    add("design budget: CPU/call ≤ 160 µs", False, cpu, 160.0, "µs")
-    add(
-        "design budget: CPU per paced 100-chunk stream ≤ 2.5 ms",
+        "budget: CPU per paced 100-chunk stream ≤ 1.3× floor",
         False,
         daemon.results.get("cpu_ms_per_paced_stream"),
-        2.5,
+        times(1.3, floor.results.get("cpu_ms_per_paced_stream")),
         "ms",
     )
-    add("design budget: added TTFB ≤ 1 ms", False, get(daemon, "ttfb_p50_ms", "added"), 1.0, "ms")
-    add("design budget: peak RSS ≤ 80 MB", False, daemon.results.get("peak_rss_mb"), 80.0, "MB")
+    ttfb, floor_ttfb = get(daemon, "ttfb_p50_ms", "added"), get(floor, "ttfb_p50_ms", "added")
+    add(
+        "budget: added TTFB ≤ floor's + 1 ms",
+        False,
+        ttfb,
+        None if floor_ttfb is None else floor_ttfb + 1.0,
+        "ms",
+    )
+    add("budget: peak RSS ≤ 80 MB", False, daemon.results.get("peak_rss_mb"), 80.0, "MB")
     return checks
 
 

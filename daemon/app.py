@@ -1,9 +1,11 @@
 """The composition root: builds the daemon's parts, its listeners, and their lifecycle.
 
-aiohttp's lifecycle owns the resources: the relay app's cleanup context opens the ledger and the
-one keep-alive `ClientSession`, and closes them only after every call in flight has ended, so a
-call cut short by shutdown is still written before exit. What runs per finished call is
-`default_sinks`; what runs in the background is `daemon.background`.
+The relay listener is aiohttp's low-level `web.Server`: the relay routes every path itself
+(`daemon.upstream.UpstreamRoutes`), so an `Application`'s router, middleware chain and
+response signals would only add cost to every call. `start` opens the resources (the ledger, the
+one keep-alive `ClientSession`) before listening, and `stop` closes them only after every call in
+flight has ended, so a call cut short by shutdown is still written before exit. What runs per
+finished call is `default_sinks`; what runs in the background is `daemon.background`.
 
 The listeners: the HTTP relay, the gRPC relay (`daemon.grpc_relay`, unless ``grpc.port`` is 0)
 and the admin listener. Both relays feed the one meter, so their calls share the sinks.
@@ -22,6 +24,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -51,7 +54,7 @@ from daemon.record import CallRecord
 from daemon.relay import Relay
 from daemon.sniff import SniffingSite
 from daemon.tasks import TaskGroup, spawn
-from daemon.upstream import SESSION_KEY, Upstream
+from daemon.upstream import Upstream
 
 log = structlog.get_logger("xai_meter.app")
 
@@ -214,18 +217,41 @@ class Daemon:
             self.ledger, self.metrics, s.ledger.retention_days, self.clocks.wall
         )
         self.ready = False
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
+        self._resources_open = AsyncExitStack()
         self.relay_url = ""
         self.admin_url = ""
         self.grpc_address = ""  # host:port of the gRPC listener; "" when off
 
     # --- the two apps ---------------------------------------------------------------------
 
-    def relay_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        app.cleanup_ctx.append(self._resources)
-        app.router.add_route("*", "/{tail:.*}", self.relay.handle)
-        return app
+    def relay_server(self) -> web.Server:
+        """The relay's listener: every request goes to `Relay.handle`, which routes it."""
+        return web.Server(
+            self.relay.handle,
+            request_factory=self._relay_request,
+            handler_cancellation=True,  # a client that leaves cancels its call (then recorded)
+            access_log=None,  # the call log line is the access log
+        )
+
+    def _relay_request(
+        self,
+        message: Any,
+        payload: Any,
+        protocol: Any,
+        writer: Any,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # As aiohttp's own factory, with room for bodies up to xAI's limit and beyond.
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=MAX_REQUEST_BYTES,
+        )
 
     def admin_app(self) -> web.Application:
         app = web.Application()
@@ -234,7 +260,8 @@ class Daemon:
         app.router.add_get("/readyz", self._readyz)
         return app
 
-    async def _resources(self, app: web.Application) -> AsyncIterator[None]:
+    @asynccontextmanager
+    async def _resources(self) -> AsyncIterator[None]:
         await self.ledger.open()
         db = self.ledger.db
         self.keys.use_salt(await self.ledger.run_in_writer(lambda: store.ensure_salt(db())))
@@ -256,7 +283,7 @@ class Daemon:
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # no cookie may pass from one app to another
         )
-        app[SESSION_KEY] = self._session
+        self.relay.session = self._session
         if self.settings.pricing.refresh:
             self.prices.start(self._session, self.settings.upstream.base_url)
         self.tasks.spawn(expire_deferred(self.deferred, self.clocks.wall), name="deferred-expiry")
@@ -332,12 +359,9 @@ class Daemon:
     async def start(self) -> None:
         """Listen on both ports (port 0 picks a free one; see relay_url/admin_url)."""
         s = self.settings
-        relay_runner = web.AppRunner(
-            self.relay_app(),
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=s.shutdown.grace_period,
-            handler_cancellation=True,
+        await self._resources_open.enter_async_context(self._resources())
+        relay_runner = web.ServerRunner(
+            self.relay_server(), handle_signals=False, shutdown_timeout=s.shutdown.grace_period
         )
         admin_runner = web.AppRunner(self.admin_app(), handle_signals=False, access_log=None)
         await relay_runner.setup()
@@ -382,17 +406,20 @@ class Daemon:
         grace = self.settings.shutdown.grace_period
         log.info("draining", grace_period=grace)
         if self.grpc is not None:
-            # Drains beside the HTTP relay; the relay app's cleanup awaits it before the ledger.
+            # Drains beside the HTTP relay; closing the resources awaits it before the ledger.
             spawn(self.grpc.stop(grace), name="grpc-drain")
-        for runner in self._runners:  # relay first: its cleanup flushes the ledger
+        runners, self._runners = self._runners, []
+        if runners:  # the relay: stop listening, let calls in flight end (or cancel them)
+            await runners[0].cleanup()
+        await self._resources_open.aclose()  # then write what they left, and close the ledger
+        for runner in runners[1:]:
             await runner.cleanup()
-        self._runners.clear()
         log.info("stopped")
         logs.flush()
 
 
 async def _listen(
-    runner: web.AppRunner, section: str, host: str, port: int, site: web.BaseSite | None = None
+    runner: web.BaseRunner, section: str, host: str, port: int, site: web.BaseSite | None = None
 ) -> str:
     """Listen on host:port (through `site` when given); the URL it answers on. Raises
     `ConfigError` naming the setting when the address cannot be had (in use, not an address of

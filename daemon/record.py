@@ -274,7 +274,7 @@ class CallRecord:
             *usage,
             self.computed_cost_ticks,
             self.cost_ticks,
-            self.cost_source,
+            self.cost_source.value if self.cost_source else None,
             self.price_id,
             self.fingerprint,
             self.service_tier,
@@ -291,14 +291,14 @@ class CallRecord:
             unmetered.value if unmetered else None,
             self.previous_response_id,
             self.linked_id,
-            self.deferred_state,
+            self.deferred_state.value if self.deferred_state else None,
             _ms(self.deferred_ms),
             orjson.dumps(u.server_tool_calls).decode() if u and u.server_tool_calls else None,
             self.upstream_error,
             None if self.price_multiplier is None else float(self.price_multiplier),
             None if self.image_tier is None else "/".join(t or "" for t in self.image_tier),
             u.cache_creation_1h_input_tokens if u else None,
-            self.transport,
+            self.transport.value,
         )
 
 

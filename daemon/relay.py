@@ -27,7 +27,6 @@ from daemon.meter import Meter
 from daemon.record import CallError, CallRecord, Stage, Unmetered, new_call_id
 from daemon.upstream import (
     AUTO_HEADERS,
-    SESSION_KEY,
     Upstream,
     UpstreamRoutes,
     decodable_accept_encoding,
@@ -74,8 +73,10 @@ class Relay:
         self.client_key_seen = asyncio.Event()
         self._clock = clock
         self._wall = wall_clock
+        # The one keep-alive session to the upstreams; the daemon opens it before listening.
+        self.session: aiohttp.ClientSession | None = None
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Relay one call, once: route it (a path no upstream serves gets the relay's own 404),
         forward it (unreachable: 502, timed out: 504), stream the answer back chunk by chunk,
         teeing each into the tap, and end the call in exactly one `Meter.finish`, whatever
@@ -132,7 +133,7 @@ class Relay:
 
     async def _relay(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         record: CallRecord,
         dialect: Dialect,
         upstream: Upstream,
@@ -174,9 +175,12 @@ class Relay:
         # change the host the call goes to.
         url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
         skip = [h for h in AUTO_HEADERS if h not in headers]
+        session = self.session
+        if session is None:
+            raise RuntimeError("the relay has no upstream session: the daemon is not started")
         record.sent = True
         try:
-            answer = await request.app[SESSION_KEY].request(
+            answer = await session.request(
                 request.method,
                 url,
                 headers=headers,
@@ -211,7 +215,7 @@ class Relay:
 
     async def _stream_back(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         record: CallRecord,
         dialect: Dialect,
         upstream: aiohttp.ClientResponse,

@@ -9,7 +9,6 @@
   `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
 - `read_response_headers`: what the upstream's response headers tell the meter (request id,
   rate-limit headroom, its own time to first token): a few dict lookups, once per call.
-- `SESSION_KEY`: the one keep-alive client session to the upstreams (the app owns its life).
 
 Nothing here runs per chunk: routing and header filtering run once per call.
 """
@@ -22,15 +21,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from daemon.dialects.encoding import DECODABLE
 from daemon.record import CallRecord
-
-# The one keep-alive session to the upstreams, owned by the relay app's cleanup context.
-SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
 # Headers aiohttp's client adds when absent: skipped unless the client sent them, so the
 # upstream sees the client's headers and no others.

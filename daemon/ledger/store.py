@@ -7,6 +7,8 @@ calls through `Ledger.submit_op`), the CLI calls the reading ones on a read-only
 
 from __future__ import annotations
 
+import functools
+import itertools
 import operator
 import secrets
 from collections.abc import Callable, Iterable
@@ -19,66 +21,42 @@ from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
 from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallError, CallRecord, CostSource, Transport, Unmetered, Usage
 
-_INSERT = (
-    f"insert or replace into calls ({', '.join(CALL_COLUMNS)}) "
-    f"values ({', '.join('?' for _ in CALL_COLUMNS)})"
-)
-_RARE_COLUMNS = (
-    "cache_creation_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "images",
-    "sources",
-    "server_tool_calls",
-    "price_id",
-    "service_tier",
-    "request_id",
-    "error_detail",
-    "upstream_error",
-    "app",
-    "unmetered_reason",
-    "previous_response_id",
-    "linked_id",
-    "deferred_state",
-    "deferred_ms",
-    "tool_calls",
-    "error",
-    "price_multiplier",
-    "image_tier",
-    "transport",
-)
-# What a rare column holds on most rows: None, but `transport`'s is 'http' (the column's default
-# in the table, so a narrow insert that leaves it out still writes it).
-_RARE_DEFAULTS = tuple("http" if c == "transport" else None for c in _RARE_COLUMNS)
-_RARE = tuple(list(CALL_COLUMNS).index(c) for c in _RARE_COLUMNS)
-_COMMON = tuple(i for i in range(len(CALL_COLUMNS)) if i not in _RARE)
-_pick_rare = operator.itemgetter(*_RARE)
-_pick_common = operator.itemgetter(*_COMMON)
-_INSERT_NARROW = (
-    f"insert or replace into calls "
-    f"({', '.join(list(CALL_COLUMNS)[i] for i in _COMMON)}) "
-    f"values ({', '.join('?' for _ in _COMMON)})"
-)
+_NULLS = (None,) * len(CALL_COLUMNS)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_for(present: tuple[bool, ...]) -> str:
+    """The insert statement naming only the columns `present` marks (the rest stay NULL)."""
+    columns = list(itertools.compress(CALL_COLUMNS, present))
+    return (
+        f"insert or replace into calls ({', '.join(columns)}) "
+        f"values ({', '.join('?' for _ in columns)})"
+    )
 
 
 def insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
-    """Insert calls (one row each) and count their fingerprints; the caller's transaction."""
+    """Insert calls (one row each) and count their fingerprints; the caller's transaction.
+
+    A row names only its non-NULL columns: Python's sqlite3 binds a None through its adapter
+    look-up, which raises and formats two AttributeErrors per value (measured: 0.55 µs per
+    NULL, 12 µs of a 45-column row with 22 of them; grouping by which columns are NULL costs
+    2 µs). Rows are grouped by that shape, one `executemany` per shape.
+    """
     if not records:
         return
-    # Most calls leave the rarer columns empty: insert those with a narrower statement
-    # (binding a parameter costs about as much as anything else per row).
-    narrow: list[tuple[Any, ...]] = []
-    full: list[tuple[Any, ...]] = []
-    rare_empty = _RARE_DEFAULTS
+    by_shape: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
+    is_not = operator.is_not
     for r in records:
         row = r.as_tuple()
-        if _pick_rare(row) == rare_empty:
-            narrow.append(_pick_common(row))
+        present = tuple(map(is_not, row, _NULLS))
+        values = tuple(itertools.compress(row, present))
+        rows = by_shape.get(present)
+        if rows is None:
+            by_shape[present] = [values]
         else:
-            full.append(row)
-    if narrow:
-        db.conn.executemany(_INSERT_NARROW, narrow)
-    if full:
-        db.conn.executemany(_INSERT, full)
+            rows.append(values)
+    for present, rows in by_shape.items():
+        db.conn.executemany(_insert_for(present), rows)
     seen: dict[tuple[str, str, str], list[float]] = {}
     for r in records:
         if r.fingerprint and r.model and r.status is not None and r.status < 400:

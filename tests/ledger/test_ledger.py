@@ -9,6 +9,7 @@ import sqlite_utils
 
 from daemon.ledger import CALL_COLUMNS, MIGRATIONS, Ledger, ensure_salt, migrate, open_database
 from daemon.record import CallRecord, Usage
+from daemon.testing import make_record
 
 
 def test_migrations_are_applied_once_in_order(tmp_path: Path) -> None:
@@ -229,3 +230,42 @@ def test_a_backfilled_image_row_gets_its_resolved_model(tmp_path: Path) -> None:
         "cost_ticks": 400_000_000,
         "cost_source": "computed",
     }
+
+
+def test_one_batch_of_rows_with_different_null_columns_lands_column_for_column(
+    tmp_path: Path,
+) -> None:
+    """Each row names only its non-NULL columns and rows are grouped by that shape: in a
+    batch that mixes shapes (and interleaves them), every value still lands in its own column
+    and every empty one reads NULL, in the order the calls came."""
+    from daemon.ledger.store import insert_calls
+    from daemon.record import CallError, CostSource, DeferredState, Unmetered
+
+    db = open_database(tmp_path / "l.db")
+    migrate(db)
+    metered = dict(
+        usage=Usage(input_tokens=10, cached_input_tokens=4, output_tokens=3, reasoning_tokens=1),
+        model="grok-4",
+        fingerprint="fp_1",
+        cost_ticks=123,
+        computed_cost_ticks=123,
+        cost_source=CostSource.COMPUTED,
+        price_id=7,
+        request_id="req-1",
+    )
+    records = [
+        make_record(id="a", started_at=1.0, **metered),
+        make_record(id="b", started_at=2.0, status=None, error=CallError.UPSTREAM_UNREACHABLE),
+        make_record(id="c", started_at=3.0, **metered, deferred_state=DeferredState.PENDING),
+        make_record(id="d", started_at=4.0, unmetered_reason=Unmetered.NO_USAGE, app="ui"),
+        make_record(id="e", started_at=5.0, **metered),
+    ]
+    with db.conn:
+        insert_calls(db, records)
+    stored = list(db.query("select * from calls order by started_at"))
+    assert [row["id"] for row in stored] == ["a", "b", "c", "d", "e"]
+    assert stored == [
+        {column: record.as_row()[column] for column in stored[0]} for record in records
+    ]
+    assert stored[1]["status"] is None and stored[1]["input_tokens"] is None
+    assert stored[2]["deferred_state"] == "pending" and stored[0]["deferred_state"] is None
