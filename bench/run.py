@@ -1275,7 +1275,10 @@ async def start_targets(run: Run) -> None:
         src = export_daemon(v.rev, procs.workdir / f"src-{v.label}") if v.rev else REPO
         variants.append((name, config, src))
     for name, config, src in variants:
-        port, admin, grpc_port = free_port(), free_port(), free_port() if run.grpc else 0
+        # A revision from before the gRPC relay knows no --grpc-* option: HTTP scenarios only.
+        has_grpc = (src / "daemon" / "grpc_relay").is_dir()
+        port, admin = free_port(), free_port()
+        grpc_port = free_port() if run.grpc and has_grpc else 0
         ledger = procs.workdir / f"{name}.db"
         cmd = [
             sys.executable,
@@ -1290,9 +1293,9 @@ async def start_targets(run: Run) -> None:
             upstream_url,
             "--ledger",
             str(ledger),
-            "--grpc-port",  # always said: the default (8790) may be taken
-            str(grpc_port),
         ]
+        if has_grpc:
+            cmd += ["--grpc-port", str(grpc_port)]  # always said: the default (8790) may be taken
         if grpc_port:
             cmd += ["--grpc-upstream", f"http://{grpc_upstream}"]
             run.grpc_addresses[name] = f"127.0.0.1:{grpc_port}"
@@ -1405,7 +1408,8 @@ def report(run: Run, elapsed: float) -> bool:
             )
             for c in budget_checks(target, floor, direct)
         ]
-    grpc_text, grpc_ratios = "", {}
+    grpc_text = ""
+    grpc_ratios: dict[str, dict[str, float | None]] = {}
     if run.grpc and len(run.grpc_targets) > 2:
         grpc_direct, grpc_floor = run.grpc_targets[0], run.grpc_targets[1]
         grpc_text, grpc_ratios = table(
