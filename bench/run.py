@@ -3,11 +3,15 @@
     python bench/run.py            # fuller run, a few minutes at most
     python bench/run.py --quick    # small counts, under a minute
     python bench/run.py --profile  # also py-spy the daemon (and the floor) under load
+    python bench/run.py --quick --grpc-only   # only the gRPC scenario (bench/grpc_scenario.py)
 
 Processes: a fake xAI upstream (`bench/upstream.py`) and this load generator share core 1; each
 relay under test (`bench/passthrough.py`, `python -m daemon serve`) runs pinned to core 0 and is
 measured alone (the others are idle meanwhile). Every figure for a relay is compared with the
 same figure measured directly against the upstream, or with the floor, in this same run.
+The gRPC scenario (`grpc_scenario.py`) does the same for the daemon's gRPC listener: a fake
+gRPC upstream (`grpc_upstream.py`) on core 1, a bare grpc.aio pass-through (`grpc_passthrough.py`,
+the gRPC floor) and the daemon's listener on core 0.
 See bench/README.md for what each column means. Results are also written to bench/results.json.
 """
 
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc_scenario  # beside this script: its directory is first on sys.path
 import psutil  # type: ignore[import-untyped]  # no stubs installed here
 
 HERE = Path(__file__).resolve().parent
@@ -107,6 +112,7 @@ class Plan:
     interval_ms: float  # pause between chunks of a paced stream
     idle_seconds: float  # window to measure each relay's idle CPU
     profile_seconds: float  # per py-spy recording (with --profile)
+    grpc: grpc_scenario.Plan  # the gRPC scenario's counts
 
 
 QUICK = Plan(
@@ -124,6 +130,7 @@ QUICK = Plan(
     interval_ms=10.0,
     idle_seconds=0.5,
     profile_seconds=4.0,
+    grpc=grpc_scenario.QUICK,
 )
 FULL = Plan(
     warmup=1000,
@@ -140,6 +147,7 @@ FULL = Plan(
     interval_ms=10.0,
     idle_seconds=2.0,
     profile_seconds=10.0,
+    grpc=grpc_scenario.FULL,
 )
 
 
@@ -993,22 +1001,23 @@ def budget_checks(daemon: Target, floor: Target, direct: Target) -> list[Check]:
     return checks
 
 
-def correctness_checks(targets: list[Target]) -> list[Check]:
+def correctness_checks(targets: list[Target], http: bool = True) -> list[Check]:
     checks = []
     for t in targets:
         if t.kind == "direct":
             continue
         c = t.checks
-        checks.append(
-            Check(
-                f"correctness: {t.name} bodies equal the upstream's",
-                True,
-                c.ok,
-                f"{c.compared} compared, {c.mismatched} differ, {c.bad_status} "
-                f"non-200, {c.failed} failed"
-                + (f"; first: {c.first_problem}" if c.first_problem else ""),
+        if http:
+            checks.append(
+                Check(
+                    f"correctness: {t.name} bodies equal the upstream's",
+                    True,
+                    c.ok,
+                    f"{c.compared} compared, {c.mismatched} differ, {c.bad_status} "
+                    f"non-200, {c.failed} failed"
+                    + (f"; first: {c.first_problem}" if c.first_problem else ""),
+                )
             )
-        )
         if "exit_code" in t.results:
             checks.append(
                 Check(
@@ -1032,6 +1041,45 @@ def correctness_checks(targets: list[Target]) -> list[Check]:
                         json.dumps({k: v for k, v in books.items() if k != "ok"}),
                     )
                 )
+    return checks
+
+
+def grpc_checks(targets: list[Target], floor: Target) -> list[Check]:
+    """The gRPC scenario's: answers byte for byte (required), CPU within 1.3x the gRPC floor's
+    (the issue's target, reported)."""
+    checks = []
+    for t in targets:
+        if t.kind == "direct":
+            continue
+        c = t.results.get("grpc_checks") or {}
+        ok = bool(c.get("compared")) and not (c.get("mismatched") or c.get("failed"))
+        checks.append(
+            Check(
+                f"correctness: {t.name} gRPC answers equal the upstream's",
+                True,
+                ok,
+                f"{c.get('compared', 0)} compared, {c.get('mismatched', 0)} differ, "
+                f"{c.get('failed', 0)} failed"
+                + (f"; first: {c['first_problem']}" if c.get("first_problem") else ""),
+            )
+        )
+    for t in targets:
+        if t.kind != "daemon":
+            continue
+        for key, what, unit in (
+            ("grpc_cpu_us_per_call", "gRPC CPU/call", "µs"),
+            ("grpc_cpu_ms_per_stream", "gRPC CPU/100-chunk stream", "ms"),
+        ):
+            mine, base = t.results.get(key), floor.results.get(key)
+            name = f"issue target: {what} ≤ 1.3× the gRPC floor" + (
+                "" if t.name == "daemon" else f" [{t.name}]"
+            )
+            if mine is None or base is None:
+                checks.append(Check(name, False, None, "not measured"))
+            else:
+                limit = 1.3 * base
+                detail = f"{fmt(mine)} {unit} (limit {fmt(limit)} {unit}; {mine / base:.2f}×)"
+                checks.append(Check(name, False, mine <= limit, detail))
     return checks
 
 
@@ -1143,6 +1191,17 @@ class Run:
     ledgers: dict[str, Path] = field(default_factory=dict)  # daemon name -> ledger file
     other_load: float = 0.0
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The gRPC scenario: its direct and floor targets, then each daemon's listener (host:port)
+    grpc_targets: list[Target] = field(default_factory=list)
+    grpc_addresses: dict[str, str] = field(default_factory=dict)  # target name -> host:port
+
+    @property
+    def http(self) -> bool:
+        return not self.args.grpc_only
+
+    @property
+    def grpc(self) -> bool:
+        return not self.args.no_grpc
 
     def core(self, core: int) -> int | None:
         return core if self.pinned else None
@@ -1185,6 +1244,24 @@ async def start_targets(run: Run) -> None:
         Target("direct", "direct", upstream_url),
         Target("floor", "floor", floor_url, pid=procs.procs["floor"].pid),
     ]
+    grpc_upstream = ""
+    if run.grpc:
+        procs.spawn(
+            "grpc-upstream",
+            [sys.executable, str(HERE / "grpc_upstream.py"), "--port", "0"],
+            run.core(LOAD_CORE),
+            env,
+        )
+        grpc_upstream = (await wait_listening(procs, "grpc-upstream")).removeprefix("http://")
+        cmd = [sys.executable, str(HERE / "grpc_passthrough.py"), "--port", "0"]
+        procs.spawn("grpc-floor", [*cmd, "--upstream", grpc_upstream], run.core(RELAY_CORE), env)
+        grpc_floor = (await wait_listening(procs, "grpc-floor")).removeprefix("http://")
+        pid = procs.procs["grpc-floor"].pid
+        run.grpc_targets += [
+            Target("direct", "direct", f"grpc://{grpc_upstream}"),
+            Target("floor", "floor", f"grpc://{grpc_floor}", pid=pid),
+        ]
+        run.grpc_addresses.update(direct=grpc_upstream, floor=grpc_floor)
 
     # (name, config file, directory whose daemon/ runs: `python -m` looks there first)
     main_src = export_daemon(args.daemon_rev, procs.workdir / "src") if args.daemon_rev else REPO
@@ -1198,7 +1275,10 @@ async def start_targets(run: Run) -> None:
         src = export_daemon(v.rev, procs.workdir / f"src-{v.label}") if v.rev else REPO
         variants.append((name, config, src))
     for name, config, src in variants:
+        # A revision from before the gRPC relay knows no --grpc-* option: HTTP scenarios only.
+        has_grpc = (src / "daemon" / "grpc_relay").is_dir()
         port, admin = free_port(), free_port()
+        grpc_port = free_port() if run.grpc and has_grpc else 0
         ledger = procs.workdir / f"{name}.db"
         cmd = [
             sys.executable,
@@ -1214,6 +1294,11 @@ async def start_targets(run: Run) -> None:
             "--ledger",
             str(ledger),
         ]
+        if has_grpc:
+            cmd += ["--grpc-port", str(grpc_port)]  # always said: the default (8790) may be taken
+        if grpc_port:
+            cmd += ["--grpc-upstream", f"http://{grpc_upstream}"]
+            run.grpc_addresses[name] = f"127.0.0.1:{grpc_port}"
         if config:
             cmd += ["--config", config]
         proc = procs.spawn(name, cmd, run.core(RELAY_CORE), env, cwd=src)
@@ -1228,19 +1313,13 @@ async def start_targets(run: Run) -> None:
             )
         )
         run.ledgers[name] = ledger
+        if grpc_port:
+            run.grpc_targets.append(run.targets[-1])
 
 
-async def measure(run: Run) -> None:
+async def http_phases(run: Run, ref: Reference) -> None:
+    """The HTTP scenario: latency, throughput, streams and paced streams on every target."""
     plan, targets, usage_null = run.plan, run.targets, run.args.usage_null
-    ref = await reference(run.direct, plan, usage_null)
-    run.say("warm-up")
-    await warm_up(targets, plan, ref, usage_null)
-    for target in targets:
-        await idle_cpu(target, plan.idle_seconds)
-
-    ours = [os.getpid(), *(p.pid for p in run.procs.procs.values())]
-    machine0, ours0 = machine_busy_seconds(), sum(cpu_seconds(p) for p in ours)
-    t0 = time.perf_counter()
     run.say(f"latency: {plan.latency_calls} calls at c=1 per target")
     await latency_phase(targets, plan, ref)
     run.say(f"throughput: {plan.throughput_calls} calls at c={plan.concurrency} per target")
@@ -1252,10 +1331,50 @@ async def measure(run: Run) -> None:
         )
         await stream_phase(target, plan, ref, usage_null)
         await paced_phase(target, plan, ref, usage_null)
+
+
+async def grpc_phase(run: Run) -> None:
+    """The gRPC scenario on the gRPC targets (direct, floor, each daemon's listener)."""
+    plan = run.plan.grpc
+    run.say(
+        f"gRPC: {plan.latency_calls} unary calls at c=1, {plan.calls} at c={plan.concurrency} "
+        f"and {plan.streams} {grpc_scenario.CHUNKS}-chunk streams per target"
+    )
+    clients = [
+        grpc_scenario.Client(t, run.grpc_addresses[t.name])
+        for t in run.grpc_targets
+        if t.name in run.grpc_addresses
+    ]
+    hooks = grpc_scenario.Hooks(measure_cpu, settle, percentile, run_concurrently)
+    try:
+        for client in clients:
+            client.open()
+        await grpc_scenario.measure(clients, plan, hooks)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def measure(run: Run) -> None:
+    plan, targets, usage_null = run.plan, run.targets, run.args.usage_null
+    ref = await reference(run.direct, plan, usage_null)
+    run.say("warm-up")
+    if run.http:
+        await warm_up(targets, plan, ref, usage_null)
+    for target in targets + [t for t in run.grpc_targets if all(t is not x for x in targets)]:
+        await idle_cpu(target, plan.idle_seconds)
+
+    ours = [os.getpid(), *(p.pid for p in run.procs.procs.values())]
+    machine0, ours0 = machine_busy_seconds(), sum(cpu_seconds(p) for p in ours)
+    t0 = time.perf_counter()
+    if run.http:
+        await http_phases(run, ref)
+    if run.grpc:
+        await grpc_phase(run)
     foreign = machine_busy_seconds() - machine0 - (sum(cpu_seconds(p) for p in ours) - ours0)
     run.other_load = max(foreign, 0.0) / (time.perf_counter() - t0) / (psutil.cpu_count() or 2)
 
-    if run.args.profile:
+    if run.args.profile and run.http:
         for target in targets[1:]:
             for label, streaming in (("json", False), ("stream", True)):
                 if target.kind == "floor" and streaming:
@@ -1264,7 +1383,7 @@ async def measure(run: Run) -> None:
                 run.profiles[f"{target.name} {label}"] = await profile_phase(
                     target, plan, ref, run.procs, usage_null, label, streaming
                 )
-    for target in targets[1:]:
+    for target in targets[1:] + run.grpc_targets[1:2]:
         assert target.pid is not None
         target.results["peak_rss_mb"] = peak_rss_mb(target.pid)
     for target in run.daemons:
@@ -1277,8 +1396,8 @@ def report(run: Run, elapsed: float) -> bool:
     direct, floor = run.direct, run.floor
     main_table, ratios = table(run.targets, direct, floor, COLUMNS)
     stream_table, stream_ratios = table(run.targets, direct, floor, STREAM_COLUMNS)
-    checks = correctness_checks(run.targets)
-    for target in run.daemons:
+    checks = correctness_checks(run.targets, run.http)
+    for target in run.daemons if run.http else []:
         main = target.name == "daemon"
         checks += [
             Check(
@@ -1289,17 +1408,33 @@ def report(run: Run, elapsed: float) -> bool:
             )
             for c in budget_checks(target, floor, direct)
         ]
+    grpc_text = ""
+    grpc_ratios: dict[str, dict[str, float | None]] = {}
+    if run.grpc and len(run.grpc_targets) > 2:
+        grpc_direct, grpc_floor = run.grpc_targets[0], run.grpc_targets[1]
+        grpc_text, grpc_ratios = table(
+            run.grpc_targets, grpc_direct, grpc_floor, grpc_scenario.COLUMNS
+        )
+        checks += grpc_checks(run.grpc_targets, grpc_floor)
     mode = "quick" if run.args.quick else "full"
     print(
         f"\n### xai-meter benchmark ({mode}; relay on core {RELAY_CORE}, load + upstream on "
         f"core {LOAD_CORE}{'' if run.pinned else ' — NOT pinned'}; {elapsed:.0f} s)\n"
     )
-    print(main_table)
-    print(
-        f"\nStreams ({run.plan.chunks} chunks, unpaced, c=1) and where the CPU goes at "
-        f"c={run.plan.concurrency}:\n"
-    )
-    print(stream_table)
+    if run.http:
+        print(main_table)
+        print(
+            f"\nStreams ({run.plan.chunks} chunks, unpaced, c=1) and where the CPU goes at "
+            f"c={run.plan.concurrency}:\n"
+        )
+        print(stream_table)
+    if grpc_text:
+        print(
+            f"\ngRPC (xai-sdk's Chat/GetCompletion at c=1 and c={run.plan.grpc.concurrency}; "
+            f"GetCompletionChunk, {grpc_scenario.CHUNKS} chunks, unpaced, c=1; floor = a bare "
+            "grpc.aio pass-through):\n"
+        )
+        print(grpc_text)
     print(
         "\nAdded = target minus direct (the direct row shows absolute values). "
         "Ratio rows: daemon figure / floor figure.\n"
@@ -1349,7 +1484,12 @@ def report(run: Run, elapsed: float) -> bool:
                     for t in run.targets
                 },
                 "ratios_vs_floor": {
-                    k: {**ratios.get(k, {}), **stream_ratios.get(k, {})} for k in ratios
+                    k: {**ratios.get(k, {}), **stream_ratios.get(k, {}), **grpc_ratios.get(k, {})}
+                    for k in ratios
+                },
+                "grpc": {
+                    t.name: {"target": run.grpc_addresses.get(t.name), **t.results}
+                    for t in run.grpc_targets[:2]
                 },
                 "checks": [asdict(c) for c in checks],
                 "profiles": run.profiles,
@@ -1417,6 +1557,13 @@ def main(argv: list[str] | None = None) -> int:
         "and/or the daemon/ of git revision REV; e.g. nolog:log.calls=false, "
         "head@HEAD; repeatable",
     )
+    scenario = parser.add_mutually_exclusive_group()
+    scenario.add_argument(
+        "--grpc-only",
+        action="store_true",
+        help="run only the gRPC scenario (the daemon's gRPC listener beside the gRPC floor)",
+    )
+    scenario.add_argument("--no-grpc", action="store_true", help="skip the gRPC scenario")
     parser.add_argument(
         "--usage-null",
         action="store_true",

@@ -1,4 +1,4 @@
-"""The composition root: builds the daemon's parts, its two listeners, and their lifecycle.
+"""The composition root: builds the daemon's parts, its listeners, and their lifecycle.
 
 The relay listener is aiohttp's low-level `web.Server`: the relay routes every path itself
 (`daemon.upstream.UpstreamRoutes`), so an `Application`'s router, middleware chain and
@@ -7,9 +7,13 @@ one keep-alive `ClientSession`) before listening, and `stop` closes them only af
 flight has ended, so a call cut short by shutdown is still written before exit. What runs per
 finished call is `default_sinks`; what runs in the background is `daemon.background`.
 
-Shutdown order (SIGTERM or SIGINT): readiness turns false; the relay stops accepting; calls in
-flight get `shutdown.grace_period` seconds, then are cancelled (each still recorded, as
-`shutdown`); the session closes; the ledger writes everything queued; the admin listener closes.
+The listeners: the HTTP relay, the gRPC relay (`daemon.grpc_relay`, unless ``grpc.port`` is 0)
+and the admin listener. Both relays feed the one meter, so their calls share the sinks.
+
+Shutdown order (SIGTERM or SIGINT): readiness turns false; both relays stop accepting; calls in
+flight on either get `shutdown.grace_period` seconds (the same seconds, side by side), then are
+cancelled (each still recorded, as `shutdown`); the session and the gRPC channel close; the
+ledger writes everything queued; the admin listener closes.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from yarl import URL
 from daemon import logs
 from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
+from daemon.grpc_relay import GrpcRelay
 from daemon.keys import KeyHasher
 from daemon.ledger import Ledger, store
 from daemon.ledger.prices import load_price_history
@@ -48,7 +53,8 @@ from daemon.pricing import PriceBook
 from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallRecord
 from daemon.relay import Relay
-from daemon.tasks import TaskGroup
+from daemon.sniff import SniffingSite
+from daemon.tasks import TaskGroup, spawn
 from daemon.upstream import Upstream
 
 log = structlog.get_logger("xai_meter.app")
@@ -140,6 +146,8 @@ class Daemon:
     clocks: Clocks = field(default_factory=Clocks)
     api_key: str | None = None
     retry_wait: Any = None  # tenacity wait for listing and webhook retries; tests: wait_none()
+    # Tests: listen for gRPC on a port the OS picks, whatever grpc.port says (0 there means off).
+    grpc_any_port: bool = False
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -186,7 +194,17 @@ class Daemon:
             clock=self.clocks.monotonic,
             wall_clock=self.clocks.wall,
         )
-        self.metrics.in_flight.set_function(lambda: float(self.relay.in_flight))
+        self.grpc: GrpcRelay | None = None
+        if s.grpc.port or self.grpc_any_port:
+            self.grpc = GrpcRelay(
+                s.grpc,
+                self.meter,
+                self.keys,
+                share_key=self._grpc_key if _one_host(s) else None,
+                clock=self.clocks.monotonic,
+                wall_clock=self.clocks.wall,
+            )
+        self.metrics.in_flight.set_function(self._in_flight)
         self.prices = PriceUpkeep(
             settings=s.pricing,
             pricing_key=os.environ.get(s.pricing.api_key_env) or None,
@@ -207,6 +225,7 @@ class Daemon:
         self._resources_open = AsyncExitStack()
         self.relay_url = ""
         self.admin_url = ""
+        self.grpc_address = ""  # host:port of the gRPC listener; "" when off
 
     # --- the two apps ---------------------------------------------------------------------
 
@@ -280,10 +299,26 @@ class Daemon:
         try:
             yield
         finally:
+            if self.grpc is not None:  # its calls drain beside HTTP's; all end before the ledger
+                await self.grpc.stop(self.settings.shutdown.grace_period)
             self.meter.flush()  # calls that ended in the last loop iteration, before the ledger
             await self.tasks.cancel()
             await self._session.close()
             await self.ledger.close()
+
+    def _grpc_hint(self) -> str:
+        if self.grpc_address:
+            return f"the gRPC listener at {self.grpc_address} (api_host={self.grpc_address!r})"
+        return "the gRPC listener, which is off here (set grpc.port, or --grpc-port N)"
+
+    def _in_flight(self) -> float:
+        return float(self.relay.in_flight + (self.grpc.in_flight if self.grpc else 0))
+
+    def _grpc_key(self, key: str) -> None:
+        """A key a gRPC client sent, for pricing's listing fetches (the REST upstream is the
+        same host), as the HTTP relay keeps its own: in memory only."""
+        self.relay.last_client_key = key
+        self.relay.client_key_seen.set()
 
     # --- sinks and events that write beside the calls -------------------------------------
 
@@ -341,8 +376,16 @@ class Daemon:
         await admin_runner.setup()
         self._runners.append(admin_runner)
         try:
-            self.relay_url = await _listen(relay_runner, "relay", s.relay.host, s.relay.port)
+            # HTTP/2 spoken to this port (a gRPC client) gets one plain line naming the gRPC one
+            sniffing = SniffingSite(relay_runner, s.relay.host, s.relay.port, self._grpc_hint)
+            self.relay_url = await _listen(
+                relay_runner, "relay", s.relay.host, s.relay.port, sniffing
+            )
             self.admin_url = await _listen(admin_runner, "admin", s.admin.host, s.admin.port)
+            if self.grpc is not None:
+                self.grpc_address = await _listen_grpc(
+                    self.grpc, s.grpc.host, 0 if self.grpc_any_port else s.grpc.port
+                )
         except ConfigError:
             await self.stop()  # the ledger and the session opened already: close them in order
             raise
@@ -358,14 +401,20 @@ class Daemon:
             "listening",
             relay=self.relay_url + "/v1",
             admin=self.admin_url,
+            grpc=self.grpc_address or None,
             upstream=s.upstream.base_url,
+            grpc_upstream=s.grpc.upstream if self.grpc else None,
             ledger=s.ledger.path,
         )
 
     async def stop(self) -> None:
         """Drain calls in flight, flush the ledger, close the listeners."""
-        self.relay.drain(self.settings.shutdown.grace_period)
-        log.info("draining", grace_period=self.settings.shutdown.grace_period)
+        grace = self.settings.shutdown.grace_period
+        self.relay.drain(grace)
+        log.info("draining", grace_period=grace)
+        if self.grpc is not None:
+            # Drains beside the HTTP relay; closing the resources awaits it before the ledger.
+            spawn(self.grpc.stop(grace), name="grpc-drain")
         runners, self._runners = self._runners, []
         if runners:  # the relay: stop listening, let calls in flight end (or cancel them)
             await runners[0].cleanup()
@@ -376,10 +425,13 @@ class Daemon:
         logs.flush()
 
 
-async def _listen(runner: web.BaseRunner, section: str, host: str, port: int) -> str:
-    """Listen on host:port; the URL it answers on. Raises `ConfigError` naming the setting when
-    the address cannot be had (in use, not an address of this machine, not allowed)."""
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+async def _listen(
+    runner: web.BaseRunner, section: str, host: str, port: int, site: web.BaseSite | None = None
+) -> str:
+    """Listen on host:port (through `site` when given); the URL it answers on. Raises
+    `ConfigError` naming the setting when the address cannot be had (in use, not an address of
+    this machine, not allowed)."""
+    site = site or web.TCPSite(runner, host, port, reuse_address=True)
     try:
         await site.start()
     except OSError as exc:
@@ -392,6 +444,24 @@ async def _listen(runner: web.BaseRunner, section: str, host: str, port: int) ->
     sock_host, sock_port = runner.addresses[-1][:2]
     shown = f"[{sock_host}]" if ":" in sock_host else sock_host
     return f"http://{shown}:{sock_port}"
+
+
+async def _listen_grpc(grpc_relay: GrpcRelay, host: str, port: int) -> str:
+    """Listen for gRPC on host:port; the address it answers on. Raises `ConfigError` naming
+    the setting when the address cannot be had."""
+    try:
+        return await grpc_relay.start(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"grpc.host = {host!r}, grpc.port = {port}: cannot listen there ({exc}). Fix: stop "
+            f"what uses that port, or choose another (--grpc-port N, or 0 for no gRPC listener)."
+        ) from None
+
+
+def _one_host(settings: Settings) -> bool:
+    """The gRPC and REST upstreams are one host (api.x.ai both): a key sent to one is meant
+    for the other, so pricing may fetch the REST listings with a gRPC client's key."""
+    return URL(settings.grpc.upstream).host == settings.upstream.url.host
 
 
 async def serve(settings: Settings, api_key: str | None = None) -> None:

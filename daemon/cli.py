@@ -120,22 +120,40 @@ ledger_option = click.option("--ledger", metavar="FILE", help="ledger file (defa
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")
 
 
-@cli.command(help="run the relay and the admin listener")
+@cli.command(help="run the relays (HTTP and gRPC) and the admin listener")
 @config_option
 @click.option("--port", type=int, metavar="N", help="relay port (overrides relay.port)")
 @click.option("--admin-port", type=int, metavar="N", help="admin port (overrides admin.port)")
 @click.option("--upstream", metavar="URL", help="upstream base URL (overrides upstream.base_url)")
+@click.option(
+    "--grpc-port", type=int, metavar="N", help="gRPC port, 0 for none (overrides grpc.port)"
+)
+@click.option("--grpc-upstream", metavar="URL", help="gRPC upstream URL (overrides grpc.upstream)")
 @click.option("--ledger", metavar="FILE", help="ledger file (overrides ledger.path)")
 def serve(
     config: str | None,
     port: int | None,
     admin_port: int | None,
     upstream: str | None,
+    grpc_port: int | None,
+    grpc_upstream: str | None,
     ledger: str | None,
 ) -> None:
-    settings = _settings(config, port=port, admin_port=admin_port, upstream=upstream, ledger=ledger)
+    settings = _settings(
+        config,
+        port=port,
+        admin_port=admin_port,
+        upstream=upstream,
+        ledger=ledger,
+        grpc_port=grpc_port,
+        grpc_upstream=grpc_upstream,
+    )
     configure(settings.log.level, settings.log.format)
     api_key = _forced_api_key(settings)
+    # grpc core writes its own plain-text lines to stderr, into the daemon's JSON log; all it
+    # has to say reaches the daemon anyway, as a status or an exception (set before grpc loads;
+    # GRPC_VERBOSITY=debug in the environment still wins, for debugging).
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _run(_serve(settings, api_key))
 
 
@@ -158,11 +176,18 @@ def demo(ledger: str, keep_running: bool) -> None:
 @cli.command(help="run the built-in fake of the xAI API, for your own experiments")
 @click.option("--host", metavar="HOST", default="127.0.0.1")
 @click.option("--port", type=int, metavar="N", default=8788)
-def simulate(host: str, port: int) -> None:
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    metavar="N",
+    default=8791,
+    help="port of the gRPC face, for xai-sdk (0: off)",
+)
+def simulate(host: str, port: int, grpc_port: int) -> None:
     configure("info", "auto")
     from daemon import simulator
 
-    simulator.run(host, port)
+    simulator.run(host, port, grpc_port)
 
 
 @cli.command(
@@ -294,6 +319,8 @@ def _settings(
     admin_port: int | None = None,
     upstream: str | None = None,
     ledger: str | None = None,
+    grpc_port: int | None = None,
+    grpc_upstream: str | None = None,
 ) -> Settings:
     settings = load(config)
     overrides = {
@@ -303,6 +330,8 @@ def _settings(
             ("admin.port", admin_port),
             ("upstream.base_url", upstream),
             ("ledger.path", ledger),
+            ("grpc.port", grpc_port),
+            ("grpc.upstream", grpc_upstream),
         )
         if value is not None
     }

@@ -120,6 +120,23 @@ def _base_url(key: str, value: Any) -> str:
     return str(url.origin())
 
 
+def _grpc_upstream(key: str, value: Any) -> str:
+    text = _str(key, value)
+    url = URL(text) if "://" in text else None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"{key} = {text!r}: expected https://HOST[:PORT] (TLS, port 443 by default) or "
+            f'http://HOST:PORT (plaintext). Fix: {key} = "https://api.x.ai", or '
+            f'"http://127.0.0.1:8791" for a local simulator.'
+        )
+    if url.path not in ("", "/") or url.query_string or url.fragment or url.user:
+        raise ConfigError(
+            f"{key} = {text!r}: give only scheme, host and port (gRPC calls keep their own "
+            f'method path). Fix: {key} = "{url.origin()}".'
+        )
+    return str(url.origin())
+
+
 def _overrides(key: str, value: Any) -> dict[str, Any]:
     from daemon.pricing import OverrideError, parse_overrides
 
@@ -225,6 +242,27 @@ SETTINGS: tuple[Setting, ...] = (
         _host,
     ),
     Setting("admin.port", 9787, "Port of the admin listener.", _int_in(0, 65535)),
+    Setting(
+        "grpc.host",
+        "127.0.0.1",
+        "Address of the gRPC listener, for xAI's own SDK (xai-sdk): "
+        'Client(api_host="HOST:PORT", use_insecure_channel=True). Every method of every service '
+        "is relayed to grpc.upstream, bytes untouched; the billed ones are metered like REST.",
+        _host,
+    ),
+    Setting(
+        "grpc.port",
+        8790,
+        "Port of the gRPC listener; 0 turns it off.",
+        _int_in(0, 65535),
+    ),
+    Setting(
+        "grpc.upstream",
+        "https://api.x.ai",
+        "Where gRPC calls go: https://HOST[:PORT] (TLS with the system's CA certificates, port "
+        "443 by default) or http://HOST:PORT (plaintext: a simulator, a test).",
+        _grpc_upstream,
+    ),
     Setting(
         "upstream.base_url",
         "https://api.x.ai",
@@ -410,6 +448,25 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    host: str
+    port: int  # 0: no gRPC listener
+    upstream: str  # scheme, host and port only: https (TLS) or http (plaintext)
+
+    @property
+    def target(self) -> str:
+        """The upstream as a gRPC target, ``host:port`` (https: 443 unless given; http: 80)."""
+        url = URL(self.upstream)
+        host = f"[{url.host}]" if url.host and ":" in url.host else url.host
+        return f"{host}:{url.port}"
+
+    @property
+    def tls(self) -> bool:
+        """True when the upstream is reached over TLS (an https URL)."""
+        return URL(self.upstream).scheme == "https"
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     base_url: str  # scheme, host and port only
     connect_timeout: float  # seconds
@@ -483,6 +540,7 @@ class ShutdownSettings:
 _SECTIONS: dict[str, type] = {
     "relay": RelaySettings,
     "admin": AdminSettings,
+    "grpc": GrpcSettings,
     "upstream": UpstreamSettings,
     "auth": AuthSettings,
     "ledger": LedgerSettings,
@@ -504,6 +562,7 @@ class Settings:
 
     relay: RelaySettings
     admin: AdminSettings
+    grpc: GrpcSettings
     upstream: UpstreamSettings
     upstreams: Mapping[str, UpstreamEntry]
     auth: AuthSettings

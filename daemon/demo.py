@@ -1,4 +1,9 @@
-"""`xai-meter demo`: simulator, daemon and a burst of traffic; no key and no network needed."""
+"""`xai-meter demo`: simulator, daemon and a burst of traffic; no key and no network needed.
+
+REST calls (aiohttp, as any HTTP client) go through the daemon's HTTP relay to the simulator;
+calls made with xAI's own SDK (xai-sdk, gRPC) go through the daemon's gRPC listener to the
+simulator's gRPC face, which shares the REST face's state. Every call is one ledger row.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
+from xai_sdk import AsyncClient
+from xai_sdk.chat import user
 
 from daemon import config, simulator
 from daemon.app import Daemon
@@ -95,19 +103,54 @@ async def _send(
         pass  # the cut stream: the app sees a broken body, the ledger records why
 
 
+# (what it shows, model, stream?) of the calls made with xai-sdk, after the REST ones
+SDK_TRAFFIC: list[tuple[str, str, bool]] = [
+    ("xai-sdk over gRPC: chat.sample()", "grok-4.3", False),
+    ("xai-sdk over gRPC: chat.stream()", "grok-4.3", True),
+]
+
+
+async def _sdk_calls(address: str) -> None:
+    """The SDK's own calls, as xAI's examples make them, through the daemon's gRPC listener."""
+    client = AsyncClient(api_key=DEMO_KEY, api_host=address, use_insecure_channel=True)
+    try:
+        for _, model, stream in SDK_TRAFFIC:
+            chat = client.chat.create(model=model)
+            chat.append(user("What is the meaning of life?"))
+            try:
+                if stream:
+                    async for _response, _chunk in chat.stream():
+                        pass
+                else:
+                    await chat.sample()
+            except grpc.RpcError:
+                pass  # recorded by the daemon like any failed call
+    finally:
+        await client.close()
+
+
 async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
-    sim = await simulator.start(state=simulator.SimulatorState(record_requests=False))
+    state = simulator.SimulatorState(record_requests=False)
+    sim = await simulator.start(state=state)
+    face = await simulator.start_grpc(state=state)
     settings = config.from_mapping(
         {
             "relay": {"port": 0},
             "admin": {"port": 0},
             "upstream": {"base_url": sim.url},
+            "grpc": {"upstream": face.url},
             "ledger": {"path": ledger_path},
             "log": {"calls": False},
         }
     )
-    daemon = Daemon(settings)
-    await daemon.start()
+    daemon = Daemon(settings, grpc_any_port=True)  # a free port, as the others here
+    calls = len(TRAFFIC) + 1 + len(SDK_TRAFFIC)
+    try:
+        await daemon.start()
+    except BaseException:
+        await face.close()
+        await sim.close()
+        raise
     before = daemon.ledger.rows_written
     try:
         async with aiohttp.ClientSession() as session:
@@ -117,19 +160,23 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
                 f"{daemon.relay_url}/v1/models", headers={"Authorization": f"Bearer {DEMO_KEY}"}
             ) as resp:
                 await resp.read()
+        await _sdk_calls(daemon.grpc_address)
         async with asyncio.timeout(10):
-            await daemon.ledger.wait_written(before + len(TRAFFIC) + 1)
-        _print_report(ledger_path, len(TRAFFIC) + 1)
+            await daemon.ledger.wait_written(before + calls)
+        _print_report(ledger_path, calls)
         _print_metrics(daemon)
         _print_where(ledger_path)
         if keep_running:
             print(
                 f"  relay    {daemon.relay_url}/v1   (simulator behind it: {sim.url})\n"
+                f"  gRPC     {daemon.grpc_address}   (xai-sdk: api_host={daemon.grpc_address!r}, "
+                f"use_insecure_channel=True; simulator behind it: {face.target})\n"
                 f"  metrics  {daemon.admin_url}/metrics\nCtrl-C to stop."
             )
             await asyncio.Event().wait()
     finally:
         await daemon.stop()
+        await face.close()
         await sim.close()
 
 
@@ -151,11 +198,12 @@ def _print_report(ledger_path: str, last: int) -> None:
     finally:
         db.close()
     head = (
-        f"{'endpoint':<17}{'model':<24}{'status':>6}{'in':>6}{'cached':>7}{'out':>6}"
+        f"{'via':<5}{'endpoint':<17}{'model':<24}{'status':>6}{'in':>6}{'cached':>7}{'out':>6}"
         f"{'reason':>7}{'billed':>12}  {'fingerprint':<14}{'ttft ms':>8}  note"
     )
     print("Recorded calls (one ledger row each):\n" + head + "\n" + "-" * len(head))
     notes = [label for label, _, _ in TRAFFIC] + ["models list (relayed, not billed)"]
+    notes += [label for label, _, _ in SDK_TRAFFIC]
     for row, note in zip(rows, notes, strict=False):
         detail = row["error"] or ""
         if not row["metered"]:
@@ -165,7 +213,8 @@ def _print_report(ledger_path: str, last: int) -> None:
             return "-" if r[col] is None else str(r[col])
 
         print(
-            f"{row['endpoint']:<17}{(row['model'] or row['requested_model'] or '-'):<24}"
+            f"{row.get('transport') or 'http':<5}{row['endpoint']:<17}"
+            f"{(row['model'] or row['requested_model'] or '-'):<24}"
             f"{n('status'):>6}{n('input_tokens'):>6}{n('cached_input_tokens'):>7}"
             f"{n('output_tokens'):>6}{n('reasoning_tokens'):>7}"
             f"{_usd(row['reported_cost_ticks']):>12}  {(row['fingerprint'] or '-'):<14}"

@@ -137,6 +137,7 @@ class CallLog:
             "id": record.id,
             "provider": record.provider,
             "endpoint": record.endpoint,
+            "transport": record.transport.value,  # http | grpc | websocket
             "method": record.method,
             "status": record.status,
             "stream": record.stream,

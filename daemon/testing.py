@@ -111,6 +111,8 @@ def make_settings(tmp_path: Path, upstream: str, **extra: Any) -> config.Setting
     table: dict[str, Any] = {
         "relay": {"port": 0},
         "admin": {"port": 0},
+        # No gRPC listener unless a test asks for one (`Daemon(grpc_any_port=True)`).
+        "grpc": {"port": 0},
         "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 5},
         "ledger": {"path": str(tmp_path / "ledger.db"), "flush_interval": 0.0},
         "shutdown": {"grace_period": 2},
@@ -141,6 +143,11 @@ class RunningDaemon:
     @property
     def url(self) -> str:
         return self.daemon.relay_url
+
+    @property
+    def grpc_address(self) -> str:
+        """``host:port`` of its gRPC listener (xai-sdk's ``api_host``); "" when it has none."""
+        return self.daemon.grpc_address
 
     @property
     def admin_url(self) -> str:

@@ -43,6 +43,18 @@ async def sim() -> AsyncIterator[simulator.Simulator]:
 
 
 @pytest.fixture
+async def grpc_sim(sim: simulator.Simulator) -> AsyncIterator[simulator.GrpcSimulator]:
+    """The simulator's gRPC face on a free port, sharing `sim`'s state: ``.target``
+    (``127.0.0.1:PORT``, xai-sdk's ``api_host``), ``.url`` (``http://...``, for
+    ``grpc.upstream``), ``.state`` (the same `SimulatorState` as ``sim.state``)."""
+    face = await simulator.start_grpc(state=sim.state)
+    try:
+        yield face
+    finally:
+        await face.close()
+
+
+@pytest.fixture
 async def start_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     started: list[Daemon] = []
 

@@ -67,7 +67,8 @@ def test_command_table_rows() -> None:
     ]
     assert rows[0].startswith(
         "| `xai-meter serve [--config FILE] [--port N] [--admin-port N] [--upstream URL] "
-        "[--ledger FILE]` | run the relay and the admin listener (also what plain "
+        "[--grpc-port N] [--grpc-upstream URL] [--ledger FILE]` | run the relays (HTTP and "
+        "gRPC) and the admin listener (also what plain "
     )
     assert "[--by model\\|app\\|key\\|day\\|endpoint]" in rows[4]
     assert "| `xai-meter check-config FILE` |" in rows[6]
@@ -197,6 +198,7 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "-h"]) == 0
     out = capsys.readouterr().out
     assert "[default: 127.0.0.1]" in out and "[default: 8788]" in out
+    assert "gRPC face, for xai-sdk (0: off) [default: 8791;" in " ".join(out.split())
     assert main(["demo", "--help"]) == 0
     assert "[default: xai-meter-demo.db]" in capsys.readouterr().out
 
@@ -240,21 +242,23 @@ def test_simulate_and_demo_get_their_options(monkeypatch: pytest.MonkeyPatch) ->
 
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(cli, "configure", lambda level, fmt: calls.append(("log", level)))
-    monkeypatch.setattr(simulator, "run", lambda host, port: calls.append(("sim", host, port)))
+    monkeypatch.setattr(
+        simulator, "run", lambda host, port, grpc: calls.append(("sim", host, port, grpc))
+    )
 
     async def fake_demo(ledger: str, keep_running: bool = False) -> None:
         calls.append(("demo", ledger, keep_running))
 
     monkeypatch.setattr(demo, "run_demo", fake_demo)
     assert main(["simulate"]) == 0
-    assert main(["simulate", "--host", "0.0.0.0", "--port", "1"]) == 0
+    assert main(["simulate", "--host", "0.0.0.0", "--port", "1", "--grpc-port", "0"]) == 0
     assert main(["demo"]) == 0
     assert main(["demo", "--ledger", "d.db", "--keep-running"]) == 0
     assert calls == [
         ("log", "info"),
-        ("sim", "127.0.0.1", 8788),
+        ("sim", "127.0.0.1", 8788, 8791),
         ("log", "info"),
-        ("sim", "0.0.0.0", 1),
+        ("sim", "0.0.0.0", 1, 0),
         ("log", "warning"),
         ("demo", "xai-meter-demo.db", False),
         ("log", "warning"),

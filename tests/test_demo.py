@@ -28,8 +28,21 @@ def test_demo_records_every_call(tmp_path: Path) -> None:
         "xai_meter_tokens_total",
         "xai_meter_cost_usd_total",
         "Where to look",
+        "xai-sdk over gRPC: chat.stream()",
     ):
         assert expected in out
     rows = list(sqlite_utils.Database(tmp_path / "demo.db").query("select * from calls"))
-    assert len(rows) == 9
+    assert len(rows) == 11
     assert sum(r["status"] == 429 for r in rows) == 1
+    # the xai-sdk calls, through the gRPC listener: grok-4.3 on the demo's question, 13 prompt
+    # tokens, 14 completion + 84 reasoning; the stream's prompt is cached (12 of 13) by then
+    sdk = [r for r in rows if r["transport"] == "grpc"]
+    assert [r["path"] for r in sdk] == [
+        "/xai_api.Chat/GetCompletion",
+        "/xai_api.Chat/GetCompletionChunk",
+    ]
+    assert [(r["input_tokens"], r["cached_input_tokens"], r["reasoning_tokens"]) for r in sdk] == [
+        (13, 0, 84),
+        (13, 12, 84),
+    ]
+    assert [r["reported_cost_ticks"] for r in sdk] == [2_612_500, 2_486_500]

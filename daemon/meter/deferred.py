@@ -18,6 +18,14 @@ so a restart between the POST and its result still links and bills the result on
 
 The dialects say what a poll brought: ``record.status`` and, for jobs that report one,
 ``record.job_status`` (done | pending | failed | expired); the usage of a done job.
+
+gRPC is the same story under other names (xai-api.md, "gRPC API"): ``Chat/StartDeferredCompletion``
+and ``Video/GenerateVideo|ExtendVideo`` answer the request id (endpoints ``chat.completions``,
+``videos.generations|extensions``); ``Chat/GetDeferredCompletion`` and ``Video/GetDeferredVideo``
+are the polls (``chat.deferred``, ``videos.result``), every one an OK status whose
+``DeferredStatus`` gives ``job_status``, with the id in the request message
+(``deferred_request_id``) rather than the path. Ids are shared across both transports: a job
+started over gRPC and fetched over REST links all the same.
 """
 
 from __future__ import annotations

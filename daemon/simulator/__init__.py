@@ -30,6 +30,14 @@ The package, one module per concern, the API surfaces each in their own:
 * `sockets`   the WebSockets' plumbing (faults, logs, turns) and the Responses socket
 * `realtime`  the voice sockets: realtime, streaming TTS and STT
 * `server`    the aiohttp app and its routes, `start`, `run`
+
+The gRPC face (xai-api.md "gRPC API", what ``xai-sdk`` speaks) serves the same fake from the same
+`SimulatorState`, its faults read from ``x-sim-*`` metadata:
+
+* `grpc_server`  the grpc.aio server, the front every call passes, `start_grpc`
+* `grpc_wire`    the call, the method table entry, usage and timestamps as protos
+* `grpc_chat`, `grpc_media`, `grpc_info`: Chat and Sample; Image and Video; Models, Auth,
+  Tokenize
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from daemon.simulator.faults import (
     HEADER_USAGE,
     Injection,
 )
+from daemon.simulator.grpc_server import GrpcSimulator, start_grpc
 from daemon.simulator.server import Simulator, build_app, run, start
 from daemon.simulator.state import STATE_KEY, SimulatedRequest, SimulatorState
 
@@ -76,6 +85,7 @@ __all__ = [
     "HEADER_USAGE",
     "INVALID_KEY",
     "STATE_KEY",
+    "GrpcSimulator",
     "Injection",
     "SimulatedRequest",
     "Simulator",
@@ -88,5 +98,6 @@ __all__ = [
     "resolve_model",
     "run",
     "start",
+    "start_grpc",
     "tool_fee_ticks",
 ]

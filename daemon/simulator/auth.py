@@ -10,33 +10,44 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import hdrs, web
 
 from daemon.simulator.faults import Injection
 from daemon.simulator.state import SimulatorState
-from daemon.simulator.wire import Reply, error_reply, json_reply
+from daemon.simulator.wire import ApiError, Reply, json_reply
 
 INVALID_KEY = "invalid-key"  # the one API key the simulator rejects (400, like a wrong real key)
 _CLIENT_SECRET = "xai-client-secret."  # a WebSocket subprotocol carrying a client secret
 _ID_NAMESPACE = uuid.UUID("6f1c0a52-58a4-4b4e-9d0e-3b2f7c1d9e10")
 
 
-def auth_error(headers: Mapping[str, str]) -> Reply | None:
-    """The 401 (no key) or 400 (`INVALID_KEY`) answer for a request's key; None: accepted."""
-    key = _api_key(headers)
+def check_key(headers: Mapping[str, str]) -> None:
+    """Raise the `ApiError` 401 (no key) or 400 (`INVALID_KEY`) for a request's key (HTTP
+    headers or gRPC metadata, case-insensitive); return when it is accepted."""
+    key = api_key_of(headers)
     if not key:
-        return error_reply(401, "No API key provided. Send it as `Authorization: Bearer <key>`.")
+        raise ApiError(401, "No API key provided. Send it as `Authorization: Bearer <key>`.")
     if key == INVALID_KEY:
-        return error_reply(
+        raise ApiError(
             400,
             f"Incorrect API key provided: {_redact(key)}. "
             "You can obtain an API key from https://console.x.ai.",
         )
+
+
+def auth_error(headers: Mapping[str, str]) -> Reply | None:
+    """The 401 (no key) or 400 (`INVALID_KEY`) answer for a request's key; None: accepted."""
+    try:
+        check_key(headers)
+    except ApiError as exc:
+        return exc.reply()
     return None
 
 
-def _api_key(headers: Mapping[str, str]) -> str | None:
+def api_key_of(headers: Mapping[str, str]) -> str | None:
+    """The request's API key: ``Authorization: Bearer`` first, then ``x-api-key``."""
     auth = headers.get(hdrs.AUTHORIZATION, "")
     if auth[:7].lower() == "bearer " and auth[7:].strip():
         return auth[7:].strip()
@@ -52,23 +63,25 @@ def _redact(key: str) -> str:
     return f"{key[:4]}...{key[-4:]}" if len(key) > 12 else "****"
 
 
+def key_description(state: SimulatorState, key: str) -> dict[str, Any]:
+    """How xAI describes an API key (``GET /v1/api-key``, gRPC ``Auth/get_api_key_info``)."""
+    user_id = str(uuid.uuid5(_ID_NAMESPACE, "user"))
+    return {
+        "redacted_api_key": _redact(key),
+        "user_id": user_id,
+        "name": "sim-key",
+        "create_time": "2025-01-01T00:00:00Z",
+        "modify_time": "2025-01-01T00:00:00Z",
+        "modified_by": user_id,
+        "team_id": state.team_id,
+        "acls": ["api-key:model:*", "api-key:endpoint:*"],
+        "api_key_id": str(uuid.uuid5(_ID_NAMESPACE, "key:" + key)),
+        "team_blocked": False,
+        "api_key_blocked": False,
+        "api_key_disabled": False,
+    }
+
+
 async def api_key_info(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
     """`GET /v1/api-key`: the key's description, redacted, with the state's team id."""
-    key = _api_key(request.headers) or ""
-    user_id = str(uuid.uuid5(_ID_NAMESPACE, "user"))
-    return json_reply(
-        {
-            "redacted_api_key": _redact(key),
-            "user_id": user_id,
-            "name": "sim-key",
-            "create_time": "2025-01-01T00:00:00Z",
-            "modify_time": "2025-01-01T00:00:00Z",
-            "modified_by": user_id,
-            "team_id": state.team_id,
-            "acls": ["api-key:model:*", "api-key:endpoint:*"],
-            "api_key_id": str(uuid.uuid5(_ID_NAMESPACE, "key:" + key)),
-            "team_blocked": False,
-            "api_key_blocked": False,
-            "api_key_disabled": False,
-        }
-    )
+    return json_reply(key_description(state, api_key_of(request.headers) or ""))

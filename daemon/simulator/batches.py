@@ -33,7 +33,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from daemon.simulator.catalog import cost_fields, find_model, image_price_ticks
-from daemon.simulator.chat import _chat_completion, _prepare_chat  # one chat answer, as served
+from daemon.simulator.chat import chat_completion, prepare_chat  # one chat answer, as served
 from daemon.simulator.faults import Injection
 from daemon.simulator.state import Batch, SimulatorState
 from daemon.simulator.videos import video_done_body
@@ -127,8 +127,8 @@ def _run(state: SimulatorState, headers: Mapping[str, str], batch_request: Any) 
         raise ApiError(422, f"`{kind}` must be a JSON object")
     if kind in ("chat_get_completion", "responses"):
         chat_req = req if kind == "chat_get_completion" else _chat_messages(req)
-        chat = _prepare_chat(state, headers, chat_req)
-        answer = _chat_completion(state, chat, Injection(), str(uuid.uuid4()))
+        chat = prepare_chat(state, headers, chat_req)
+        answer = chat_completion(state, chat, Injection(), str(uuid.uuid4()))
         key = "chat_get_completion"  # Responses lines come back in chat shape (xai-api.md)
     elif kind == "image_generation":
         answer, key = _image_answer(state, req), kind

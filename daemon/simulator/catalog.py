@@ -268,6 +268,25 @@ def default_image_models() -> list[dict[str, Any]]:
     ]
 
 
+VIDEO_PRICES: dict[str, dict[str, int]] = {  # model -> resolution -> ticks per second of video
+    "grok-imagine-video": {"480p": 500_000_000, "720p": 700_000_000},
+    "grok-imagine-video-1.5": {
+        "480p": 800_000_000,
+        "720p": 1_400_000_000,
+        "1080p": 2_500_000_000,
+    },
+}  # xai-api.md "Models (late 2026)": in no listing, so the catalog holds them
+VIDEO_DEFAULT_MODEL = "grok-imagine-video"
+VIDEO_DEFAULT_RESOLUTION = "480p"
+VIDEO_DEFAULT_SECONDS = 8  # xai-api.md "Video": duration 1-15, default 8
+
+
+def video_price_ticks(model: str, resolution: str, seconds: int) -> int | None:
+    """Ticks for `seconds` of video from `model` at `resolution`; None when not offered."""
+    per_second = VIDEO_PRICES.get(model, {}).get(resolution)
+    return None if per_second is None else per_second * seconds
+
+
 def find_model(models: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any] | None:
     """The listing entry named `name`, by id first, then by alias (a copy); None if unlisted."""
     for model in models:

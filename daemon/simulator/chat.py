@@ -108,7 +108,9 @@ def function_call(req: Mapping[str, Any], seed: bytes) -> FunctionCall | None:
 
 
 @dataclass(slots=True)
-class _Chat:
+class PreparedChat:
+    """A chat request measured and answered: model, fingerprint, prompt, choices, tier."""
+
     model: str
     fingerprint: str
     prompt: Prompt
@@ -122,7 +124,7 @@ class _Chat:
 
 
 def _chat_usage(
-    state: SimulatorState, chat: _Chat, completion: int, reasoning: int
+    state: SimulatorState, chat: PreparedChat, completion: int, reasoning: int
 ) -> dict[str, Any]:
     prompt = chat.prompt
     usage: dict[str, Any] = {
@@ -147,13 +149,16 @@ def _chat_usage(
     return usage
 
 
-def _chat_full_usage(state: SimulatorState, chat: _Chat) -> dict[str, Any]:
+def _chat_full_usage(state: SimulatorState, chat: PreparedChat) -> dict[str, Any]:
     completion = sum(chat.completion_tokens(c) for c in chat.choices)
     reasoning = sum(c.reasoning_tokens for c in chat.choices)
     return _chat_usage(state, chat, completion, reasoning)
 
 
-def _prepare_chat(state: SimulatorState, headers: Mapping[str, str], req: dict[str, Any]) -> _Chat:
+def prepare_chat(
+    state: SimulatorState, headers: Mapping[str, str], req: dict[str, Any]
+) -> PreparedChat:
+    """Measure a chat request (REST's JSON shape) and choose its answer; `ApiError` if bad."""
     effort = req.get("reasoning_effort")
     effort = effort if isinstance(effort, str) else None
     resolved, entry = model_of(state, req, effort)
@@ -168,7 +173,7 @@ def _prepare_chat(state: SimulatorState, headers: Mapping[str, str], req: dict[s
     base_id = str(entry["id"]) if entry else resolved
     prompt = measure_prompt(state, headers, f"chat:{base_id}", [segment_of(m) for m in messages])
     limit = token_limit(req.get("max_completion_tokens")) or token_limit(req.get("max_tokens"))
-    return _Chat(
+    return PreparedChat(
         model=resolved,
         fingerprint=fingerprint_of(state, resolved, entry),
         prompt=prompt,
@@ -179,7 +184,7 @@ def _prepare_chat(state: SimulatorState, headers: Mapping[str, str], req: dict[s
     )
 
 
-def _tier_field(state: SimulatorState, chat: _Chat) -> dict[str, str]:
+def _tier_field(state: SimulatorState, chat: PreparedChat) -> dict[str, str]:
     """``service_tier`` as the answer carries it: always in 2026, only when granted in 2025."""
     if state.legacy_2025_shapes and chat.tier == "default":
         return {}
@@ -194,9 +199,10 @@ def _call_json(call: FunctionCall) -> dict[str, Any]:
     }
 
 
-def _chat_completion(
-    state: SimulatorState, chat: _Chat, inj: Injection, cid: str
+def chat_completion(
+    state: SimulatorState, chat: PreparedChat, inj: Injection, cid: str
 ) -> dict[str, Any]:
+    """The ``chat.completion`` body of a prepared chat, with id `cid`."""
     choices = []
     for index, choice in enumerate(chat.choices):
         message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None}
@@ -226,20 +232,21 @@ def _chat_completion(
     return body
 
 
-def _chat_frames(
-    state: SimulatorState, chat: _Chat, inj: Injection, include_usage: bool
-) -> list[bytes]:
-    """The SSE frames of a streamed chat completion, every chunk with the same id and fingerprint.
+def chat_chunks(
+    state: SimulatorState, chat: PreparedChat, inj: Injection, include_usage: bool
+) -> list[dict[str, Any]]:
+    """The chunks of a streamed chat completion, every one with the same id and fingerprint.
 
     Chunks carry no usage, except with `X-Sim-Usage: every` (old cumulative style); the
-    usage chunk (``choices: []``) comes only when the client asked with include_usage.
+    usage chunk (``choices: []``) comes last, only when `include_usage` (REST: the client asked
+    with include_usage; gRPC: always, xai-api.md "gRPC API").
     """
     cid = str(uuid.uuid4())
     created = int(time.time())
-    frames: list[bytes] = []
+    chunks: list[dict[str, Any]] = []
     completion = reasoning = 0
 
-    def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         obj: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -253,7 +260,7 @@ def _chat_frames(
             obj["usage"] = _chat_usage(state, chat, completion, reasoning)
         obj["system_fingerprint"] = chat.fingerprint
         obj.update(tier)
-        return sse_data(obj)
+        return obj
 
     tier = _tier_field(state, chat)
     call = chat.call
@@ -279,33 +286,38 @@ def _chat_frames(
                 reasoning += choice.reasoning_tokens
             if "content" in delta or "tool_calls" in delta:
                 completion += 1
-            frames.append(chunk([{"index": index, "delta": delta, "finish_reason": None}]))
+            chunks.append(chunk([{"index": index, "delta": delta, "finish_reason": None}]))
         finish = choice.finish_reason if call is None else "tool_calls"
-        frames.append(chunk([{"index": index, "delta": {}, "finish_reason": finish}]))
+        chunks.append(chunk([{"index": index, "delta": {}, "finish_reason": finish}]))
     if include_usage and inj.usage != "none":
-        frames.append(chunk([], _chat_full_usage(state, chat)))
-    frames.append(DONE)
-    return frames
+        chunks.append(chunk([], _chat_full_usage(state, chat)))
+    return chunks
+
+
+def answer_tokens(chat: PreparedChat) -> tuple[int, int]:
+    """(prompt tokens, output tokens: completion plus reasoning) of an answer."""
+    output = sum(chat.completion_tokens(c) + c.reasoning_tokens for c in chat.choices)
+    return chat.prompt.tokens, output
 
 
 async def chat_completions(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
     """`POST /v1/chat/completions`: JSON, an SSE stream, or a deferred request id."""
     req = json_body(await request.read(), request.headers)
-    chat = _prepare_chat(state, request.headers, req)
-    output = sum(chat.completion_tokens(c) + c.reasoning_tokens for c in chat.choices)
+    chat = prepare_chat(state, request.headers, req)
+    _, output = answer_tokens(chat)
     headers = timing_headers(chat.prompt.tokens, output)
     tokens = chat.prompt.tokens + output
     if req.get("deferred"):
         request_id = str(uuid.uuid4())
-        completion = _chat_completion(state, chat, inj, request_id)
+        completion = chat_completion(state, chat, inj, request_id)
         state.deferred[request_id] = Deferred(completion, max(0, state.deferred_polls))
         return json_reply({"request_id": request_id})
     if req.get("stream"):
         options = req.get("stream_options")
         include = isinstance(options, dict) and options.get("include_usage") is True
-        frames = _chat_frames(state, chat, inj, include)
+        frames = [sse_data(chunk) for chunk in chat_chunks(state, chat, inj, include)] + [DONE]
         return Reply(frames=frames, content_type=SSE, headers=headers, tokens=tokens)
-    reply = json_reply(_chat_completion(state, chat, inj, str(uuid.uuid4())))
+    reply = json_reply(chat_completion(state, chat, inj, str(uuid.uuid4())))
     reply.headers.update(headers)
     reply.tokens = tokens
     return reply

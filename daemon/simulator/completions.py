@@ -52,9 +52,10 @@ def _prompt_text(req: dict[str, Any], key: str) -> str:
     return prompt
 
 
-def _usage(
+def text_usage(
     state: SimulatorState, model: str, prompt: Prompt, completion: int, reasoning: int
 ) -> dict[str, Any]:
+    """A text completion's usage: chat's fields (reasoning outside ``completion_tokens``)."""
     usage: dict[str, Any] = {
         "prompt_tokens": prompt.tokens,
         "completion_tokens": completion,
@@ -82,7 +83,7 @@ async def create_completion(request: web.Request, state: SimulatorState, inj: In
     cid = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     fingerprint = fingerprint_of(state, resolved, entry)
-    final_usage = _usage(state, resolved, prompt, len(choice.words), choice.reasoning_tokens)
+    final_usage = text_usage(state, resolved, prompt, len(choice.words), choice.reasoning_tokens)
 
     def body(choices: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
         obj: dict[str, Any] = {
@@ -107,7 +108,7 @@ async def create_completion(request: web.Request, state: SimulatorState, inj: In
     every = inj.usage == "every"
     frames = []
     for count, piece in enumerate(word_deltas(choice.words), start=1):
-        usage = _usage(state, resolved, prompt, count, 0) if every else None
+        usage = text_usage(state, resolved, prompt, count, 0) if every else None
         frames.append(sse_data(body([text_choice(piece, None)], usage)))
     frames.append(
         sse_data(body([text_choice("", choice.finish_reason)], final_usage if every else None))

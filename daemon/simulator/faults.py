@@ -6,7 +6,8 @@ A test says in the request itself what should go wrong with its answer:
                                   529 is xAI's "overloaded")
   ``X-Sim-Overloaded: N``         answer 529 overloaded to the first N attempts: those whose
                                   ``x-stainless-retry-count`` (the SDKs' retry number, 0 when
-                                  absent) is below N; later retries get the real answer
+                                  absent; on gRPC ``grpc-previous-rpc-attempts``) is below N;
+                                  later retries get the real answer
   ``X-Sim-Stall: headers|body``   wait on ``state.release`` before the headers / after the headers
                                   (and a stream's first frame); ends when the client leaves
   ``X-Sim-Cut-After: N``          streams: abort after N frames; JSON: send half, then abort
@@ -33,6 +34,14 @@ is answered 400. Every response carries ``x-request-id``; success (2xx) answers 
 ``x-ratelimit-{limit,remaining}-{requests,tokens}`` (xai-api.md "Headers and errors": the
 limits are ``state.ratelimit_requests``/``_tokens``, the remaining counts fall by one request
 and by the answer's `Reply.tokens` for each success, this one included, never below 0).
+
+The gRPC face (`daemon.simulator.grpc_server`) reads the same faults from request metadata
+(``x-sim-status: 429`` ...), parsed by the same `Injection.from_headers`: a status becomes the
+gRPC code xAI's gateway pairs with it (`grpc_server.GRPC_CODES`), a cut ends a stream after N
+messages (a unary answer: before its message) with ``INTERNAL``, a stall waits the same way,
+``X-Sim-Usage: none|every`` and the content faults work as on REST, ``X-Sim-Malformed`` sends
+bytes that do not parse, ``X-Sim-Reply-Headers`` becomes initial metadata. Split, gzip,
+encoding and newline faults have no gRPC meaning and are ignored there.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ HEADER_SOURCES = "X-Sim-Sources"
 HEADER_RESPONSE_STATUS = "X-Sim-Response-Status"
 HEADER_OVERLOADED = "X-Sim-Overloaded"
 RETRY_COUNT = "x-stainless-retry-count"  # sent by the openai and anthropic SDKs
+GRPC_ATTEMPTS = "grpc-previous-rpc-attempts"  # sent by gRPC's transparent retries (xai-sdk)
 
 _POLL = 0.02  # how often a stalled response checks whether its client is still there
 
@@ -99,7 +109,7 @@ class Injection:
             raise ApiError(400, f"{HEADER_SPLIT} must be at least 1")
         overloaded = header_int(headers, HEADER_OVERLOADED)
         if status is None and overloaded is not None:
-            retry = header_int(headers, RETRY_COUNT) or 0
+            retry = header_int(headers, RETRY_COUNT) or header_int(headers, GRPC_ATTEMPTS) or 0
             status = 529 if retry < overloaded else None
         return cls(
             status=status,
@@ -249,13 +259,13 @@ async def wait_release(request: web.Request) -> bool:
             if closing.is_set():
                 return False
             if _client_gone(request):
-                _abandon(state)
+                abandon(state)
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.release.wait(), _POLL)
     except asyncio.CancelledError:  # handler cancellation: the client left
         if not closing.is_set():
-            _abandon(state)
+            abandon(state)
         raise
     return True
 
@@ -271,7 +281,8 @@ def _ratelimit(state: SimulatorState, headers: CIMultiDict[str], tokens: int) ->
     headers["x-ratelimit-remaining-tokens"] = str(remaining_tokens)
 
 
-def _abandon(state: SimulatorState) -> None:
+def abandon(state: SimulatorState) -> None:
+    """Count a stalled answer whose client left (`SimulatorState.abandoned`)."""
     state.abandoned_count += 1
     state.abandoned.set()
 

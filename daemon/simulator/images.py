@@ -77,6 +77,21 @@ async def _images(request: web.Request, state: SimulatorState, inj: Injection, e
         req = _multipart_fields(raw, content_type)
     else:
         req = json_body(raw, request.headers)
+    body, _, _ = image_answer(state, req, inj, edit)
+    if req.get("deferred") is True:
+        return _defer(request, state, body)
+    return json_reply(body)
+
+
+def image_answer(
+    state: SimulatorState, req: dict[str, Any], inj: Injection, edit: bool
+) -> tuple[dict[str, Any], str, int]:
+    """The answer to an image request (REST's JSON fields), the id of the model that drew it,
+    and the listing cost in ticks (before `SimulatorState.billing_ratio`).
+
+    ``ApiError`` 422 for a bad prompt, ``n``, format or an unpriced quality x resolution, 404
+    for an unknown model.
+    """
     prompt = req.get("prompt")
     if not isinstance(prompt, str) or not prompt:
         raise ApiError(422, "`prompt` must be a non-empty string")
@@ -120,9 +135,7 @@ async def _images(request: web.Request, state: SimulatorState, inj: Injection, e
     cost = cost_fields(state, price * n)
     if inj.usage != "none" and cost:
         body["usage"] = cost
-    if req.get("deferred") is True:
-        return _defer(request, state, body)
-    return json_reply(body)
+    return body, str(entry["id"]), price * n
 
 
 def _defer(request: web.Request, state: SimulatorState, body: dict[str, Any]) -> Reply:

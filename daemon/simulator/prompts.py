@@ -262,6 +262,11 @@ async def tokenize_text(request: web.Request, state: SimulatorState, inj: Inject
     text = req.get("text")
     if not isinstance(text, str):
         raise ApiError(422, "`text` must be a string")
+    return json_reply({"token_ids": text_tokens(text)})
+
+
+def text_tokens(text: str) -> list[dict[str, Any]]:
+    """`text` split the tokenizer's way: ``{token_id, string_token, token_bytes}`` each."""
     tokens = []
     for piece in re.findall(r"\s*\S+|\s+", text):
         digest = hashlib.sha256(piece.encode()).digest()
@@ -272,4 +277,4 @@ async def tokenize_text(request: web.Request, state: SimulatorState, inj: Inject
                 "token_bytes": list(piece.encode()),
             }
         )
-    return json_reply({"token_ids": tokens})
+    return tokens

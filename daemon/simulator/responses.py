@@ -67,7 +67,7 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
-def _tool_calls(tools: Any, seed: bytes) -> dict[str, int]:
+def server_tool_calls(tools: Any, seed: bytes) -> dict[str, int]:
     """Server-side tool calls a request makes: a deterministic 1-3 per tool type asked for."""
     calls: dict[str, int] = {}
     if not isinstance(tools, list):
@@ -157,7 +157,7 @@ def answer(
     )
     limit = token_limit(req.get("max_output_tokens"))
     choice = reply_choices(prompt.seed, 1, is_reasoning(resolved), effort, limit)[0]
-    calls = _tool_calls(req.get("tools"), prompt.seed)
+    calls = server_tool_calls(req.get("tools"), prompt.seed)
     query = " ".join(segments[-1].text.split()[:8])
     details = dict.fromkeys(TOOL_DETAIL_KEYS, 0)
     for kind, count in calls.items():

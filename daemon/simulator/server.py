@@ -3,7 +3,7 @@
 `build_app` maps each path of xai-api.md the simulator serves to its surface's handler; `_front`
 records the request, then applies auth, an injected status and header stalls before any
 handler runs. `start` serves it on a loopback port (`Simulator`); `run` is ``xai-meter
-simulate``.
+simulate`` (REST, and the gRPC face of `grpc_server` beside it).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from daemon.simulator.faults import (
     send,
     wait_release,
 )
+from daemon.simulator.grpc_server import start_grpc
 from daemon.simulator.images import edit_images, generate_images, get_image_job
 from daemon.simulator.listing import (
     get_image_model,
@@ -230,12 +231,18 @@ async def start(
     return Simulator(runner, state, host, bound)
 
 
-def run(host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM: the `xai-meter simulate` command."""
+def run(host: str, port: int, grpc_port: int = 0) -> None:
+    """Serve until SIGINT/SIGTERM: the `xai-meter simulate` command. With `grpc_port` (0: off)
+    the gRPC face serves the same fake beside the REST one."""
 
     async def serve() -> None:
         # Long-running: keep no copy of what was received and sent (tests read those).
         simulator = await start(host, port, SimulatorState(record_requests=False))
+        try:
+            face = await start_grpc(host, grpc_port, simulator.state) if grpc_port else None
+        except BaseException:
+            await simulator.close()
+            raise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -243,9 +250,14 @@ def run(host: str, port: int) -> None:
                 loop.add_signal_handler(signum, stop.set)
         log.info("xai simulator listening on %s", simulator.url)
         print(f"xai simulator listening on {simulator.url}", flush=True)
+        if face is not None:
+            log.info("xai simulator (gRPC) listening on %s", face.target)
+            print(f"xai simulator (gRPC, xai-sdk) listening on {face.target}", flush=True)
         try:
             await stop.wait()
         finally:
+            if face is not None:
+                await face.close()
             await simulator.close()
 
     asyncio.run(serve())

@@ -44,6 +44,20 @@ class Deferred:
 
     completion: dict[str, Any]
     polls_left: int
+    grpc: Any = None  # for a job started over gRPC: what turns the completion into its message
+
+
+@dataclass(slots=True)
+class GrpcVideoJob:
+    """A deferred video started over gRPC (``Video/GenerateVideo`` or ``ExtendVideo``): its
+    answer fields and how many polls get PENDING first (REST keeps its jobs as `VideoJob`)."""
+
+    model: str
+    duration: int  # seconds
+    resolution: str  # 480p | 720p | 1080p
+    ticks: int  # the listing cost, before `billing_ratio`
+    polls_left: int
+    polls: int = 0  # polls answered so far (progress grows with them)
 
 
 @dataclass(slots=True)
@@ -126,6 +140,9 @@ class SimulatorState:
     abandoned_count: int = 0
     deferred: dict[str, Deferred] = field(default_factory=dict)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored, by id
+    # gRPC chat completions made with store_messages, by id: (converter, chat.completion body)
+    stored_completions: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    grpc_videos: dict[str, GrpcVideoJob] = field(default_factory=dict)  # gRPC jobs, by request id
     prompt_cache: set[bytes] = field(default_factory=set)  # digests of prompt prefixes seen
     _contexts: dict[str, int] = field(default_factory=dict, repr=False)  # response id -> tokens
     # Video jobs and batches (daemon.simulator.videos, daemon.simulator.batches):

@@ -208,7 +208,8 @@ async def test_sigterm_during_a_stream_drains_and_records(
     ledger = tmp_path / "ledger.db"
     cfg = tmp_path / "c.toml"
     cfg.write_text(
-        f'[relay]\nport = 0\n[admin]\nport = 0\n[upstream]\nbase_url = "{sim.url}"\n'
+        f"[relay]\nport = 0\n[admin]\nport = 0\n[grpc]\nport = 0\n"
+        f'[upstream]\nbase_url = "{sim.url}"\n'
         f'[ledger]\npath = "{ledger}"\n[shutdown]\ngrace_period = 0.3\n'
         f'[log]\nformat = "json"\n'
     )
