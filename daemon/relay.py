@@ -21,7 +21,7 @@ from aiohttp import hdrs, web
 from yarl import URL
 
 from daemon.dialects import Router
-from daemon.dialects.base import Dialect, Tap, unread_usage
+from daemon.dialects.base import Dialect, Tap, end_call
 from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
@@ -147,14 +147,7 @@ class Relay:
             self._finish(record)
 
     def _finish(self, record: CallRecord) -> None:
-        record.duration_ms = (self._clock() - record.t0) * 1000.0
-        if record.billable and record.usage is None and record.unmetered_reason is None:
-            unread_usage(record)
-        if record.error is None and record.status is not None and record.status >= 400:
-            record.error = CallError.HTTP_ERROR
-        record.stage = (
-            Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) else Stage.FAILED
-        )
+        end_call(record, self._clock())
         self.in_flight -= 1
         self.meter.finish(record)
 

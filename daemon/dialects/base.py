@@ -176,3 +176,16 @@ def unread_usage(record: CallRecord) -> None:
     elif is_ok(record):
         ended = record.error is None or record.error is CallError.HTTP_ERROR
         record.mark_unmetered(Unmetered.NO_USAGE if ended else Unmetered.INCOMPLETE)
+
+
+def end_call(record: CallRecord, now: float) -> None:
+    """Close a relayed call (HTTP or gRPC) before the meter takes it: its duration (``now``, in
+    the clock ``record.t0`` came from, seconds), why a billable call has no usage
+    (`unread_usage`), ``http_error`` for a 4xx/5xx answer that ended cleanly, and its final
+    stage (``finished`` or ``failed``)."""
+    record.duration_ms = (now - record.t0) * 1000.0
+    if record.billable and record.usage is None and record.unmetered_reason is None:
+        unread_usage(record)
+    if record.error is None and record.status is not None and record.status >= 400:
+        record.error = CallError.HTTP_ERROR
+    record.stage = Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) else Stage.FAILED

@@ -37,7 +37,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from daemon.config import GrpcSettings
-from daemon.dialects.base import unread_usage
+from daemon.dialects.base import end_call
 from daemon.grpc_relay.hop import (
     CHANNEL_OPTIONS,
     SERVER_OPTIONS,
@@ -316,14 +316,7 @@ class GrpcRelay:
         context.set_details(f"xai-meter: the relay failed ({type(exc).__name__})")
 
     def _finish(self, record: CallRecord) -> None:
-        record.duration_ms = (self._clock() - record.t0) * 1000.0
-        if record.billable and record.usage is None and record.unmetered_reason is None:
-            unread_usage(record)
-        if record.error is None and record.status is not None and record.status >= 400:
-            record.error = CallError.HTTP_ERROR
-        record.stage = (
-            Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) else Stage.FAILED
-        )
+        end_call(record, self._clock())
         self.in_flight -= 1
         self.meter.finish(record)
 
