@@ -3,7 +3,8 @@ each batch request result read from the answer becomes a record of its own.
 
 Every relayed `/v1/batches...` call is one unbilled row of endpoint ``batches``, as always. A
 results page (or one result) is read here, and each result in it becomes a *derived* record
-(`CallRecord.derived`, handed to the meter with its page: `daemon.meter`): endpoint
+(`CallRecord.derived`, handed to the meter with its page: `daemon.meter`; `result_record`,
+which gRPC's ``BatchMgmt/ListBatchResults`` and ``GetBatchRequestResult`` share): endpoint
 ``batches.result``, ``linked_id`` = the batch id (from the path), ``response_id`` = the
 ``batch_request_id``, and model, tokens and cost from the embedded answer. Such a row is born
 from a page, not from a relayed call, so it says where it was read: ``method``, ``path``,
@@ -25,6 +26,8 @@ its code in ``upstream_error``; an answer of a kind not known here is unmetered 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from daemon.dialects.base import Clock, Dialect, Tap, is_ok, note_model_and_id
@@ -71,11 +74,23 @@ def read_image_answer(record: CallRecord, answer: dict[str, Any]) -> None:
     record.usage = Usage(images=len(data), reported_cost_ticks=reported_ticks(sub(answer, "usage")))
 
 
-def result_record(page: CallRecord, batch_id: str, item: dict[str, Any]) -> CallRecord | None:
-    """The record of one result ``item`` read from the ``page`` call; None without an id."""
-    request_id = opt_str(item.get("batch_request_id"))
-    if request_id is None:
-        return None
+def result_record(
+    page: CallRecord,
+    batch_id: str,
+    request_id: str,
+    *,
+    error: str | None = None,
+    read_answer: Callable[[CallRecord], None] | None = None,
+) -> CallRecord:
+    """The record of one batch result read from the ``page`` call, from values the page's own
+    reader already parsed (a REST JSON page: `read_result_item`; a gRPC message:
+    `daemon.grpc_relay.methods`), so a result reads the same whichever transport brought it.
+
+    ``request_id`` is the result's ``batch_request_id`` (the row's ``response_id``); ``error``
+    the code of an error result, as text (the row's ``upstream_error``: recorded, not billed);
+    otherwise ``read_answer`` fills the record (model, fingerprint, service tier, usage with its
+    reported cost) from the embedded answer, in its transport's shape; None (an answer of a
+    kind not known here, or none at all) leaves it unmetered (``no_usage``)."""
     record = CallRecord(
         id=new_call_id(page.started_at),
         started_at=page.started_at,
@@ -93,36 +108,51 @@ def result_record(page: CallRecord, batch_id: str, item: dict[str, Any]) -> Call
         response_id=request_id,
         price_multiplier=page.price_multiplier,
     )
+    if error is not None:
+        record.upstream_error = error
+        return record  # nothing billed: no usage, and none expected
+    record.billable = True
+    if read_answer is not None:
+        read_answer(record)
+    if record.usage is None:
+        record.mark_unmetered(Unmetered.NO_USAGE)
+    return record
+
+
+def _json_reader(kind: str, answer: dict[str, Any]) -> Callable[[CallRecord], None]:
+    if kind == "chat":
+        return partial(read_chat_completion, obj=answer)
+    if kind == "image":
+        return partial(read_image_answer, answer=answer)
+    return partial(read_video_answer, obj=answer)
+
+
+def read_result_item(page: CallRecord, batch_id: str, item: dict[str, Any]) -> CallRecord | None:
+    """The record of one result ``item`` of a JSON page (`result_record`); None without an
+    id."""
+    request_id = opt_str(item.get("batch_request_id"))
+    if request_id is None:
+        return None
     result = item.get("batch_result")
     result = result if isinstance(result, dict) else {}
     error = result.get("error")
     if isinstance(error, dict):
         code = error.get("code")
-        record.upstream_error = opt_str(str(code) if isinstance(code, int) else code, 120)
-        record.upstream_error = record.upstream_error or "error"
-        return record  # nothing billed: no usage, and none expected
+        text = opt_str(str(code) if isinstance(code, int) else code, 120) or "error"
+        return result_record(page, batch_id, request_id, error=text)
     response = result.get("response")
-    answers = list(response.items()) if isinstance(response, dict) else []
-    record.billable = True
-    for key, answer in answers:
+    reader = None
+    for key, answer in response.items() if isinstance(response, dict) else ():
         kind = RESULT_KINDS.get(key)
-        if kind is None or not isinstance(answer, dict):
-            continue
-        if kind == "chat":
-            read_chat_completion(record, answer)
-        elif kind == "image":
-            read_image_answer(record, answer)
-        else:
-            read_video_answer(record, answer)
-        break
-    if record.usage is None and record.billable:
-        record.mark_unmetered(Unmetered.NO_USAGE)
-    return record
+        if kind is not None and isinstance(answer, dict):
+            reader = _json_reader(kind, answer)
+            break
+    return result_record(page, batch_id, request_id, read_answer=reader)
 
 
 class ResultsBody(BodyTap):
     """A results page or one result: each result item becomes a derived record of the page
-    (`result_record`). A 2xx page that is not a readable JSON object marks the page's own row
+    (`read_result_item`). A 2xx page that is not a readable JSON object marks the page's own row
     unmetered (``malformed``): results in it may have gone unbilled."""
 
     def parse(self, body: bytes) -> None:
@@ -142,7 +172,7 @@ class ResultsBody(BodyTap):
         derived = []
         for item in results:
             if isinstance(item, dict):
-                found = result_record(record, batch_id, item)
+                found = read_result_item(record, batch_id, item)
                 if found is not None:
                     derived.append(found)
         record.derived = derived or None
