@@ -206,6 +206,10 @@ class CallRecord:
     # deferred result: the request id it fetches, when the path does not end with it (gRPC:
     # it is in the request message); not a column
     deferred_request_id: str | None = None
+    # a gRPC Batch API call (BatchMgmt/ListBatchResults, GetBatchRequestResult): the batch id
+    # its request message names (REST has it in the path), for its derived result rows; not a
+    # column
+    batch_id: str | None = None
     deferred_state: DeferredState | None = None
     deferred_ms: float | None = None  # deferred result: from the POST to the result
     # deferred image or video poll: the job's status as the answer says it (done | pending |

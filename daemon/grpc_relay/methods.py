@@ -13,14 +13,21 @@ is unmetered), ``Chat/GetDeferredCompletion`` (once, at ``DONE``; linked to its
 ``Sample/SampleText[Streaming]``, ``Image/GenerateImage`` and ``Video/GetDeferredVideo`` (once,
 at ``DONE``). Never billed: ``Chat/GetStoredCompletion`` (a replay of a stored answer),
 ``DeleteStoredCompletion``, ``Models/*``, ``Tokenize/*``, ``Auth/*``; and what no row names (a
-newer service): relayed and recorded as ``other``. Batch results are recorded, not billed (as
-on REST).
+newer service): relayed and recorded as ``other``. ``BatchMgmt/*`` calls are recorded unbilled
+(``batches``), and the results a ``ListBatchResults`` page or a ``GetBatchRequestResult``
+answer holds become derived ``batches.result`` records exactly as REST's results pages do
+(`daemon.dialects.batches.result_record`: the same rows, billed once across both transports and
+restarts by the meter's gate, `daemon.meter.batches`); the batch id comes from the request
+message (``record.batch_id``), the model, usage and cost from the embedded answer message.
 
 Shapes (xai_sdk.proto): chat answers and chunks ``{id, model, system_fingerprint, usage,
 service_tier}``; sample answers ``{id, model, system_fingerprint, usage}``; compaction
 ``{id, usage}``; deferred results ``{status, response}`` (``DeferredStatus``: 1 DONE, 2
-EXPIRED, 3 PENDING, 4 FAILED); images ``{images[], model, usage}``; the key ``{name, team_id,
-api_key_id}``.
+EXPIRED, 3 PENDING, 4 FAILED); images ``{images[], model, usage}``; videos ``{video: {url,
+duration (whole seconds)}, model, usage, error: {code, message}}``; batch results ``{results[]
+| result: BatchResult}``, ``BatchResult {batch_request_id, oneof result {response:
+{completion_response | image_response | video_response}, error: google.rpc.Status {code,
+message}}}``; the key ``{name, team_id, api_key_id}``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Any, Final
 
 from daemon.dialects import videos
 from daemon.dialects.base import note_model_and_id, note_served
+from daemon.dialects.batches import result_record
+from daemon.dialects.coerce import opt_str
 from daemon.dialects.images import DEFAULT_IMAGE_MODEL
 from daemon.grpc_relay import protos
 from daemon.grpc_relay.usage import sampling_usage, service_tier
@@ -45,7 +54,7 @@ _chat, _sample, _image, _video = (
     _pb["image_pb2"],
     _pb["video_pb2"],
 )
-_deferred, _auth = _pb["deferred_pb2"], _pb["auth_pb2"]
+_deferred, _auth, _batch = _pb["deferred_pb2"], _pb["auth_pb2"], _pb["batch_pb2"]
 
 _DONE = 1  # DeferredStatus.DONE
 #: ``DeferredStatus`` → `CallRecord.job_status` (INVALID_DEFERRED_STATUS, 0, is no status).
@@ -147,15 +156,37 @@ def _deferred_chat(record: CallRecord, data: bytes) -> None:
         _answer(record, msg.response)
 
 
+def _reported(msg: Any) -> int | None:
+    """An answer's ``usage.cost_in_usd_ticks`` when the upstream set it (0 is a bill of
+    nothing; unset is no bill)."""
+    if msg.HasField("usage") and msg.usage.HasField("cost_in_usd_ticks"):
+        return int(msg.usage.cost_in_usd_ticks)
+    return None
+
+
+def _video_answer(record: CallRecord, msg: Any) -> None:
+    """Fill the record from a ``VideoResponse`` (a DONE poll's, or a batch result's) as REST
+    reads its video answer (`videos.read_video_answer`): an error keeps its code and bills
+    nothing; else the model, and the usage by generated seconds (`videos.video_usage`, priced
+    from the catalog as the POST asked when the tracker carries its ``video_request``) with
+    the reported cost."""
+    if msg.HasField("error"):
+        record.upstream_error = opt_str(msg.error.code, 120) or "failed"
+        return
+    note_model_and_id(record, msg.model)
+    if msg.HasField("video"):
+        seconds = float(msg.video.duration)
+        record.usage = videos.video_usage(record.video_request, seconds, _reported(msg))
+
+
 def _deferred_video(record: CallRecord, data: bytes) -> None:
     msg = _video.GetDeferredVideoResponse.FromString(data)
     if not _job_status(record, msg.status):
+        if msg.HasField("response") and msg.response.HasField("error"):
+            record.upstream_error = opt_str(msg.response.error.code, 120) or "failed"
         return
     record.billable = True
-    answer = msg.response
-    note_model_and_id(record, answer.model)
-    if answer.HasField("usage"):
-        record.usage = sampling_usage(answer.usage)
+    _video_answer(record, msg.response)
 
 
 def _image_request(record: CallRecord, data: bytes) -> None:
@@ -167,17 +198,17 @@ def _image_request(record: CallRecord, data: bytes) -> None:
         record.image_tier = (quality, resolution)
 
 
-def _images(record: CallRecord, data: bytes) -> None:
-    """Billed per image, with the reported cost when the usage carries one (as REST)."""
-    msg = _image.ImageResponse.FromString(data)
+def _image_answer(record: CallRecord, msg: Any) -> None:
+    """Fill the record from an ``ImageResponse``: billed per image, with the reported cost when
+    the usage carries one (as REST); no model named or asked: `DEFAULT_IMAGE_MODEL`."""
     note_model_and_id(record, msg.model)
     if record.model is None and record.requested_model is None:
         record.model = DEFAULT_IMAGE_MODEL
-    u = msg.usage
-    ticks = (
-        u.cost_in_usd_ticks if msg.HasField("usage") and u.HasField("cost_in_usd_ticks") else None
-    )
-    record.usage = Usage(images=len(msg.images), reported_cost_ticks=ticks)
+    record.usage = Usage(images=len(msg.images), reported_cost_ticks=_reported(msg))
+
+
+def _images(record: CallRecord, data: bytes) -> None:
+    _image_answer(record, _image.ImageResponse.FromString(data))
 
 
 def _api_key(record: CallRecord, data: bytes) -> None:
@@ -187,6 +218,61 @@ def _api_key(record: CallRecord, data: bytes) -> None:
         "team_id": msg.team_id or None,
         "api_key_id": msg.api_key_id or None,
     }
+
+
+def _batch_request(cls: Any) -> Reader:
+    def read(record: CallRecord, data: bytes) -> None:
+        record.batch_id = cls.FromString(data).batch_id or None
+
+    return read
+
+
+#: ``BatchResultData``'s answer fields → how each is read (REST's kinds: chat, image, video).
+_BATCH_ANSWERS: Final[dict[str, Callable[[CallRecord, Any], None]]] = {
+    "completion_response": _answer,
+    "image_response": _image_answer,
+    "video_response": _video_answer,
+}
+
+
+def _filler(read: Callable[[CallRecord, Any], None], msg: Any) -> Callable[[CallRecord], None]:
+    def fill(record: CallRecord) -> None:
+        read(record, msg)
+
+    return fill
+
+
+def _derive(record: CallRecord, results: Any) -> None:
+    """Each ``BatchResult`` as a derived record of the call (`result_record`): an error result
+    with its code, an answer read by its kind (`_BATCH_ANSWERS`); one without an id is
+    skipped, as on REST. Nothing without the batch id the request named."""
+    batch_id = record.batch_id
+    if batch_id is None:
+        return
+    derived = []
+    for result in results:
+        request_id = result.batch_request_id
+        if not request_id:
+            continue
+        if result.WhichOneof("result") == "error":
+            code = str(result.error.code)
+            derived.append(result_record(record, batch_id, request_id, error=code))
+            continue
+        kind = result.response.WhichOneof("response")
+        read = _BATCH_ANSWERS.get(kind) if kind is not None else None
+        fill = None if read is None else _filler(read, getattr(result.response, kind))
+        derived.append(result_record(record, batch_id, request_id, read_answer=fill))
+    record.derived = derived or None
+
+
+def _batch_results(record: CallRecord, data: bytes) -> None:
+    _derive(record, _batch.ListBatchResultsResponse.FromString(data).results)
+
+
+def _batch_result(record: CallRecord, data: bytes) -> None:
+    msg = _batch.GetBatchRequestResultResponse.FromString(data)
+    if msg.HasField("result"):
+        _derive(record, (msg.result,))
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -258,6 +344,16 @@ METHODS: Final[dict[str, Method]] = {
         videos.RESULT_ENDPOINT,
         read_request=_deferred_request(_video.GetDeferredVideoRequest),
         read_last=_deferred_video,
+    ),
+    "/xai_api.BatchMgmt/ListBatchResults": Method(
+        "batches",
+        read_request=_batch_request(_batch.ListBatchResultsRequest),
+        read_last=_batch_results,
+    ),
+    "/xai_api.BatchMgmt/GetBatchRequestResult": Method(
+        "batches",
+        read_request=_batch_request(_batch.GetBatchRequestResultRequest),
+        read_last=_batch_result,
     ),
     "/xai_api.Auth/get_api_key_info": Method("api-key", read_last=_api_key),
     "/xai_api.Models/ListLanguageModels": Method("language-models"),

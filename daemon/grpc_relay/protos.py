@@ -29,7 +29,15 @@ import google.protobuf
 
 _PACKAGE = "daemon.grpc_relay._xai_proto"
 #: The generated modules the relay reads (each imports its own dependencies).
-MODULES = ("auth_pb2", "chat_pb2", "deferred_pb2", "image_pb2", "sample_pb2", "video_pb2")
+MODULES = (
+    "auth_pb2",
+    "batch_pb2",
+    "chat_pb2",
+    "deferred_pb2",
+    "image_pb2",
+    "sample_pb2",
+    "video_pb2",
+)
 
 
 def _directory() -> Path | None:
