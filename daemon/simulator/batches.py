@@ -19,6 +19,12 @@ A request it cannot run (unknown model, bad body, unknown kind) gets an error re
 ``{"error": {"code", "message"}}`` (a google.rpc.Status, as the proto's BatchResult.error).
 Results pages hold ``limit`` results (default `DEFAULT_LIMIT`); the token is opaque (the next
 offset, in hex).
+
+The logic (`new_batch`, `find_batch`, `add_requests`, `results_page`, `one_result`,
+`batch_object`) serves both faces from the one ``state.batches``: the REST handlers here, and
+gRPC's ``xai_api.BatchMgmt`` (`daemon.simulator.grpc_batches`), which turns its messages into
+these lines and these results into its messages. A batch made over one transport is read over
+the other.
 """
 
 from __future__ import annotations
@@ -45,31 +51,8 @@ MAX_LIMIT: Final = 1000
 _STATUS_CODES: Final = {400: 3, 404: 5, 409: 6, 422: 3}
 
 
-def _batch_object(batch: Batch) -> dict[str, Any]:
-    results = batch.results.values()
-    errors = sum("error" in r for r in results)
-    done = len(batch.results)
-    return {
-        "batch_id": batch.batch_id,
-        "name": batch.name,
-        "create_time": batch.create_time,
-        "state": {
-            "num_requests": len(batch.requests),
-            "num_pending": len(batch.requests) - done,
-            "num_success": done - errors,
-            "num_error": errors,
-            "num_cancelled": 0,
-        },
-        "cancel_time": batch.create_time if batch.cancelled else None,
-    }
-
-
 def _batch(state: SimulatorState, request: web.Request) -> Batch:
-    batch_id = request.match_info["batch_id"]
-    batch = state.batches.get(batch_id)
-    if batch is None:
-        raise ApiError(404, f"No batch {batch_id}")
-    return batch
+    return find_batch(state, request.match_info["batch_id"])
 
 
 def _discounted(state: SimulatorState, usage: Any) -> None:
@@ -140,44 +123,41 @@ def _run(state: SimulatorState, headers: Mapping[str, str], batch_request: Any) 
     return {"response": {key: answer}}
 
 
-async def create_batch(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
-    """`POST /v1/batches {name, input_file_id?}`."""
-    req = json_body(await request.read(), request.headers)
-    name = req.get("name")
+# --- the logic both faces serve (REST here, gRPC in `daemon.simulator.grpc_batches`) ---------
+
+
+def new_batch(state: SimulatorState, name: Any) -> Batch:
+    """A new, empty batch named ``name`` (422 unless a non-empty string), kept in the state."""
     if not isinstance(name, str) or not name:
         raise ApiError(422, "`name` must be a non-empty string")
     batch_id = f"batch_{uuid.uuid4()}"
     created = datetime.fromtimestamp(int(time.time()), UTC).isoformat().replace("+00:00", "Z")
     batch = state.batches[batch_id] = Batch(batch_id, name, created)
-    return json_reply(_batch_object(batch))
+    return batch
 
 
-async def list_batches(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
-    """`GET /v1/batches`."""
-    return json_reply({"batches": [_batch_object(b) for b in state.batches.values()]})
+def find_batch(state: SimulatorState, batch_id: str) -> Batch:
+    """The batch of that id; 404 when there is none."""
+    batch = state.batches.get(batch_id)
+    if batch is None:
+        raise ApiError(404, f"No batch {batch_id}")
+    return batch
 
 
-async def get_batch(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
-    """`GET /v1/batches/{batch_id}`."""
-    return json_reply(_batch_object(_batch(state, request)))
-
-
-async def cancel_batch(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
-    """`POST /v1/batches/{batch_id}:cancel`: no request is added after it."""
-    batch = _batch(state, request)
-    batch.cancelled = True
-    return json_reply(_batch_object(batch))
-
-
-async def add_batch_requests(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
-    """`POST /v1/batches/{batch_id}/requests {batch_requests: [...]}`: each is run at once."""
-    batch = _batch(state, request)
+def add_requests(
+    state: SimulatorState, batch: Batch, headers: Mapping[str, str], lines: Any
+) -> list[str]:
+    """Add batch request ``lines`` (REST's shape: ``{batch_request_id?, batch_request: {<kind>:
+    <request>}}``) and run each at once; their ``batch_request_id`` values, in order (one made
+    up for a line without). 400 on a cancelled batch, 422 for lines that are not a non-empty
+    list of objects, 409 for an id already in the batch; a request that cannot run gets an
+    error result (a google.rpc.Status ``{code, message}``), the others theirs. ``headers``
+    steer the chat requests as on REST (``X-Sim-Prompt-Tokens`` ...)."""
     if batch.cancelled:
         raise ApiError(400, f"Batch {batch.batch_id} is cancelled")
-    req = json_body(await request.read(), request.headers)
-    lines = req.get("batch_requests")
     if not isinstance(lines, list) or not lines:
         raise ApiError(422, "`batch_requests` must be a non-empty list")
+    added = []
     for line in lines:
         if not isinstance(line, dict):
             raise ApiError(422, "each batch request must be a JSON object")
@@ -186,11 +166,96 @@ async def add_batch_requests(request: web.Request, state: SimulatorState, inj: I
             raise ApiError(409, f"batch_request_id {request_id} is already in the batch")
         batch.requests.append({"batch_request_id": request_id, **line})
         try:
-            batch.results[request_id] = _run(state, request.headers, line.get("batch_request"))
+            batch.results[request_id] = _run(state, headers, line.get("batch_request"))
         except ApiError as exc:
             code = _STATUS_CODES.get(exc.status, 13)  # 13: INTERNAL
             batch.results[request_id] = {"error": {"code": code, "message": exc.message}}
-    return json_reply(_batch_object(batch))
+        added.append(request_id)
+    return added
+
+
+def results_page(
+    batch: Batch, limit: int | None, token: str | None
+) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """One page of results: (``batch_request_id``, ``batch_result``) pairs in the order the
+    requests were added, at most ``limit`` (None: `DEFAULT_LIMIT`; 400 outside 1 to
+    `MAX_LIMIT`) from the one ``token`` names (None or empty: the first), and the token of the
+    next page (None after the last)."""
+    limit = DEFAULT_LIMIT if limit is None else limit
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, f"`limit` must be from 1 to {MAX_LIMIT}, got {limit}")
+    try:
+        start = int(token, 16) if token else 0
+    except ValueError:
+        raise ApiError(400, f"Bad pagination_token {token!r}") from None
+    ids = list(batch.results)[start : start + limit]
+    following = format(start + limit, "x") if start + limit < len(batch.results) else None
+    return [(i, batch.results[i]) for i in ids], following
+
+
+def one_result(batch: Batch, request_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the request line as added, its ``batch_result``); 404 when the batch has no such
+    result."""
+    result = batch.results.get(request_id)
+    if result is None:
+        raise ApiError(404, f"No result {request_id} in batch {batch.batch_id}")
+    line = next(r for r in batch.requests if r["batch_request_id"] == request_id)
+    return line, result
+
+
+def batch_object(batch: Batch) -> dict[str, Any]:
+    """The batch as REST answers it: ``{batch_id, name, create_time, state: {num_requests,
+    num_pending, num_success, num_error, num_cancelled}, cancel_time}``."""
+    results = batch.results.values()
+    errors = sum("error" in r for r in results)
+    done = len(batch.results)
+    return {
+        "batch_id": batch.batch_id,
+        "name": batch.name,
+        "create_time": batch.create_time,
+        "state": {
+            "num_requests": len(batch.requests),
+            "num_pending": len(batch.requests) - done,
+            "num_success": done - errors,
+            "num_error": errors,
+            "num_cancelled": 0,
+        },
+        "cancel_time": batch.create_time if batch.cancelled else None,
+    }
+
+
+# --- the REST face ------------------------------------------------------------------------
+
+
+async def create_batch(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/batches {name, input_file_id?}`."""
+    req = json_body(await request.read(), request.headers)
+    return json_reply(batch_object(new_batch(state, req.get("name"))))
+
+
+async def list_batches(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`GET /v1/batches`."""
+    return json_reply({"batches": [batch_object(b) for b in state.batches.values()]})
+
+
+async def get_batch(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`GET /v1/batches/{batch_id}`."""
+    return json_reply(batch_object(_batch(state, request)))
+
+
+async def cancel_batch(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/batches/{batch_id}:cancel`: no request is added after it."""
+    batch = _batch(state, request)
+    batch.cancelled = True
+    return json_reply(batch_object(batch))
+
+
+async def add_batch_requests(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
+    """`POST /v1/batches/{batch_id}/requests {batch_requests: [...]}`: each is run at once."""
+    batch = _batch(state, request)
+    req = json_body(await request.read(), request.headers)
+    add_requests(state, batch, request.headers, req.get("batch_requests"))
+    return json_reply(batch_object(batch))
 
 
 async def list_batch_requests(request: web.Request, state: SimulatorState, inj: Injection) -> Reply:
@@ -203,16 +268,13 @@ async def list_batch_requests(request: web.Request, state: SimulatorState, inj: 
     return json_reply({"batch_request_metadata": meta})
 
 
-def _limit(raw: str | None) -> int:
+def _limit(raw: str | None) -> int | None:
     if raw is None:
-        return DEFAULT_LIMIT
+        return None
     try:
-        limit = int(raw)
+        return int(raw)
     except ValueError:
         raise ApiError(400, f"`limit` must be a whole number, got {raw!r}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ApiError(400, f"`limit` must be from 1 to {MAX_LIMIT}, got {limit}")
-    return limit
 
 
 def _item(request_id: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -223,15 +285,10 @@ async def list_batch_results(request: web.Request, state: SimulatorState, inj: I
     """`GET /v1/batches/{batch_id}/results?limit&pagination_token`: one page of results."""
     batch = _batch(state, request)
     limit = _limit(request.query.get("limit"))
-    token = request.query.get("pagination_token")
-    try:
-        start = int(token, 16) if token else 0
-    except ValueError:
-        raise ApiError(400, f"Bad pagination_token {token!r}") from None
-    ids = list(batch.results)[start : start + limit]
-    page: dict[str, Any] = {"results": [_item(i, batch.results[i]) for i in ids]}
-    if start + limit < len(batch.results):
-        page["pagination_token"] = format(start + limit, "x")
+    results, following = results_page(batch, limit, request.query.get("pagination_token"))
+    page: dict[str, Any] = {"results": [_item(i, result) for i, result in results]}
+    if following is not None:
+        page["pagination_token"] = following
     return json_reply(page)
 
 
@@ -240,8 +297,5 @@ async def get_batch_result(request: web.Request, state: SimulatorState, inj: Inj
     (``{request, result}``, as the proto's GetBatchRequestResultResponse)."""
     batch = _batch(state, request)
     request_id = request.match_info["batch_request_id"]
-    result = batch.results.get(request_id)
-    if result is None:
-        raise ApiError(404, f"No result {request_id} in batch {batch.batch_id}")
-    line = next(r for r in batch.requests if r["batch_request_id"] == request_id)
+    line, result = one_result(batch, request_id)
     return json_reply({"request": line, "result": _item(request_id, result)})
