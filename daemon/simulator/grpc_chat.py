@@ -203,31 +203,8 @@ class _Answer:
 
     def response(self, body: Mapping[str, Any]) -> chat_pb2.GetChatCompletionResponse:
         """REST's ``chat.completion`` body of this chat as ``GetChatCompletionResponse``."""
-        out = chat_pb2.GetChatCompletionResponse(
-            id=str(body["id"]),
-            created=timestamp(int(body["created"])),
-            model=str(body["model"]),
-            system_fingerprint=str(body.get("system_fingerprint") or ""),
-            citations=list(body.get("citations") or ()),
-            service_tier=self.tier(),
-        )
-        for choice in body["choices"]:
-            message = choice["message"]
-            out.outputs.append(
-                chat_pb2.CompletionOutput(
-                    index=int(choice["index"]),
-                    finish_reason=_FINISH.get(choice["finish_reason"], sample_pb2.REASON_STOP),
-                    message=chat_pb2.CompletionMessage(
-                        content=message.get("content") or "",
-                        reasoning_content=message.get("reasoning_content") or "",
-                        role=chat_pb2.ROLE_ASSISTANT,
-                        tool_calls=[_tool_call(c) for c in message.get("tool_calls") or ()],
-                    ),
-                )
-            )
-        if "usage" in body:
-            out.usage.CopyFrom(self.usage(body["usage"]))
-        return out
+        usage = self.usage(body["usage"]) if "usage" in body else None
+        return completion_response(body, self.tier(), usage)
 
     def chunk(self, obj: Mapping[str, Any]) -> chat_pb2.GetChatCompletionChunk:
         """One REST stream chunk of this chat as ``GetChatCompletionChunk``."""
@@ -263,6 +240,45 @@ class _Answer:
         if "usage" in obj:
             out.usage.CopyFrom(self.usage(obj["usage"]))
         return out
+
+
+def completion_response(
+    body: Mapping[str, Any], tier: int, usage: usage_pb2.SamplingUsage | None
+) -> chat_pb2.GetChatCompletionResponse:
+    """A REST ``chat.completion`` body as ``GetChatCompletionResponse``: its id, model,
+    fingerprint, citations and choices, with ``tier`` (a ``ServiceTier`` number) and ``usage``
+    (None: left unset) as the caller prices them (a live chat: `_Answer`; a batch result:
+    `daemon.simulator.grpc_batches`, at the discounted cost the body carries)."""
+    out = chat_pb2.GetChatCompletionResponse(
+        id=str(body["id"]),
+        created=timestamp(int(body["created"])),
+        model=str(body["model"]),
+        system_fingerprint=str(body.get("system_fingerprint") or ""),
+        citations=list(body.get("citations") or ()),
+        service_tier=tier,
+    )
+    for choice in body["choices"]:
+        message = choice["message"]
+        out.outputs.append(
+            chat_pb2.CompletionOutput(
+                index=int(choice["index"]),
+                finish_reason=_FINISH.get(choice["finish_reason"], sample_pb2.REASON_STOP),
+                message=chat_pb2.CompletionMessage(
+                    content=message.get("content") or "",
+                    reasoning_content=message.get("reasoning_content") or "",
+                    role=chat_pb2.ROLE_ASSISTANT,
+                    tool_calls=[_tool_call(c) for c in message.get("tool_calls") or ()],
+                ),
+            )
+        )
+    if usage is not None:
+        out.usage.CopyFrom(usage)
+    return out
+
+
+def service_tier(name: Any) -> int:
+    """A REST ``service_tier`` value as its ``ServiceTier`` number (UNSPECIFIED for none)."""
+    return int(_TIERS.get(str(name), usage_pb2.SERVICE_TIER_UNSPECIFIED))
 
 
 def _tool_call(call: Mapping[str, Any], whole: str | None = None) -> chat_pb2.ToolCall:
@@ -484,4 +500,4 @@ if hasattr(chat_pb2, "CompactContextRequest"):  # in the protos of newer xai-sdk
     METHODS[CHAT + "CompactContext"] = Method(chat_pb2.CompactContextRequest, unary=compact_context)
 """The methods this module serves, by full method name."""
 
-__all__ = ["METHODS", "message_json", "request_json"]
+__all__ = ["METHODS", "completion_response", "message_json", "request_json", "service_tier"]

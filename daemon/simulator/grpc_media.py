@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.message import Message
@@ -48,8 +49,10 @@ _VIDEO_RESOLUTIONS = {
 _MAX_SECONDS = 15
 
 
-async def generate_image(call: Call, req: image_pb2.GenerateImageRequest) -> Message:
-    """``Image/GenerateImage``: ``n`` images as URLs or base64, billed per image."""
+def image_request_json(req: image_pb2.GenerateImageRequest) -> dict[str, Any]:
+    """A ``GenerateImageRequest`` as the REST images request asking the same (``prompt``,
+    ``model``, ``n``, ``response_format``, ``quality``, ``resolution``; unset fields left
+    out)."""
     asked: dict[str, Any] = {"prompt": req.prompt}
     if req.model:
         asked["model"] = req.model
@@ -61,8 +64,14 @@ async def generate_image(call: Call, req: image_pb2.GenerateImageRequest) -> Mes
         asked["quality"] = _QUALITIES[req.quality]
     if req.HasField("resolution") and req.resolution in _RESOLUTIONS:
         asked["resolution"] = _RESOLUTIONS[req.resolution]
-    edit = req.HasField("image") or len(req.images) > 0
-    body, model, ticks = image_answer(call.state, asked, call.inj, edit)
+    return asked
+
+
+def image_response(
+    body: Mapping[str, Any], model: str, cost: int | None
+) -> image_pb2.ImageResponse:
+    """REST's images answer ``{data: [{url | b64_json, mime_type?}]}`` as ``ImageResponse``,
+    naming ``model``, with ``cost`` ticks as its usage (None: no usage)."""
     out = image_pb2.ImageResponse(model=model)
     for item in body["data"]:
         image = image_pb2.GeneratedImage(respect_moderation=True)
@@ -71,10 +80,17 @@ async def generate_image(call: Call, req: image_pb2.GenerateImageRequest) -> Mes
         else:
             image.url = item["url"]
         out.images.append(image)
-    cost = grpc_cost(call.state, ticks)
-    if call.inj.usage != "none" and cost is not None:  # 2025 shapes: no usage
+    if cost is not None:
         out.usage.CopyFrom(usage_pb2.SamplingUsage(cost_in_usd_ticks=cost))
     return out
+
+
+async def generate_image(call: Call, req: image_pb2.GenerateImageRequest) -> Message:
+    """``Image/GenerateImage``: ``n`` images as URLs or base64, billed per image."""
+    edit = req.HasField("image") or len(req.images) > 0
+    body, model, ticks = image_answer(call.state, image_request_json(req), call.inj, edit)
+    cost = grpc_cost(call.state, ticks)
+    return image_response(body, model, cost if call.inj.usage != "none" else None)
 
 
 def _video_job(call: Call, model: str, seconds: int | None, resolution: int | None) -> Message:
