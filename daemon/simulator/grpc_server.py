@@ -11,9 +11,9 @@ with REST's own parser (`faults.Injection`, every fault documented there), its k
 (`auth.check_key`: no key is UNAUTHENTICATED, `auth.INVALID_KEY` INVALID_ARGUMENT), then a
 ``stall: headers`` waits and an injected status fails the call. The method then answers from
 the REST simulator's logic on the same `SimulatorState` (`grpc_chat`, `grpc_media`,
-`grpc_info`) and the front writes it: paced by ``state.chunk_delay``, stalled, cut or broken as
-asked. A REST `ApiError` becomes the gRPC status of `GRPC_CODES` with the same message as
-details. ``state.sent`` gets, per call, the response messages' bytes as gRPC frames them
+`grpc_info`, `grpc_batches`) and the front writes it: paced by ``state.chunk_delay``, stalled,
+cut or broken as asked. A REST `ApiError` becomes the gRPC status of `GRPC_CODES` with the same
+message as details. ``state.sent`` gets, per call, the response messages' bytes as gRPC frames them
 (a 5-byte prefix each), up to a cut. Unknown methods answer UNIMPLEMENTED, as a real server does.
 """
 
@@ -28,14 +28,19 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from multidict import CIMultiDict
 
-from daemon.simulator import grpc_chat, grpc_info, grpc_media
+from daemon.simulator import grpc_batches, grpc_chat, grpc_info, grpc_media
 from daemon.simulator.auth import check_key
 from daemon.simulator.faults import HEADER_CUT_AFTER, HEADER_STATUS, Injection, abandon
 from daemon.simulator.grpc_wire import Call, Method
 from daemon.simulator.state import SimulatedRequest, SimulatorState
 from daemon.simulator.wire import ApiError
 
-METHODS: dict[str, Method] = {**grpc_chat.METHODS, **grpc_media.METHODS, **grpc_info.METHODS}
+METHODS: dict[str, Method] = {
+    **grpc_chat.METHODS,
+    **grpc_media.METHODS,
+    **grpc_info.METHODS,
+    **grpc_batches.METHODS,
+}
 """Every method the simulator serves, by full method name (``/xai_api.Chat/GetCompletion``)."""
 
 # The gRPC code for each HTTP status REST answers: xAI's REST errors carry gRPC's code texts

@@ -81,6 +81,9 @@ class Batch:
     requests: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancelled: bool = False
+    # the gRPC BatchRequest messages of the requests added over gRPC, by id
+    # (daemon.simulator.grpc_batches answers GetBatchRequestResult's ``request`` with them)
+    messages: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
