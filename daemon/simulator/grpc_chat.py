@@ -17,7 +17,8 @@ makes a deterministic 1-3 calls, listed in ``server_side_tools_used`` and billed
   outputs), cumulative on every chunk with ``x-sim-usage: every``.
 * ``StartDeferredCompletion`` / ``GetDeferredCompletion``: the id, then PENDING for
   ``state.deferred_polls`` polls, then DONE once with the completion, then NOT_FOUND (REST's
-  deferred rules, the same store).
+  deferred rules, the same store). ``x-sim-deferred-outcome: failed|expired`` on the start
+  ends it FAILED or EXPIRED instead (no response), once, then NOT_FOUND.
 * ``CompactContext``: all but the last message dropped into an opaque ``encrypted_content``;
   billed: the input as prompt, the summary's words as completion.
 * ``Sample/SampleText[Streaming]``: REST ``/v1/completions``' answer for the prompt strings
@@ -50,6 +51,7 @@ from daemon.simulator.chat import (
     prepare_chat,
 )
 from daemon.simulator.completions import text_usage
+from daemon.simulator.faults import header_choice
 from daemon.simulator.grpc_wire import (
     Call,
     Method,
@@ -103,6 +105,11 @@ _SERVER_TOOLS = {
 }
 _TOOL_ENUMS = {kind: enum for kind, enum in _SERVER_TOOLS.values()}
 _COMPACT_WORDS = 12  # completion tokens of a compaction's summary, at most
+#: Metadata on ``StartDeferredCompletion``: how the job ends (gRPC only: REST's deferred chat
+#: has no failed or expired answer).
+HEADER_DEFERRED_OUTCOME = "X-Sim-Deferred-Outcome"
+_OUTCOMES = ("done", "failed", "expired")
+_ENDED = {"failed": deferred_pb2.FAILED, "expired": deferred_pb2.EXPIRED}
 
 
 def _content(message: chat_pb2.Message) -> str | list[dict[str, Any]]:
@@ -322,7 +329,8 @@ async def start_deferred(call: Call, req: chat_pb2.GetCompletionsRequest) -> Mes
     request_id = str(uuid.uuid4())
     body = chat_completion(call.state, answer.chat, call.inj, request_id)
     polls = max(0, call.state.deferred_polls)
-    call.state.deferred[request_id] = Deferred(body, polls, grpc=answer)
+    outcome = header_choice(call.metadata, HEADER_DEFERRED_OUTCOME, _OUTCOMES) or "done"
+    call.state.deferred[request_id] = Deferred(body, polls, grpc=answer, outcome=outcome)
     return deferred_pb2.StartDeferredResponse(request_id=request_id)
 
 
@@ -335,6 +343,8 @@ async def get_deferred(call: Call, req: deferred_pb2.GetDeferredRequest) -> Mess
         job.polls_left -= 1
         return chat_pb2.GetDeferredCompletionResponse(status=deferred_pb2.PENDING)
     del call.state.deferred[req.request_id]
+    if job.outcome != "done":
+        return chat_pb2.GetDeferredCompletionResponse(status=_ENDED[job.outcome])
     body = dict(job.completion)
     if call.inj.usage == "none":
         body.pop("usage", None)

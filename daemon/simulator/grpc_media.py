@@ -11,7 +11,10 @@ Follows xai-api.md "Images", "Video" and "gRPC API".
   polls, then DONE with the video and its usage, again on every later poll (a finished video
   stays fetchable, unlike a deferred chat completion: a relay must bill it once itself);
   NOT_FOUND for an unknown id. Priced per second by model and resolution
-  (`catalog.VIDEO_PRICES`); duration 1-15 s, 8 by default; 480p by default.
+  (`catalog.VIDEO_PRICES`); duration 1-15 s, 8 by default; 480p by default. REST's
+  ``x-sim-video-outcome: failed|expired`` on the start ends the job so instead: FAILED with
+  the response's ``error`` (``moderation_blocked``), or EXPIRED, on every poll after the
+  pending ones.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from daemon.simulator.catalog import (
     VIDEO_DEFAULT_SECONDS,
     video_price_ticks,
 )
+from daemon.simulator.faults import header_choice
 from daemon.simulator.grpc_wire import Call, Method, grpc_cost
 from daemon.simulator.images import image_answer
 from daemon.simulator.state import GrpcVideoJob
+from daemon.simulator.videos import HEADER_VIDEO_OUTCOME
 from daemon.simulator.wire import ApiError
 
 _QUALITIES = {
@@ -47,6 +52,8 @@ _VIDEO_RESOLUTIONS = {
     video_pb2.VIDEO_RESOLUTION_1080P: "1080p",
 }
 _MAX_SECONDS = 15
+_OUTCOMES = ("done", "failed", "expired")
+FAILED_CODE = "moderation_blocked"  # a failed video's error code (REST's, `videos._create`)
 
 
 def image_request_json(req: image_pb2.GenerateImageRequest) -> dict[str, Any]:
@@ -108,7 +115,9 @@ def _video_job(call: Call, model: str, seconds: int | None, resolution: int | No
         raise ApiError(422, f"The model {model} does not render {size}")
     request_id = str(uuid.uuid4())
     polls = max(0, call.state.deferred_polls)
-    call.state.grpc_videos[request_id] = GrpcVideoJob(model, length, size, ticks, polls)
+    outcome = header_choice(call.metadata, HEADER_VIDEO_OUTCOME, _OUTCOMES) or "done"
+    job = GrpcVideoJob(model, length, size, ticks, polls, outcome=outcome)
+    call.state.grpc_videos[request_id] = job
     return deferred_pb2.StartDeferredResponse(request_id=request_id)
 
 
@@ -132,7 +141,8 @@ async def extend_video(call: Call, req: video_pb2.ExtendVideoRequest) -> Message
 
 
 async def get_deferred_video(call: Call, req: video_pb2.GetDeferredVideoRequest) -> Message:
-    """``Video/GetDeferredVideo``: PENDING with progress, then DONE on every poll."""
+    """``Video/GetDeferredVideo``: PENDING with progress, then its end (DONE, or FAILED or
+    EXPIRED as its start asked) on every poll."""
     job = call.state.grpc_videos.get(req.request_id)
     if job is None:
         raise ApiError(404, f"No video request {req.request_id}")
@@ -144,6 +154,14 @@ async def get_deferred_video(call: Call, req: video_pb2.GetDeferredVideoRequest)
             status=deferred_pb2.PENDING,
             response=video_pb2.VideoResponse(model=job.model, progress=progress),
         )
+    if job.outcome == "failed":
+        error = video_pb2.VideoError(code=FAILED_CODE, message="The video was not generated.")
+        return video_pb2.GetDeferredVideoResponse(
+            status=deferred_pb2.FAILED,
+            response=video_pb2.VideoResponse(model=job.model, error=error),
+        )
+    if job.outcome == "expired":
+        return video_pb2.GetDeferredVideoResponse(status=deferred_pb2.EXPIRED)
     digest = hashlib.sha256(req.request_id.encode()).hexdigest()[:32]
     response = video_pb2.VideoResponse(
         video=video_pb2.GeneratedVideo(

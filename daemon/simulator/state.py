@@ -45,6 +45,7 @@ class Deferred:
     completion: dict[str, Any]
     polls_left: int
     grpc: Any = None  # for a job started over gRPC: what turns the completion into its message
+    outcome: str = "done"  # a gRPC job: done | failed | expired (x-sim-deferred-outcome)
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class GrpcVideoJob:
     ticks: int  # the listing cost, before `billing_ratio`
     polls_left: int
     polls: int = 0  # polls answered so far (progress grows with them)
+    outcome: str = "done"  # done | failed | expired (x-sim-video-outcome on its start)
 
 
 @dataclass(slots=True)

@@ -227,3 +227,25 @@ async def test_sample_text_and_its_stream(channel: grpc.aio.Channel) -> None:
     texts = ["".join(m.choices[0].text for m in parts if m.choices[0].index == i) for i in (0, 1)]
     assert texts == [c.text for c in whole.choices]
     assert parts[-1].usage.cached_prompt_text_tokens == 10  # seen once: 15/16 of 11
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"), [("failed", deferred_pb2.FAILED), ("expired", deferred_pb2.EXPIRED)]
+)
+async def test_a_deferred_completion_asked_to_fail_or_expire_ends_so_once(
+    channel: grpc.aio.Channel, grpc_sim: GrpcSimulator, outcome: str, status: int
+) -> None:
+    grpc_sim.state.deferred_polls = 1
+    stub = chat_pb2_grpc.ChatStub(channel)
+    question = chat_pb2.Message(role=chat_pb2.ROLE_USER, content=[chat_pb2.Content(text="x")])
+    start = await stub.StartDeferredCompletion(
+        chat_pb2.GetCompletionsRequest(model="grok-4.3", messages=[question]),
+        metadata=(*AUTH, ("x-sim-deferred-outcome", outcome)),
+    )
+    ask = deferred_pb2.GetDeferredRequest(request_id=start.request_id)
+    answers = [await stub.GetDeferredCompletion(ask, metadata=AUTH) for _ in range(2)]
+    assert [a.status for a in answers] == [deferred_pb2.PENDING, status]
+    assert not answers[1].HasField("response")
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.GetDeferredCompletion(ask, metadata=AUTH)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND

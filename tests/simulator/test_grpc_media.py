@@ -90,3 +90,34 @@ async def test_a_done_video_stays_done_and_unknown_ids_are_not_found(
             video_pb2.GenerateVideoRequest(prompt="waves", duration=16), metadata=AUTH
         )
     assert too_long.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_video_asked_to_fail_or_expire_says_so_on_every_poll(
+    channel: grpc.aio.Channel, grpc_sim: GrpcSimulator
+) -> None:
+    grpc_sim.state.deferred_polls = 0
+    stub = video_pb2_grpc.VideoStub(channel)
+    ended = {}
+    for outcome in ("failed", "expired"):
+        start = await stub.GenerateVideo(
+            video_pb2.GenerateVideoRequest(prompt="waves"),
+            metadata=(*AUTH, ("x-sim-video-outcome", outcome)),
+        )
+        ask = video_pb2.GetDeferredVideoRequest(request_id=start.request_id)
+        first, again = [await stub.GetDeferredVideo(ask, metadata=AUTH) for _ in range(2)]
+        assert first == again
+        ended[outcome] = first
+    failed, expired = ended["failed"], ended["expired"]
+    assert failed.status == deferred_pb2.FAILED
+    assert (failed.response.error.code, failed.response.model) == (
+        "moderation_blocked",
+        "grok-imagine-video",
+    )
+    assert not failed.response.HasField("usage")
+    assert expired == video_pb2.GetDeferredVideoResponse(status=deferred_pb2.EXPIRED)
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.GenerateVideo(
+            video_pb2.GenerateVideoRequest(prompt="waves"),
+            metadata=(*AUTH, ("x-sim-video-outcome", "maybe")),
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
