@@ -22,7 +22,7 @@ discounted cost. What this module adds is the translation, both ways:
   ``BatchRequest`` as sent over gRPC; for a line added over REST, its id alone).
 
 A result converts as ``BatchResult {batch_request_id, response | error}``: a chat answer as
-``GetChatCompletionResponse`` (`grpc_chat.completion_response`: its ``service_tier``, and its
+``GetChatCompletionResponse`` (`grpc_wire.completion_response`: its ``service_tier``, and its
 usage as ``SamplingUsage`` with the body's own, already discounted, ``cost_in_usd_ticks``), an
 image answer as ``ImageResponse``, a video one as ``VideoResponse``, an error as
 ``google.rpc.Status {code, message}``. A cost the body has only in nano-USD (``state.cost_unit``)
@@ -47,9 +47,16 @@ from daemon.simulator.batches import (
     one_result,
     results_page,
 )
-from daemon.simulator.grpc_chat import completion_response, request_json, service_tier
+from daemon.simulator.grpc_chat import request_json
 from daemon.simulator.grpc_media import image_request_json, image_response
-from daemon.simulator.grpc_wire import Call, Method, iso_timestamp, sampling_usage
+from daemon.simulator.grpc_wire import (
+    Call,
+    Method,
+    completion_response,
+    iso_timestamp,
+    sampling_usage,
+    service_tier,
+)
 from daemon.simulator.state import Batch
 
 _RESOLUTIONS = {

@@ -53,11 +53,15 @@ from daemon.simulator.chat import (
 from daemon.simulator.completions import text_usage
 from daemon.simulator.faults import header_choice
 from daemon.simulator.grpc_wire import (
+    FINISH,
+    TIERS,
     Call,
     Method,
+    completion_response,
     grpc_cost,
     sampling_usage,
     timestamp,
+    tool_call,
 )
 from daemon.simulator.prompts import (
     Choice,
@@ -88,12 +92,6 @@ _EFFORTS = {
     chat_pb2.EFFORT_NONE: "none",
     chat_pb2.EFFORT_XHIGH: "xhigh",
 }
-_FINISH = {
-    "stop": sample_pb2.REASON_STOP,
-    "length": sample_pb2.REASON_MAX_LEN,
-    "tool_calls": sample_pb2.REASON_TOOL_CALLS,
-}
-_TIERS = {"default": usage_pb2.SERVICE_TIER_DEFAULT, "priority": usage_pb2.SERVICE_TIER_PRIORITY}
 # Tool oneof field -> (the tool type of `catalog.TOOL_FEES`, the usage enum value)
 _SERVER_TOOLS = {
     "web_search": ("web_search", usage_pb2.SERVER_SIDE_TOOL_WEB_SEARCH),
@@ -206,7 +204,7 @@ class _Answer:
     def tier(self) -> int:
         if self.state.legacy_2025_shapes and self.chat.tier == "default":
             return int(usage_pb2.SERVICE_TIER_UNSPECIFIED)  # 2025: the tier only when granted
-        return int(_TIERS.get(self.chat.tier, usage_pb2.SERVICE_TIER_PRIORITY))
+        return int(TIERS.get(self.chat.tier, usage_pb2.SERVICE_TIER_PRIORITY))
 
     def response(self, body: Mapping[str, Any]) -> chat_pb2.GetChatCompletionResponse:
         """REST's ``chat.completion`` body of this chat as ``GetChatCompletionResponse``."""
@@ -225,7 +223,7 @@ class _Answer:
         for choice in obj["choices"]:
             delta = choice["delta"]
             calls = [
-                _tool_call(c, whole=self.chat.call.arguments if self.chat.call else "")
+                tool_call(c, whole=self.chat.call.arguments if self.chat.call else "")
                 for c in delta.get("tool_calls") or ()
                 if c.get("id")  # the head of a call; REST's argument pieces follow it
             ]
@@ -239,7 +237,7 @@ class _Answer:
                         role=chat_pb2.ROLE_ASSISTANT,
                         tool_calls=calls,
                     ),
-                    finish_reason=_FINISH.get(finish, sample_pb2.REASON_STOP)
+                    finish_reason=FINISH.get(finish, sample_pb2.REASON_STOP)
                     if finish
                     else sample_pb2.REASON_INVALID,
                 )
@@ -247,58 +245,6 @@ class _Answer:
         if "usage" in obj:
             out.usage.CopyFrom(self.usage(obj["usage"]))
         return out
-
-
-def completion_response(
-    body: Mapping[str, Any], tier: int, usage: usage_pb2.SamplingUsage | None
-) -> chat_pb2.GetChatCompletionResponse:
-    """A REST ``chat.completion`` body as ``GetChatCompletionResponse``: its id, model,
-    fingerprint, citations and choices, with ``tier`` (a ``ServiceTier`` number) and ``usage``
-    (None: left unset) as the caller prices them (a live chat: `_Answer`; a batch result:
-    `daemon.simulator.grpc_batches`, at the discounted cost the body carries)."""
-    out = chat_pb2.GetChatCompletionResponse(
-        id=str(body["id"]),
-        created=timestamp(int(body["created"])),
-        model=str(body["model"]),
-        system_fingerprint=str(body.get("system_fingerprint") or ""),
-        citations=list(body.get("citations") or ()),
-        service_tier=tier,
-    )
-    for choice in body["choices"]:
-        message = choice["message"]
-        out.outputs.append(
-            chat_pb2.CompletionOutput(
-                index=int(choice["index"]),
-                finish_reason=_FINISH.get(choice["finish_reason"], sample_pb2.REASON_STOP),
-                message=chat_pb2.CompletionMessage(
-                    content=message.get("content") or "",
-                    reasoning_content=message.get("reasoning_content") or "",
-                    role=chat_pb2.ROLE_ASSISTANT,
-                    tool_calls=[_tool_call(c) for c in message.get("tool_calls") or ()],
-                ),
-            )
-        )
-    if usage is not None:
-        out.usage.CopyFrom(usage)
-    return out
-
-
-def service_tier(name: Any) -> int:
-    """A REST ``service_tier`` value as its ``ServiceTier`` number (UNSPECIFIED for none)."""
-    return int(_TIERS.get(str(name), usage_pb2.SERVICE_TIER_UNSPECIFIED))
-
-
-def _tool_call(call: Mapping[str, Any], whole: str | None = None) -> chat_pb2.ToolCall:
-    function = call.get("function") or {}
-    return chat_pb2.ToolCall(
-        id=str(call.get("id") or ""),
-        type=chat_pb2.TOOL_CALL_TYPE_CLIENT_SIDE_TOOL,
-        status=chat_pb2.TOOL_CALL_STATUS_COMPLETED,
-        function=chat_pb2.FunctionCall(
-            name=str(function.get("name") or ""),
-            arguments=whole if whole is not None else str(function.get("arguments") or ""),
-        ),
-    )
 
 
 def _store(call: Call, answer: _Answer, body: dict[str, Any]) -> None:
@@ -434,7 +380,7 @@ async def sample_text(call: Call, req: sample_pb2.SampleTextRequest) -> Message:
         system_fingerprint=fingerprint,
         choices=[
             sample_pb2.SampleChoice(
-                index=i, text=c.text, finish_reason=_FINISH.get(c.finish_reason, 0)
+                index=i, text=c.text, finish_reason=FINISH.get(c.finish_reason, 0)
             )
             for i, c in enumerate(choices)
         ],
@@ -478,7 +424,7 @@ async def sample_text_streaming(call: Call, req: sample_pb2.SampleTextRequest) -
             model=model,
             system_fingerprint=fingerprint,
             choices=[
-                sample_pb2.SampleChoice(index=index, finish_reason=_FINISH[choice.finish_reason])
+                sample_pb2.SampleChoice(index=index, finish_reason=FINISH[choice.finish_reason])
             ],
         )
         if every or (index == len(choices) - 1 and call.inj.usage != "none"):
@@ -510,4 +456,4 @@ if hasattr(chat_pb2, "CompactContextRequest"):  # in the protos of newer xai-sdk
     METHODS[CHAT + "CompactContext"] = Method(chat_pb2.CompactContextRequest, unary=compact_context)
 """The methods this module serves, by full method name."""
 
-__all__ = ["METHODS", "completion_response", "message_json", "request_json", "service_tier"]
+__all__ = ["METHODS", "message_json", "request_json"]

@@ -1,5 +1,6 @@
 """What the simulator's gRPC surfaces share: the call they answer, their method table entry,
-and the helpers that turn the REST simulator's JSON-shaped answers into xAI's messages.
+and the helpers that turn the REST simulator's JSON-shaped answers into xAI's messages (usage,
+a whole chat completion: a live chat's and a batch result's).
 
 The message classes are xAI's protos as the ``xai-sdk`` package ships them (``xai_sdk.proto``,
 which loads the v5 or v6 generated code that fits the installed protobuf), as xai-api.md
@@ -17,11 +18,20 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from multidict import CIMultiDict
-from xai_sdk.proto import usage_pb2
+from xai_sdk.proto import chat_pb2, sample_pb2, usage_pb2
 
 from daemon.simulator.catalog import billed
 from daemon.simulator.faults import Injection
 from daemon.simulator.state import SimulatorState
+
+#: REST's ``finish_reason`` values as ``FinishReason`` numbers.
+FINISH = {
+    "stop": sample_pb2.REASON_STOP,
+    "length": sample_pb2.REASON_MAX_LEN,
+    "tool_calls": sample_pb2.REASON_TOOL_CALLS,
+}
+#: REST's ``service_tier`` values as ``ServiceTier`` numbers.
+TIERS = {"default": usage_pb2.SERVICE_TIER_DEFAULT, "priority": usage_pb2.SERVICE_TIER_PRIORITY}
 
 
 @dataclass(slots=True)
@@ -104,3 +114,57 @@ def sampling_usage(
     if cost is not None:
         out.cost_in_usd_ticks = cost
     return out
+
+
+def completion_response(
+    body: Mapping[str, Any], tier: int, usage: usage_pb2.SamplingUsage | None
+) -> chat_pb2.GetChatCompletionResponse:
+    """A REST ``chat.completion`` body as ``GetChatCompletionResponse``: its id, model,
+    fingerprint, citations and choices, with ``tier`` (a ``ServiceTier`` number) and ``usage``
+    (None: left unset) as the caller prices them (a live chat: `grpc_chat`; a batch result:
+    `grpc_batches`, at the discounted cost the body carries)."""
+    out = chat_pb2.GetChatCompletionResponse(
+        id=str(body["id"]),
+        created=timestamp(int(body["created"])),
+        model=str(body["model"]),
+        system_fingerprint=str(body.get("system_fingerprint") or ""),
+        citations=list(body.get("citations") or ()),
+        service_tier=tier,
+    )
+    for choice in body["choices"]:
+        message = choice["message"]
+        out.outputs.append(
+            chat_pb2.CompletionOutput(
+                index=int(choice["index"]),
+                finish_reason=FINISH.get(choice["finish_reason"], sample_pb2.REASON_STOP),
+                message=chat_pb2.CompletionMessage(
+                    content=message.get("content") or "",
+                    reasoning_content=message.get("reasoning_content") or "",
+                    role=chat_pb2.ROLE_ASSISTANT,
+                    tool_calls=[tool_call(c) for c in message.get("tool_calls") or ()],
+                ),
+            )
+        )
+    if usage is not None:
+        out.usage.CopyFrom(usage)
+    return out
+
+
+def service_tier(name: Any) -> int:
+    """A REST ``service_tier`` value as its ``ServiceTier`` number (UNSPECIFIED for none)."""
+    return int(TIERS.get(str(name), usage_pb2.SERVICE_TIER_UNSPECIFIED))
+
+
+def tool_call(call: Mapping[str, Any], whole: str | None = None) -> chat_pb2.ToolCall:
+    """A REST tool call ``{id, function: {name, arguments}}`` as a client-side ``ToolCall``,
+    completed (``whole``: the arguments to give instead of its own)."""
+    function = call.get("function") or {}
+    return chat_pb2.ToolCall(
+        id=str(call.get("id") or ""),
+        type=chat_pb2.TOOL_CALL_TYPE_CLIENT_SIDE_TOOL,
+        status=chat_pb2.TOOL_CALL_STATUS_COMPLETED,
+        function=chat_pb2.FunctionCall(
+            name=str(function.get("name") or ""),
+            arguments=whole if whole is not None else str(function.get("arguments") or ""),
+        ),
+    )
