@@ -182,8 +182,8 @@ def _video_answer(record: CallRecord, msg: Any) -> None:
 def _deferred_video(record: CallRecord, data: bytes) -> None:
     msg = _video.GetDeferredVideoResponse.FromString(data)
     if not _job_status(record, msg.status):
-        if msg.HasField("response") and msg.response.HasField("error"):
-            record.upstream_error = opt_str(msg.response.error.code, 120) or "failed"
+        if msg.response.HasField("error"):  # a FAILED job: its code kept, as REST's poll does
+            _video_answer(record, msg.response)
         return
     record.billable = True
     _video_answer(record, msg.response)
