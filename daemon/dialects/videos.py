@@ -82,8 +82,14 @@ def request_column(kind: str, request: dict[str, Any] | None) -> str:
     """A video POST's ``video_request`` value: ``KIND/RESOLUTION/IMAGES`` (``edits/720p/1``;
     the resolution empty when the request names none, or when its body could not be read)."""
     if request is None:
-        return f"{kind}//0"
-    return f"{kind}/{resolution_of(request) or ''}/{count_image_inputs(request)}"
+        return column(kind, None, 0)
+    return column(kind, resolution_of(request), count_image_inputs(request))
+
+
+def column(kind: str, resolution: str | None, images: int) -> str:
+    """A ``video_request`` value from its parts (`request_column` reads them from a REST body,
+    `daemon.grpc_relay.methods` from a ``GenerateVideoRequest``/``ExtendVideoRequest``)."""
+    return f"{kind}/{resolution or ''}/{images}"
 
 
 def parse_request_column(value: str | None) -> tuple[str | None, str | None, int]:

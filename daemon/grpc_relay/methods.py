@@ -67,6 +67,8 @@ _JOB_STATUS = {
 #: ``ImageQuality`` and ``ImageResolution`` numbers → the words of the listing's price tiers.
 _IMAGE_QUALITY: Final = {1: "low", 2: "medium", 3: "high"}
 _IMAGE_RESOLUTION: Final = {1: "1k", 2: "2k"}
+#: ``VideoResolution`` numbers → `videos.RESOLUTIONS`.
+_VIDEO_RESOLUTION: Final = {1: "480p", 2: "720p", 3: "1080p"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,29 @@ def _compacted(record: CallRecord, data: bytes) -> None:
 def _started(record: CallRecord, data: bytes) -> None:
     """A deferred job's start: its request id is the response id (as REST's ``request_id``)."""
     note_model_and_id(record, None, _deferred.StartDeferredResponse.FromString(data).request_id)
+
+
+def _video_request(record: CallRecord, data: bytes) -> None:
+    """A ``GenerateVideoRequest``: its model, and what prices its result as REST's video POST
+    keeps it (``record.video_request``, `videos.column`, which the deferred tracker carries to
+    the DONE poll): its resolution (unset: the default's, as a REST body naming none), its
+    input images (``image``, ``last_frame``, each of ``reference_images`` and ``keyframes``),
+    and its kind: ``edits`` when it names an input ``video`` (REST's edit), else
+    ``generations``."""
+    msg = _video.GenerateVideoRequest.FromString(data)
+    record.requested_model = msg.model or None
+    resolution = _VIDEO_RESOLUTION.get(msg.resolution) if msg.HasField("resolution") else None
+    images = sum(1 for name in ("image", "last_frame") if msg.HasField(name))
+    images += len(msg.reference_images) + len(msg.keyframes)
+    kind = "edits" if msg.HasField("video") else "generations"
+    record.video_request = videos.column(kind, resolution, images)
+
+
+def _extend_request(record: CallRecord, data: bytes) -> None:
+    """An ``ExtendVideoRequest``: its model, and ``video_request`` ``extensions//0`` (the
+    message has no resolution or input images to ask)."""
+    record.requested_model = _video.ExtendVideoRequest.FromString(data).model or None
+    record.video_request = videos.column("extensions", None, 0)
 
 
 def _deferred_request(cls: Any) -> Reader:
@@ -331,13 +356,13 @@ METHODS: Final[dict[str, Method]] = {
     "/xai_api.Video/GenerateVideo": Method(
         "videos.generations",
         deferred=True,
-        read_request=_requested_model(_video.GenerateVideoRequest),
+        read_request=_video_request,
         read_last=_started,
     ),
     "/xai_api.Video/ExtendVideo": Method(
         "videos.extensions",
         deferred=True,
-        read_request=_requested_model(_video.ExtendVideoRequest),
+        read_request=_extend_request,
         read_last=_started,
     ),
     "/xai_api.Video/GetDeferredVideo": Method(

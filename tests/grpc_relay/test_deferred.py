@@ -160,3 +160,32 @@ async def test_a_video_done_over_grpc_is_billed_by_its_seconds(
         "reported",
         1,
     )
+
+
+@pytest.mark.parametrize(
+    ("resolution", "per_second"), [("720p", 700_000_000), ("480p", 500_000_000)]
+)
+async def test_a_grpc_video_is_priced_at_the_resolution_it_asked(
+    grpc_meter: RunningDaemon, grpc_sim: simulator.GrpcSimulator, resolution: str, per_second: int
+) -> None:
+    """``GenerateVideo``'s resolution is kept on its start (``video_request``, as REST's POST
+    keeps it), carried to the DONE poll, and prices it: the computed cost is the one xAI (the
+    simulator) reports, not the default resolution's."""
+    grpc_sim.state.deferred_polls = 0
+    async with client(grpc_meter) as sdk:
+        video = await sdk.video.generate(
+            "a meter spinning", "grok-imagine-video", duration=3, resolution=resolution
+        )
+    assert video.duration == 3
+    start, poll = await ended_rows(grpc_meter)
+    assert start["video_request"] == f"generations/{resolution}/0"
+    assert (poll["video_request"], poll["catalog_rate"], poll["video_seconds"]) == (
+        f"generations/{resolution}/0",
+        f"video:{resolution}",
+        3.0,
+    )
+    assert (poll["reported_cost_ticks"], poll["computed_cost_ticks"], poll["cost_ticks"]) == (
+        3 * per_second,
+        3 * per_second,
+        3 * per_second,
+    )
