@@ -22,6 +22,10 @@ and ``video_generation`` (`RESULT_KINDS`, with the proto's names as aliases). An
 its ``usage.cost_in_usd_ticks`` (already discounted by xAI); pricing computes the rest
 (`daemon.pricing`: with the catalog's batch discount). An error result is recorded unbilled, with
 its code in ``upstream_error``; an answer of a kind not known here is unmetered (``no_usage``).
+A video answer names no resolution: it is priced by its line's request when the answer came
+beside it (one result's ``{request, result}``: `line_video_request`), else at no resolution
+(``video:unknown``: no computed cost, the reported cost stands; never a guess at 480p). The
+lines a batch was given (``POST .../requests``) are not remembered.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from daemon.dialects.body import BodyTap
 from daemon.dialects.chat import read_chat_completion
 from daemon.dialects.coerce import opt_str, reported_ticks, sub
 from daemon.dialects.images import DEFAULT_IMAGE_MODEL
-from daemon.dialects.videos import read_video_answer
+from daemon.dialects.videos import read_video_answer, request_column
 from daemon.record import CallRecord, Unmetered, Usage, new_call_id
 
 ENDPOINT: Final = "batches.result"
@@ -81,6 +85,7 @@ def result_record(
     *,
     error: str | None = None,
     read_answer: Callable[[CallRecord], None] | None = None,
+    video_request: str | None = None,
 ) -> CallRecord:
     """The record of one batch result read from the ``page`` call, from values the page's own
     reader already parsed (a REST JSON page: `read_result_item`; a gRPC message:
@@ -90,7 +95,10 @@ def result_record(
     the code of an error result, as text (the row's ``upstream_error``: recorded, not billed);
     otherwise ``read_answer`` fills the record (model, fingerprint, service tier, usage with its
     reported cost) from the embedded answer, in its transport's shape; None (an answer of a
-    kind not known here, or none at all) leaves it unmetered (``no_usage``)."""
+    kind not known here, or none at all) leaves it unmetered (``no_usage``). ``video_request``
+    is what prices a video answer (`daemon.dialects.videos.column`) when the batch line's
+    request is known (the answer came beside it); None: a video answer is priced at no
+    resolution (no computed cost; the reported one stands)."""
     record = CallRecord(
         id=new_call_id(page.started_at),
         started_at=page.started_at,
@@ -107,6 +115,7 @@ def result_record(
         linked_id=batch_id,
         response_id=request_id,
         price_multiplier=page.price_multiplier,
+        video_request=video_request,
     )
     if error is not None:
         record.upstream_error = error
@@ -127,9 +136,27 @@ def _json_reader(kind: str, answer: dict[str, Any]) -> Callable[[CallRecord], No
     return partial(read_video_answer, obj=answer)
 
 
-def read_result_item(page: CallRecord, batch_id: str, item: dict[str, Any]) -> CallRecord | None:
-    """The record of one result ``item`` of a JSON page (`result_record`); None without an
-    id."""
+def line_video_request(line: Any) -> str | None:
+    """The ``video_request`` of a batch request line (``{batch_request_id, batch_request:
+    {video_generation: <a video request>}}``; the proto's ``video_request`` and
+    ``video_extension_request`` names too), as its POST would keep it; None for another kind or
+    no line."""
+    asked = line.get("batch_request") if isinstance(line, dict) else None
+    if not isinstance(asked, dict):
+        return None
+    for key in ("video_generation", "video_request"):
+        request = asked.get(key)
+        if isinstance(request, dict):
+            return request_column("edits" if request.get("video") else "generations", request)
+    request = asked.get("video_extension_request")
+    return request_column("extensions", request) if isinstance(request, dict) else None
+
+
+def read_result_item(
+    page: CallRecord, batch_id: str, item: dict[str, Any], video_request: str | None = None
+) -> CallRecord | None:
+    """The record of one result ``item`` of a JSON page (`result_record`, a video answer priced
+    by ``video_request`` when its line is known); None without an id."""
     request_id = opt_str(item.get("batch_request_id"))
     if request_id is None:
         return None
@@ -147,7 +174,9 @@ def read_result_item(page: CallRecord, batch_id: str, item: dict[str, Any]) -> C
         if kind is not None and isinstance(answer, dict):
             reader = _json_reader(kind, answer)
             break
-    return result_record(page, batch_id, request_id, read_answer=reader)
+    return result_record(
+        page, batch_id, request_id, read_answer=reader, video_request=video_request
+    )
 
 
 class ResultsBody(BodyTap):
@@ -166,13 +195,15 @@ class ResultsBody(BodyTap):
         if batch_id is None:
             return
         results = obj.get("results")
+        video_request = None
         if not isinstance(results, list):
             single = obj.get("result")
             results = [single if isinstance(single, dict) else obj]
+            video_request = line_video_request(obj.get("request"))
         derived = []
         for item in results:
             if isinstance(item, dict):
-                found = read_result_item(record, batch_id, item)
+                found = read_result_item(record, batch_id, item, video_request)
                 if found is not None:
                     derived.append(found)
         record.derived = derived or None

@@ -17,10 +17,13 @@ A done answer's usage (`video_usage`) is priced from the catalog (``catalog_rate
 (``video_input_seconds``; [guess]: an edit re-renders its input, as third parties describe it).
 An extension's input length is in neither the request nor the answer: it is left out of the
 computed cost (the reported cost, when present, has it). The
-resolution and input images come from the POST, through the deferred tracker; a done answer
-without ``video.duration`` is unmetered (``no_usage``). The POST keeps what prices the result
-in ``record.video_request`` (`request_column`, a column), so a result after a restart is priced
-as asked too; the tracker carries it to the result, and `complete_result` redoes the usage.
+resolution and input images come from the POST, through the deferred tracker (a batch line's,
+from its request when the answer carries it: `daemon.dialects.batches`); a result whose request
+is unknown is priced at no resolution (``video:unknown``: no computed cost, the reported one
+stands). A done answer without ``video.duration`` is unmetered (``no_usage``). The POST keeps
+what prices the result in ``record.video_request`` (`request_column`, a column), so a result
+after a restart is priced as asked too; the tracker carries it to the result, and
+`complete_result` redoes the usage.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Final
 from daemon.dialects.base import Clock, Dialect, Tap, note_model_and_id, read_error
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import loads_object, opt_str, reported_ticks, sub
+from daemon.pricing.cost import VIDEO_UNKNOWN_RESOLUTION
 from daemon.record import CallRecord, Unmetered, Usage
 
 #: The endpoint of a video poll (`GET /v1/videos/{request_id}`).
@@ -125,10 +129,14 @@ def read_video_answer(record: CallRecord, obj: dict[str, Any]) -> None:
 
 def video_usage(request: str | None, seconds: float, reported: int | None) -> Usage:
     """The usage of a done job of ``seconds`` whose POST asked ``request`` (a ``video_request``
-    value; None: unknown): priced at ``video:RESOLUTION`` (no resolution known: the catalog's
+    value): priced at ``video:RESOLUTION`` (a request that named none: ``video``, the catalog's
     default), with the request's input images and, for an edit, its input video (as long as
-    the output)."""
+    the output). None (the request is unknown: a batch line's result, a poll whose POST this
+    ledger never saw): ``video:unknown`` (`VIDEO_UNKNOWN_RESOLUTION`), which has no computed
+    cost: the reported one stands, rather than a guess at the default resolution."""
     kind, resolution, images = parse_request_column(request)
+    if request is None:
+        resolution = VIDEO_UNKNOWN_RESOLUTION
     return Usage(
         catalog_rate=f"video:{resolution}" if resolution else "video",
         video_seconds=seconds,

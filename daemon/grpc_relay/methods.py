@@ -135,20 +135,25 @@ def _started(record: CallRecord, data: bytes) -> None:
     note_model_and_id(record, None, _deferred.StartDeferredResponse.FromString(data).request_id)
 
 
-def _video_request(record: CallRecord, data: bytes) -> None:
-    """A ``GenerateVideoRequest``: its model, and what prices its result as REST's video POST
-    keeps it (``record.video_request``, `videos.column`, which the deferred tracker carries to
-    the DONE poll): its resolution (unset: the default's, as a REST body naming none), its
+def _generate_column(msg: Any) -> str:
+    """What prices a ``GenerateVideoRequest``'s result, as REST's video POST keeps it
+    (`videos.column`): its resolution (unset: the default's, as a REST body naming none), its
     input images (``image``, ``last_frame``, each of ``reference_images`` and ``keyframes``),
     and its kind: ``edits`` when it names an input ``video`` (REST's edit), else
     ``generations``."""
-    msg = _video.GenerateVideoRequest.FromString(data)
-    record.requested_model = msg.model or None
     resolution = _VIDEO_RESOLUTION.get(msg.resolution) if msg.HasField("resolution") else None
     images = sum(1 for name in ("image", "last_frame") if msg.HasField(name))
     images += len(msg.reference_images) + len(msg.keyframes)
     kind = "edits" if msg.HasField("video") else "generations"
-    record.video_request = videos.column(kind, resolution, images)
+    return videos.column(kind, resolution, images)
+
+
+def _video_request(record: CallRecord, data: bytes) -> None:
+    """A ``GenerateVideoRequest``: its model and ``record.video_request`` (`_generate_column`),
+    which the deferred tracker carries to the DONE poll."""
+    msg = _video.GenerateVideoRequest.FromString(data)
+    record.requested_model = msg.model or None
+    record.video_request = _generate_column(msg)
 
 
 def _extend_request(record: CallRecord, data: bytes) -> None:
@@ -267,10 +272,21 @@ def _filler(read: Callable[[CallRecord, Any], None], msg: Any) -> Callable[[Call
     return fill
 
 
-def _derive(record: CallRecord, results: Any) -> None:
+def _line_column(line: Any) -> str | None:
+    """The ``video_request`` of a ``BatchRequest`` (a video or extension line), else None."""
+    kind = line.WhichOneof("request")
+    if kind == "video_request":
+        return _generate_column(line.video_request)
+    if kind == "video_extension_request":
+        return videos.column("extensions", None, 0)
+    return None
+
+
+def _derive(record: CallRecord, results: Any, video_request: str | None = None) -> None:
     """Each ``BatchResult`` as a derived record of the call (`result_record`): an error result
-    with its code, an answer read by its kind (`_BATCH_ANSWERS`); one without an id is
-    skipped, as on REST. Nothing without the batch id the request named."""
+    with its code, an answer read by its kind (`_BATCH_ANSWERS`; a video priced by
+    ``video_request``, its line's, when the answer came beside it, else at no resolution); one
+    without an id is skipped, as on REST. Nothing without the batch id the request named."""
     batch_id = record.batch_id
     if batch_id is None:
         return
@@ -286,7 +302,11 @@ def _derive(record: CallRecord, results: Any) -> None:
         kind = result.response.WhichOneof("response")
         read = _BATCH_ANSWERS.get(kind) if kind is not None else None
         fill = None if read is None else _filler(read, getattr(result.response, kind))
-        derived.append(result_record(record, batch_id, request_id, read_answer=fill))
+        derived.append(
+            result_record(
+                record, batch_id, request_id, read_answer=fill, video_request=video_request
+            )
+        )
     record.derived = derived or None
 
 
@@ -297,7 +317,8 @@ def _batch_results(record: CallRecord, data: bytes) -> None:
 def _batch_result(record: CallRecord, data: bytes) -> None:
     msg = _batch.GetBatchRequestResultResponse.FromString(data)
     if msg.HasField("result"):
-        _derive(record, (msg.result,))
+        line = _line_column(msg.request) if msg.HasField("request") else None
+        _derive(record, (msg.result,), line)
 
 
 # --- the table -----------------------------------------------------------------------------

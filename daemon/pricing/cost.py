@@ -59,6 +59,10 @@ from daemon.units import parse_amount
 #: The resolution a video request without one gets (xAI's documented default [3p]; xai-api.md
 #: "Video" names the values, not the default).
 VIDEO_DEFAULT_RESOLUTION: Final = "480p"
+#: The resolution of a video whose request is not known (a batch line's result, whose line the
+#: daemon never saw; a poll whose POST this ledger never saw): ``catalog_rate``
+#: ``video:unknown``, which `catalog_cost` refuses to price (no computed cost, never a guess).
+VIDEO_UNKNOWN_RESOLUTION: Final = "unknown"
 
 #: The ``endpoint`` of a Batch API result row: its computed cost takes the catalog's batch
 #: discount (`Catalog.batch_multiplier`), the reported one is what xAI says (issue 11).
@@ -228,7 +232,8 @@ def catalog_cost(
     ``stt:rest`` / ``stt:streaming``: ``audio_seconds`` at the per-hour price of that mode;
     ``realtime``: ``audio_seconds`` at the per-minute price; ``video:RESOLUTION``:
     ``video_seconds`` at ``model``'s per-second price for that resolution (none given:
-    `VIDEO_DEFAULT_RESOLUTION`), plus ``video_image_inputs`` and ``video_input_seconds`` at their
+    `VIDEO_DEFAULT_RESOLUTION`; `VIDEO_UNKNOWN_RESOLUTION`: unpriced), plus
+    ``video_image_inputs`` and ``video_input_seconds`` at their
     prices. Server-side tool fees are added as for tokens; token counts are recorded but not
     billed here (these products bill by the unit, xai-api.md "Voice" and "Video"). No
     multiplier applies (they are token multipliers). Prices are those in force at ``at``
@@ -249,6 +254,8 @@ def catalog_cost(
     elif kind == "realtime":
         parts = [(usage.audio_seconds, "realtime", ())]
     elif kind == "video":
+        if variant == VIDEO_UNKNOWN_RESOLUTION and usage.video_seconds:
+            raise UnpricedError(label, "video resolution (its request is unknown)")
         parts = [
             (usage.video_seconds, "video", (model, variant or VIDEO_DEFAULT_RESOLUTION)),
             (usage.video_image_inputs, "video_image_input", (model,)),

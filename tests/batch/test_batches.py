@@ -182,9 +182,11 @@ async def test_each_result_is_one_row_billed_at_the_discount(
         *head, "img-1", "grok-imagine-image", 0, 0, 0, 2, None, None,
         IMAGE, IMAGE, IMAGE, "reported", None, 1, None,
     )  # fmt: skip
+    # A video answer names no resolution and a page carries no request: priced at none (no
+    # computed cost, never a guess at 480p); xAI's reported cost stands.
     assert pick(by_id["vid-1"]) == (
-        *head, "vid-1", "grok-imagine-video", 0, 0, 0, 0, 4.0, "video",
-        2 * VIDEO_480P, 2 * VIDEO_480P, 2 * VIDEO_480P, "reported", None, 1, None,
+        *head, "vid-1", "grok-imagine-video", 0, 0, 0, 0, 4.0, "video:unknown",
+        2 * VIDEO_480P, None, 2 * VIDEO_480P, "reported", None, 1, None,
     )  # fmt: skip
     assert pick(by_id["bad-1"]) == (
         *head, "bad-1", None, None, None, None, None, None, None,
@@ -209,9 +211,8 @@ async def test_each_result_is_one_row_billed_at_the_discount(
         assert m("xai_meter_batch_cost_usd_total", provider="xai", model=model) == pytest.approx(
             ticks / 1e10
         )
-        assert m("xai_meter_batch_computed_usd_total", provider="xai", model=model) == (
-            pytest.approx(ticks / 1e10)
-        )
+        computed = None if model == "grok-imagine-video" else pytest.approx(ticks / 1e10)
+        assert m("xai_meter_batch_computed_usd_total", provider="xai", model=model) == computed
         assert m("xai_meter_cost_usd_total", provider="xai", model=model) == pytest.approx(
             ticks / 1e10
         )
@@ -302,19 +303,61 @@ async def test_the_reconciliation_shows_a_discount_that_changed(
     }
     assert got == {
         "img-1": (2 * IMAGE * 6 // 10, IMAGE, 2 * IMAGE * 6 // 10),
-        "vid-1": (4 * VIDEO_480P * 6 // 10, 2 * VIDEO_480P, 4 * VIDEO_480P * 6 // 10),
+        "vid-1": (4 * VIDEO_480P * 6 // 10, None, 4 * VIDEO_480P * 6 // 10),
     }
     m = meter.metric
     reported = m("xai_meter_reconciled_reported_usd_total", provider="xai",
-                 model="grok-imagine-video")  # fmt: skip
+                 model="grok-imagine-image")  # fmt: skip
     computed = m("xai_meter_reconciled_computed_usd_total", provider="xai",
-                 model="grok-imagine-video")  # fmt: skip
-    assert (reported, computed) == (pytest.approx(0.12), pytest.approx(0.10))
+                 model="grok-imagine-image")  # fmt: skip
+    assert (reported, computed) == (pytest.approx(0.024), pytest.approx(0.02))
+    assert m("xai_meter_batch_computed_usd_total", provider="xai",
+             model="grok-imagine-image") == pytest.approx(0.02)  # fmt: skip
+    # The video's resolution is not known: no computed cost, so no drift shown for it.
     assert m("xai_meter_batch_cost_usd_total", provider="xai", model="grok-imagine-video") == (
         pytest.approx(0.12)
     )
-    assert m("xai_meter_batch_computed_usd_total", provider="xai",
-             model="grok-imagine-video") == pytest.approx(0.10)  # fmt: skip
+    for name in ("xai_meter_reconciled_computed_usd_total", "xai_meter_batch_computed_usd_total"):
+        assert m(name, provider="xai", model="grok-imagine-video") is None
+
+
+async def test_a_video_result_is_priced_by_its_line_only_when_the_answer_carries_it(
+    sim: simulator.Simulator,
+    start_priced: DaemonFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A 720p video line: fetched alone (``{request, result}``), it is priced by its request's
+    resolution, computed = reported (both half of 720p's $0.07 a second); read from a page (no
+    request), it has no computed cost rather than 480p's."""
+    lines = [
+        {
+            "batch_request_id": f"vid-{n}",
+            "batch_request": {
+                "video_generation": {"prompt": "a meter", "duration": 4, "resolution": "720p"}
+            },
+        }
+        for n in (1, 2)
+    ]
+    meter = await start_priced(sim.url)
+    batch_id = await make_batch(http, meter, lines)
+    await get_json(http, sim, f"{meter.base_url}/batches/{batch_id}/results/vid-1")
+    await all_results(http, sim, meter, batch_id)  # vid-1 again (no row), then vid-2
+    rows = await meter.rows(6)
+    got = {
+        r["response_id"]: (
+            r["catalog_rate"],
+            r["reported_cost_ticks"],
+            r["computed_cost_ticks"],
+            r["cost_ticks"],
+        )
+        for r in rows
+        if r["endpoint"] == "batches.result"
+    }
+    half = 4 * 700_000_000 // 2
+    assert got == {
+        "vid-1": ("video:720p", half, half, half),
+        "vid-2": ("video:unknown", half, None, half),
+    }
 
 
 async def test_report_separates_batch_spend(

@@ -61,7 +61,7 @@ def test_each_result_is_a_record_of_its_own_saying_where_it_was_read() -> None:
     assert b.model == "grok-imagine-image" and b.usage is not None
     assert (b.usage.images, b.usage.reported_cost_ticks) == (3, 300)
     assert c.usage is not None and (c.model, c.usage.catalog_rate, c.usage.video_seconds) == (
-        "grok-imagine-video", "video", 6.0,
+        "grok-imagine-video", "video:unknown", 6.0,  # no request beside it: no resolution
     )  # fmt: skip
     assert (d.usage, d.unmetered_reason) == (None, None)
     assert (e.usage, e.unmetered_reason) == (None, Unmetered.NO_USAGE)

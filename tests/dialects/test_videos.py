@@ -95,7 +95,8 @@ def test_polls_say_pending_done_failed_or_expired() -> None:
 
 def test_the_carried_request_reprices_the_result() -> None:
     record = poll(b'{"status":"done","video":{"url":"u","duration":4},"model":"m"}')
-    assert record.usage is not None and record.usage.catalog_rate == "video"
+    # Its POST not (yet) known: no resolution, never the default's guess.
+    assert record.usage is not None and record.usage.catalog_rate == "video:unknown"
     record.video_request = "edits/1080p/2"  # what the deferred tracker carries from the POST
     complete_result(record)
     usage = record.usage

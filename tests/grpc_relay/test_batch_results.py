@@ -127,7 +127,9 @@ def test_a_grpc_page_makes_the_rows_a_rest_page_makes() -> None:
         "grok-4-fast-reasoning", "fp_1", "default", 731000,
     )  # fmt: skip
     assert b.usage is not None and (b.usage.images, b.usage.reported_cost_ticks) == (3, 300)
-    assert c.usage is not None and (c.usage.video_seconds, c.usage.catalog_rate) == (6.0, "video")
+    assert c.usage is not None and (c.usage.video_seconds, c.usage.catalog_rate) == (
+        6.0, "video:unknown",
+    )  # fmt: skip
     assert (d.billable, d.usage, d.upstream_error, d.metered) == (False, None, "3", True)
     assert (e.billable, e.unmetered_reason) == (True, Unmetered.NO_USAGE)
 

@@ -168,9 +168,9 @@ async def test_results_over_grpc_are_rest_rows_billed_once_across_transports_and
         *head, "img-1", "grok-imagine-image", 0, 0, 0, 0, 2, None, None,
         IMAGE, IMAGE, IMAGE, "reported", None, 1, None,
     )  # fmt: skip
-    assert pick(results["vid-1"]) == (
-        *head, "vid-1", "grok-imagine-video", 0, 0, 0, 0, 0, 4.0, "video",
-        VIDEO, VIDEO, VIDEO, "reported", None, 1, None,
+    assert pick(results["vid-1"]) == (  # a page carries no request: no resolution, no guess
+        *head, "vid-1", "grok-imagine-video", 0, 0, 0, 0, 0, 4.0, "video:unknown",
+        VIDEO, None, VIDEO, "reported", None, 1, None,
     )  # fmt: skip
     assert pick(results["bad-1"]) == (
         *head, "bad-1", None, None, None, None, None, None, None, None,
@@ -217,3 +217,32 @@ async def test_results_over_grpc_are_rest_rows_billed_once_across_transports_and
     assert [r["path"] for r in rows[-2:]] == [LIST, LIST]
     assert sum(r["endpoint"] == "batches.result" for r in rows) == 5
     assert sum(r["cost_ticks"] or 0 for r in rows) == 2 * CHAT + IMAGE + VIDEO
+
+
+async def test_one_video_result_is_priced_by_the_request_beside_it(
+    priced: RunningDaemon, channel: grpc.aio.Channel
+) -> None:
+    """``GetBatchRequestResult`` answers the line's ``BatchRequest`` beside its result: a 720p
+    video is priced at 720p (computed = reported, half of $0.07 a second), not at 480p."""
+    video = video_pb2.GenerateVideoRequest(
+        prompt="a meter", duration=4, resolution=video_pb2.VIDEO_RESOLUTION_720P
+    )
+    async with sdk(priced) as client:
+        made = await client.batch.create("nightly")
+        await client.batch.add(
+            made.batch_id, [batch_pb2.BatchRequest(batch_request_id="vid-1", video_request=video)]
+        )
+    one = await batch_pb2_grpc.BatchMgmtStub(channel).GetBatchRequestResult(
+        batch_pb2.GetBatchRequestResultRequest(batch_id=made.batch_id, batch_request_id="vid-1"),
+        metadata=AUTH,
+    )
+    half = 4 * 700_000_000 // 2
+    assert one.result.response.video_response.usage.cost_in_usd_ticks == half
+    rows = await priced.rows(4)
+    [row] = [r for r in rows if r["endpoint"] == "batches.result"]
+    assert (row["catalog_rate"], row["video_request"]) == ("video:720p", "generations/720p/0")
+    assert (row["reported_cost_ticks"], row["computed_cost_ticks"], row["cost_ticks"]) == (
+        half,
+        half,
+        half,
+    )
