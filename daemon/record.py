@@ -30,7 +30,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -42,6 +42,13 @@ class Stage(enum.IntEnum):
     CHUNK = 4
     FINISHED = 5
     FAILED = 6
+
+
+#: The ``status`` of a call whose client left (or cancelled it) before its status was sent:
+#: nginx's "client closed request". A gRPC call's status comes with its trailers, at the end,
+#: so every gRPC call the client cancels is one (its CANCELLED's HTTP status); a REST call's
+#: only before the response headers went out (after them, the status the client got stands).
+CLIENT_CLOSED_REQUEST: Final = 499
 
 
 class CallError(enum.StrEnum):

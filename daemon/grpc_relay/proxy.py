@@ -50,11 +50,24 @@ from daemon.grpc_relay.methods import Method, method, shapes
 from daemon.grpc_relay.usage import HTTP_STATUS
 from daemon.keys import KeyHasher
 from daemon.meter import Meter
-from daemon.record import CallError, CallRecord, Stage, Transport, Unmetered, new_call_id
+from daemon.record import (
+    CLIENT_CLOSED_REQUEST,
+    CallError,
+    CallRecord,
+    Stage,
+    Transport,
+    Unmetered,
+    new_call_id,
+)
+from daemon.tasks import spawn
 
 log = structlog.get_logger("xai_meter.grpc")
 
 _DEADLINE = "deadline exceeded"  # error_detail of a call that ran out of its client's deadline
+SHUTDOWN_DETAILS = "xai-meter is shutting down"  # a call ended by the end of the grace period
+#: How long after the grace period grpc's own stop may still cancel a call (UNAVAILABLE, which
+#: clients retry): only one whose handler did not end at our CANCELLED in that time.
+_STOP_MARGIN = 2.0
 _HANDLERS_MAX = 4096  # method handlers kept (method names come from clients: bounded)
 
 
@@ -66,6 +79,22 @@ def _timed_out(record: CallRecord) -> None:
     if record.billable:
         answered = record.stage is Stage.CHUNK
         record.mark_unmetered(Unmetered.INCOMPLETE if answered else Unmetered.NO_RESPONSE)
+
+
+def _closed(record: CallRecord, error: CallError) -> None:
+    """The call ended at a CANCELLED the client has (it cancelled, or the relay ended it at
+    shutdown): status 499 (`CLIENT_CLOSED_REQUEST`, CANCELLED's HTTP status). A billable one cut
+    after the upstream answered is unmetered ``incomplete`` (no 2xx status tells
+    `unread_usage` so); before that, ``no_response`` as ever."""
+    record.fail(error)
+    record.status = CLIENT_CLOSED_REQUEST
+    if (
+        record.billable
+        and record.sent
+        and record.usage is None
+        and record.stage >= Stage.RESPONSE_HEADERS
+    ):
+        record.mark_unmetered(Unmetered.INCOMPLETE)
 
 
 class _AnyMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
@@ -80,8 +109,10 @@ class _AnyMethod(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyp
 
 class GrpcRelay:
     """The gRPC listener and its one upstream channel. `start` listens and connects; `stop`
-    drains: calls in flight get the grace period, then are cancelled (each still recorded, as
-    ``shutdown``). Keeps the in-flight count for the gauge.
+    drains: calls in flight get the grace period, then the relay ends each itself with
+    CANCELLED (``SHUTDOWN_DETAILS``; recorded ``shutdown``, status 499), before grpc's own stop
+    would cancel them with UNAVAILABLE, a code xai-sdk retries (running a billed call again).
+    Keeps the in-flight count for the gauge.
 
     ``share_key`` is given each client key seen (in memory only; the app hands it to pricing,
     which may fetch the listings with it when the gRPC and REST upstreams are one host).
@@ -113,6 +144,8 @@ class GrpcRelay:
         self._channel: grpc.aio.Channel | None = None
         self._stopping: asyncio.Future[None] | None = None
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._calls: set[asyncio.Task[Any]] = set()  # the handler task of each call in flight
+        self._ending = False  # the grace period is over: a cancel of a call is ours
         self._shapes = shapes()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -150,11 +183,23 @@ class GrpcRelay:
         self._stopping = asyncio.get_running_loop().create_future()
         try:
             if self._server is not None:
-                await self._server.stop(grace)
+                # Stop taking calls now; grpc cancels what is left only after our own ending.
+                stopped = spawn(self._server.stop(grace + _STOP_MARGIN), name="grpc-stop")
+                if self._calls:
+                    await asyncio.wait(set(self._calls), timeout=grace)
+                self._end_calls()
+                await stopped
             if self._channel is not None:
                 await self._channel.close()
         finally:
             self._stopping.set_result(None)
+
+    def _end_calls(self) -> None:
+        """The grace period is over: cancel each call's handler, which ends its call with
+        CANCELLED (`_cancelled`) rather than leave it to grpc's stop."""
+        self._ending = True
+        for task in self._calls:
+            task.cancel()
 
     # --- per method -----------------------------------------------------------------------
 
@@ -206,6 +251,9 @@ class GrpcRelay:
             transport=Transport.GRPC,
         )
         self.in_flight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
         metadata, key, record.app = forward(context.invocation_metadata() or ())
         if key is not None:
             record.key_id = self.keys.key_id(key)
@@ -283,10 +331,23 @@ class GrpcRelay:
             channel.get_state(try_to_connect=False) is grpc.ChannelConnectivity.READY
         )
 
-    def _cancelled(self, record: CallRecord, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _cancelled(self, record: CallRecord, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+        """The call's handler was cancelled: record why. True when it was the relay's own end
+        of the grace period (`_end_calls`): the handler then returns, after setting CANCELLED
+        with ``SHUTDOWN_DETAILS``, so the client gets that code (not retried by xai-sdk)
+        instead of grpc's UNAVAILABLE. A client that cancelled (or left) is recorded
+        ``client_disconnect`` with status 499, the HTTP status of the CANCELLED it has."""
+        if self._ending:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            _closed(record, CallError.SHUTDOWN)
+            context.set_code(grpc.StatusCode.CANCELLED)
+            context.set_details(SHUTDOWN_DETAILS)
+            return True
         if self.draining:
             record.fail(CallError.SHUTDOWN)
-            return
+            return False
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             # The client's deadline passed: grpc ends the call here while the upstream call,
@@ -295,6 +356,7 @@ class GrpcRelay:
             _timed_out(record)
         else:
             record.fail(CallError.CLIENT_DISCONNECT)
+        return False
 
     def _failed(
         self,
@@ -318,6 +380,9 @@ class GrpcRelay:
     def _finish(self, record: CallRecord) -> None:
         end_call(record, self._clock())
         self.in_flight -= 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.discard(task)
         self.meter.finish(record)
 
     async def _unary(
@@ -364,7 +429,8 @@ class GrpcRelay:
         except asyncio.CancelledError:
             if call is not None:
                 call.cancel()
-            self._cancelled(record, context)
+            if self._cancelled(record, context):
+                return None
             raise
         except Exception as exc:
             self._failed(record, context, call, exc)
@@ -425,7 +491,8 @@ class GrpcRelay:
         except asyncio.CancelledError:
             if call is not None:
                 call.cancel()
-            self._cancelled(record, context)
+            if self._cancelled(record, context):
+                return
             raise
         except Exception as exc:
             self._failed(record, context, call, exc)

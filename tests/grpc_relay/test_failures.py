@@ -165,13 +165,32 @@ async def test_shutdown_drains_calls_in_flight_within_the_grace_period(
     assert row["input_tokens"] == answer.usage.prompt_tokens == 15
 
 
+@pytest.mark.parametrize(
+    ("stall", "unmetered"), [("body", "incomplete"), ("headers", "no_response")]
+)
 async def test_shutdown_cancels_what_the_grace_period_did_not_finish(
-    start_grpc_daemon: DaemonFactory, grpc_sim: simulator.GrpcSimulator
+    start_grpc_daemon: DaemonFactory,
+    grpc_sim: simulator.GrpcSimulator,
+    stall: str,
+    unmetered: str | None,
 ) -> None:
+    """At the end of the grace period the relay ends its calls itself with CANCELLED, which
+    xai-sdk (its own channel options: retries on) does not retry, rather than leave them to
+    grpc's stop, whose UNAVAILABLE it would retry on the next daemon (a billed call run
+    twice). A stream stalled mid-answer, and a unary call stalled before its headers."""
     meter = await start_grpc_daemon(shutdown__grace_period=0.05)
-    chat = chat_of(client(meter.grpc_address, x_sim_stall="body"))
+    sdk = AsyncClient(
+        api_key=TEST_KEY,
+        api_host=meter.grpc_address,
+        use_insecure_channel=True,
+        metadata=(("x-sim-stall", stall),),
+    )
+    chat = chat_of(sdk)
 
     async def read() -> None:
+        if stall == "headers":
+            await chat.sample()
+            return
         async for _response, _chunk in chat.stream():
             pass
 
@@ -181,7 +200,10 @@ async def test_shutdown_cancels_what_the_grace_period_did_not_finish(
     await meter.daemon.stop()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await reader
-    assert caught.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.CANCELLED,
+        "xai-meter is shutting down",
+    )
     [row] = await meter.rows(1)
-    assert ending(row) == (200, "shutdown", 0, "incomplete")
+    assert ending(row) == (499, "shutdown", 0, unmetered)
     grpc_sim.state.release.set()
