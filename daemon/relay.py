@@ -25,7 +25,14 @@ from daemon.dialects.base import Dialect, Tap, end_call
 from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
-from daemon.record import CallError, CallRecord, Stage, Unmetered, new_call_id
+from daemon.record import (
+    CLIENT_CLOSED_REQUEST,
+    CallError,
+    CallRecord,
+    Stage,
+    Unmetered,
+    new_call_id,
+)
 from daemon.upstream import (
     AUTO_HEADERS,
     Upstream,
@@ -137,7 +144,12 @@ class Relay:
         try:
             return await self._relay(request, record, dialect, upstream, timeout, raw_path)
         except asyncio.CancelledError:
-            record.fail(CallError.SHUTDOWN if self.draining else CallError.CLIENT_DISCONNECT)
+            if self.draining:
+                record.fail(CallError.SHUTDOWN)
+            else:
+                record.fail(CallError.CLIENT_DISCONNECT)
+                if record.status is None:  # it left before the answer had a status: nginx's 499
+                    record.status = CLIENT_CLOSED_REQUEST
             raise
         except Exception as exc:
             record.fail(CallError.RELAY_ERROR, type(exc).__name__)

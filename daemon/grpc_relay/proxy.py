@@ -355,7 +355,7 @@ class GrpcRelay:
             record.status = HTTP_STATUS[grpc.StatusCode.DEADLINE_EXCEEDED]
             _timed_out(record)
         else:
-            record.fail(CallError.CLIENT_DISCONNECT)
+            _closed(record, CallError.CLIENT_DISCONNECT)
         return False
 
     def _failed(

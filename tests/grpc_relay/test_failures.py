@@ -75,7 +75,8 @@ async def test_a_cancelled_stream_leaves_one_unmetered_row_and_cancels_upstream(
     async with asyncio.timeout(5):
         await grpc_sim.state.abandoned.wait()  # the upstream call was cancelled too
     [row] = await grpc_meter.rows(1)
-    assert ending(row) == (200, "client_disconnect", 0, "incomplete")
+    # The client has CANCELLED: its HTTP status, 499 (nginx's "client closed request").
+    assert ending(row) == (499, "client_disconnect", 0, "incomplete")
     assert row["stream"] == 1 and row["ttft_ms"] is not None
 
 

@@ -49,7 +49,7 @@ async def test_client_gone_before_the_response_headers(
     with pytest.raises(asyncio.CancelledError):
         await call
     [row] = await meter.rows(1)
-    assert ending(row) == (None, "client_disconnect", 0, "no_response")
+    assert ending(row) == (499, "client_disconnect", 0, "no_response")  # nginx: closed request
     assert row["input_tokens"] is None and row["requested_model"] == "grok-4-fast"
     assert (
         meter.metric("xai_meter_unmetered_total", endpoint="chat.completions", reason="no_response")
@@ -186,4 +186,4 @@ async def test_non_billable_call_cut_before_its_headers_stays_metered(
         with pytest.raises(asyncio.CancelledError):
             await call
     [row] = await meter.rows(1)
-    assert ending(row) == (None, "client_disconnect", 1, None)
+    assert ending(row) == (499, "client_disconnect", 1, None)
