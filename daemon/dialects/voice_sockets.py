@@ -8,11 +8,15 @@ pages; what each row counts:
   client sent, from every ``input_audio_buffer.append`` message's base64 ``audio`` (its decoded
   length, counted from the string without decoding it) at the session's input format: 16-bit
   PCM at the session's rate (24 kHz until told otherwise [doc: xAI's default]), or G.711 µ-law
-  / A-law at 8 kHz (one byte a sample). The format is the latest named, by the client's
-  ``session.update`` or the upstream's ``session.created``/``session.updated``, in
-  ``session.audio.input.format`` (``{"type": "audio/pcm", "rate": R}``, ``audio/pcmu``,
-  ``audio/pcma``) or OpenAI's older ``session.input_audio_format`` (``pcm16`` at 24 kHz,
-  ``g711_ulaw``, ``g711_alaw``); mono [doc: xAI's default; no channel setting is documented].
+  / A-law at 8 kHz (one byte a sample). A format is named in ``session.audio.input.format``
+  (``{"type": "audio/pcm", "rate": R}``, ``audio/pcmu``, ``audio/pcma``) or OpenAI's older
+  ``session.input_audio_format`` (``pcm16`` at 24 kHz, ``g711_ulaw``, ``g711_alaw``); mono
+  [doc: xAI's default; no channel setting is documented]. Which one counts: the app encodes
+  the audio it sends, so the format the **client** last declared (a ``session.update``; one
+  naming both fields: the older one, `client_bytes_per_second`) wins; the upstream's
+  ``session.created``/``session.updated`` (its new field first, `input_bytes_per_second`)
+  applies only until the client declares one. An echo that names both, disagreeing, cannot
+  override what the client said.
   Tokens: the sum of every ``response.done``'s ``response.usage`` (input, cached input, output),
   informational; the model: the upstream's ``session.model``, else the ``?model=`` asked for.
 - **tts** (``catalog_rate = "tts"``, per character): the characters (Unicode code points) of
@@ -65,6 +69,19 @@ def input_bytes_per_second(session: Any) -> int | None:
     return _LEGACY_FORMATS.get(legacy) if isinstance(legacy, str) else None
 
 
+def client_bytes_per_second(session: Any) -> int | None:
+    """Bytes a second of the input audio a client's ``session.update`` declares: the older
+    ``input_audio_format`` when the message names it (set explicitly, it is the app's word;
+    the newer field beside it may be a copy of a session the app read back), else the newer
+    ``audio.input.format`` (`input_bytes_per_second`); None: it declares none this meter
+    can read."""
+    if isinstance(session, dict):
+        legacy = session.get("input_audio_format")
+        if isinstance(legacy, str) and legacy in _LEGACY_FORMATS:
+            return _LEGACY_FORMATS[legacy]
+    return input_bytes_per_second(session)
+
+
 class VoiceTap(SocketTap):
     """A voice session: one billed row, the upgrade's, priced by its ``catalog_rate``."""
 
@@ -93,6 +110,7 @@ class RealtimeTap(VoiceTap):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.bytes_per_second = _PCM16_24K
+        self.declared = False  # the client named a format: the upstream's no longer counts
         self.seconds = Fraction(0)
         self.tokens = Usage()
 
@@ -111,7 +129,10 @@ class RealtimeTap(VoiceTap):
             if isinstance(audio, str):
                 self.seconds += Fraction(base64_length(audio), self.bytes_per_second)
         elif kind == "session.update":
-            self._format(obj.get("session"))
+            found = client_bytes_per_second(obj.get("session"))
+            if found is not None:
+                self.bytes_per_second = found
+                self.declared = True
 
     def server_message(self, data: bytes, text: bool) -> None:
         if not text or not (b"response.done" in data or b"session." in data):
@@ -125,12 +146,9 @@ class RealtimeTap(VoiceTap):
         elif kind in ("session.created", "session.updated"):
             session = sub(obj, "session")
             note_model_and_id(self.upgrade, session.get("model"))
-            self._format(session)
-
-    def _format(self, session: Any) -> None:
-        found = input_bytes_per_second(session)
-        if found is not None:
-            self.bytes_per_second = found
+            found = None if self.declared else input_bytes_per_second(session)
+            if found is not None:
+                self.bytes_per_second = found
 
     def _add_usage(self, u: dict[str, Any]) -> None:
         t = self.tokens

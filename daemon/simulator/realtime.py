@@ -8,7 +8,10 @@ Realtime (OpenAI-Realtime-shaped events, JSON text messages):
 - the session starts with ``conversation.created``; its input audio is 16-bit PCM at 24 kHz
   until a ``session.update`` sets ``session.audio.input.format`` to ``{"type": "audio/pcm",
   "rate": R}`` (8000-48000 Hz) or ``{"type": "audio/pcmu" | "audio/pcma"}`` (G.711, 8 kHz),
-  answered by ``session.updated`` with the whole session;
+  or OpenAI's older ``session.input_audio_format`` (``pcm16``, ``g711_ulaw``, ``g711_alaw``),
+  which wins when an update names both; once the older one is in the session the two are kept
+  in step (the older one dropped for PCM at a rate it cannot name); answered by
+  ``session.updated`` with the whole session;
 - ``input_audio_buffer.append {audio: base64}`` buffers audio (no answer);
   ``input_audio_buffer.commit`` makes it a user item (``input_audio_buffer.committed``),
   ``input_audio_buffer.clear`` drops it; ``conversation.item.create`` adds a text item;
@@ -56,6 +59,7 @@ from daemon.simulator.sockets import (
     messages,
     send_turn,
 )
+from daemon.simulator.state import STATE_KEY
 from daemon.simulator.wire import ApiError, error_reply
 
 AUDIO_TOKENS_PER_SECOND = 10  # input audio tokens per second of committed audio
@@ -119,6 +123,44 @@ def _input_format(update: Any) -> dict[str, Any] | None:
             raise ApiError(400, f"audio/pcm rate must be 8000-48000 Hz, got {rate!r}")
         return {"type": kind, "rate": rate}
     raise ApiError(400, f"Unsupported audio format {kind!r}")
+
+
+#: OpenAI's older ``input_audio_format`` values → the ``audio.input.format`` each is.
+_LEGACY_FORMATS: dict[str, dict[str, Any]] = {
+    "pcm16": {"type": "audio/pcm", "rate": 24000},
+    "g711_ulaw": {"type": "audio/pcmu", "rate": 8000},
+    "g711_alaw": {"type": "audio/pcma", "rate": 8000},
+}
+
+
+def _legacy_name(fmt: dict[str, Any]) -> str | None:
+    """The older ``input_audio_format`` name of an ``audio.input.format``; None: it has none
+    (PCM at a rate other than 24 kHz)."""
+    return next((name for name, known in _LEGACY_FORMATS.items() if known == fmt), None)
+
+
+def _set_input_format(session: dict[str, Any], update: Any) -> None:
+    """Apply a ``session.update``'s input format to the session, both fields kept in step: the
+    older ``input_audio_format``, when named, wins (as the meter reads a client's message),
+    else the newer ``audio.input.format``; `ApiError` for a format it does not take."""
+    legacy = update.get("input_audio_format") if isinstance(update, dict) else None
+    if legacy is not None:
+        if legacy not in _LEGACY_FORMATS:
+            raise ApiError(400, f"Unsupported input_audio_format {legacy!r}")
+        fmt: dict[str, Any] | None = dict(_LEGACY_FORMATS[legacy])
+    else:
+        fmt = _input_format(update)
+    if fmt is None:
+        return
+    session["audio"]["input"]["format"] = fmt
+    if legacy is not None:
+        session["input_audio_format"] = legacy
+    elif "input_audio_format" in session:  # set before: kept in step with the newer field
+        name = _legacy_name(fmt)
+        if name is not None:
+            session["input_audio_format"] = name
+        else:
+            del session["input_audio_format"]
 
 
 def _decoded_length(audio: Any) -> int:
@@ -188,11 +230,11 @@ async def _realtime_event(
         return True
     if kind == "session.update":
         update = event.get("session")
-        fmt = _input_format(update)
         if isinstance(update, dict):
-            conv.session.update({k: v for k, v in update.items() if k != "audio"})
-        if fmt is not None:
-            conv.session["audio"]["input"]["format"] = fmt
+            _set_input_format(conv.session, update)  # raises before anything changes
+            conv.session.update(
+                {k: v for k, v in update.items() if k not in ("audio", "input_audio_format")}
+            )
         return await out.send({"type": "session.updated", "session": conv.session})
     if kind == "input_audio_buffer.commit":
         if not conv.buffered:
@@ -227,6 +269,9 @@ async def realtime_socket(request: web.Request) -> web.StreamResponse:
     ws, log = await accept(request)
     out = Outbox(request, ws, log)
     conv = _Conversation(model, _default_session(model))
+    starting = request.app[STATE_KEY].realtime_input_format
+    if starting is not None:
+        conv.session["audio"]["input"]["format"] = dict(starting)
     created = {"type": "conversation.created", "conversation": {"id": _id("conv")}}
     if not await out.send(created):
         return ws

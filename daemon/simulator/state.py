@@ -160,6 +160,8 @@ class SimulatorState:
     image_polls: int = 1  # pending answers before an image job ends (X-Sim-Image-Polls: per job)
     image_pending_200: bool = False  # True: a pending poll is 200 {"status": "pending"}, not 202
     image_jobs: dict[str, ImageJob] = field(default_factory=dict)  # by request id
+    # A new realtime session's audio.input.format (None: 16-bit PCM at 24 kHz, xAI's default)
+    realtime_input_format: dict[str, Any] | None = None
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[SimulatedRequest]:
         """Wait until at least `count` requests arrived (bounded), instead of sleeping.

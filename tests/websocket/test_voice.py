@@ -7,14 +7,21 @@ from __future__ import annotations
 import base64
 import json
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+import pytest
 from aiohttp import WSMsgType
 
 from daemon import simulator
-from daemon.dialects.voice_sockets import base64_length, input_bytes_per_second
-from daemon.testing import TEST_KEY, RunningDaemon
+from daemon.dialects.voice_sockets import (
+    RealtimeTap,
+    base64_length,
+    client_bytes_per_second,
+    input_bytes_per_second,
+)
+from daemon.simulator.realtime import AUDIO_TOKENS_PER_SECOND
+from daemon.testing import TEST_KEY, RunningDaemon, make_record
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 # The catalog's prices in force now (daemon/pricing/catalog.toml), in ticks:
@@ -102,27 +109,94 @@ async def test_realtime_is_billed_per_second_of_audio_sent_at_the_sessions_forma
     assert log.received == sent
 
 
-async def test_realtime_follows_the_format_the_upstream_confirms(
-    sim: simulator.Simulator, meter: RunningDaemon
+ULAW_NEW = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+PCM24K_NEW = {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "first_rate", "second_rate"),
+    [
+        # μ-law in the newer field, then 24 kHz PCM in the older one: the echo of the second
+        # carries both fields; the client's older one is what its audio now is.
+        (ULAW_NEW, {"input_audio_format": "pcm16"}, 8_000, 48_000),
+        # the other way round: μ-law in the older field, then 24 kHz PCM in the newer one
+        ({"input_audio_format": "g711_ulaw"}, PCM24K_NEW, 8_000, 48_000),
+        # one message naming both, disagreeing: the older field is the app's word
+        ({**ULAW_NEW, "input_audio_format": "pcm16"}, ULAW_NEW, 48_000, 8_000),
+    ],
+)
+async def test_realtime_counts_audio_at_the_format_the_client_declared(
+    sim: simulator.Simulator,
+    meter: RunningDaemon,
+    first: dict[str, Any],
+    second: dict[str, Any],
+    first_rate: int,
+    second_rate: int,
 ) -> None:
-    """The client asks for OpenAI's older ``input_audio_format`` (G.711 A-law), which xAI's
-    session does not take: its ``session.updated`` still says 16-bit PCM at 24 kHz, and that
-    is the rate the audio after it is counted at."""
+    """The app encodes what it sends: the format its last ``session.update`` declared (the
+    older field when one message names both) counts, whatever the upstream's echo carries
+    beside it. The simulator bills input audio tokens by the same format: the row's seconds
+    are exactly the ones it counted."""
+    audio_tokens = 0
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{meter.base_url}/realtime", headers=AUTH) as ws,
     ):
         await until(ws, "conversation.created")
-        await ws.send_str(event("session.update", session={"input_audio_format": "g711_alaw"}))
-        [updated] = await until(ws, "session.updated")
-        assert updated["session"]["audio"]["input"]["format"] == {
-            "type": "audio/pcm",
-            "rate": 24000,
-        }
-        await ws.send_str(append(b"\x00" * 8_000))
+        for update, size in ((first, 24_000), (second, 48_000)):
+            await ws.send_str(event("session.update", session=update))
+            await until(ws, "session.updated")
+            await ws.send_str(append(b"\xff" * size))
+            await ws.send_str(event("input_audio_buffer.commit"))
+            await ws.send_str(event("response.create"))
+            done = (await until(ws, "response.done"))[-1]["response"]["usage"]
+            audio_tokens += done["input_token_details"]["audio_tokens"]
     [row] = await meter.rows(1)
-    assert row["audio_seconds"] == 8_000 / 48_000
-    assert row["cost_ticks"] == REALTIME_PER_MINUTE // 6 // 60 == 2_222_222
+    seconds = Fraction(24_000, first_rate) + Fraction(48_000, second_rate)
+    assert row["audio_seconds"] == float(seconds) == (4.0 if first_rate == 8_000 else 6.5)
+    assert audio_tokens == seconds * AUDIO_TOKENS_PER_SECOND  # the simulator agrees
+    assert row["cost_ticks"] == int(seconds * REALTIME_PER_MINUTE / 60)
+
+
+async def test_realtime_follows_the_upstreams_format_until_the_client_declares_one(
+    sim: simulator.Simulator, meter: RunningDaemon
+) -> None:
+    """Before the client names a format, the upstream's ``session.created``/``updated`` says
+    it: a session the upstream runs at μ-law counts the first audio at 8 kHz (its echo of an
+    update that names no format says so); then the client declares 24 kHz PCM."""
+    sim.state.realtime_input_format = {"type": "audio/pcmu", "rate": 8000}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{meter.base_url}/realtime", headers=AUTH) as ws,
+    ):
+        await until(ws, "conversation.created")
+        await ws.send_str(event("session.update", session={"voice": "eve"}))
+        [updated] = await until(ws, "session.updated")
+        assert updated["session"]["audio"]["input"]["format"]["type"] == "audio/pcmu"
+        await ws.send_str(append(b"\xff" * 8_000))  # 1 s of μ-law
+        await ws.send_str(event("session.update", session={"input_audio_format": "pcm16"}))
+        await until(ws, "session.updated")
+        await ws.send_str(append(b"\x00" * 48_000))  # 1 s of 24 kHz PCM
+    [row] = await meter.rows(1)
+    assert row["audio_seconds"] == 2.0
+
+
+def test_an_echo_naming_both_formats_cannot_override_the_clients() -> None:
+    """An upstream echo that carries the new ``audio.input.format`` and the older
+    ``input_audio_format`` disagreeing (as one that keeps both and updates only the field it
+    was sent): the client's declaration stands, in either order of the client's fields."""
+    both = {
+        "type": "session.updated",
+        "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}},
+                    "input_audio_format": "pcm16"},
+    }  # fmt: skip
+    for declared, rate in ((ULAW_NEW, 8_000), ({"input_audio_format": "pcm16"}, 48_000)):
+        tap = RealtimeTap(make_record(endpoint="realtime"), cast(Any, None))
+        tap.server_message(json.dumps(both).encode(), True)  # before any declaration: counts
+        assert tap.bytes_per_second == 8_000  # the upstream's newer field
+        tap.client_message(event("session.update", session=declared).encode(), True)
+        tap.server_message(json.dumps(both).encode(), True)
+        assert tap.bytes_per_second == rate
 
 
 def test_input_formats_read_from_a_session_object() -> None:
@@ -135,6 +209,9 @@ def test_input_formats_read_from_a_session_object() -> None:
     assert input_bytes_per_second({"voice": "eve"}) is None
     assert input_bytes_per_second({"audio": {"input": {"format": {"type": "audio/opus"}}}}) is None
     assert input_bytes_per_second("nonsense") is None
+    both = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}, "input_audio_format": "pcm16"}
+    assert (input_bytes_per_second(both), client_bytes_per_second(both)) == (8_000, 48_000)
+    assert client_bytes_per_second({"input_audio_format": "opus"}) is None
     assert base64_length(base64.b64encode(b"12345").decode()) == 5
     assert base64_length(base64.b64encode(b"12345").decode().rstrip("=")) == 5
 
