@@ -15,7 +15,10 @@ as over HTTP (cost reported, tools by kind). An ``error`` event before the turn'
 ``response.created`` is the answer to its create: the row ends with the event's ``status``
 (400 when it gives none [guess]) and the error's code, unbilled as any error answer. A socket
 that ends mid-turn leaves that turn one unmetered row: ``incomplete`` once it was answered,
-``no_response`` before. The upgrade itself is no row (unless refused: `daemon.websocket`).
+``no_response`` before. The upgrade itself is no row (unless refused: `daemon.websocket`) once
+a turn began; a session that never began one (only unreadable or binary messages, or none)
+is one unbilled row, the upgrade's (status 101, no usage, as a voice session's row), so every
+relayed socket leaves at least one row.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ class ResponsesSocketTap(SocketTap):
     def __init__(self, upgrade: CallRecord, rows: Rows) -> None:
         super().__init__(upgrade, rows)
         self.turns: collections.deque[CallRecord] = collections.deque()
+        self.turned = False  # a turn began: the turns are the rows, the upgrade is none
 
     def opened(self) -> None:
-        self.rows.discard(self.upgrade)  # the turns are the rows
+        super().opened()
+        self.upgrade.billable = False  # the session's row, until a turn begins: bills nothing
 
     def client_message(self, data: bytes, text: bool) -> None:
         if not text or _CREATE not in data:
@@ -56,6 +61,9 @@ class ResponsesSocketTap(SocketTap):
         obj = loads_object(data)
         if obj is None or obj.get("type") != "response.create":
             return
+        if not self.turned:
+            self.turned = True
+            self.rows.discard(self.upgrade)  # the turns are the rows
         turn = self.rows.new()
         turn.billable = True
         turn.stream = True
@@ -99,7 +107,11 @@ class ResponsesSocketTap(SocketTap):
             self.idle.set()
 
     def close(self, ending: Ending) -> None:
-        """Turns still open end unmetered: the socket ended before their terminal event."""
+        """Turns still open end unmetered: the socket ended before their terminal event. A
+        session without a turn ends its one unbilled row, the upgrade's."""
+        if not self.turned:
+            ending.apply(self.upgrade, in_flight=False)
+            self.rows.finish(self.upgrade)
         while self.turns:
             turn = self.turns.popleft()
             turn.usage = None

@@ -243,15 +243,34 @@ async def test_a_socket_closed_before_any_answer_leaves_a_no_response_row(
     assert row["requested_model"] == "grok-4.3"
 
 
-async def test_a_socket_without_turns_leaves_no_row(
-    sim: simulator.Simulator, meter: RunningDaemon
+@pytest.mark.parametrize("garbage", [True, False])
+async def test_a_socket_without_turns_is_one_unbilled_row(
+    sim: simulator.Simulator, meter: RunningDaemon, garbage: bool
 ) -> None:
+    """Every relayed call is one row: a session that never began a turn (bad JSON and a binary
+    frame, or nothing at all) is the upgrade's row, unbilled, as a voice session's is."""
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{meter.base_url}/responses", headers=AUTH) as ws,
     ):
+        if garbage:
+            await ws.send_str("not json {")
+            assert json.loads((await ws.receive()).data)["type"] == "error"
+            await ws.send_bytes(b"\x00\xff")
+            assert json.loads((await ws.receive()).data)["type"] == "error"
         await ws.close()
-    await turn_row_count_is(meter, 0)
+    await turn_row_count_is(meter, 1)
+    row = (await meter.rows(2))[0]
+    assert (row["transport"], row["endpoint"], row["method"], row["path"], row["status"]) == (
+        "websocket",
+        "responses",
+        "GET",
+        "/v1/responses",
+        101,
+    )
+    assert (row["error"], row["metered"], row["unmetered_reason"]) == (None, 1, None)
+    assert (row["input_tokens"], row["cost_ticks"], row["cost_source"]) == (None, None, None)
+    assert len(sim.state.sockets) == 1
 
 
 async def turn_row_count_is(meter: RunningDaemon, count: int) -> None:
