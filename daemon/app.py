@@ -201,6 +201,7 @@ class Daemon:
                 self.meter,
                 self.keys,
                 share_key=self._grpc_key if _one_host(s) else None,
+                rest=lambda: self.relay_url + "/v1",
                 clock=self.clocks.monotonic,
                 wall_clock=self.clocks.wall,
             )

@@ -38,6 +38,7 @@ from google.protobuf.message import DecodeError
 
 from daemon.config import GrpcSettings
 from daemon.dialects.base import end_call
+from daemon.grpc_relay.front import FIRST_BYTES_TIMEOUT, GrpcFront
 from daemon.grpc_relay.hop import (
     CHANNEL_OPTIONS,
     SERVER_OPTIONS,
@@ -126,6 +127,8 @@ class GrpcRelay:
         *,
         provider: str = "xai",
         share_key: Callable[[str], None] | None = None,
+        rest: Callable[[], str] = lambda: "the HTTP port",
+        first_bytes_timeout: float = FIRST_BYTES_TIMEOUT,
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -137,6 +140,9 @@ class GrpcRelay:
         self.in_flight = 0
         self.address = ""  # host:port once listening
         self._share_key = share_key
+        self._rest = rest  # the HTTP relay's base URL, for HTTP/1.x on the gRPC port
+        self.first_bytes_timeout = first_bytes_timeout
+        self._front: GrpcFront | None = None
         self._last_key: str | None = None
         self._clock = clock
         self._wall = wall_clock
@@ -151,17 +157,24 @@ class GrpcRelay:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> str:
-        """Listen on host:port (0: a free one) and open the upstream channel; the address it
-        listens on, ``host:port``. Raises `OSError` when the address cannot be had."""
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((_AnyMethod(self),))
+        """Listen on host:port (0: a free one; our `GrpcFront`, grpc's own listener behind it on
+        a private unix socket) and open the upstream channel; the address it listens on,
+        ``host:port``. Raises `OSError` when the address cannot be had."""
+        front = GrpcFront(self._rest, self.first_bytes_timeout)
         shown = f"[{host}]" if ":" in host else host
         try:
-            bound = server.add_insecure_port(f"{shown}:{port}")
+            bound = await front.listen(host, port)
+        except OSError:
+            await front.close()
+            raise
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server.add_generic_rpc_handlers((_AnyMethod(self),))
+        try:
+            if not server.add_insecure_port(front.internal):
+                raise RuntimeError(f"grpc could not listen on {front.internal}")
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+            await front.close()
             raise OSError(str(exc)) from None
-        if not bound:
-            raise OSError("the address is in use or not an address of this machine")
         s = self.settings
         if s.tls:
             credentials = grpc.ssl_channel_credentials(root_certificates=system_roots())
@@ -170,6 +183,8 @@ class GrpcRelay:
             self._channel = grpc.aio.insecure_channel(s.target, options=CHANNEL_OPTIONS)
         await server.start()
         self._server = server
+        self._front = front
+        await front.serve()
         self.address = f"{shown}:{bound}"
         return self.address
 
@@ -182,6 +197,8 @@ class GrpcRelay:
             return
         self._stopping = asyncio.get_running_loop().create_future()
         try:
+            if self._front is not None:
+                self._front.stop_accepting()  # connections made go on until grpc's stop
             if self._server is not None:
                 # Stop taking calls now; grpc cancels what is left only after our own ending.
                 stopped = spawn(self._server.stop(grace + _STOP_MARGIN), name="grpc-stop")
@@ -189,6 +206,8 @@ class GrpcRelay:
                     await asyncio.wait(set(self._calls), timeout=grace)
                 self._end_calls()
                 await stopped
+            if self._front is not None:
+                await self._front.close()
             if self._channel is not None:
                 await self._channel.close()
         finally:

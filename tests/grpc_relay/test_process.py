@@ -106,12 +106,22 @@ async def test_sigterm_drains_grpc_and_bad_protocols_get_one_line(
             assert "http1.x server" in (caught.value.details() or "")
             await next_event(proc.stderr, lines, "http2_on_http_port")
 
-            # HTTP/1.1 to the gRPC port: grpc core answers HTTP/2 frames and closes the
-            # connection (no HTTP/1 reply exists there); nothing reaches the daemon's log
+            # HTTP/1.1 to the gRPC port (uvloop's transports under the front): one plain line
+            # naming the HTTP relay, and one log line
             answer = await exchange(
                 grpc_port, b"POST /xai_api.Chat/GetCompletion HTTP/1.1\r\nHost: x\r\n\r\n"
             )
-            assert not answer.startswith(b"HTTP/")
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 Bad Request")
+            assert body.decode().count("\n") == 1
+            assert f"http://127.0.0.1:{relay_port}/v1" in body.decode()
+            warned = await next_event(proc.stderr, lines, "http1_on_grpc_port")
+            assert warned["level"] == "warning"
+            assert warned["rest"] == f"http://127.0.0.1:{relay_port}/v1"
+            # TLS to the plaintext gRPC port: closed, one line
+            assert await exchange(grpc_port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03") == b""
+            warned = await next_event(proc.stderr, lines, "not_grpc_on_grpc_port")
+            assert warned["looks_like"] == "tls"
 
             # a stream in flight when SIGTERM comes finishes within the grace period
             sdk = AsyncClient(
@@ -139,6 +149,8 @@ async def test_sigterm_drains_grpc_and_bad_protocols_get_one_line(
         json.loads(line)
     assert "Traceback" not in "".join(lines)
     assert sum('"http2_on_http_port"' in line for line in lines) == 2
+    assert sum('"http1_on_grpc_port"' in line for line in lines) == 1
+    assert sum('"not_grpc_on_grpc_port"' in line for line in lines) == 1
     rows = list(sqlite_utils.Database(ledger).query("select * from calls"))
     assert [(r["transport"], r["path"], r["status"], r["error"], r["metered"]) for r in rows] == [
         ("grpc", "/xai_api.Chat/GetCompletionChunk", 200, None, 1)
