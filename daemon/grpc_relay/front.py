@@ -26,9 +26,11 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import grpc.aio
 import structlog
 
 from daemon.sniff import GrpcSniffer
+from daemon.tasks import spawn
 
 log = structlog.get_logger("xai_meter.grpc")
 
@@ -82,26 +84,39 @@ class _Pipe(asyncio.Protocol):
 
 
 class GrpcFront:
-    """The public gRPC listener: sniffs each connection, relays gRPC to grpc's own listener at
-    `internal` (``unix:/path``), answers anything else. ``rest`` names the HTTP relay's base URL.
-    ``timeout``: seconds a connection has to say something (read per connection)."""
+    """The public gRPC listener: sniffs each connection, relays gRPC to grpc's own listener (a
+    unix socket in a private temp directory made at `listen`), answers anything else. ``rest``
+    names the HTTP relay's base URL; ``timeout``: seconds a connection has to say something
+    (read per connection)."""
 
     def __init__(self, rest: Callable[[], str], timeout: float = FIRST_BYTES_TIMEOUT) -> None:
         self.rest = rest
         self.timeout = timeout
         self.pipes: set[_Pipe] = set()  # the client side of each relayed connection
-        self._dir = tempfile.mkdtemp(prefix="xai-meter-grpc-")  # 0700: ours only
-        self.socket_path = os.path.join(self._dir, "grpc.sock")
-        self.internal = f"unix:{self.socket_path}"
+        self._dir = ""  # made at `listen`: 0700, ours only
+        self.socket_path = ""
         self._server: asyncio.Server | None = None
         self._connecting: set[asyncio.Task[None]] = set()
 
-    async def listen(self, host: str, port: int) -> int:
-        """Listen on host:port (0: a free one); the port. Raises `OSError`."""
+    async def listen(self, host: str, port: int, server: grpc.aio.Server) -> int:
+        """Listen on host:port (0: a free one), and have grpc's `server` listen on the internal
+        address; the port. Raises `OSError` when either cannot be had."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._sniffer, host, port, reuse_address=True, start_serving=False
-        )
+        self._dir = tempfile.mkdtemp(prefix="xai-meter-grpc-")
+        self.socket_path = os.path.join(self._dir, "grpc.sock")
+        internal = f"unix:{self.socket_path}"
+        try:
+            self._server = await loop.create_server(
+                self._sniffer, host, port, reuse_address=True, start_serving=False
+            )
+            try:
+                if not server.add_insecure_port(internal):
+                    raise RuntimeError(f"grpc could not listen on {internal}")
+            except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+                raise OSError(str(exc)) from None
+        except OSError:
+            await self.close()
+            raise
         return int(self._server.sockets[0].getsockname()[1])
 
     async def serve(self) -> None:
@@ -119,7 +134,7 @@ class GrpcFront:
         transport.set_protocol(client)
         transport.pause_reading()  # until grpc's side is there to take it
         self.pipes.add(client)
-        task = asyncio.get_running_loop().create_task(self._connect(client, seen))
+        task = spawn(self._connect(client, seen), name="grpc-front-connect")
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
 
@@ -155,4 +170,5 @@ class GrpcFront:
             if pipe.transport is not None:
                 pipe.transport.close()
         self.pipes.clear()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)

@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 
 from daemon.config import GrpcSettings
 from daemon.dialects.base import end_call
-from daemon.grpc_relay.front import FIRST_BYTES_TIMEOUT, GrpcFront
+from daemon.grpc_relay.front import GrpcFront
 from daemon.grpc_relay.hop import (
     CHANNEL_OPTIONS,
     SERVER_OPTIONS,
@@ -128,7 +128,6 @@ class GrpcRelay:
         provider: str = "xai",
         share_key: Callable[[str], None] | None = None,
         rest: Callable[[], str] = lambda: "the HTTP port",
-        first_bytes_timeout: float = FIRST_BYTES_TIMEOUT,
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -140,9 +139,7 @@ class GrpcRelay:
         self.in_flight = 0
         self.address = ""  # host:port once listening
         self._share_key = share_key
-        self._rest = rest  # the HTTP relay's base URL, for HTTP/1.x on the gRPC port
-        self.first_bytes_timeout = first_bytes_timeout
-        self._front: GrpcFront | None = None
+        self._front = GrpcFront(rest)  # rest: the HTTP relay's base URL, for HTTP/1.x
         self._last_key: str | None = None
         self._clock = clock
         self._wall = wall_clock
@@ -157,24 +154,11 @@ class GrpcRelay:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self, host: str, port: int) -> str:
-        """Listen on host:port (0: a free one; our `GrpcFront`, grpc's own listener behind it on
-        a private unix socket) and open the upstream channel; the address it listens on,
-        ``host:port``. Raises `OSError` when the address cannot be had."""
-        front = GrpcFront(self._rest, self.first_bytes_timeout)
-        shown = f"[{host}]" if ":" in host else host
-        try:
-            bound = await front.listen(host, port)
-        except OSError:
-            await front.close()
-            raise
+        """Listen on host:port (0: a free one; our `GrpcFront`, grpc's own listener behind it)
+        and open the upstream channel; ``host:port``. Raises `OSError` if it cannot listen."""
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((_AnyMethod(self),))
-        try:
-            if not server.add_insecure_port(front.internal):
-                raise RuntimeError(f"grpc could not listen on {front.internal}")
-        except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
-            await front.close()
-            raise OSError(str(exc)) from None
+        bound = await self._front.listen(host, port, server)
         s = self.settings
         if s.tls:
             credentials = grpc.ssl_channel_credentials(root_certificates=system_roots())
@@ -183,9 +167,8 @@ class GrpcRelay:
             self._channel = grpc.aio.insecure_channel(s.target, options=CHANNEL_OPTIONS)
         await server.start()
         self._server = server
-        self._front = front
-        await front.serve()
-        self.address = f"{shown}:{bound}"
+        await self._front.serve()
+        self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         return self.address
 
     async def stop(self, grace: float) -> None:
@@ -197,8 +180,7 @@ class GrpcRelay:
             return
         self._stopping = asyncio.get_running_loop().create_future()
         try:
-            if self._front is not None:
-                self._front.stop_accepting()  # connections made go on until grpc's stop
+            self._front.stop_accepting()  # connections made go on until grpc's stop
             if self._server is not None:
                 # Stop taking calls now; grpc cancels what is left only after our own ending.
                 stopped = spawn(self._server.stop(grace + _STOP_MARGIN), name="grpc-stop")
@@ -206,8 +188,7 @@ class GrpcRelay:
                     await asyncio.wait(set(self._calls), timeout=grace)
                 self._end_calls()
                 await stopped
-            if self._front is not None:
-                await self._front.close()
+            await self._front.close()
             if self._channel is not None:
                 await self._channel.close()
         finally:
