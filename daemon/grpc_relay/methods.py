@@ -140,11 +140,19 @@ def _generate_column(msg: Any) -> str:
     (`videos.column`): its resolution (unset: the default's, as a REST body naming none), its
     input images (``image``, ``last_frame``, each of ``reference_images`` and ``keyframes``),
     and its kind: ``edits`` when it names an input ``video`` (REST's edit), else
-    ``generations``."""
-    resolution = _VIDEO_RESOLUTION.get(msg.resolution) if msg.HasField("resolution") else None
-    images = sum(1 for name in ("image", "last_frame") if msg.HasField(name))
-    images += len(msg.reference_images) + len(msg.keyframes)
-    kind = "edits" if msg.HasField("video") else "generations"
+    ``generations``. A field the installed protos lack (xai-sdk 1.19's have no ``last_frame``)
+    counts as absent: the client's bytes may carry it, but this copy cannot read it."""
+    fields = msg.DESCRIPTOR.fields_by_name
+
+    def has(name: str) -> bool:
+        return name in fields and bool(msg.HasField(name))
+
+    resolution = _VIDEO_RESOLUTION.get(msg.resolution) if has("resolution") else None
+    images = sum(1 for name in ("image", "last_frame") if has(name))
+    images += sum(
+        len(getattr(msg, name)) for name in ("reference_images", "keyframes") if name in fields
+    )
+    kind = "edits" if has("video") else "generations"
     return videos.column(kind, resolution, images)
 
 
