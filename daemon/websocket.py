@@ -61,7 +61,7 @@ from yarl import URL
 
 from daemon import tasks
 from daemon.dialects import Router, socket_tap
-from daemon.dialects.base import unread_usage
+from daemon.dialects.base import end_call
 from daemon.dialects.sockets import NORMAL_CLOSE, Ending, SocketTap
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
@@ -163,13 +163,7 @@ class _Rows:
     def finish(self, record: CallRecord) -> None:
         if self._open.pop(record.id, None) is None:
             return  # ended already: a row goes to the meter once
-        record.duration_ms = (self._relay.clock() - record.t0) * 1000.0
-        if record.billable and record.usage is None and record.unmetered_reason is None:
-            unread_usage(record)
-        if record.error is None and record.status is not None and record.status >= 400:
-            record.error = CallError.HTTP_ERROR
-        ok = record.error in (None, CallError.HTTP_ERROR)
-        record.stage = Stage.FINISHED if ok else Stage.FAILED
+        end_call(record, self._relay.clock())
         self._relay.meter.finish(record)
 
     def finish_all(self, ending: Ending, broken: bool) -> None:

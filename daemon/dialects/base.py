@@ -179,10 +179,10 @@ def unread_usage(record: CallRecord) -> None:
 
 
 def end_call(record: CallRecord, now: float) -> None:
-    """Close a relayed call (HTTP or gRPC) before the meter takes it: its duration (``now``, in
-    the clock ``record.t0`` came from, seconds), why a billable call has no usage
-    (`unread_usage`), ``http_error`` for a 4xx/5xx answer that ended cleanly, and its final
-    stage (``finished`` or ``failed``)."""
+    """Close a relayed call (HTTP, gRPC, or one row of a WebSocket) before the meter takes it:
+    its duration (``now``, in the clock ``record.t0`` came from, seconds), why a billable call
+    has no usage (`unread_usage`), ``http_error`` for a 4xx/5xx answer that ended cleanly, and
+    its final stage (``finished`` or ``failed``)."""
     record.duration_ms = (now - record.t0) * 1000.0
     if record.billable and record.usage is None and record.unmetered_reason is None:
         unread_usage(record)
