@@ -262,6 +262,28 @@ class CallRecord:
     # tracker carries it from the POST to the result (daemon.dialects.videos). A column (m013).
     video_request: str | None = None
 
+    def derive(self, started_at: float, t0: float, **fields: Any) -> CallRecord:
+        """A new record (its own id) for another row of this call's context: the same provider,
+        endpoint, method, path, status, transport, key, app, request id and price multiplier,
+        started at ``started_at`` (epoch seconds; ``t0`` on the relay's clock); ``fields``
+        override any of them or set others. Rows born inside one relayed call use it: a Batch
+        API page's results, a WebSocket's turns and sessions."""
+        base: dict[str, Any] = {
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "transport": self.transport,
+            "key_id": self.key_id,
+            "app": self.app,
+            "request_id": self.request_id,
+            "price_multiplier": self.price_multiplier,
+        }
+        return CallRecord(
+            id=new_call_id(started_at), started_at=started_at, t0=t0, **{**base, **fields}
+        )
+
     @property
     def metered(self) -> bool:
         """True when the call's usage was read (or the endpoint carries none to read)."""

@@ -135,21 +135,8 @@ class _Rows:
         return self._relay.clock()
 
     def new(self) -> CallRecord:
-        t = self.template
-        now = self._relay.wall()
-        record = CallRecord(
-            id=new_call_id(now),
-            started_at=now,
-            t0=self._relay.clock(),
-            provider=t.provider,
-            endpoint=t.endpoint,
-            method=t.method,
-            path=t.path,
-            key_id=t.key_id,
-            app=t.app,
-            request_id=t.request_id,
-            price_multiplier=t.price_multiplier,
-            transport=Transport.WEBSOCKET,
+        record = self.template.derive(
+            self._relay.wall(), self._relay.clock(), status=None, transport=Transport.WEBSOCKET
         )
         self._open[record.id] = record
         return record

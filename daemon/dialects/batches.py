@@ -40,7 +40,7 @@ from daemon.dialects.chat import read_chat_completion
 from daemon.dialects.coerce import opt_str, reported_ticks, sub
 from daemon.dialects.images import DEFAULT_IMAGE_MODEL
 from daemon.dialects.videos import read_video_answer, request_column
-from daemon.record import CallRecord, Unmetered, Usage, new_call_id
+from daemon.record import CallRecord, Unmetered, Usage
 
 ENDPOINT: Final = "batches.result"
 
@@ -99,22 +99,12 @@ def result_record(
     is what prices a video answer (`daemon.dialects.videos.column`) when the batch line's
     request is known (the answer came beside it); None: a video answer is priced at no
     resolution (no computed cost; the reported one stands)."""
-    record = CallRecord(
-        id=new_call_id(page.started_at),
-        started_at=page.started_at,
-        t0=page.t0,
-        provider=page.provider,
+    record = page.derive(
+        page.started_at,
+        page.t0,
         endpoint=ENDPOINT,
-        method=page.method,
-        path=page.path,
-        status=page.status,
-        transport=page.transport,
-        key_id=page.key_id,
-        app=page.app,
-        request_id=page.request_id,
         linked_id=batch_id,
         response_id=request_id,
-        price_multiplier=page.price_multiplier,
         video_request=video_request,
     )
     if error is not None:
