@@ -60,6 +60,8 @@ from daemon.upstream import Upstream
 log = structlog.get_logger("xai_meter.app")
 
 GC_THRESHOLD = 20_000
+#: Seconds the ledger gets at shutdown, after the calls drained, to write what is queued.
+LEDGER_CLOSE_TIMEOUT = 1.5
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
 
@@ -162,12 +164,16 @@ class Daemon:
         self.book = PriceBook(overrides=s.pricing.overrides)
         self.ledger = Ledger(
             s.ledger.path,
+            journal_path=s.ledger.journal_path or None,
             batch_size=s.ledger.batch_size,
             flush_interval=s.ledger.flush_interval,
+            max_queue_rows=s.ledger.max_queue_rows,
+            fsync_interval=s.ledger.fsync_interval,
             on_written=self.metrics.ledger_rows.inc,
             on_error=self.metrics.ledger_errors.inc,
+            retry_wait=self.retry_wait,
         )
-        self.metrics.set_queue_depth_source(self.ledger.depth)
+        self.metrics.set_ledger_sources(self.ledger.depth, lambda: self.ledger.healthy)
         self.keys = KeyHasher(b"")
         self.fingerprints = FingerprintTracker(self.metrics, on_change=self._fingerprint_changed)
         self.deferred = DeferredTracker(self.ledger.submit_op)
@@ -185,6 +191,7 @@ class Daemon:
             sinks,
             on_sink_error=lambda name: self.metrics.sink_errors.labels(name).inc(),
             admit=self.batch_results.admit,
+            on_begin=self.ledger.begin,
         )
         self._session: aiohttp.ClientSession | None = None
         self.relay = Relay(
@@ -305,7 +312,8 @@ class Daemon:
             self.meter.flush()  # calls that ended in the last loop iteration, before the ledger
             await self.tasks.cancel()
             await self._session.close()
-            await self.ledger.close()
+            # What SQLite cannot take within this stays in the journal for the next start.
+            await self.ledger.close(timeout=LEDGER_CLOSE_TIMEOUT)
 
     def _grpc_hint(self) -> str:
         if self.grpc_address:
@@ -356,11 +364,28 @@ class Daemon:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready and not self.relay.draining:
-            return web.json_response({"status": "ready"})
-        return web.json_response(
-            {"status": "draining" if self.relay.draining else "starting"}, status=503
-        )
+        """200 ready; 503 while starting or draining, and degraded once the ledger has been
+        unable to write for ``ledger.unhealthy_after`` seconds (calls are still relayed, and
+        their rows wait in the journal)."""
+        if not self.ready or self.relay.draining:
+            return web.json_response(
+                {"status": "draining" if self.relay.draining else "starting"}, status=503
+            )
+        failing = self.ledger.unhealthy_for()
+        if self.ledger.journal.failing or (
+            failing and failing >= self.settings.ledger.unhealthy_after
+        ):
+            return web.json_response(
+                {
+                    "status": "degraded",
+                    "reason": "the ledger cannot write"
+                    + (" (nor the journal)" if self.ledger.journal.failing else ""),
+                    "failing_for_s": round(failing, 3),
+                    "rows_waiting": self.ledger.depth(),
+                },
+                status=503,
+            )
+        return web.json_response({"status": "ready"})
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -334,6 +334,36 @@ SETTINGS: tuple[Setting, ...] = (
         _int_in(0, 36500),
     ),
     Setting(
+        "ledger.journal_path",
+        "",
+        "Directory of the journal: every call's start and end are appended there before "
+        "SQLite sees them, and replayed into the ledger on start (calls the daemon died in "
+        "become 'crash' rows). Empty: beside the ledger, at <ledger.path>.journal.",
+        _str,
+    ),
+    Setting(
+        "ledger.fsync_interval",
+        1.0,
+        "Seconds between fsyncs of the journal. A killed process loses nothing either way; "
+        "a power loss can lose the calls of the last interval. 0: never fsync (the OS "
+        "writes when it likes, typically within 30 s).",
+        _non_negative_float,
+    ),
+    Setting(
+        "ledger.max_queue_rows",
+        100000,
+        "Most rows held in memory for SQLite while it is slow or refuses writes; past "
+        "this they wait in the journal only, and are read back once SQLite takes writes.",
+        _int_in(1, 10_000_000),
+    ),
+    Setting(
+        "ledger.unhealthy_after",
+        30.0,
+        "Seconds the ledger may be unable to write (SQLite or the journal) before /readyz "
+        "answers 503 degraded (xai_meter_ledger_healthy turns 0 at once).",
+        _non_negative_float,
+    ),
+    Setting(
         "metrics.max_models",
         50,
         "Distinct model label values before further unknown "
@@ -501,6 +531,10 @@ class LedgerSettings:
     batch_size: int  # rows
     flush_interval: float  # seconds
     retention_days: int  # 0: keep every call
+    journal_path: str  # "": beside the ledger (<path>.journal)
+    fsync_interval: float  # seconds; 0: never fsync the journal
+    max_queue_rows: int  # rows in memory at most; the rest wait in the journal
+    unhealthy_after: float  # seconds unable to write before /readyz says degraded
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,9 @@ class CallError(enum.StrEnum):
     SHUTDOWN = "shutdown"
     RELAY_ERROR = "relay_error"
     HTTP_ERROR = "http_error"  # upstream answered 4xx/5xx; the body was relayed in full
+    # The daemon died (SIGKILL, OOM, power) after the call was sent and before it ended: the
+    # row is rebuilt from the journal's start entry on the next start (daemon.ledger.journal).
+    CRASH = "crash"
 
 
 class Unmetered(enum.StrEnum):
@@ -75,6 +78,10 @@ class Unmetered(enum.StrEnum):
     # The request went to the upstream, but the call ended (client gone, upstream timeout or
     # disconnect, shutdown) before the response headers came: a charge may exist, unread.
     NO_RESPONSE = "no_response"
+    CRASH = "crash"  # the daemon died before the call ended (see `CallError.CRASH`)
+    # A usage or cost number past what the ledger stores (a signed 64-bit integer): the value
+    # is clamped to the largest one, and the call is not booked as metered.
+    OUT_OF_RANGE = "out_of_range"
 
 
 class CostSource(enum.StrEnum):

@@ -210,7 +210,7 @@ class Relay:
         session = self.session
         if session is None:
             raise RuntimeError("the relay has no upstream session: the daemon is not started")
-        record.sent = True
+        self.meter.begin(record)
         try:
             answer = await session.request(
                 request.method,

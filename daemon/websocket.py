@@ -305,7 +305,7 @@ class SocketRelay:
         answer: dict[str, CIMultiDictProxy[str]] = {}
         deflate = "permessage-deflate" in request.headers.get(hdrs.SEC_WEBSOCKET_EXTENSIONS, "")
         async with _upstream_session(headers, answer) as http:
-            record.sent = True
+            self.meter.begin(record)
             record.stage = Stage.REQUEST
             # The base URL is an origin and the raw path starts with "/v1/": no client input
             # can change the host the socket goes to.

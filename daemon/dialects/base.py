@@ -23,6 +23,7 @@ Shared rules, in one place so every dialect applies them the same way:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -178,12 +179,52 @@ def unread_usage(record: CallRecord) -> None:
         record.mark_unmetered(Unmetered.NO_USAGE if ended else Unmetered.INCOMPLETE)
 
 
+#: Usage numbers the ledger can store: a signed 64-bit integer (SQLite's INTEGER) at most.
+USAGE_MAX = 2**63 - 1
+_USAGE_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "image_input_tokens",
+    "images",
+    "sources",
+    "characters",
+    "video_image_inputs",
+)
+_USAGE_NUMBERS = operator.attrgetter(*_USAGE_FIELDS)
+
+
+def usage_in_range(record: CallRecord) -> None:
+    """A usage number no ledger can store (past `USAGE_MAX`; 2**64 in JSON even reads as a
+    float) means usage that cannot be trusted: the call is not metered (``out_of_range``),
+    its usage is dropped (nothing priced or counted from it), and the numbers are kept as
+    text in ``error_detail``."""
+    u = record.usage
+    if u is None:
+        return
+    numbers = (*_USAGE_NUMBERS(u), *u.server_tool_calls.values(), u.reported_cost_ticks or 0)
+    if max(numbers) <= USAGE_MAX:
+        return
+    names = (*_USAGE_FIELDS, *u.server_tool_calls, "reported_cost_ticks")
+    bad = ", ".join(f"{n}={v!r}" for n, v in zip(names, numbers, strict=True) if v > USAGE_MAX)
+    record.usage = None
+    record.unmetered_reason = Unmetered.OUT_OF_RANGE  # before any softer reason a tap gave
+    detail = f"usage out of range: {bad}"
+    record.error_detail = f"{record.error_detail}; {detail}" if record.error_detail else detail
+
+
 def end_call(record: CallRecord, now: float) -> None:
     """Close a relayed call (HTTP, gRPC, or one row of a WebSocket) before the meter takes it:
-    its duration (``now``, in the clock ``record.t0`` came from, seconds), why a billable call
-    has no usage (`unread_usage`), ``http_error`` for a 4xx/5xx answer that ended cleanly, and
-    its final stage (``finished`` or ``failed``)."""
+    its duration (``now``, in the clock ``record.t0`` came from, seconds), usage the ledger
+    cannot hold (`usage_in_range`), why a billable call has no usage (`unread_usage`),
+    ``http_error`` for a 4xx/5xx answer that ended cleanly, and its final stage (``finished``
+    or ``failed``)."""
     record.duration_ms = (now - record.t0) * 1000.0
+    if record.usage is not None:
+        usage_in_range(record)
     if record.billable and record.usage is None and record.unmetered_reason is None:
         unread_usage(record)
     if record.error is None and record.status is not None and record.status >= 400:

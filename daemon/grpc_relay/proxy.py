@@ -397,7 +397,7 @@ class GrpcRelay:
         call: grpc.aio.UnaryUnaryCall[Any, Any] | None = None
         try:
             call = upstream(request, timeout=context.time_remaining(), metadata=metadata)
-            record.sent = True
+            self.meter.begin(record)
             self._read_request(record, meter, request)
             try:
                 answer: bytes = await call
@@ -451,7 +451,7 @@ class GrpcRelay:
         got_headers = False
         try:
             call = upstream(requests, timeout=context.time_remaining(), metadata=metadata)
-            record.sent = True
+            self.meter.begin(record)
             if isinstance(requests, bytes):
                 self._read_request(record, meter, requests)
             initial = await call.initial_metadata()

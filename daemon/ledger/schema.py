@@ -316,15 +316,18 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
     return applied
 
 
-def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite_utils.Database:
-    """A connection with the settings every user of the ledger needs."""
+def open_database(
+    path: str | os.PathLike[str], *, readonly: bool = False, busy_timeout_ms: int = 5000
+) -> sqlite_utils.Database:
+    """A connection with the settings every user of the ledger needs; it waits up to
+    ``busy_timeout_ms`` for a lock another connection holds."""
     if readonly:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False)
-    conn.execute("pragma busy_timeout = 5000")
+    conn.execute(f"pragma busy_timeout = {int(busy_timeout_ms)}")
     db = sqlite_utils.Database(conn)
     if not readonly:
         db.enable_wal()

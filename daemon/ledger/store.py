@@ -19,7 +19,15 @@ import sqlite_utils
 
 from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
 from daemon.pricing.cost import exact_multiplier
-from daemon.record import CallError, CallRecord, CostSource, Transport, Unmetered, Usage
+from daemon.record import (
+    ROW_COLUMNS,
+    CallError,
+    CallRecord,
+    CostSource,
+    Transport,
+    Unmetered,
+    Usage,
+)
 
 _NULLS = (None,) * len(CALL_COLUMNS)
 
@@ -35,32 +43,48 @@ def _insert_for(present: tuple[bool, ...]) -> str:
 
 
 def insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
-    """Insert calls (one row each) and count their fingerprints; the caller's transaction.
+    """Insert calls (one row each) and count their fingerprints; the caller's transaction."""
+    insert_rows(db, [r.as_tuple() for r in records])
+
+
+_STATUS = ROW_COLUMNS.index("status")
+_FINGERPRINT = ROW_COLUMNS.index("fingerprint")
+_FP_KEY = operator.itemgetter(
+    ROW_COLUMNS.index("provider"), ROW_COLUMNS.index("model"), _FINGERPRINT
+)
+_STARTED_AT = ROW_COLUMNS.index("started_at")
+
+
+def insert_rows(db: sqlite_utils.Database, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ledger rows (`CallRecord.as_tuple` order) and count their fingerprints; the
+    caller's transaction.
 
     A row names only its non-NULL columns: Python's sqlite3 binds a None through its adapter
     look-up, which raises and formats two AttributeErrors per value (measured: 0.55 µs per
     NULL, 12 µs of a 45-column row with 22 of them; grouping by which columns are NULL costs
     2 µs). Rows are grouped by that shape, one `executemany` per shape.
     """
-    if not records:
+    if not rows:
         return
     by_shape: dict[tuple[bool, ...], list[tuple[Any, ...]]] = {}
     is_not = operator.is_not
-    for r in records:
-        row = r.as_tuple()
+    for row in rows:
         present = tuple(map(is_not, row, _NULLS))
         values = tuple(itertools.compress(row, present))
-        rows = by_shape.get(present)
-        if rows is None:
+        same = by_shape.get(present)
+        if same is None:
             by_shape[present] = [values]
         else:
-            rows.append(values)
-    for present, rows in by_shape.items():
-        db.conn.executemany(_insert_for(present), rows)
+            same.append(values)
+    for present, grouped in by_shape.items():
+        db.conn.executemany(_insert_for(present), grouped)
     seen: dict[tuple[str, str, str], list[float]] = {}
-    for r in records:
-        if r.fingerprint and r.model and r.status is not None and r.status < 400:
-            seen.setdefault((r.provider, r.model, r.fingerprint), []).append(r.started_at)
+    for row in rows:
+        status = row[_STATUS]
+        if row[_FINGERPRINT] and status is not None and status < 400:
+            key = _FP_KEY(row)
+            if key[1]:
+                seen.setdefault(key, []).append(row[_STARTED_AT])
     db.conn.executemany(
         "insert into fingerprints (provider, model, fingerprint, first_seen, last_seen, "
         "calls) values (?, ?, ?, ?, ?, ?) on conflict (provider, model, fingerprint) do "
@@ -68,6 +92,24 @@ def insert_calls(db: sqlite_utils.Database, records: list[CallRecord]) -> None:
         "last_seen = max(last_seen, excluded.last_seen), calls = calls + excluded.calls",
         [(*key, min(times), max(times), len(times)) for key, times in seen.items()],
     )
+
+
+def missing_ids(db: sqlite_utils.Database, ids: Iterable[str], chunk: int = 500) -> set[str]:
+    """Which of these call ids have no row yet (a journal replay writes only those)."""
+    wanted = list(ids)
+    have: set[str] = set()
+    for i in range(0, len(wanted), chunk):
+        part = wanted[i : i + chunk]
+        marks = ", ".join("?" for _ in part)
+        have.update(r[0] for r in db.execute(f"select id from calls where id in ({marks})", part))
+    return set(wanted) - have
+
+
+def check_writable(db: sqlite_utils.Database, at: float) -> None:
+    """Write one small row (``meta.opened_at``): raises `sqlite3.Error` when the ledger cannot
+    be written (read-only file or directory, locked, full)."""
+    with db.conn:
+        db.execute("insert or replace into meta (key, value) values ('opened_at', ?)", [str(at)])
 
 
 def load_fingerprints(

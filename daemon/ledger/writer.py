@@ -1,111 +1,235 @@
-"""The ledger writer: the queue the hot path feeds, and the one thread that writes in batches.
+"""The ledger writer: the journal and the queue the hot path feeds, and the one thread that
+writes SQLite in batches.
 
-The hot path only calls `submit(record)` (a queue put). A background task takes what is queued,
-and the one writer thread (which owns the write connection, as datasette's `_execute_writes`
-does) writes it in one transaction through `daemon.ledger.store`. What the database refuses
-after retries is spilled as JSON lines beside it, never dropped.
+The hot path only calls `Ledger.begin` (a call was sent: its start goes to the journal) and,
+through the meter, `Ledger.submit_batch` (calls ended: their rows go to the journal in one
+write, then to the queue). A background task takes what is queued, and the one writer thread
+(which owns the write connection, as datasette's `_execute_writes` does) writes it in one
+transaction through `daemon.ledger.store`; then the journal is told, and trims what is
+committed. See `daemon.ledger.journal` for the journal's format and what it survives.
+
+The writer never dies and never drops a row:
+- a failure of the database (locked, full, read-only, I/O, gone) is logged once per kind,
+  counted, and retried with backoff for as long as it lasts; meanwhile rows gather in the
+  queue up to ``max_queue_rows``, and past that wait in the journal only (memory stays
+  bounded), to be read back from it once the database takes writes again (a catch-up);
+- a row the database refuses on its own (a value past a signed 64-bit integer, say) never
+  takes its batch down: the batch is written row by row, and that row is stored with its
+  numbers clamped and ``unmetered_reason = 'out_of_range'``;
+- the ledger file deleted or replaced under the daemon is noticed (its inode, checked before
+  and after each commit): the writer opens a new file at ``ledger.path`` and writes there,
+  the batch that went into the deleted file included.
+On start, what the journal holds and the ledger lacks is written (`open`); calls an earlier
+run sent and never ended become rows with ``error = 'crash'``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import sqlite_utils
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import wait_exponential_jitter
 
+from daemon.config import ConfigError
+from daemon.ledger import journal as journal_
+from daemon.ledger.journal import Journal, Replay, lines_of, read_segments
 from daemon.ledger.schema import migrate, open_database
-from daemon.ledger.store import insert_calls
-from daemon.record import CallRecord
+from daemon.ledger.store import check_writable, insert_rows, missing_ids
+from daemon.record import ROW_COLUMNS, CallError, CallRecord, Transport, Unmetered
 from daemon.tasks import spawn
 
 log = structlog.get_logger("xai_meter.ledger")
 LedgerOp = Callable[[sqlite_utils.Database], object]
 T = TypeVar("T")
+Row = tuple[Any, ...]
+#: What the queue holds: (journal segment, rows), a write to run, or None (stop).
+_Item = tuple[int, list[Row]] | LedgerOp | None
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+#: The writer's own wait on a lock held by another connection: short, since the writer
+#: retries with backoff itself, and a stop must not wait long on it.
+WRITER_BUSY_TIMEOUT_MS = 250
+_METERED = ROW_COLUMNS.index("metered")
+_UNMETERED = ROW_COLUMNS.index("unmetered_reason")
+_ERROR_DETAIL = ROW_COLUMNS.index("error_detail")
 
 
 class Ledger:
-    """Owns the write connection (in its one thread) and the queue that feeds it."""
+    """Owns the journal, the queue, and the write connection (in its one thread).
+
+    ``path``: the SQLite file; ``journal_path``: the journal's directory (default beside the
+    ledger, `daemon.ledger.journal.default_path`). ``max_queue_rows``: rows held in memory
+    for SQLite at most. ``fsync_interval``: seconds between fsyncs of the journal (0: never,
+    the OS decides). ``clock``: monotonic seconds (how long the ledger has been failing).
+    """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
+        journal_path: str | os.PathLike[str] | None = None,
         batch_size: int = 500,
         flush_interval: float = 0.0,
+        max_queue_rows: int = 100_000,
+        fsync_interval: float = 1.0,
         on_written: Callable[[int], None] | None = None,
         on_error: Callable[[], None] | None = None,
         retry_wait: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = str(path)
+        self.journal = Journal(
+            journal_path or journal_.default_path(self.path),
+            on_error=self._journal_failed,
+            on_recovered=self._journal_recovered,
+        )
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        # Items: a call, a list of calls (a meter batch), a write to run, or None (stop).
-        self._queue: asyncio.Queue[CallRecord | list[CallRecord] | LedgerOp | None] = (
-            asyncio.Queue()
-        )
+        self.max_queue_rows = max_queue_rows
+        self.fsync_interval = fsync_interval
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
         self._db: sqlite_utils.Database | None = None
+        self._identity: tuple[int, int] | None = None
         self._on_written = on_written or (lambda n: None)
         self._on_error = on_error or (lambda: None)
-        self._retry_wait = retry_wait or wait_exponential_jitter(
+        self._retry_wait: Callable[[Any], float] = retry_wait or wait_exponential_jitter(
             multiplier=0.05, max=2.0, jitter=0.05
         )
+        self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._fsync_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stop = asyncio.Event()  # close() gave up waiting: leave the rest to the journal
         self.rows_written = 0
-        self._depth = 0  # items queued, a batch counting its length
+        self._depth = 0  # rows (and writes) queued
         self._progress = asyncio.Event()
+        self._behind = False  # rows wait in the journal only: read them back when possible
+        self.failing_since: float | None = None  # monotonic; None while writes succeed
+        self._failures: dict[str, int] = {}  # kind -> count, since the last success
+        self.rows_clamped = 0
+        self.reopened = 0
+        self._opened = False  # opened, migrated and written once (a lock may delay that)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        await self.run_in_writer(self._open)
+        """Open (or create) the ledger, migrate it, check it takes writes, open the journal,
+        and write what an earlier run's journal holds that the ledger lacks.
+
+        Raises `ConfigError` naming ``ledger.path`` (or ``ledger.journal_path``) and the fix
+        when the file cannot be opened, is not a ledger, or cannot be written; a database
+        that is only locked is no start-up failure (the rows wait in the journal).
+        """
+        try:
+            await self.run_in_writer(self._open)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise _config_error("path", self.path, exc) from None
+            self._note_failure(exc)
+        except (sqlite3.Error, OSError) as exc:
+            raise _config_error("path", self.path, exc) from None
+        try:
+            earlier = self.journal.earlier_segments()
+            self.journal.open()
+        except OSError as exc:
+            raise _config_error("journal_path", str(self.journal.directory), exc) from None
+        if earlier:
+            self._behind = True
+            if self.failing_since is None:
+                await self._catch_up(earlier, retry=False)  # else the writer does, once it can
 
     def _open(self) -> None:
-        self._db = open_database(self.path)
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        self._db = open_database(self.path, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
+        self._identity = _identity(self.path)
         applied = migrate(self._db)
         if applied:
             log.info("ledger_migrated", path=self.path, applied=applied)
+        check_writable(self._db, time.time())
+        self._opened = True
 
     def start(self) -> None:
         self._task = spawn(self._run(), name="ledger-writer")
+        if self._behind:  # an earlier run's journal still to write: wake the writer for it
+            self.submit_op(_nothing)
+        if self.fsync_interval > 0:
+            self._fsync_task = spawn(self._fsync_every(self.fsync_interval), name="journal-fsync")
 
-    async def close(self) -> None:
-        """Write everything queued, then close the connection. Nothing queued is dropped."""
+    async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Write everything queued, then close. Within ``timeout`` seconds (None: as long as
+        it takes): what is not in SQLite by then stays in the journal for the next start."""
         if self._task is not None:
             self._queue.put_nowait(None)
-            await self._task
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._stop.set()
+                self._task.cancel()
+                log.warning(
+                    "ledger_close_timed_out",
+                    rows_left_in_journal=self._depth,
+                    journal=str(self.journal.directory),
+                )
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self._db is not None:
+        if self._fsync_task is not None:
+            self._fsync_task.cancel()
+            await asyncio.gather(self._fsync_task, return_exceptions=True)
+            self._fsync_task = None
+        self.journal.close()
+        if self._db is not None and not self._stop.is_set():
             await self.run_in_writer(self._db.close)
             self._db = None
-        self._executor.shutdown(wait=True)
+        # A thread still in a write (close timed out) ends within its busy timeout.
+        self._executor.shutdown(wait=not self._stop.is_set())
 
     # --- the hot path ---------------------------------------------------------------------
 
+    def begin(self, record: CallRecord) -> None:
+        """A call was sent to its upstream: journal its start (a crash row if it never ends)."""
+        self.journal.begin(record)
+
     def submit(self, record: CallRecord) -> None:
-        self._idle.clear()
-        self._depth += 1
-        self._queue.put_nowait(record)
+        """One finished call (`submit_batch` of one)."""
+        self.submit_batch([record])
 
     def submit_batch(self, records: list[CallRecord]) -> None:
-        """A meter batch, queued as one item (the list is the ledger's from now on)."""
+        """Finished calls: journaled now (one write), then queued for SQLite, unless the
+        queue holds ``max_queue_rows`` already (then they wait in the journal only)."""
+        rows = [r.as_tuple() for r in records]
+        try:
+            lines = list(lines_of(rows))
+        except TypeError:  # orjson: an integer past 64 bits (the dialects drop such usage)
+            rows = [_clamped(row) if _out_of_range(row) else row for row in rows]
+            lines = list(lines_of(rows))
+        seq = self.journal.end([row[0] for row in rows], lines)
+        if self._depth + len(rows) > self.max_queue_rows:
+            if not self._behind:
+                log.warning(
+                    "ledger_queue_full",
+                    max_queue_rows=self.max_queue_rows,
+                    journal=str(self.journal.directory),
+                )
+            self._behind = True
+            return
         self._idle.clear()
-        self._depth += len(records)
-        self._queue.put_nowait(records)
+        self._depth += len(rows)
+        self._queue.put_nowait((seq, rows))
 
     def submit_op(self, op: LedgerOp) -> None:
         """Queue a write (run in the writer thread, in order with the calls around it)."""
@@ -115,6 +239,15 @@ class Ledger:
 
     def depth(self) -> int:
         return self._depth
+
+    @property
+    def healthy(self) -> bool:
+        """The last write to SQLite and to the journal succeeded."""
+        return self.failing_since is None and not self.journal.failing
+
+    def unhealthy_for(self) -> float:
+        """Seconds the ledger has been unable to write (0 while healthy)."""
+        return 0.0 if self.failing_since is None else self._clock() - self.failing_since
 
     async def drained(self) -> None:
         """Wait until every submitted record is written (tests await this, never sleep)."""
@@ -141,88 +274,318 @@ class Ledger:
         stopping = False
         while not stopping:
             item = await self._queue.get()
-            batch: list[CallRecord | LedgerOp] = []
+            batch: list[tuple[int, list[Row]] | LedgerOp] = []
             if item is None:
                 stopping = True
             else:
-                self._take(item, batch)
+                batch.append(item)
                 if self.flush_interval and self._depth < self.batch_size:
                     # Let a batch gather: one transaction (and one thread hand-off) per
                     # interval costs far less per call than one per call.
                     await asyncio.sleep(self.flush_interval)
-            while len(batch) < self.batch_size and not self._queue.empty():
+            rows = _rows(batch)
+            while rows < self.batch_size and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     stopping = True
                 else:
-                    self._take(nxt, batch)
+                    batch.append(nxt)
+                    rows += len(nxt[1]) if isinstance(nxt, tuple) else 0
             if batch:
                 await self._write(batch)
             if self._queue.empty():
-                self._idle.set()
+                if self._behind:
+                    await self._catch_up(self.journal.rotate())
+                if self._queue.empty():
+                    self._idle.set()
 
-    def _take(
-        self, item: CallRecord | list[CallRecord] | LedgerOp, batch: list[CallRecord | LedgerOp]
-    ) -> None:
-        if isinstance(item, list):
-            batch.extend(item)
-            self._depth -= len(item)
-        else:
-            batch.append(item)
-            self._depth -= 1
-
-    async def _write(self, batch: list[CallRecord | LedgerOp]) -> None:
-        try:
+    async def _write(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> None:
+        """Write a batch, retrying for as long as the database fails (never dropping it)."""
+        attempt = 0
+        while True:
             try:
-                await self.run_in_writer(self._insert, batch)  # the usual case: no retry set-up
-            except sqlite3.Error:
-                self._on_error()
-                await self._write_retrying(batch)
-        except Exception as exc:  # never let the writer die: what it cannot write, it keeps
-            records = [r for r in batch if isinstance(r, CallRecord)]
-            spill = await self.run_in_writer(self._spill, records)
-            log.error("ledger_write_failed", rows=len(records), error=str(exc), spilled_to=spill)
+                written = await self.run_in_writer(self._insert, batch)
+            except Exception as exc:
+                self._note_failure(exc)
+                attempt += 1
+                await self._backoff(attempt)
+                continue
+            break
+        self._succeeded()
+        for item in batch:
+            if isinstance(item, tuple):
+                self.journal.committed(item[0], len(item[1]))
+        self._depth -= _rows(batch) + sum(not isinstance(i, tuple) for i in batch)
+        self.rows_written += written
+        self._on_written(written)
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _catch_up(self, segments: list[Path] | None, retry: bool = True) -> None:
+        """Write what closed journal segments hold and the ledger lacks (rows that waited in
+        the journal only, or an earlier run's), then delete them. An earlier run's calls that
+        never ended become ``crash`` rows. None: the journal cannot close its segment now
+        (its disk refuses): try later."""
+        if segments is None:
+            return
+        attempt = 0
+        while segments:
+            try:
+                written = await self.run_in_writer(self._replay, segments)
+            except Exception as exc:
+                self._note_failure(exc)
+                if not retry:
+                    return
+                attempt += 1
+                await self._backoff(attempt)
+                continue
+            break
         else:
-            written = sum(isinstance(r, CallRecord) for r in batch)
-            self.rows_written += written
-            self._on_written(written)
-        finally:
-            self._progress.set()
-            self._progress = asyncio.Event()
+            self._behind = False
+            return
+        self._succeeded()
+        self.journal.forget(segments)
+        self._behind = False
+        self.rows_written += written
+        self._on_written(written)
+        self._progress.set()
+        self._progress = asyncio.Event()
 
-    async def _write_retrying(self, batch: list[CallRecord | LedgerOp]) -> None:
-        """A write failed: retry with backoff (locked database, full disk clearing up)."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(sqlite3.Error),
-            stop=stop_after_attempt(4),
-            wait=self._retry_wait,
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    await self.run_in_writer(self._insert, batch)
-                except sqlite3.Error:
-                    self._on_error()
-                    raise
+    async def _backoff(self, attempt: int) -> None:
+        """Wait before the next try (tenacity's exponential wait); a stop ends the wait and
+        the writer (what is unwritten stays in the journal)."""
+        delay = float(self._retry_wait(_Attempt(attempt)))
+        try:
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
+        except TimeoutError:
+            return
+        raise asyncio.CancelledError
 
-    def _spill(self, batch: list[CallRecord]) -> str:
-        """The database refused the rows: keep them as JSON lines beside it, never drop them."""
-        path = self.path + ".unwritten.jsonl"
-        with open(path, "ab") as f:
-            for record in batch:
-                f.write(orjson.dumps(record.as_row()) + b"\n")
-        return path
+    async def _fsync_every(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            await loop.run_in_executor(None, self.journal.fsync)
 
-    def _insert(self, batch: list[CallRecord | LedgerOp]) -> None:
-        """One transaction: the batch's calls, their fingerprints, and queued writes, in order."""
+    # --- health -----------------------------------------------------------------------------
+
+    def _note_failure(self, exc: BaseException) -> None:
+        """A write failed: log its kind the first time (with what it is), count the rest."""
+        self._on_error()
+        if self.failing_since is None:
+            self.failing_since = self._clock()
+        kind = _kind(exc)
+        count = self._failures.get(kind, 0) + 1
+        self._failures[kind] = count
+        if count == 1:
+            log.error("ledger_write_failed", kind=kind, path=self.path, queued=self._depth)
+
+    def _succeeded(self) -> None:
+        if self.failing_since is not None:
+            log.warning(
+                "ledger_recovered",
+                path=self.path,
+                failed_for_s=round(self._clock() - self.failing_since, 3),
+                failures=self._failures,
+            )
+            self.failing_since = None
+            self._failures = {}
+
+    def _journal_failed(self, exc: OSError) -> None:
+        if not self.journal.failing:
+            log.error("journal_write_failed", error=str(exc), journal=str(self.journal.directory))
+
+    def _journal_recovered(self) -> None:
+        log.warning("journal_recovered", journal=str(self.journal.directory))
+
+    # --- in the writer thread ----------------------------------------------------------------
+
+    def _insert(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> int:
+        """Write a batch; returns its rows. The file is checked before and after: a commit
+        that went into a deleted file is written again, into the new one."""
+        self._check_identity()
+        self._insert_once(batch)
+        if self._check_identity():
+            self._insert_once(batch)
+        return _rows(batch)
+
+    def _insert_once(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> None:
+        """One transaction: the batch's rows, their fingerprints, and queued writes, in order.
+        A row refused on its own (not the database failing) sends the batch row by row
+        (`_insert_each`)."""
+        try:
+            self._transaction(batch)
+        except sqlite3.OperationalError:
+            raise
+        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError):
+            self._insert_each(batch)
+
+    def _transaction(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> None:
         db = self.db()
         with db.conn:
-            records: list[CallRecord] = []
+            rows: list[Row] = []
             for item in batch:
-                if isinstance(item, CallRecord):
-                    records.append(item)
+                if isinstance(item, tuple):
+                    rows.extend(item[1])
                     continue
-                insert_calls(db, records)
-                records = []
+                insert_rows(db, rows)
+                rows = []
                 item(db)
-            insert_calls(db, records)
+            insert_rows(db, rows)
+
+    def _insert_each(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> None:
+        """Row by row, each its own transaction: a refused row is stored clamped."""
+        db = self.db()
+        for item in batch:
+            if not isinstance(item, tuple):
+                try:
+                    with db.conn:
+                        item(db)
+                except sqlite3.OperationalError:
+                    raise
+                except Exception:
+                    log.exception("ledger_op_failed")
+                continue
+            for row in item[1]:
+                try:
+                    with db.conn:
+                        insert_rows(db, [row])
+                except sqlite3.OperationalError:
+                    raise
+                except Exception:
+                    with db.conn:
+                        insert_rows(db, [_clamped(row)])
+                    self.rows_clamped += 1
+                    log.warning("ledger_row_clamped", call_id=row[0])
+
+    def _replay(self, segments: list[Path]) -> int:
+        """Write the ends these segments hold that the ledger lacks, and ``crash`` rows for an
+        earlier run's calls that never ended; returns the rows written."""
+        self._check_identity()
+        found: Replay = read_segments(segments, crash_before=self.journal.first_seq)
+        if found.bad_lines:
+            log.warning("journal_lines_unreadable", lines=found.bad_lines)
+        db = self.db()
+        missing = missing_ids(db, [*found.ends, *found.starts])
+        rows = [row for call_id, row in found.ends.items() if call_id in missing]
+        crashed = [crash_row(s) for call_id, s in found.starts.items() if call_id in missing]
+        for i in range(0, len(rows) + len(crashed), 1000):
+            part = [*rows, *crashed][i : i + 1000]
+            try:
+                with db.conn:
+                    insert_rows(db, part)
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
+                self._insert_each([(0, part)])
+        if rows or crashed:
+            log.warning(
+                "journal_replayed", rows=len(rows), crash_rows=len(crashed), segments=len(segments)
+            )
+        return len(rows) + len(crashed)
+
+    def _check_identity(self) -> bool:
+        """The file at ``path`` is still the one open (same device and inode); if it was
+        deleted or replaced, open a new one there. True when it did."""
+        if not self._opened:  # a lock kept the start from finishing it
+            self._open()
+            return False
+        now = _identity(self.path)
+        if now == self._identity and now is not None:
+            return False
+        log.error(
+            "ledger_replaced",
+            path=self.path,
+            what="deleted" if now is None else "replaced",
+            action="writing to a new file at the same path",
+        )
+        self._opened = False
+        self._open()
+        self.reopened += 1
+        return True
+
+
+class _Attempt:
+    """What tenacity's wait functions read of a retry: its attempt number."""
+
+    def __init__(self, number: int) -> None:
+        self.attempt_number = number
+
+
+def crash_row(start: dict[str, Any]) -> Row:
+    """The row of a call an earlier run sent and never ended (from its journal start line)."""
+    record = CallRecord(
+        id=start["id"],
+        started_at=start["started_at"],
+        t0=0.0,
+        provider=start["provider"],
+        endpoint=start["endpoint"],
+        method=start["method"],
+        path=start["path"],
+        key_id=start["key_id"],
+        app=start["app"],
+        requested_model=start["requested_model"],
+        stream=bool(start["stream"]),
+        transport=Transport(start["transport"]),
+        sent=True,
+        error=CallError.CRASH,
+        error_detail="the daemon stopped (killed, or crashed) before the call ended",
+        unmetered_reason=Unmetered.CRASH,
+    )
+    return record.as_tuple()
+
+
+def _nothing(db: sqlite_utils.Database) -> None:
+    """A write that writes nothing (it wakes the writer)."""
+
+
+def _out_of_range(row: Row) -> bool:
+    return any(isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX for v in row)
+
+
+def _clamped(row: Row) -> Row:
+    """A row whose integers fit SQLite's (signed 64-bit): any that does not is clamped, and
+    the call is not booked as metered (`Unmetered.OUT_OF_RANGE`)."""
+    out = list(row)
+    bad = [ROW_COLUMNS[i] for i, v in enumerate(out) if _out_of_range((v,))]
+    for i, v in enumerate(out):
+        if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
+            out[i] = INT64_MAX if v > 0 else INT64_MIN
+        elif isinstance(v, float) and v != v:  # NaN cannot be stored either
+            out[i] = None
+    out[_METERED] = 0
+    out[_UNMETERED] = Unmetered.OUT_OF_RANGE.value
+    detail = f"out of range, clamped: {', '.join(bad) or 'a value'}"
+    out[_ERROR_DETAIL] = f"{out[_ERROR_DETAIL]}; {detail}" if out[_ERROR_DETAIL] else detail
+    return tuple(out)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _kind(exc: BaseException) -> str:
+    """A failure's kind, for logs and counts: its type and message (no row data in them)."""
+    text = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _config_error(setting: str, where: str, exc: BaseException) -> ConfigError:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return ConfigError(
+        f"ledger.{setting} = {where!r}: cannot open or write it ({reason}). Fix: make the "
+        f"directory exist and writable by this user, or point ledger.{setting} elsewhere."
+    )
+
+
+def _rows(items: Iterable[tuple[int, list[Row]] | LedgerOp]) -> int:
+    return sum(len(i[1]) for i in items if isinstance(i, tuple))

@@ -14,6 +14,9 @@ their own but not relayed calls) follow their call through the same sinks, once 
 ``admit`` gate (`daemon.meter.batches.BatchResults.admit`) has let through the ones never seen
 before: a result fetched again reaches no sink at all.
 
+A call's start reaches the meter too (`Meter.begin`, when it is sent): the ledger journals it,
+so a call the daemon dies in still gets a row (``crash``) on the next start.
+
 Also here: the meter's own sinks (`deferred`, `fingerprints`), the batch results gate
 (`batches`) and the fingerprint-change webhook (`webhook`), which the fingerprints sink's
 changes trigger.
@@ -57,6 +60,7 @@ class Meter:
         sinks: Sequence[Sink],
         on_sink_error: Callable[[str], None] | None = None,
         admit: Callable[[list[CallRecord]], list[CallRecord]] | None = None,
+        on_begin: Callable[[CallRecord], None] | None = None,
     ) -> None:
         readers = [s.name for s in sinks if not s.enriches]
         for i, sink in enumerate(sinks):
@@ -68,8 +72,20 @@ class Meter:
         self.sinks = tuple(sinks)
         self._on_sink_error = on_sink_error or (lambda name: None)
         self._admit = admit
+        self._on_begin = on_begin
         self._batch: list[CallRecord] = []
         self._scheduled = False
+
+    def begin(self, record: CallRecord) -> None:
+        """The call is being sent to its upstream (``record.sent``): from here on it has a row
+        whatever happens, the daemon's death included (the ledger journals its start)."""
+        record.sent = True
+        if self._on_begin is not None:
+            try:
+                self._on_begin(record)
+            except Exception:
+                self._on_sink_error("begin")
+                log.exception("sink_failed", sink="begin", call_id=record.id)
 
     def finish(self, record: CallRecord) -> None:
         """Take a finished call (and its admitted derived records); the sinks see them at the

@@ -201,6 +201,12 @@ class Metrics:
         self.ledger_errors = Counter(
             "xai_meter_ledger_write_errors", "Failed ledger write attempts.", registry=r
         )
+        self.ledger_healthy = Gauge(
+            "xai_meter_ledger_healthy",
+            "1 while the ledger's last writes (SQLite and the journal) succeeded, else 0 "
+            "(rows wait in the journal meanwhile).",
+            registry=r,
+        )
         self.sink_errors = Counter(
             "xai_meter_sink_errors",
             "Exceptions raised by a sink (metering code) while "
@@ -431,8 +437,10 @@ class Metrics:
             if count:
                 self.tokens.inc((provider, model, kind), count)
 
-    def set_queue_depth_source(self, depth: Callable[[], int]) -> None:
+    def set_ledger_sources(self, depth: Callable[[], int], healthy: Callable[[], bool]) -> None:
+        """Read the ledger's queue depth (rows) and health (True/False) at scrape time."""
         self.ledger_queue.set_function(lambda: float(depth()))
+        self.ledger_healthy.set_function(lambda: float(healthy()))
 
     def observe(self, record: CallRecord) -> None:
         """The metrics sink: count one finished call (a batch result: `observe_batch_result`)."""

@@ -128,24 +128,6 @@ async def test_writer_batches_and_flushes_on_close(tmp_path: Path, interval: flo
     assert rows == [{"id": f"c{i}", "input_tokens": i} for i in range(7)]
 
 
-async def test_write_failures_are_retried_and_counted(tmp_path: Path) -> None:
-    errors: list[int] = []
-    ledger = Ledger(tmp_path / "l.db", on_error=lambda: errors.append(1), retry_wait=lambda s: 0)
-    await ledger.open()
-    ledger.start()
-    # With its table gone the ledger cannot write; the writer must survive and lose nothing.
-    await ledger.run_in_writer(lambda: ledger.db().execute("drop table calls"))
-    ledger.submit(
-        CallRecord(
-            id="a", started_at=0.0, t0=0.0, provider="xai", endpoint="e", method="GET", path="/"
-        )
-    )
-    await ledger.close()
-    assert len(errors) == 5  # every attempt counted, then the rows are kept beside the ledger
-    spilled = (tmp_path / "l.db.unwritten.jsonl").read_text().splitlines()
-    assert len(spilled) == 1 and '"id":"a"' in spilled[0]
-
-
 @pytest.mark.parametrize("readonly", [True])
 def test_readonly_connection_cannot_write(tmp_path: Path, readonly: bool) -> None:
     db = open_database(tmp_path / "l.db")
