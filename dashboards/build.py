@@ -826,7 +826,7 @@ def health_panels() -> list[PanelBuilder]:
                 ),
             ),
             "short",
-            "LedgerWriteErrors fires when writes keep failing for 10 minutes.",
+            "LedgerUnhealthy fires when the ledger cannot write for 5 minutes (rows wait in the journal).",
         ).override_by_name(
             "failed attempts/s",
             [
