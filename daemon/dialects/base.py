@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from daemon.dialects.coerce import loads_object, opt_str
+from daemon.keys import KNOWN_KEYS
 from daemon.record import CallError, CallRecord, Stage, Unmetered
 
 log = structlog.get_logger("xai_meter.dialects")
@@ -182,10 +183,12 @@ def end_call(record: CallRecord, now: float) -> None:
     """Close a relayed call (HTTP, gRPC, or one row of a WebSocket) before the meter takes it:
     its duration (``now``, in the clock ``record.t0`` came from, seconds), why a billable call
     has no usage (`unread_usage`), ``http_error`` for a 4xx/5xx answer that ended cleanly, and
-    its final stage (``finished`` or ``failed``)."""
+    its final stage (``finished`` or ``failed``); every key it knows is masked in the record's
+    text (`daemon.keys.KnownKeys.scrub_record`)."""
     record.duration_ms = (now - record.t0) * 1000.0
     if record.billable and record.usage is None and record.unmetered_reason is None:
         unread_usage(record)
     if record.error is None and record.status is not None and record.status >= 400:
         record.error = CallError.HTTP_ERROR
     record.stage = Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) else Stage.FAILED
+    KNOWN_KEYS.scrub_record(record)
