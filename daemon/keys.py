@@ -118,22 +118,25 @@ class KnownKeys:
         surrogate, from a header byte that was not UTF-8 or a JSON escape, becomes
         ``\\udcff``-style text; SQLite and orjson refuse it). Once per call, at its end
         (`daemon.dialects.base.end_call`): about a microsecond."""
-        own = self._by_id.get(record.key_id) if record.key_id is not None else None
-        keys = self._pinned if own is None else (own, *self._pinned)
+        key_id = record.key_id
+        own = self._by_id.get(key_id) if key_id is not None else None
+        pinned = self._pinned
+        keys = pinned if own is None else (own, *pinned) if pinned else (own,)
         _clean(record, keys)
-        for derived in record.derived or ():
-            _clean(derived, keys)
+        if record.derived:
+            for derived in record.derived:
+                _clean(derived, keys)
 
 
 KNOWN_KEYS = KnownKeys()
 
 
-# Every text field of a record but its own ids: what the upstream or the client may have put
-# there (an error code, a model name, a path, a header) is masked before it is stored.
+# The text fields of a record that the client or the upstream may fill (an error code or
+# message, a model name, a path, a header): masked before they are stored. The daemon's own
+# (ids, provider, endpoint, method, linked_id, video_request) are left out: each field costs.
+_OURS = frozenset(("id", "key_id", "provider", "endpoint", "method", "linked_id", "video_request"))
 _TEXT_FIELDS = tuple(
-    f.name
-    for f in fields(CallRecord)
-    if f.type in ("str", "str | None") and f.name not in ("id", "key_id")
+    f.name for f in fields(CallRecord) if f.type in ("str", "str | None") and f.name not in _OURS
 )
 _texts_of = operator.attrgetter(*_TEXT_FIELDS)
 
@@ -150,7 +153,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _clean_text(text: str, keys: tuple[str, ...], storable: bool) -> str:
+def _clean_text(text: str, keys: list[str], storable: bool) -> str:
     for key in keys:
         if key in text:
             text = text.replace(key, MASK)
@@ -158,20 +161,23 @@ def _clean_text(text: str, keys: tuple[str, ...], storable: bool) -> str:
 
 
 def _clean(record: CallRecord, keys: tuple[str, ...]) -> None:
+    """Mask `keys` in the record's text fields, and make them storable. The usual record is
+    ASCII and holds no key: one join, one `in` per key, and no field is written."""
     values: tuple[str | None, ...] = _texts_of(record)
+    joined = "\0".join(filter(None, values))
     info = record.key_info
-    joined = "\0".join([v for v in values if v])
     if info:
-        joined += "\0" + "\0".join([v for v in info.values() if v])
+        joined += "\0" + "\0".join(filter(None, info.values()))
+    hits = [k for k in keys if k in joined] if keys else None
     storable = joined.isascii() or _utf8(joined)
-    hits = tuple(k for k in keys if k in joined)
     if storable and not hits:
         return
+    found = hits or []
     for name, value in zip(_TEXT_FIELDS, values, strict=True):
         if value:
-            setattr(record, name, _clean_text(value, hits, storable))
+            setattr(record, name, _clean_text(value, found, storable))
     if info:
-        record.key_info = {k: _clean_text(v, hits, storable) if v else v for k, v in info.items()}
+        record.key_info = {k: _clean_text(v, found, storable) if v else v for k, v in info.items()}
 
 
 class KeyHasher:
