@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import operator
+from collections import deque
 from dataclasses import fields
 
 from multidict import CIMultiDictProxy
@@ -68,22 +69,24 @@ def key_bytes(key: str) -> bytes:
 class KnownKeys:
     """Keys to mask: pinned (configured) ones, and the most recent client keys by key id.
 
-    Bounded: at most `remembered` client keys (the oldest is forgotten first). Written on the
-    event loop; `scrub` may run in any thread (it reads one tuple, swapped whole).
+    Bounded: at most `remembered` client keys (the oldest is forgotten first), the `logged`
+    most recent of them looked for in log lines. Written on the event loop; `scrub` may run in
+    any thread (it reads one tuple, swapped whole, rebuilt lazily: a flood of new keys costs
+    an append each, not a rebuild each).
     """
 
     def __init__(self, remembered: int = REMEMBERED_KEYS, logged: int = LOGGED_KEYS) -> None:
         self._remembered = remembered
-        self._logged = logged
         self._pinned: tuple[str, ...] = ()
         self._by_id: dict[str, str] = {}
-        self._for_logs: tuple[str, ...] = ()  # pinned + recent, longest first
+        self._recent: deque[str] = deque(maxlen=logged)
+        self._for_logs: tuple[str, ...] | None = ()  # pinned + recent, longest first
 
     def pin(self, key: str | None) -> None:
         """A configured key (an upstream's, the pricing key): masked everywhere, always."""
         if key and len(key) >= MIN_KEY_CHARS and key not in self._pinned:
             self._pinned = (*self._pinned, key)
-            self._refresh()
+            self._for_logs = None
 
     def remember(self, key_id: str, key: str) -> None:
         """A client's key and its id (`KeyHasher`, once per key it hashes)."""
@@ -94,20 +97,22 @@ class KnownKeys:
         if len(by_id) >= self._remembered:
             del by_id[next(iter(by_id))]
         by_id[key_id] = key
-        self._refresh()
+        self._recent.append(key)
+        self._for_logs = None
 
     def forget(self) -> None:
         """Forget every key (tests)."""
-        self._pinned, self._by_id = (), {}
-        self._refresh()
-
-    def _refresh(self) -> None:
-        recent = list(self._by_id.values())[-self._logged :]
-        self._for_logs = tuple(sorted({*self._pinned, *recent}, key=len, reverse=True))
+        self._pinned, self._by_id, self._for_logs = (), {}, ()
+        self._recent.clear()
 
     def scrub(self, text: str) -> str:
-        """`text` with every known key replaced by `MASK`."""
-        for key in self._for_logs:
+        """`text` with every known key replaced by `MASK` (longest first, so a key inside
+        another leaves nothing of the longer one)."""
+        keys = self._for_logs
+        if keys is None:
+            recent = tuple(self._recent)
+            keys = self._for_logs = tuple(sorted({*self._pinned, *recent}, key=len, reverse=True))
+        for key in keys:
             if key in text:
                 text = text.replace(key, MASK)
         return text

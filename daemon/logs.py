@@ -159,7 +159,11 @@ class ScrubKeys(logging.Filter):
     traceback, formatted once here and scrubbed."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = KNOWN_KEYS.scrub(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: logging's own handler reports it
+            return True
+        record.msg = KNOWN_KEYS.scrub(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

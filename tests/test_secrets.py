@@ -476,3 +476,30 @@ async def test_an_app_tag_that_is_not_utf8_is_relayed_and_stored(
     assert status == 200
     [row] = await d.rows(1)
     assert (row["status"], row["app"]) == (200, "app\\udcff")
+
+
+async def test_a_websocket_key_that_is_not_utf8_gets_the_same_answer(
+    start_daemon: DaemonFactory, echo: Echo, tmp_path: Path
+) -> None:
+    raw_key = b"ws\xff\xfekey"
+    d = await start_daemon(echo.url)
+    host, port = d.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        b"Authorization: Bearer " + raw_key + b"\r\n\r\n"
+    )
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert echo.requests == []
+    [row] = await d.rows(1)
+    assert (row["transport"], row["status"], row["error"], row["error_detail"]) == (
+        "websocket",
+        400,
+        "relay_error",
+        "header not UTF-8: Authorization",
+    )
+    assert row["key_id"] == _key_id(_salt_of(tmp_path / "xai-meter.salt"), raw_key)
