@@ -35,7 +35,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from yarl import URL
 
-from daemon import logs
+from daemon import logs, salt
 from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
 from daemon.grpc_relay import GrpcRelay
@@ -274,9 +274,11 @@ class Daemon:
 
     @asynccontextmanager
     async def _resources(self) -> AsyncIterator[None]:
+        salt_path = salt.salt_file(self.settings)
+        salt.check_salt_file(salt_path)  # a bad salt file stops the start before anything opens
         await self.ledger.open()
         db = self.ledger.db
-        self.keys.use_salt(await self.ledger.run_in_writer(lambda: store.ensure_salt(db())))
+        self.keys.use_salt(await self.ledger.run_in_writer(salt.settle_salt, salt_path, db()))
         for price_set in await self.ledger.run_in_writer(lambda: load_price_history(db())):
             self.book.add(price_set)
         seen, current = await self.ledger.run_in_writer(lambda: store.load_fingerprints(db()))

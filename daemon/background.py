@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from daemon.config import PricingSettings
+from daemon.keys import KNOWN_KEYS
 from daemon.ledger import Ledger, store
 from daemon.ledger.prices import save_price_set
 from daemon.meter.deferred import DeferredTracker
@@ -57,6 +58,7 @@ class PriceUpkeep:
     ) -> None:
         self.settings = settings
         self.pricing_key = pricing_key
+        KNOWN_KEYS.pin(pricing_key)  # an upstream may echo it in a listing error we log
         self.book = book
         self.ledger = ledger
         self.metrics = metrics

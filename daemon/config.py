@@ -317,6 +317,15 @@ SETTINGS: tuple[Setting, ...] = (
         _env_name,
     ),
     Setting("ledger.path", "xai-meter.db", "SQLite file of the ledger (created if missing).", _str),
+    Setting(
+        "ledger.salt_path",
+        "",
+        "File of the secret salt that turns API keys into key ids (made once, mode 0600; a "
+        "file readable by group or others stops the start). Empty: xai-meter.salt in the "
+        "ledger's directory. Kept out of the ledger, so the ledger alone cannot confirm a "
+        "guessed key, and a new ledger keeps every key id; back it up with the ledger.",
+        _str,
+    ),
     Setting("ledger.batch_size", 500, "Most rows written in one transaction.", _int_in(1, 100000)),
     Setting(
         "ledger.flush_interval",
@@ -528,6 +537,7 @@ class AuthSettings:
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
     path: str
+    salt_path: str  # "" : xai-meter.salt beside the ledger (daemon.salt.salt_file)
     batch_size: int  # rows
     flush_interval: float  # seconds
     retention_days: int  # 0: keep every call

@@ -2,6 +2,8 @@
 
 JSON (rendered by orjson) when stderr is not a terminal, a console renderer when it is.
 The call line carries ids, model, tokens, cost and timings: never a key, prompt or completion.
+Every other line passes `scrub_keys` (the standard library's, `ScrubKeys`): any key the daemon
+knows (`daemon.keys.KNOWN_KEYS`) becomes ``[key]``, whatever it looks like.
 
 Process-global state, on purpose: logging is one per process (structlog's configuration, the
 standard library's root logger), and so is this module's coalescing writer (`_writer`,
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 
+from daemon.keys import KNOWN_KEYS
 from daemon.record import CallRecord
 
 LEVELS = {
@@ -93,7 +96,10 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     processors: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
+        # A traceback is text before it is scrubbed (the console too: its own formatter would
+        # show it past the scrubber).
+        structlog.processors.format_exc_info,
+        scrub_keys,
     ]
     if use_json:
         processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
@@ -118,6 +124,54 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         format="%(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.root.handlers:
+        handler.addFilter(ScrubKeys())
+
+
+_EXEMPT = frozenset(("event", "level", "timestamp", "logger"))  # the daemon's own words
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return KNOWN_KEYS.scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    if isinstance(value, BaseException):
+        return KNOWN_KEYS.scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def scrub_keys(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor, the second net: every key the daemon knows (`KNOWN_KEYS`: the
+    configured ones and recent calls' keys) becomes ``[key]`` in every value of a log line,
+    whatever its prefix. A call's own row and call line were masked when it ended; this
+    catches keys in other lines (an upstream's error quoted in a warning, a traceback)."""
+    for name, value in event_dict.items():
+        if name not in _EXEMPT and not isinstance(value, int | float | bool | None):
+            event_dict[name] = _scrub_value(value)
+    return event_dict
+
+
+class ScrubKeys(logging.Filter):
+    """The same net for the standard library's lines (aiohttp, asyncio): the message and its
+    traceback, formatted once here and scrubbed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: logging's own handler reports it
+            return True
+        record.msg = KNOWN_KEYS.scrub(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = KNOWN_KEYS.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = KNOWN_KEYS.scrub(record.stack_info)
+        return True
 
 
 class CallLog:

@@ -41,7 +41,9 @@ from daemon.upstream import (
     forward_headers,
     json_error,
     read_response_headers,
+    refuse_unsendable,
     response_headers,
+    unsendable_header,
 )
 from daemon.websocket import SocketRelay
 
@@ -183,6 +185,8 @@ class Relay:
         record.key_id = self.keys.key_id(key)
         app = request.headers.get("X-Meter-App")
         record.app = app[:_APP_LABEL_MAX] if app else None
+        if not_utf8 := unsendable_header(headers):  # sent, it would be other bytes
+            return refuse_unsendable(record, not_utf8)
 
         body = await request.read()
         record.stage = Stage.REQUEST

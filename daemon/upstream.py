@@ -1,11 +1,13 @@
 """Upstreams: where a call goes, with which key, and which headers cross the hop.
 
-- `Upstream`: one configured upstream (provider, base URL, timeouts, optional key, prefix).
+- `Upstream`: one configured upstream (provider, base URL, timeouts, optional key, prefix); its
+  key is pinned in `daemon.keys.KNOWN_KEYS`, masked wherever it could be stored or logged.
 - `UpstreamRoutes`: the relay path -> upstream table, longest prefix first; dot segments refused.
 - `Upstream.add_key`: the configured key, put where its provider reads it (``x-api-key`` for
   Anthropic, ``Authorization: Bearer`` otherwise), for calls that carry no key of their own.
 - Header filtering: `forward_headers` (client -> upstream) and `response_headers` (upstream ->
   client) drop RFC 9110 hop-by-hop headers; our own ``X-Meter-*`` controls never leave.
+  `unsendable_header`: a header whose bytes the client side could not send as they came.
   `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
 - `read_response_headers`: what the upstream's response headers tell the meter (request id,
   rate-limit headroom, its own time to first token): a few dict lookups, once per call.
@@ -28,7 +30,8 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from daemon.dialects.encoding import DECODABLE
-from daemon.record import CallRecord
+from daemon.keys import KNOWN_KEYS
+from daemon.record import CallError, CallRecord
 
 # Headers aiohttp's client adds when absent: skipped unless the client sent them, so the
 # upstream sees the client's headers and no others.
@@ -71,6 +74,9 @@ class Upstream:
     # token price multiplier, exact (11/10 for the US regional endpoint); None: times 1. The relay
     # puts it on each record (daemon.pricing.cost applies it)
     price_multiplier: Fraction | None = None
+
+    def __post_init__(self) -> None:
+        KNOWN_KEYS.pin(self.api_key)  # masked wherever an upstream may echo it
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(
@@ -144,6 +150,37 @@ def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
             continue
         out.add(name, value)
     return out
+
+
+def unsendable_header(headers: CIMultiDict[str]) -> str | None:
+    """The name of the first header whose value aiohttp's client cannot send as it came, or
+    None (nearly always: ASCII values are known at a glance).
+
+    aiohttp reads a header byte that is not UTF-8 as a lone surrogate (``surrogateescape``),
+    but its client writes headers as UTF-8 and drops such a character: the upstream would get
+    other bytes than the client sent, a different key (and bill a key the client never sent).
+    The relay answers these calls itself (400 ``header_not_utf8``), recorded with the key id.
+    """
+    for name, value in headers.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
+
+
+def refuse_unsendable(record: CallRecord, header: str) -> web.Response:
+    """The relay's answer to a call with an `unsendable_header`: 400 ``header_not_utf8``, and
+    the record says so (``relay_error``, ``header not UTF-8: NAME``, status 400, not sent)."""
+    record.fail(CallError.RELAY_ERROR, f"header not UTF-8: {header}")
+    record.status = 400
+    return json_error(
+        400,
+        "header_not_utf8",
+        f"The {header} header holds bytes that are not UTF-8; xai-meter cannot relay them "
+        f"unchanged, so the call was not sent.",
+    )
 
 
 def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -72,7 +72,9 @@ from daemon.upstream import (
     forward_headers,
     json_error,
     read_response_headers,
+    refuse_unsendable,
     response_headers,
+    unsendable_header,
 )
 
 log = structlog.get_logger("xai_meter.websocket")
@@ -302,6 +304,10 @@ class SocketRelay:
         session: _Session,
     ) -> web.StreamResponse:
         record = session.tap.upgrade
+        if not_utf8 := unsendable_header(headers):  # sent, it would be other bytes
+            response = refuse_unsendable(record, not_utf8)
+            session.rows.finish(record)
+            return response
         answer: dict[str, CIMultiDictProxy[str]] = {}
         deflate = "permessage-deflate" in request.headers.get(hdrs.SEC_WEBSOCKET_EXTENSIONS, "")
         async with _upstream_session(headers, answer) as http:

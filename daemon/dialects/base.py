@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from daemon.dialects.coerce import loads_object, opt_str
+from daemon.keys import KNOWN_KEYS
 from daemon.record import CallError, CallRecord, Stage, Unmetered
 
 log = structlog.get_logger("xai_meter.dialects")
@@ -221,7 +222,8 @@ def end_call(record: CallRecord, now: float) -> None:
     its duration (``now``, in the clock ``record.t0`` came from, seconds), usage the ledger
     cannot hold (`usage_in_range`), why a billable call has no usage (`unread_usage`),
     ``http_error`` for a 4xx/5xx answer that ended cleanly, and its final stage (``finished``
-    or ``failed``)."""
+    or ``failed``); every key it knows is masked in the record's text
+    (`daemon.keys.KnownKeys.scrub_record`)."""
     record.duration_ms = (now - record.t0) * 1000.0
     if record.usage is not None:
         usage_in_range(record)
@@ -230,3 +232,4 @@ def end_call(record: CallRecord, now: float) -> None:
     if record.error is None and record.status is not None and record.status >= 400:
         record.error = CallError.HTTP_ERROR
     record.stage = Stage.FINISHED if record.error in (None, CallError.HTTP_ERROR) else Stage.FAILED
+    KNOWN_KEYS.scrub_record(record)

@@ -3,7 +3,7 @@
 - `schema`: every table and the named, ordered migrations; `open_database`.
 - `writer`: `Ledger`, the queue the hot path feeds and the one thread that writes in batches.
 - `store`: every other statement (inserts, fingerprints, deferred links, key names, repricing,
-  retention, the key salt), run in the writer thread or on a read-only connection.
+  retention, an older version's key salt), run in the writer thread or on a read-only connection.
 - `prices`: the price history (price sets and their prices).
 - `reports`: `xai-meter report`, read-only.
 
@@ -12,7 +12,7 @@ SQLite by default (WAL; readers never block the writer).
 
 from daemon.ledger.reports import REPORT_GROUPS, report
 from daemon.ledger.schema import CALL_COLUMNS, MIGRATIONS, migrate, open_database
-from daemon.ledger.store import ensure_salt, fingerprint_history
+from daemon.ledger.store import fingerprint_history
 from daemon.ledger.writer import Ledger, LedgerOp
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "REPORT_GROUPS",
     "Ledger",
     "LedgerOp",
-    "ensure_salt",
     "fingerprint_history",
     "migrate",
     "open_database",

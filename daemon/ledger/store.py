@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -251,16 +250,21 @@ def delete_calls_before(db: sqlite_utils.Database, cutoff: float, chunk: int = 1
             return deleted
 
 
-def ensure_salt(db: sqlite_utils.Database) -> bytes:
-    """The per-ledger salt for key ids, made on first start and kept in `meta`."""
+def legacy_salt(db: sqlite_utils.Database) -> bytes | None:
+    """The key-id salt an older version kept in ``meta.key_salt`` (16 bytes), or None.
+
+    The salt now lives in its own file (`daemon.salt`); this is read once, to move it there,
+    and then `forget_legacy_salt` deletes the row (whoever holds the DB file could otherwise
+    confirm a guessed key against the key ids).
+    """
     row = db.execute("select value from meta where key = 'key_salt'").fetchone()
-    if row:
-        return bytes.fromhex(row[0])
-    salt = secrets.token_bytes(16)
+    return bytes.fromhex(row[0]) if row else None
+
+
+def forget_legacy_salt(db: sqlite_utils.Database) -> None:
+    """Delete ``meta.key_salt`` (after its salt is safe in the salt file)."""
     with db.conn:
-        db.execute("insert or ignore into meta (key, value) values ('key_salt', ?)", [salt.hex()])
-    row = db.execute("select value from meta where key = 'key_salt'").fetchone()
-    return bytes.fromhex(row[0])
+        db.execute("delete from meta where key = 'key_salt'")
 
 
 def all_calls(db: sqlite_utils.Database) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from tenacity.wait import WaitBaseT
 
+from daemon.keys import MASK
 from daemon.pricing.book import PriceBook, PriceSet
 from daemon.pricing.listing import parse_image_models, parse_language_models
 
@@ -47,12 +48,13 @@ class PriceFetchError(Exception):
 _RETRY_STATUSES: Final = frozenset({408, 409, 425, 429})
 
 
-# An upstream's "incorrect API key" message may quote part of the key: never log that part.
+# An upstream's "incorrect API key" message may quote part of the key (redacted, which the
+# masks of known keys in daemon.keys cannot recognise): never log that part either.
 _KEYISH = re.compile(r"\b(?:xai|sk|sk-ant)-[A-Za-z0-9*._-]{4,}")
 
 
 def _excerpt(body: bytes, limit: int = 200) -> str:
-    text = _KEYISH.sub("<key>", " ".join(body.decode("utf-8", "replace").split()))
+    text = _KEYISH.sub(MASK, " ".join(body.decode("utf-8", "replace").split()))
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from daemon.ledger import CALL_COLUMNS, MIGRATIONS, Ledger, ensure_salt, migrate, open_database
+from daemon.ledger import CALL_COLUMNS, MIGRATIONS, Ledger, migrate, open_database
 from daemon.record import CallRecord, Usage
 from daemon.testing import make_record
 
@@ -86,13 +86,6 @@ def test_m008_moves_the_upstreams_code_out_of_error_detail(tmp_path: Path) -> No
         "cut": ("at chunk", None),
         "fine": (None, None),
     }
-
-
-def test_salt_is_made_once_and_kept(tmp_path: Path) -> None:
-    db = open_database(tmp_path / "l.db")
-    migrate(db)
-    salt = ensure_salt(db)
-    assert len(salt) == 16 and ensure_salt(db) == salt
 
 
 @pytest.mark.parametrize("interval", [0.0, 0.01])

@@ -253,4 +253,4 @@ def test_listing_errors_never_quote_a_key() -> None:
         b'provided: xai-AbCd****************************WxYz. You can obtain an API key"}'
     )
     text = _excerpt(body)
-    assert "AbCd" not in text and "WxYz" not in text and "<key>" in text
+    assert "AbCd" not in text and "WxYz" not in text and "[key]" in text
