@@ -40,6 +40,7 @@ import structlog
 from tenacity import wait_exponential_jitter
 
 from daemon.config import ConfigError
+from daemon.keys import KNOWN_KEYS
 from daemon.ledger import journal as journal_
 from daemon.ledger.journal import Journal, Replay, lines_of, read_segments
 from daemon.ledger.schema import migrate, open_database
@@ -201,7 +202,9 @@ class Ledger:
     # --- the hot path ---------------------------------------------------------------------
 
     def begin(self, record: CallRecord) -> None:
-        """A call was sent to its upstream: journal its start (a crash row if it never ends)."""
+        """A call was sent to its upstream: journal its start (a crash row if it never ends),
+        its text masked first as its row's will be (the journal is stored too)."""
+        KNOWN_KEYS.scrub_record(record)
         self.journal.begin(record)
 
     def submit(self, record: CallRecord) -> None:
