@@ -117,16 +117,19 @@ class KnownKeys:
                 text = text.replace(key, MASK)
         return text
 
+    def keys_for(self, key_id: str | None) -> tuple[str, ...]:
+        """The keys a call's text is masked for: its own (by its key id) and the pinned."""
+        own = self._by_id.get(key_id) if key_id is not None else None
+        pinned = self._pinned
+        return pinned if own is None else (own, *pinned) if pinned else (own,)
+
     def scrub_record(self, record: CallRecord) -> None:
         """Mask the call's own key (found by its key id) and the pinned keys in every text
         field of `record` and of its derived rows, and make that text storable (UTF-8: a lone
         surrogate, from a header byte that was not UTF-8 or a JSON escape, becomes
         ``\\udcff``-style text; SQLite and orjson refuse it). Once per call, at its end
         (`daemon.dialects.base.end_call`): about a microsecond."""
-        key_id = record.key_id
-        own = self._by_id.get(key_id) if key_id is not None else None
-        pinned = self._pinned
-        keys = pinned if own is None else (own, *pinned) if pinned else (own,)
+        keys = self.keys_for(record.key_id)
         _clean(record, keys)
         if record.derived:
             for derived in record.derived:

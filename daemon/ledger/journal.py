@@ -43,6 +43,7 @@ from typing import Any
 import orjson
 import structlog
 
+from daemon.keys import MASK, key_bytes
 from daemon.record import ROW_COLUMNS, CallRecord
 
 log = structlog.get_logger("xai_meter.journal")
@@ -238,9 +239,15 @@ class Journal:
 
     # --- appending (the event loop) ------------------------------------------------------
 
-    def begin(self, record: CallRecord) -> None:
-        """A call was sent to its upstream: its start line goes out this loop iteration."""
-        line = start_line(record) + b"\n"
+    def begin(self, record: CallRecord, keys: Iterable[str] = ()) -> None:
+        """A call was sent to its upstream: its start line goes out this loop iteration,
+        with ``keys`` masked (`daemon.keys.MASK`) wherever the client's text holds one."""
+        line = start_line(record)
+        for key in keys:
+            raw = key_bytes(key)
+            if raw in line:
+                line = line.replace(raw, MASK.encode())
+        line += b"\n"
         self._open_starts[record.id] = line
         self._append(line, 0)
         if not self._scheduled:

@@ -204,8 +204,7 @@ class Ledger:
     def begin(self, record: CallRecord) -> None:
         """A call was sent to its upstream: journal its start (a crash row if it never ends),
         its text masked first as its row's will be (the journal is stored too)."""
-        KNOWN_KEYS.scrub_record(record)
-        self.journal.begin(record)
+        self.journal.begin(record, KNOWN_KEYS.keys_for(record.key_id))
 
     def submit(self, record: CallRecord) -> None:
         """One finished call (`submit_batch` of one)."""

@@ -248,3 +248,18 @@ def test_a_torn_last_line_is_counted_not_fatal(tmp_path: Path) -> None:
         f.write(b'["E", "c9999", 12')  # the process died mid-write
     found = read_segments(seg, crash_before=journal.seq + 1)
     assert list(found.ends) == ["c0001"] and found.starts == {} and found.bad_lines == 1
+
+
+def test_a_start_line_masks_the_calls_key_in_the_clients_text(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j")
+    journal.open()
+    record = call(1, app="team abc123-secret", requested_model="abc123-secret", path="/v1/x")
+    journal.begin(record, ("abc123-secret",))
+    die(journal)
+    (segment,) = sorted((tmp_path / "j").glob("*.jsonl"))
+    assert b"abc123" not in segment.read_bytes()
+    found = read_segments([segment], crash_before=journal.seq + 1)
+    assert (found.starts["c0001"]["app"], found.starts["c0001"]["requested_model"]) == (
+        "team [key]",
+        "[key]",
+    )
