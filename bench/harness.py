@@ -12,12 +12,14 @@ daemon's /metrics and its ledger, and the way a script starts and always cleans 
 * `scrape_metrics`: each metric family on the daemon's admin ``/metrics``, labels summed away.
 * `ledger_readonly`: a read-only SQLite connection (``mode=ro`` URI) to a ledger file.
 * `percentile`: nearest-rank.
+* `add_common_options`: ``--daemon-config``, ``--keep-logs``.
 * `run_script`: the work directory, SIGTERM as an interrupt, uvloop when installed, exit codes
   (2: the script could not run, 130: interrupted) and the clean-up.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -239,6 +241,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- running a script -----------------------------------------------------------------------
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options every script here takes: ``--daemon-config FILE``, ``--keep-logs``."""
+    parser.add_argument("--daemon-config", metavar="FILE", help="config file for the daemon")
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the processes' logs and the ledgers (the path is printed at the end)",
+    )
 
 
 def run_script(

@@ -43,6 +43,7 @@ from harness import (  # beside this script too
     REPO,
     BenchError,
     Procs,
+    add_common_options,
     clean_env,
     free_port,
     ledger_readonly,
@@ -1412,7 +1413,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also record the relays with py-spy under load and summarize",
     )
-    parser.add_argument("--daemon-config", metavar="FILE", help="config file for the daemon")
     parser.add_argument(
         "--daemon-rev",
         metavar="REV",
@@ -1445,11 +1445,7 @@ def main(argv: list[str] | None = None) -> int:
         default=600.0,
         help="give up after this many seconds (default %(default)s)",
     )
-    parser.add_argument(
-        "--keep-logs",
-        action="store_true",
-        help="keep the processes' logs and ledgers (path printed at the end)",
-    )
+    add_common_options(parser)
     args = parser.parse_args(argv)
     return run_script("bench", lambda procs: bench(args, procs), args.keep_logs)
 
