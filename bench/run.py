@@ -25,15 +25,12 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +38,25 @@ from typing import Any
 import aiohttp
 import grpc_scenario  # beside this script: its directory is first on sys.path
 import psutil  # type: ignore[import-untyped]  # no stubs installed here
+from harness import (  # beside this script too
+    HERE,
+    REPO,
+    BenchError,
+    Procs,
+    add_common_options,
+    clean_env,
+    free_port,
+    ledger_readonly,
+    percentile,
+    proc_status_mb,
+    run_script,
+    scrape_metrics,
+    serve_command,
+    tail,
+    wait_listening,
+    wait_ready,
+)
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 RESULTS = HERE / "results.json"
 PROFILES = HERE / "profiles"
 LOAD_CORE = 1
@@ -151,120 +164,6 @@ FULL = Plan(
 )
 
 
-class BenchError(RuntimeError):
-    """The benchmark itself could not run (a process did not start, a phase timed out)."""
-
-
-# --- processes ------------------------------------------------------------------------------
-
-
-class Procs:
-    """Every process the benchmark starts; `stop_all` ends each by its PID, whatever happened."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def spawn(
-        self,
-        name: str,
-        cmd: list[str],
-        core: int | None,
-        env: dict[str, str] | None = None,
-        cwd: Path = REPO,
-    ) -> subprocess.Popen[bytes]:
-        out = (self.workdir / f"{name}.out").open("wb")
-        err = (self.workdir / f"{name}.err").open("wb")
-        # The child inherits the affinity of the thread that forks it, so all its threads
-        # (the daemon's ledger writer included) are pinned from their first instruction.
-        before = os.sched_getaffinity(0)
-        try:
-            if core is not None:
-                os.sched_setaffinity(0, {core})
-            proc = subprocess.Popen(
-                cmd,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            os.sched_setaffinity(0, before)
-            out.close()
-            err.close()
-        self.procs[name] = proc
-        return proc
-
-    def log_path(self, name: str, stream: str = "err") -> Path:
-        return self.workdir / f"{name}.{stream}"
-
-    def stop(self, name: str, timeout: float = 15.0) -> int | None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(5)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for name in list(self.procs)[::-1]:
-            self.stop(name)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no output)"
-
-
-async def wait_listening(procs: Procs, name: str, limit_s: float = 20.0) -> str:
-    """Wait for the `{"event": "listening", "url": ...}` line of bench/upstream or passthrough."""
-    proc = procs.procs[name]
-    path = procs.log_path(name, "out")
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        for line in path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict) and event.get("event") == "listening":
-                    return str(event["url"])
-        if proc.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    raise BenchError(f"{name} did not start:\n{tail(procs.log_path(name))}")
-
-
-async def wait_ready(procs: Procs, name: str, url: str, limit_s: float = 30.0) -> None:
-    proc = procs.procs[name]
-    deadline = time.monotonic() + limit_s
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise BenchError(f"{name} did not become ready at {url}:\n{tail(procs.log_path(name))}")
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time of a whole process (all its threads, live or ended), in seconds.
 
@@ -293,11 +192,8 @@ def machine_busy_seconds() -> float:
 
 def peak_rss_mb(pid: int) -> float:
     """VmHWM (the kernel's high-water mark of resident memory), else the current RSS."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float(psutil.Process(pid).memory_info().rss) / 2**20
+    hwm = proc_status_mb(pid, "VmHWM")
+    return hwm if hwm is not None else float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 # --- targets and calls ----------------------------------------------------------------------
@@ -407,30 +303,14 @@ async def stream_call(
     return t_first - t0, elapsed, data
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
 # --- the daemon's own books -----------------------------------------------------------------
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)\s*$")
 
 
 async def scrape(target: Target) -> dict[str, float]:
     """Sum of each metric family's samples on the daemon's /metrics (labels summed away)."""
     if target.admin_url is None:
         return {}
-    sums: dict[str, float] = {}
-    async with target.client().get(target.admin_url + "/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m.group(3) != "NaN":
-            sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(3))
-    return sums
+    return await scrape_metrics(target.client(), target.admin_url)
 
 
 async def settle(target: Target, limit_s: float = 30.0, stall_s: float = 2.0) -> float:
@@ -686,7 +566,7 @@ async def books_in_metrics(target: Target) -> dict[str, Any]:
 def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
     """After the daemon stopped: one row per call, each with the upstream's usage."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with ledger_readonly(path) as db:
             rows, inputs, outputs, unmetered, models = db.execute(
                 "select count(*), sum(input_tokens), sum(output_tokens), "
                 "sum(unmetered_reason is not null), sum(model = ?) from calls",
@@ -702,7 +582,7 @@ def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
         and outputs == sent * EXPECTED_OUTPUT_TOKENS
     )
     try:  # cost is checked apart: pricing may still be changing shape
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        with ledger_readonly(path) as db:
             cost, computed = db.execute(
                 "select sum(cost_ticks), sum(computed_cost_ticks is not null) from calls"
             ).fetchone()
@@ -1225,7 +1105,7 @@ class Run:
 async def start_targets(run: Run) -> None:
     """The upstream and the floor, then each daemon; each waited for until it serves."""
     args, procs = run.args, run.procs
-    env = {k: v for k, v in os.environ.items() if k != "XAI_METER_CONFIG"}
+    env = clean_env()
     procs.spawn(
         "upstream",
         [sys.executable, str(HERE / "upstream.py"), "--port", "0"],
@@ -1280,27 +1160,18 @@ async def start_targets(run: Run) -> None:
         port, admin = free_port(), free_port()
         grpc_port = free_port() if run.grpc and has_grpc else 0
         ledger = procs.workdir / f"{name}.db"
-        cmd = [
-            sys.executable,
-            "-m",
-            "daemon",
-            "serve",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
-            "--upstream",
+        cmd = serve_command(
+            port,
+            admin,
             upstream_url,
-            "--ledger",
-            str(ledger),
-        ]
-        if has_grpc:
-            cmd += ["--grpc-port", str(grpc_port)]  # always said: the default (8790) may be taken
+            ledger,
+            # always said when known: the default (8790) may be taken
+            grpc_port=grpc_port if has_grpc else None,
+            grpc_upstream=f"http://{grpc_upstream}" if grpc_port else None,
+            config=config,
+        )
         if grpc_port:
-            cmd += ["--grpc-upstream", f"http://{grpc_upstream}"]
             run.grpc_addresses[name] = f"127.0.0.1:{grpc_port}"
-        if config:
-            cmd += ["--config", config]
         proc = procs.spawn(name, cmd, run.core(RELAY_CORE), env, cwd=src)
         await wait_ready(procs, name, f"http://127.0.0.1:{admin}/readyz")
         run.targets.append(
@@ -1542,7 +1413,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also record the relays with py-spy under load and summarize",
     )
-    parser.add_argument("--daemon-config", metavar="FILE", help="config file for the daemon")
     parser.add_argument(
         "--daemon-rev",
         metavar="REV",
@@ -1575,43 +1445,9 @@ def main(argv: list[str] | None = None) -> int:
         default=600.0,
         help="give up after this many seconds (default %(default)s)",
     )
-    parser.add_argument(
-        "--keep-logs",
-        action="store_true",
-        help="keep the processes' logs and ledgers (path printed at the end)",
-    )
+    add_common_options(parser)
     args = parser.parse_args(argv)
-
-    workdir = Path(tempfile.mkdtemp(prefix="xai-meter-bench-"))
-    procs = Procs(workdir)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(bench(args, procs))
-        return uvloop.run(bench(args, procs))
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        procs.stop_all()
-        if not args.keep_logs:
-            for path in _files(workdir):
-                path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                workdir.rmdir()
-
-
-def _files(directory: Path) -> Iterator[Path]:
-    yield from (p for p in directory.iterdir() if p.is_file())
+    return run_script("bench", lambda procs: bench(args, procs), args.keep_logs)
 
 
 if __name__ == "__main__":
