@@ -14,6 +14,10 @@ Shutdown order (SIGTERM or SIGINT): readiness turns false; both relays stop acce
 flight on either get `shutdown.grace_period` seconds (the same seconds, side by side), then are
 cancelled (each still recorded, as `shutdown`); the session and the gRPC channel close; the
 ledger writes everything queued; the admin listener closes.
+
+Why it is long: it is the composition root. Every part is built here and the order of start and
+stop is one sequence across all of them (listeners, resources, drain, ledger); split, that
+order would be spread over modules that each see half of it.
 """
 
 from __future__ import annotations

@@ -826,7 +826,8 @@ def health_panels() -> list[PanelBuilder]:
                 ),
             ),
             "short",
-            "LedgerUnhealthy fires when the ledger cannot write for 5 minutes (rows wait in the journal).",
+            "LedgerUnhealthy fires when the ledger cannot write for 5 minutes "
+            "(rows wait in the journal).",
         ).override_by_name(
             "failed attempts/s",
             [

@@ -21,6 +21,10 @@ The writer never dies and never drops a row:
   the batch that went into the deleted file included.
 On start, what the journal holds and the ledger lacks is written (`open`); calls an earlier
 run sent and never ended become rows with ``error = 'crash'``.
+
+Why it is long: the loop side (queue, retries, catch-up, health) and the thread side (the
+transaction, row-by-row isolation, replay, the file's identity) are one protocol around one
+connection and one journal; split, each half would reach into the other's state.
 """
 
 from __future__ import annotations
