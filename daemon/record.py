@@ -61,6 +61,12 @@ class CallError(enum.StrEnum):
     SHUTDOWN = "shutdown"
     RELAY_ERROR = "relay_error"
     HTTP_ERROR = "http_error"  # upstream answered 4xx/5xx; the body was relayed in full
+    # The relay's own limits (`daemon.connections`): answered by the relay, never sent upstream.
+    REQUEST_TOO_LARGE = "request_too_large"  # 413: the body is over the per-call limit
+    BODY_TIMEOUT = "body_timeout"  # 408: the body did not arrive within relay.body_timeout
+    BODY_BYTES_EXHAUSTED = "body_bytes_exhausted"  # 503: relay.max_body_bytes_in_flight is full
+    # 503: every pooled upstream connection stayed busy for upstream.connect_timeout
+    UPSTREAM_POOL_EXHAUSTED = "upstream_pool_exhausted"
 
 
 class Unmetered(enum.StrEnum):
