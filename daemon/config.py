@@ -316,7 +316,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "upstream.connect_timeout",
         10.0,
-        "Seconds to wait for a connection to the upstream before answering 502.",
+        "Seconds to get a connection to the upstream (a free one from the pool, or a new one) "
+        "before answering 503 upstream_pool_exhausted (every pooled one stayed busy) or 504.",
         _positive_float,
     ),
     Setting(
@@ -330,7 +331,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "upstream.max_connections",
         256,
-        "Keep-alive connection pool size to the upstream.",
+        "Keep-alive connection pool size to the upstream; calls past it wait for a free one, "
+        "up to upstream.connect_timeout.",
         _int_in(1, 100000),
     ),
     Setting(
