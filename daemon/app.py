@@ -199,6 +199,7 @@ class Daemon:
             bodies=bodies,
         )
         guard = self.guard
+        guard.also_open = lambda: self.relay.sockets_open
         self.metrics.watch_relay_limits(
             lambda: guard.open, guard.max_connections, lambda: bodies.held
         )

@@ -28,7 +28,6 @@ answer's code. None of it touches the admin listener, which listens apart with i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import resource
 import time
 from collections.abc import Callable
@@ -58,6 +57,9 @@ _MiB = 1024 * 1024
 #: The per-call body limit: above xAI's own 50 MB, so the upstream gives its own 413 first.
 MAX_REQUEST_BYTES = 100 * _MiB
 _LOG_EVERY = 60.0  # seconds between two "relay_connections_full" lines
+#: Seconds a connection answered 408 at its header deadline may read on (dropping what comes)
+#: before it is closed, so the client can read the answer (nginx's lingering close).
+LINGER = 2.0
 
 # The reasons of xai_meter_relay_rejected_total without a ledger row (the others are CallErrors).
 MAX_CONNECTIONS = "too_many_connections"
@@ -134,7 +136,8 @@ class ConnectionGuard:
     `daemon.sniff.Sniffer` asks `admit` at accept and arms the header timer; when it hands a
     connection to aiohttp it calls `handed`, and `RelayServer` calls `closed` when that one
     ends (one dict insert and pop per connection: nothing per request). ``reject(reason)``
-    counts a refusal (the metric's callback)."""
+    counts a refusal (the metric's callback). An open WebSocket counts twice against the cap
+    (`also_open`): its upstream connection is its own, outside the pool's reserve."""
 
     def __init__(
         self,
@@ -146,6 +149,9 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.reject = reject
         self.open = 0  # connections admitted and not yet closed
+        # Descriptors the relay holds beside the pool, for some of those connections: each
+        # WebSocket's own upstream connection (the relay's count; set by the daemon).
+        self.also_open: Callable[[], int] = lambda: 0
         self.refusing = 0  # connections past the cap, being answered 503
         self._handed: dict[Any, asyncio.TimerHandle | None] = {}
         self._refused_unlogged = 0
@@ -170,7 +176,7 @@ class ConnectionGuard:
         """A connection was accepted: True, it may stay (counted until closed); False, it is
         past the cap and gets the 503 (`done_refusing` when it closes); None, too many are
         being refused already: close it now."""
-        if self.open < self.max_connections:
+        if self.open + self.also_open() < self.max_connections:
             self.open += 1
             return True
         self.reject(MAX_CONNECTIONS)
@@ -263,9 +269,9 @@ class BodyLimits:
         refused, the answer to send (its record failed with the status set): 413
         ``request_too_large`` (by Content-Length before a byte is read, else as the bytes
         pass the limit), 503 ``body_bytes_exhausted`` with Retry-After when the bytes held
-        cannot take it now, 408 ``body_timeout`` (sent here, and the connection closed: it is
-        still sending). A body that came whole with its headers (most do) is read with no
-        timer: one add here and one subtraction in `give` are all it costs."""
+        cannot take it now, 408 ``body_timeout``; each closes the connection. A body that
+        came whole with its headers (most do) is read with no timer: one add here and one
+        subtraction in `give` are all it costs."""
         limit = self.max_request_bytes
         length = request.content_length
         held = 0
@@ -297,7 +303,7 @@ class BodyLimits:
                 body = b"".join(chunks)
         except TimeoutError:
             self.give(held)
-            return await self._timed_out(request, record, got, length)
+            return self._timed_out(record, got, length)
         except BaseException:
             self.give(held)  # cancelled (the client left) or the body broke: nothing held
             raise
@@ -315,8 +321,9 @@ class BodyLimits:
         record.status = status
         self._reject(error.value)
         response = json_error(status, error.value, message, retry_after=int(status == 503))
-        # The body is unread: close after the answer (aiohttp reads and drops what the client
-        # still sends for up to 10 s first, so it can read the answer: nginx's lingering close).
+        # The body is unread: close after the answer. aiohttp reads and drops what the client
+        # still sends for up to 10 s first (its lingering_time), so it can read the answer: a
+        # close while it sends would reset the connection first (nginx's lingering close).
         response.force_close()
         return response
 
@@ -343,12 +350,10 @@ class BodyLimits:
             f"Retry shortly.",
         )
 
-    async def _timed_out(
-        self, request: web.BaseRequest, record: CallRecord, got: int, length: int | None
-    ) -> web.Response:
+    def _timed_out(self, record: CallRecord, got: int, length: int | None) -> web.Response:
         came = f"{got}" if length is None else f"{got} of {length}"
         seconds = f"{self.body_timeout:g}"
-        response = self._refuse(
+        return self._refuse(
             record,
             408,
             CallError.BODY_TIMEOUT,
@@ -356,11 +361,3 @@ class BodyLimits:
             f"The request body did not arrive within relay.body_timeout = {seconds} s "
             f"({came} bytes came).",
         )
-        # Answer now and close: lingering for the rest of a body this slow would hold the
-        # connection on.
-        with contextlib.suppress(ConnectionError):
-            await response.prepare(request)
-            await response.write_eof()
-        if request.transport is not None:
-            request.transport.close()
-        return response

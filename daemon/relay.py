@@ -90,6 +90,7 @@ class Relay:
         self.router = Router()
         self.draining = False  # the daemon is shutting down (see `drain`)
         self.in_flight = 0  # calls being relayed now (a gauge reads it at scrape time)
+        self.sockets_open = 0  # WebSockets among them (each holds an upstream connection)
         # The latest key sent to the default upstream, in memory only: pricing may use it to
         # fetch the listings (never a key meant for another upstream).
         self.last_client_key: str | None = None
@@ -134,10 +135,12 @@ class Relay:
         upgrade = request.headers.get(hdrs.UPGRADE)
         if upgrade is not None and upgrade.lower() == "websocket":
             self.in_flight += 1
+            self.sockets_open += 1  # its own upstream connection: a descriptor beside the pool's
             try:
                 return await self.sockets.relay(request, upstream, path, raw_path)
             finally:
                 self.in_flight -= 1
+                self.sockets_open -= 1
         dialect = self.router.dialect(path)
         now = self._wall()
         record = CallRecord(

@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from daemon.connections import HEADER_TIMEOUT, ConnectionGuard
+from daemon.connections import HEADER_TIMEOUT, LINGER, ConnectionGuard
 
 log = structlog.get_logger("xai_meter.relay")
 
@@ -144,8 +144,15 @@ class Sniffer(asyncio.Protocol):
         if inner._request_count:  # aiohttp's own count of the requests it parsed
             return
         self._guard.reject(HEADER_TIMEOUT)
+        inner.close()  # aiohttp parses nothing more: no request may begin after this answer
         transport.write(self._guard.header_timeout_reply)
-        transport.close()
+        # Half-close, and close in full a moment later: a close while the client still sends
+        # would reset the connection before it read the answer (a lingering close, as nginx).
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER, transport.close)
+        else:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport

@@ -172,10 +172,10 @@ async def test_a_slow_body_is_cut_at_body_timeout_and_recorded(
     loop = asyncio.get_running_loop()
     writer.write(head(length=100) + b'{"model": ')  # 10 of 100 bytes, then nothing
     started = loop.time()
-    raw = await until_closed(reader)
+    status, headers, raw = await one_answer(reader)
     took = loop.time() - started
     writer.close()
-    status, headers, body = split_answer(raw)
+    body = json.loads(raw)
     assert (status, headers["connection"], body["code"]) == (408, "close", "body_timeout")
     assert body["error"] == (
         "The request body did not arrive within relay.body_timeout = 0.3 s (10 of 100 bytes came)."
@@ -294,6 +294,30 @@ async def test_past_the_refusals_being_answered_a_connection_is_closed_at_accept
     for _, w in [held, *refusing]:
         w.close()
     await until(lambda: gauge(meter, "xai_meter_relay_connections") == 0)
+
+
+async def test_an_open_websocket_counts_twice_against_max_connections(
+    sim: simulator.Simulator, start_daemon: DaemonFactory
+) -> None:
+    """A socket's upstream connection is its own (outside the pool's reserve): two descriptors."""
+    meter = await start_daemon(sim.url, relay__max_connections=3)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{meter.base_url}/responses", headers=AUTH)
+        assert gauge(meter, "xai_meter_relay_connections") == 1  # client connections only
+        second = await connect(meter)  # 1 + 1 (the socket's upstream) + 1: the cap
+        await until(lambda: gauge(meter, "xai_meter_relay_connections") == 2)
+        reader, writer = await connect(meter)
+        writer.write(head("/nowhere", method="GET"))
+        assert split_answer(await until_closed(reader))[0] == 503
+        writer.close()
+        await ws.close()
+        await until(lambda: gauge(meter, "xai_meter_relay_connections") == 1)
+        reader, writer = await connect(meter)  # the socket's two slots are free again
+        writer.write(head("/nowhere", method="GET"))
+        assert (await one_answer(reader))[0] == 404
+        writer.close()
+        second[1].close()
+    assert rejected(meter, "too_many_connections") == 1
 
 
 def test_max_connections_is_derived_from_the_file_limit() -> None:
