@@ -9,10 +9,12 @@ What each limit does (the README's "Connection limits" says the same to users):
   `ConnectionGuard` counts connections from accept to close; one past the cap is answered
   ``503 too_many_connections`` (with ``Retry-After``) once its first bytes come, then closed
   (`REFUSING_MAX` of those at once; beyond, closed at accept). No ledger row: no request was read.
+  An open WebSocket counts twice: its upstream connection is its own, outside the pool.
 - ``relay.header_timeout``: one timer per connection, armed at accept (`daemon.sniff.Sniffer`).
   If it fires before the first request's headers are complete, the connection is closed: with a
-  ``408 header_timeout`` when part of a request came, silently when nothing did (a client's
-  pre-opened connection; nginx's ``client_header_timeout`` closes both). Later requests on a
+  ``408 header_timeout`` when part of a request came (half-closed, closed `LINGER` s later, so
+  a client still sending can read it), silently when nothing did (a client's pre-opened
+  connection; nginx's ``client_header_timeout`` closes both). Later requests on a
   kept-alive connection are bounded by ``relay.idle_timeout``, aiohttp's ``keepalive_timeout``,
   which closes a connection whose next request is not complete that long after the last answer.
   No per-request timer, no per-request work.
