@@ -42,6 +42,7 @@ from yarl import URL
 from daemon import logs, salt
 from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
+from daemon.connections import MAX_REQUEST_BYTES, RelayServer, relay_limits
 from daemon.grpc_relay import GrpcRelay
 from daemon.keys import KeyHasher
 from daemon.ledger import Ledger, store
@@ -59,14 +60,13 @@ from daemon.record import CallRecord
 from daemon.relay import Relay
 from daemon.sniff import SniffingSite
 from daemon.tasks import TaskGroup, spawn
-from daemon.upstream import Upstream
+from daemon.upstream import PoolConnector, Upstream
 
 log = structlog.get_logger("xai_meter.app")
 
 GC_THRESHOLD = 20_000
 #: Seconds the ledger gets at shutdown, after the calls drained, to write what is queued.
 LEDGER_CLOSE_TIMEOUT = 1.5
-MAX_REQUEST_BYTES = 100 * 1024 * 1024  # above xAI's own 50 MB limit, so the upstream answers 413
 
 
 def default_sinks(
@@ -198,12 +198,21 @@ class Daemon:
             on_begin=self.ledger.begin,
         )
         self._session: aiohttp.ClientSession | None = None
+        # The relay port's limits (daemon.connections); the file limit is read now, at start.
+        rejected = self.metrics.relay_rejected
+        self.guard, bodies = relay_limits(s, lambda reason: rejected.inc((reason,)))
         self.relay = Relay(
             upstreams_of(s, self.api_key),
             self.meter,
             self.keys,
             clock=self.clocks.monotonic,
             wall_clock=self.clocks.wall,
+            bodies=bodies,
+        )
+        guard = self.guard
+        guard.also_open = lambda: self.relay.sockets_open
+        self.metrics.watch_relay_limits(
+            lambda: guard.open, guard.max_connections, lambda: bodies.held
         )
         self.grpc: GrpcRelay | None = None
         if s.grpc.port or self.grpc_any_port:
@@ -242,12 +251,15 @@ class Daemon:
     # --- the two apps ---------------------------------------------------------------------
 
     def relay_server(self) -> web.Server:
-        """The relay's listener: every request goes to `Relay.handle`, which routes it."""
-        return web.Server(
+        """The relay's listener: every request goes to `Relay.handle`, which routes it; its
+        connections are counted by the guard (`daemon.connections`)."""
+        return RelayServer(
+            self.guard,
             self.relay.handle,
             request_factory=self._relay_request,
             handler_cancellation=True,  # a client that leaves cancels its call (then recorded)
             access_log=None,  # the call log line is the access log
+            keepalive_timeout=self.settings.relay.idle_timeout,
         )
 
     def _relay_request(
@@ -258,7 +270,8 @@ class Daemon:
         writer: Any,
         task: asyncio.Task[None],
     ) -> web.BaseRequest:
-        # As aiohttp's own factory, with room for bodies up to xAI's limit and beyond.
+        # As aiohttp's own factory, with room for bodies up to xAI's limit and beyond (the
+        # relay reads bodies itself, within its limits: daemon.connections.BodyLimits).
         return web.BaseRequest(
             message,
             payload,
@@ -295,9 +308,8 @@ class Daemon:
         )
         self.prices.prices_changed()
         self.ledger.start()
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.upstream.max_connections, ttl_dns_cache=300
-        )
+        # A call that waits for a free connection in the full pool is told apart (503)
+        connector = PoolConnector(limit=self.settings.upstream.max_connections, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -409,7 +421,9 @@ class Daemon:
         self._runners.append(admin_runner)
         try:
             # HTTP/2 spoken to this port (a gRPC client) gets one plain line naming the gRPC one
-            sniffing = SniffingSite(relay_runner, s.relay.host, s.relay.port, self._grpc_hint)
+            sniffing = SniffingSite(
+                relay_runner, s.relay.host, s.relay.port, self._grpc_hint, self.guard
+            )
             self.relay_url = await _listen(
                 relay_runner, "relay", s.relay.host, s.relay.port, sniffing
             )

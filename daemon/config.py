@@ -236,6 +236,50 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("relay.port", 8787, "Port of the relay listener.", _int_in(0, 65535)),
     Setting(
+        "relay.header_timeout",
+        10.0,
+        "Seconds from accepting a connection until its first request's headers are complete "
+        "(later requests on it: relay.idle_timeout from the previous answer). Past it the "
+        "connection is closed, with a 408 if part of a request came (nginx's "
+        "client_header_timeout). Counted in xai_meter_relay_rejected_total; no ledger row.",
+        _positive_float,
+    ),
+    Setting(
+        "relay.body_timeout",
+        60.0,
+        "Seconds a request body may take to arrive, in all, from its headers (not between "
+        "reads: a body sent a byte at a time is cut too). Past it the call is answered 408 "
+        "body_timeout, recorded with that status, and the connection closed. Raise it for big "
+        "uploads over slow links.",
+        _positive_float,
+    ),
+    Setting(
+        "relay.idle_timeout",
+        75.0,
+        "Seconds a keep-alive connection may sit idle between requests (aiohttp's "
+        "keepalive_timeout) before it is closed.",
+        _positive_float,
+    ),
+    Setting(
+        "relay.max_connections",
+        0,
+        "Client connections open on the relay port at most; 0 derives it at start from the "
+        "open-file limit (ulimit -n) less a reserve for the upstream pool (upstream."
+        "max_connections), the ledger and the admin listener, at most 32768. Past it a new "
+        "connection is answered 503 too_many_connections and closed. A value the file limit "
+        "cannot hold stops the daemon at start.",
+        _int_in(0, 1_000_000),
+    ),
+    Setting(
+        "relay.max_body_bytes_in_flight",
+        512 * 1024 * 1024,
+        "Request body bytes all calls may hold at once (bodies are read whole before they go "
+        "upstream). A call whose body would pass it is answered 503 body_bytes_exhausted with "
+        "Retry-After and recorded; a body bigger than it (or than 100 MiB, the per-call limit) "
+        "is answered 413 request_too_large.",
+        _int_in(1024, 1 << 40),
+    ),
+    Setting(
         "admin.host",
         "127.0.0.1",
         "Address of the admin listener (/metrics, /healthz, /readyz).",
@@ -272,7 +316,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "upstream.connect_timeout",
         10.0,
-        "Seconds to wait for a connection to the upstream before answering 502.",
+        "Seconds to get a connection to the upstream (a free one from the pool, or a new one) "
+        "before answering 503 upstream_pool_exhausted (every pooled one stayed busy) or 504.",
         _positive_float,
     ),
     Setting(
@@ -286,7 +331,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "upstream.max_connections",
         256,
-        "Keep-alive connection pool size to the upstream.",
+        "Keep-alive connection pool size to the upstream; calls past it wait for a free one, "
+        "up to upstream.connect_timeout.",
         _int_in(1, 100000),
     ),
     Setting(
@@ -478,6 +524,11 @@ LogFormat = Literal["auto", "json", "console"]
 class RelaySettings:
     host: str
     port: int
+    header_timeout: float  # seconds, accept to the first request's headers complete
+    body_timeout: float  # seconds, headers to the whole body, in all
+    idle_timeout: float  # seconds a keep-alive connection may idle
+    max_connections: int  # 0: derived from the open-file limit at start
+    max_body_bytes_in_flight: int  # bytes, across every call
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,12 @@ class CallError(enum.StrEnum):
     # The daemon died (SIGKILL, OOM, power) after the call was sent and before it ended: the
     # row is rebuilt from the journal's start entry on the next start (daemon.ledger.journal).
     CRASH = "crash"
+    # The relay's own limits (`daemon.connections`): answered by the relay, never sent upstream.
+    REQUEST_TOO_LARGE = "request_too_large"  # 413: the body is over the per-call limit
+    BODY_TIMEOUT = "body_timeout"  # 408: the body did not arrive within relay.body_timeout
+    BODY_BYTES_EXHAUSTED = "body_bytes_exhausted"  # 503: relay.max_body_bytes_in_flight is full
+    # 503: every pooled upstream connection stayed busy for upstream.connect_timeout
+    UPSTREAM_POOL_EXHAUSTED = "upstream_pool_exhausted"
 
 
 class Unmetered(enum.StrEnum):

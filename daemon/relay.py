@@ -7,6 +7,12 @@ call counted as unmetered). Every call ends in exactly one `Meter.finish`, whate
 Which upstream a path goes to, with which key, and which headers cross the hop: see
 `daemon.upstream`. A WebSocket upgrade (``Upgrade: websocket``) is relayed by
 `daemon.websocket`, after the same routing: one header lookup is all it costs other calls.
+
+A request body is read whole before it goes upstream, within the relay's limits
+(`daemon.connections`): the per-call limit (413 ``request_too_large``), the bytes all calls may
+hold at once (`BodyBudget`: 503 ``body_bytes_exhausted``) and ``relay.body_timeout`` (408
+``body_timeout``); each refusal is the call's one ending. A body that came with its headers
+(most do) costs one add and one subtraction, and no timer.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import structlog
 from aiohttp import hdrs, web
 from yarl import URL
 
+from daemon.connections import BodyLimits
 from daemon.dialects import Router
 from daemon.dialects.base import Dialect, Tap, end_call
 from daemon.dialects.encoding import DECODABLE
@@ -44,6 +51,7 @@ from daemon.upstream import (
     refuse_unsendable,
     response_headers,
     unsendable_header,
+    waited_for_pool,
 )
 from daemon.websocket import SocketRelay
 
@@ -65,7 +73,8 @@ class Relay:
     in-flight count (open sockets included) and, in memory only, the latest key sent to the
     default upstream. `drain` begins the shutdown: calls cut short from then on are
     ``shutdown``, and every open socket is closed with 1001 (a Responses socket once its turn in
-    flight has ended, within the grace period)."""
+    flight has ended, within the grace period). Request bodies are read within `bodies`'
+    limits (`daemon.connections.BodyLimits`) and held against them until the call ends."""
 
     def __init__(
         self,
@@ -74,6 +83,7 @@ class Relay:
         keys: KeyHasher,
         clock: Callable[[], float] = time.perf_counter,
         wall_clock: Callable[[], float] = time.time,
+        bodies: BodyLimits | None = None,
     ) -> None:
         self.upstreams = tuple(upstreams)
         self._routes = UpstreamRoutes(self.upstreams)
@@ -82,6 +92,7 @@ class Relay:
         self.router = Router()
         self.draining = False  # the daemon is shutting down (see `drain`)
         self.in_flight = 0  # calls being relayed now (a gauge reads it at scrape time)
+        self.sockets_open = 0  # WebSockets among them (each holds an upstream connection)
         # The latest key sent to the default upstream, in memory only: pricing may use it to
         # fetch the listings (never a key meant for another upstream).
         self.last_client_key: str | None = None
@@ -91,6 +102,7 @@ class Relay:
         # The one keep-alive session to the upstreams; the daemon opens it before listening.
         self.session: aiohttp.ClientSession | None = None
         self.sockets = SocketRelay(meter, keys, self.router, self.note_key, clock, wall_clock)
+        self.bodies = bodies or BodyLimits()
 
     def drain(self, grace_period: float) -> None:
         """The daemon begins to shut down, giving calls in flight ``grace_period`` seconds:
@@ -125,10 +137,12 @@ class Relay:
         upgrade = request.headers.get(hdrs.UPGRADE)
         if upgrade is not None and upgrade.lower() == "websocket":
             self.in_flight += 1
+            self.sockets_open += 1  # its own upstream connection: a descriptor beside the pool's
             try:
                 return await self.sockets.relay(request, upstream, path, raw_path)
             finally:
                 self.in_flight -= 1
+                self.sockets_open -= 1
         dialect = self.router.dialect(path)
         now = self._wall()
         record = CallRecord(
@@ -188,66 +202,84 @@ class Relay:
         if not_utf8 := unsendable_header(headers):  # sent, it would be other bytes
             return refuse_unsendable(record, not_utf8)
 
-        body = await request.read()
-        record.stage = Stage.REQUEST
+        body = await self.bodies.read(request, record)
+        if not isinstance(body, bytes):
+            return body  # the relay's own answer: a limit refused the call
+        held = len(body)
         try:
-            replaced = dialect.inspect_request(record, body)
-        except Exception:
-            log.exception("request_inspect_failed", call_id=record.id)
-            replaced = None
-        if replaced is not None:
-            body = replaced
-            if record.usage_injected:
-                # We remove the usage chunk from the stream: asked plain, so we need not decode
-                # it (an upstream that compresses anyway is decoded and relayed plain).
-                headers["Accept-Encoding"] = "identity"
-        accept = headers.get("Accept-Encoding")
-        if accept:
-            decodable = decodable_accept_encoding(accept)
-            if decodable != accept:
-                headers["Accept-Encoding"] = decodable
+            record.stage = Stage.REQUEST
+            try:
+                replaced = dialect.inspect_request(record, body)
+            except Exception:
+                log.exception("request_inspect_failed", call_id=record.id)
+                replaced = None
+            if replaced is not None:
+                body = replaced
+                if record.usage_injected:
+                    # We remove the usage chunk from the stream: asked plain, so we need not decode
+                    # it (an upstream that compresses anyway is decoded and relayed plain).
+                    headers["Accept-Encoding"] = "identity"
+            accept = headers.get("Accept-Encoding")
+            if accept:
+                decodable = decodable_accept_encoding(accept)
+                if decodable != accept:
+                    headers["Accept-Encoding"] = decodable
 
-        # The base URL is an origin and the raw path starts with "/v1/": no client input can
-        # change the host the call goes to.
-        url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
-        skip = [h for h in AUTO_HEADERS if h not in headers]
-        session = self.session
-        if session is None:
-            raise RuntimeError("the relay has no upstream session: the daemon is not started")
-        self.meter.begin(record)
-        try:
-            answer = await session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=limits,
-                skip_auto_headers=skip,
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            record.sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
-            record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
-            record.status = 504
-            return json_error(
-                504, "upstream_timeout", f"The upstream {upstream.base_url} did not answer in time."
-            )
-        except aiohttp.ClientError as exc:
-            record.sent = not isinstance(exc, aiohttp.ClientConnectorError)
-            record.fail(CallError.UPSTREAM_UNREACHABLE, type(exc).__name__)
-            record.status = 502
-            return json_error(
-                502,
-                "upstream_unreachable",
-                f"The upstream {upstream.base_url} could not be reached ({exc}).",
-            )
-        try:
-            return await self._stream_back(request, record, dialect, answer)
+            # The base URL is an origin and the raw path starts with "/v1/": no client input can
+            # change the host the call goes to.
+            url = URL(f"{upstream.base_url}{raw_path}", encoded=True)
+            skip = [h for h in AUTO_HEADERS if h not in headers]
+            session = self.session
+            if session is None:
+                raise RuntimeError("the relay has no upstream session: the daemon is not started")
+            self.meter.begin(record)
+            try:
+                answer = await session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body or None,
+                    allow_redirects=False,
+                    timeout=limits,
+                    skip_auto_headers=skip,
+                )
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                record.sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
+                if not record.sent and waited_for_pool():
+                    record.fail(CallError.UPSTREAM_POOL_EXHAUSTED, type(exc).__name__)
+                    record.status = 503
+                    return json_error(
+                        503,
+                        CallError.UPSTREAM_POOL_EXHAUSTED.value,
+                        f"Every connection to the upstream {upstream.base_url} stayed busy "
+                        f"(upstream.max_connections), none came free in time. Retry shortly.",
+                        retry_after=1,
+                    )
+                record.fail(CallError.UPSTREAM_TIMEOUT, type(exc).__name__)
+                record.status = 504
+                return json_error(
+                    504,
+                    "upstream_timeout",
+                    f"The upstream {upstream.base_url} did not answer in time.",
+                )
+            except aiohttp.ClientError as exc:
+                record.sent = not isinstance(exc, aiohttp.ClientConnectorError)
+                record.fail(CallError.UPSTREAM_UNREACHABLE, type(exc).__name__)
+                record.status = 502
+                return json_error(
+                    502,
+                    "upstream_unreachable",
+                    f"The upstream {upstream.base_url} could not be reached ({exc}).",
+                )
+            try:
+                return await self._stream_back(request, record, dialect, answer)
+            finally:
+                if answer.content.at_eof():
+                    answer.release()  # back to the keep-alive pool
+                else:
+                    answer.close()
         finally:
-            if answer.content.at_eof():
-                answer.release()  # back to the keep-alive pool
-            else:
-                answer.close()
+            self.bodies.give(held)  # the body is no longer ours to hold
 
     async def _stream_back(
         self,

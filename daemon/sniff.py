@@ -5,7 +5,9 @@ prior-knowledge preface, ``PRI * HTTP/2.0``. aiohttp would answer it with an obs
 a traceback. So the relay port's connections pass `Sniffer` first: on that preface it answers one
 plain HTTP/1.1 400 whose one line says where gRPC goes, writes one log line, and closes; any other
 first bytes, and the connection is aiohttp's from then on (`transport.set_protocol`: one extra
-call per connection, none per request).
+call per connection, none per request). `Sniffer` also keeps the port's connection limits
+(`daemon.connections.ConnectionGuard`): it is where a connection is accepted (counted, or past
+``relay.max_connections`` answered 503) and where its one header timer is armed.
 
 gRPC port, the mirror case: its connections pass `GrpcSniffer` first (`first_look` tells the
 kinds apart). The whole HTTP/2 preface, and the connection goes on to ``on_preface`` (the
@@ -25,6 +27,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+
+from daemon.connections import HEADER_TIMEOUT, LINGER, ConnectionGuard
 
 log = structlog.get_logger("xai_meter.relay")
 
@@ -92,23 +96,76 @@ def _peer(transport: Any) -> str | None:
 
 
 class Sniffer(asyncio.Protocol):
-    """Holds a new connection until its first bytes tell HTTP/1 from HTTP/2's preface."""
+    """Holds a new relay connection until its first bytes tell HTTP/1 from HTTP/2's preface,
+    and keeps `guard`'s limits (`daemon.connections`): admitted or not at accept, and one header
+    timer from accept that closes it if its first request's headers are not complete in time."""
 
     def __init__(
-        self, factory: Callable[[], asyncio.BaseProtocol], hint: Callable[[], str]
+        self,
+        factory: Callable[[], asyncio.BaseProtocol],
+        hint: Callable[[], str],
+        guard: ConnectionGuard,
     ) -> None:
         self._factory = factory
         self._hint = hint
+        self._guard = guard
         # uvloop's transports are no asyncio.Transport subclasses: duck-typed
         self._transport: Any = None
+        self._inner: Any = None  # aiohttp's protocol, once it has the connection
         self._buffer = b""
+        self._admitted: bool | None = None
+        self._answered = False  # past the cap, the 503 went: what else comes is dropped
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self._guard
+        self._admitted = admitted = guard.admit()
+        if admitted is None:  # too many are being refused already: no answer, no descriptor
+            transport.close()
+            return
         self._transport = transport
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(guard.header_timeout, self._header_deadline)
+
+    def _header_deadline(self) -> None:
+        """relay.header_timeout after accept: close the connection unless its first request's
+        headers are complete (aiohttp counts the requests it parsed)."""
+        self._timer = None
+        transport = self._transport
+        inner = self._inner
+        if transport is None or transport.is_closing():
+            return
+        if inner is None:  # nothing (or a few bytes of a preface) came: close, say nothing
+            if self._admitted:
+                self._guard.reject(HEADER_TIMEOUT)
+            transport.close()
+            return
+        self._transport = self._inner = None
+        if inner._request_count:  # aiohttp's own count of the requests it parsed
+            return
+        self._guard.reject(HEADER_TIMEOUT)
+        inner.close()  # aiohttp parses nothing more: no request may begin after this answer
+        transport.write(self._guard.header_timeout_reply)
+        # Half-close, and close in full a moment later: a close while the client still sends
+        # would reset the connection before it read the answer (a lingering close, as nginx).
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER, transport.close)
+        else:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
-        assert transport is not None
+        if self._answered or transport is None:
+            return
+        if not self._admitted:  # past relay.max_connections: answer, then read until it leaves
+            self._answered = True
+            transport.write(self._guard.busy_reply)
+            if transport.can_write_eof():
+                transport.write_eof()  # a close with its request unread could reset the answer
+            else:
+                transport.close()
+            return
         seen = self._buffer + data
         if len(seen) < len(PREFACE) and PREFACE.startswith(seen):
             self._buffer = seen  # too short to tell yet
@@ -120,6 +177,10 @@ class Sniffer(asyncio.Protocol):
             transport.close()
             return
         inner: Any = self._factory()
+        self._inner = inner
+        self._buffer = b""
+        self._guard.handed(inner, self._timer)  # from now on it is counted until aiohttp's close
+        self._admitted = None  # so this protocol's own close no longer counts
         transport.set_protocol(inner)
         inner.connection_made(transport)
         inner.data_received(seen)
@@ -128,18 +189,34 @@ class Sniffer(asyncio.Protocol):
         return None  # nothing was handed on yet: close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Only while this protocol still holds the connection (before `data_received` handed
+        # it to aiohttp, whose close `ConnectionGuard.closed` counts).
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._admitted:
+            self._guard.closed_before_handing()
+        elif self._admitted is False:
+            self._guard.done_refusing()
+        self._admitted = None
         self._transport = None
 
 
 class SniffingSite(web.BaseSite):
     """`web.TCPSite`'s job, each connection passing a `Sniffer` first. ``hint`` names where gRPC
-    listens (or that it is off), asked when a preface comes."""
+    listens (or that it is off), asked when a preface comes; ``guard`` keeps the connection
+    limits (`daemon.connections.ConnectionGuard`)."""
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, hint: Callable[[], str]
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        hint: Callable[[], str],
+        guard: ConnectionGuard,
     ) -> None:
         super().__init__(runner)
-        self._host, self._port, self._hint = host, port, hint
+        self._host, self._port, self._hint, self._guard = host, port, hint, guard
 
     @property
     def name(self) -> str:
@@ -149,9 +226,9 @@ class SniffingSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        hint = self._hint
+        hint, guard = self._hint, self._guard
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: Sniffer(server, hint), self._host, self._port, reuse_address=True
+            lambda: Sniffer(server, hint, guard), self._host, self._port, reuse_address=True
         )
 
 

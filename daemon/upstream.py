@@ -12,7 +12,10 @@
 - `read_response_headers`: what the upstream's response headers tell the meter (request id,
   rate-limit headroom, its own time to first token): a few dict lookups, once per call.
 - `json_error`: the relay's own answers when a call cannot reach the upstream (or no upstream
-  serves its path), shaped like xAI's errors.
+  serves its path, or a limit refuses it), shaped like xAI's errors.
+- `PoolConnector`: aiohttp's connector, marking a call that waited for a free pooled connection,
+  so a connect timeout spent in that wait (`waited_for_pool`: 503 ``upstream_pool_exhausted``)
+  is told apart from one spent connecting (504 ``upstream_timeout``).
 
 Nothing here runs per chunk: routing and header filtering run once per call.
 """
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -236,6 +241,36 @@ def _number(raw: str | None) -> float | None:
     return value if 0 <= value < float("inf") else None
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    """Errors the relay itself answers, shaped like xAI's: {"code", "error"}."""
-    return web.json_response({"code": code, "error": message, "source": "xai-meter"}, status=status)
+def json_error(status: int, code: str, message: str, retry_after: int = 0) -> web.Response:
+    """Errors the relay itself answers, shaped like xAI's: {"code", "error"}; with a
+    ``Retry-After`` (seconds) when `retry_after` is not 0."""
+    response = web.json_response(
+        {"code": code, "error": message, "source": "xai-meter"}, status=status
+    )
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+# True in a call's task once it has waited for a free pooled connection and not got one yet.
+# The wait happens in the call's own task (aiohttp awaits the connector there), so the mark is
+# the call's own; each request runs in a task of its own, so it never outlives the call.
+_POOL_WAIT: ContextVar[bool] = ContextVar("xai_meter_pool_wait", default=False)
+
+
+class PoolConnector(aiohttp.TCPConnector):
+    """aiohttp's `TCPConnector` (the keep-alive pool of ``limit`` connections), marking a call
+    that waits for a free connection. aiohttp's ``ClientTimeout.connect`` covers the wait and
+    the connect alike and raises one `aiohttp.ConnectionTimeoutError` for both; the mark tells
+    them apart (`waited_for_pool`). Costs nothing while the pool has a free connection: only
+    the wait, aiohttp's ``_wait_for_available_connection``, is wrapped."""
+
+    async def _wait_for_available_connection(self, key: Any, traces: Any) -> None:
+        _POOL_WAIT.set(True)
+        await super()._wait_for_available_connection(key, traces)
+        _POOL_WAIT.set(False)
+
+
+def waited_for_pool() -> bool:
+    """True when this call's connect timed out while it waited for a free pooled connection."""
+    return _POOL_WAIT.get()

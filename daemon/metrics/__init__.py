@@ -187,6 +187,30 @@ class Metrics:
         self.in_flight = Gauge(
             "xai_meter_in_flight_requests", "Calls being relayed now.", registry=r
         )
+        # The relay port's limits (daemon.connections); gauges read at scrape time.
+        self.relay_connections = Gauge(
+            "xai_meter_relay_connections",
+            "Client connections open on the relay port now (refused ones aside).",
+            registry=r,
+        )
+        self.relay_max_connections = Gauge(
+            "xai_meter_relay_max_connections",
+            "relay.max_connections in force (derived from the open-file limit when 0).",
+            registry=r,
+        )
+        self.relay_body_bytes = Gauge(
+            "xai_meter_relay_body_bytes_in_flight",
+            "Request body bytes held by calls now (at most relay.max_body_bytes_in_flight).",
+            registry=r,
+        )
+        self.relay_rejected = LoopCounter(
+            "xai_meter_relay_rejected",
+            "Connections and calls the relay's own limits refused, by reason: "
+            "too_many_connections, header_timeout (no ledger row: no request was read), "
+            "body_timeout, body_bytes_exhausted, request_too_large (each also a ledger row).",
+            ["reason"],
+            r,
+        )
         self.ledger_queue = Gauge(
             "xai_meter_ledger_queue_depth", "Ledger rows waiting to be written.", registry=r
         )
@@ -436,6 +460,17 @@ class Metrics:
         for kind, count in zip(TOKEN_TYPES, (*counts, u.image_input_tokens), strict=True):
             if count:
                 self.tokens.inc((provider, model, kind), count)
+
+    def watch_relay_limits(
+        self,
+        connections: Callable[[], int],
+        max_connections: int,
+        body_bytes: Callable[[], int],
+    ) -> None:
+        """Read the relay port's open connections and held body bytes at scrape time."""
+        self.relay_connections.set_function(lambda: float(connections()))
+        self.relay_max_connections.set(max_connections)
+        self.relay_body_bytes.set_function(lambda: float(body_bytes()))
 
     def set_ledger_sources(self, depth: Callable[[], int], healthy: Callable[[], bool]) -> None:
         """Read the ledger's queue depth (rows) and health (True/False) at scrape time."""
