@@ -18,6 +18,7 @@ hold at once (`BodyBudget`: 503 ``body_bytes_exhausted``) and ``relay.body_timeo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -172,12 +173,18 @@ class Relay:
             log.exception("relay_error", call_id=record.id)
             raise
         finally:
-            self._finish(record)
+            self.in_flight -= 1
+            if record.stage < Stage.FINISHED:  # not ended before its last byte (`_end_now`)
+                end_call(record, self._clock())
+                self.meter.finish(record)
 
-    def _finish(self, record: CallRecord) -> None:
+    def _end_now(self, record: CallRecord, tap: Tap) -> None:
+        """The answer is complete and its last bytes are about to go out: end the call now, its
+        row in the journal before the client can see the end (a SIGKILL after that loses
+        nothing the client saw). What happens to those bytes later changes no row."""
+        tap.finish_quietly(True)
         end_call(record, self._clock())
-        self.in_flight -= 1
-        self.meter.finish(record)
+        self.meter.finish(record, now=True)
 
     async def _relay(
         self,
@@ -323,12 +330,12 @@ class Relay:
             if request.transport is not None:
                 request.transport.close()
             return response
-        try:
+        if record.stage < Stage.FINISHED:
+            self._end_now(record, tap)  # before the stream's last bytes (its end) go out
+        with contextlib.suppress(*_CLIENT_GONE):  # the call has ended: the row stands
             if tail:
                 await response.write(tail)
             await response.write_eof()
-        except _CLIENT_GONE:
-            record.fail(CallError.CLIENT_DISCONNECT)
         return response
 
     async def _pump(
@@ -338,8 +345,11 @@ class Relay:
         record: CallRecord,
         tap: Tap,
     ) -> bool:
-        """Copy the body chunk by chunk, teeing each into the tap; True if it ended cleanly."""
+        """Copy the body chunk by chunk, teeing each into the tap; True if it ended cleanly.
+        A body of known length ends the call before its last chunk goes out (`_end_now`)."""
         content = upstream.content
+        left = response.content_length  # None: chunked, its end is `write_eof`
+        ended = False
         while True:
             try:
                 chunk = await content.readany()
@@ -351,7 +361,8 @@ class Relay:
                 return False
             if not chunk:
                 return True
-            record.stage = Stage.CHUNK
+            if not ended:
+                record.stage = Stage.CHUNK
             if tap.broken:
                 out = None
                 if tap.decodes:  # the client was promised decoded bytes
@@ -365,6 +376,11 @@ class Relay:
                     out = tap.feed(chunk)
                 except Exception:
                     out = self._drop_tap(record, tap, chunk)
+            if left is not None:
+                left -= len(chunk)
+                if left <= 0 and not ended:
+                    ended = True
+                    self._end_now(record, tap)
             try:
                 await response.write(chunk if out is None else out)
             except _CLIENT_GONE:

@@ -49,6 +49,7 @@ from daemon.record import ROW_COLUMNS, CallRecord
 log = structlog.get_logger("xai_meter.journal")
 
 VERSION = 1
+RETRY_SECONDS = 0.5  # a write the disk refused is tried again this often
 SUFFIX = ".jsonl"
 #: The fields of a start line after its "S", in order: enough for a ``crash`` row.
 START_FIELDS = (
@@ -198,6 +199,7 @@ class Journal:
         self._open_starts: dict[str, bytes] = {}  # calls in flight: their start lines
         self._outstanding: dict[int, int] = {}  # segment -> ends not committed yet
         self._scheduled = False
+        self._retry: asyncio.TimerHandle | None = None
         self.failing = False  # the last write failed (disk full, I/O error)
         self.lost_rows = 0  # rows dropped past max_pending_bytes while the disk refused
         self.bytes_written = 0
@@ -225,6 +227,9 @@ class Journal:
         """Write what is pending, fsync, close; the last segment goes too when nothing in it
         waits for SQLite and no call is in flight."""
         self.flush()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._fd < 0:
             return
         try:
@@ -284,6 +289,7 @@ class Journal:
             self.failing = True
             self._on_error(exc)
             self._bound_pending()
+            self._retry_later()
             return
         if self.failing:
             self.failing = False
@@ -304,6 +310,19 @@ class Journal:
                     self._groups.popleft()
         if self._size >= self._rotate_at and not self._pending:
             self.rotate()
+
+    def _retry_later(self) -> None:
+        """Try the write again in `RETRY_SECONDS`, new calls or not (a disk that frees up)."""
+        if self._retry is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._retry = loop.call_later(RETRY_SECONDS, self._retried)
+
+    def _retried(self) -> None:
+        self._retry = None
+        self.flush()
 
     def _bound_pending(self) -> None:
         """The disk refuses: keep at most `max_pending_bytes`, dropping the oldest writes
