@@ -354,20 +354,34 @@ class DaemonProcess:
         says ready (bounded); AssertionError with the log's tail when it exits or hangs. A
         port taken between `free_port` and the bind is tried again, 3 times at most."""
         for _ in range(3):
-            self.relay_port, self.admin_port = free_port(), free_port()
-            table["relay"]["port"], table["admin"]["port"] = self.relay_port, self.admin_port
-            self.config_path.write_text(toml_text(table))
-            await self._spawn()
-            try:
-                await eventually(self._ready_or_gone, "the daemon says ready", within)
-            except AssertionError:
-                await self.kill()
-                raise AssertionError(f"the daemon never got ready:\n{self.log()[-3000:]}") from None
+            await self._launch(table, within)
             if self.running():
                 return
             if "cannot listen" not in self.log():
                 raise AssertionError(f"exit {self.returncode} at start:\n{self.log()[-3000:]}")
         raise AssertionError(f"no free ports in 3 tries:\n{self.log()[-3000:]}")
+
+    async def fail_to_start(self, table: dict[str, dict[str, Any]], within: float = 30.0) -> int:
+        """Start it with `table` where it must not start: its exit code, once it exited
+        (bounded); AssertionError when it got ready instead."""
+        await self._launch(table, within)
+        if self.running():
+            await self.kill()
+            raise AssertionError(f"it started (ready):\n{self.log()[-3000:]}")
+        assert self.returncode is not None
+        return self.returncode
+
+    async def _launch(self, table: dict[str, dict[str, Any]], within: float) -> None:
+        """Start it on fresh ports; return once it is ready or has exited (bounded)."""
+        self.relay_port, self.admin_port = free_port(), free_port()
+        table["relay"]["port"], table["admin"]["port"] = self.relay_port, self.admin_port
+        self.config_path.write_text(toml_text(table))
+        await self._spawn()
+        try:
+            await eventually(self._ready_or_gone, "the daemon says ready", within)
+        except AssertionError:
+            await self.kill()
+            raise AssertionError(f"the daemon never got ready:\n{self.log()[-3000:]}") from None
 
     async def _spawn(self) -> None:
         nofile = self.nofile
@@ -469,6 +483,22 @@ class Daemons:
         """A ready daemon relaying to `upstream`, on `ledger` (default: ledger.db in
         `workdir`); `extra` sets more keys, the section joined by ``__``
         (``ledger__flush_interval=5``); `nofile` as `DaemonProcess`."""
+        process, table = self._new(upstream, ledger, nofile, extra)
+        await process.start(table)
+        return process
+
+    async def fail_to_start(
+        self, upstream: str, ledger: Path | None = None, **extra: Any
+    ) -> DaemonProcess:
+        """A daemon (`start`'s settings) that exited at start, as it must; AssertionError
+        when it got ready instead. Its `returncode` and `log` say how it went."""
+        process, table = self._new(upstream, ledger, None, extra)
+        await process.fail_to_start(table)
+        return process
+
+    def _new(
+        self, upstream: str, ledger: Path | None, nofile: int | None, extra: dict[str, Any]
+    ) -> tuple[DaemonProcess, dict[str, dict[str, Any]]]:
         self.ledger = ledger or self.workdir / "ledger.db"
         table: dict[str, dict[str, Any]] = {
             "relay": {"host": "127.0.0.1"},
@@ -484,11 +514,11 @@ class Daemons:
             section, key = dotted.split("__", 1)
             table.setdefault(section, {})[key] = value
         n = len(self.started)
-        process = DaemonProcess(self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log")
-        process.nofile = nofile
+        process = DaemonProcess(
+            self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log", nofile
+        )
         self.started.append(process)
-        await process.start(table)
-        return process
+        return process, table
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of the current ledger (`ledger_rows`)."""

@@ -19,17 +19,19 @@ from daemon.testing import Daemons, Driver, OddUpstream
 
 
 @pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """``tmpfs("8m")``: a fresh tmpfs of that size, mounted in the test's temp dir (the suite
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``tmpfs("8m", readonly=False)``: a fresh tmpfs of that size, mounted in the test's temp
+    dir, read-only if asked (the suite
     runs as root, as CI does); unmounted at teardown, after every daemon ended (`daemons`
     depends on this fixture, so it is torn down first)."""
     mounted: list[Path] = []
 
-    def mount(size: str) -> Path:
+    def mount(size: str, readonly: bool = False) -> Path:
         where = tmp_path / f"tmpfs{len(mounted)}"
         where.mkdir()
+        options = f"size={size},mode=0755" + (",ro" if readonly else "")
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
             capture_output=True,
             text=True,
             timeout=10,
@@ -46,7 +48,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
 
 @pytest.fixture
-async def daemons(tmp_path: Path, tmpfs: Callable[[str], Path]) -> AsyncIterator[Daemons]:
+async def daemons(tmp_path: Path, tmpfs: Callable[..., Path]) -> AsyncIterator[Daemons]:
     """Starts daemon processes for the test (`Daemons.start`); any still running at teardown
     is killed by its pid and reaped."""
     factory = Daemons(tmp_path)

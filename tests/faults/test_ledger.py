@@ -91,7 +91,7 @@ def fill(disk: Path) -> Path:
 
 
 async def test_disk_full_then_freed_every_row_arrives(
-    sim: Simulator, daemons: Daemons, driver: Driver, tmpfs: Callable[[str], Path]
+    sim: Simulator, daemons: Daemons, driver: Driver, tmpfs: Callable[..., Path]
 ) -> None:
     """Ledger and journal on a 16 MB tmpfs that fills up while calls flow: every call still
     answers, the daemon says it is unhealthy; once space is freed every row arrives, once."""
@@ -166,12 +166,27 @@ class Locker:
                 await self.process.wait()
 
 
+async def test_ledger_unwritable_at_start_exits_2_with_one_line(
+    sim: Simulator, daemons: Daemons, tmpfs: Callable[..., Path]
+) -> None:
+    """The ledger's directory is a read-only file system: the daemon does not start "ready";
+    it exits 2 with one line that names ledger.path."""
+    disk = tmpfs("1m", readonly=True)
+    meter = await daemons.fail_to_start(sim.url, ledger=disk / "ledger.db")
+    lines = meter.log().strip().splitlines()
+    assert meter.returncode == 2 and len(lines) == 1 and "ledger.path" in lines[0], meter.log()
+
+
 async def test_db_locked_by_another_process_then_released(
     sim: Simulator, daemons: Daemons, driver: Driver
 ) -> None:
     """Another process holds the ledger write-locked while calls flow: every call answers at
-    once, the daemon says it is unhealthy; released, every row arrives, once."""
-    meter = await daemons.start(sim.url, ledger__unhealthy_after=UNHEALTHY_AFTER)
+    once, the daemon says it is unhealthy, rows beyond ledger.max_queue_rows wait in the
+    journal; released, every row arrives, once."""
+    # 25 rows wait behind the lock, 10 of them in memory at most: the rest in the journal.
+    meter = await daemons.start(
+        sim.url, ledger__unhealthy_after=UNHEALTHY_AFTER, ledger__max_queue_rows=10
+    )
     driver.use(meter)
     before = await driver.many(10, "before")
     await daemons.rows_with(s.tag for s in before)

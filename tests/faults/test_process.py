@@ -95,7 +95,7 @@ async def test_sigterm_exits_within_grace_with_every_row(
     for stream in streams:
         await stream.finish()
         assert not stream.seen.ended
-    cut = {"status": 200, "error": "shutdown"}
+    cut = {"status": 200, "error": "shutdown", "metered": 0, "unmetered_reason": "incomplete"}
     expect_rows(
         daemons.rows(),
         {seen.tag: seen.row() for seen in done} | {tag: cut for tag in driver.tags("open")},
