@@ -8,7 +8,7 @@ Kept in the package, not in `tests/`, so that no test module imports another: py
 the daemon imports this module.
 
 Why it is long: it is the one importable home of every helper the test tree shares (a test
-module may import no other), in four regions, each with its own heading.
+module may import no other), in regions, each under its own heading.
 """
 
 from __future__ import annotations
