@@ -9,11 +9,13 @@ so every call answers while the ledger cannot be written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
+import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -70,24 +72,79 @@ async def healthy(meter: DaemonProcess) -> None:
     await eventually(ready, "/readyz 200 ready", 10)
 
 
-def fill(disk: Path) -> Path:
-    """Write a file on `disk` until the file system has no byte left (ENOSPC); its path.
-    Bounded: big pieces, then pages, then single bytes, each loop at most 100,000 writes."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
+class FullDisk:
+    """`disk` full, with nothing the daemon can free or reuse, from `take` to `give_back`:
+
+    * a file takes every free byte (`top_up` takes again whatever has come free since);
+    * every other file on it but SQLite's own is held open, so deleting one (a journal
+      segment trimmed) frees nothing;
+    * a read transaction holds a snapshot of `ledger`, as a long report would, so SQLite cannot
+      go back to the start of its WAL: every commit needs new space."""
+
+    def __init__(self, disk: Path, ledger: Path) -> None:
+        self.disk = disk
+        self.ledger = ledger
+        self.filler = disk / "filler"
+        self.fd = -1
+        self.pins: list[int] = []
+        self.reader: sqlite3.Connection | None = None
+
+    def take(self) -> None:
+        sqlite_files = {self.ledger, Path(f"{self.ledger}-wal"), Path(f"{self.ledger}-shm")}
+        files = [p for p in self.disk.rglob("*") if p.is_file() and p not in sqlite_files]
+        self.pins = [os.open(p, os.O_RDONLY) for p in files]
+        uri = self.ledger.resolve().as_uri() + "?mode=ro"
+        self.reader = sqlite3.connect(uri, uri=True, isolation_level=None)
+        self.reader.execute("begin")
+        self.reader.execute("select count(*) from calls").fetchone()
+        self.fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.top_up()
+        with pytest.raises(OSError, match="No space left"):
+            (self.disk / "probe").write_bytes(b"x" * 4096)
+
+    def top_up(self) -> None:
+        """Write until no byte is left (ENOSPC): big pieces, then pages, then single bytes
+        (bounded: at most 100,000 writes of each size)."""
         for size in (1 << 20, 4096, 1):
             for _ in range(100_000):
                 try:
-                    os.write(fd, b"\0" * size)
+                    os.write(self.fd, b"\0" * size)
                 except OSError as exc:
                     assert exc.errno == errno.ENOSPC, exc
                     break
+
+    def give_back(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        for pin in self.pins:
+            os.close(pin)
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.filler.unlink(missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def disk_full(disk: Path, ledger: Path) -> AsyncIterator[None]:
+    """`disk` full (`FullDisk`) while the block runs, topped up every 20 ms."""
+    full = FullDisk(disk, ledger)
+    done = asyncio.Event()
+
+    async def hold() -> None:
+        while not done.is_set():
+            await asyncio.to_thread(full.top_up)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.02)
+
+    try:
+        full.take()
+        holder = asyncio.ensure_future(hold())
+        try:
+            yield
+        finally:
+            done.set()
+            await holder
     finally:
-        os.close(fd)
-    with pytest.raises(OSError, match="No space left"):
-        (disk / "probe").write_bytes(b"x" * 4096)
-    return filler
+        full.give_back()
 
 
 async def test_disk_full_then_freed_every_row_arrives(
@@ -102,11 +159,10 @@ async def test_disk_full_then_freed_every_row_arrives(
     driver.use(meter)
     before = await driver.many(10, "before")
     await daemons.rows_with(s.tag for s in before)
-    filler = fill(disk)
-    full = await driver.many(20, "full") + await driver.many(5, "full", stream=True)
-    answered(full)
-    await unhealthy(meter)
-    filler.unlink()
+    async with disk_full(disk, daemons.ledger):
+        full = await driver.many(20, "full") + await driver.many(5, "full", stream=True)
+        answered(full)
+        await unhealthy(meter)
     await daemons.rows_with((s.tag for s in full), within=30)
     await healthy(meter)
     after = await driver.many(5, "after")
