@@ -1,9 +1,14 @@
-"""What the tests share: factories for records and usage, a daemon run in the test's loop, and
-readers of the monitoring files in dashboards/ (dashboards, rules, alerts).
+"""What the tests share: factories for records and usage, a daemon run in the test's loop,
+readers of the monitoring files in dashboards/ (dashboards, rules, alerts), and the harness of
+the fault-injection suite (tests/faults/: the daemon as a real process, a load driver that tags
+every call, the ledger compared with what the clients saw, an upstream that misbehaves).
 
 Kept in the package, not in `tests/`, so that no test module imports another: pytest's
 `conftest.py` injects the fixtures, and test modules import these names from here. Nothing in
 the daemon imports this module.
+
+Why it is long: it is the one importable home of every helper the test tree shares (a test
+module may import no other), in regions, each under its own heading.
 """
 
 from __future__ import annotations
@@ -11,15 +16,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import re
+import resource
 import shutil
-from collections.abc import Awaitable, Callable, Iterator
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
+import orjson
+from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import config
 from daemon.app import Daemon
@@ -259,3 +277,536 @@ def all_expressions() -> list[tuple[str, str]]:
 
 
 # --- a small PromQL reader: metric names, selectors' labels, grouping labels --------------------
+
+
+# --- the fault-injection suite (tests/faults/): the daemon as a process, tagged load --------
+# The fixtures that build these are in tests/faults/conftest.py.
+
+FAULTS_MODEL = "grok-4-fast-reasoning"  # what the suite's calls ask for
+_T = TypeVar("_T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[_T | None]], what: str, within: float, every: float = 0.05
+) -> _T:
+    """Poll `probe` until it returns something truthy, and return it; AssertionError naming
+    `what` and the last value seen when `within` seconds pass first."""
+    deadline = time.monotonic() + within
+    while True:
+        last = await probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within} s (last seen: {last!r})")
+        await asyncio.sleep(every)
+
+
+def free_port() -> int:
+    """A loopback port free right now (`DaemonProcess.start` retries the rare clash)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def toml_text(table: Mapping[str, Mapping[str, Any]]) -> str:
+    """A two-level table (section -> key -> scalar) as TOML (JSON's scalars are TOML's)."""
+    lines = []
+    for section, values in table.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+class DaemonProcess:
+    """One ``python -m daemon serve --config FILE`` process of this tree (PYTHONPATH), its
+    ports (loopback, free), its log (stdout and stderr into `log_path`). `nofile`: the file
+    limit (RLIMIT_NOFILE, soft and hard) it starts with; None: the test's own."""
+
+    def __init__(self, config_path: Path, log_path: Path, nofile: int | None = None) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.nofile = nofile
+        self.process: asyncio.subprocess.Process | None = None
+        self.relay_port = 0
+        self.admin_port = 0
+
+    @property
+    def relay_url(self) -> str:
+        return f"http://127.0.0.1:{self.relay_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def log(self) -> str:
+        """Everything it wrote so far (JSON log lines), as text."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def start(self, table: dict[str, dict[str, Any]], within: float = 30.0) -> None:
+        """Write `table` as its config with fresh ports, start it, and return once /readyz
+        says ready (bounded); AssertionError with the log's tail when it exits or hangs. A
+        port taken between `free_port` and the bind is tried again, 3 times at most."""
+        for _ in range(3):
+            await self._launch(table, within)
+            if self.running():
+                return
+            if "cannot listen" not in self.log():
+                raise AssertionError(f"exit {self.returncode} at start:\n{self.log()[-3000:]}")
+        raise AssertionError(f"no free ports in 3 tries:\n{self.log()[-3000:]}")
+
+    async def fail_to_start(self, table: dict[str, dict[str, Any]], within: float = 30.0) -> int:
+        """Start it with `table` where it must not start: its exit code, once it exited
+        (bounded); AssertionError when it got ready instead."""
+        await self._launch(table, within)
+        if self.running():
+            await self.kill()
+            raise AssertionError(f"it started (ready):\n{self.log()[-3000:]}")
+        assert self.returncode is not None
+        return self.returncode
+
+    async def _launch(self, table: dict[str, dict[str, Any]], within: float) -> None:
+        """Start it on fresh ports; return once it is ready or has exited (bounded)."""
+        self.relay_port, self.admin_port = free_port(), free_port()
+        table["relay"]["port"], table["admin"]["port"] = self.relay_port, self.admin_port
+        self.config_path.write_text(toml_text(table))
+        await self._spawn()
+        try:
+            await eventually(self._ready_or_gone, "the daemon says ready", within)
+        except AssertionError:
+            await self.kill()
+            raise AssertionError(f"the daemon never got ready:\n{self.log()[-3000:]}") from None
+
+    async def _spawn(self) -> None:
+        nofile = self.nofile
+
+        def limit_files() -> None:  # in the child, before exec: the limit the daemon reads
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        env.pop("XAI_METER_CONFIG", None)
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "daemon", "serve", "--config", str(self.config_path)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.config_path.parent,
+                preexec_fn=limit_files if nofile is not None else None,
+            )
+
+    async def _ready_or_gone(self) -> bool:
+        if not self.running():
+            return True  # `start` tells an exit from readiness
+        status, _ = await self.readyz()
+        return status == 200
+
+    async def get(self, path: str, within: float = 5.0) -> tuple[int, bytes]:
+        """GET `path` on the admin port on a new connection: (status, body); (0, b"") when
+        there is no answer within `within` seconds."""
+        timeout = aiohttp.ClientTimeout(total=within)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(self.admin_url + path) as response,
+            ):
+                return response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return 0, b""
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        """/readyz: (status, its JSON object); (0, {}) without an answer."""
+        status, body = await self.get("/readyz", within=2.0)
+        try:
+            parsed = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            parsed = {"body": body.decode(errors="replace")}
+        return status, parsed if isinstance(parsed, dict) else {"body": parsed}
+
+    async def metric(self, name: str) -> float | None:
+        """The unlabelled sample `name` on /metrics; None when absent or no answer."""
+        status, body = await self.get("/metrics")
+        if status != 200:
+            return None
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        return None
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to this process (by its pid), if it still runs."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signum)
+
+    async def wait_exit(self, within: float) -> int:
+        """Its exit code, once it exited (TimeoutError after `within` seconds)."""
+        assert self.process is not None
+        async with asyncio.timeout(within):
+            return await self.process.wait()
+
+    async def stop(self, within: float = 20.0) -> int:
+        """SIGTERM, then its exit code (bounded)."""
+        self.signal(signal.SIGTERM)
+        return await self.wait_exit(within)
+
+    async def kill(self) -> None:
+        """SIGKILL and reap (bounded); nothing when it already ended."""
+        self.signal(signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(TimeoutError):
+                await self.wait_exit(10.0)
+
+
+class Daemons:
+    """Starts the daemons of one test, each with a config of its own in `workdir`: free
+    loopback ports, no gRPC listener, no price refresh, JSON logs, ledger rows flushed every
+    50 ms, a 2 s grace period; `ledger` is the ledger path of the last one started."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ledger = workdir / "ledger.db"
+        self.started: list[DaemonProcess] = []
+
+    async def start(
+        self, upstream: str, ledger: Path | None = None, nofile: int | None = None, **extra: Any
+    ) -> DaemonProcess:
+        """A ready daemon relaying to `upstream`, on `ledger` (default: ledger.db in
+        `workdir`); `extra` sets more keys, the section joined by ``__``
+        (``ledger__flush_interval=5``); `nofile` as `DaemonProcess`."""
+        process, table = self._new(upstream, ledger, nofile, extra)
+        await process.start(table)
+        return process
+
+    async def fail_to_start(
+        self, upstream: str, ledger: Path | None = None, **extra: Any
+    ) -> DaemonProcess:
+        """A daemon (`start`'s settings) that exited at start, as it must; AssertionError
+        when it got ready instead. Its `returncode` and `log` say how it went."""
+        process, table = self._new(upstream, ledger, None, extra)
+        await process.fail_to_start(table)
+        return process
+
+    def _new(
+        self, upstream: str, ledger: Path | None, nofile: int | None, extra: dict[str, Any]
+    ) -> tuple[DaemonProcess, dict[str, dict[str, Any]]]:
+        self.ledger = ledger or self.workdir / "ledger.db"
+        table: dict[str, dict[str, Any]] = {
+            "relay": {"host": "127.0.0.1"},
+            "admin": {"host": "127.0.0.1"},
+            "grpc": {"port": 0},
+            "upstream": {"base_url": upstream, "connect_timeout": 2, "read_timeout": 30},
+            "ledger": {"path": str(self.ledger), "flush_interval": 0.05},
+            "shutdown": {"grace_period": 2},
+            "pricing": {"refresh": False},
+            "log": {"level": "info", "format": "json"},
+        }
+        for dotted, value in extra.items():
+            section, key = dotted.split("__", 1)
+            table.setdefault(section, {})[key] = value
+        n = len(self.started)
+        process = DaemonProcess(
+            self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log", nofile
+        )
+        self.started.append(process)
+        return process, table
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows of the current ledger (`ledger_rows`)."""
+        return ledger_rows(self.ledger)
+
+    async def rows_with(self, tags: Iterable[str], within: float = 10.0) -> list[dict[str, Any]]:
+        """The current ledger's rows once each of `tags` has one (polled, bounded)."""
+        wanted = set(tags)
+        missing = wanted
+
+        async def probe() -> list[dict[str, Any]] | None:
+            nonlocal missing
+            rows = await asyncio.to_thread(ledger_rows, self.ledger)
+            missing = wanted - {row["app"] for row in rows}
+            return rows if not missing else None
+
+        try:
+            return await eventually(probe, f"rows for {len(wanted)} calls", within)
+        except AssertionError:
+            shown = sorted(missing)[:5]
+            raise AssertionError(
+                f"{len(missing)} of {len(wanted)} calls have no row in {self.ledger.name} after "
+                f"{within} s, e.g. {shown}"
+            ) from None
+
+
+@dataclass
+class Seen:
+    """What the client saw of one call: its tag, the status (None: no answer), whether it saw
+    the answer end (the whole body; a stream's ``[DONE]``), the bytes, the exception's name,
+    and the headers it sent."""
+
+    tag: str
+    status: int | None = None
+    ended: bool = False
+    body: bytes = b""
+    error: str | None = None
+    sent: dict[str, str] = field(default_factory=dict)
+
+    def usage(self) -> dict[str, Any]:
+        """The usage the client got: the JSON body's, or the stream's last usage chunk's."""
+        if self.body.startswith(b"{"):
+            return dict(orjson.loads(self.body).get("usage") or {})
+        found: dict[str, Any] = {}
+        for line in self.body.split(b"\n"):
+            if line.startswith(b"data: {"):
+                found = orjson.loads(line[6:]).get("usage") or found
+        return found
+
+    def row(self) -> dict[str, Any]:
+        """The fields the ledger row of a call the client saw end well must have: 200, no
+        error, metered, the prompt tokens the client was told."""
+        assert self.status == 200 and self.ended, self
+        return {**NORMAL_ROW, "input_tokens": self.usage()["prompt_tokens"]}
+
+
+NORMAL_ROW: dict[str, Any] = {"status": 200, "error": None, "metered": 1, "unmetered_reason": None}
+CRASH_ROW: dict[str, Any] = {"error": "crash", "metered": 0, "unmetered_reason": "crash"}
+
+
+class HeldStream:
+    """A streamed call held open after its first bytes (`Driver.open_stream`)."""
+
+    def __init__(self, seen: Seen, response: aiohttp.ClientResponse) -> None:
+        self.seen = seen
+        self.response = response
+
+    def leave(self) -> None:
+        """The client goes now, mid-stream: its connection is closed."""
+        self.response.close()
+
+    async def finish(self, within: float = 10.0) -> Seen:
+        """Read the rest (bounded); `seen.ended`: the stream ended with ``[DONE]``."""
+        try:
+            async with asyncio.timeout(within):
+                self.seen.body += await self.response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.seen.error = type(exc).__name__
+        finally:
+            self.response.close()
+        self.seen.ended = b"data: [DONE]" in self.seen.body
+        return self.seen
+
+
+class Driver:
+    """Chat completions through a daemon's relay (`use`), each tagged ``X-Meter-App:
+    PREFIX-KIND-N`` (unique, at most 64 characters, stored in ``calls.app``), and what the
+    client saw of each, by tag (`seen`)."""
+
+    def __init__(self, session: aiohttp.ClientSession, prefix: str) -> None:
+        self.session = session
+        self.prefix = prefix
+        self.url = ""
+        self.seen: dict[str, Seen] = {}
+        self._numbers = itertools.count()
+
+    def use(self, daemon: DaemonProcess) -> None:
+        """Send the calls that follow to `daemon` (a restarted one has new ports)."""
+        self.url = daemon.relay_url
+
+    def new(self, kind: str) -> Seen:
+        """A new tag of `kind` (``PREFIX-KIND-N``), remembered with nothing seen yet."""
+        tag = f"{self.prefix}-{kind}-{next(self._numbers)}"
+        assert len(tag) <= 64, tag
+        seen = self.seen[tag] = Seen(tag)
+        return seen
+
+    def tags(self, kind: str) -> list[str]:
+        """Every tag of `kind` so far, in order."""
+        return [tag for tag in self.seen if tag.startswith(f"{self.prefix}-{kind}-")]
+
+    def request(
+        self, tag: str, stream: bool = False, key: str = TEST_KEY, **headers: str
+    ) -> tuple[dict[str, str], bytes]:
+        """The headers and body of a chat completion tagged `tag` (`headers` added)."""
+        body: dict[str, Any] = {"model": FAULTS_MODEL, "messages": USER_MESSAGES}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        sent = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "X-Meter-App": tag,
+        }
+        return sent | headers, orjson.dumps(body)
+
+    async def chat(
+        self,
+        kind: str = "call",
+        *,
+        stream: bool = False,
+        key: str = TEST_KEY,
+        headers: Mapping[str, str] | None = None,
+        within: float = 15.0,
+    ) -> Seen:
+        """One chat completion, read to its end (bounded): what the client saw. The call's
+        own failure is not raised: it is in the `Seen`."""
+        seen = self.new(kind)
+        sent, body = self.request(seen.tag, stream, key, **(headers or {}))
+        seen.sent = sent
+        try:
+            async with asyncio.timeout(within):
+                url = self.url + "/v1/chat/completions"
+                async with self.session.post(url, data=body, headers=sent) as response:
+                    seen.status = response.status
+                    seen.body = await response.read()
+            seen.ended = b"data: [DONE]" in seen.body if stream else True
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            seen.error = type(exc).__name__
+        return seen
+
+    async def many(self, count: int, kind: str = "call", **options: Any) -> list[Seen]:
+        """`count` calls at once (`chat`'s options)."""
+        return list(await asyncio.gather(*(self.chat(kind, **options) for _ in range(count))))
+
+    async def open_stream(
+        self, kind: str = "stream", headers: Mapping[str, str] | None = None, within: float = 15.0
+    ) -> HeldStream:
+        """A streamed call, returned once its headers and first bytes arrived (so the daemon
+        certainly started it)."""
+        seen = self.new(kind)
+        sent, body = self.request(seen.tag, True, **(headers or {}))
+        async with asyncio.timeout(within):
+            url = self.url + "/v1/chat/completions"
+            response = await self.session.post(url, data=body, headers=sent)
+            seen.status = response.status
+            seen.body = await response.content.readany()
+        assert seen.status == 200 and seen.body, (seen.status, seen.body)
+        return HeldStream(seen, response)
+
+    async def held_streams(self, count: int, kind: str = "stream") -> list[HeldStream]:
+        """`count` streams held open at once: the simulator stalls each after its first frame
+        (``X-Sim-Stall: body``) until its client leaves."""
+        stall = {"X-Sim-Stall": "body"}
+        return list(await asyncio.gather(*(self.open_stream(kind, stall) for _ in range(count))))
+
+
+def ledger_rows(path: Path) -> list[dict[str, Any]]:
+    """Every call row of the ledger at `path`, read-only; [] when there is none (yet) or it
+    cannot be read right now."""
+    if not path.exists():
+        return []
+    try:
+        db = open_database(path, readonly=True)
+    except sqlite3.Error:
+        return []
+    try:
+        return all_calls(db)
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()
+
+
+def expect_rows(
+    rows: list[dict[str, Any]],
+    exact: Mapping[str, Mapping[str, Any]],
+    maybe: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> None:
+    """Assert the ledger's `rows` hold exactly one row for each tag (``app``) of `exact`,
+    with those field values; at most one for each tag of `maybe`, with one of its sets of
+    field values; and no other row."""
+    maybe = maybe or {}
+    grouped: dict[str | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row["app"], []).append(row)
+    problems: list[str] = []
+    for tag, fields in exact.items():
+        found = grouped.get(tag, [])
+        if len(found) != 1:
+            problems.append(f"{tag}: {len(found)} rows, want 1")
+        elif wrong := {k: found[0].get(k) for k, v in fields.items() if found[0].get(k) != v}:
+            problems.append(f"{tag}: {wrong}, want {dict(fields)}")
+    for tag, choices in maybe.items():
+        found = grouped.get(tag, [])
+        if len(found) > 1:
+            problems.append(f"{tag}: {len(found)} rows, want at most 1")
+        elif found and not any(all(found[0].get(k) == v for k, v in c.items()) for c in choices):
+            problems.append(f"{tag}: {found[0]} matches none of {list(choices)}")
+    strays = [str(tag) for tag in grouped if tag not in exact and tag not in maybe]
+    if strays:
+        problems.append(f"rows of calls no client made: {strays[:10]} ({len(strays)} tags)")
+    assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:20])
+
+
+ODD_PROMPT_TOKENS = "X-Odd-Prompt-Tokens"  # `OddUpstream`: the literal prompt_tokens it answers
+ODD_ECHO_KEY = "X-Odd-Echo-Key"  # `OddUpstream`: 1 = a 400 that echoes the caller's key
+
+
+class OddUpstream:
+    """A real upstream (aiohttp, loopback) that answers what the simulator never would.
+
+    ``POST /v1/chat/completions`` (JSON or SSE, as asked) carries ``prompt_tokens`` written as
+    the request's ``X-Odd-Prompt-Tokens`` says, digit for digit (2^64 and beyond, which no
+    JSON library writes from a number); with ``X-Odd-Echo-Key: 1`` it answers 400 with the
+    caller's key in ``code`` and ``error``, as every other path does (listings included).
+    `requests`: (path, headers) of each request, in order."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_route("*", "/{tail:.*}", self._echo)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, dict(request.headers)))
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = {"code": f"invalid api key {key}", "error": f"Incorrect API key provided: {key}."}
+        return web.json_response(body, status=400)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get(ODD_ECHO_KEY) == "1":
+            return await self._echo(request)
+        self.requests.append((request.path, dict(request.headers)))
+        stream = (await request.json()).get("stream") is True
+        prompt = request.headers.get(ODD_PROMPT_TOKENS, "11")
+        if not prompt.isdigit():
+            return web.json_response({"error": f"{ODD_PROMPT_TOKENS}: digits"}, status=422)
+        usage = b'{"prompt_tokens": %s, "completion_tokens": 2, "total_tokens": 13}' % (
+            prompt.encode()
+        )
+        head = b'{"id": "chatcmpl-odd", "created": 1, "model": "%s", ' % FAULTS_MODEL.encode()
+        if not stream:
+            return web.Response(
+                body=head + b'"object": "chat.completion", "choices": [{"index": 0, "message": '
+                b'{"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], '
+                b'"usage": ' + usage + b"}",
+                content_type="application/json",
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = b"data: " + head + b'"object": "chat.completion.chunk", "choices": '
+        await response.write(
+            chunk + b'[{"index": 0, "delta": {"role": "assistant", "content": "ok"}, '
+            b'"finish_reason": "stop"}]}\n\n'
+        )
+        await response.write(chunk + b'[], "usage": ' + usage + b"}\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response

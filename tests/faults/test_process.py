@@ -1,0 +1,102 @@
+"""The daemon's process dies or is told to stop: SIGKILL under load with streams open (then a
+restart on the same ledger), and SIGTERM's timing with streams open.
+
+Each test compares, tag by tag, what the clients saw with the ledger: a call whose end the
+client saw has its normal row; a call in flight when the process died has a ``crash`` row
+(after the restart), one cut by a shutdown a ``shutdown`` row; nothing twice, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from daemon.simulator import Simulator
+from daemon.testing import CRASH_ROW, NORMAL_ROW, Daemons, Driver, Seen, expect_rows
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+
+async def test_sigkill_under_load_loses_no_call(
+    sim: Simulator, daemons: Daemons, driver: Driver
+) -> None:
+    """SIGKILL with 10 streams open, calls still coming and 5 s of rows waiting to be written:
+    after a restart on the same ledger, every call the client saw end has its row, each open
+    stream a ``crash`` row, a call cut before its answer at most one (crash or normal)."""
+    # Rows gather for 5 s before a write: at the kill, the finished calls' rows are in memory
+    # (and, with the journal, on disk) only.
+    meter = await daemons.start(sim.url, ledger__flush_interval=5)
+    driver.use(meter)
+    done = await driver.many(30, "done")
+    done += await driver.many(10, "done", stream=True)
+    streams = await driver.held_streams(10, "open")
+    stop_load, flowing = asyncio.Event(), asyncio.Event()
+    busy: list[Seen] = []
+
+    async def keep_calling() -> None:  # until the call that fails
+        while not stop_load.is_set():
+            seen = await driver.chat("load")
+            busy.append(seen)
+            if len(busy) >= 20:
+                flowing.set()
+            if seen.status is None:
+                return
+
+    workers = [asyncio.ensure_future(keep_calling()) for _ in range(4)]
+    try:
+        async with asyncio.timeout(10):
+            await flowing.wait()
+        meter.signal(signal.SIGKILL)
+        assert await meter.wait_exit(5) == -signal.SIGKILL
+    finally:
+        stop_load.set()
+        await asyncio.gather(*workers)
+    for stream in streams:
+        await stream.finish()
+        assert not stream.seen.ended
+
+    again = await daemons.start(sim.url, ledger=daemons.ledger)
+    driver.use(again)
+    later = await driver.many(5, "later")
+    crashed = driver.tags("open")
+    await daemons.rows_with([s.tag for s in done] + crashed)
+    assert await again.stop() == 0
+
+    ended = [seen for seen in done + busy + later if seen.ended]
+    cut = [seen for seen in busy if not seen.ended]
+    assert cut, "the kill cut no call of the load"
+    expect_rows(
+        daemons.rows(),
+        {seen.tag: seen.row() for seen in ended} | {tag: CRASH_ROW for tag in crashed},
+        {seen.tag: [CRASH_ROW, NORMAL_ROW] for seen in cut},
+    )
+
+
+GRACE = 2.5  # shutdown.grace_period of the SIGTERM test (s)
+
+
+async def test_sigterm_exits_within_grace_with_every_row(
+    sim: Simulator, daemons: Daemons, driver: Driver
+) -> None:
+    """SIGTERM with 10 streams that never end and rows still queued: the process exits 0
+    within grace_period + 2 s, each stream recorded ``shutdown``, every finished call too."""
+    meter = await daemons.start(sim.url, ledger__flush_interval=5, shutdown__grace_period=GRACE)
+    driver.use(meter)
+    done = await driver.many(20, "done")
+    streams = await driver.held_streams(10, "open")
+    started = time.monotonic()
+    meter.signal(signal.SIGTERM)
+    assert await meter.wait_exit(GRACE + 10) == 0
+    took = time.monotonic() - started
+    assert took <= GRACE + 2, f"SIGTERM took {took:.2f} s, grace_period is {GRACE} s"
+    for stream in streams:
+        await stream.finish()
+        assert not stream.seen.ended
+    cut = {"status": 200, "error": "shutdown", "metered": 0, "unmetered_reason": "incomplete"}
+    expect_rows(
+        daemons.rows(),
+        {seen.tag: seen.row() for seen in done} | {tag: cut for tag in driver.tags("open")},
+    )
