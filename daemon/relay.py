@@ -48,10 +48,9 @@ from daemon.upstream import (
     decodable_accept_encoding,
     forward_headers,
     json_error,
+    make_sendable,
     read_response_headers,
-    refuse_unsendable,
     response_headers,
-    unsendable_header,
     waited_for_pool,
 )
 from daemon.websocket import SocketRelay
@@ -206,8 +205,8 @@ class Relay:
         record.key_id = self.keys.key_id(key)
         app = request.headers.get("X-Meter-App")
         record.app = app[:_APP_LABEL_MAX] if app else None
-        if not_utf8 := unsendable_header(headers):  # sent, it would be other bytes
-            return refuse_unsendable(record, not_utf8)
+        if not_utf8 := make_sendable(headers):  # as it came, aiohttp would drop the bytes
+            record.error_detail = f"header not UTF-8, sent with U+FFFD: {not_utf8}"
 
         body = await self.bodies.read(request, record)
         if not isinstance(body, bytes):

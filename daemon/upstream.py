@@ -7,7 +7,7 @@
   Anthropic, ``Authorization: Bearer`` otherwise), for calls that carry no key of their own.
 - Header filtering: `forward_headers` (client -> upstream) and `response_headers` (upstream ->
   client) drop RFC 9110 hop-by-hop headers; our own ``X-Meter-*`` controls never leave.
-  `unsendable_header`: a header whose bytes the client side could not send as they came.
+  `make_sendable`: a header whose bytes the client side could not send as they came.
   `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
 - `read_response_headers`: what the upstream's response headers tell the meter (request id,
   rate-limit headroom, its own time to first token): a few dict lookups, once per call.
@@ -36,7 +36,7 @@ from yarl import URL
 
 from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KNOWN_KEYS
-from daemon.record import CallError, CallRecord
+from daemon.record import CallRecord
 
 # Headers aiohttp's client adds when absent: skipped unless the client sent them, so the
 # upstream sees the client's headers and no others.
@@ -157,35 +157,28 @@ def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return out
 
 
-def unsendable_header(headers: CIMultiDict[str]) -> str | None:
-    """The name of the first header whose value aiohttp's client cannot send as it came, or
-    None (nearly always: ASCII values are known at a glance).
+def make_sendable(headers: CIMultiDict[str]) -> str | None:
+    """Make every header value one aiohttp's client can send; the name of the first it had to
+    change, or None (nearly always: ASCII values are known at a glance).
 
     aiohttp reads a header byte that is not UTF-8 as a lone surrogate (``surrogateescape``),
-    but its client writes headers as UTF-8 and drops such a character: the upstream would get
-    other bytes than the client sent, a different key (and bill a key the client never sent).
-    The relay answers these calls itself (400 ``header_not_utf8``), recorded with the key id.
+    but its client writes headers as UTF-8 and silently drops such a character: the upstream
+    would get other bytes than the client sent, perhaps another (real) key. Such a byte is sent
+    as U+FFFD instead: the call is still relayed (issue 12: the upstream decides, e.g. a 401),
+    and no altered value can be some other valid key. The key id is made from the exact bytes.
     """
-    for name, value in headers.items():
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return name
-    return None
-
-
-def refuse_unsendable(record: CallRecord, header: str) -> web.Response:
-    """The relay's answer to a call with an `unsendable_header`: 400 ``header_not_utf8``, and
-    the record says so (``relay_error``, ``header not UTF-8: NAME``, status 400, not sent)."""
-    record.fail(CallError.RELAY_ERROR, f"header not UTF-8: {header}")
-    record.status = 400
-    return json_error(
-        400,
-        "header_not_utf8",
-        f"The {header} header holds bytes that are not UTF-8; xai-meter cannot relay them "
-        f"unchanged, so the call was not sent.",
-    )
+    changed = None
+    for name, value in list(headers.items()):
+        if value.isascii():
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            headers.popall(name)
+            headers.add(name, fixed)
+            changed = changed or name
+    return changed
 
 
 def response_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -71,10 +71,9 @@ from daemon.upstream import (
     Upstream,
     forward_headers,
     json_error,
+    make_sendable,
     read_response_headers,
-    refuse_unsendable,
     response_headers,
-    unsendable_header,
 )
 
 log = structlog.get_logger("xai_meter.websocket")
@@ -304,10 +303,8 @@ class SocketRelay:
         session: _Session,
     ) -> web.StreamResponse:
         record = session.tap.upgrade
-        if not_utf8 := unsendable_header(headers):  # sent, it would be other bytes
-            response = refuse_unsendable(record, not_utf8)
-            session.rows.finish(record)
-            return response
+        if not_utf8 := make_sendable(headers):  # as it came, aiohttp would drop the bytes
+            record.error_detail = f"header not UTF-8, sent with U+FFFD: {not_utf8}"
         answer: dict[str, CIMultiDictProxy[str]] = {}
         deflate = "permessage-deflate" in request.headers.get(hdrs.SEC_WEBSOCKET_EXTENSIONS, "")
         async with _upstream_session(headers, answer) as http:

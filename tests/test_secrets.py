@@ -433,21 +433,24 @@ async def _raw_call(d: RunningDaemon, headers: bytes) -> tuple[int, bytes]:
 
 
 @pytest.mark.parametrize("header", [b"Authorization: Bearer ", b"x-api-key: "])
-async def test_a_key_that_is_not_utf8_gets_a_typed_answer_and_its_key_id(
+async def test_a_key_that_is_not_utf8_is_relayed_and_gets_its_key_id(
     start_daemon: DaemonFactory, echo: Echo, tmp_path: Path, header: bytes
 ) -> None:
     raw_key = b"abc\xff\xfedef"
     d = await start_daemon(echo.url)
-    status, body = await _raw_call(d, header + raw_key + b"\r\n")
-    assert status == 400
-    assert json.loads(body)["code"] == "header_not_utf8"
-    assert echo.requests == []  # aiohttp's client would have sent other bytes: not sent
-    [row] = await d.rows(1)
+    status, _ = await _raw_call(d, header + raw_key + b"\r\n")
+    assert status == 401  # relayed: the upstream decided
+    # aiohttp's client would drop the odd bytes (another key, perhaps a real one): each is
+    # sent as U+FFFD, which no valid key holds
+    [sent] = echo.requests
     name = "Authorization" if header.startswith(b"Auth") else "x-api-key"
+    sent_key = dict(sent)[name.encode()].removeprefix(b"Bearer ")
+    assert sent_key == "abc\ufffd\ufffddef".encode()
+    [row] = await d.rows(1)
     assert (row["status"], row["error"], row["error_detail"]) == (
-        400,
-        "relay_error",
-        f"header not UTF-8: {name}",
+        401,
+        "http_error",
+        f"header not UTF-8, sent with U+FFFD: {name}",
     )
     assert row["key_id"] == _key_id(_salt_of(tmp_path / "xai-meter.salt"), raw_key)
 
@@ -478,7 +481,7 @@ async def test_an_app_tag_that_is_not_utf8_is_relayed_and_stored(
     assert (row["status"], row["app"]) == (200, "app\\udcff")
 
 
-async def test_a_websocket_key_that_is_not_utf8_gets_the_same_answer(
+async def test_a_websocket_key_that_is_not_utf8_is_relayed_too(
     start_daemon: DaemonFactory, echo: Echo, tmp_path: Path
 ) -> None:
     raw_key = b"ws\xff\xfekey"
@@ -493,13 +496,14 @@ async def test_a_websocket_key_that_is_not_utf8_gets_the_same_answer(
     async with asyncio.timeout(10):
         head = await reader.readuntil(b"\r\n\r\n")
     writer.close()
-    assert head.startswith(b"HTTP/1.1 400 ")
-    assert echo.requests == []
+    assert head.startswith(b"HTTP/1.1 401 ")  # relayed: the upstream decided
+    [sent] = echo.requests
+    assert dict(sent)[b"Authorization"] == "Bearer ws\ufffd\ufffdkey".encode()
     [row] = await d.rows(1)
     assert (row["transport"], row["status"], row["error"], row["error_detail"]) == (
         "websocket",
-        400,
-        "relay_error",
-        "header not UTF-8: Authorization",
+        401,
+        "http_error",
+        "header not UTF-8, sent with U+FFFD: Authorization",
     )
     assert row["key_id"] == _key_id(_salt_of(tmp_path / "xai-meter.salt"), raw_key)
