@@ -305,6 +305,9 @@ class BodyLimits:
                 body = b"".join(chunks)
         except TimeoutError:
             self.give(held)
+            # A client silent for the whole timeout gets no lingering wait for the rest of
+            # its body (aiohttp's 10 s): the answer, then the close.
+            request.content.feed_eof()
             return self._timed_out(record, got, length)
         except BaseException:
             self.give(held)  # cancelled (the client left) or the body broke: nothing held
