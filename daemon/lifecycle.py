@@ -6,8 +6,8 @@ cuts the grace period short), then stops it.
 
 Start: `listen_reason` and `ledger_error` word what cannot be had as a `ConfigError`
 (``relay.port``, ``ledger.path``, ...), and `open_resources` closes the ledger again when its
-open fails; `HeldLines` holds serve's log lines until the daemon listens, so a start that fails
-prints that one line alone (exit code 2).
+open fails; `HeldLines` holds serve's log lines until the daemon listens (`HOLD_SECONDS` at
+most), so a start that fails prints that one line alone (exit code 2).
 
 Stop: `Shutdown` is the one clock of a shutdown. Calls in flight on every listener (REST,
 WebSockets, gRPC) get the same ``shutdown.grace_period``, or less when a second signal cuts it
@@ -46,6 +46,8 @@ STOP_MARGIN = 2.0
 CUT_TIME = 1.0
 #: Of `STOP_MARGIN`: kept for the process to exit once the ledger is closed.
 EXIT_TIME = 0.3
+#: Seconds serve's log lines are held while the daemon starts (`HeldLines`, `serve`).
+HOLD_SECONDS = 5.0
 
 
 class Shutdown:
@@ -224,7 +226,8 @@ class _HeldBytes:
 
 async def serve(daemon: Daemon, started: Callable[[], None] | None = None) -> None:
     """Run `daemon` until SIGTERM or SIGINT, then stop it in order; a second signal cuts the
-    grace period short (`Daemon.cut_short`). ``started`` is called once it listens. Raises
+    grace period short (`Daemon.cut_short`). ``started`` is called once it listens (or
+    `HOLD_SECONDS` into a start still under way; it may be called twice). Raises
     `ConfigError` (naming the setting and the fix) when it cannot start."""
     stop = asyncio.Event()
 
@@ -236,6 +239,8 @@ async def serve(daemon: Daemon, started: Callable[[], None] | None = None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signalled)
+    # A slow start (a long migration) says so after all, `HOLD_SECONDS` in.
+    slow = loop.call_later(HOLD_SECONDS, started) if started is not None else None
     try:
         await daemon.start()
     except (OSError, sqlite3.Error) as exc:  # one `start` did not foresee: still one line
@@ -243,6 +248,9 @@ async def serve(daemon: Daemon, started: Callable[[], None] | None = None) -> No
             f"cannot start ({type(exc).__name__}: {exc}). Fix: check the files and addresses "
             f"the config names (xai-meter check-config FILE shows every setting)."
         ) from None
+    finally:
+        if slow is not None:
+            slow.cancel()
     if started is not None:
         started()
     try:
