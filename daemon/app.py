@@ -10,10 +10,11 @@ finished call is `default_sinks`; what runs in the background is `daemon.backgro
 The listeners: the HTTP relay, the gRPC relay (`daemon.grpc_relay`, unless ``grpc.port`` is 0)
 and the admin listener. Both relays feed the one meter, so their calls share the sinks.
 
-Shutdown order (SIGTERM or SIGINT): readiness turns false; both relays stop accepting; calls in
-flight on either get `shutdown.grace_period` seconds (the same seconds, side by side), then are
-cancelled (each still recorded, as `shutdown`); the session and the gRPC channel close; the
-ledger writes everything queued; the admin listener closes.
+Shutdown order (SIGTERM or SIGINT; `daemon.lifecycle` keeps its one clock): readiness turns
+false; both relays stop accepting; calls in flight on either get `shutdown.grace_period` seconds
+(the same seconds, side by side; a second signal ends them at once), then are cut (each still
+recorded, as `shutdown`); the session and the gRPC channel close; the ledger writes everything
+queued; the admin listener closes. All within the grace period + `lifecycle.STOP_MARGIN`.
 
 Why it is long: it is the composition root. Every part is built here and the order of start and
 stop is one sequence across all of them (listeners, resources, drain, ledger); split, that
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -39,7 +39,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from yarl import URL
 
-from daemon import logs, salt
+from daemon import lifecycle, logs, salt
 from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
 from daemon.connections import MAX_REQUEST_BYTES, RelayServer, relay_limits
@@ -65,8 +65,6 @@ from daemon.upstream import PoolConnector, Upstream
 log = structlog.get_logger("xai_meter.app")
 
 GC_THRESHOLD = 20_000
-#: Seconds the ledger gets at shutdown, after the calls drained, to write what is queued.
-LEDGER_CLOSE_TIMEOUT = 1.5
 
 
 def default_sinks(
@@ -247,6 +245,8 @@ class Daemon:
         self.relay_url = ""
         self.admin_url = ""
         self.grpc_address = ""  # host:port of the gRPC listener; "" when off
+        self.shutdown = lifecycle.Shutdown()  # the clock of the shutdown (`stop`)
+        self._stopping: asyncio.Task[None] | None = None
 
     # --- the two apps ---------------------------------------------------------------------
 
@@ -291,9 +291,9 @@ class Daemon:
 
     @asynccontextmanager
     async def _resources(self) -> AsyncIterator[None]:
+        await self.ledger.open()  # first: a ledger.path that cannot be is the likelier mistake
         salt_path = salt.salt_file(self.settings)
-        salt.check_salt_file(salt_path)  # a bad salt file stops the start before anything opens
-        await self.ledger.open()
+        salt.check_salt_file(salt_path)  # a bad salt file stops the start (the ledger closes)
         db = self.ledger.db
         self.keys.use_salt(await self.ledger.run_in_writer(salt.settle_salt, salt_path, db()))
         for price_set in await self.ledger.run_in_writer(lambda: load_price_history(db())):
@@ -324,14 +324,12 @@ class Daemon:
             self.tasks.spawn(self.retention.run(), name="retention")
         try:
             yield
-        finally:
-            if self.grpc is not None:  # its calls drain beside HTTP's; all end before the ledger
-                await self.grpc.stop(self.settings.shutdown.grace_period)
+        finally:  # every call has ended (`stop`): what they left goes to the ledger
             self.meter.flush()  # calls that ended in the last loop iteration, before the ledger
             await self.tasks.cancel()
             await self._session.close()
-            # What SQLite cannot take within this stays in the journal for the next start.
-            await self.ledger.close(timeout=LEDGER_CLOSE_TIMEOUT)
+            # What SQLite cannot take by then stays in the journal for the next start.
+            await self.ledger.close(timeout=self.shutdown.left())
 
     def _grpc_hint(self) -> str:
         if self.grpc_address:
@@ -408,11 +406,17 @@ class Daemon:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen on both ports (port 0 picks a free one; see relay_url/admin_url)."""
+        """Open the ledger and the session, then listen on every port (port 0 picks a free one;
+        see relay_url/admin_url). Raises `ConfigError` naming the setting and the fix when the
+        ledger cannot be opened or an address cannot be had, having closed whatever it opened."""
         s = self.settings
-        await self._resources_open.enter_async_context(self._resources())
+        await lifecycle.open_resources(self._resources_open, self._resources(), self.ledger)
+        # aiohttp's own wait for calls, a backstop only: `stop` cuts them at the grace period's
+        # end itself (the same instant would race aiohttp's timer with the handler's end).
         relay_runner = web.ServerRunner(
-            self.relay_server(), handle_signals=False, shutdown_timeout=s.shutdown.grace_period
+            self.relay_server(),
+            handle_signals=False,
+            shutdown_timeout=s.shutdown.grace_period + lifecycle.STOP_MARGIN,
         )
         admin_runner = web.AppRunner(self.admin_app(), handle_signals=False, access_log=None)
         await relay_runner.setup()
@@ -432,7 +436,7 @@ class Daemon:
                 self.grpc_address = await _listen_grpc(
                     self.grpc, s.grpc.host, 0 if self.grpc_any_port else s.grpc.port
                 )
-        except ConfigError:
+        except BaseException:
             await self.stop()  # the ledger and the session opened already: close them in order
             raise
         self.ready = True
@@ -454,20 +458,33 @@ class Daemon:
         )
 
     async def stop(self) -> None:
-        """Drain calls in flight, flush the ledger, close the listeners."""
+        """Shut down in order (the module docstring) within ``shutdown.grace_period`` +
+        `lifecycle.STOP_MARGIN` seconds; calls cut are recorded ``shutdown``. Safe to call again
+        (a second call waits for the first)."""
+        if self._stopping is None:
+            self._stopping = spawn(self._stop(), name="stop")
+        await asyncio.shield(self._stopping)
+
+    def cut_short(self) -> None:
+        """End the grace period now (a second SIGTERM or SIGINT): calls still in flight are cut
+        at once, each recorded ``shutdown``; the rest of the shutdown runs as ever."""
+        if self._stopping is not None and not self.shutdown.is_cut:
+            log.info("cut_short", in_flight=int(self._in_flight()))
+        self.shutdown.cut()
+
+    async def _stop(self) -> None:
         grace = self.settings.shutdown.grace_period
-        self.relay.drain(grace)
-        log.info("draining", grace_period=grace)
-        if self.grpc is not None:
-            # Drains beside the HTTP relay; closing the resources awaits it before the ledger.
-            spawn(self.grpc.stop(grace), name="grpc-drain")
+        started, self.ready = self.ready, False
+        self.relay.drain(grace)  # /readyz: draining; sockets close; cut calls are `shutdown`
+        if started:
+            log.info("draining", grace_period=grace)
         runners, self._runners = self._runners, []
-        if runners:  # the relay: stop listening, let calls in flight end (or cancel them)
-            await runners[0].cleanup()
+        await lifecycle.drain(self.shutdown, grace, runners[0] if runners else None, self.grpc)
         await self._resources_open.aclose()  # then write what they left, and close the ledger
-        for runner in runners[1:]:
-            await runner.cleanup()
-        log.info("stopped")
+        for runner in runners[1:]:  # the admin listener, last: /readyz said draining until now
+            await lifecycle.close_runner(runner, self.shutdown.left())
+        if started:
+            log.info("stopped")
         logs.flush()
 
 
@@ -484,7 +501,7 @@ async def _listen(
         flag = "--port" if section == "relay" else "--admin-port"
         raise ConfigError(
             f"{section}.host = {host!r}, {section}.port = {port}: cannot listen there "
-            f"({exc.strerror or exc}). Fix: stop what uses that port, or choose another "
+            f"({lifecycle.listen_reason(exc)}). Fix: stop what uses that port, or choose another "
             f"({flag} N, or 0 for any free port)."
         ) from None
     sock_host, sock_port = runner.addresses[-1][:2]
@@ -499,8 +516,9 @@ async def _listen_grpc(grpc_relay: GrpcRelay, host: str, port: int) -> str:
         return await grpc_relay.start(host, port)
     except OSError as exc:
         raise ConfigError(
-            f"grpc.host = {host!r}, grpc.port = {port}: cannot listen there ({exc}). Fix: stop "
-            f"what uses that port, or choose another (--grpc-port N, or 0 for no gRPC listener)."
+            f"grpc.host = {host!r}, grpc.port = {port}: cannot listen there "
+            f"({lifecycle.listen_reason(exc)}). Fix: stop what uses that port, or choose another "
+            f"(--grpc-port N, or 0 for no gRPC listener)."
         ) from None
 
 
@@ -508,17 +526,3 @@ def _one_host(settings: Settings) -> bool:
     """The gRPC and REST upstreams are one host (api.x.ai both): a key sent to one is meant
     for the other, so pricing may fetch the REST listings with a gRPC client's key."""
     return URL(settings.grpc.upstream).host == settings.upstream.url.host
-
-
-async def serve(settings: Settings, api_key: str | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then shut down in order."""
-    daemon = Daemon(settings, api_key=api_key)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await daemon.start()
-    try:
-        await stop.wait()
-    finally:
-        await daemon.stop()

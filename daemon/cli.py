@@ -2,9 +2,12 @@
 check-config, example-config.
 
 Built on click. `main()` is the entry point (pyproject's `daemon.cli:main`): it returns the exit
-code instead of exiting, so tests call `main([...])` and read what it printed. Exit codes: 0 done,
-1 a command cannot run as asked (`CommandError`), 2 a config error or a usage error, 130 Ctrl-C.
-Every failure is one line on stderr, never a traceback.
+code instead of exiting, so tests call `main([...])` and read what it printed. Exit codes: 0 done
+(for serve: stopped by SIGTERM or SIGINT, every row written), 1 a command cannot run as asked
+(`CommandError`), 2 a config error or a usage error (for serve: anything that stops it starting,
+a port taken or a ledger it cannot open included), 130 Ctrl-C. Every failure is one line on
+stderr, never a traceback: serve holds its log lines until it listens, so a start that fails
+prints that one line alone.
 
 The README's command table is built from these commands by `command_table()`, and
 tests/test_cli.py fails when the README's copy differs.
@@ -16,7 +19,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,13 +151,22 @@ def serve(
         grpc_port=grpc_port,
         grpc_upstream=grpc_upstream,
     )
-    configure(settings.log.level, settings.log.format)
     api_key = _forced_api_key(settings)
+    from daemon.lifecycle import HeldLines  # here: aiohttp loads only for serve
+
+    held = HeldLines(sys.stderr)  # until it listens: a start that fails says one line only
+    configure(settings.log.level, settings.log.format, held)
     # grpc core writes its own plain-text lines to stderr, into the daemon's JSON log; all it
     # has to say reaches the daemon anyway, as a status or an exception (set before grpc loads;
     # GRPC_VERBOSITY=debug in the environment still wins, for debugging).
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    _run(_serve(settings, api_key))
+    try:
+        _run(_serve(settings, api_key, held.release))
+    except ConfigError:
+        held.drop()  # the ConfigError's line says all (`_Cli.invoke` prints it)
+        raise
+    finally:
+        held.release()
 
 
 @cli.command(
@@ -422,10 +434,11 @@ def parse_since(value: str, now: float) -> float:
     return when.timestamp()
 
 
-async def _serve(settings: Settings, api_key: str | None) -> None:
-    from daemon.app import serve
+async def _serve(settings: Settings, api_key: str | None, started: Callable[[], None]) -> None:
+    from daemon.app import Daemon
+    from daemon.lifecycle import serve
 
-    await serve(settings, api_key=api_key)
+    await serve(Daemon(settings, api_key=api_key), started)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

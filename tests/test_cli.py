@@ -8,7 +8,7 @@ test_config.py and test_demo.py; here the CLI's own behaviour.
 from __future__ import annotations
 
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,13 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[config.Settings, str |
     """Run `serve` without serving: record the settings and key it would serve with."""
     seen: list[tuple[config.Settings, str | None]] = []
 
-    async def fake_serve(settings: config.Settings, api_key: str | None) -> None:
+    async def fake_serve(
+        settings: config.Settings, api_key: str | None, started: Callable[[], None]
+    ) -> None:
         seen.append((settings, api_key))
 
     monkeypatch.setattr(cli, "_serve", fake_serve)
-    monkeypatch.setattr(cli, "configure", lambda level, fmt: None)
+    monkeypatch.setattr(cli, "configure", lambda level, fmt, stream: None)
     monkeypatch.delenv(cli.CONFIG_ENV, raising=False)
     return seen
 

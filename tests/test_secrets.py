@@ -269,7 +269,6 @@ async def test_a_bad_salt_file_stops_the_start(
         await daemon.start()
     fix = fix.format(path=path)
     assert str(raised.value) == f"ledger.salt_path = {str(path)!r}: {problem}. Fix: {fix}."
-    assert not (tmp_path / "ledger.db").exists()  # stopped before anything opened
     await daemon.stop()
 
 

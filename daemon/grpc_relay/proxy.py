@@ -172,8 +172,8 @@ class GrpcRelay:
         return self.address
 
     async def stop(self, grace: float) -> None:
-        """Stop taking calls, give those in flight `grace` seconds, cancel the rest, close the
-        upstream channel. Safe to call twice (the second waits for the first)."""
+        """Stop taking calls, give those in flight `grace` seconds (or until `end_calls`), end
+        the rest, close the upstream channel. Safe to call twice (the second waits)."""
         self.draining = True
         if self._stopping is not None:
             await asyncio.shield(self._stopping)
@@ -186,7 +186,7 @@ class GrpcRelay:
                 stopped = spawn(self._server.stop(grace + _STOP_MARGIN), name="grpc-stop")
                 if self._calls:
                     await asyncio.wait(set(self._calls), timeout=grace)
-                self._end_calls()
+                self.end_calls()
                 await stopped
             await self._front.close()
             if self._channel is not None:
@@ -194,12 +194,12 @@ class GrpcRelay:
         finally:
             self._stopping.set_result(None)
 
-    def _end_calls(self) -> None:
-        """The grace period is over: cancel each call's handler, which ends its call with
-        CANCELLED (`_cancelled`) rather than leave it to grpc's stop."""
-        self._ending = True
-        for task in self._calls:
-            task.cancel()
+    def end_calls(self) -> None:
+        """The grace is over: cancel each call's handler, to end CANCELLED (`_cancelled`)."""
+        if not self._ending:  # once: a handler cancelled twice would not end as CANCELLED
+            self._ending = True
+            for task in self._calls:
+                task.cancel()
 
     # --- per method -----------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class GrpcRelay:
 
     def _cancelled(self, record: CallRecord, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
         """The call's handler was cancelled: record why. True when it was the relay's own end
-        of the grace period (`_end_calls`): the handler then returns, after setting CANCELLED
+        of the grace period (`end_calls`): the handler then returns, after setting CANCELLED
         with ``SHUTDOWN_DETAILS``, so the client gets that code (not retried by xai-sdk)
         instead of grpc's UNAVAILABLE. A client that cancelled (or left) is recorded
         ``client_disconnect`` with status 499, the HTTP status of the CANCELLED it has."""

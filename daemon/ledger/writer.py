@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import sqlite_utils
 import structlog
 from tenacity import wait_exponential_jitter
@@ -141,15 +142,15 @@ class Ledger:
             await self.run_in_writer(self._open)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
-                raise _config_error("path", self.path, exc) from None
+                raise open_error("path", self.path, exc) from None
             self._note_failure(exc)
         except (sqlite3.Error, OSError) as exc:
-            raise _config_error("path", self.path, exc) from None
+            raise open_error("path", self.path, exc) from None
         try:
             earlier = self.journal.earlier_segments()
             self.journal.open()
         except OSError as exc:
-            raise _config_error("journal_path", str(self.journal.directory), exc) from None
+            raise open_error("journal_path", str(self.journal.directory), exc) from None
         if earlier:
             self._behind = True
             if self.failing_since is None:
@@ -219,7 +220,7 @@ class Ledger:
         queue holds ``max_queue_rows`` already (then they wait in the journal only)."""
         rows = [r.as_tuple() for r in records]
         try:
-            lines = list(lines_of(rows))
+            lines = [orjson.dumps(("E", *row)) + b"\n" for row in rows]
         except TypeError:  # orjson: an integer past 64 bits (the dialects drop such usage)
             rows = [_clamped(row) if _out_of_range(row) else row for row in rows]
             lines = list(lines_of(rows))
@@ -408,11 +409,12 @@ class Ledger:
     # --- in the writer thread ----------------------------------------------------------------
 
     def _insert(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> int:
-        """Write a batch; returns its rows. The file is checked before and after: a commit
-        that went into a deleted file is written again, into the new one."""
-        self._check_identity()
+        """Write a batch; returns its rows. The file is checked after the commit (one stat):
+        a commit that went into a deleted or replaced file is written again, into the new one."""
+        if not self._opened:  # a lock kept the start from finishing it
+            self._open()
         self._insert_once(batch)
-        if self._check_identity():
+        if self._check_identity():  # deleted or replaced: what went into it goes again
             self._insert_once(batch)
         return _rows(batch)
 
@@ -585,12 +587,20 @@ def _kind(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _config_error(setting: str, where: str, exc: BaseException) -> ConfigError:
-    reason = getattr(exc, "strerror", None) or str(exc)
-    return ConfigError(
-        f"ledger.{setting} = {where!r}: cannot open or write it ({reason}). Fix: make the "
-        f"directory exist and writable by this user, or point ledger.{setting} elsewhere."
-    )
+def open_error(setting: str, where: str, exc: BaseException) -> ConfigError:
+    """A ledger (``setting`` "path") or journal ("journal_path") that cannot be opened or
+    written, as one line naming the setting and the fix."""
+    reason = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = f"{exc.strerror}: {exc.filename!r}" if exc.filename else exc.strerror
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+        fix = f"set ledger.{setting} (--ledger FILE) to an xai-meter ledger or a new file"
+    elif setting == "path":
+        fix = "set ledger.path (--ledger FILE) to a file this user can create and write"
+    else:
+        fix = f"set ledger.{setting} to a directory this user can create and write"
+    what = "the ledger" if setting == "path" else "the journal"
+    return ConfigError(f"ledger.{setting} = {where!r}: cannot open {what} ({reason}). Fix: {fix}.")
 
 
 def _rows(items: Iterable[tuple[int, list[Row]] | LedgerOp]) -> int:

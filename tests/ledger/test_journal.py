@@ -232,7 +232,9 @@ async def test_a_ledger_that_cannot_be_opened_is_a_start_up_error(
     else:
         (tmp_path / "file").write_text("")
         path = tmp_path / "file" / "l.db"
-    with pytest.raises(ConfigError, match=r"^ledger\.path = .*Fix: make the directory exist"):
+    with pytest.raises(
+        ConfigError, match=r"^ledger\.path = .*Fix: set ledger\.path \(--ledger FILE\)"
+    ):
         await Ledger(path).open()
 
 
