@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,7 +407,7 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def lines_of(rows: Iterable[tuple[Any, ...]]) -> Iterator[bytes]:
-    """End lines for ledger rows (`ROW_COLUMNS` order), newline included."""
-    for row in rows:
-        yield orjson.dumps(("E", *row)) + b"\n"
+def lines_of(rows: Iterable[tuple[Any, ...]]) -> list[bytes]:
+    """End lines for ledger rows (`ROW_COLUMNS` order), newline included. Raises `TypeError`
+    for an integer past 64 bits (orjson's limit)."""
+    return [orjson.dumps(("E", *row)) + b"\n" for row in rows]

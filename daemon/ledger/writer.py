@@ -39,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import sqlite_utils
 import structlog
 from tenacity import wait_exponential_jitter
@@ -118,6 +117,7 @@ class Ledger:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stop = asyncio.Event()  # close() gave up waiting: leave the rest to the journal
+        self._closing = asyncio.Event()  # close() began: write what is queued, now
         self.rows_written = 0
         self._depth = 0  # rows (and writes) queued
         self._progress = asyncio.Event()
@@ -178,6 +178,7 @@ class Ledger:
     async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Write everything queued, then close. Within ``timeout`` seconds (None: as long as
         it takes): what is not in SQLite by then stays in the journal for the next start."""
+        self._closing.set()
         if self._task is not None:
             self._queue.put_nowait(None)
             try:
@@ -220,10 +221,10 @@ class Ledger:
         queue holds ``max_queue_rows`` already (then they wait in the journal only)."""
         rows = [r.as_tuple() for r in records]
         try:
-            lines = [orjson.dumps(("E", *row)) + b"\n" for row in rows]
+            lines = lines_of(rows)
         except TypeError:  # orjson: an integer past 64 bits (the dialects drop such usage)
             rows = [_clamped(row) if _out_of_range(row) else row for row in rows]
-            lines = list(lines_of(rows))
+            lines = lines_of(rows)
         seq = self.journal.end([row[0] for row in rows], lines)
         if self._depth + len(rows) > self.max_queue_rows:
             if not self._behind:
@@ -288,8 +289,10 @@ class Ledger:
                 batch.append(item)
                 if self.flush_interval and self._depth < self.batch_size:
                     # Let a batch gather: one transaction (and one thread hand-off) per
-                    # interval costs far less per call than one per call.
-                    await asyncio.sleep(self.flush_interval)
+                    # interval costs far less per call than one per call. A close ends it.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.flush_interval):
+                            await self._closing.wait()
             rows = _rows(batch)
             while rows < self.batch_size and not self._queue.empty():
                 nxt = self._queue.get_nowait()

@@ -76,8 +76,8 @@ async def test_after_a_death_the_next_start_writes_ends_and_crash_rows_once(
         first.begin(record)
     first.journal.flush()
     await first.run_in_writer(lambda: first._insert([(first.journal.seq, [sent[0].as_tuple()])]))
-    first.journal.end([sent[0].id, sent[1].id], list(lines_of([sent[0].as_tuple()])))
-    first.journal.end([], list(lines_of([sent[1].as_tuple()])))
+    first.journal.end([sent[0].id, sent[1].id], (lines_of([sent[0].as_tuple()])))
+    first.journal.end([], (lines_of([sent[1].as_tuple()])))
     die(first.journal)
     await first.run_in_writer(first.db().close)
 
@@ -243,7 +243,7 @@ def test_a_torn_last_line_is_counted_not_fatal(tmp_path: Path) -> None:
     journal.open()
     record = call(1)
     journal.begin(record)
-    journal.end([record.id], list(lines_of([record.as_tuple()])))
+    journal.end([record.id], (lines_of([record.as_tuple()])))
     die(journal)
     seg = sorted((tmp_path / "j").glob("*.jsonl"))
     with seg[0].open("ab") as f:
