@@ -194,6 +194,7 @@ class Daemon:
             clock=self.clocks.monotonic,
             wall_clock=self.clocks.wall,
         )
+        self.relay.max_scan_bytes = s.relay.max_scan_bytes
         self.grpc: GrpcRelay | None = None
         if s.grpc.port or self.grpc_any_port:
             self.grpc = GrpcRelay(

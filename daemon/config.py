@@ -236,6 +236,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("relay.port", 8787, "Port of the relay listener.", _int_in(0, 65535)),
     Setting(
+        "relay.max_scan_bytes",
+        16 * 1024 * 1024,
+        "Most bytes of one streamed (SSE) event, or of one whole answer body, kept to read usage "
+        "from (16 MiB). A larger one is relayed untouched but unread, so a huge event costs "
+        "neither memory nor a stalled relay; a 2xx answer whose usage was in one is unmetered "
+        "(too_large). Raise it if you ask for many large base64 images in one answer.",
+        _int_in(64 * 1024, 1024 * 1024 * 1024),
+    ),
+    Setting(
         "admin.host",
         "127.0.0.1",
         "Address of the admin listener (/metrics, /healthz, /readyz).",
@@ -439,6 +448,7 @@ LogFormat = Literal["auto", "json", "console"]
 class RelaySettings:
     host: str
     port: int
+    max_scan_bytes: int  # bytes; see daemon.dialects.base.MAX_SCAN_BYTES
 
 
 @dataclass(frozen=True, slots=True)

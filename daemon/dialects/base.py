@@ -33,6 +33,9 @@ from daemon.record import CallError, CallRecord, Stage, Unmetered
 
 log = structlog.get_logger("xai_meter.dialects")
 Clock = Callable[[], float]
+# The setting ``relay.max_scan_bytes``'s default: the most bytes of one SSE event or one whole
+# answer body a tap keeps to read usage from; larger ones are relayed unread (``too_large``).
+MAX_SCAN_BYTES = 16 * 1024 * 1024
 
 
 class Tap:
@@ -42,6 +45,10 @@ class Tap:
     # Filters only: it forwards decoded bytes (the upstream compressed the body), so the
     # relay drops Content-Encoding and, once the tap broke, sends `passthrough(chunk)`.
     decodes = False
+    # The most bytes of one SSE event or one whole body kept to be read (the relay sets it from
+    # ``relay.max_scan_bytes``): past it they are relayed, unread, and the call may be
+    # unmetered ``too_large`` (`daemon.dialects.sse`, `daemon.dialects.body`).
+    max_scan_bytes = MAX_SCAN_BYTES
 
     def __init__(self, record: CallRecord, clock: Clock) -> None:
         self.record = record
