@@ -19,7 +19,7 @@ from daemon.dialects.chat import ChatDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
 from daemon.dialects.sse import split_events
-from daemon.record import CallRecord, Usage
+from daemon.record import CallRecord, Unmetered, Usage
 from daemon.testing import make_record
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
@@ -118,12 +118,14 @@ CASES: dict[str, tuple[Dialect, str, Any, str]] = {
 
 
 def run(
-    name: str, body: bytes, cuts: list[int], filtering: bool = False
+    name: str, body: bytes, cuts: list[int], filtering: bool = False, cap: int | None = None
 ) -> tuple[CallRecord, bytes]:
     dialect, path, _, _ = CASES[name]
     record = make_record(endpoint=dialect.endpoint, path=path, stream=True)
     record.usage_injected = filtering
     tap = dialect.tap(record, "text/event-stream", lambda: 2.0)
+    if cap is not None:
+        tap.max_scan_bytes = cap
     out = []
     points = sorted({c for c in cuts if 0 < c < len(body)})
     for start, end in zip([0, *points], [*points, len(body)], strict=True):
@@ -190,6 +192,58 @@ def test_the_rewritten_stream_drops_exactly_the_usage_event_whatever_the_endings
     assert forwarded == without_usage
     assert record.usage == Usage(input_tokens=prompt, output_tokens=completion)
     assert (record.model, record.response_id, record.metered) == ("grok-4.7", "chatcmpl-7", True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.sampled_from(list(CASES)),
+    filtering=st.booleans(),
+    where=st.sampled_from(["first", "before usage", "last", "last, unended"]),
+    needle=st.booleans(),
+    size=st.integers(1000, 4000),
+    over=st.sampled_from([-1, 0, 1, 2, 500]),
+    hold=st.sampled_from([sse._QUIET_HOLD, 1, 90]),
+    draw=st.data(),
+)
+def test_an_event_over_the_cap_is_skipped_exactly_whatever_the_splits(
+    name: str,
+    filtering: bool,
+    where: str,
+    needle: bool,
+    size: int,
+    over: int,
+    hold: int,
+    draw: st.DataObject,
+) -> None:
+    """One padding event of `size` bytes (with its endings), the cap `over` bytes under it
+    (over <= 0: the event fits). It is relayed untouched wherever the chunks cut it; fitting, or
+    naming no needle, it changes nothing; over the cap and naming one (``"error"``: every
+    dialect's needle) it could have held usage: metered if usage comes after it, else
+    unmetered ``too_large``. Filtering (chat): exactly the usage event is removed."""
+    filtering = filtering and name == "chat"
+    _, _, build, response_id = CASES[name]
+    events = build(draw.draw, 100, 20, 0)
+    frames = [frame(draw.draw, lines) for lines in events]
+    pad_lines = [b": pad", data({"type": "ping", "error" if needle else "note": None})]
+    empty = frame(draw.draw, pad_lines)
+    pad = empty.replace(b"null", b'"' + b"x" * (size - len(empty) + 2) + b'"')
+    if where == "last, unended":
+        pad = pad.rstrip(b"\r\n")
+    cap = len(pad) - over
+    assert cap > max(map(len, frames))  # only the padding event can pass it
+    at = {"first": 0, "before usage": 1}.get(where, len(frames))
+    body = b"".join([*frames[:at], pad, *frames[at:]])
+    cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=30))
+    with patch.object(sse, "_QUIET_HOLD", hold):
+        record, forwarded = run(name, body, cuts, filtering, cap)
+    usage_frame = frames[3] if filtering else b""  # chat's usage event
+    assert forwarded == body.replace(usage_frame, b"", 1)
+    assert (record.model, record.response_id, record.ttft_ms) == ("grok-4.7", response_id, 2000.0)
+    if over > 0 and needle and where.startswith("last"):
+        assert (record.usage, record.unmetered_reason) == (None, Unmetered.TOO_LARGE)
+    else:
+        assert record.usage is not None and record.metered
+        assert (record.usage.input_tokens, record.usage.output_tokens) == (100, 20)
 
 
 def test_cr_endings_split_between_every_byte_pair() -> None:
