@@ -4,7 +4,9 @@ A `Dialect` inspects the request body (model, stream flags) and makes a `Tap` fo
 A tap is fed every body chunk at any boundary and never alters the bytes it is given, except a
 tap whose `filters` is true: it returns the bytes to forward instead (used only to remove the
 usage chunk that the relay itself asked for). `finish()` is called once when the body ends, and
-writes the normalized usage, model, fingerprint and ids into the record.
+writes the normalized usage, model, fingerprint and ids into the record. A tap keeps at most
+`Tap.max_scan_bytes` (the setting ``relay.max_scan_bytes``) of one SSE event or one whole body
+to read; what passes it is relayed unread, so memory per call stays bounded whatever it sends.
 
 The two tap shapes live next door: `daemon.dialects.body.BodyTap` (a whole JSON body) and
 `daemon.dialects.sse.EventTap` (a stream of server-sent events).

@@ -275,12 +275,14 @@ class _CountingPattern:
         return self.pattern.match(buf, pos, endpos)
 
 
+@pytest.mark.parametrize("cap", [None, 64 * 1024])
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_byte_is_searched_a_bounded_number_of_times(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, cap: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 2 MB event in 1 kB chunks, then many small ones: the search reads each byte at most
-    a few times (linear), never the buffer from its start per chunk (quadratic)."""
+    a few times (linear), never the buffer from its start per chunk (quadratic); with a cap
+    under 2 MB too, where the big events are skipped as they come."""
     counter = _CountingPattern(sse.EVENT_END)
     last = _CountingPattern(sse._LAST_EVENT_END)
     monkeypatch.setattr(sse, "EVENT_END", counter)
@@ -290,6 +292,6 @@ def test_each_byte_is_searched_a_bounded_number_of_times(
     big = b"data: " + json.dumps({"type": "ping", "pad": "x" * 2_000_000}).encode() + b"\r\r"
     ticks = b": tick\r\r" * 10_000
     body = frames[0] + big + frames[1] + ticks + big + b"".join(frames[2:]) + ticks
-    record, _ = run(name, body, list(range(0, len(body), 1024)))
+    record, _ = run(name, body, list(range(0, len(body), 1024)), cap=cap)
     assert record.usage is not None and record.usage.output_tokens == 6
     assert counter.scanned + last.scanned <= 2 * len(body)
