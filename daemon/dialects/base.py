@@ -56,6 +56,8 @@ class Tap:
         self.record = record
         self.clock = clock
         self.broken = False  # it raised once: the relay feeds it no more
+        # (an instance copy: CPython 3.11 finds a class attribute slowly through an instance)
+        self.max_scan_bytes = MAX_SCAN_BYTES
 
     def feed(self, chunk: bytes) -> bytes | None:
         """Take one chunk; return None to forward it as-is, or (filters only) what to forward."""

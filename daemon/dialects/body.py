@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from daemon.dialects.base import Clock, Tap, is_ok, read_error
+from daemon.dialects.base import MAX_SCAN_BYTES, Clock, Tap, is_ok, read_error
 from daemon.dialects.coerce import loads_object
 from daemon.dialects.encoding import Decoder
 from daemon.record import CallRecord, Unmetered
@@ -24,6 +24,7 @@ class BodyTap(Tap):
         self.record = record  # (Tap.__init__ inlined: one tap per call)
         self.clock = clock
         self.broken = False
+        self.max_scan_bytes = MAX_SCAN_BYTES
         self._parts: list[bytes] = []
         self._size = 0
         self._encoding = encoding

@@ -57,7 +57,7 @@ _LONGEST_PARTIAL = 3  # bytes of an unfinished EVENT_END match (it is at most 4 
 _NEEDLE_OVERLAP = 31  # bytes before a chunk that a needle split by it may start in (needles are
 # shorter than 32 bytes)
 _QUIET_HOLD = 64 * 1024  # a quiet tap splits (and drops) what it holds beyond this many bytes
-_AFTER_CR, _SKIPPING = 1, 2  # EventTap._mode
+_AFTER_CR, _SKIPPING = 1, 2  # EventTap._mode (else False: a bool is the fastest to test)
 
 
 def _resume_at(buf: bytearray, end: int) -> int:
@@ -107,8 +107,9 @@ class EventTap(Tap):
         self._buf = bytearray()  # bytes of the event not yet complete (after `feed`)
         self._scan_from = 0  # where in `_buf` the next EVENT_END search starts
         # _AFTER_CR: the last event ended with a CR at the end of a chunk; _SKIPPING: inside an
-        # event over the cap (`_buf` holds only its last few bytes, already searched); 0: neither
-        self._mode = 0
+        # event over the cap (`_buf` holds only its last few bytes, already searched); False:
+        # neither (every feed tests it)
+        self._mode: int = False
         self._skip_hit = False  # the event being skipped names a needle
         self._last_kept = True  # filters: whether the client got the last event
         self._hit_at = -1  # quiet: where in `_buf` a needle was last seen (-1: none held)
@@ -134,7 +135,7 @@ class EventTap(Tap):
                 return b"" if filters else None
             if self._mode == _SKIPPING:
                 return self._feed_skipping(data)
-            self._mode = 0
+            self._mode = False
             if data[:1] == b"\n":  # the LF of a CRLF whose CR ended the last event
                 data = data[1:]
                 if filters and self._last_kept:
@@ -143,17 +144,13 @@ class EventTap(Tap):
         buf += data
         if filters:
             self._split(None, kept)
-            if len(buf) > self.max_scan_bytes:
-                self._begin_skip(kept)
             return b"".join(kept)
         needles = self.quiet_needles()
         if needles is None:
             self._split(None, kept)
-            if len(buf) > self.max_scan_bytes:
-                self._begin_skip(kept)
-                return None
             needles = self.quiet_needles()
-            if needles is not None:  # quiet from now on: a needle held in the partial event
+            if needles is not None and self._mode != _SKIPPING:
+                # quiet from now on: a needle held in the partial event
                 self._hit_at = max(buf.rfind(needle) for needle in needles)
             return None
         # Only events holding a needle matter now: look for one in the new bytes (and the few
@@ -176,8 +173,6 @@ class EventTap(Tap):
             last -= self._drop_events_before(first)
         self._hit_at = last
         self._split(needles, kept)
-        if len(buf) > self.max_scan_bytes:
-            self._begin_skip(kept)
         return None
 
     def _drop_events_before(self, limit: int) -> int:
@@ -199,11 +194,13 @@ class EventTap(Tap):
     def _split(self, needles: tuple[bytes, ...] | None, kept: list[bytes]) -> None:
         """Read (or, `needles` given, skip) every complete event in the buffer, from where the
         last search stopped; keep the partial last one. Filters: `kept` gets what to forward.
-        An event over the cap is not read (`_skip_event`); filters forward it as it is."""
+        An event over the cap is not read (`_skip_event`; filters forward it as it is), and a
+        partial one over it is skipped from now on (`_begin_skip`)."""
         buf = self._buf
         filters = self.filters
         search = EVENT_END.search
         cap = self.max_scan_bytes
+        big = len(buf) > cap  # only then may an event in it, or the partial one, pass the cap
         start = 0
         end = 0
         while (m := search(buf, self._scan_from)) is not None:
@@ -215,7 +212,7 @@ class EventTap(Tap):
                 else:  # nothing here can matter: skip it uncopied
                     start = end
                     continue
-            if end - start > cap:
+            if big and end - start > cap:
                 self._skip_event(buf, start, end)
                 if filters:
                     self._last_kept = True
@@ -236,7 +233,12 @@ class EventTap(Tap):
         if start:
             del buf[:start]  # in place (CPython moves the start, not the bytes)
             self._hit_at = max(self._hit_at - start, -1)  # a needle in the partial event stays
-        self._scan_from = _resume_at(buf, len(buf))
+        scan = max(len(buf) - _LONGEST_PARTIAL, 0)  # (`_resume_at`, inlined: the hot path)
+        if scan and buf[scan] == 10 and buf[scan - 1] == 13:
+            scan -= 1  # never resume between the CR and LF of one CRLF
+        self._scan_from = scan
+        if big and len(buf) > cap:
+            self._begin_skip(kept)
 
     def _skip_event(self, event: bytes | bytearray, start: int, end: int) -> None:
         """``event[start:end]``, one whole event over the cap, goes unread: its first token is
@@ -286,7 +288,7 @@ class EventTap(Tap):
             del buf[:cut]
             self._scan_from = scan - cut
             return data if self.filters else None
-        self._mode = _AFTER_CR if end == len(buf) and buf[end - 1] == 13 else 0
+        self._mode = _AFTER_CR if end == len(buf) and buf[end - 1] == 13 else False
         buf.clear()
         self._scan_from = 0
         if self._skip_hit:
@@ -318,24 +320,20 @@ class EventTap(Tap):
 
     def finish(self, complete: bool) -> bytes | None:
         buf = self._buf
+        if not self.filters and buf and self._mode != _SKIPPING:
+            if self._hit_at < 0 and self.quiet_needles() is not None:
+                self._drop_events_before(len(buf))  # held by quiet feeds: none matter
+            self._split(self.quiet_needles(), [])
         if self._mode == _SKIPPING:  # the body ended inside an event over the cap
-            self._mode = 0
+            self._mode = False
             buf.clear()
             if self._skip_hit:
                 self.too_large_event()
             self.end_of_stream(complete)
             return None  # (filters: its bytes went out as they came)
-        if not self.filters and buf:
-            if self._hit_at < 0 and self.quiet_needles() is not None:
-                self._drop_events_before(len(buf))  # held by quiet feeds: none matter
-            self._split(self.quiet_needles(), [])
-        rest = bytes(buf)
+        rest = bytes(buf)  # (at most the cap: `_split` skips a longer one)
         buf.clear()
-        keep = True
-        if len(rest) > self.max_scan_bytes:  # (a last event may come without its blank line)
-            self._skip_event(rest, 0, len(rest))
-        elif rest.strip():
-            keep = self.on_event(rest)
+        keep = self.on_event(rest) if rest.strip() else True  # a last event without its blank line
         self.end_of_stream(complete)
         return rest if self.filters and keep else None
 

@@ -224,7 +224,7 @@ def test_an_event_over_the_cap_is_skipped_exactly_whatever_the_splits(
     _, _, build, response_id = CASES[name]
     events = build(draw.draw, 100, 20, 0)
     frames = [frame(draw.draw, lines) for lines in events]
-    pad_lines = [b": pad", data({"type": "ping", "error" if needle else "note": None})]
+    pad_lines = [b": pad", data({"type": "ping", "error" if needle else "note": None}), b": p"]
     empty = frame(draw.draw, pad_lines)
     pad = empty.replace(b"null", b'"' + b"x" * (size - len(empty) + 2) + b'"')
     if where == "last, unended":
@@ -244,6 +244,24 @@ def test_an_event_over_the_cap_is_skipped_exactly_whatever_the_splits(
     else:
         assert record.usage is not None and record.metered
         assert (record.usage.input_tokens, record.usage.output_tokens) == (100, 20)
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_an_event_over_the_cap_ends_exactly_wherever_the_chunks_cut(filtering: bool) -> None:
+    """An event of mixed line endings, over the cap, with lines after the one that passes it,
+    cut at every byte and every byte pair nearby: the event after it (the usage) is found, and
+    every byte reaches the client (filtering: all but the usage event)."""
+    head = b'data: {"id":"c1","model":"m","choices":[{"delta":{"content":"Hi"}}]}\r\n\n'
+    pad = b'data: {"pad":"' + b"x" * 200 + b'"}\r\n: one\r: two\n: three\r\n\r'
+    usage = {"prompt_tokens": 31, "completion_tokens": 9, "total_tokens": 40}
+    tail = b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\r\n\r\n"
+    body = head + pad + tail + b"data: [DONE]\n\n"
+    for i in range(len(body)):
+        for j in (i + 1, i + 2, i + 5):
+            record, forwarded = run("chat", body, [i, j], filtering, cap=150)
+            assert forwarded == (body.replace(tail, b"") if filtering else body), (i, j)
+            assert record.usage == Usage(input_tokens=31, output_tokens=9), (i, j)
+            assert (record.model, record.ttft_ms) == ("m", 2000.0)
 
 
 def test_cr_endings_split_between_every_byte_pair() -> None:
