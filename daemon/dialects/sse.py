@@ -25,12 +25,13 @@ read: reading one would hold it whole and parse it (several times its size in me
 event loop stalled while it parses). Once the unfinished event passes the cap, the tap keeps
 none of it but its last few bytes (`_NEEDLE_OVERLAP`), looks in each new chunk only for the
 event's end and for a needle, and reads on from the next event; a filtering tap forwards its
-bytes as they come. So a huge event costs the tap at most the cap plus one chunk, searched
-once. An event over the cap that names a needle could have carried usage: it is unread, any
-usage read before it is dropped (it may be stale), and unless a later event brings the usage
-again the call is unmetered ``too_large`` (`EventTap.too_large_event`). One that names no
-needle cannot matter, and is skipped like any other. Whether an event is over the cap depends
-on its size only, never on how the chunks cut it.
+bytes as they come. So a huge event costs the tap at most the cap plus one chunk (a filtering
+tap: twice that, while it forwards what it held), and its bytes are searched once (but for the
+few kept at each chunk's edge). An event over the cap that names a needle could have carried
+usage: it is unread, any usage read before it is dropped (it may be stale), and unless a later
+event brings the usage again the call is unmetered ``too_large`` (`EventTap.too_large_event`).
+One that names no needle cannot matter, and is skipped like any other. Whether an event is
+over the cap depends on its size only, never on how the chunks cut it.
 
 An event's data is its ``data:`` lines, one leading space dropped, joined by LF (`sse_data`).
 """
