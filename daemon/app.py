@@ -212,6 +212,7 @@ class Daemon:
         self.metrics.watch_relay_limits(
             lambda: guard.open, guard.max_connections, lambda: bodies.held
         )
+        self.relay.max_scan_bytes = s.relay.max_scan_bytes
         self.grpc: GrpcRelay | None = None
         if s.grpc.port or self.grpc_any_port:
             self.grpc = GrpcRelay(

@@ -280,6 +280,15 @@ SETTINGS: tuple[Setting, ...] = (
         _int_in(1024, 1 << 40),
     ),
     Setting(
+        "relay.max_scan_bytes",
+        16 * 1024 * 1024,
+        "Most bytes of one streamed (SSE) event, or of one whole answer body, kept to read usage "
+        "from (16 MiB). A larger one is relayed untouched but unread, so a huge event costs "
+        "neither memory nor a stalled relay; a 2xx answer whose usage was in one is unmetered "
+        "(too_large). Raise it if you ask for many large base64 images in one answer.",
+        _int_in(64 * 1024, 1024 * 1024 * 1024),
+    ),
+    Setting(
         "admin.host",
         "127.0.0.1",
         "Address of the admin listener (/metrics, /healthz, /readyz).",
@@ -529,6 +538,7 @@ class RelaySettings:
     idle_timeout: float  # seconds a keep-alive connection may idle
     max_connections: int  # 0: derived from the open-file limit at start
     max_body_bytes_in_flight: int  # bytes, across every call
+    max_scan_bytes: int  # bytes; see daemon.dialects.base.MAX_SCAN_BYTES
 
 
 @dataclass(frozen=True, slots=True)

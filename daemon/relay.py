@@ -76,6 +76,8 @@ class Relay:
     flight has ended, within the grace period). Request bodies are read within `bodies`'
     limits (`daemon.connections.BodyLimits`) and held against them until the call ends."""
 
+    max_scan_bytes = Tap.max_scan_bytes  # relay.max_scan_bytes, given to each tap (the app sets it)
+
     def __init__(
         self,
         upstreams: Sequence[Upstream],
@@ -395,12 +397,14 @@ class Relay:
                 record.mark_unmetered(Unmetered.ENCODING)
             return Tap(record, self._clock)
         try:
-            return dialect.tap(
+            tap = dialect.tap(
                 record,
                 upstream.headers.get("Content-Type", ""),
                 self._clock,
                 "" if encoding == "identity" else encoding,
             )
+            tap.max_scan_bytes = self.max_scan_bytes
+            return tap
         except Exception:
             log.exception("tap_failed", call_id=record.id)
             record.mark_unmetered(Unmetered.PARSER_ERROR)

@@ -4,7 +4,9 @@ A `Dialect` inspects the request body (model, stream flags) and makes a `Tap` fo
 A tap is fed every body chunk at any boundary and never alters the bytes it is given, except a
 tap whose `filters` is true: it returns the bytes to forward instead (used only to remove the
 usage chunk that the relay itself asked for). `finish()` is called once when the body ends, and
-writes the normalized usage, model, fingerprint and ids into the record.
+writes the normalized usage, model, fingerprint and ids into the record. A tap keeps at most
+`Tap.max_scan_bytes` (the setting ``relay.max_scan_bytes``) of one SSE event or one whole body
+to read; what passes it is relayed unread, so memory per call stays bounded whatever it sends.
 
 The two tap shapes live next door: `daemon.dialects.body.BodyTap` (a whole JSON body) and
 `daemon.dialects.sse.EventTap` (a stream of server-sent events).
@@ -35,6 +37,9 @@ from daemon.record import CallError, CallRecord, Stage, Unmetered
 
 log = structlog.get_logger("xai_meter.dialects")
 Clock = Callable[[], float]
+# The setting ``relay.max_scan_bytes``'s default: the most bytes of one SSE event or one whole
+# answer body a tap keeps to read usage from; larger ones are relayed unread (``too_large``).
+MAX_SCAN_BYTES = 16 * 1024 * 1024
 
 
 class Tap:
@@ -44,11 +49,17 @@ class Tap:
     # Filters only: it forwards decoded bytes (the upstream compressed the body), so the
     # relay drops Content-Encoding and, once the tap broke, sends `passthrough(chunk)`.
     decodes = False
+    # The most bytes of one SSE event or one whole body kept to be read (the relay sets it from
+    # ``relay.max_scan_bytes``): past it they are relayed, unread, and the call may be
+    # unmetered ``too_large`` (`daemon.dialects.sse`, `daemon.dialects.body`).
+    max_scan_bytes = MAX_SCAN_BYTES
 
     def __init__(self, record: CallRecord, clock: Clock) -> None:
         self.record = record
         self.clock = clock
         self.broken = False  # it raised once: the relay feeds it no more
+        # (an instance copy: CPython 3.11 finds a class attribute slowly through an instance)
+        self.max_scan_bytes = MAX_SCAN_BYTES
 
     def feed(self, chunk: bytes) -> bytes | None:
         """Take one chunk; return None to forward it as-is, or (filters only) what to forward."""

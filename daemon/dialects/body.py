@@ -1,6 +1,7 @@
 """A tap for a whole (non-streamed) JSON body: kept while it arrives, parsed once it is complete.
 
-Bodies above `MAX_BODY_BYTES` are relayed in full but not kept: the call is unmetered
+A body over the cap (`Tap.max_scan_bytes`, the setting ``relay.max_scan_bytes``), as sent or
+once decoded, is relayed in full but neither kept past the cap nor parsed: a 2xx is unmetered
 (``too_large``). A body cut short, or a billable 2xx left without usage, is unmetered too, and
 says why (`daemon.record.Unmetered`).
 """
@@ -10,12 +11,10 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from daemon.dialects.base import Clock, Tap, is_ok, read_error
+from daemon.dialects.base import MAX_SCAN_BYTES, Clock, Tap, is_ok, read_error
 from daemon.dialects.coerce import loads_object
 from daemon.dialects.encoding import Decoder
 from daemon.record import CallRecord, Unmetered
-
-MAX_BODY_BYTES = 64 * 1024 * 1024  # bodies kept for parsing; larger ones are relayed unmetered
 
 
 class BodyTap(Tap):
@@ -25,21 +24,24 @@ class BodyTap(Tap):
         self.record = record  # (Tap.__init__ inlined: one tap per call)
         self.clock = clock
         self.broken = False
+        self.max_scan_bytes = MAX_SCAN_BYTES
         self._parts: list[bytes] = []
         self._size = 0
         self._encoding = encoding
 
     def feed(self, chunk: bytes) -> bytes | None:
         self._size += len(chunk)
-        if self._size <= MAX_BODY_BYTES:
+        if self._size <= self.max_scan_bytes:
             self._parts.append(chunk)
         elif self._parts:
-            self._parts = []
-            self.record.mark_unmetered(Unmetered.TOO_LARGE)
+            self._parts = []  # over the cap: nothing more is kept, and what was kept goes
         return None
 
     def finish(self, complete: bool) -> bytes | None:
         if self.record.unmetered_reason is not None:
+            return None
+        if self._size > self.max_scan_bytes:
+            self._too_large()
             return None
         if not complete:
             if self.record.billable and is_ok(self.record):
@@ -53,10 +55,19 @@ class BodyTap(Tap):
         except (ValueError, zlib.error):
             self.record.mark_unmetered(Unmetered.ENCODING)
             return None
+        if len(body) > self.max_scan_bytes:  # (it grew when decoded)
+            self._too_large()
+            return None
         self.parse(body)
         if self.record.usage is None and self.record.billable and is_ok(self.record):
             self.record.mark_unmetered(Unmetered.NO_USAGE)  # (unless a reason is set already)
         return None
+
+    def _too_large(self) -> None:
+        """The body is over the cap, unread: a 2xx may have carried usage (or results), so it
+        is unmetered ``too_large``; an error answer's code goes unread, nothing more."""
+        if is_ok(self.record):
+            self.record.mark_unmetered(Unmetered.TOO_LARGE)
 
     def parse(self, body: bytes) -> None:
         """Read the whole body into the record; a billable 2xx left without usage is then

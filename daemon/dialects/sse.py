@@ -20,6 +20,19 @@ only `needles` can matter, a chunk without one is not split at all (one `find` p
 its new bytes): its events are split, in the same single pass, when a needle comes, the
 buffer passes `_QUIET_HOLD`, or the stream ends.
 
+Events over the cap (`Tap.max_scan_bytes`, the setting ``relay.max_scan_bytes``) are never
+read: reading one would hold it whole and parse it (several times its size in memory, and the
+event loop stalled while it parses). Once the unfinished event passes the cap, the tap keeps
+none of it but its last few bytes (`_NEEDLE_OVERLAP`), looks in each new chunk only for the
+event's end and for a needle, and reads on from the next event; a filtering tap forwards its
+bytes as they come. So a huge event costs the tap at most the cap plus one chunk (a filtering
+tap: twice that, while it forwards what it held), and its bytes are searched once (but for the
+few kept at each chunk's edge). An event over the cap that names a needle could have carried
+usage: it is unread, any usage read before it is dropped (it may be stale), and unless a later
+event brings the usage again the call is unmetered ``too_large`` (`EventTap.too_large_event`).
+One that names no needle cannot matter, and is skipped like any other. Whether an event is
+over the cap depends on its size only, never on how the chunks cut it.
+
 An event's data is its ``data:`` lines, one leading space dropped, joined by LF (`sse_data`).
 """
 
@@ -45,6 +58,16 @@ _LONGEST_PARTIAL = 3  # bytes of an unfinished EVENT_END match (it is at most 4 
 _NEEDLE_OVERLAP = 31  # bytes before a chunk that a needle split by it may start in (needles are
 # shorter than 32 bytes)
 _QUIET_HOLD = 64 * 1024  # a quiet tap splits (and drops) what it holds beyond this many bytes
+_AFTER_CR, _SKIPPING = 1, 2  # EventTap._mode (else False: a bool is the fastest to test)
+
+
+def _resume_at(buf: bytearray, end: int) -> int:
+    """Where a search for EVENT_END resumes when ``buf[:end]`` held no complete match: the
+    bytes an unfinished match may start in, never between the CR and LF of one CRLF."""
+    scan = max(end - _LONGEST_PARTIAL, 0)
+    if scan and buf[scan] == 10 and buf[scan - 1] == 13:
+        scan -= 1
+    return scan
 
 
 def split_events(data: bytes) -> list[bytes]:
@@ -73,8 +96,9 @@ class EventTap(Tap):
     """Splits an SSE body into events at any chunk boundary; subclasses read the events.
 
     In filter mode, `on_event` (through `read`) decides per complete event whether the client
-    gets it, and a partial event is held until its end arrives. A filtering tap on a compressed
-    body (`decodes`) forwards the decoded bytes: the relay drops Content-Encoding for it.
+    gets it, and a partial event is held until its end arrives (or until it passes the cap:
+    then its bytes go to the client as they come). A filtering tap on a compressed body
+    (`decodes`) forwards the decoded bytes: the relay drops Content-Encoding for it.
     """
 
     def __init__(
@@ -83,25 +107,36 @@ class EventTap(Tap):
         super().__init__(record, clock)
         self._buf = bytearray()  # bytes of the event not yet complete (after `feed`)
         self._scan_from = 0  # where in `_buf` the next EVENT_END search starts
-        self._after_cr = False  # the last event ended with a CR at the end of a chunk
+        # _AFTER_CR: the last event ended with a CR at the end of a chunk; _SKIPPING: inside an
+        # event over the cap (`_buf` holds only its last few bytes, already searched); False:
+        # neither (every feed tests it)
+        self._mode: int = False
+        self._skip_hit = False  # the event being skipped names a needle
         self._last_kept = True  # filters: whether the client got the last event
         self._hit_at = -1  # quiet: where in `_buf` a needle was last seen (-1: none held)
         self._decode = Decoder(encoding) if encoding else None
         self.filters = filtering
         self.decodes = filtering and self._decode is not None
         self.malformed = False  # an event that should have been JSON was not
+        self.too_large = False  # an event over the cap that could carry usage went unread
         self._seen_first = False
         # The usage read is the stream's final count: set by the dialect when the event that
         # closes the count arrives. Until then any usage seen is provisional (xai-api.md: a
         # stream whose final usage never came is unmetered, not zero).
         self.usage_final = False
 
+    _unsent = b""  # filters: bytes of a failed feed's chunk that `abandon` still owes
+
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
         filters = self.filters
         kept: list[bytes] = []
-        if self._after_cr and data:  # (a compressed chunk may decode to nothing yet)
-            self._after_cr = False
+        if self._mode:
+            if not data:  # (a compressed chunk may decode to nothing yet)
+                return b"" if filters else None
+            if self._mode == _SKIPPING:
+                return self._feed_skipping(data)
+            self._mode = False
             if data[:1] == b"\n":  # the LF of a CRLF whose CR ended the last event
                 data = data[1:]
                 if filters and self._last_kept:
@@ -115,7 +150,8 @@ class EventTap(Tap):
         if needles is None:
             self._split(None, kept)
             needles = self.quiet_needles()
-            if needles is not None:  # quiet from now on: a needle held in the partial event
+            if needles is not None and self._mode != _SKIPPING:
+                # quiet from now on: a needle held in the partial event
                 self._hit_at = max(buf.rfind(needle) for needle in needles)
             return None
         # Only events holding a needle matter now: look for one in the new bytes (and the few
@@ -131,6 +167,8 @@ class EventTap(Tap):
         if last < 0:
             if len(buf) >= _QUIET_HOLD:
                 self._drop_events_before(len(buf))
+                if len(buf) > self.max_scan_bytes:
+                    self._begin_skip(kept)
             return None
         if self._hit_at < 0:  # the first needle since the last split
             last -= self._drop_events_before(first)
@@ -144,24 +182,26 @@ class EventTap(Tap):
         buf = self._buf
         m = _LAST_EVENT_END.match(buf, self._scan_from, limit)
         if m is None:
-            scan = max(limit - _LONGEST_PARTIAL, self._scan_from)
-            if scan and buf[scan] == 10 and buf[scan - 1] == 13:
-                scan -= 1  # never resume between the CR and LF of one CRLF
-            self._scan_from = scan
+            self._scan_from = max(_resume_at(buf, limit), self._scan_from)
             return 0
         cut = m.end()
         if cut == len(buf) and buf[cut - 1] == 13:
-            self._after_cr = True  # ends in CR: an LF may follow
+            self._mode = _AFTER_CR  # ends in CR: an LF may follow
         del buf[:cut]
-        self._scan_from = 0
+        # The match was the last event end before `limit`: no other ends between it and there.
+        self._scan_from = _resume_at(buf, limit - cut)
         return cut
 
     def _split(self, needles: tuple[bytes, ...] | None, kept: list[bytes]) -> None:
         """Read (or, `needles` given, skip) every complete event in the buffer, from where the
-        last search stopped; keep the partial last one. Filters: `kept` gets what to forward."""
+        last search stopped; keep the partial last one. Filters: `kept` gets what to forward.
+        An event over the cap is not read (`_skip_event`; filters forward it as it is), and a
+        partial one over it is skipped from now on (`_begin_skip`)."""
         buf = self._buf
         filters = self.filters
         search = EVENT_END.search
+        cap = self.max_scan_bytes
+        big = len(buf) > cap  # only then may an event in it, or the partial one, pass the cap
         start = 0
         end = 0
         while (m := search(buf, self._scan_from)) is not None:
@@ -173,6 +213,13 @@ class EventTap(Tap):
                 else:  # nothing here can matter: skip it uncopied
                     start = end
                     continue
+            if big and end - start > cap:
+                self._skip_event(buf, start, end)
+                if filters:
+                    self._last_kept = True
+                    kept.append(bytes(buf[start:end]))
+                start = end
+                continue
             event = bytes(buf[start:end])
             start = end
             keep = self.on_event(event)
@@ -183,29 +230,110 @@ class EventTap(Tap):
             else:
                 needles = self.quiet_needles()
         if end and buf[end - 1] == 13 and end == len(buf):  # ends in CR: an LF may follow
-            self._after_cr = True
+            self._mode = _AFTER_CR
         if start:
             del buf[:start]  # in place (CPython moves the start, not the bytes)
             self._hit_at = max(self._hit_at - start, -1)  # a needle in the partial event stays
-        scan = max(len(buf) - _LONGEST_PARTIAL, 0)
+        scan = max(len(buf) - _LONGEST_PARTIAL, 0)  # (`_resume_at`, inlined: the hot path)
         if scan and buf[scan] == 10 and buf[scan - 1] == 13:
             scan -= 1  # never resume between the CR and LF of one CRLF
         self._scan_from = scan
+        if big and len(buf) > cap:
+            self._begin_skip(kept)
+
+    def _skip_event(self, event: bytes | bytearray, start: int, end: int) -> None:
+        """``event[start:end]``, one whole event over the cap, goes unread: its first token is
+        looked for in its first `max_scan_bytes` bytes (as the raw event: `first_token` is
+        written to find it there too), and a needle in it makes it `too_large_event`."""
+        self._note_first_token(event, start, min(end, start + self.max_scan_bytes))
+        for needle in self.needles:
+            if event.find(needle, start, end) >= 0:
+                self.too_large_event()
+                return
+
+    def _note_first_token(self, event: bytes | bytearray, start: int, end: int) -> None:
+        token = self.first_token
+        if self.record.ttft_ms is None and token is not None and token.search(event, start, end):
+            self.mark_first_token()
+
+    def _begin_skip(self, kept: list[bytes]) -> None:
+        """The partial event (all of `_buf`, searched up to `_scan_from`) passed the cap: note
+        its first token and whether it names a needle, forward it (filters), and keep only its
+        last few bytes, so that an end or a needle split by the next chunk is still found."""
+        buf = self._buf
+        self._note_first_token(buf, 0, self.max_scan_bytes)
+        self._skip_hit = any(buf.find(needle) >= 0 for needle in self.needles)
+        if self.filters:
+            self._last_kept = True
+            kept.append(bytes(buf))
+        scan = self._scan_from
+        cut = max(min(scan, len(buf) - _NEEDLE_OVERLAP), 0)
+        del buf[:cut]
+        self._scan_from = scan - cut
+        self._hit_at = -1
+        self._mode = _SKIPPING
+
+    def _feed_skipping(self, data: bytes) -> bytes | None:
+        """`feed` inside an event over the cap: find its end (and any needle) in the new bytes
+        and the few kept before them; the bytes after its end are fed as usual."""
+        buf = self._buf
+        held = len(buf)
+        buf += data
+        m = EVENT_END.search(buf, self._scan_from) if b"\n" in data or b"\r" in data else None
+        end = len(buf) if m is None else m.end()
+        if not self._skip_hit:
+            self._skip_hit = any(buf.find(needle, 0, end) >= 0 for needle in self.needles)
+        if m is None:
+            scan = _resume_at(buf, end)
+            cut = max(min(scan, end - _NEEDLE_OVERLAP), 0)
+            del buf[:cut]
+            self._scan_from = scan - cut
+            return data if self.filters else None
+        self._mode = _AFTER_CR if end == len(buf) and buf[end - 1] == 13 else False
+        buf.clear()
+        self._scan_from = 0
+        if self._skip_hit:
+            self._skip_hit = False
+            self.too_large_event()
+        end -= held  # (an end is never found in the bytes held: they were searched)
+        if end == len(data):
+            return data if self.filters else None
+        decode, self._decode = self._decode, None  # the rest is decoded already
+        try:
+            out = self.feed(data[end:])
+        except Exception:
+            if self.filters:
+                self._unsent = data[:end]  # `abandon` owes the client these too
+            raise
+        finally:
+            self._decode = decode
+        return data[:end] + (out or b"") if self.filters else None
 
     def abandon(self) -> bytes | None:
-        return bytes(self._buf) if self.filters else None
+        if not self.filters:
+            return None
+        # Skipping: the bytes held went to the client already.
+        return self._unsent + (b"" if self._mode == _SKIPPING else bytes(self._buf))
 
     def passthrough(self, chunk: bytes) -> bytes:
         """After the tap broke: what the client gets for a chunk (decoded, if `decodes`)."""
         return self._decode(chunk) if self.decodes and self._decode else chunk
 
     def finish(self, complete: bool) -> bytes | None:
-        if not self.filters and self._buf:
+        buf = self._buf
+        if not self.filters and buf and self._mode != _SKIPPING:
             if self._hit_at < 0 and self.quiet_needles() is not None:
-                self._drop_events_before(len(self._buf))  # held by quiet feeds: none matter
+                self._drop_events_before(len(buf))  # held by quiet feeds: none matter
             self._split(self.quiet_needles(), [])
-        rest = bytes(self._buf)
-        self._buf.clear()
+        if self._mode == _SKIPPING:  # the body ended inside an event over the cap
+            self._mode = False
+            buf.clear()
+            if self._skip_hit:
+                self.too_large_event()
+            self.end_of_stream(complete)
+            return None  # (filters: its bytes went out as they came)
+        rest = bytes(buf)  # (at most the cap: `_split` skips a longer one)
+        buf.clear()
         keep = self.on_event(rest) if rest.strip() else True  # a last event without its blank line
         self.end_of_stream(complete)
         return rest if self.filters and keep else None
@@ -252,19 +380,33 @@ class EventTap(Tap):
             return self.needles
         return None
 
+    def too_large_event(self) -> None:
+        """An event over the cap that names a needle went unread: it may have carried usage
+        (or a newer count, or the one that made it final), so usage read before it is dropped
+        and not final. A later event that brings usage again makes the call metered as usual
+        (a dialect that sums events keeps what it summed: `end_of_stream` still needs it to
+        be made final after this); else the call is unmetered ``too_large``."""
+        self.too_large = True
+        self.usage_final = False
+        self.record.usage = None
+
     def end_of_stream(self, complete: bool) -> None:
         """All events were read: missing usage on a billable 2xx is unmetered, saying why.
 
         Usage read but never confirmed final (`usage_final`) is provisional, a lower bound: it
-        is dropped, never booked, and the call is unmetered as ``incomplete``."""
+        is dropped, never booked, and the call is unmetered as ``incomplete`` (``too_large``
+        when an event over the cap left it so, in a stream that ended whole)."""
         record = self.record
+        large = self.too_large and complete
         if record.usage is not None and not self.usage_final:
             record.usage = None
             if record.billable and is_ok(record):
-                record.mark_unmetered(Unmetered.INCOMPLETE)
+                record.mark_unmetered(Unmetered.TOO_LARGE if large else Unmetered.INCOMPLETE)
         if record.usage is None and record.billable and is_ok(record):
             if not complete:
                 record.mark_unmetered(Unmetered.INCOMPLETE)
+            elif large:
+                record.mark_unmetered(Unmetered.TOO_LARGE)
             elif self.malformed:
                 record.mark_unmetered(Unmetered.MALFORMED)
             else:

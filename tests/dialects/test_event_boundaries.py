@@ -19,7 +19,7 @@ from daemon.dialects.chat import ChatDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
 from daemon.dialects.sse import split_events
-from daemon.record import CallRecord, Usage
+from daemon.record import CallRecord, Unmetered, Usage
 from daemon.testing import make_record
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
@@ -118,12 +118,14 @@ CASES: dict[str, tuple[Dialect, str, Any, str]] = {
 
 
 def run(
-    name: str, body: bytes, cuts: list[int], filtering: bool = False
+    name: str, body: bytes, cuts: list[int], filtering: bool = False, cap: int | None = None
 ) -> tuple[CallRecord, bytes]:
     dialect, path, _, _ = CASES[name]
     record = make_record(endpoint=dialect.endpoint, path=path, stream=True)
     record.usage_injected = filtering
     tap = dialect.tap(record, "text/event-stream", lambda: 2.0)
+    if cap is not None:
+        tap.max_scan_bytes = cap
     out = []
     points = sorted({c for c in cuts if 0 < c < len(body)})
     for start, end in zip([0, *points], [*points, len(body)], strict=True):
@@ -192,6 +194,76 @@ def test_the_rewritten_stream_drops_exactly_the_usage_event_whatever_the_endings
     assert (record.model, record.response_id, record.metered) == ("grok-4.7", "chatcmpl-7", True)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    name=st.sampled_from(list(CASES)),
+    filtering=st.booleans(),
+    where=st.sampled_from(["first", "before usage", "last", "last, unended"]),
+    needle=st.booleans(),
+    size=st.integers(1000, 4000),
+    over=st.sampled_from([-1, 0, 1, 2, 500]),
+    hold=st.sampled_from([sse._QUIET_HOLD, 1, 90]),
+    draw=st.data(),
+)
+def test_an_event_over_the_cap_is_skipped_exactly_whatever_the_splits(
+    name: str,
+    filtering: bool,
+    where: str,
+    needle: bool,
+    size: int,
+    over: int,
+    hold: int,
+    draw: st.DataObject,
+) -> None:
+    """One padding event of `size` bytes (with its endings), the cap `over` bytes under it
+    (over <= 0: the event fits). It is relayed untouched wherever the chunks cut it; fitting, or
+    naming no needle, it changes nothing; over the cap and naming one (``"error"``: every
+    dialect's needle) it could have held usage: metered if usage comes after it, else
+    unmetered ``too_large``. Filtering (chat): exactly the usage event is removed."""
+    filtering = filtering and name == "chat"
+    _, _, build, response_id = CASES[name]
+    events = build(draw.draw, 100, 20, 0)
+    frames = [frame(draw.draw, lines) for lines in events]
+    pad_lines = [b": pad", data({"type": "ping", "error" if needle else "note": None}), b": p"]
+    empty = frame(draw.draw, pad_lines)
+    pad = empty.replace(b"null", b'"' + b"x" * (size - len(empty) + 2) + b'"')
+    if where == "last, unended":
+        pad = pad.rstrip(b"\r\n")
+    cap = len(pad) - over
+    assert cap > max(map(len, frames))  # only the padding event can pass it
+    at = {"first": 0, "before usage": 1}.get(where, len(frames))
+    body = b"".join([*frames[:at], pad, *frames[at:]])
+    cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=30))
+    with patch.object(sse, "_QUIET_HOLD", hold):
+        record, forwarded = run(name, body, cuts, filtering, cap)
+    usage_frame = frames[3] if filtering else b""  # chat's usage event
+    assert forwarded == body.replace(usage_frame, b"", 1)
+    assert (record.model, record.response_id, record.ttft_ms) == ("grok-4.7", response_id, 2000.0)
+    if over > 0 and needle and where.startswith("last"):
+        assert (record.usage, record.unmetered_reason) == (None, Unmetered.TOO_LARGE)
+    else:
+        assert record.usage is not None and record.metered
+        assert (record.usage.input_tokens, record.usage.output_tokens) == (100, 20)
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_an_event_over_the_cap_ends_exactly_wherever_the_chunks_cut(filtering: bool) -> None:
+    """An event of mixed line endings, over the cap, with lines after the one that passes it,
+    cut at every byte and every byte pair nearby: the event after it (the usage) is found, and
+    every byte reaches the client (filtering: all but the usage event)."""
+    head = b'data: {"id":"c1","model":"m","choices":[{"delta":{"content":"Hi"}}]}\r\n\n'
+    pad = b'data: {"pad":"' + b"x" * 200 + b'"}\r\n: one\r: two\n: three\r\n\r'
+    usage = {"prompt_tokens": 31, "completion_tokens": 9, "total_tokens": 40}
+    tail = b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\r\n\r\n"
+    body = head + pad + tail + b"data: [DONE]\n\n"
+    for i in range(len(body)):
+        for j in (i + 1, i + 2, i + 5):
+            record, forwarded = run("chat", body, [i, j], filtering, cap=150)
+            assert forwarded == (body.replace(tail, b"") if filtering else body), (i, j)
+            assert record.usage == Usage(input_tokens=31, output_tokens=9), (i, j)
+            assert (record.model, record.ttft_ms) == ("m", 2000.0)
+
+
 def test_cr_endings_split_between_every_byte_pair() -> None:
     """Bare-CR events, every two-cut split: the usage is read, never glued into one event."""
     frames = [b"data: " + json.dumps({"id": "c1", "model": "m", "choices": []}).encode() + b"\r\r"]
@@ -221,12 +293,14 @@ class _CountingPattern:
         return self.pattern.match(buf, pos, endpos)
 
 
+@pytest.mark.parametrize("cap", [None, 64 * 1024])
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_byte_is_searched_a_bounded_number_of_times(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, cap: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 2 MB event in 1 kB chunks, then many small ones: the search reads each byte at most
-    a few times (linear), never the buffer from its start per chunk (quadratic)."""
+    a few times (linear), never the buffer from its start per chunk (quadratic); with a cap
+    under 2 MB too, where the big events are skipped as they come."""
     counter = _CountingPattern(sse.EVENT_END)
     last = _CountingPattern(sse._LAST_EVENT_END)
     monkeypatch.setattr(sse, "EVENT_END", counter)
@@ -236,6 +310,6 @@ def test_each_byte_is_searched_a_bounded_number_of_times(
     big = b"data: " + json.dumps({"type": "ping", "pad": "x" * 2_000_000}).encode() + b"\r\r"
     ticks = b": tick\r\r" * 10_000
     body = frames[0] + big + frames[1] + ticks + big + b"".join(frames[2:]) + ticks
-    record, _ = run(name, body, list(range(0, len(body), 1024)))
+    record, _ = run(name, body, list(range(0, len(body), 1024)), cap=cap)
     assert record.usage is not None and record.usage.output_tokens == 6
     assert counter.scanned + last.scanned <= 2 * len(body)
