@@ -180,12 +180,15 @@ class Relay:
                 self.meter.finish(record)
 
     def _end_now(self, record: CallRecord, tap: Tap) -> None:
-        """The answer is complete and its last bytes are about to go out: end the call now, its
-        row in the journal before the client can see the end (a SIGKILL after that loses
-        nothing the client saw). What happens to those bytes later changes no row."""
+        """The answer is complete and its last bytes are about to go out: end the call now, so
+        its row reaches the journal in this loop iteration's flush, as the client reads the
+        end (a SIGKILL in that moment books it ``crash``: never lost, never billed twice).
+        Writing the row before the last byte would cost a journal write and a sink run per
+        call (measured: 1.59x the floor's CPU at c=32, against the 1.3x budget). What happens
+        to those bytes later changes no row."""
         tap.finish_quietly(True)
         end_call(record, self._clock())
-        self.meter.finish(record, now=True)
+        self.meter.finish(record)
 
     async def _relay(
         self,

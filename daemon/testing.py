@@ -716,11 +716,11 @@ def expect_rows(
     rows: list[dict[str, Any]],
     exact: Mapping[str, Mapping[str, Any]],
     maybe: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    one_of: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> None:
     """Assert the ledger's `rows` hold exactly one row for each tag (``app``) of `exact`,
-    with those field values; at most one for each tag of `maybe`, with one of its sets of
-    field values; and no other row."""
-    maybe = maybe or {}
+    with those field values; at most one for each tag of `maybe`, and exactly one for each
+    tag of `one_of`, with one of its sets of field values; and no other row."""
     grouped: dict[str | None, list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault(row["app"], []).append(row)
@@ -731,13 +731,17 @@ def expect_rows(
             problems.append(f"{tag}: {len(found)} rows, want 1")
         elif wrong := {k: found[0].get(k) for k, v in fields.items() if found[0].get(k) != v}:
             problems.append(f"{tag}: {wrong}, want {dict(fields)}")
-    for tag, choices in maybe.items():
+    for tag, choices, least in [
+        *((t, c, 0) for t, c in (maybe or {}).items()),
+        *((t, c, 1) for t, c in (one_of or {}).items()),
+    ]:
         found = grouped.get(tag, [])
-        if len(found) > 1:
-            problems.append(f"{tag}: {len(found)} rows, want at most 1")
+        if not least <= len(found) <= 1:
+            problems.append(f"{tag}: {len(found)} rows, want {'1' if least else 'at most 1'}")
         elif found and not any(all(found[0].get(k) == v for k, v in c.items()) for c in choices):
             problems.append(f"{tag}: {found[0]} matches none of {list(choices)}")
-    strays = [str(tag) for tag in grouped if tag not in exact and tag not in maybe]
+    known = {*exact, *(maybe or {}), *(one_of or {})}
+    strays = [str(tag) for tag in grouped if tag not in known]
     if strays:
         problems.append(f"rows of calls no client made: {strays[:10]} ({len(strays)} tags)")
     assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:20])

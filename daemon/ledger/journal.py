@@ -14,8 +14,9 @@ one JSON value:
   requested_model, stream]``: a call was sent to its upstream (`START_FIELDS`);
 - ``["E", value, ...]``: a call ended: its ledger row, in the header's column order.
 
-Writes: what a loop iteration adds goes out in one ``os.write`` (appends on an ``O_APPEND``
-descriptor: the page cache, no lock, no fsync on the event loop); ``fsync`` runs on a timer
+Writes: what a loop iteration adds goes out in one ``os.write`` with the iteration's ends (appends
+on an ``O_APPEND`` descriptor: the page cache, no lock, no fsync on the event loop; a start
+with no end beside it waits `START_DELAY` at most); ``fsync`` runs on a timer
 in a worker thread (``ledger.fsync_interval``). So a process death (SIGKILL, OOM) loses
 nothing the kernel was handed; a power loss can lose the last ``fsync_interval`` seconds.
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,8 @@ log = structlog.get_logger("xai_meter.journal")
 
 VERSION = 1
 RETRY_SECONDS = 0.5  # a write the disk refused is tried again this often
+#: Seconds a start line may wait for a write (the next calls' ends usually take it sooner).
+START_DELAY = 0.005
 SUFFIX = ".jsonl"
 #: The fields of a start line after its "S", in order: enough for a ``crash`` row.
 START_FIELDS = (
@@ -193,8 +195,6 @@ class Journal:
         self.first_seq = 0  # this run's first segment: those below it are an earlier run's
         self._size = 0  # bytes of the segment being written (what went out)
         self._pending = bytearray()  # lines not written yet
-        # the pending bytes as appended: [bytes left, end rows], oldest first
-        self._groups: deque[list[int]] = deque()
         self._rotate_at = segment_bytes
         self._open_starts: dict[str, bytes] = {}  # calls in flight: their start lines
         self._outstanding: dict[int, int] = {}  # segment -> ends not committed yet
@@ -254,11 +254,14 @@ class Journal:
                 line = line.replace(raw, MASK.encode())
         line += b"\n"
         self._open_starts[record.id] = line
-        self._append(line, 0)
+        self._pending += line
         if not self._scheduled:
+            # Written with the next calls' ends (this loop iteration, under load), or by this
+            # timer: one write serves both, where a write per iteration for starts alone cost
+            # the relay a syscall and a callback per iteration.
             self._scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(START_DELAY, self._flush_starts)
             except RuntimeError:  # no loop (tools): write now
                 self.flush()
 
@@ -268,19 +271,18 @@ class Journal:
         `committed` is told once SQLite has them."""
         for call_id in ids:
             self._open_starts.pop(call_id, None)
-        self._append(b"".join(lines), len(lines))
+        self._pending += b"".join(lines)
         seq = self.seq
         self._outstanding[seq] = self._outstanding.get(seq, 0) + len(lines)
         self.flush()
         return seq
 
-    def _append(self, data: bytes, rows: int) -> None:
-        self._pending += data
-        self._groups.append([len(data), rows])
+    def _flush_starts(self) -> None:
+        self._scheduled = False
+        self.flush()
 
     def flush(self) -> None:
         """Hand what is pending to the kernel in one write (a short write keeps the rest)."""
-        self._scheduled = False
         if not self._pending or self._fd < 0:
             return
         try:
@@ -298,16 +300,8 @@ class Journal:
         self._size += written
         if written == len(self._pending):
             self._pending.clear()
-            self._groups.clear()
         else:
             del self._pending[:written]
-            while written:
-                group = self._groups[0]
-                taken = min(written, group[0])
-                group[0] -= taken
-                written -= taken
-                if not group[0]:
-                    self._groups.popleft()
         if self._size >= self._rotate_at and not self._pending:
             self.rotate()
 
@@ -325,12 +319,17 @@ class Journal:
         self.flush()
 
     def _bound_pending(self) -> None:
-        """The disk refuses: keep at most `max_pending_bytes`, dropping the oldest writes
-        (their end rows are counted in `lost_rows`)."""
-        while len(self._pending) > self.max_pending_bytes and len(self._groups) > 1:
-            size, rows = self._groups.popleft()
-            del self._pending[:size]
-            self.lost_rows += rows
+        """The disk refuses: keep at most `max_pending_bytes`, dropping the oldest whole lines
+        (the end rows among them are counted in `lost_rows`)."""
+        excess = len(self._pending) - self.max_pending_bytes
+        if excess <= 0:
+            return
+        cut = self._pending.find(b"\n", excess) + 1
+        if cut <= 0:
+            return
+        dropped = bytes(self._pending[:cut])
+        self.lost_rows += dropped.count(b'\n["E"') + dropped.startswith(b'["E"')
+        del self._pending[:cut]
 
     # --- trimming ---------------------------------------------------------------------------
 
@@ -394,7 +393,6 @@ class Journal:
         first = _HEADER + b"".join(self._open_starts.values())
         self._rotate_at = len(first) + self.segment_bytes  # however many calls are in flight
         self._pending[:0] = first
-        self._groups.appendleft([len(first), 0])
         self.flush()
 
 

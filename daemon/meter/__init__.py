@@ -87,17 +87,13 @@ class Meter:
                 self._on_sink_error("begin")
                 log.exception("sink_failed", sink="begin", call_id=record.id)
 
-    def finish(self, record: CallRecord, now: bool = False) -> None:
+    def finish(self, record: CallRecord) -> None:
         """Take a finished call (and its admitted derived records); the sinks see them at the
-        end of this loop iteration, or at once (``now``: with the calls that ended before it in
-        this iteration) when the client must not see the end before the ledger's journal has
-        it."""
+        end of this loop iteration."""
         self._batch.append(record)
         if record.derived is not None:
             self._batch.extend(self._admitted(record.derived))
-        if now:
-            self.flush()
-        elif not self._scheduled:
+        if not self._scheduled:
             self._scheduled = True
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -119,7 +115,7 @@ class Meter:
         code and data hot across a batch; under load several calls end per loop iteration)."""
         self._scheduled = False
         batch, self._batch = self._batch, []
-        if not batch:  # flushed already (a call that ended `now`)
+        if not batch:
             return
         for sink in self.sinks:
             if sink.handle_batch is not None:
