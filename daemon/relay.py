@@ -310,8 +310,9 @@ class Relay:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=headers
         )
-        if not tap.filters and upstream.content_length is not None:
-            response.content_length = upstream.content_length
+        length = None if tap.filters else upstream.content_length  # None: sent chunked
+        if length is not None:
+            response.content_length = length
         try:
             await response.prepare(request)
         except _CLIENT_GONE:
@@ -320,7 +321,7 @@ class Relay:
             return response
 
         try:
-            complete = await self._pump(upstream, response, record, tap)
+            complete = await self._pump(upstream, response, record, tap, length)
         except _CLIENT_GONE:
             tap.finish_quietly(False)
             return response
@@ -348,11 +349,12 @@ class Relay:
         response: web.StreamResponse,
         record: CallRecord,
         tap: Tap,
+        left: int | None,
     ) -> bool:
         """Copy the body chunk by chunk, teeing each into the tap; True if it ended cleanly.
-        A body of known length ends the call before its last chunk goes out (`_end_now`)."""
+        A body of known length (``left`` bytes; None: chunked, its end is `write_eof`) ends
+        the call before its last chunk goes out (`_end_now`)."""
         content = upstream.content
-        left = response.content_length  # None: chunked, its end is `write_eof`
         ended = False
         while True:
             try:

@@ -217,9 +217,13 @@ def usage_in_range(record: CallRecord) -> None:
     u = record.usage
     if u is None:
         return
+    if (
+        max(_USAGE_NUMBERS(u)) <= USAGE_MAX
+        and (u.reported_cost_ticks or 0) <= USAGE_MAX
+        and (not u.server_tool_calls or max(u.server_tool_calls.values()) <= USAGE_MAX)
+    ):
+        return  # the usual case: no tuple built
     numbers = (*_USAGE_NUMBERS(u), *u.server_tool_calls.values(), u.reported_cost_ticks or 0)
-    if max(numbers) <= USAGE_MAX:
-        return
     names = (*_USAGE_FIELDS, *u.server_tool_calls, "reported_cost_ticks")
     bad = ", ".join(f"{n}={v!r}" for n, v in zip(names, numbers, strict=True) if v > USAGE_MAX)
     record.usage = None
