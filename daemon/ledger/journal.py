@@ -202,7 +202,6 @@ class Journal:
         self._retry: asyncio.TimerHandle | None = None
         self.failing = False  # the last write failed (disk full, I/O error)
         self.lost_rows = 0  # rows dropped past max_pending_bytes while the disk refused
-        self.bytes_written = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -296,7 +295,6 @@ class Journal:
         if self.failing:
             self.failing = False
             self._on_recovered()
-        self.bytes_written += written
         self._size += written
         if written == len(self._pending):
             self._pending.clear()
@@ -328,8 +326,17 @@ class Journal:
         if cut <= 0:
             return
         dropped = bytes(self._pending[:cut])
-        self.lost_rows += dropped.count(b'\n["E"') + dropped.startswith(b'["E"')
+        lost = dropped.count(b'\n["E"') + dropped.startswith(b'["E"')
+        self.lost_rows += lost
         del self._pending[:cut]
+        if lost:
+            log.error(
+                "journal_rows_dropped",
+                rows=lost,
+                rows_dropped_so_far=self.lost_rows,
+                max_pending_bytes=self.max_pending_bytes,
+                journal=str(self.directory),
+            )
 
     # --- trimming ---------------------------------------------------------------------------
 
@@ -365,9 +372,6 @@ class Journal:
         for path in paths:
             self._outstanding.pop(segment_number(path), None)
             _unlink(path)
-
-    def in_flight(self) -> int:
-        return len(self._open_starts)
 
     # --- durability (a worker thread) --------------------------------------------------------
 

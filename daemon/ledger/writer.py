@@ -64,6 +64,16 @@ INT64_MIN = -(2**63)
 #: The writer's own wait on a lock held by another connection: short, since the writer
 #: retries with backoff itself, and a stop must not wait long on it.
 WRITER_BUSY_TIMEOUT_MS = 250
+#: What a single row brings on itself (a value SQLite cannot bind or store), as opposed to
+#: the database failing: the batch goes row by row, never retried whole.
+_ROW_REFUSED = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    TypeError,
+    ValueError,
+)
 _METERED = ROW_COLUMNS.index("metered")
 _UNMETERED = ROW_COLUMNS.index("unmetered_reason")
 _ERROR_DETAIL = ROW_COLUMNS.index("error_detail")
@@ -124,7 +134,6 @@ class Ledger:
         self._behind = False  # rows wait in the journal only: read them back when possible
         self.failing_since: float | None = None  # monotonic; None while writes succeed
         self._failures: dict[str, int] = {}  # kind -> count, since the last success
-        self.rows_clamped = 0
         self.reopened = 0
         self._opened = False  # opened, migrated and written once (a lock may delay that)
 
@@ -429,7 +438,7 @@ class Ledger:
             self._transaction(batch)
         except sqlite3.OperationalError:
             raise
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError):
+        except _ROW_REFUSED:
             self._insert_each(batch)
 
     def _transaction(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> None:
@@ -467,7 +476,6 @@ class Ledger:
                 except Exception:
                     with db.conn:
                         insert_rows(db, [_clamped(row)])
-                    self.rows_clamped += 1
                     log.warning("ledger_row_clamped", call_id=row[0])
 
     def _replay(self, segments: list[Path]) -> int:
@@ -481,15 +489,9 @@ class Ledger:
         missing = missing_ids(db, [*found.ends, *found.starts])
         rows = [row for call_id, row in found.ends.items() if call_id in missing]
         crashed = [crash_row(s) for call_id, s in found.starts.items() if call_id in missing]
-        for i in range(0, len(rows) + len(crashed), 1000):
-            part = [*rows, *crashed][i : i + 1000]
-            try:
-                with db.conn:
-                    insert_rows(db, part)
-            except sqlite3.OperationalError:
-                raise
-            except Exception:
-                self._insert_each([(0, part)])
+        every = rows + crashed
+        for i in range(0, len(every), 1000):
+            self._insert_once([(0, every[i : i + 1000])])
         if rows or crashed:
             log.warning(
                 "journal_replayed", rows=len(rows), crash_rows=len(crashed), segments=len(segments)
@@ -559,10 +561,11 @@ def _clamped(row: Row) -> Row:
     """A row whose integers fit SQLite's (signed 64-bit): any that does not is clamped, and
     the call is not booked as metered (`Unmetered.OUT_OF_RANGE`)."""
     out = list(row)
-    bad = [ROW_COLUMNS[i] for i, v in enumerate(out) if _out_of_range((v,))]
+    bad = []
     for i, v in enumerate(out):
         if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
             out[i] = INT64_MAX if v > 0 else INT64_MIN
+            bad.append(ROW_COLUMNS[i])
         elif isinstance(v, float) and v != v:  # NaN cannot be stored either
             out[i] = None
     out[_METERED] = 0
