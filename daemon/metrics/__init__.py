@@ -23,7 +23,7 @@ from daemon.pricing import ModelPrice
 from daemon.record import CallRecord, CostSource
 from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD
 
-__all__ = ["BoundedLabel", "Metrics"]
+__all__ = ["BoundedLabel", "Metrics", "ReconciliationGauges"]
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -103,6 +103,48 @@ class _LabelKeys:
         )
         self.genai_input = (*self.genai, "input") if self.genai else ()
         self.genai_output = (*self.genai, "output") if self.genai else ()
+
+
+class ReconciliationGauges:
+    """The reconciliation of the last complete UTC day against xAI's bill (issue 13; set by
+    `daemon.management.reconcile.DailyReconciliation`): per xAI ``api_key_id`` (the team's
+    keys, so bounded; ``unjoined`` for calls of keys not joined yet), USD."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.billed = Gauge(
+            "xai_meter_billing_reconciliation_billed_usd",
+            "xAI's bill (Management API usage) of the last complete UTC day, per api_key_id.",
+            ["api_key_id"],
+            registry=r,
+        )
+        self.ledger = Gauge(
+            "xai_meter_billing_reconciliation_ledger_usd",
+            "The ledger's cost of the same day and key (unjoined: calls of keys with no "
+            "api_key_id yet).",
+            ["api_key_id"],
+            registry=r,
+        )
+        self.gap = Gauge(
+            "xai_meter_billing_reconciliation_gap_usd",
+            "Ledger minus billed, same day and key.",
+            ["api_key_id"],
+            registry=r,
+        )
+        self.day = Gauge(
+            "xai_meter_billing_reconciliation_day_timestamp_seconds",
+            "Start (00:00 UTC) of the day the reconciliation gauges describe.",
+            registry=r,
+        )
+
+    def set(self, day_start: float, per_key: dict[str, tuple[int, int]]) -> None:
+        """The day's (billed, ledger) ticks per api_key_id; series of other keys go."""
+        for gauge in (self.billed, self.ledger, self.gap):
+            gauge.clear()
+        for key, (billed, ledger) in per_key.items():
+            self.billed.labels(key).set(billed / TICKS_PER_USD)
+            self.ledger.labels(key).set(ledger / TICKS_PER_USD)
+            self.gap.labels(key).set((ledger - billed) / TICKS_PER_USD)
+        self.day.set(day_start)
 
 
 class Metrics:
@@ -352,6 +394,7 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.reconciliation = ReconciliationGauges(r)  # issue 13: xAI's bill vs the ledger
         self.build = Info("xai_meter_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
         self.genai_duration = LoopHistogram(
