@@ -28,15 +28,12 @@ which the ledger cannot split from one another: a call has one cost).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
-import orjson
 import structlog
 
 from daemon.ledger import Ledger
@@ -95,12 +92,14 @@ def unit_class(unit_type: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ClassGap:
-    """A class of unit types whose billed and ledger costs differ on one day and key."""
+    """A class of unit types whose billed and ledger costs differ on one day and key (a class
+    is what `unit_class` tells: the ledger cannot split one call's cost by unit type)."""
 
     kind: str  # one of CLASSES
     unit_types: tuple[str, ...]  # xAI's unit types of this class that day (may be empty)
     billed_ticks: int
     ledger_ticks: int
+    with_batch: bool = False  # ``text`` holding the ledger's batch results (see `reconcile`)
 
     @property
     def gap_ticks(self) -> int:
@@ -108,7 +107,13 @@ class ClassGap:
 
     @property
     def expected(self) -> bool:
-        return self.kind in EXPECTED
+        """A class where gaps are expected (`EXPECTED`), or text holding batch results."""
+        return self.kind in EXPECTED or self.with_batch
+
+    @property
+    def why(self) -> str:
+        """The expected gap's reason ("" when unexpected)."""
+        return EXPECTED["batch"] if self.with_batch else EXPECTED.get(self.kind, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +173,7 @@ class Reconciled:
             parts.append(f"{self.unmetered} unmetered call(s): cost unknown to the ledger")
         if self.unpriced:
             parts.append(f"{self.unpriced} unpriced call(s)")
-        expected = [EXPECTED[g.kind] for g in self.differs if g.expected]
+        expected = [g.why for g in self.differs if g.expected]
         unexpected = [g.kind for g in self.differs if not g.expected]
         if unexpected:
             parts.append(f"unexpected gap in {', '.join(unexpected)}: check prices and usage")
@@ -242,8 +247,13 @@ def _row(
     ledger_by_class: dict[str, int] = {}
     for c in costs:
         ledger_by_class[c.kind] = ledger_by_class.get(c.kind, 0) + c.ticks
+    # A bill that names no batch unit type bills batch results under the token types: the
+    # ledger's batch rows are set against those, and a gap there may be the batch's.
+    folded = "batch" not in billed_by_class and "batch" in ledger_by_class
+    if folded:
+        ledger_by_class["text"] = ledger_by_class.get("text", 0) + ledger_by_class.pop("batch")
     differs = tuple(
-        ClassGap(cls, tuple(unit_types.get(cls, ())), billed, ledger)
+        ClassGap(cls, tuple(unit_types.get(cls, ())), billed, ledger, folded and cls == "text")
         for cls in CLASSES
         if (billed := billed_by_class.get(cls, 0)) != (ledger := ledger_by_class.get(cls, 0))
     )
@@ -260,151 +270,6 @@ def _row(
         differs=differs if kind != UNJOINED else (),
         billed_by_unit=dict(units),
     )
-
-
-# --- output: table, JSON, CSV -------------------------------------------------------------
-
-
-def _usd(ticks: int) -> float:
-    return ticks / TICKS_PER_USD
-
-
-def as_dict(row: Reconciled) -> dict[str, Any]:
-    """One row for JSON: numbers as numbers (USD as floats, ticks as exact integers)."""
-    return {
-        "day": row.day,
-        "row": row.row,
-        "api_key_id": row.api_key_id,
-        "name": row.name,
-        "billed_usd": _usd(row.billed_ticks),
-        "ledger_usd": _usd(row.ledger_ticks),
-        "gap_usd": _usd(row.gap_ticks),
-        "gap_ratio": row.gap_ratio,
-        "billed_ticks": row.billed_ticks,
-        "ledger_ticks": row.ledger_ticks,
-        "gap_ticks": row.gap_ticks,
-        "status": row.status,
-        "calls": row.calls,
-        "unpriced": row.unpriced,
-        "unmetered": row.unmetered,
-        "partial": row.partial,
-        "differs": [
-            {
-                "class": g.kind,
-                "unit_types": list(g.unit_types),
-                "billed_ticks": g.billed_ticks,
-                "ledger_ticks": g.ledger_ticks,
-                "gap_ticks": g.gap_ticks,
-                "expected": g.expected,
-            }
-            for g in row.differs
-        ],
-        "billed_by_unit_type": dict(row.billed_by_unit),
-        "note": row.note,
-    }
-
-
-CSV_COLUMNS: Final = (
-    "day",
-    "row",
-    "api_key_id",
-    "name",
-    "billed_usd",
-    "ledger_usd",
-    "gap_usd",
-    "gap_ratio",
-    "billed_ticks",
-    "ledger_ticks",
-    "gap_ticks",
-    "status",
-    "calls",
-    "unpriced",
-    "unmetered",
-    "partial",
-    "differs",
-    "note",
-)
-
-
-def render_json(rows: Sequence[Reconciled], source: Mapping[str, Any]) -> str:
-    """``{"source": {...}, "rows": [...]}`` (`as_dict` rows), indented, one trailing newline."""
-    body = {"source": dict(source), "rows": [as_dict(r) for r in rows]}
-    return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
-
-
-def render_csv(rows: Sequence[Reconciled]) -> str:
-    """`CSV_COLUMNS`, one line per row: plain numbers (no ``$`` or ``%``), ``differs`` as
-    ``class:gap_ticks`` pairs joined by ``;`` (``!`` after an unexpected one)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        values = as_dict(row)
-        values["differs"] = ";".join(
-            f"{g.kind}:{g.gap_ticks}{'' if g.expected else '!'}" for g in row.differs
-        )
-        values["gap_ratio"] = "" if row.gap_ratio is None else row.gap_ratio
-        values["partial"] = int(row.partial)
-        writer.writerow({c: values[c] for c in CSV_COLUMNS})
-    return out.getvalue()
-
-
-def render_table(rows: Sequence[Reconciled], source: str) -> str:
-    """Aligned columns for a terminal: one line per row (exact USD, the gap's sign kept, the
-    relative gap in %), then the notes, then where xAI's bill came from (`source`)."""
-    head = ("day", "key", "billed $", "ledger $", "gap $", "gap %", "calls", "status")
-    cells = [
-        (
-            r.day + ("*" if r.partial else ""),
-            _key_label(r),
-            format_usd(r.billed_ticks),
-            format_usd(r.ledger_ticks),
-            _signed(r.gap_ticks),
-            "-" if r.gap_ratio is None else f"{r.gap_ratio:+.2%}",
-            str(r.calls),
-            r.status,
-        )
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    right = {2, 3, 4, 5, 6}
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    lines = [line(head), line(["-" * w for w in widths]), *(line(c) for c in cells)]
-    if not rows:
-        lines.append("(no billed usage and no ledger cost in these days)")
-    notes = [(r, r.note) for r in rows if r.note]
-    if notes:
-        lines.append("")
-        lines.append("Notes:")
-        lines += [f"  {r.day} {_key_label(r)}: {note}" for r, note in notes]
-    if any(r.partial for r in rows):
-        lines.append("  * today, still open: xAI's bill may lag behind the ledger")
-    lines.append("")
-    lines.append(
-        "Gaps are ledger minus billed; expected where xAI bills what the relay cannot see or "
-        "price the same way: voice, storage and batch discounts."
-    )
-    lines.append(source)
-    return "\n".join(lines) + "\n"
-
-
-def _key_label(row: Reconciled) -> str:
-    if row.row == "day":
-        return "(all keys)"
-    if row.row == UNJOINED:
-        return f"({UNJOINED})"
-    return f"{row.name} ({row.api_key_id})" if row.name else str(row.api_key_id)
-
-
-def _signed(ticks: int) -> str:
-    text = format_usd(abs(ticks))
-    return ("-" if ticks < 0 else "+" if ticks > 0 else "") + text
 
 
 # --- the window and the daily job ---------------------------------------------------------

@@ -13,14 +13,11 @@ from daemon.ledger.billing import BilledRow, LedgerCost
 from daemon.management.reconcile import (
     ClassGap,
     Reconciled,
-    as_dict,
     complete_days,
     reconcile,
-    render_csv,
-    render_json,
-    render_table,
     unit_class,
 )
+from daemon.management.report import as_dict, render_csv, render_json, render_table
 from daemon.metrics import Metrics
 
 D1, D2 = "2026-03-04", "2026-03-05"
@@ -225,3 +222,16 @@ def test_gauges() -> None:
     assert value("ledger_usd", "unjoined") is None  # the old day's series went
     day = registry.get_sample_value("xai_meter_billing_reconciliation_day_timestamp_seconds")
     assert day == 86_401.0
+
+
+def test_batch_results_meet_token_unit_types_when_the_bill_names_no_batch() -> None:
+    billed = [BilledRow(D1, "k1", "prompt_text_tokens", 1e-8, 100)]
+    [same, _] = reconcile(billed, [_cost(D1, "k1", "text", 60), _cost(D1, "k1", "batch", 40)])
+    assert (same.gap_ticks, same.differs, same.status) == (0, (), "match")
+    [late, _] = reconcile(billed, [_cost(D1, "k1", "text", 60), _cost(D1, "k1", "batch", 30)])
+    assert late.differs == (ClassGap("text", ("prompt_text_tokens",), 100, 90, with_batch=True),)
+    assert late.note.startswith("expected gap in batch: xAI bills a batch")
+    # a bill that names batch units keeps the class apart
+    billed.append(BilledRow(D1, "k1", "batch_tokens", 4e-9, 40))
+    [apart, _] = reconcile(billed, [_cost(D1, "k1", "text", 100), _cost(D1, "k1", "batch", 30)])
+    assert apart.differs == (ClassGap("batch", ("batch_tokens",), 40, 30),)
