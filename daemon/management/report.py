@@ -13,8 +13,11 @@ JSON and CSV carry numbers as numbers: USD as floats, ticks as exact integers.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +27,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from daemon.config import Settings
 from daemon.ledger import open_database
 from daemon.ledger.billing import (
     BilledRow,
@@ -42,6 +46,11 @@ class NoBill(Exception):
     message (one line) says why and what to do."""
 
 
+class NoLedger(Exception):
+    """The bill was fetched, but there is no ledger to set it against (``str()``: "no ledger
+    at PATH")."""
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """The rows, and where xAI's bill came from: ``source`` for JSON (``from``: ``api`` or
@@ -51,6 +60,26 @@ class Report:
     rows: list[Reconciled]
     source: dict[str, Any]
     line: str
+
+
+def report_text(settings: Settings, days: int | None, fmt: str) -> str:
+    """`xai-meter reconcile`: the report for these settings (``management.*``, the ledger at
+    ``ledger.path``), over `days` (None: ``management.reconcile_days``) complete UTC days, in
+    `fmt`. The key is read from ``$<management.api_key_env>``. Raises `NoBill`, `NoLedger`."""
+    m = settings.management
+    key = os.environ.get(m.api_key_env) if m.api_key_env else None
+    report = asyncio.run(
+        build_report(
+            settings.ledger.path,
+            days=days or m.reconcile_days,
+            now=time.time(),
+            key=key or None,
+            key_env=m.api_key_env or "XAI_MANAGEMENT_KEY",
+            base_url=m.base_url,
+            team_id=m.team_id,
+        )
+    )
+    return render(report, fmt)
 
 
 async def build_report(
@@ -66,8 +95,8 @@ async def build_report(
 ) -> Report:
     """Reconcile the last `days` complete UTC days before `now` (and today so far when the
     bill is fetched). `key`: the management key (None: not set; `key_env` names it in
-    messages). Raises `NoBill` when neither source serves, `FileNotFoundError` (the path) when
-    the key is set but there is no ledger."""
+    messages). Raises `NoBill` when neither source serves, `NoLedger` when the bill was fetched
+    but there is no ledger."""
     today = utc_day(now)
     first, last = (today - timedelta(days=days)).isoformat(), today.isoformat()
     fetched: list[BilledRow] | None = None
@@ -99,7 +128,7 @@ def _assemble(
                 f"{why_not}, and there is no ledger at {path} to hold a stored pull of xAI's "
                 f"bill. Fix: export {key_env}=<management key>, or pass --ledger FILE."
             )
-        raise FileNotFoundError(path)
+        raise NoLedger(f"no ledger at {path}")
     db = open_database(path, readonly=True)
     try:
         if fetched is not None:
@@ -282,3 +311,12 @@ def _key_label(row: Reconciled) -> str:
 def _signed(ticks: int) -> str:
     text = format_usd(abs(ticks))
     return ("-" if ticks < 0 else "+" if ticks > 0 else "") + text
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report in `fmt` (``table``, ``json`` or ``csv``: `daemon.tables.FORMATS`)."""
+    if fmt == "json":
+        return render_json(report.rows, report.source)
+    if fmt == "csv":
+        return render_csv(report.rows)
+    return render_table(report.rows, report.line)
