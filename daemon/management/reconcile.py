@@ -158,8 +158,6 @@ class Reconciled:
     def note(self) -> str:
         """Why the row looks as it does, in a few words ("" when billed and ledger match)."""
         parts = []
-        if self.partial:
-            parts.append("today, still open: xAI's bill may lag")
         if self.row == UNJOINED:
             parts.append(
                 "calls of keys with no api_key_id yet (not joined to xAI's keys, or no key "
@@ -170,12 +168,17 @@ class Reconciled:
         elif self.row == "key" and self.calls and not self.billed_ticks:
             parts.append("calls in the ledger, nothing billed")
         if self.unmetered:
-            parts.append(f"{self.unmetered} unmetered call(s): cost unknown to the ledger")
+            parts.append(
+                f"{self.unmetered} unmetered call(s): billed by xAI, their usage unread by the "
+                "relay (cut, malformed), so missing from the ledger"
+            )
         if self.unpriced:
-            parts.append(f"{self.unpriced} unpriced call(s)")
+            parts.append(f"{self.unpriced} unpriced call(s): no price yet, missing from the ledger")
         expected = [g.why for g in self.differs if g.expected]
         unexpected = [g.kind for g in self.differs if not g.expected]
-        if unexpected:
+        if unexpected and (self.unmetered or self.unpriced) and self.gap_ticks < 0:
+            parts.append(f"gap in {', '.join(unexpected)}: the unread calls' cost, or more")
+        elif unexpected:
             parts.append(f"unexpected gap in {', '.join(unexpected)}: check prices and usage")
         if expected:
             parts.append("expected gap in " + "; ".join(expected))
