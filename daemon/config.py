@@ -490,6 +490,34 @@ SETTINGS: tuple[Setting, ...] = (
         _overrides,
     ),
     Setting(
+        "management.api_key_env",
+        "XAI_MANAGEMENT_KEY",
+        "Environment variable with xAI's management key (console.x.ai, Settings, Management "
+        "Keys; not an API key). Unset or empty: nothing of the Management and Billing API runs. "
+        "The key is held in memory only, never stored or logged.",
+        _env_name,
+    ),
+    Setting(
+        "management.base_url",
+        "https://management-api.x.ai",
+        "Origin of xAI's Management API (the simulator's URL in a demo).",
+        _base_url,
+    ),
+    Setting(
+        "management.team_id",
+        "",
+        'The team the management key manages. "": found with '
+        "GET /auth/management-keys/validation at start.",
+        _str,
+    ),
+    Setting(
+        "management.refresh_interval",
+        300.0,
+        "Seconds between refreshes of the team's keys, limits, prepaid balance, spending "
+        "limits and invoice preview.",
+        _positive_float,
+    ),
+    Setting(
         "alerts.webhook_url",
         "",
         "When set, each fingerprint change is POSTed there as JSON "
@@ -626,6 +654,14 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagementSettings:
+    api_key_env: str  # name of the env var with the management key; unset/empty: off
+    base_url: str  # origin, no path
+    team_id: str  # "": found via the validation endpoint
+    refresh_interval: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsSettings:
     webhook_url: str  # "" for none
 
@@ -651,6 +687,7 @@ _SECTIONS: dict[str, type] = {
     "ledger": LedgerSettings,
     "metrics": MetricsSettings,
     "pricing": PricingSettings,
+    "management": ManagementSettings,
     "alerts": AlertsSettings,
     "log": LogSettings,
     "shutdown": ShutdownSettings,
@@ -674,6 +711,7 @@ class Settings:
     ledger: LedgerSettings
     metrics: MetricsSettings
     pricing: PricingSettings
+    management: ManagementSettings
     alerts: AlertsSettings
     log: LogSettings
     shutdown: ShutdownSettings

@@ -182,7 +182,11 @@ class ManagementClient:
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {key}",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",  # the daemon's shared session does not decompress
+        }
         self._key = key  # for `_excerpt` only: masked out of every error text
         self.team_id = team_id
         self.retry_wait: WaitBaseT = retry_wait if retry_wait is not None else _default_wait()

@@ -422,6 +422,74 @@ class Metrics:
             r,
         )
 
+        # -- the Management and Billing API (daemon.management.refresh): set only while a
+        # management key is configured, so without one these families have no samples.
+        self.key_requests = LoopCounter(
+            "xai_meter_key_requests",
+            "Relayed calls by key id (a salted hash, never the key): measured, for the "
+            "headroom against the key's qpm limit.",
+            ["provider", "key_id"],
+            r,
+        )
+        self.key_tokens = LoopCounter(
+            "xai_meter_key_tokens",
+            "Measured input + output tokens by key id, for the headroom against its tpm limit.",
+            ["provider", "key_id"],
+            r,
+        )
+        self.api_key_info = LoopGauge(
+            "xai_meter_api_key_info",
+            '1 per API key of the team (Management API): its key id in our traffic ("" when '
+            'never seen), xAI\'s api_key_id, name, and disabled ("true"/"false").',
+            ["key_id", "api_key_id", "name", "disabled"],
+            r,
+        )
+        self.api_key_limit = LoopGauge(
+            "xai_meter_api_key_limit",
+            "A key's rate limit as xAI sets it: limit tpm (tokens per minute), qpm (requests "
+            "per minute) or qps (requests per second); absent when unset.",
+            ["api_key_id", "limit"],
+            r,
+        )
+        self.api_key_expiry = LoopGauge(
+            "xai_meter_api_key_expiry_timestamp_seconds",
+            "When a key expires (only keys with an expireTime).",
+            ["api_key_id"],
+            r,
+        )
+        self.billing_prepaid_balance = LoopGauge(
+            "xai_meter_billing_prepaid_balance_usd",
+            "Prepaid credit left, USD, as xAI's Management API says.",
+            [],
+            r,
+        )
+        self.billing_spending_limit = LoopGauge(
+            "xai_meter_billing_spending_limit_usd",
+            "Monthly postpaid spending limit, USD, by kind: hard, effective_hard, soft, effective.",
+            ["kind"],
+            r,
+        )
+        self.billing_invoice_preview = LoopGauge(
+            "xai_meter_billing_invoice_preview_usd",
+            "This billing period's postpaid invoice so far (month to date), USD, as xAI's "
+            "invoice preview says.",
+            [],
+            r,
+        )
+        self.management_failures = LoopCounter(
+            "xai_meter_management_refresh_failures",
+            "Management API fetches that failed after all retries, by what: validation, keys, "
+            "balance, spending_limits, invoice, usage, key_lookup.",
+            ["what"],
+            r,
+        )
+        self.management_last_success = LoopGauge(
+            "xai_meter_management_last_success_timestamp_seconds",
+            "When each Management API fetch last succeeded, by what.",
+            ["what"],
+            r,
+        )
+
     def set_prices(self, models: Iterable[ModelPrice]) -> None:
         """Price gauges for the prices now in force; listed models get their own label."""
         self.price.clear()
@@ -541,6 +609,11 @@ class Metrics:
                 _CODES.get(status) or str(status),
             )
         requests[key] = requests.get(key, 0.0) + 1.0
+        key_id = record.key_id
+        if key_id:  # per key, for the headroom against its limits: two dict updates at most
+            by_key = (provider, self.key_label(key_id))
+            key_requests = self.key_requests.values
+            key_requests[by_key] = key_requests.get(by_key, 0.0) + 1.0
         pm = keys.pm
         if record.duration_ms is not None:
             self.duration.observe(pm, record.duration_ms / 1000.0)
@@ -584,6 +657,10 @@ class Metrics:
         ):
             if count:
                 tokens[key] = tokens.get(key, 0.0) + count
+        if key_id:
+            key_tokens = self.key_tokens.values
+            measured = usage.input_tokens + usage.output_tokens
+            key_tokens[by_key] = key_tokens.get(by_key, 0.0) + measured
         if genai is not None:
             self.genai_tokens.observe(keys.genai_input, usage.input_tokens)
             self.genai_tokens.observe(keys.genai_output, usage.output_tokens)
