@@ -49,6 +49,7 @@ from daemon.ledger import Ledger, store
 from daemon.ledger.prices import load_price_history
 from daemon.logs import CallLog
 from daemon.management.client import ManagementClient
+from daemon.management.reconcile import DailyReconciliation
 from daemon.management.refresh import (
     ManagementRefresher,
     ledger_names,
@@ -376,6 +377,13 @@ class Daemon:
             names=ledger_names(self.ledger.run_in_writer, self.ledger.db),
             save=ledger_save(self.ledger.submit_op),
             wall=self.clocks.wall,
+            reconciliation=DailyReconciliation(
+                self.ledger,
+                self.metrics.reconciliation,
+                hour_utc=m.reconcile_hour_utc,
+                days=m.reconcile_days,
+                wall=self.clocks.wall,
+            ),
         )
 
     def _remember_key_name(self, record: CallRecord) -> None:

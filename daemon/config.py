@@ -517,6 +517,23 @@ SETTINGS: tuple[Setting, ...] = (
         "limits and invoice preview.",
         _positive_float,
     ),
+    # reconciliation against xAI's bill (daemon.management.reconcile)
+    Setting(
+        "management.reconcile_hour_utc",
+        1,
+        "The daily reconciliation runs at the first refresh after this hour (UTC, 0-23), once a "
+        "day: it pulls xAI's bill per day, key and unit type, stores it in the ledger and sets "
+        "the reconciliation gauges for the last complete UTC day. Later hours give xAI's bill "
+        "of the day before more time to settle.",
+        _int_in(0, 23),
+    ),
+    Setting(
+        "management.reconcile_days",
+        7,
+        "Complete UTC days the daily reconciliation pulls (a day pulled again replaces its "
+        "stored copy), and the default of `xai-meter reconcile --days`.",
+        _int_in(1, 366),
+    ),
     Setting(
         "alerts.webhook_url",
         "",
@@ -659,6 +676,8 @@ class ManagementSettings:
     base_url: str  # origin, no path
     team_id: str  # "": found via the validation endpoint
     refresh_interval: float  # seconds
+    reconcile_hour_utc: int  # 0-23: the daily reconciliation runs after it
+    reconcile_days: int  # complete UTC days pulled by it
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ which the ledger cannot split from one another: a call has one cost).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ log = structlog.get_logger("xai_meter.management")
 #: Gaps past both of these are "gap" (the BillingReconciliationGap alert's thresholds).
 GAP_RATIO: Final = 0.02
 GAP_TICKS: Final = TICKS_PER_USD // 100  # $0.01
+DRAIN_WAIT: Final = 5.0  # seconds the daily run waits for the ledger's queue before reading
 UNJOINED: Final = "unjoined"  # the group (and the gauges' api_key_id) of unjoined calls
 CLASSES: Final = ("text", "image", "video", "voice", "batch", "storage")
 EXPECTED: Final[Mapping[str, str]] = {
@@ -338,6 +341,11 @@ class DailyReconciliation:
         first, last = complete_days(now, self.days)
         rows = billed_rows(await pull(first, last))
         first_s, last_s = first.isoformat(), last.isoformat()
+        # What was submitted just before (this round's key join) is written first; bounded,
+        # so a busy ledger never holds the refresher up for long.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_WAIT):
+                await self.ledger.drained()
         result = await self.ledger.run_in_writer(self._store_and_read, rows, first_s, last_s, now)
         self.export(result, last_s)
         self.done_on = utc_day(now)

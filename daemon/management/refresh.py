@@ -10,7 +10,10 @@ the others' gauges as they were):
   disabled}``, ``xai_meter_api_key_limit{api_key_id, limit}`` (tpm, qpm, qps; absent when
   unset) and ``xai_meter_api_key_expiry_timestamp_seconds{api_key_id}`` (keys that expire);
   the series are rebuilt whole, so a deleted key's go away,
-- ``balance``, ``spending_limits``, ``invoice``: the billing gauges.
+- ``balance``, ``spending_limits``, ``invoice``: the billing gauges,
+- ``usage``: once a day, after ``management.reconcile_hour_utc``, the reconciliation
+  (`daemon.management.reconcile.DailyReconciliation`: pull, store, gauges; a failure is retried
+  the next round).
 
 The key join. ``key_id`` (our salted hash of a key) ↔ xAI's ``api_key_id`` is the ledger's
 ``api_keys`` table, which the ``key_names`` sink fills from ``GET /v1/api-key`` answers relayed
@@ -42,6 +45,7 @@ from daemon.config import Settings
 from daemon.keys import KNOWN_KEYS, KnownKeys
 from daemon.ledger import store
 from daemon.management.client import ApiKey, ManagementClient, ManagementError
+from daemon.management.reconcile import DailyReconciliation
 from daemon.metrics import Metrics
 
 log = structlog.get_logger("xai_meter.management")
@@ -77,7 +81,9 @@ class ManagementRefresher:
         save: Callable[[tuple[Any, ...]], None],
         wall: Callable[[], float],
         known: KnownKeys = KNOWN_KEYS,
+        reconciliation: DailyReconciliation | None = None,
     ) -> None:
+        self.reconciliation = reconciliation  # the daily run, when due (``usage``)
         self.client = client
         self.metrics = metrics
         self.interval = interval
@@ -106,6 +112,8 @@ class ManagementRefresher:
             await self._fetch("balance", self._balance)
             await self._fetch("spending_limits", self._spending_limits)
             await self._fetch("invoice", self._invoice)
+            if self.reconciliation is not None and self.reconciliation.due():
+                await self._fetch("usage", self._reconcile)
         finally:
             self.rounds += 1
             self.refreshed.set()
@@ -205,6 +213,10 @@ class ManagementRefresher:
             value = getattr(limits, kind)
             if value is not None:
                 gauge[(kind,)] = value
+
+    async def _reconcile(self) -> None:
+        assert self.reconciliation is not None  # only called with one
+        await self.reconciliation.run(self.client.usage)
 
     async def _invoice(self) -> None:
         preview = await self.client.invoice_preview()

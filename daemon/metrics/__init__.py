@@ -108,43 +108,46 @@ class _LabelKeys:
 class ReconciliationGauges:
     """The reconciliation of the last complete UTC day against xAI's bill (issue 13; set by
     `daemon.management.reconcile.DailyReconciliation`): per xAI ``api_key_id`` (the team's
-    keys, so bounded; ``unjoined`` for calls of keys not joined yet), USD."""
+    keys, so bounded; ``unjoined`` for calls of keys not joined yet), USD. Absent until the
+    first run (no management key: never)."""
 
     def __init__(self, r: CollectorRegistry) -> None:
-        self.billed = Gauge(
+        self.billed = LoopGauge(
             "xai_meter_billing_reconciliation_billed_usd",
             "xAI's bill (Management API usage) of the last complete UTC day, per api_key_id.",
             ["api_key_id"],
-            registry=r,
+            r,
         )
-        self.ledger = Gauge(
+        self.ledger = LoopGauge(
             "xai_meter_billing_reconciliation_ledger_usd",
             "The ledger's cost of the same day and key (unjoined: calls of keys with no "
             "api_key_id yet).",
             ["api_key_id"],
-            registry=r,
+            r,
         )
-        self.gap = Gauge(
+        self.gap = LoopGauge(
             "xai_meter_billing_reconciliation_gap_usd",
             "Ledger minus billed, same day and key.",
             ["api_key_id"],
-            registry=r,
+            r,
         )
-        self.day = Gauge(
+        self.day = LoopGauge(
             "xai_meter_billing_reconciliation_day_timestamp_seconds",
             "Start (00:00 UTC) of the day the reconciliation gauges describe.",
-            registry=r,
+            [],
+            r,
         )
 
     def set(self, day_start: float, per_key: dict[str, tuple[int, int]]) -> None:
         """The day's (billed, ledger) ticks per api_key_id; series of other keys go."""
-        for gauge in (self.billed, self.ledger, self.gap):
-            gauge.clear()
-        for key, (billed, ledger) in per_key.items():
-            self.billed.labels(key).set(billed / TICKS_PER_USD)
-            self.ledger.labels(key).set(ledger / TICKS_PER_USD)
-            self.gap.labels(key).set((ledger - billed) / TICKS_PER_USD)
-        self.day.set(day_start)
+        billed, ledger, gap = self.billed.values, self.ledger.values, self.gap.values
+        for values in (billed, ledger, gap):
+            values.clear()
+        for key, (b, led) in per_key.items():
+            billed[(key,)] = b / TICKS_PER_USD
+            ledger[(key,)] = led / TICKS_PER_USD
+            gap[(key,)] = (led - b) / TICKS_PER_USD
+        self.day.set((), day_start)
 
 
 class Metrics:

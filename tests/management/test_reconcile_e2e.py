@@ -4,6 +4,7 @@ a drift injected into the bill shows as the exact gap, in the report and in the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -225,3 +226,59 @@ async def test_no_bill_from_either_source(sim: Simulator, tmp_path: Path) -> Non
         ("key", 10**10, -(10**10)), ("day", 10**10, -(10**10)),
     ]  # fmt: skip
     assert date.fromisoformat(report.source["first_day"]) == date(2026, 4, 14)
+
+
+async def test_the_refresher_runs_it_daily_on_the_daemon(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a management key, the daemon's refresher joins the keys seen in traffic (its own
+    GET /v1/api-key) and, past reconcile_hour_utc, reconciles: zero gap, then the drift."""
+    monkeypatch.setenv(MGMT_ENV, sim.state.management_key)
+    now = [datetime(2026, 4, 15, 0, 30, tzinfo=UTC).timestamp()]  # before 01:00: not due
+    sim.state.billing_clock = lambda: now[0]
+    settings = make_settings(
+        tmp_path, sim.url, management__api_key_env=MGMT_ENV, management__base_url=sim.url,
+        management__refresh_interval=3600, management__reconcile_days=1,
+    )  # fmt: skip
+    d = Daemon(settings, clocks=Clocks(wall=lambda: now[0]), retry_wait=wait_none())
+    await d.start()
+    try:
+        refresher = d.management
+        assert refresher is not None
+        async with asyncio.timeout(5):
+            await refresher.refreshed.wait()
+        assert refresher.reconciliation is not None
+        assert refresher.reconciliation.done_on is None  # 00:30: not yet
+        running = RunningDaemon(d)
+        async with aiohttp.ClientSession() as http:
+            for key in (KEY_A, KEY_B):  # no GET /v1/api-key: the refresher asks itself
+                auth = {"Authorization": f"Bearer {key}"}
+                url = running.base_url + "/chat/completions"
+                async with http.post(url, json=CHAT, headers=auth) as r:
+                    assert r.status == 200
+        await running.rows(2)
+        sim.state.billing_drift[ID_B] = 1.5
+        now[0] = NEXT_MORNING - 86_400  # 2026-04-15 02:00: reconciles 04-14, which had nothing
+        await refresher.refresh()
+        assert refresher.reconciliation.done_on == date(2026, 4, 15)
+        assert running.metric("xai_meter_billing_reconciliation_day_timestamp_seconds") == (
+            datetime(2026, 4, 14, tzinfo=UTC).timestamp()
+        )
+        assert running.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=ID_A) is None
+        now[0] = NEXT_MORNING  # the next day: 04-15 is complete
+        await refresher.refresh()
+        ledger = _ledger_ticks(running.ledger_path)
+        assert ledger == {ID_A: 2_370_000, ID_B: 2_190_000}
+        billed_b = _billed_with_drift(sim, ID_B, 1.5)
+        assert billed_b == 3_285_000
+        assert running.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=ID_A) == 0.0
+        assert running.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=ID_B) == (
+            -1_095_000 / 10**10
+        )
+        assert running.metric("xai_meter_management_refresh_failures_total", what="usage") is None
+        assert (
+            running.metric("xai_meter_management_last_success_timestamp_seconds", what="usage")
+            == NEXT_MORNING
+        )
+    finally:
+        await d.stop()
