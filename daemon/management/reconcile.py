@@ -305,8 +305,9 @@ class DailyReconciliation:
     ``days`` complete UTC days with ``pull`` (`ManagementClient.usage`, both days
     inclusive), stores them, reconciles and exports the last complete day's gauges.
 
-    The caller (the management refresher) calls `run_if_due` on each refresh and counts a
-    failure; a failed run stays due, so the next refresh tries again. ``wall``: epoch seconds.
+    The management refresher asks `due` on each round and then runs it (counting a failure as
+    ``usage``); a failed run stays due, so the next round tries again. ``done_on`` lives in
+    memory: a restart past the hour pulls once more. ``wall``: epoch seconds.
     """
 
     def __init__(
