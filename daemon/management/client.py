@@ -49,10 +49,10 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from tenacity.wait import WaitBaseT
 
 from daemon.keys import MASK
+from daemon.units import TICKS_PER_USD
 
 log = structlog.get_logger("xai_meter.management")
 
-TICKS_PER_USD: Final = 10_000_000_000  # xAI's cost_in_usd_ticks: 1e-10 USD
 PAGE_SIZE: Final = 100  # keys asked per page [guess: xAI's batch API pages take a `limit`]
 MAX_PAGES: Final = 1000  # a bound on pagination, against a token that never ends
 UNIT_TYPE_GROUP: Final = "unit_type"

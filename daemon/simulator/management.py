@@ -37,8 +37,8 @@ from daemon.simulator.auth import api_key_id, redact
 from daemon.simulator.faults import Injection
 from daemon.simulator.state import ManagedKey, SimulatorState
 from daemon.simulator.wire import ApiError, Reply, json_body, json_reply
+from daemon.units import TICKS_PER_USD
 
-TICKS_PER_USD: Final = 10_000_000_000
 TICKS_PER_CENT: Final = 100_000_000
 MANAGEMENT_PREFIXES: Final = ("/auth/", "/v1/billing/")
 
