@@ -44,10 +44,19 @@ from daemon.background import PriceUpkeep, Retention, expire_deferred
 from daemon.config import ConfigError, Settings
 from daemon.connections import MAX_REQUEST_BYTES, RelayServer, relay_limits
 from daemon.grpc_relay import GrpcRelay
-from daemon.keys import KeyHasher
+from daemon.keys import KNOWN_KEYS, KeyHasher
 from daemon.ledger import Ledger, store
 from daemon.ledger.prices import load_price_history
 from daemon.logs import CallLog
+from daemon.management.client import ManagementClient
+from daemon.management.reconcile import DailyReconciliation
+from daemon.management.refresh import (
+    ManagementRefresher,
+    ledger_names,
+    ledger_save,
+    lookup_api_key,
+    management_key,
+)
 from daemon.meter import Meter, Sink
 from daemon.meter.batches import BatchResults
 from daemon.meter.deferred import RESULT_TTL, DeferredTracker
@@ -237,6 +246,10 @@ class Daemon:
             wall=self.clocks.wall,
             retry_wait=self.retry_wait,
         )
+        # The Management and Billing API: only with a management key (masked everywhere).
+        self._management_key = management_key(s)
+        KNOWN_KEYS.pin(self._management_key)
+        self.management: ManagementRefresher | None = None
         self.retention = Retention(
             self.ledger, self.metrics, s.ledger.retention_days, self.clocks.wall
         )
@@ -321,6 +334,9 @@ class Daemon:
         if self.settings.pricing.refresh:
             self.prices.start(self._session, self.settings.upstream.base_url)
         self.tasks.spawn(expire_deferred(self.deferred, self.clocks.wall), name="deferred-expiry")
+        if self._management_key:
+            self.management = self._management(self._session, self._management_key)
+            self.tasks.spawn(self.management.run(), name="management-refresh")
         if self.settings.ledger.retention_days:
             self.tasks.spawn(self.retention.run(), name="retention")
         try:
@@ -347,6 +363,28 @@ class Daemon:
         self.relay.client_key_seen.set()
 
     # --- sinks and events that write beside the calls -------------------------------------
+
+    def _management(self, session: aiohttp.ClientSession, key: str) -> ManagementRefresher:
+        """The refresher of keys, limits and bill (`daemon.management.refresh`)."""
+        m = self.settings.management
+        client = ManagementClient(session, m.base_url, key, m.team_id, retry_wait=self.retry_wait)
+        upstream = self.settings.upstream.base_url
+        return ManagementRefresher(
+            client,
+            self.metrics,
+            interval=m.refresh_interval,
+            lookup=lambda api_key: lookup_api_key(session, upstream, api_key),
+            names=ledger_names(self.ledger.run_in_writer, self.ledger.db),
+            save=ledger_save(self.ledger.submit_op),
+            wall=self.clocks.wall,
+            reconciliation=DailyReconciliation(
+                self.ledger,
+                self.metrics.reconciliation,
+                hour_utc=m.reconcile_hour_utc,
+                days=m.reconcile_days,
+                wall=self.clocks.wall,
+            ),
+        )
 
     def _remember_key_name(self, record: CallRecord) -> None:
         """GET /v1/api-key told us the key's name and team: keep them against its key id."""

@@ -1,16 +1,20 @@
 """The `xai-meter` command: serve (the default), demo, simulate, prices, report, fingerprints,
-check-config, example-config.
+reconcile, check-config, example-config.
 
 Built on click. `main()` is the entry point (pyproject's `daemon.cli:main`): it returns the exit
 code instead of exiting, so tests call `main([...])` and read what it printed. Exit codes: 0 done
 (for serve: stopped by SIGTERM or SIGINT, every row written), 1 a command cannot run as asked
 (`CommandError`), 2 a config error or a usage error (for serve: anything that stops it starting,
-a port taken or a ledger it cannot open included), 130 Ctrl-C. Every failure is one line on
-stderr, never a traceback: serve holds its log lines until it listens, so a start that fails
-prints that one line alone.
+a port taken or a ledger it cannot open included; for reconcile: no bill to reconcile against),
+130 Ctrl-C. Every failure is one line on stderr, never a traceback: serve holds its log lines
+until it listens, so a start that fails prints that one line alone.
 
 The README's command table is built from these commands by `command_table()`, and
 tests/test_cli.py fails when the README's copy differs.
+
+Why it is long: every command is declared here, beside the helpers they share (settings with
+overrides, the read-only ledger, the exit codes) and the README table built from them; each
+command is a thin shell over the module that does its work.
 """
 
 from __future__ import annotations
@@ -303,6 +307,37 @@ def fingerprints(config: str | None, model: str | None, ledger: str | None, fmt:
         "before; known: one seen before, back):\n" + render(changes),
         end="",
     )
+
+
+@cli.command(
+    name="reconcile",
+    help="the ledger against xAI's own bill (Management API usage), per UTC day and key: "
+    "billed, ledger, gap and which unit types differ; the bill is fetched when the management "
+    "key is set, else read from the pull the daemon stored",
+)
+@config_option
+@click.option(
+    "--days",
+    type=click.IntRange(1, 366),
+    metavar="N",
+    help="complete UTC days before today (default: management.reconcile_days); a fetched "
+    "bill adds today so far, marked partial",
+)
+@ledger_option
+@format_option
+def reconcile_command(config: str | None, days: int | None, ledger: str | None, fmt: str) -> None:
+    from daemon.management.report import NoBill, NoLedger, report_text
+
+    try:
+        print(report_text(_settings(config, ledger=ledger), days, fmt), end="")
+    except NoLedger as exc:
+        raise CommandError(f"{exc}. Run `xai-meter serve` first, or pass --ledger FILE.") from None
+    except NoBill as exc:  # neither the API nor a stored pull: exit 2, one line
+        raise _NoBill(f"reconcile: {exc}") from None
+
+
+class _NoBill(click.ClickException):
+    exit_code = 2
 
 
 @cli.command(

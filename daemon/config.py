@@ -490,6 +490,51 @@ SETTINGS: tuple[Setting, ...] = (
         _overrides,
     ),
     Setting(
+        "management.api_key_env",
+        "XAI_MANAGEMENT_KEY",
+        "Environment variable with xAI's management key (console.x.ai, Settings, Management "
+        "Keys; not an API key). Unset or empty: nothing of the Management and Billing API runs. "
+        "The key is held in memory only, never stored or logged.",
+        _env_name,
+    ),
+    Setting(
+        "management.base_url",
+        "https://management-api.x.ai",
+        "Origin of xAI's Management API (the simulator's URL in a demo).",
+        _base_url,
+    ),
+    Setting(
+        "management.team_id",
+        "",
+        'The team the management key manages. "": found with '
+        "GET /auth/management-keys/validation at start.",
+        _str,
+    ),
+    Setting(
+        "management.refresh_interval",
+        300.0,
+        "Seconds between refreshes of the team's keys, limits, prepaid balance, spending "
+        "limits and invoice preview.",
+        _positive_float,
+    ),
+    # reconciliation against xAI's bill (daemon.management.reconcile)
+    Setting(
+        "management.reconcile_hour_utc",
+        1,
+        "The daily reconciliation runs at the first refresh after this hour (UTC, 0-23), once a "
+        "day: it pulls xAI's bill per day, key and unit type, stores it in the ledger and sets "
+        "the reconciliation gauges for the last complete UTC day. Later hours give xAI's bill "
+        "of the day before more time to settle.",
+        _int_in(0, 23),
+    ),
+    Setting(
+        "management.reconcile_days",
+        7,
+        "Complete UTC days the daily reconciliation pulls (a day pulled again replaces its "
+        "stored copy), and the default of `xai-meter reconcile --days`.",
+        _int_in(1, 366),
+    ),
+    Setting(
         "alerts.webhook_url",
         "",
         "When set, each fingerprint change is POSTed there as JSON "
@@ -626,6 +671,16 @@ class PricingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagementSettings:
+    api_key_env: str  # name of the env var with the management key; unset/empty: off
+    base_url: str  # origin, no path
+    team_id: str  # "": found via the validation endpoint
+    refresh_interval: float  # seconds
+    reconcile_hour_utc: int  # 0-23: the daily reconciliation runs after it
+    reconcile_days: int  # complete UTC days pulled by it
+
+
+@dataclass(frozen=True, slots=True)
 class AlertsSettings:
     webhook_url: str  # "" for none
 
@@ -651,6 +706,7 @@ _SECTIONS: dict[str, type] = {
     "ledger": LedgerSettings,
     "metrics": MetricsSettings,
     "pricing": PricingSettings,
+    "management": ManagementSettings,
     "alerts": AlertsSettings,
     "log": LogSettings,
     "shutdown": ShutdownSettings,
@@ -674,6 +730,7 @@ class Settings:
     ledger: LedgerSettings
     metrics: MetricsSettings
     pricing: PricingSettings
+    management: ManagementSettings
     alerts: AlertsSettings
     log: LogSettings
     shutdown: ShutdownSettings

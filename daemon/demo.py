@@ -8,6 +8,7 @@ simulator's gRPC face, which shares the REST face's state. Every call is one led
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,14 @@ from daemon.app import Daemon
 from daemon.ledger.reports import EXAMPLE_QUERY
 from daemon.ledger.schema import open_database
 from daemon.ledger.store import last_calls
+from daemon.management.report import build_report, render_table
 from daemon.units import format_usd
 
 DEMO_KEY = "xai-demo-key-not-a-real-one"
+# The calls the simulator fails on purpose (X-Sim-* headers) use a key of their own, so the
+# reconciliation at the end shows both: a zero gap for the demo key, and for this one the gap
+# of the calls xAI billed whose usage the relay could not read.
+FAULTS_KEY = "xai-demo-faults-key-not-real"
 
 # (what it shows, extra headers, request body)
 TRAFFIC: list[tuple[str, dict[str, str], dict[str, Any]]] = [
@@ -89,6 +95,10 @@ TRAFFIC: list[tuple[str, dict[str, str], dict[str, Any]]] = [
 ]
 
 
+def _key_for(headers: dict[str, str]) -> str:
+    return FAULTS_KEY if any(h.startswith("X-Sim-") for h in headers) else DEMO_KEY
+
+
 async def _send(
     session: aiohttp.ClientSession, base: str, headers: dict[str, str], body: dict[str, Any]
 ) -> None:
@@ -96,7 +106,7 @@ async def _send(
         async with session.post(
             f"{base}/chat/completions",
             json=body,
-            headers={"Authorization": f"Bearer {DEMO_KEY}", **headers},
+            headers={"Authorization": f"Bearer {_key_for(headers)}", **headers},
         ) as resp:
             await resp.read()
     except aiohttp.ClientError:
@@ -144,7 +154,7 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         }
     )
     daemon = Daemon(settings, grpc_any_port=True)  # a free port, as the others here
-    calls = len(TRAFFIC) + 1 + len(SDK_TRAFFIC)
+    calls = len(TRAFFIC) + 3 + len(SDK_TRAFFIC)
     try:
         await daemon.start()
     except BaseException:
@@ -156,15 +166,19 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         async with aiohttp.ClientSession() as session:
             for _, headers, body in TRAFFIC:
                 await _send(session, daemon.relay_url + "/v1", headers, body)
-            async with session.get(
-                f"{daemon.relay_url}/v1/models", headers={"Authorization": f"Bearer {DEMO_KEY}"}
-            ) as resp:
-                await resp.read()
+            # relayed, not billed; api-key names each key (the join to xAI's bill)
+            for path, key in (("models", DEMO_KEY), ("api-key", DEMO_KEY), ("api-key", FAULTS_KEY)):
+                async with session.get(
+                    f"{daemon.relay_url}/v1/{path}", headers={"Authorization": f"Bearer {key}"}
+                ) as resp:
+                    await resp.read()
         await _sdk_calls(daemon.grpc_address)
         async with asyncio.timeout(10):
             await daemon.ledger.wait_written(before + calls)
+        await daemon.ledger.drained()  # the key's name (GET /v1/api-key) is in the ledger too
         _print_report(ledger_path, calls)
         _print_metrics(daemon)
+        await _print_reconciliation(ledger_path, sim.url, state.management_key)
         _print_where(ledger_path)
         if keep_running:
             print(
@@ -203,6 +217,7 @@ def _print_report(ledger_path: str, last: int) -> None:
     )
     print("Recorded calls (one ledger row each):\n" + head + "\n" + "-" * len(head))
     notes = [label for label, _, _ in TRAFFIC] + ["models list (relayed, not billed)"]
+    notes += ["who is this key (relayed, not billed; joins it to xAI's bill)"] * 2
     notes += [label for label, _, _ in SDK_TRAFFIC]
     for row, note in zip(rows, notes, strict=False):
         detail = row["error"] or ""
@@ -220,6 +235,25 @@ def _print_report(ledger_path: str, last: int) -> None:
             f"{_usd(row['reported_cost_ticks']):>12}  {(row['fingerprint'] or '-'):<14}"
             f"{n('ttft_ms'):>8}  {note}{' [' + detail.strip() + ']' if detail else ''}"
         )
+
+
+async def _print_reconciliation(ledger_path: str, management_url: str, key: str) -> None:
+    """`xai-meter reconcile` for today, with the simulator's management key: its bill is what
+    it answered, so the ledger meets it with a zero gap, but for the calls whose usage the
+    relay could not read (the faults key's)."""
+    report = await build_report(
+        ledger_path,
+        days=0,
+        now=time.time(),
+        key=key,
+        key_env="XAI_MANAGEMENT_KEY",
+        base_url=management_url,
+    )
+    print(
+        "\nxAI's bill against the ledger (xai-meter reconcile, with the simulator's management "
+        f"key {key!r}):"
+    )
+    print(render_table(report.rows, report.line), end="")
 
 
 def _print_metrics(daemon: Daemon) -> None:

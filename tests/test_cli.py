@@ -64,6 +64,7 @@ def test_command_table_rows() -> None:
         "prices",
         "report",
         "fingerprints",
+        "reconcile",
         "check-config",
         "example-config",
     ]
@@ -73,7 +74,8 @@ def test_command_table_rows() -> None:
         "gRPC) and the admin listener (also what plain "
     )
     assert "[--by model\\|app\\|key\\|day\\|endpoint]" in rows[4]
-    assert "| `xai-meter check-config FILE` |" in rows[6]
+    assert "| `xai-meter reconcile [--config FILE] [--days N] [--ledger FILE] " in rows[6]
+    assert "| `xai-meter check-config FILE` |" in rows[7]
 
 
 def test_plain_xai_meter_serves_with_defaults(served: list[Any]) -> None:

@@ -29,10 +29,21 @@ def test_demo_records_every_call(tmp_path: Path) -> None:
         "xai_meter_cost_usd_total",
         "Where to look",
         "xai-sdk over gRPC: chat.stream()",
+        "xAI's bill against the ledger",
     ):
         assert expected in out
+    # the reconciliation: the demo key meets the simulator's bill exactly; the faults key's gap
+    # is the two calls xAI billed whose usage the relay could not read (cut stream, malformed)
+    bill = out.split("xAI's bill against the ledger", 1)[1].splitlines()
+    assert [line.split()[-2:] for line in bill[3:6]] == [
+        ["4", "small"],
+        ["9", "match"],
+        ["13", "small"],
+    ]
+    assert "0.0010516  0.0010516       0.00    +0.00%" in bill[4]
+    assert "2 unmetered call(s): billed by xAI" in out
     rows = list(sqlite_utils.Database(tmp_path / "demo.db").query("select * from calls"))
-    assert len(rows) == 11
+    assert len(rows) == 13
     assert sum(r["status"] == 429 for r in rows) == 1
     # the xai-sdk calls, through the gRPC listener: grok-4.3 on the demo's question, 13 prompt
     # tokens, 14 completion + 84 reasoning; the stream's prompt is cached (12 of 13) by then

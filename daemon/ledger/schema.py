@@ -281,6 +281,25 @@ def m013_video_batches(db: sqlite_utils.Database) -> None:
     )
 
 
+def m014_billed_usage(db: sqlite_utils.Database) -> None:
+    """xAI's own bill (issue 13): what ``POST /v1/billing/teams/{id}/usage`` said was charged,
+    per UTC day (``YYYY-MM-DD``), xAI ``api_key_id`` and ``unit_type``: ``usd`` as xAI gave it
+    (a float), ``ticks`` its exact integer (round(usd * 1e10)), ``fetched_at`` (epoch seconds).
+    A day pulled again replaces every row of that day (`daemon.ledger.billing`)."""
+    db["billed_usage"].create(  # type: ignore[union-attr]
+        {
+            "day": str,
+            "api_key_id": str,
+            "unit_type": str,
+            "usd": float,
+            "ticks": int,
+            "fetched_at": float,
+        },
+        pk=("day", "api_key_id", "unit_type"),
+        not_null={"day", "api_key_id", "unit_type", "usd", "ticks", "fetched_at"},
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_calls,
     m002_meta,
@@ -295,6 +314,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m011_transport,
     m012_catalog_units,
     m013_video_batches,
+    m014_billed_usage,
 ]
 
 

@@ -287,6 +287,12 @@ def save_key_name(db: sqlite_utils.Database, row: tuple[Any, ...]) -> None:
     )
 
 
+def key_join(db: sqlite_utils.Database) -> dict[str, str]:
+    """``{key_id: api_key_id}`` for every key GET /v1/api-key named (the Management API join)."""
+    rows = db.execute("select key_id, api_key_id from api_keys where api_key_id != ''")
+    return {str(key_id): str(api_key_id) for key_id, api_key_id in rows.fetchall()}
+
+
 def save_fingerprint_change(db: sqlite_utils.Database, row: tuple[Any, ...]) -> None:
     """One fingerprint change: (at, provider, model, old, new, kind)."""
     db.execute(

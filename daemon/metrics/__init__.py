@@ -23,7 +23,7 @@ from daemon.pricing import ModelPrice
 from daemon.record import CallRecord, CostSource
 from daemon.units import TICKS_PER_TOKEN_PER_USD_PER_1M, TICKS_PER_USD
 
-__all__ = ["BoundedLabel", "Metrics"]
+__all__ = ["BoundedLabel", "Metrics", "ReconciliationGauges"]
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -103,6 +103,51 @@ class _LabelKeys:
         )
         self.genai_input = (*self.genai, "input") if self.genai else ()
         self.genai_output = (*self.genai, "output") if self.genai else ()
+
+
+class ReconciliationGauges:
+    """The reconciliation of the last complete UTC day against xAI's bill (issue 13; set by
+    `daemon.management.reconcile.DailyReconciliation`): per xAI ``api_key_id`` (the team's
+    keys, so bounded; ``unjoined`` for calls of keys not joined yet), USD. Absent until the
+    first run (no management key: never)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.billed = LoopGauge(
+            "xai_meter_billing_reconciliation_billed_usd",
+            "xAI's bill (Management API usage) of the last complete UTC day, per api_key_id.",
+            ["api_key_id"],
+            r,
+        )
+        self.ledger = LoopGauge(
+            "xai_meter_billing_reconciliation_ledger_usd",
+            "The ledger's cost of the same day and key (unjoined: calls of keys with no "
+            "api_key_id yet).",
+            ["api_key_id"],
+            r,
+        )
+        self.gap = LoopGauge(
+            "xai_meter_billing_reconciliation_gap_usd",
+            "Ledger minus billed, same day and key.",
+            ["api_key_id"],
+            r,
+        )
+        self.day = LoopGauge(
+            "xai_meter_billing_reconciliation_day_timestamp_seconds",
+            "Start (00:00 UTC) of the day the reconciliation gauges describe.",
+            [],
+            r,
+        )
+
+    def set(self, day_start: float, per_key: dict[str, tuple[int, int]]) -> None:
+        """The day's (billed, ledger) ticks per api_key_id; series of other keys go."""
+        billed, ledger, gap = self.billed.values, self.ledger.values, self.gap.values
+        for values in (billed, ledger, gap):
+            values.clear()
+        for key, (b, led) in per_key.items():
+            billed[(key,)] = b / TICKS_PER_USD
+            ledger[(key,)] = led / TICKS_PER_USD
+            gap[(key,)] = (led - b) / TICKS_PER_USD
+        self.day.set((), day_start)
 
 
 class Metrics:
@@ -352,6 +397,7 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.reconciliation = ReconciliationGauges(r)  # issue 13: xAI's bill vs the ledger
         self.build = Info("xai_meter_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
         self.genai_duration = LoopHistogram(
@@ -376,6 +422,74 @@ class Metrics:
                 "gen_ai_token_type",
             ],
             GENAI_TOKEN_BUCKETS,
+            r,
+        )
+
+        # -- the Management and Billing API (daemon.management.refresh): set only while a
+        # management key is configured, so without one these families have no samples.
+        self.key_requests = LoopCounter(
+            "xai_meter_key_requests",
+            "Relayed calls by key id (a salted hash, never the key): measured, for the "
+            "headroom against the key's qpm limit.",
+            ["provider", "key_id"],
+            r,
+        )
+        self.key_tokens = LoopCounter(
+            "xai_meter_key_tokens",
+            "Measured input + output tokens by key id, for the headroom against its tpm limit.",
+            ["provider", "key_id"],
+            r,
+        )
+        self.api_key_info = LoopGauge(
+            "xai_meter_api_key_info",
+            '1 per API key of the team (Management API): its key id in our traffic ("" when '
+            'never seen), xAI\'s api_key_id, name, and disabled ("true"/"false").',
+            ["key_id", "api_key_id", "name", "disabled"],
+            r,
+        )
+        self.api_key_limit = LoopGauge(
+            "xai_meter_api_key_limit",
+            "A key's rate limit as xAI sets it: limit tpm (tokens per minute), qpm (requests "
+            "per minute) or qps (requests per second); absent when unset.",
+            ["api_key_id", "limit"],
+            r,
+        )
+        self.api_key_expiry = LoopGauge(
+            "xai_meter_api_key_expiry_timestamp_seconds",
+            "When a key expires (only keys with an expireTime).",
+            ["api_key_id"],
+            r,
+        )
+        self.billing_prepaid_balance = LoopGauge(
+            "xai_meter_billing_prepaid_balance_usd",
+            "Prepaid credit left, USD, as xAI's Management API says.",
+            [],
+            r,
+        )
+        self.billing_spending_limit = LoopGauge(
+            "xai_meter_billing_spending_limit_usd",
+            "Monthly postpaid spending limit, USD, by kind: hard, effective_hard, soft, effective.",
+            ["kind"],
+            r,
+        )
+        self.billing_invoice_preview = LoopGauge(
+            "xai_meter_billing_invoice_preview_usd",
+            "This billing period's postpaid invoice so far (month to date), USD, as xAI's "
+            "invoice preview says.",
+            [],
+            r,
+        )
+        self.management_failures = LoopCounter(
+            "xai_meter_management_refresh_failures",
+            "Management API fetches that failed after all retries, by what: validation, keys, "
+            "balance, spending_limits, invoice, usage, key_lookup.",
+            ["what"],
+            r,
+        )
+        self.management_last_success = LoopGauge(
+            "xai_meter_management_last_success_timestamp_seconds",
+            "When each Management API fetch last succeeded, by what.",
+            ["what"],
             r,
         )
 
@@ -498,6 +612,11 @@ class Metrics:
                 _CODES.get(status) or str(status),
             )
         requests[key] = requests.get(key, 0.0) + 1.0
+        key_id = record.key_id
+        if key_id:  # per key, for the headroom against its limits: two dict updates at most
+            by_key = (provider, self.key_label(key_id))
+            key_requests = self.key_requests.values
+            key_requests[by_key] = key_requests.get(by_key, 0.0) + 1.0
         pm = keys.pm
         if record.duration_ms is not None:
             self.duration.observe(pm, record.duration_ms / 1000.0)
@@ -541,6 +660,10 @@ class Metrics:
         ):
             if count:
                 tokens[key] = tokens.get(key, 0.0) + count
+        if key_id:
+            key_tokens = self.key_tokens.values
+            measured = usage.input_tokens + usage.output_tokens
+            key_tokens[by_key] = key_tokens.get(by_key, 0.0) + measured
         if genai is not None:
             self.genai_tokens.observe(keys.genai_input, usage.input_tokens)
             self.genai_tokens.observe(keys.genai_output, usage.output_tokens)

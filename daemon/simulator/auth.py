@@ -63,22 +63,35 @@ def _redact(key: str) -> str:
     return f"{key[:4]}...{key[-4:]}" if len(key) > 12 else "****"
 
 
+def api_key_id(key: str) -> str:
+    """The ``api_key_id`` xAI gives a key: a stable UUID per key here (the Management API
+    lists keys by the same id, `daemon.simulator.management`)."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "key:" + key))
+
+
+def redact(key: str) -> str:
+    """A key as xAI shows it: its first and last four characters."""
+    return _redact(key)
+
+
 def key_description(state: SimulatorState, key: str) -> dict[str, Any]:
-    """How xAI describes an API key (``GET /v1/api-key``, gRPC ``Auth/get_api_key_info``)."""
+    """How xAI describes an API key (``GET /v1/api-key``, gRPC ``Auth/get_api_key_info``): the
+    name and ``disabled`` of its `ManagedKey` when the state has one."""
     user_id = str(uuid.uuid5(_ID_NAMESPACE, "user"))
+    managed = state.managed_keys.get(api_key_id(key))
     return {
         "redacted_api_key": _redact(key),
         "user_id": user_id,
-        "name": "sim-key",
+        "name": managed.name if managed is not None else "sim-key",
         "create_time": "2025-01-01T00:00:00Z",
         "modify_time": "2025-01-01T00:00:00Z",
         "modified_by": user_id,
         "team_id": state.team_id,
         "acls": ["api-key:model:*", "api-key:endpoint:*"],
-        "api_key_id": str(uuid.uuid5(_ID_NAMESPACE, "key:" + key)),
+        "api_key_id": api_key_id(key),
         "team_blocked": False,
         "api_key_blocked": False,
-        "api_key_disabled": False,
+        "api_key_disabled": managed.disabled if managed is not None else False,
     }
 
 

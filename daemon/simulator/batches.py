@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from daemon.simulator.billing import IMAGE_GENERATION, billing
 from daemon.simulator.catalog import cost_fields, find_model, image_price_ticks
 from daemon.simulator.chat import chat_completion, prepare_chat  # one chat answer, as served
 from daemon.simulator.faults import Injection
@@ -95,14 +96,21 @@ def _image_answer(state: SimulatorState, req: Mapping[str, Any]) -> dict[str, An
         url = f"https://imgen.x.ai/xai-imgen/xai-tmp-imgen-{digest[:32]}.jpeg"
         data.append({"url": url, "mime_type": "image/jpeg"})
     answer: dict[str, Any] = {"data": data, "model": entry["id"]}  # the proto names it
-    usage = cost_fields(state, price * n)
+    usage = cost_fields(state, {IMAGE_GENERATION: price * n})
     if usage:
         answer["usage"] = usage
     return answer
 
 
 def _run(state: SimulatorState, headers: Mapping[str, str], batch_request: Any) -> dict[str, Any]:
-    """One batch request run: its ``batch_result``."""
+    """One batch request run: its ``batch_result``, billed on its own at the batch discount."""
+    with billing(state, None, state.batch_ratio):
+        return _run_line(state, headers, batch_request)
+
+
+def _run_line(
+    state: SimulatorState, headers: Mapping[str, str], batch_request: Any
+) -> dict[str, Any]:
     if not isinstance(batch_request, dict) or len(batch_request) != 1:
         raise ApiError(422, "`batch_request` must hold exactly one request")
     [(kind, req)] = batch_request.items()

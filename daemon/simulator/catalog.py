@@ -16,6 +16,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from daemon.simulator import billing
+
 if TYPE_CHECKING:
     from daemon.simulator.state import SimulatorState
 
@@ -366,7 +368,16 @@ def service_tier_of(requested: Any) -> str:
 def price_ticks(
     state: SimulatorState, model: str, usage: Mapping[str, Any], service_tier: str = "default"
 ) -> int:
-    """The cost in ticks (1e-10 USD) that the listing implies for a usage dict.
+    """The cost in ticks (1e-10 USD) that the listing implies for a usage dict: the sum of
+    `price_units`."""
+    return sum(price_units(state, model, usage, service_tier).values())
+
+
+def price_units(
+    state: SimulatorState, model: str, usage: Mapping[str, Any], service_tier: str = "default"
+) -> dict[str, int]:
+    """The listing cost in ticks (1e-10 USD) of a usage dict, per billing unit type
+    (`daemon.simulator.billing`'s names).
 
     The xai-api.md formula: ((prompt - cached - image) * P_in + cached * P_cached
     + image * P_image + (completion + reasoning) * P_out) * tier + sources * search_price, with
@@ -380,7 +391,7 @@ def price_ticks(
     """
     entry = resolve_model(state, model)[1]
     if entry is None:
-        return 0
+        return {}
     if "prompt_tokens" in usage:
         prompt = int(usage.get("prompt_tokens") or 0)
         cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
@@ -402,9 +413,14 @@ def price_ticks(
     p_out = _price(entry, "completion_text_token_price", long_context)
     p_image = _price(entry, "prompt_image_token_price", long_context, default=p_in)
     search = _price(entry, "search_price", False)
-    tokens = (prompt - cached - images) * p_in + cached * p_cached + output * p_out
-    tokens += images * p_image
-    return tokens * TIER_MULTIPLIERS.get(service_tier, 1) + sources * search
+    tier = TIER_MULTIPLIERS.get(service_tier, 1)
+    return {
+        billing.PROMPT_TEXT: (prompt - cached - images) * p_in * tier,
+        billing.CACHED_PROMPT_TEXT: cached * p_cached * tier,
+        billing.PROMPT_IMAGE: images * p_image * tier,
+        billing.COMPLETION_TEXT: output * p_out * tier,
+        billing.SEARCH_SOURCES: sources * search,
+    }
 
 
 def tool_fee_ticks(details: Mapping[str, int]) -> int:
@@ -419,16 +435,26 @@ def billed(state: SimulatorState, ticks: int) -> int:
     return ticks * num // den
 
 
-def cost_fields(state: SimulatorState, ticks: int) -> dict[str, int]:
-    """The cost field(s) a usage object carries for a listing cost of `ticks`.
+def charge(state: SimulatorState, units: Mapping[str, int]) -> int:
+    """Bill the answer being served: its listing cost per unit type → the billed total
+    (`billed`), noted for the billing book, spread over the units
+    (`daemon.simulator.billing.note`). Booked whether or not the answer reports it."""
+    total = billed(state, sum(units.values()))
+    billing.note(billing.spread(total, units))
+    return total
+
+
+def cost_fields(state: SimulatorState, units: Mapping[str, int]) -> dict[str, int]:
+    """The cost field(s) a usage object carries for a listing cost of ``sum(units)`` (ticks
+    per unit type: the answer is billed, `charge`).
 
     ``{"cost_in_usd_ticks": billed}`` by default; ``{"cost_in_nano_usd": billed // 10}`` (1e-9
     USD, floored) when ``state.cost_unit == "nano_usd"``; nothing when ``state.report_cost`` is
     off or ``state.legacy_2025_shapes`` is on (2025 usage had no cost), xai-api.md "Units".
     """
+    cost = charge(state, units)
     if not state.report_cost or state.legacy_2025_shapes:
         return {}
-    cost = billed(state, ticks)
     if state.cost_unit == "nano_usd":
         return {"cost_in_nano_usd": cost // 10}
     return {"cost_in_usd_ticks": cost}

@@ -31,7 +31,7 @@ from daemon.simulator.catalog import (
     cost_fields,
     fingerprint_of,
     is_reasoning,
-    price_ticks,
+    price_units,
     service_tier_of,
 )
 from daemon.simulator.faults import Injection
@@ -145,7 +145,7 @@ def _chat_usage(
         },
         "num_sources_used": chat.sources,
     }
-    usage.update(cost_fields(state, price_ticks(state, chat.model, usage, chat.tier)))
+    usage.update(cost_fields(state, price_units(state, chat.model, usage, chat.tier)))
     return usage
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.simulator.catalog import billed, fingerprint_of, is_reasoning, price_ticks
+from daemon.simulator.catalog import charge, fingerprint_of, is_reasoning, price_units
 from daemon.simulator.faults import Injection
 from daemon.simulator.prompts import (
     Choice,
@@ -63,8 +63,9 @@ def text_usage(
         "prompt_tokens_details": {"cached_tokens": prompt.cached},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+    cost = charge(state, price_units(state, model, usage))  # billed, reported or not
     if state.report_cost:
-        usage["cost_in_usd_ticks"] = billed(state, price_ticks(state, model, usage))
+        usage["cost_in_usd_ticks"] = cost
     return usage
 
 

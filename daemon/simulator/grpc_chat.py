@@ -36,12 +36,13 @@ from typing import Any
 from google.protobuf.message import Message
 from xai_sdk.proto import chat_pb2, deferred_pb2, sample_pb2, usage_pb2
 
+from daemon.simulator.billing import SERVER_SIDE_TOOLS
 from daemon.simulator.catalog import (
     TOOL_DETAIL_KEYS,
     TOOL_FEES,
     fingerprint_of,
     is_reasoning,
-    price_ticks,
+    price_units,
     tool_fee_ticks,
 )
 from daemon.simulator.chat import (
@@ -197,8 +198,9 @@ class _Answer:
         details = dict.fromkeys(TOOL_DETAIL_KEYS, 0)
         for kind, count in self.calls.items():
             details[TOOL_FEES[kind][0]] += count
-        ticks = price_ticks(self.state, self.chat.model, usage, self.chat.tier)
-        cost = grpc_cost(self.state, ticks + tool_fee_ticks(details))
+        units = price_units(self.state, self.chat.model, usage, self.chat.tier)
+        units[SERVER_SIDE_TOOLS] = tool_fee_ticks(details)
+        cost = grpc_cost(self.state, units)
         return sampling_usage(usage, cost, self.tools_used())
 
     def tier(self) -> int:
@@ -341,7 +343,7 @@ async def compact_context(call: Call, req: chat_pb2.CompactContextRequest) -> Me
         dropped_message_count=len(req.input) - 1,
     )
     if call.inj.usage != "none":
-        cost = grpc_cost(state, price_ticks(state, resolved, usage))
+        cost = grpc_cost(state, price_units(state, resolved, usage))
         out.usage.CopyFrom(sampling_usage(usage, cost))
     return out
 
@@ -391,7 +393,7 @@ async def sample_text(call: Call, req: sample_pb2.SampleTextRequest) -> Message:
 
 
 def _text_usage_proto(call: Call, model: str, usage: Mapping[str, Any]) -> usage_pb2.SamplingUsage:
-    return sampling_usage(usage, grpc_cost(call.state, price_ticks(call.state, model, usage)))
+    return sampling_usage(usage, grpc_cost(call.state, price_units(call.state, model, usage)))
 
 
 async def sample_text_streaming(call: Call, req: sample_pb2.SampleTextRequest) -> list[Message]:

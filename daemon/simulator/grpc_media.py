@@ -27,6 +27,8 @@ from typing import Any
 from google.protobuf.message import Message
 from xai_sdk.proto import deferred_pb2, image_pb2, usage_pb2, video_pb2
 
+from daemon.simulator import billing
+from daemon.simulator.billing import IMAGE_GENERATION, VIDEO_GENERATION
 from daemon.simulator.catalog import (
     VIDEO_DEFAULT_MODEL,
     VIDEO_DEFAULT_RESOLUTION,
@@ -96,7 +98,7 @@ async def generate_image(call: Call, req: image_pb2.GenerateImageRequest) -> Mes
     """``Image/GenerateImage``: ``n`` images as URLs or base64, billed per image."""
     edit = req.HasField("image") or len(req.images) > 0
     body, model, ticks = image_answer(call.state, image_request_json(req), call.inj, edit)
-    cost = grpc_cost(call.state, ticks)
+    cost = grpc_cost(call.state, {IMAGE_GENERATION: ticks})
     return image_response(body, model, cost if call.inj.usage != "none" else None)
 
 
@@ -172,7 +174,10 @@ async def get_deferred_video(call: Call, req: video_pb2.GetDeferredVideoRequest)
         model=job.model,
         progress=100,
     )
-    cost = grpc_cost(call.state, job.ticks)
+    cost = grpc_cost(call.state, {VIDEO_GENERATION: job.ticks})
+    if job.booked:
+        billing.note({})  # a repeated DONE poll: billed once
+    job.booked = True
     if call.inj.usage != "none" and cost is not None:
         response.usage.CopyFrom(usage_pb2.SamplingUsage(cost_in_usd_ticks=cost))
     return video_pb2.GetDeferredVideoResponse(status=deferred_pb2.DONE, response=response)

@@ -29,9 +29,11 @@ from google.protobuf.message import DecodeError, Message
 from multidict import CIMultiDict
 
 from daemon.simulator import grpc_batches, grpc_chat, grpc_info, grpc_media
-from daemon.simulator.auth import check_key
+from daemon.simulator.auth import api_key_of, check_key
+from daemon.simulator.billing import billing
 from daemon.simulator.faults import HEADER_CUT_AFTER, HEADER_STATUS, Injection, abandon
 from daemon.simulator.grpc_wire import Call, Method
+from daemon.simulator.management import caller
 from daemon.simulator.state import SimulatedRequest, SimulatorState
 from daemon.simulator.wire import ApiError
 
@@ -155,7 +157,8 @@ class _Front:
         assert spec.unary is not None
         try:
             request = await self._prepare(call, spec, body, context)
-            message = await spec.unary(call, request)
+            with billing(self.state, caller(self.state, api_key_of(call.metadata))):
+                message = await spec.unary(call, request)
         except ApiError as exc:
             await _abort(context, exc)
         await self._initial_metadata(call, context)
@@ -175,7 +178,8 @@ class _Front:
         assert spec.stream is not None
         try:
             request = await self._prepare(call, spec, body, context)
-            messages = await spec.stream(call, request)
+            with billing(self.state, caller(self.state, api_key_of(call.metadata))):
+                messages = await spec.stream(call, request)
         except ApiError as exc:
             await _abort(context, exc)
         await self._initial_metadata(call, context)

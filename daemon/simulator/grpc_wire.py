@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from multidict import CIMultiDict
 from xai_sdk.proto import chat_pb2, sample_pb2, usage_pb2
 
-from daemon.simulator.catalog import billed
+from daemon.simulator.catalog import charge
 from daemon.simulator.faults import Injection
 from daemon.simulator.state import SimulatorState
 
@@ -71,14 +71,16 @@ def iso_timestamp(text: str) -> timestamp_pb2.Timestamp:
     return timestamp(int(datetime.fromisoformat(text).timestamp()))
 
 
-def grpc_cost(state: SimulatorState, listing_ticks: int) -> int | None:
+def grpc_cost(state: SimulatorState, units: Mapping[str, int]) -> int | None:
     """``SamplingUsage.cost_in_usd_ticks`` for a listing cost: `billed` (the billing ratio
     applied); None (the optional field unset) when ``state.report_cost`` is off or the state
     answers in 2025 shapes. The proto has no nano-USD field, so ``state.cost_unit`` does not
-    apply here."""
+    apply here. ``units``: the listing cost per unit type; the answer is billed
+    (`catalog.charge`), reported or not."""
+    cost = charge(state, units)
     if not state.report_cost or state.legacy_2025_shapes:
         return None
-    return billed(state, listing_ticks)
+    return cost
 
 
 def _detail(usage: Mapping[str, Any], section: str, key: str) -> int:

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from aiohttp import hdrs, web
 
+from daemon.simulator.billing import IMAGE_GENERATION
 from daemon.simulator.catalog import cost_fields, find_model, image_price_ticks
 from daemon.simulator.faults import Injection, header_choice, header_int
 from daemon.simulator.state import SimulatorState
@@ -132,7 +133,7 @@ def image_answer(
             item["mime_type"] = mime
         data.append(item)
     body: dict[str, Any] = {"data": data}
-    cost = cost_fields(state, price * n)
+    cost = cost_fields(state, {IMAGE_GENERATION: price * n})
     if inj.usage != "none" and cost:
         body["usage"] = cost
     return body, str(entry["id"]), price * n

@@ -28,13 +28,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from daemon.simulator.billing import SERVER_SIDE_TOOLS
 from daemon.simulator.catalog import (
     TOOL_DETAIL_KEYS,
     TOOL_FEES,
     cost_fields,
     fingerprint_of,
     is_reasoning,
-    price_ticks,
+    price_units,
     service_tier_of,
     tool_fee_ticks,
 )
@@ -176,8 +177,9 @@ def answer(
         "num_server_side_tools_used": sum(calls.values()),
         "server_side_tool_usage_details": details,
     }
-    ticks = price_ticks(state, resolved, usage, tier) + tool_fee_ticks(details)
-    usage.update(cost_fields(state, ticks))
+    units = price_units(state, resolved, usage, tier)
+    units[SERVER_SIDE_TOOLS] = tool_fee_ticks(details)
+    usage.update(cost_fields(state, units))
     if legacy:
         del usage["server_side_tool_usage_details"]
     else:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
-from daemon.simulator.auth import api_key_info, auth_error
+from daemon.simulator.auth import api_key_info, api_key_of, auth_error
 from daemon.simulator.batches import (
     add_batch_requests,
     cancel_batch,
@@ -28,6 +28,7 @@ from daemon.simulator.batches import (
     list_batch_results,
     list_batches,
 )
+from daemon.simulator.billing import billing
 from daemon.simulator.chat import chat_completions, deferred_completion
 from daemon.simulator.completions import create_complete, create_completion
 from daemon.simulator.faults import (
@@ -48,6 +49,8 @@ from daemon.simulator.listing import (
     list_language_models,
     list_models,
 )
+from daemon.simulator.management import caller, is_management
+from daemon.simulator.management import routes as management_routes
 from daemon.simulator.messages import create_message
 from daemon.simulator.prompts import tokenize_text
 from daemon.simulator.realtime import realtime_socket, stt_socket, tts_socket
@@ -98,8 +101,12 @@ async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
     if inj.status is not None:
         reply = error_reply(inj.status, f"Simulated failure ({HEADER_STATUS}: {inj.status})")
         return await send(request, reply, inj)
+    who = None if is_management(request.path) else caller(state, api_key_of(request.headers))
     try:
-        return await handler(request)
+        if who is None:
+            return await handler(request)
+        with billing(state, who):  # what the answer charges is booked (daemon.simulator.billing)
+            return await handler(request)
     except web.HTTPException as exc:  # the router's 404 / 405
         message = f"No route for {request.method} {request.path}"
         return await send(request, error_reply(exc.status, message), inj)
@@ -177,6 +184,7 @@ def build_app(state: SimulatorState | None = None) -> web.Application:
         ("GET", "/v1/batches/{batch_id}/results", list_batch_results),
         ("GET", "/v1/batches/{batch_id}/results/{batch_request_id}", get_batch_result),
     ]
+    routes += management_routes()  # the Management and Billing API
     routes += [  # deferred image jobs, voice over REST
         ("GET", "/v1/images/{request_id}", get_image_job),
         ("POST", "/v1/tts", text_to_speech),

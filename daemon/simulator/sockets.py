@@ -38,6 +38,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from daemon import tasks
+from daemon.simulator.billing import billing
 from daemon.simulator.faults import INJECTION_KEY, Injection, abort, header_int, wait_release
 from daemon.simulator.responses import answer, response_events
 from daemon.simulator.state import STATE_KEY, SocketLog
@@ -238,7 +239,8 @@ async def responses_socket(request: web.Request) -> web.StreamResponse:
                     if event["type"] != "response.create":
                         raise ApiError(400, f"Unknown client event type {event['type']!r}")
                     req = {k: v for k, v in event.items() if k != "type"}
-                    made = answer(state, request.headers, req, out.inj.usage)
+                    with billing(state):  # each turn is billed on its own
+                        made = answer(state, request.headers, req, out.inj.usage)
                 except ApiError as exc:
                     turns.add(functools.partial(out.send, error_event(exc)))
                     continue

@@ -7,6 +7,8 @@ reads its knobs (prices, fingerprints, billing ratio, stalls, ...) on each reque
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,7 @@ class GrpcVideoJob:
     polls_left: int
     polls: int = 0  # polls answered so far (progress grows with them)
     outcome: str = "done"  # done | failed | expired (x-sim-video-outcome on its start)
+    booked: bool = False  # its DONE answer was billed (`daemon.simulator.billing`)
 
 
 @dataclass(slots=True)
@@ -86,6 +89,24 @@ class Batch:
     # the gRPC BatchRequest messages of the requests added over gRPC, by id
     # (daemon.simulator.grpc_batches answers GetBatchRequestResult's ``request`` with them)
     messages: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ManagedKey:
+    """An API key as the Management API lists it (`daemon.simulator.management`): added when a
+    key first calls the inference API (its ``api_key_id`` as ``GET /v1/api-key`` reports it),
+    or by a test; tests steer its limits, ``disabled`` and ``expire_time`` (RFC 3339)."""
+
+    api_key_id: str
+    name: str = "sim-key"
+    redacted: str = "****"
+    disabled: bool = False
+    qps: int | None = None  # requests per second; None: no limit
+    qpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (the API sends it as a string)
+    expire_time: str | None = None  # RFC 3339, e.g. "2026-05-01T00:00:00Z"; None: never
+    create_time: str = "2025-01-01T00:00:00Z"
+    acls: tuple[str, ...] = ("api-key:model:*", "api-key:endpoint:*")
 
 
 @dataclass
@@ -162,6 +183,26 @@ class SimulatorState:
     image_jobs: dict[str, ImageJob] = field(default_factory=dict)  # by request id
     # A new realtime session's audio.input.format (None: 16-bit PCM at 24 kHz, xAI's default)
     realtime_input_format: dict[str, Any] | None = None
+    # The Management and Billing API (daemon.simulator.management):
+    management_key: str = "xai-mgmt-simulator"  # the one management key it accepts
+    managed_keys: dict[str, ManagedKey] = field(default_factory=dict)  # by api_key_id
+    # what every billed answer charged: (UTC day, api_key_id, unit_type) -> ticks
+    billing_book: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    billing_drift: dict[str, float] = field(default_factory=dict)  # api_key_id -> /usage factor
+    billing_clock: Callable[[], float] = time.time  # the day a charge is booked under
+    prepaid_credits_cents: int = 10_000  # prepaid credits bought ($100)
+    # monthly postpaid spending limits, cents (None: unset): hard, effective_hard, soft, effective
+    spending_limits_cents: dict[str, int | None] = field(
+        default_factory=lambda: {
+            "hard": 100_000,
+            "effective_hard": 100_000,
+            "soft": None,
+            "effective": 50_000,
+        }
+    )
+    management_faults: list[int] = field(default_factory=list)  # next management answers' statuses
+    management_status: int | None = None  # every management answer has this status
+    management_page_size: int = 100  # api keys per page at most
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[SimulatedRequest]:
         """Wait until at least `count` requests arrived (bounded), instead of sleeping.

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from daemon.simulator.billing import VIDEO_GENERATION
 from daemon.simulator.catalog import cost_fields
 from daemon.simulator.faults import Injection, header_choice, header_int
 from daemon.simulator.state import SimulatorState, VideoJob
@@ -134,7 +135,7 @@ def video_done_body(state: SimulatorState, kind: str, req: Mapping[str, Any]) ->
         "model": model,
         "progress": 100,
     }
-    usage = cost_fields(state, ticks)
+    usage = cost_fields(state, {VIDEO_GENERATION: ticks})
     if usage:
         body["usage"] = usage
     return body

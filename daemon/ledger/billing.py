@@ -1,0 +1,142 @@
+"""xAI's own bill in the ledger, and the ledger's cost in the same shape (issue 13).
+
+`save_billed_usage` keeps what the Management API's ``POST /v1/billing/teams/{id}/usage`` said
+(table ``billed_usage``, migration m014); `load_billed_usage` reads it back; `ledger_costs`
+sums the ledger's own cost per UTC day, xAI ``api_key_id`` and class of call, for
+`daemon.management.reconcile` to set the two side by side. Writers run in the ledger's writer
+thread (`Ledger.run_in_writer`); readers also run on a read-only connection (the CLI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
+
+import sqlite_utils
+
+DAY_SECONDS = 86_400
+
+#: The class of a ledger row, for the reconciliation's "which unit types differ": what xAI's
+#: unit types can be told apart by (`daemon.management.reconcile.unit_class` maps those).
+#: Order matters: a batch result priced by the catalog is a batch row first.
+_CALL_CLASS = """case
+    when c.endpoint = 'batches.result' then 'batch'
+    when c.catalog_rate like 'video%' then 'video'
+    when c.catalog_rate is not null then 'voice'
+    when c.endpoint like 'images.%' then 'image'
+    else 'text' end"""
+
+
+class BilledRow(NamedTuple):
+    """One row of xAI's bill: UTC day ``YYYY-MM-DD``, xAI's api_key_id, its unit_type, USD as
+    xAI gave it, and that amount in exact ticks (1 tick = 1e-10 USD)."""
+
+    day: str
+    api_key_id: str
+    unit_type: str
+    usd: float
+    ticks: int
+
+
+class LedgerCost(NamedTuple):
+    """The ledger's cost of one UTC day, xAI api_key_id (None: the "unjoined" group, calls whose
+    key has no api_key_id yet, or that carried no key) and class (``text``, ``image``,
+    ``video``, ``voice``, ``batch``).
+
+    ``ticks``: the sum of ``calls.cost_ticks`` (reported by xAI, else computed); ``calls``:
+    rows; ``unpriced``: rows with usage but no price; ``unmetered``: rows whose usage could not
+    be read (their cost is unknown, so missing from ``ticks``)."""
+
+    day: str
+    api_key_id: str | None
+    kind: str
+    ticks: int
+    calls: int
+    unpriced: int
+    unmetered: int
+
+
+def day_start(day: str) -> float:
+    """Epoch seconds of 00:00 UTC of ``day`` (``YYYY-MM-DD``); ValueError for anything else."""
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC).timestamp()
+
+
+def days_between(first: str, last: str) -> list[str]:
+    """Every UTC day from `first` to `last`, both included, oldest first."""
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+def save_billed_usage(
+    db: sqlite_utils.Database, days: Iterable[str], rows: Iterable[BilledRow], fetched_at: float
+) -> int:
+    """Store a pull of xAI's bill in one transaction: every row of each day pulled (`days`,
+    and any other day a row names) is replaced, so a day pulled again replaces itself, a unit
+    type gone from it included. Returns the rows written."""
+    rows = list(rows)
+    replaced = sorted({*days, *(r.day for r in rows)})
+    with db.conn:
+        db.conn.executemany("delete from billed_usage where day = ?", [(d,) for d in replaced])
+        db.conn.executemany(
+            "insert or replace into billed_usage "
+            "(day, api_key_id, unit_type, usd, ticks, fetched_at) values (?, ?, ?, ?, ?, ?)",
+            [(*row, fetched_at) for row in rows],
+        )
+    return len(rows)
+
+
+def has_billed_usage(db: sqlite_utils.Database) -> bool:
+    """The ledger has the ``billed_usage`` table (a ledger migrated to m014)."""
+    return bool(db["billed_usage"].exists())
+
+
+def load_billed_usage(
+    db: sqlite_utils.Database, first: str, last: str
+) -> tuple[list[BilledRow], float | None]:
+    """The stored bill of the days `first` to `last` (``YYYY-MM-DD``, both included), by day,
+    key and unit type, and when the latest of those rows was fetched (None: none stored)."""
+    if not has_billed_usage(db):
+        return [], None
+    rows = [
+        BilledRow(*r)
+        for r in db.execute(
+            "select day, api_key_id, unit_type, usd, ticks from billed_usage "
+            "where day between ? and ? order by day, api_key_id, unit_type",
+            [first, last],
+        )
+    ]
+    fetched = db.execute(
+        "select max(fetched_at) from billed_usage where day between ? and ?", [first, last]
+    ).fetchone()[0]
+    return rows, fetched
+
+
+def ledger_costs(db: sqlite_utils.Database, first: str, last: str) -> list[LedgerCost]:
+    """The ledger's cost of the UTC days `first` to `last` (both included) per day, xAI
+    api_key_id and class, from the calls of the default upstream (``provider = 'xai'``: other
+    upstreams are not on xAI's bill). A call's day is the UTC day it started; its key joins
+    through ``api_keys`` (key_id -> api_key_id)."""
+    rows = db.execute(
+        f"""select date(c.started_at, 'unixepoch') as day, k.api_key_id, {_CALL_CLASS} as kind,
+               coalesce(sum(c.cost_ticks), 0), count(*),
+               coalesce(sum(c.cost_source = 'unpriced'), 0),
+               coalesce(sum(c.metered = 0), 0)
+        from calls c left join api_keys k on k.key_id = c.key_id
+        where c.started_at >= ? and c.started_at < ? and c.provider = 'xai'
+        group by day, k.api_key_id, kind
+        order by day, k.api_key_id, kind""",
+        [day_start(first), day_start(last) + DAY_SECONDS],
+    )
+    return [LedgerCost(*r) for r in rows]
+
+
+def api_key_names(db: sqlite_utils.Database) -> dict[str, str]:
+    """xAI api_key_id -> the key's name, as GET /v1/api-key gave it (the ``api_keys`` table)."""
+    return {
+        r[0]: r[1]
+        for r in db.execute(
+            "select api_key_id, name from api_keys where api_key_id is not null "
+            "and name is not null order by updated_at"
+        )
+    }

@@ -1,0 +1,322 @@
+"""`xai-meter reconcile`: xAI's bill (fetched now, or the ledger's stored pull) set against
+the ledger, per UTC day and key, as a table, JSON or CSV.
+
+Where the bill comes from: with the management key in the environment (``management.
+api_key_env``), `ManagementClient.usage` is asked now, for the last ``days`` complete UTC days
+and today so far (marked partial: xAI's bill may lag the ledger); the ledger is only read (the
+daemon's daily run stores pulls). Without the key, or when the API fails, the pull the daemon
+stored (`daemon.management.reconcile.DailyReconciliation`) is used, over the days it covers,
+and the output says so. When neither serves, `NoBill` (one line; the CLI exits 2).
+
+JSON and CSV carry numbers as numbers: USD as floats, ticks as exact integers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from daemon.config import Settings
+from daemon.ledger import open_database
+from daemon.ledger.billing import (
+    BilledRow,
+    api_key_names,
+    days_between,
+    ledger_costs,
+    load_billed_usage,
+)
+from daemon.management.client import ManagementClient, ManagementError
+from daemon.management.reconcile import UNJOINED, Reconciled, billed_rows, reconcile, utc_day
+from daemon.units import TICKS_PER_USD, format_usd
+
+
+class NoBill(Exception):
+    """Neither the Management API nor the ledger's stored pull can say what xAI billed; the
+    message (one line) says why and what to do."""
+
+
+class NoLedger(Exception):
+    """The bill was fetched, but there is no ledger to set it against (``str()``: "no ledger
+    at PATH")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The rows, and where xAI's bill came from: ``source`` for JSON (``from``: ``api`` or
+    ``ledger``, the days, ``fetched_at``, the API's error if one sent us to the ledger) and
+    ``line`` for the table."""
+
+    rows: list[Reconciled]
+    source: dict[str, Any]
+    line: str
+
+
+def report_text(settings: Settings, days: int | None, fmt: str) -> str:
+    """`xai-meter reconcile`: the report for these settings (``management.*``, the ledger at
+    ``ledger.path``), over `days` (None: ``management.reconcile_days``) complete UTC days, in
+    `fmt`. The key is read from ``$<management.api_key_env>``. Raises `NoBill`, `NoLedger`."""
+    m = settings.management
+    key = os.environ.get(m.api_key_env) if m.api_key_env else None
+    report = asyncio.run(
+        build_report(
+            settings.ledger.path,
+            days=days or m.reconcile_days,
+            now=time.time(),
+            key=key or None,
+            key_env=m.api_key_env or "XAI_MANAGEMENT_KEY",
+            base_url=m.base_url,
+            team_id=m.team_id,
+        )
+    )
+    return render(report, fmt)
+
+
+async def build_report(
+    ledger_path: str | Path,
+    *,
+    days: int,
+    now: float,
+    key: str | None,
+    key_env: str,
+    base_url: str,
+    team_id: str = "",
+    retry_wait: Any = None,
+) -> Report:
+    """Reconcile the last `days` complete UTC days before `now` (and today so far when the
+    bill is fetched). `key`: the management key (None: not set; `key_env` names it in
+    messages). Raises `NoBill` when neither source serves, `NoLedger` when the bill was fetched
+    but there is no ledger."""
+    today = utc_day(now)
+    first, last = (today - timedelta(days=days)).isoformat(), today.isoformat()
+    fetched: list[BilledRow] | None = None
+    failure = ""
+    if key is not None:
+        try:
+            fetched = await _fetch(base_url, key, team_id, first, last, retry_wait)
+        except ManagementError as exc:
+            failure = str(exc)
+    return _assemble(Path(ledger_path), fetched, failure, first, last, now, key_env, base_url)
+
+
+def _assemble(
+    path: Path,
+    fetched: list[BilledRow] | None,
+    failure: str,
+    first: str,
+    last: str,
+    now: float,
+    key_env: str,
+    base_url: str,
+) -> Report:
+    """The report from the bill fetched (None: not fetched, `failure` says why when it failed)
+    or else the ledger's stored pull, and the ledger's costs."""
+    why_not = f"the Management API failed ({failure})" if failure else f"${key_env} is not set"
+    if not path.exists():
+        if fetched is None:
+            raise NoBill(
+                f"{why_not}, and there is no ledger at {path} to hold a stored pull of xAI's "
+                f"bill. Fix: export {key_env}=<management key>, or pass --ledger FILE."
+            )
+        raise NoLedger(f"no ledger at {path}")
+    db = open_database(path, readonly=True)
+    try:
+        if fetched is not None:
+            billed, shown, partial = fetched, days_between(first, last), last
+            source: dict[str, Any] = {"from": "api", "fetched_at": now, "api_error": None}
+            line = f"xAI's bill: fetched now from the Management API ({base_url})."
+        else:
+            yesterday = (date.fromisoformat(last) - timedelta(days=1)).isoformat()
+            billed, fetched_at = load_billed_usage(db, first, yesterday)
+            if not billed:
+                raise NoBill(
+                    f"{why_not}, and the ledger {path} holds no stored pull of xAI's bill for "
+                    f"{first} to {yesterday}. Fix: export {key_env}=<management key> (the daemon "
+                    f"then stores a pull every day), or try again later."
+                )
+            shown, partial = days_between(billed[0].day, billed[-1].day), None
+            when = datetime.fromtimestamp(fetched_at or 0.0, UTC).isoformat(timespec="seconds")
+            source = {"from": "ledger", "fetched_at": fetched_at, "api_error": failure or None}
+            line = (
+                f"xAI's bill: not fetched ({why_not}); the pull the daemon stored in the "
+                f"ledger at {when}, over the days it covers."
+            )
+        costs = ledger_costs(db, shown[0], shown[-1])
+        names = api_key_names(db)
+    finally:
+        db.close()
+    source.update(first_day=shown[0], last_day=shown[-1])
+    return Report(reconcile(billed, costs, names, days=shown, today=partial), source, line)
+
+
+async def _fetch(
+    base_url: str, key: str, team_id: str, first: str, last: str, retry_wait: Any
+) -> list[BilledRow]:
+    async with aiohttp.ClientSession() as session:
+        client = ManagementClient(session, base_url, key, team_id, retry_wait=retry_wait)
+        usage = await client.usage(date.fromisoformat(first), date.fromisoformat(last))
+    return billed_rows(usage)
+
+
+# --- output: table, JSON, CSV -------------------------------------------------------------
+
+
+def _usd(ticks: int) -> float:
+    return ticks / TICKS_PER_USD
+
+
+def as_dict(row: Reconciled) -> dict[str, Any]:
+    """One row for JSON: numbers as numbers (USD as floats, ticks as exact integers)."""
+    return {
+        "day": row.day,
+        "row": row.row,
+        "api_key_id": row.api_key_id,
+        "name": row.name,
+        "billed_usd": _usd(row.billed_ticks),
+        "ledger_usd": _usd(row.ledger_ticks),
+        "gap_usd": _usd(row.gap_ticks),
+        "gap_ratio": row.gap_ratio,
+        "billed_ticks": row.billed_ticks,
+        "ledger_ticks": row.ledger_ticks,
+        "gap_ticks": row.gap_ticks,
+        "status": row.status,
+        "calls": row.calls,
+        "unpriced": row.unpriced,
+        "unmetered": row.unmetered,
+        "partial": row.partial,
+        "differs": [
+            {
+                "class": g.kind,
+                "unit_types": list(g.unit_types),
+                "billed_ticks": g.billed_ticks,
+                "ledger_ticks": g.ledger_ticks,
+                "gap_ticks": g.gap_ticks,
+                "expected": g.expected,
+            }
+            for g in row.differs
+        ],
+        "billed_by_unit_type": dict(row.billed_by_unit),
+        "note": row.note,
+    }
+
+
+CSV_COLUMNS: Final = (
+    "day",
+    "row",
+    "api_key_id",
+    "name",
+    "billed_usd",
+    "ledger_usd",
+    "gap_usd",
+    "gap_ratio",
+    "billed_ticks",
+    "ledger_ticks",
+    "gap_ticks",
+    "status",
+    "calls",
+    "unpriced",
+    "unmetered",
+    "partial",
+    "differs",
+    "note",
+)
+
+
+def render_json(rows: Sequence[Reconciled], source: Mapping[str, Any]) -> str:
+    """``{"source": {...}, "rows": [...]}`` (`as_dict` rows), indented, one trailing newline."""
+    body = {"source": dict(source), "rows": [as_dict(r) for r in rows]}
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def render_csv(rows: Sequence[Reconciled]) -> str:
+    """`CSV_COLUMNS`, one line per row: plain numbers (no ``$`` or ``%``), ``differs`` as
+    ``class:gap_ticks`` pairs joined by ``;`` (``!`` after an unexpected one)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        values = as_dict(row)
+        values["differs"] = ";".join(
+            f"{g.kind}:{g.gap_ticks}{'' if g.expected else '!'}" for g in row.differs
+        )
+        values["gap_ratio"] = "" if row.gap_ratio is None else row.gap_ratio
+        values["partial"] = int(row.partial)
+        writer.writerow({c: values[c] for c in CSV_COLUMNS})
+    return out.getvalue()
+
+
+def render_table(rows: Sequence[Reconciled], source: str) -> str:
+    """Aligned columns for a terminal: one line per row (exact USD, the gap's sign kept, the
+    relative gap in %), then the notes, then where xAI's bill came from (`source`)."""
+    head = ("day", "key", "billed $", "ledger $", "gap $", "gap %", "calls", "status")
+    cells = [
+        (
+            r.day + ("*" if r.partial else ""),
+            _key_label(r),
+            format_usd(r.billed_ticks),
+            format_usd(r.ledger_ticks),
+            _signed(r.gap_ticks),
+            "-" if r.gap_ratio is None else f"{r.gap_ratio:+.2%}",
+            str(r.calls),
+            r.status,
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    right = {2, 3, 4, 5, 6}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    lines = [line(head), line(["-" * w for w in widths]), *(line(c) for c in cells)]
+    if not rows:
+        lines.append("(no billed usage and no ledger cost in these days)")
+    notes = [(r, r.note) for r in rows if r.note]
+    if notes:
+        lines.append("")
+        lines.append("Notes:")
+        lines += [f"  {r.day} {_key_label(r)}: {note}" for r, note in notes]
+    if any(r.partial for r in rows):
+        lines.append("  * today, still open: xAI's bill may lag behind the ledger")
+    lines.append("")
+    lines.append(
+        "Gaps are ledger minus billed; expected where xAI bills what the relay cannot see or "
+        "price the same way: voice, storage and batch discounts."
+    )
+    lines.append(source)
+    return "\n".join(lines) + "\n"
+
+
+def _key_label(row: Reconciled) -> str:
+    if row.row == "day":
+        return "(all keys)"
+    if row.row == UNJOINED:
+        return f"({UNJOINED})"
+    return f"{row.name} ({row.api_key_id})" if row.name else str(row.api_key_id)
+
+
+def _signed(ticks: int) -> str:
+    text = format_usd(abs(ticks))
+    return ("-" if ticks < 0 else "+" if ticks > 0 else "") + text
+
+
+def render(report: Report, fmt: str) -> str:
+    """The report in `fmt` (``table``, ``json`` or ``csv``: `daemon.tables.FORMATS`)."""
+    if fmt == "json":
+        return render_json(report.rows, report.source)
+    if fmt == "csv":
+        return render_csv(report.rows)
+    return render_table(report.rows, report.line)
