@@ -8,6 +8,7 @@ on a WebSocket, a ``xai-client-secret.<token>`` subprotocol.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,7 @@ def _redact(key: str) -> str:
     return f"{key[:4]}...{key[-4:]}" if len(key) > 12 else "****"
 
 
+@functools.lru_cache(maxsize=4096)  # every request asks (the billing book's caller)
 def api_key_id(key: str) -> str:
     """The ``api_key_id`` xAI gives a key: a stable UUID per key here (the Management API
     lists keys by the same id, `daemon.simulator.management`)."""
