@@ -990,8 +990,7 @@ def key_panels() -> list[PanelBuilder]:
         return queries(
             (measured, "{{api_key_id}} measured"),
             (
-                f'max by (api_key_id) ({limit}{{limit="{kind}"}}) '
-                f"and on (api_key_id) {measured}",
+                f'max by (api_key_id) ({limit}{{limit="{kind}"}}) and on (api_key_id) {measured}',
                 "{{api_key_id}} " + kind,
             ),
         )
