@@ -45,6 +45,14 @@ BUDGET_NOTE = (
     "The budget is the recording rule xai_meter:spend_budget_usd_per_hour "
     "(dashboards/rules/xai-meter-recording.yml), the one place to change it."
 )
+RUNWAY_NOTE = (
+    "The threshold is the recording rule xai_meter:prepaid_runway_threshold_days "
+    "(dashboards/rules/xai-meter-recording.yml), the one place to change it."
+)
+MANAGEMENT_NOTE = (
+    "Needs a management key (management.api_key_env): without one the daemon "
+    "exports none of this and the panel stays empty."
+)
 LEDGER_NOTE = (
     "Prometheus counters: a series' first increment after the daemon starts is not "
     "seen by increase(). The ledger has every call to the tick: "
@@ -539,6 +547,103 @@ def token_panels() -> list[PanelBuilder]:
     ]
 
 
+def billing_panels() -> list[PanelBuilder]:
+    """xAI's Billing API (prepaid balance, spending limits, invoice preview) and the daily
+    reconciliation against xAI's bill: team-wide, so no $provider/$model/$app filter."""
+    limits = "xai_meter_billing_spending_limit_usd"
+    reconciliation = "xai_meter_billing_reconciliation_{}_usd"
+
+    def side(name: str, label: str) -> str:
+        metric = reconciliation.format(name)
+        return f'label_replace(max by (api_key_id) ({metric}), "side", "{label}", "", "")'
+
+    return [
+        stat(
+            "Prepaid balance",
+            "max(xai_meter_billing_prepaid_balance_usd)",
+            "currencyUSD",
+            "Prepaid credits left, as xAI's Billing API says (refreshed every "
+            "management.refresh_interval). A postpaid team's stays 0. " + MANAGEMENT_NOTE,
+        ),
+        stat(
+            "Prepaid runway (days)",
+            "xai_meter:prepaid_runway_days",
+            "d",
+            "Days the prepaid balance lasts at the last day's burn rate (calls relayed to xAI "
+            "only: traffic that bypasses xai-meter shortens it). PrepaidBalanceLow fires below "
+            "the threshold for 30 minutes. " + RUNWAY_NOTE,
+        ),
+        stat(
+            "Burn rate, last day (USD/day)",
+            "xai_meter:spend_usd_per_day:rate1d",
+            "currencyUSD",
+            "What the calls relayed to xAI cost per day, over the last day: the runway's "
+            "denominator. Less than a day of data reads low.",
+        ),
+        stat(
+            "Month to date / effective limit",
+            "xai_meter:billing_spend_limit_used:ratio",
+            "percentunit",
+            "xAI's invoice preview (month to date) as a share of the effective spending "
+            "limit. SpendNearLimit fires above 90% for 15 minutes. " + MANAGEMENT_NOTE,
+        ).thresholds(thresholds((None, "green"), (0.9, "red"))),
+        timeseries(
+            "Prepaid runway against the threshold (days)",
+            queries(
+                ("xai_meter:prepaid_runway_days", "runway"),
+                ("xai_meter:prepaid_runway_threshold_days", "threshold"),
+            ),
+            "short",
+            "Days the prepaid balance lasts at the last day's burn rate, against the "
+            "threshold. No line without spend (the runway is infinite). " + RUNWAY_NOTE,
+        ).override_by_name("threshold", dashed("red")),
+        timeseries(
+            "Month to date against the spending limits (USD)",
+            queries(
+                ("max(xai_meter_billing_invoice_preview_usd)", "month to date"),
+                (f"max by (kind) ({limits})", "{{kind}} limit"),
+            ),
+            "currencyUSD",
+            "xAI's invoice preview for this billing period against the monthly spending "
+            "limits by kind (hard, effective_hard, soft, effective; a kind xAI does not set "
+            "has no line). At the effective limit, xAI refuses calls.",
+        ),
+        stat(
+            "Reconciled day",
+            "max(xai_meter_billing_reconciliation_day_timestamp_seconds) * 1000",
+            "dateTimeAsIso",
+            "The complete UTC day (its 00:00) the reconciliation below describes: the daily "
+            "run after management.reconcile_hour_utc. `xai-meter reconcile` has every day "
+            "and key, with the unit types that differ.",
+            width=4,
+        ),
+        table(
+            "Reconciliation by key: xAI billed, ledger, gap",
+            f"{side('billed', 'billed by xAI')} or {side('ledger', 'ledger')} "
+            f"or {side('gap', 'gap (ledger - billed)')}",
+            "currencyUSD",
+            "Per api_key_id for the reconciled day: what xAI billed (Management API usage), "
+            "the ledger's cost of the same key and day, and the gap. `unjoined`: calls of "
+            "keys not joined to an api_key_id yet. BillingReconciliationGap fires beyond 2% "
+            "and $0.01.",
+            width=10,
+            value="USD",
+            sort=("api_key_id", False),
+        ),
+        timeseries(
+            "Reconciliation gap by key (ledger - billed)",
+            queries(
+                (f"max by (api_key_id) ({reconciliation.format('gap')})", "{{api_key_id}}"),
+            ),
+            "currencyUSD",
+            "The gap of the last complete UTC day, per api_key_id: a step a day. Positive: the "
+            "ledger counts more than xAI billed; negative: xAI billed more (voice, storage, "
+            "batch, unmetered calls, or the key used without xai-meter).",
+            width=10,
+        ),
+    ]
+
+
 def spend_dashboard() -> dash_b.Dashboard:
     board = base(
         "xai-meter-spend",
@@ -552,6 +657,7 @@ def spend_dashboard() -> dash_b.Dashboard:
         [
             ("Spend", spend_panels()),
             ("Billed vs the price list", reconciliation_panels()),
+            ("Billing", billing_panels()),
             ("Tokens", token_panels()),
         ],
     )
@@ -875,6 +981,112 @@ def health_panels() -> list[PanelBuilder]:
     ]
 
 
+def key_panels() -> list[PanelBuilder]:
+    """Each xAI API key: measured use against its per-minute limits (recording rules joined on
+    key_id), what xAI says of it, and the Management API's health."""
+    limit = "xai_meter_api_key_limit"
+
+    def against(measured: str, kind: str) -> list[cog_builder.Builder[Any]]:
+        return queries(
+            (measured, "{{api_key_id}} measured"),
+            (
+                f'max by (api_key_id) ({limit}{{limit="{kind}"}}) and on (api_key_id) {measured}',
+                "{{api_key_id}} " + kind,
+            ),
+        )
+
+    return [
+        timeseries(
+            "Headroom per key: share of the limit used",
+            queries(
+                ("xai_meter:key_limit_used:ratio_rate5m", "{{api_key_id}} {{limit}}"),
+            ),
+            "percentunit",
+            "Each key's measured tokens/min over its tpm and requests/min over its qpm "
+            "(5-minute windows). ApiKeyLimitHeadroomLow fires above 80% for 10 minutes; at "
+            "100% xAI answers 429. Keys without that limit have no line. " + MANAGEMENT_NOTE,
+            width=8,
+        )
+        .thresholds(thresholds((None, "green"), (0.8, "red")))
+        .thresholds_style(
+            common_b.GraphThresholdsStyleConfig().mode(common.GraphTresholdsStyleMode.LINE)
+        ),
+        timeseries(
+            "Tokens per minute per key, against tpm",
+            against("xai_meter:key_tokens_per_minute:rate5m", "tpm"),
+            "short",
+            "Input + output tokens per minute relayed with each key (5-minute windows), and "
+            "its tpm limit. Traffic that bypasses xai-meter counts against the limit too.",
+            width=8,
+        ),
+        timeseries(
+            "Requests per minute per key, against qpm",
+            against("xai_meter:key_requests_per_minute:rate5m", "qpm"),
+            "short",
+            "Calls per minute relayed with each key (5-minute windows), and its qpm limit.",
+            width=8,
+        ),
+        table(
+            "API keys",
+            "max by (name, api_key_id, key_id, disabled) (xai_meter_api_key_info)",
+            "none",
+            "The team's API keys as xAI's Management API lists them: name, api_key_id, "
+            'key_id (our salted hash of the key; "" when never seen in traffic) and disabled. '
+            "ApiKeyDisabled fires for a disabled key in use. " + MANAGEMENT_NOTE,
+            width=9,
+            hide=("Time", "Value"),
+            sort=("name", False),
+        ),
+        table(
+            "Rate limits per key",
+            f"max by (api_key_id, limit) ({limit})",
+            "short",
+            "tpm (tokens per minute), qpm (requests per minute), qps (requests per second) "
+            "as xAI sets them; a limit not set has no row.",
+            width=5,
+            value="limit",
+            sort=("api_key_id", False),
+        ),
+        table(
+            "Key expiry",
+            "max by (api_key_id) (xai_meter_api_key_expiry_timestamp_seconds) * 1000",
+            "dateTimeAsIso",
+            "Keys that expire, and when. ApiKeyExpiringSoon fires for a key in use within 7 "
+            "days of it.",
+            width=5,
+            value="expires",
+            sort=("expires", False),
+        ),
+        table(
+            "Management API: last success",
+            "max by (what) (xai_meter_management_last_success_timestamp_seconds) * 1000",
+            "dateTimeAsIso",
+            "When each kind of fetch last succeeded (validation, keys, balance, "
+            "spending_limits, invoice, usage: the daily reconciliation, key_lookup). "
+            "ManagementApiFailing fires at three failures of a kind within an hour.",
+            width=5,
+            value="last success",
+            sort=("what", False),
+        ),
+        timeseries(
+            "Management API failures",
+            queries(
+                (
+                    "sum by (what) (increase(xai_meter_management_refresh_failures_total"
+                    "[$__rate_interval])) or sum by (what) "
+                    "(xai_meter_management_last_success_timestamp_seconds) * 0",
+                    "{{what}}",
+                ),
+            ),
+            "short",
+            "Fetches that failed after all retries, per interval and kind (0 for a kind that "
+            "succeeds). "
+            "The daemon's log has each kind's first failure (management_refresh_failed).",
+            width=24,
+        ),
+    ]
+
+
 def operations_dashboard() -> dash_b.Dashboard:
     board = base(
         "xai-meter-operations",
@@ -890,6 +1102,7 @@ def operations_dashboard() -> dash_b.Dashboard:
             ("Latency and time to first token", latency_panels()),
             ("Fingerprints", fingerprint_panels()),
             ("Daemon health", health_panels()),
+            ("API keys and limits", key_panels()),
         ],
     )
 

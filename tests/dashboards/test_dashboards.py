@@ -51,8 +51,19 @@ REQUIRED_ALERTS = {
     "UnmeteredCallsHigh",
     "UnpricedCallsHigh",
     "LedgerWriteErrors",
+    "LedgerUnhealthy",
     "XaiMeterDown",
+    # the Management and Billing APIs (a daemon with a management key)
+    "ManagementApiFailing",
+    "ApiKeyDisabled",
+    "ApiKeyExpiringSoon",
+    "ApiKeyLimitHeadroomLow",
+    "PrepaidBalanceLow",
+    "SpendNearLimit",
+    "BillingReconciliationGap",
 }
+# Recording rules that are a constant: the thresholds set in one place.
+CONSTANT = re.compile(r"vector\([\d.]+\)")
 
 
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^'\\]|\\.)*'")
@@ -135,7 +146,15 @@ def exported() -> dict[str, set[str]]:
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     labels_of = {}
-    for value in vars(metrics).values():
+    # Metrics' attributes, and those of the groups it holds (e.g. its ReconciliationGauges)
+    found = list(vars(metrics).values())
+    found += [
+        inner
+        for value in found
+        if type(value).__module__.startswith("daemon.") and hasattr(value, "__dict__")
+        for inner in vars(value).values()
+    ]
+    for value in found:
         if isinstance(value, MetricWrapperBase):
             labels_of[value._name] = set(value._labelnames)
         elif isinstance(value, LoopCounter | LoopGauge | LoopHistogram):
@@ -199,7 +218,7 @@ def test_every_metric_and_label_used_is_exported_or_recorded() -> None:
     problems = []
     for where, expr in found:
         used = metric_names(expr)
-        if not used and expr != "vector(10)":
+        if not used and not CONSTANT.fullmatch(expr.strip()):
             problems.append(f"{where}: no metric read from {expr!r}")
         for name in sorted(used - set(names)):
             kind = "recording rule" if ":" in name else "metric"
@@ -311,6 +330,36 @@ def test_the_spend_budget_is_set_in_one_place() -> None:
     assert not re.search(r"\d", alert["expr"].replace("rate1h", "")), (
         "SpendBurnRateHigh compares against a number: use the budget recording rule"
     )
+
+
+def test_the_runway_threshold_is_set_in_one_place() -> None:
+    [threshold] = [
+        r for r in recordings() if r["record"] == "xai_meter:prepaid_runway_threshold_days"
+    ]
+    assert CONSTANT.fullmatch(threshold["expr"].strip())
+    [alert] = [r for r in alerts() if r["alert"] == "PrepaidBalanceLow"]
+    assert "xai_meter:prepaid_runway_threshold_days" in alert["expr"]
+    compared = alert["expr"].replace("rate1d", "").replace("[7d]", "").replace("> 0", "")
+    assert not re.search(r"\d", compared), (
+        "PrepaidBalanceLow compares the runway against a number: use the threshold rule"
+    )
+    spend = json.loads((DASHBOARDS / "grafana/xai-meter-spend.json").read_text())
+    exprs = [expr for _where, expr in dashboard_queries(spend)]
+    assert "xai_meter:prepaid_runway_threshold_days" in exprs, "the dashboard draws it"
+
+
+def test_the_key_join_leaves_out_keys_never_seen_in_traffic() -> None:
+    """Keys never seen in traffic all have key_id "": two of them on the one side of
+    `on (key_id) group_left` would fail the rule (many-to-many), so every join filters them."""
+    problems = [
+        where
+        for where, expr in all_expressions()
+        if "xai_meter_api_key_info" in expr
+        and re.search(r"on\s*\(key_id\)", expr)
+        and 'key_id!=""' not in expr.replace(" ", "")
+    ]
+    joins = [e for _w, e in all_expressions() if "group_left (api_key_id)" in e]
+    assert len(joins) >= 2 and not problems, problems
 
 
 def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:

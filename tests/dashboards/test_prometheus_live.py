@@ -8,6 +8,12 @@ every dashboard and recording query must return data. Prometheus must have loade
 files and evaluated every rule without error, and exactly the alerts this traffic calls for must
 have a non-empty expression (a new fingerprint among them; the change back to a known one is
 not alerted on).
+
+The daemon runs with a management key against the simulator's Management and Billing API, so
+the Billing and API keys panels, their rules and alerts are proven the same way: the test's key
+has limits and an expiry (far from alerting), and yesterday's bill holds half a cent for it
+that the ledger has not (a gap below the alert's cent). Without a management key those series
+do not exist; the queries are the same PromQL, valid either way.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,8 @@ import yaml
 from daemon import simulator
 from daemon.meter import Sink
 from daemon.record import CallRecord
+from daemon.simulator.auth import api_key_id
+from daemon.simulator.state import ManagedKey
 from daemon.testing import (
     DASHBOARDS,
     JSON_FILES,
@@ -64,6 +73,8 @@ EXPECTED_ALERTS = {
 }
 MESSAGES = [{"role": "user", "content": "How much does this cost?"}]
 NEW_FINGERPRINT = "fp_new"
+APP_KEY = "test"  # the key every call of traffic() sends
+YESTERDAYS_BILL_TICKS = 50_000_000  # $0.005: a gap under BillingReconciliationGap's cent
 
 
 def substitute(expr: str) -> str:
@@ -243,11 +254,36 @@ async def test_every_query_and_rule_on_a_real_prometheus(
     sim = await simulator.start()
     sim.state.accept_unknown_models = True
     original = sim.state.fingerprints["grok-3"]
+    # The Management API: the app's key with limits far above its use and an expiry a month
+    # away; a bill for it yesterday, which the first refresh reconciles (hour 0: due at once).
+    monkeypatch.setenv("XAI_MANAGEMENT_KEY", sim.state.management_key)
+    now = datetime.now(UTC)
+    app = api_key_id(APP_KEY)
+    sim.state.managed_keys[app] = ManagedKey(
+        app,
+        name="live-test",
+        tpm=10_000_000,
+        qpm=100_000,
+        expire_time=(now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    yesterday = (now - timedelta(days=1)).date().isoformat()
+    sim.state.billing_book[(yesterday, app, "prompt_text_tokens")] = YESTERDAYS_BILL_TICKS
     process: subprocess.Popen[bytes] | None = None
     try:
-        meter = await start_daemon(sim.url, pricing__refresh=True)
+        meter = await start_daemon(
+            sim.url,
+            pricing__refresh=True,
+            management__base_url=sim.url,
+            management__refresh_interval=3600,  # refreshed by hand below
+            management__reconcile_hour_utc=0,
+        )
         async with asyncio.timeout(10):
             await meter.daemon.prices.updated.wait()
+        management = meter.daemon.management
+        assert management is not None
+        async with asyncio.timeout(10):
+            await management.refreshed.wait()
+        assert meter.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=app) == -0.005
 
         def fault(record: CallRecord) -> None:
             if record.model == "grok-3-mini":
@@ -282,6 +318,12 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                     f"a scrape of round {round_ + 1}",
                     10,
                 )
+
+            # The app's key is in traffic now: this refresh joins it to its api_key_id.
+            await management.refresh()
+            key_id = meter.daemon.keys.key_id(APP_KEY)
+            info = {"key_id": key_id, "api_key_id": app, "name": "live-test", "disabled": "false"}
+            assert meter.registry.get_sample_value("xai_meter_api_key_info", info) == 1.0
 
             for kind in ("new", "known"):
                 assert (
