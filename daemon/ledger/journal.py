@@ -14,11 +14,13 @@ one JSON value:
   requested_model, stream]``: a call was sent to its upstream (`START_FIELDS`);
 - ``["E", value, ...]``: a call ended: its ledger row, in the header's column order.
 
-Writes: what a loop iteration adds goes out in one ``os.write`` with the iteration's ends (appends
-on an ``O_APPEND`` descriptor: the page cache, no lock, no fsync on the event loop; a start
-with no end beside it waits `START_DELAY` at most); ``fsync`` runs on a timer
-in a worker thread (``ledger.fsync_interval``). So a process death (SIGKILL, OOM) loses
-nothing the kernel was handed; a power loss can lose the last ``fsync_interval`` seconds.
+Writes: the ends of a loop iteration go out in one ``os.write`` (appends on an ``O_APPEND``
+descriptor: the page cache, no lock, no fsync on the event loop). Starts are written by a timer,
+once per `START_DELAY` while calls are sent, for the calls still in flight then: a call that
+ends sooner (most do) never has a start line, its end says it all. So a process death (SIGKILL,
+OOM) loses nothing the kernel was handed but the calls sent in its last `START_DELAY` (at most
+5 ms: no row; their clients saw no answer); a power loss can lose the last ``fsync_interval``
+seconds (``fsync`` runs on a timer in a worker thread).
 
 Trimming: a segment is closed when it passes ``segment_bytes`` (the starts of calls still in
 flight are written again at the top of the next one), and deleted once every end it holds is
@@ -50,7 +52,7 @@ log = structlog.get_logger("xai_meter.journal")
 
 VERSION = 1
 RETRY_SECONDS = 0.5  # a write the disk refused is tried again this often
-#: Seconds a start line may wait for a write (the next calls' ends usually take it sooner).
+#: Seconds a start may wait for its line (a call that ends sooner never needs one).
 START_DELAY = 0.005
 SUFFIX = ".jsonl"
 #: The fields of a start line after its "S", in order: enough for a ``crash`` row.
@@ -141,8 +143,9 @@ def segment_number(path: Path) -> int:
     return int(path.name.removesuffix(SUFFIX))
 
 
-def start_line(record: CallRecord) -> bytes:
-    """The start line of a call that was just sent (see the module docstring)."""
+def start_line(record: CallRecord, keys: Iterable[str] = ()) -> bytes:
+    """The start line of a call that was sent (see the module docstring), newline included,
+    with ``keys`` masked (`daemon.keys.MASK`) wherever the client's text holds one."""
     fields = (
         "S",
         record.id,
@@ -158,9 +161,14 @@ def start_line(record: CallRecord) -> bytes:
         record.stream,
     )
     try:
-        return orjson.dumps(fields)
+        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # a header's odd bytes (surrogates): kept readable, not exact
-        return orjson.dumps([_text(v) for v in fields])
+        line = orjson.dumps([_text(v) for v in fields], option=orjson.OPT_APPEND_NEWLINE)
+    for key in keys:
+        raw = key_bytes(key)
+        if raw in line:
+            line = line.replace(raw, MASK.encode())
+    return line
 
 
 def _text(value: Any) -> Any:
@@ -184,6 +192,7 @@ class Journal:
         max_pending_bytes: int = 64 << 20,
         on_error: Callable[[OSError], None] | None = None,
         on_recovered: Callable[[], None] | None = None,
+        keys_for: Callable[[str | None], Iterable[str]] = lambda key_id: (),
     ) -> None:
         self.directory = Path(directory)
         self.segment_bytes = segment_bytes
@@ -196,7 +205,9 @@ class Journal:
         self._size = 0  # bytes of the segment being written (what went out)
         self._pending = bytearray()  # lines not written yet
         self._rotate_at = segment_bytes
-        self._open_starts: dict[str, bytes] = {}  # calls in flight: their start lines
+        self._keys_for = keys_for  # the keys a start line is masked for, by the call's key id
+        self._fresh: dict[str, CallRecord] = {}  # calls in flight, their start not written yet
+        self._open_starts: dict[str, bytes] = {}  # calls in flight: their start lines written
         self._outstanding: dict[int, int] = {}  # segment -> ends not committed yet
         self._scheduled = False
         self._retry: asyncio.TimerHandle | None = None
@@ -243,21 +254,15 @@ class Journal:
 
     # --- appending (the event loop) ------------------------------------------------------
 
-    def begin(self, record: CallRecord, keys: Iterable[str] = ()) -> None:
-        """A call was sent to its upstream: its start line goes out this loop iteration,
-        with ``keys`` masked (`daemon.keys.MASK`) wherever the client's text holds one."""
-        line = start_line(record)
-        for key in keys:
-            raw = key_bytes(key)
-            if raw in line:
-                line = line.replace(raw, MASK.encode())
-        line += b"\n"
-        self._open_starts[record.id] = line
-        self._pending += line
+    def begin(self, record: CallRecord) -> None:
+        """A call was sent to its upstream: its start line is written within `START_DELAY`
+        unless the call ends first (then its end line alone says everything). The line is
+        made when written, with the call's keys masked (``keys_for``) wherever the client's
+        text holds one."""
+        self._fresh[record.id] = record
         if not self._scheduled:
-            # Written with the next calls' ends (this loop iteration, under load), or by this
-            # timer: one write serves both, where a write per iteration for starts alone cost
-            # the relay a syscall and a callback per iteration.
+            # One timer per START_DELAY writes the starts of the calls still in flight: most
+            # calls end sooner and cost a dict entry, not a line, a write and a wake-up each.
             self._scheduled = True
             try:
                 asyncio.get_running_loop().call_later(START_DELAY, self._flush_starts)
@@ -266,14 +271,16 @@ class Journal:
 
     def end(self, ids: Iterable[str], lines: list[bytes]) -> int:
         """Calls ended (``lines``: their end lines, newline included): written now, in one
-        write with the starts still pending. Returns the segment they went to, which
-        `committed` is told once SQLite has them."""
+        write. Returns the segment they went to, which `committed` is told once SQLite has
+        them."""
+        fresh, started = self._fresh, self._open_starts
         for call_id in ids:
-            self._open_starts.pop(call_id, None)
+            if fresh.pop(call_id, None) is None:
+                started.pop(call_id, None)
         self._pending += b"".join(lines)
         seq = self.seq
         self._outstanding[seq] = self._outstanding.get(seq, 0) + len(lines)
-        self.flush()
+        self._write()
         return seq
 
     def _flush_starts(self) -> None:
@@ -281,6 +288,18 @@ class Journal:
         self.flush()
 
     def flush(self) -> None:
+        """Write the starts not written yet and everything pending, in one write."""
+        fresh = self._fresh
+        if fresh:
+            self._fresh = {}
+            keys_for, started, pending = self._keys_for, self._open_starts, self._pending
+            for call_id, record in fresh.items():
+                line = start_line(record, keys_for(record.key_id))
+                started[call_id] = line
+                pending += line
+        self._write()
+
+    def _write(self) -> None:
         """Hand what is pending to the kernel in one write (a short write keeps the rest)."""
         if not self._pending or self._fd < 0:
             return
@@ -343,8 +362,9 @@ class Journal:
     def rotate(self) -> list[Path] | None:
         """Close the segment being written and begin the next (with the starts of the calls
         in flight). Returns every closed segment still on disk, oldest first; None when the
-        disk refuses what is pending (nothing can be closed cleanly now)."""
-        self.flush()
+        disk refuses what is pending (nothing can be closed cleanly now). Starts not written
+        yet go to the next segment."""
+        self._write()
         if self._pending:
             return None
         if self._fd >= 0:
@@ -397,7 +417,7 @@ class Journal:
         first = _HEADER + b"".join(self._open_starts.values())
         self._rotate_at = len(first) + self.segment_bytes  # however many calls are in flight
         self._pending[:0] = first
-        self.flush()
+        self._write()
 
 
 def _is_segment(path: Path) -> bool:
@@ -412,4 +432,4 @@ def _unlink(path: Path) -> None:
 def lines_of(rows: Iterable[tuple[Any, ...]]) -> list[bytes]:
     """End lines for ledger rows (`ROW_COLUMNS` order), newline included. Raises `TypeError`
     for an integer past 64 bits (orjson's limit)."""
-    return [orjson.dumps(("E", *row)) + b"\n" for row in rows]
+    return [orjson.dumps(("E", *row), option=orjson.OPT_APPEND_NEWLINE) for row in rows]

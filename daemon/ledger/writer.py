@@ -107,6 +107,7 @@ class Ledger:
             journal_path or journal_.default_path(self.path),
             on_error=self._journal_failed,
             on_recovered=self._journal_recovered,
+            keys_for=KNOWN_KEYS.keys_for,
         )
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -219,7 +220,7 @@ class Ledger:
     def begin(self, record: CallRecord) -> None:
         """A call was sent to its upstream: journal its start (a crash row if it never ends),
         its text masked first as its row's will be (the journal is stored too)."""
-        self.journal.begin(record, KNOWN_KEYS.keys_for(record.key_id))
+        self.journal.begin(record)
 
     def submit(self, record: CallRecord) -> None:
         """One finished call (`submit_batch` of one)."""

@@ -253,10 +253,10 @@ def test_a_torn_last_line_is_counted_not_fatal(tmp_path: Path) -> None:
 
 
 def test_a_start_line_masks_the_calls_key_in_the_clients_text(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j")
+    journal = Journal(tmp_path / "j", keys_for=lambda key_id: ("abc123-secret",))
     journal.open()
     record = call(1, app="team abc123-secret", requested_model="abc123-secret", path="/v1/x")
-    journal.begin(record, ("abc123-secret",))
+    journal.begin(record)
     die(journal)
     (segment,) = sorted((tmp_path / "j").glob("*.jsonl"))
     assert b"abc123" not in segment.read_bytes()
