@@ -51,6 +51,8 @@ from daemon.metrics import Metrics
 log = structlog.get_logger("xai_meter.management")
 
 OTHER_KEY = "other"  # the key label past metrics.max_keys: no key behind it to join
+#: What a round fetches, the ``what`` label of the failure counter and success timestamp.
+FETCHES = ("validation", "keys", "balance", "spending_limits", "invoice", "usage", "key_lookup")
 
 
 def management_key(settings: Settings, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -94,6 +96,9 @@ class ManagementRefresher:
         self._known = known
         self._looked_up: set[str] = set()  # key ids asked about once (answered or not)
         self._failing: set[str] = set()  # kinds whose last try failed (logged once)
+        failures = metrics.management_failures.values
+        for what in FETCHES:  # from 0, so increase() sees the first failure of each
+            failures.setdefault((what,), 0.0)
         self.refreshed = asyncio.Event()
         self.rounds = 0
 

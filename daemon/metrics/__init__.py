@@ -425,8 +425,9 @@ class Metrics:
             r,
         )
 
-        # -- the Management and Billing API (daemon.management.refresh): set only while a
-        # management key is configured, so without one these families have no samples.
+        # -- per key, measured on every call (the headroom against a key's limits), and the
+        # Management and Billing API (daemon.management.refresh): those are set only while a
+        # management key is configured, so without one their families have no samples.
         self.key_requests = LoopCounter(
             "xai_meter_key_requests",
             "Relayed calls by key id (a salted hash, never the key): measured, for the "

@@ -275,7 +275,9 @@ async def test_the_refresher_runs_it_daily_on_the_daemon(
         assert running.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=ID_B) == (
             -1_095_000 / 10**10
         )
-        assert running.metric("xai_meter_management_refresh_failures_total", what="usage") is None
+        assert (
+            running.metric("xai_meter_management_refresh_failures_total", what="usage") == 0.0
+        )  # from 0: increase() sees a first failure
         assert (
             running.metric("xai_meter_management_last_success_timestamp_seconds", what="usage")
             == NEXT_MORNING
