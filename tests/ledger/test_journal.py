@@ -14,7 +14,7 @@ from tenacity import wait_none
 
 from daemon.config import ConfigError
 from daemon.ledger import Ledger, open_database
-from daemon.ledger.journal import Journal, default_path, lines_of, read_segments
+from daemon.ledger.journal import START_DELAY, Journal, default_path, lines_of, read_segments
 from daemon.ledger.store import all_calls
 from daemon.record import CallRecord, Usage
 from daemon.testing import make_record
@@ -265,3 +265,24 @@ def test_a_start_line_masks_the_calls_key_in_the_clients_text(tmp_path: Path) ->
         "team [key]",
         "[key]",
     )
+
+
+async def test_only_a_call_still_in_flight_when_the_timer_runs_gets_a_start_line(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j")
+    journal.open()
+    quick, slow = call(1), call(2)
+    journal.begin(quick)
+    journal.begin(slow)
+    journal.end([quick.id], lines_of([quick.as_tuple()]))  # ended before the start timer ran
+    loop = asyncio.get_running_loop()
+    timer_ran = loop.create_future()
+    loop.call_later(2 * START_DELAY, timer_ran.set_result, None)  # after the journal's timer
+    await timer_ran
+    die(journal)
+    (segment,) = sorted((tmp_path / "j").glob("*.jsonl"))
+    starts = [line for line in segment.read_bytes().splitlines() if line.startswith(b'["S"')]
+    assert [line.split(b",")[1] for line in starts] == [b'"c0002"']
+    found = read_segments([segment], crash_before=journal.seq + 1)
+    assert list(found.ends) == ["c0001"] and list(found.starts) == ["c0002"]
