@@ -129,6 +129,15 @@ class KnownKeys:
         surrogate, from a header byte that was not UTF-8 or a JSON escape, becomes
         ``\\udcff``-style text; SQLite and orjson refuse it). Once per call, at its end
         (`daemon.dialects.base.end_call`): about a microsecond."""
+        if not record.key_info and not record.derived:  # the usual record: one join, one pass
+            joined = "\0".join(filter(None, _texts_of(record)))
+            own = self._by_id.get(record.key_id) if record.key_id else None
+            if (
+                joined.isascii()
+                and (own is None or own not in joined)
+                and not any(key in joined for key in self._pinned)
+            ):
+                return
         keys = self.keys_for(record.key_id)
         _clean(record, keys)
         if record.derived:

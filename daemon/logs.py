@@ -187,29 +187,37 @@ class CallLog:
 
     def __call__(self, record: CallRecord) -> None:
         usage = record.usage
+        duration, ttft = record.duration_ms, record.ttft_ms
+        # Enums go as they are: orjson writes a StrEnum as its value, structlog's renderer
+        # as its str(), the same text.
         fields = {
             "id": record.id,
             "provider": record.provider,
             "endpoint": record.endpoint,
-            "transport": record.transport.value,  # http | grpc | websocket
+            "transport": record.transport,  # http | grpc | websocket
             "method": record.method,
             "status": record.status,
             "stream": record.stream,
             "model": record.model or record.requested_model,
-            "input_tokens": usage.input_tokens if usage else None,
-            "cached_input_tokens": usage.cached_input_tokens if usage else None,
-            "output_tokens": usage.output_tokens if usage else None,
-            "reasoning_tokens": usage.reasoning_tokens if usage else None,
+            "input_tokens": None,
+            "cached_input_tokens": None,
+            "output_tokens": None,
+            "reasoning_tokens": None,
             "cost_ticks": record.cost_ticks,
             "cost_source": record.cost_source,
             "fingerprint": record.fingerprint,
-            "duration_ms": None if record.duration_ms is None else round(record.duration_ms, 2),
-            "ttft_ms": None if record.ttft_ms is None else round(record.ttft_ms, 2),
-            "error": record.error.value if record.error else None,
-            "unmetered": record.unmetered_reason.value if record.unmetered_reason else None,
+            "duration_ms": None if duration is None else round(duration, 2),
+            "ttft_ms": None if ttft is None else round(ttft, 2),
+            "error": record.error,
+            "unmetered": record.unmetered_reason,
             "key_id": record.key_id,
             "app": record.app,
         }
+        if usage is not None:
+            fields["input_tokens"] = usage.input_tokens
+            fields["cached_input_tokens"] = usage.cached_input_tokens
+            fields["output_tokens"] = usage.output_tokens
+            fields["reasoning_tokens"] = usage.reasoning_tokens
         writer = _fast_json
         if writer is None:
             self._log.info("call", **fields)
@@ -228,12 +236,11 @@ _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
 
 def _utc_now_iso() -> str:
     """What structlog's TimeStamper(fmt="iso", utc=True) writes; the date part is formatted
-    once a second (formatting it per call costs more than the rest of the line)."""
-    now = time.time()
-    second = int(now)
-    if second != _second[0]:
-        _second[0], _second[1] = (
-            second,
-            datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-        )
-    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+    once a second (formatting it per call costs more than the rest of the line), the
+    microseconds from the integer clock (no float rounding)."""
+    second, ns = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if second != cached[0]:
+        cached[0] = second
+        cached[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{cached[1]}{ns // 1000:06d}Z"
