@@ -117,6 +117,11 @@ class KnownKeys:
                 text = text.replace(key, MASK)
         return text
 
+    def key_of(self, key_id: str) -> str | None:
+        """The client key behind a key id, if this process still holds it (memory only: the
+        management refresher asks ``GET /v1/api-key`` with it once)."""
+        return self._by_id.get(key_id)
+
     def keys_for(self, key_id: str | None) -> tuple[str, ...]:
         """The keys a call's text is masked for: its own (by its key id) and the pinned."""
         own = self._by_id.get(key_id) if key_id is not None else None

@@ -181,7 +181,7 @@ class ManagementRefresher:
             named = {}
         seen = {kid for (_provider, kid) in self.metrics.key_requests.values if kid != OTHER_KEY}
         for key_id in sorted(seen - set(named) - self._looked_up):
-            key = self._key_of(key_id)
+            key = self._known.key_of(key_id)
             if key is None:
                 continue  # not held in memory (any more): wait until it is seen again
             self._looked_up.add(key_id)
@@ -201,11 +201,6 @@ class ManagementRefresher:
             if api_key_id in listed and (api_key_id not in join or key_id in seen):
                 join[api_key_id] = key_id
         return join
-
-    def _key_of(self, key_id: str) -> str | None:
-        """The key behind a key id, if this process holds it (never the pinned ones)."""
-        own = self._known.keys_for(key_id)
-        return own[0] if len(own) > len(self._known.keys_for(None)) else None
 
     async def _balance(self) -> None:
         self.metrics.billing_prepaid_balance.set((), await self.client.prepaid_balance_usd())
