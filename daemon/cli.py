@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -76,9 +77,16 @@ class _Cli(click.Group):
         except ConfigError as exc:
             print(f"{PROG}: config error: {exc}", file=sys.stderr)
             return 2
-        except CommandError as exc:
+        except CommandError as exc:  # the user's to fix, like a bad setting: exit 2
             print(f"{PROG} {ctx.invoked_subcommand}: {exc}", file=sys.stderr)
-            return 1
+            return 2
+        except sqlite3.DatabaseError as exc:  # --ledger names a directory, or not a ledger
+            print(
+                f"{PROG} {ctx.invoked_subcommand}: the ledger cannot be read ({exc}). "
+                "Fix: pass --ledger FILE (or set ledger.path) naming one `xai-meter serve` wrote.",
+                file=sys.stderr,
+            )
+            return 2
         except KeyboardInterrupt:
             return 130
 

@@ -160,7 +160,7 @@ def test_usage_errors_are_one_line_and_exit_2(
 def test_missing_ledger_is_a_command_error(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([command, "--ledger", str(tmp_path / "none.db")]) == 1
+    assert main([command, "--ledger", str(tmp_path / "none.db")]) == 2
     err = one_line(capsys.readouterr().err)
     assert err.startswith(f"xai-meter {command}: no ledger at ")
     assert "--ledger FILE" in err
@@ -189,7 +189,7 @@ def test_ledger_comes_from_the_config_file(
 ) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f"[ledger]\npath = '{tmp_path / 'from-config.db'}'\n")
-    assert main(["report", "--config", str(path)]) == 1
+    assert main(["report", "--config", str(path)]) == 2
     assert "from-config.db" in capsys.readouterr().err
 
 
@@ -309,3 +309,19 @@ def test_a_port_in_use_is_one_line_naming_the_setting(
     *_, last = err.strip().splitlines()
     assert "Traceback" not in err and last.startswith("xai-meter: config error: relay.host")
     assert f"relay.port = {port}" in last and "--port N" in last
+
+
+@pytest.mark.parametrize("command", ["prices", "report", "fingerprints", "reconcile"])
+@pytest.mark.parametrize("kind", ["directory", "not sqlite"])
+def test_a_ledger_that_is_not_one_is_one_line_and_exit_2(
+    command: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ledger.db"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"not a database, just text\n" * 100)
+    assert main([command, "--ledger", str(path)]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith(f"xai-meter {command}: ")
+    assert "--ledger FILE" in err

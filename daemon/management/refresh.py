@@ -57,9 +57,10 @@ FETCHES = ("validation", "keys", "balance", "spending_limits", "invoice", "usage
 
 def management_key(settings: Settings, environ: Mapping[str, str] = os.environ) -> str | None:
     """The management key from the env var ``management.api_key_env`` names; None (feature
-    off) when the name is empty or the variable unset or empty."""
+    off) when the name is empty or the variable unset, empty or only white space."""
     name = settings.management.api_key_env
-    return (environ.get(name) or None) if name else None
+    # white space around it (a key pasted from a file with CRLF ends) is no part of a key
+    return (environ.get(name, "").strip() or None) if name else None
 
 
 class ManagementRefresher:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from daemon.ledger.billing import (
 )
 from daemon.management.client import ManagementClient, ManagementError
 from daemon.management.reconcile import UNJOINED, Reconciled, billed_rows, reconcile, utc_day
+from daemon.management.refresh import management_key
 from daemon.units import TICKS_PER_USD, format_usd
 
 
@@ -67,7 +67,7 @@ def report_text(settings: Settings, days: int | None, fmt: str) -> str:
     ``ledger.path``), over `days` (None: ``management.reconcile_days``) complete UTC days, in
     `fmt`. The key is read from ``$<management.api_key_env>``. Raises `NoBill`, `NoLedger`."""
     m = settings.management
-    key = os.environ.get(m.api_key_env) if m.api_key_env else None
+    key = management_key(settings)
     report = asyncio.run(
         build_report(
             settings.ledger.path,

@@ -142,9 +142,9 @@ async def test_fetched_with_the_key(
     table = capsys.readouterr().out
     assert f"xAI's bill: fetched now from the Management API ({sim.url})." in table
     assert f"{today}*" in table
-    # the key set but no ledger: a command error (exit 1)
+    # the key set but no ledger: a command error (exit 2)
     args[-1] = str(tmp_path / "none.db")
-    assert await asyncio.to_thread(main, args) == 1
+    assert await asyncio.to_thread(main, args) == 2
     assert capsys.readouterr().err == (
         f"xai-meter reconcile: no ledger at {tmp_path / 'none.db'}. Run `xai-meter serve` "
         "first, or pass --ledger FILE.\n"
