@@ -325,5 +325,7 @@ async def test_prices_and_report_commands(
         assert got["cost_ticks"] == row["cost_ticks"]
     assert main(["report", "--ledger", ledger, "--since", "7d", "--by", "day"]) == 0
     assert "cost_usd" in capsys.readouterr().out
-    assert main(["report", "--ledger", ledger, "--since", "yesterday-ish"]) == 1
+    assert (
+        main(["report", "--ledger", ledger, "--since", "yesterday-ish"]) == 2
+    )  # a user error: exit 2
     assert "--since" in capsys.readouterr().err
