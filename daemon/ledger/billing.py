@@ -83,7 +83,24 @@ def save_billed_usage(
             "(day, api_key_id, unit_type, usd, ticks, fetched_at) values (?, ?, ?, ?, ?, ?)",
             [(*row, fetched_at) for row in rows],
         )
+        db.conn.executemany(
+            "insert or replace into billed_days (day, fetched_at) values (?, ?)",
+            [(d, fetched_at) for d in replaced],
+        )
     return len(rows)
+
+
+def pulled_days(db: sqlite_utils.Database, first: str, last: str) -> list[str]:
+    """The days from `first` to `last` (``YYYY-MM-DD``, both included) that a stored pull
+    covered, charged or not, oldest first."""
+    if not db["billed_days"].exists():
+        return []
+    return [
+        r[0]
+        for r in db.execute(
+            "select day from billed_days where day between ? and ? order by day", [first, last]
+        )
+    ]
 
 
 def has_billed_usage(db: sqlite_utils.Database) -> bool:
@@ -95,7 +112,7 @@ def load_billed_usage(
     db: sqlite_utils.Database, first: str, last: str
 ) -> tuple[list[BilledRow], float | None]:
     """The stored bill of the days `first` to `last` (``YYYY-MM-DD``, both included), by day,
-    key and unit type, and when the latest of those rows was fetched (None: none stored)."""
+    key and unit type, and when the latest pull of those days was made (None: none stored)."""
     if not has_billed_usage(db):
         return [], None
     rows = [
@@ -107,7 +124,7 @@ def load_billed_usage(
         )
     ]
     fetched = db.execute(
-        "select max(fetched_at) from billed_usage where day between ? and ?", [first, last]
+        "select max(fetched_at) from billed_days where day between ? and ?", [first, last]
     ).fetchone()[0]
     return rows, fetched
 

@@ -285,7 +285,8 @@ def m014_billed_usage(db: sqlite_utils.Database) -> None:
     """xAI's own bill (issue 13): what ``POST /v1/billing/teams/{id}/usage`` said was charged,
     per UTC day (``YYYY-MM-DD``), xAI ``api_key_id`` and ``unit_type``: ``usd`` as xAI gave it
     (a float), ``ticks`` its exact integer (round(usd * 1e10)), ``fetched_at`` (epoch seconds).
-    A day pulled again replaces every row of that day (`daemon.ledger.billing`)."""
+    A day pulled again replaces every row of that day (`daemon.ledger.billing`). ``billed_days``:
+    each day a pull covered, and when (a day with no charges has no ``billed_usage`` row)."""
     db["billed_usage"].create(  # type: ignore[union-attr]
         {
             "day": str,
@@ -297,6 +298,10 @@ def m014_billed_usage(db: sqlite_utils.Database) -> None:
         },
         pk=("day", "api_key_id", "unit_type"),
         not_null={"day", "api_key_id", "unit_type", "usd", "ticks", "fetched_at"},
+    )
+    # Every day a pull covered, charged or not: a day xAI billed nothing is $0, not unknown.
+    db["billed_days"].create(  # type: ignore[union-attr]
+        {"day": str, "fetched_at": float}, pk="day", not_null={"day", "fetched_at"}
     )
 
 

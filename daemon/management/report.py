@@ -34,6 +34,7 @@ from daemon.ledger.billing import (
     days_between,
     ledger_costs,
     load_billed_usage,
+    pulled_days,
 )
 from daemon.management.client import ManagementClient, ManagementError
 from daemon.management.reconcile import UNJOINED, Reconciled, billed_rows, reconcile, utc_day
@@ -138,13 +139,14 @@ def _assemble(
         else:
             yesterday = (date.fromisoformat(last) - timedelta(days=1)).isoformat()
             billed, fetched_at = load_billed_usage(db, first, yesterday)
-            if not billed:
+            pulled = pulled_days(db, first, yesterday)  # a day with no charges included
+            if not pulled:
                 raise NoBill(
                     f"{why_not}, and the ledger {path} holds no stored pull of xAI's bill for "
                     f"{first} to {yesterday}. Fix: export {key_env}=<management key> (the daemon "
                     f"then stores a pull every day), or try again later."
                 )
-            shown, partial = days_between(billed[0].day, billed[-1].day), None
+            shown, partial = days_between(pulled[0], pulled[-1]), None
             when = datetime.fromtimestamp(fetched_at or 0.0, UTC).isoformat(timespec="seconds")
             source = {"from": "ledger", "fetched_at": fetched_at, "api_error": failure or None}
             line = (

@@ -15,6 +15,7 @@ from daemon.ledger.billing import (
     days_between,
     ledger_costs,
     load_billed_usage,
+    pulled_days,
     save_billed_usage,
 )
 from daemon.ledger.schema import MIGRATIONS
@@ -64,6 +65,10 @@ def test_a_day_pulled_again_replaces_itself(tmp_path: Path) -> None:
         50.0,
     )
     assert load_billed_usage(db, "2026-04-01", "2026-04-02") == ([], None)
+    # 03-05 came back empty: still a day pulled (billed $0), not a day unknown
+    assert pulled_days(db, "2026-03-01", "2026-03-31") == ["2026-03-03", DAY, "2026-03-05"]
+    assert load_billed_usage(db, "2026-03-05", "2026-03-05") == ([], 200.0)
+    assert pulled_days(db, "2026-04-01", "2026-04-02") == []
 
 
 def test_ledger_cost_per_day_key_and_class(tmp_path: Path) -> None:

@@ -186,10 +186,13 @@ async def test_the_daily_job_stores_the_pull_and_sets_the_gauges(
         daemon.ledger_path, days=7, now=NEXT_MORNING, key=None, key_env=MGMT_ENV,
         base_url=sim.url,
     )  # fmt: skip
+    # every day the pull covered: 04-14 billed nothing, and shows as $0, not as unknown
     assert report.source == {
         "from": "ledger", "fetched_at": NEXT_MORNING, "api_error": None,
-        "first_day": DAY, "last_day": DAY,
+        "first_day": "2026-04-14", "last_day": DAY,
     }  # fmt: skip
+    empty = [r for r in report.rows if r.day == "2026-04-14"]
+    assert empty and all(r.billed_ticks == 0 and r.ledger_ticks == 0 for r in empty)
     assert "not fetched ($XAI_METER_TEST_MGMT_KEY is not set)" in report.line
     b = next(r for r in report.rows if r.api_key_id == ID_B)
     assert (b.billed_ticks, b.gap_ticks) == (billed_b, ledger[ID_B] - billed_b)
