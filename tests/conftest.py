@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import settings
 from tenacity import wait_none
 
 from daemon import logs, simulator
@@ -21,6 +22,11 @@ from daemon.app import Daemon
 from daemon.pricing.book import PriceSet
 from daemon.pricing.listing import parse_image_models, parse_language_models
 from daemon.testing import DaemonFactory, RunningDaemon, make_settings
+
+# Property tests draw the same examples on every run (the brief: deterministic tests); a
+# failure is then a change's, never the luck of a seed.
+settings.register_profile("deterministic", derandomize=True, print_blob=True)
+settings.load_profile("deterministic")
 
 
 @pytest.fixture(autouse=True)
