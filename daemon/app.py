@@ -274,6 +274,7 @@ class Daemon:
             handler_cancellation=True,  # a client that leaves cancels its call (then recorded)
             access_log=None,  # the call log line is the access log
             keepalive_timeout=self.settings.relay.idle_timeout,
+            auto_decompress=False,  # a coded request body goes upstream as the client sent it
         )
 
     def _relay_request(

@@ -30,7 +30,7 @@ from yarl import URL
 from daemon.connections import BodyLimits
 from daemon.dialects import Router
 from daemon.dialects.base import Dialect, Tap, end_call
-from daemon.dialects.encoding import DECODABLE
+from daemon.dialects.encoding import DECODABLE, decode_request_body
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
 from daemon.record import (
@@ -219,13 +219,22 @@ class Relay:
         held = len(body)
         try:
             record.stage = Stage.REQUEST
+            coding = request.headers.get(hdrs.CONTENT_ENCODING)
             try:
-                replaced = dialect.inspect_request(record, body)
+                # A coded body goes upstream as it came; only a decoded copy is inspected.
+                seen = (
+                    body
+                    if coding is None
+                    else decode_request_body(body, coding, self.bodies.max_request_bytes)
+                )
+                replaced = None if seen is None else dialect.inspect_request(record, seen)
             except Exception:
                 log.exception("request_inspect_failed", call_id=record.id)
                 replaced = None
             if replaced is not None:
                 body = replaced
+                if coding is not None:
+                    del headers[hdrs.CONTENT_ENCODING]  # the replacement is sent plain
                 if record.usage_injected:
                     # We remove the usage chunk from the stream: asked plain, so we need not decode
                     # it (an upstream that compresses anyway is decoded and relayed plain).

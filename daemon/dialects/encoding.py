@@ -1,8 +1,10 @@
-"""Content decoding for the parsers: undo the upstream's Content-Encoding on a copy of the bytes.
+"""Content decoding for the parsers: undo a Content-Encoding on a copy of the bytes.
 
-The client always gets the bytes exactly as the upstream sent them; only the tap reads decoded
-bytes. `DECODABLE` is every coding a tap can read: the relay narrows a client's Accept-Encoding
-to it (see `daemon.upstream.decodable_accept_encoding`), so no response is unreadable to the meter.
+The client always gets the bytes exactly as the upstream sent them, and the upstream the
+request body exactly as the client sent it; only the parsers read decoded bytes (the taps,
+and `decode_request_body` for a request's inspection). `DECODABLE` is every coding a tap can
+read: the relay narrows a client's Accept-Encoding to it (see
+`daemon.upstream.decodable_accept_encoding`), so no response is unreadable to the meter.
 """
 
 from __future__ import annotations
@@ -33,6 +35,35 @@ class Decoder:
             return data
         out: bytes = self._obj.decompress(data)
         return out
+
+
+_REQUEST_SLICE = 16 * 1024  # compressed bytes decoded at a time: the output is checked between
+
+
+def decode_request_body(body: bytes, content_encoding: str, limit: int) -> bytes | None:
+    """The request body as the client meant it, for the request's inspection only: its
+    Content-Encoding undone (a list such as ``gzip, br`` is undone last coding first). None
+    when a coding is not in `DECODABLE`, the bytes do not decode, or the decoded body passes
+    `limit` bytes (a small body may inflate a thousandfold: it is decoded a slice at a time and
+    given up on as soon as it passes). RFC 9110, 8.4: the codings in the order applied."""
+    data = body
+    for coding in reversed(content_encoding.split(",")):
+        try:
+            decompress = _decompressor(coding)
+        except ValueError:
+            return None
+        if decompress is None:
+            continue
+        out = bytearray()
+        try:
+            for at in range(0, len(data), _REQUEST_SLICE):
+                out += decompress.decompress(data[at : at + _REQUEST_SLICE])
+                if len(out) > limit:
+                    return None
+        except Exception:  # zlib.error, brotli.error, zstandard.ZstdError: not what it says
+            return None
+        data = bytes(out)
+    return data
 
 
 def _decompressor(encoding: str) -> Any:
