@@ -203,6 +203,7 @@ class Daemon:
             on_sink_error=lambda name: self.metrics.sink_errors.labels(name).inc(),
             admit=self.batch_results.admit,
             on_begin=self.ledger.begin,
+            on_void=self.ledger.void,
         )
         self._session: aiohttp.ClientSession | None = None
         # The relay port's limits (daemon.connections); the file limit is read now, at start.

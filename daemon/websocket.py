@@ -140,13 +140,15 @@ class _Rows:
             self._relay.wall(), self._relay.clock(), status=None, transport=Transport.WEBSOCKET
         )
         self._open[record.id] = record
+        self._relay.meter.begin(record)  # a row from now on, whatever happens
         return record
 
     def adopt(self, record: CallRecord) -> None:
         self._open[record.id] = record
 
     def discard(self, record: CallRecord) -> None:
-        self._open.pop(record.id, None)
+        if self._open.pop(record.id, None) is not None:
+            self._relay.meter.void(record)
 
     def finish(self, record: CallRecord) -> None:
         if self._open.pop(record.id, None) is None:

@@ -65,8 +65,9 @@ class Rows(Protocol):
     """Where a tap gets its rows and ends them (`daemon.websocket` keeps the books)."""
 
     def new(self) -> CallRecord:
-        """A new row of this socket, born now: provider, endpoint, path, key, app, transport
-        and upstream request id as the upgrade's; method ``GET``."""
+        """A new row of this socket, born now and begun (journaled: a row whatever happens):
+        provider, endpoint, path, key, app, transport and upstream request id as the
+        upgrade's; method ``GET``."""
         ...
 
     def clock(self) -> float:
@@ -79,7 +80,8 @@ class Rows(Protocol):
         ...
 
     def discard(self, record: CallRecord) -> None:
-        """Drop a row that will never be one (the upgrade record of a tap that makes its own)."""
+        """Drop a row that will never be one (the upgrade record of a tap that makes its own):
+        its start in the journal is made void."""
         ...
 
 

@@ -12,7 +12,9 @@ one JSON value:
   of the end lines below it, so a segment outlives a schema change;
 - ``["S", id, started_at, provider, endpoint, method, path, transport, key_id, app,
   requested_model, stream]``: a call was sent to its upstream (`START_FIELDS`);
-- ``["E", value, ...]``: a call ended: its ledger row, in the header's column order.
+- ``["E", value, ...]``: a call ended: its ledger row, in the header's column order;
+- ``["V", id]``: a call begun will have no row of its own (a WebSocket's upgrade, once the
+  session's turns are its rows): its start is void.
 
 Writes: the ends of a loop iteration go out in one ``os.write`` (appends on an ``O_APPEND``
 descriptor: the page cache, no lock, no fsync on the event loop). Starts are written by a timer,
@@ -92,6 +94,7 @@ def read_segments(paths: Iterable[Path], crash_before: int | None = None) -> Rep
     number is below ``crash_before`` (an earlier run's: that call never ended) and no segment
     holds its end. A torn last line (the process died mid-write) is counted, not fatal."""
     replay = Replay()
+    void: set[str] = set()
     for path in paths:
         seq = segment_number(path)
         columns: Sequence[str] = ROW_COLUMNS
@@ -121,9 +124,11 @@ def read_segments(paths: Iterable[Path], crash_before: int | None = None) -> Rep
                 and seq < crash_before
             ):
                 replay.starts[value[1]] = dict(zip(START_FIELDS, value[1:], strict=True))
+            elif isinstance(value, list) and len(value) == 2 and value[0] == "V":
+                void.add(value[1])
             elif not (isinstance(value, list) and value[:1] == ["S"]):
                 replay.bad_lines += 1
-    for call_id in replay.ends.keys() & replay.starts.keys():
+    for call_id in (replay.ends.keys() | void) & replay.starts.keys():
         del replay.starts[call_id]
     return replay
 
@@ -282,6 +287,16 @@ class Journal:
         self._outstanding[seq] = self._outstanding.get(seq, 0) + len(lines)
         self._write()
         return seq
+
+    def void(self, call_id: str) -> None:
+        """A call begun will have no row of its own (a WebSocket's upgrade whose turns are
+        the rows): its start, if written, is made void by a ``V`` line, so no ``crash`` row
+        is ever booked for it."""
+        if self._fresh.pop(call_id, None) is not None:
+            return  # its start was never written
+        if self._open_starts.pop(call_id, None) is not None:
+            self._pending += orjson.dumps(("V", call_id), option=orjson.OPT_APPEND_NEWLINE)
+            self._write()
 
     def _flush_starts(self) -> None:
         self._scheduled = False

@@ -222,6 +222,10 @@ class Ledger:
         its text masked first as its row's will be (the journal is stored too)."""
         self.journal.begin(record)
 
+    def void(self, record: CallRecord) -> None:
+        """A call begun will have no row of its own: its start is void (`Journal.void`)."""
+        self.journal.void(record.id)
+
     def submit(self, record: CallRecord) -> None:
         """One finished call (`submit_batch` of one)."""
         self.submit_batch([record])

@@ -61,6 +61,7 @@ class Meter:
         on_sink_error: Callable[[str], None] | None = None,
         admit: Callable[[list[CallRecord]], list[CallRecord]] | None = None,
         on_begin: Callable[[CallRecord], None] | None = None,
+        on_void: Callable[[CallRecord], None] | None = None,
     ) -> None:
         readers = [s.name for s in sinks if not s.enriches]
         for i, sink in enumerate(sinks):
@@ -73,6 +74,7 @@ class Meter:
         self._on_sink_error = on_sink_error or (lambda name: None)
         self._admit = admit
         self._on_begin = on_begin
+        self._on_void = on_void
         self._batch: list[CallRecord] = []
         self._scheduled = False
 
@@ -86,6 +88,16 @@ class Meter:
             except Exception:
                 self._on_sink_error("begin")
                 log.exception("sink_failed", sink="begin", call_id=record.id)
+
+    def void(self, record: CallRecord) -> None:
+        """A call begun (`begin`) will have no row of its own after all: a WebSocket's upgrade
+        record, once the session's turns are its rows. Its start is void: never a crash row."""
+        if self._on_void is not None:
+            try:
+                self._on_void(record)
+            except Exception:
+                self._on_sink_error("void")
+                log.exception("sink_failed", sink="void", call_id=record.id)
 
     def finish(self, record: CallRecord) -> None:
         """Take a finished call (and its admitted derived records); the sinks see them at the

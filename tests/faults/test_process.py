@@ -11,11 +11,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from daemon.simulator import Simulator
-from daemon.testing import CRASH_ROW, NORMAL_ROW, Daemons, Driver, Seen, expect_rows
+from daemon.testing import (
+    CRASH_ROW,
+    NORMAL_ROW,
+    TEST_KEY,
+    Daemons,
+    Driver,
+    Seen,
+    eventually,
+    expect_rows,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -78,6 +88,40 @@ async def test_sigkill_under_load_loses_no_call(
         {seen.tag: [CRASH_ROW, NORMAL_ROW] for seen in cut},
         {seen.tag: [seen.row(), CRASH_ROW] for seen in busy if seen.ended},
     )
+
+
+async def test_sigkill_mid_turn_on_a_responses_socket_leaves_that_turn_a_crash_row(
+    sim: Simulator, daemons: Daemons, driver: Driver
+) -> None:
+    """A Responses WebSocket whose turn is in flight at SIGKILL (answered, stalled before its
+    end): after a restart that turn has a ``crash`` row, and the session itself (its upgrade,
+    whose turns are its rows) none."""
+    meter = await daemons.start(sim.url)
+    journal = Path(f"{daemons.ledger}.journal")
+    headers = {"Authorization": f"Bearer {TEST_KEY}", "X-Meter-App": "socket"}
+    async with driver.session.ws_connect(
+        f"{meter.relay_url}/v1/responses", headers={**headers, "X-Sim-Stall": "body"}
+    ) as ws:
+        await ws.send_json({"type": "response.create", "model": "grok-4.3", "input": "one"})
+        await ws.receive_json()  # the turn is answered and in flight: stalled before its end
+
+        def on_disk() -> bool:
+            lines = b"".join(p.read_bytes() for p in journal.glob("*.jsonl")).splitlines()
+            return any(line.startswith(b'["S"') and b"grok-4.3" in line for line in lines)
+
+        async def started() -> bool:  # its start line is on disk (the journal's timer ran)
+            return await asyncio.to_thread(on_disk)
+
+        await eventually(started, "the open turn's start line", 5)
+        meter.signal(signal.SIGKILL)
+        assert await meter.wait_exit(5) == -signal.SIGKILL
+    again = await daemons.start(sim.url, ledger=daemons.ledger)
+    await daemons.rows_with(["socket"])
+    assert await again.stop() == 0
+    rows = daemons.rows()
+    assert [(r["error"], r["endpoint"], r["requested_model"], r["app"]) for r in rows] == [
+        ("crash", "responses", "grok-4.3", "socket")
+    ], rows
 
 
 GRACE = 2.5  # shutdown.grace_period of the SIGTERM test (s)

@@ -286,3 +286,23 @@ async def test_only_a_call_still_in_flight_when_the_timer_runs_gets_a_start_line
     assert [line.split(b",")[1] for line in starts] == [b'"c0002"']
     found = read_segments([segment], crash_before=journal.seq + 1)
     assert list(found.ends) == ["c0001"] and list(found.starts) == ["c0002"]
+
+
+def test_a_void_start_is_never_a_crash_row(tmp_path: Path) -> None:
+    """A call begun that will have no row of its own (a WebSocket upgrade whose turns are the
+    rows): written or not yet, its start leaves no ``crash`` row, and nothing else changes."""
+    journal = Journal(tmp_path / "j")
+    journal.open()
+    written, unwritten, other = call(1), call(2), call(3)
+    journal.begin(written)
+    journal.begin(other)
+    journal.flush()  # both starts are on disk
+    journal.void(written.id)
+    journal.begin(unwritten)
+    journal.void(unwritten.id)  # before its start was written: nothing to write at all
+    die(journal)
+    (segment,) = sorted((tmp_path / "j").glob("*.jsonl"))
+    lines = segment.read_bytes().splitlines()
+    assert [line[:5] for line in lines[1:]] == [b'["S",', b'["S",', b'["V",']
+    found = read_segments([segment], crash_before=journal.seq + 1)
+    assert (list(found.starts), found.ends, found.bad_lines) == (["c0003"], {}, 0)

@@ -12,6 +12,8 @@ import pytest
 from aiohttp import WSMsgType
 
 from daemon import simulator
+from daemon.ledger.schema import open_database
+from daemon.ledger.store import all_calls
 from daemon.testing import TEST_KEY, DaemonFactory, RunningDaemon, cost_by_hand
 
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -287,3 +289,28 @@ async def turn_row_count_is(meter: RunningDaemon, count: int) -> None:
         assert r.status == 200
     rows = await meter.rows(count + 1)
     assert [r["transport"] for r in rows] == ["websocket"] * count + ["http"]
+
+
+async def test_a_session_with_turns_leaves_its_turns_rows_and_no_other_after_a_restart(
+    sim: simulator.Simulator, start_priced: DaemonFactory, tmp_path: Any
+) -> None:
+    """The upgrade's record gives way to the turns: its start in the journal is ended with
+    them, so a restart finds no call in flight (no ``crash`` row for the session), and each
+    turn is in the journal from its start (a SIGKILL mid-turn leaves that turn a row)."""
+    ledger = tmp_path / "turns.db"
+    meter = await start_priced(sim.url, ledger=ledger)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{meter.base_url}/responses", headers=AUTH) as ws,
+    ):
+        await turn(ws, create(input="One?"))
+        await turn(ws, create(input="Two?"))
+    assert len(await meter.rows(2)) == 2
+    await meter.daemon.stop()
+    await start_priced(sim.url, ledger=ledger)  # replays the journal as it opens the ledger
+    db = open_database(ledger, readonly=True)
+    try:
+        rows = all_calls(db)
+    finally:
+        db.close()
+    assert [(r["error"], r["transport"]) for r in rows] == [(None, "websocket")] * 2
