@@ -144,9 +144,9 @@ async def open_resources(
         await stack.enter_async_context(resources)
     except BaseException as exc:
         await ledger.close()  # opened before what failed (closing twice is a no-op)
-        if not isinstance(exc, OSError | sqlite3.Error):
+        if not isinstance(exc, (OSError, *ledger.errors)):
             raise
-        error = open_error("path", ledger.path, exc)
+        error = open_error(ledger.setting, ledger.where, exc)
     else:
         return
     raise error  # here, not in the handler: no context keeps the failed open's frames, and the
