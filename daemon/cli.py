@@ -40,6 +40,7 @@ from daemon.ledger.prices import load_price_history
 from daemon.logs import configure
 from daemon.pricing import PriceBook, catalog_table, prices_table
 from daemon.tables import FORMATS, render
+from daemon.windows import Window, WindowError, parse_window
 
 CONFIG_ENV = "XAI_METER_CONFIG"
 PROG = "xai-meter"
@@ -276,8 +277,9 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
 @format_option
 def report_command(config: str | None, since: str, by: str, ledger: str | None, fmt: str) -> None:
     settings = _settings(config, ledger=ledger)
+    window = _window("--since", since, time.time())
     with _open_ledger(settings) as db:
-        rows = report(db, parse_since(since, time.time()), by)
+        rows = report(db, window, by).rows
     columns = (
         [c for c in rows[0] if c not in ("cost_ticks", "batch_cost_ticks", "image_input_tokens")]
         if rows and fmt == "table"
@@ -458,23 +460,12 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def parse_since(value: str, now: float) -> float:
-    """`30m`, `24h`, `7d`, `2w` back from `now`, or an ISO date/time (UTC unless it says).
-
-    Returns epoch seconds; raises `CommandError` for anything else."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    text = value.strip().lower()
-    if text[:-1].isdigit() and text[-1:] in units:
-        return now - int(text[:-1]) * units[text[-1]]
+def _window(option: str, value: str, now: float, tz: str = "UTC") -> Window:
+    """`parse_window` for a command's `option`; what it refuses is a `CommandError` (exit 2)."""
     try:
-        when = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise CommandError(
-            f"--since {value!r}: expected a duration like 24h or 7d, or a date like 2026-11-01"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+        return parse_window(value, now, tz)
+    except WindowError as exc:
+        raise CommandError(f"{option} {value!r}: {exc}") from None
 
 
 async def _serve(settings: Settings, api_key: str | None, started: Callable[[], None]) -> None:

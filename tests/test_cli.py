@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from daemon import __version__, cli, config
-from daemon.cli import CommandError, command_table, main, parse_since
+from daemon.cli import command_table, main
 from daemon.ledger import migrate, open_database
 
 ROOT = Path(__file__).parent.parent
@@ -280,17 +280,6 @@ def test_ctrl_c_exits_130_quietly(
     monkeypatch.setattr(cli, "_run", interrupted)
     assert main([]) == 130
     assert capsys.readouterr().err == ""
-
-
-def test_parse_since() -> None:
-    now = 1_800_000_000.0
-    assert parse_since("30m", now) == now - 1800
-    assert parse_since(" 24H ", now) == now - 86400
-    assert parse_since("2w", now) == now - 2 * 604800
-    assert parse_since("2026-11-01", now) == 1793491200.0
-    assert parse_since("2026-11-01T08:00+01:00", now) == 1793491200.0 + 7 * 3600
-    with pytest.raises(CommandError, match="--since 'yesterday'"):
-        parse_since("yesterday", now)
 
 
 def test_a_port_in_use_is_one_line_naming_the_setting(
