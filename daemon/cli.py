@@ -286,9 +286,15 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
     "--tz",
     metavar="ZONE",
     default="UTC",
-    help="IANA time zone for today, yesterday, months and dates without an offset (Europe/Paris)",
+    help="IANA time zone (Europe/Paris) for today, yesterday, months, dates without an "
+    "offset and --by day",
 )
-@click.option("--by", type=click.Choice(list(REPORT_GROUPS)), default="model", help="one row per")
+@click.option(
+    "--by",
+    type=click.Choice(list(REPORT_GROUPS)),
+    default="model",
+    help="one row per model, app, key (its id and name), day (in --tz) or endpoint",
+)
 @ledger_option
 @format_option
 def report_command(
