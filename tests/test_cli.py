@@ -198,7 +198,7 @@ def test_ledger_comes_from_the_config_file(
 
 def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--help"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # click wraps the help
     for default in ("[default: 24h]", "[default: model]", "[default: table]"):
         assert default in out
     assert "model|app|key|day|endpoint" in out and "$XAI_METER_CONFIG" in out
