@@ -20,6 +20,7 @@ from daemon.ledger import CALL_COLUMNS, MIGRATIONS, Ledger, migrate, open_databa
 from daemon.ledger.billing import BilledRow, ledger_costs, load_billed_usage, save_billed_usage
 from daemon.ledger.engine import Database, PgDatabase, open_ledger, redact
 from daemon.ledger.prices import load_price_history, save_price_set
+from daemon.ledger.reports import REPORT_GROUPS, report
 from daemon.ledger.store import (
     all_calls,
     delete_calls_before,
@@ -31,8 +32,9 @@ from daemon.ledger.store import (
 )
 from daemon.pricing.book import PriceSet
 from daemon.pricing.model import ModelPrice
-from daemon.record import Usage
+from daemon.record import CallError, CostSource, Unmetered, Usage
 from daemon.testing import PgCluster, eventually, free_port, make_record
+from daemon.windows import Window
 
 T0 = 1772582400.0  # 2026-03-04T00:00:00Z
 
@@ -351,3 +353,34 @@ async def test_the_writer_waits_out_a_server_restart(postgres: PgCluster, tmp_pa
         db.close()
     finally:
         cluster.stop()
+
+
+def test_reports_read_alike_on_both_engines(pg_url: str, tmp_path: Path) -> None:
+    """`xai-meter report`'s numbers, every grouping, in UTC and in another zone: the same
+    from SQLite and from PostgreSQL holding the same rows."""
+    sqlite = open_database(tmp_path / "ledger.db")
+    migrate(sqlite)
+    pg = _pg(pg_url)
+    records = _records(6) + _records(3, prefix="e", app="batch", endpoint="batches.result")
+    records[1].error = CallError.HTTP_ERROR
+    records[2].unmetered_reason = Unmetered.NO_USAGE
+    records[3].cost_source = CostSource.UNPRICED
+    for i, record in enumerate(records):
+        record.duration_ms = 10.0 + i
+        record.started_at = T0 - 3 * 3600 + i * 3600  # across midnight UTC and in Paris
+    for db in (sqlite, pg):
+        with db.conn:
+            insert_calls(db, records)
+            save_key_name(db, ("k1", "prod", "team", "api-1", T0))
+    for tz in ("UTC", "Europe/Paris"):
+        window = Window(start=T0 - 86400, end=T0 + 86400, tz=tz, label="")
+        for by in REPORT_GROUPS:
+            assert report(pg, window, by) == report(sqlite, window, by), (tz, by)
+    days = report(pg, Window(start=0, end=None, tz="UTC", label=""), "day")
+    assert sorted((r["day"], r["calls"]) for r in days.rows) == [
+        ("2026-03-03", 3),
+        ("2026-03-04", 6),
+    ]
+    assert days.total["cost_ticks"] == sum(r.cost_ticks or 0 for r in records) == 9 * 1000 + 18
+    sqlite.close()
+    pg.close()
