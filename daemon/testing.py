@@ -475,6 +475,7 @@ class Daemons:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.ledger = workdir / "ledger.db"
+        self.where: Path | str = self.ledger  # the ledger the rows are read from (a URL too)
         self.started: list[DaemonProcess] = []
 
     async def start(
@@ -513,6 +514,7 @@ class Daemons:
         for dotted, value in extra.items():
             section, key = dotted.split("__", 1)
             table.setdefault(section, {})[key] = value
+        self.where = table["ledger"].get("url") or self.ledger
         n = len(self.started)
         process = DaemonProcess(
             self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log", nofile
@@ -522,7 +524,7 @@ class Daemons:
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of the current ledger (`ledger_rows`)."""
-        return ledger_rows(self.ledger)
+        return ledger_rows(self.where)
 
     async def rows_with(self, tags: Iterable[str], within: float = 10.0) -> list[dict[str, Any]]:
         """The current ledger's rows once each of `tags` has one (polled, bounded)."""
@@ -531,7 +533,7 @@ class Daemons:
 
         async def probe() -> list[dict[str, Any]] | None:
             nonlocal missing
-            rows = await asyncio.to_thread(ledger_rows, self.ledger)
+            rows = await asyncio.to_thread(ledger_rows, self.where)
             missing = wanted - {row["app"] for row in rows}
             return rows if not missing else None
 
@@ -695,9 +697,19 @@ class Driver:
         return list(await asyncio.gather(*(self.open_stream(kind, stall) for _ in range(count))))
 
 
-def ledger_rows(path: Path) -> list[dict[str, Any]]:
-    """Every call row of the ledger at `path`, read-only; [] when there is none (yet) or it
-    cannot be read right now."""
+def ledger_rows(path: Path | str) -> list[dict[str, Any]]:
+    """Every call row of the ledger at `path` (a file, or a PostgreSQL URL), read-only; []
+    when there is none (yet) or it cannot be read right now."""
+    if isinstance(path, str):
+        from daemon.ledger.engine import open_ledger
+
+        db = open_ledger(path, readonly=True)
+        try:
+            return all_calls(db)
+        except Exception:  # no calls table yet (psycopg's UndefinedTable)
+            return []
+        finally:
+            db.close()
     if not path.exists():
         return []
     try:

@@ -27,7 +27,6 @@ import aiohttp
 import orjson
 
 from daemon.config import Settings
-from daemon.ledger import open_database
 from daemon.ledger.billing import (
     BilledRow,
     api_key_names,
@@ -36,6 +35,7 @@ from daemon.ledger.billing import (
     load_billed_usage,
     pulled_days,
 )
+from daemon.ledger.engine import is_url, open_ledger, redact
 from daemon.management.client import ManagementClient, ManagementError
 from daemon.management.reconcile import UNJOINED, Reconciled, billed_rows, reconcile, utc_day
 from daemon.management.refresh import management_key
@@ -65,13 +65,14 @@ class Report:
 
 def report_text(settings: Settings, days: int | None, fmt: str) -> str:
     """`xai-meter reconcile`: the report for these settings (``management.*``, the ledger at
-    ``ledger.path``), over `days` (None: ``management.reconcile_days``) complete UTC days, in
-    `fmt`. The key is read from ``$<management.api_key_env>``. Raises `NoBill`, `NoLedger`."""
+    ``ledger.url``, else ``ledger.path``), over `days` (None: ``management.reconcile_days``)
+    complete UTC days, in `fmt`. The key is read from ``$<management.api_key_env>``. Raises
+    `NoBill`, `NoLedger`."""
     m = settings.management
     key = management_key(settings)
     report = asyncio.run(
         build_report(
-            settings.ledger.path,
+            settings.ledger.url or settings.ledger.path,
             days=days or m.reconcile_days,
             now=time.time(),
             key=key or None,
@@ -107,11 +108,11 @@ async def build_report(
             fetched = await _fetch(base_url, key, team_id, first, last, retry_wait)
         except ManagementError as exc:
             failure = str(exc)
-    return _assemble(Path(ledger_path), fetched, failure, first, last, now, key_env, base_url)
+    return _assemble(str(ledger_path), fetched, failure, first, last, now, key_env, base_url)
 
 
 def _assemble(
-    path: Path,
+    where: str,
     fetched: list[BilledRow] | None,
     failure: str,
     first: str,
@@ -121,16 +122,18 @@ def _assemble(
     base_url: str,
 ) -> Report:
     """The report from the bill fetched (None: not fetched, `failure` says why when it failed)
-    or else the ledger's stored pull, and the ledger's costs."""
+    or else the ledger's stored pull, and the ledger's costs. `where`: the ledger's file, or
+    a PostgreSQL URL."""
     why_not = f"the Management API failed ({failure})" if failure else f"${key_env} is not set"
-    if not path.exists():
+    path = redact(where) if is_url(where) else Path(where)
+    if isinstance(path, Path) and not path.exists():
         if fetched is None:
             raise NoBill(
                 f"{why_not}, and there is no ledger at {path} to hold a stored pull of xAI's "
                 f"bill. Fix: export {key_env}=<management key>, or pass --ledger FILE."
             )
         raise NoLedger(f"no ledger at {path}")
-    db = open_database(path, readonly=True)
+    db = open_ledger(where, readonly=True)
     try:
         if fetched is not None:
             billed, shown, partial = fetched, days_between(first, last), last
