@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from daemon.cli import main
 from daemon.config import ConfigError
 from daemon.ledger import CALL_COLUMNS, MIGRATIONS, Ledger, migrate, open_database
 from daemon.ledger.billing import BilledRow, ledger_costs, load_billed_usage, save_billed_usage
@@ -384,3 +386,29 @@ def test_reports_read_alike_on_both_engines(pg_url: str, tmp_path: Path) -> None
     assert days.total["cost_ticks"] == sum(r.cost_ticks or 0 for r in records) == 9 * 1000 + 18
     sqlite.close()
     pg.close()
+
+
+def test_the_commands_read_postgresql_by_url(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """prices, fingerprints and report take --ledger postgresql://...; a server out of reach
+    is one line naming ledger.url (password hidden) and exit 2."""
+    db = _pg(pg_url)
+    models = [ModelPrice(model="grok-4", input=30000, output=150000)]
+    save_price_set(db, PriceSet.of(models, effective_at=T0, fetched_at=T0))
+    with db.conn:
+        insert_calls(db, _records(2))
+        save_fingerprint_change(db, (T0, "xai", "grok-4", "fp_0", "fp_a", "new"))
+    db.close()
+    capsys.readouterr()
+    assert main(["prices", "--ledger", pg_url, "--format", "json"]) == 0
+    prices = orjson.loads(capsys.readouterr().out)
+    assert [p["model"] for p in prices] == ["grok-4"]
+    assert main(["fingerprints", "--ledger", pg_url, "--format", "json"]) == 0
+    shown = capsys.readouterr().out
+    assert '"fp_a"' in shown and '"fp_0"' in shown
+    gone = f"postgresql://meter:s3cret@127.0.0.1:{free_port()}/ledger"
+    assert main(["report", "--ledger", gone]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xai-meter: config error: ledger.url = 'postgresql://meter:***@"), err
+    assert len(err.splitlines()) == 1 and "s3cret" not in err
