@@ -27,7 +27,7 @@ import re
 import socket
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
@@ -298,18 +298,11 @@ def greatest(db: Database, a: str, b: str) -> str:
     return f"greatest({a}, {b})" if is_pg(db) else f"max({a}, {b})"
 
 
-def serialized(db: Database, name: str) -> AbstractContextManager[Any]:
-    """Hold the lock `name` (`LOCKS`) while the block runs, so that of several daemons sharing
-    a PostgreSQL ledger one at a time runs it (a session lock: released at the block's end,
-    or by the server when the connection is lost). SQLite: one writer per file; nothing."""
-    return _pg_lock(db, LOCKS[name]) if is_pg(db) else nullcontext()
-
-
-@contextmanager
-def _pg_lock(db: Database, key: int) -> Iterator[None]:
-    db.execute("select pg_advisory_lock(?)", [key])
-    try:
-        yield
-    finally:
-        if not (isinstance(db, PgDatabase) and db.broken):
-            db.execute("select pg_advisory_unlock(?)", [key])
+def serialized(db: Database, name: str) -> None:
+    """Within the caller's transaction, wait for and hold the lock `name` (`LOCKS`) until it
+    ends, so that of several daemons sharing a PostgreSQL ledger one at a time runs it
+    (``pg_advisory_xact_lock``: a transaction's, so it also holds behind a pooler such as
+    PgBouncer in transaction mode, and the server drops it with a lost connection). SQLite:
+    one writer per file; nothing."""
+    if is_pg(db):
+        db.execute("select pg_advisory_xact_lock(?)", [LOCKS[name]])

@@ -29,7 +29,8 @@ def save_price_set(db: Database, price_set: PriceSet) -> int:
 
     Unchanged content adds no row: the latest row's ``fetched_at`` moves on and its id returns.
     """
-    with serialized(db, "price_sets"), db.atomic():
+    with db.atomic():
+        serialized(db, "price_sets")
         latest = list(
             db.query("select id, digest, fetched_at from price_sets order by id desc limit 1")
         )

@@ -446,18 +446,17 @@ MIGRATIONS: list[Callable[[Database], None]] = [
 def migrate(db: Database) -> list[str]:
     """Apply the migrations not yet applied, each in its own transaction; return their names.
 
-    PostgreSQL: under an advisory lock (`daemon.ledger.engine.serialized`), so of several
-    daemons starting together on one ledger one migrates and the others, once it is done,
-    find nothing left to do."""
-    with serialized(db, "migrations"):
-        return _migrate(db)
-
-
-def _migrate(db: Database) -> list[str]:
+    PostgreSQL: each transaction first takes an advisory lock (`daemon.ledger.engine.
+    serialized`) and then reads whether its migration is applied, so of several daemons
+    starting together on one ledger one applies each migration and the others, waiting on
+    the lock, find it done."""
     applied_at = "double precision" if is_pg(db) else "real"
-    db.execute(
-        f"create table if not exists _migrations (name text primary key, applied_at {applied_at})"
-    )
+    with db.conn:
+        serialized(db, "migrations")
+        db.execute(
+            f"create table if not exists _migrations (name text primary key, applied_at "
+            f"{applied_at})"
+        )
     done = {row[0] for row in db.execute("select name from _migrations").fetchall()}
     applied = []
     for migration in MIGRATIONS:
@@ -465,6 +464,9 @@ def _migrate(db: Database) -> list[str]:
         if name in done:
             continue
         with db.conn:
+            serialized(db, "migrations")
+            if db.execute("select 1 from _migrations where name = ?", [name]).fetchone():
+                continue  # another daemon applied it while this one waited
             migration(db)
             db.execute(
                 "insert into _migrations (name, applied_at) values (?, ?)", [name, time.time()]
