@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from daemon.cli import main
 from daemon.ledger import MIGRATIONS
@@ -54,7 +55,20 @@ async def test_two_daemons_share_one_postgresql_ledger(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    on_pg = {"ledger__url": pg_url}
+    hooks: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        hooks.append(await request.json())
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    on_pg = {"ledger__url": pg_url, "alerts__webhook_url": f"http://127.0.0.1:{port}/hook"}
     a, b = await asyncio.gather(
         daemons.start(sim.url, ledger=tmp_path / "a.db", ledger__instance="a", **on_pg),
         daemons.start(sim.url, ledger=tmp_path / "b.db", ledger__instance="b", **on_pg),
@@ -102,6 +116,16 @@ async def test_two_daemons_share_one_postgresql_ledger(
         (before.pop(), "fp_pg_changed", "new")
     ]
     assert sum(s["calls"] for s in seen) == 2 * n + 2
+    # ... and one webhook: from the daemon whose write recorded it.
+
+    async def hooked() -> int:
+        return len(hooks)
+
+    await eventually(hooked, "the fingerprint webhook", 10)
+    for meter in (a, b):  # a round trip through each: a second webhook would be on its way
+        driver.use(meter)
+        await driver.chat("after")
+    assert [(h["event"], h["new"]) for h in hooks] == [("fingerprint_changed", "fp_pg_changed")]
 
     # A daemon with a salt of its own would give the same key another id: it does not start.
     other = tmp_path / "other" / "xai-meter.salt"
@@ -116,6 +140,7 @@ async def test_two_daemons_share_one_postgresql_ledger(
     assert "Fix: give every daemon the same salt file" in said[0]
 
     assert await a.stop() == 0 and await b.stop() == 0
+    await runner.cleanup()
 
 
 async def test_sigkill_on_postgresql_then_restart_replays_the_journal(
