@@ -109,7 +109,7 @@ def test_a_call_is_one_compact_aligned_line_on_the_console() -> None:
     )
     failed = make_record(
         id="c2",
-        requested_model="grok-4-fast-reasoning-latest",
+        requested_model="grok-4-fast-reasoning",
         endpoint="responses",
         status=504,
         error=CallError.UPSTREAM_TIMEOUT,
@@ -120,7 +120,7 @@ def test_a_call_is_one_compact_aligned_line_on_the_console() -> None:
         "[info     ] listening                      relay=http://127.0.0.1:8787/v1",
         "[info     ] grok-4.3                     1,234 in     1,000 cached      567 out "
         "  $0.001235      312 ms 200 chat.completions app=checkout",
-        "[warning  ] grok-4-fast-reasoning-latest         - in         - cached        - out "
+        "[warning  ] grok-4-fast-reasoning            - in         - cached        - out "
         "   unpriced    5,000 ms 504 responses error=upstream_timeout unmetered=no_response",
     ]
 
