@@ -34,7 +34,7 @@ import click
 import sqlite_utils
 
 from daemon import __version__
-from daemon.config import ConfigError, Settings, example_toml, load
+from daemon.config import ConfigError, Settings, example_toml, load, to_toml
 from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, report
 from daemon.ledger.prices import load_price_history
 from daemon.logs import configure
@@ -76,7 +76,8 @@ class _Cli(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            print(f"{PROG}: config error: {exc}", file=sys.stderr)
+            for message in exc.messages or (str(exc),):  # every mistake, a line each
+                print(f"{PROG}: config error: {message}", file=sys.stderr)
             return 2
         except CommandError as exc:  # the user's to fix, like a bad setting: exit 2
             print(f"{PROG} {ctx.invoked_subcommand}: {exc}", file=sys.stderr)
@@ -378,14 +379,14 @@ class _NoBill(click.ClickException):
 
 
 @cli.command(
-    name="check-config", help="check a config file and show the result: every setting's value"
+    name="check-config",
+    help="check a config file: every mistake, a line each (exit 2); or, when it is right, "
+    "every setting's effective value, as TOML",
 )
 @click.argument("file", metavar="FILE")
 def check_config(file: str) -> None:
     settings = load(file)
-    for key, value in settings.values.items():
-        print(f"{key} = {value!r}")
-    print(f"{file}: OK")
+    sys.stdout.write(f"# {file}: OK. Every setting's effective value:\n{to_toml(settings)}")
 
 
 @cli.command(name="example-config", help="print a commented config with every default")
