@@ -42,6 +42,17 @@
     return (negative ? "-$" : "$") + group3((q / unit).toString()) + frac;
   }
 
+  // USD from ticks, exact: every decimal the ticks carry, at least two ("$0.0027996").
+  function usdExact(ticks) {
+    if (ticks === null || ticks === undefined) return "";
+    let t = BigInt(ticks);
+    const negative = t < 0n;
+    if (negative) t = -t;
+    const unit = 10n ** 10n;
+    const frac = (t % unit).toString().padStart(10, "0").replace(/0+$/, "").padEnd(2, "0");
+    return (negative ? "-$" : "$") + group3((t / unit).toString()) + "." + frac;
+  }
+
   // A short money label for chart axes (floats are fine there: the exact figure is in tables).
   function usdShort(value) {
     if (value === 0) return "$0";
@@ -151,6 +162,16 @@
     return document.getElementById(id);
   }
 
+  // A money figure: rounded to the micro-dollar, the exact amount in its tooltip and ticks.
+  function money(id, ticks) {
+    show(id, usd(ticks), { ticks: ticks });
+    $(id).title = "exactly " + usdExact(ticks);
+  }
+
+  function costCell(ticks) {
+    return el("td", { class: "cost", title: usdExact(ticks) }, usd(ticks));
+  }
+
   function show(id, text, data) {
     const node = $(id);
     node.textContent = text;
@@ -185,16 +206,14 @@
 
   function renderCards(s) {
     const t = s.totals;
-    show("spend-today", usd(t.today.cost_ticks), { ticks: t.today.cost_ticks });
+    money("spend-today", t.today.cost_ticks);
     show("calls-today", int(t.today.calls) + " calls since " + clock(t.today.start, true));
-    show("spend-month", usd(t.this_month.cost_ticks), { ticks: t.this_month.cost_ticks });
+    money("spend-month", t.this_month.cost_ticks);
     show("calls-month", int(t.this_month.calls) + " calls since " + clock(t.this_month.start, true));
     show("window-title", "Range · " + s.window.since);
-    show("spend-window", usd(t.window.cost_ticks), { ticks: t.window.cost_ticks });
+    money("spend-window", t.window.cost_ticks);
     show("window-label", s.window.label);
-    show("burn-hour", usd(s.burn_rate.last_hour_cost_ticks), {
-      ticks: s.burn_rate.last_hour_cost_ticks,
-    });
+    money("burn-hour", s.burn_rate.last_hour_cost_ticks);
     const perHour = s.burn_rate.window_usd_per_hour;
     show("burn-window", perHour === null ? NO_VALUE : usdShort(perHour), { usdPerHour: perHour });
     show("calls-window", int(t.window.calls), { value: t.window.calls });
@@ -303,7 +322,7 @@
           r.cached_share === null ? NO_VALUE : (r.cached_share * 100).toFixed(1) + "%"),
         el("td", {}, int(r.output_tokens)),
         el("td", {}, int(r.reasoning_tokens)),
-        el("td", { class: "cost" }, usd(r.cost_ticks)),
+        costCell(r.cost_ticks),
         shareBar(r.cost_ticks, max, colorOf(r.model)),
       ),
     );
@@ -321,7 +340,7 @@
         el("td", {}, int(r.calls)),
         el("td", {}, compact(r.input_tokens + r.output_tokens)),
         el("td", {}, r.errors ? el("span", { class: "badge bad" }, int(r.errors)) : "0"),
-        el("td", { class: "cost" }, usd(r.cost_ticks)),
+        costCell(r.cost_ticks),
         shareBar(r.cost_ticks, max),
       ),
     );
@@ -387,21 +406,32 @@
     const models = fp.models;
     const W = width($("chart-fingerprints")), L = 190, R = 16, T = 6, rowH = 34;
     const H = T + Math.max(models.length, 1) * rowH + 24;
-    let start = now;
-    for (const m of models) for (const f of m.seen) start = Math.min(start, f.first_seen);
-    for (const m of models) for (const c of m.changes) start = Math.min(start, c.at);
-    const span = Math.max(now - start, 60);
-    start = now - span * 1.02;
-    const x = (t) => L + ((W - L - R) * (t - start)) / (now - start);
-    const long = now - start > 86400;
+    // From the first fingerprint seen to the last: the span the ledger knows of.
+    let first = Infinity, latest = -Infinity;
+    for (const m of models) {
+      for (const f of m.seen) {
+        first = Math.min(first, f.first_seen);
+        latest = Math.max(latest, f.last_seen);
+      }
+      for (const c of m.changes) {
+        first = Math.min(first, c.at);
+        latest = Math.max(latest, c.at);
+      }
+    }
+    if (!Number.isFinite(first)) first = latest = now;
+    const pad = Math.max((latest - first) * 0.03, 0.5);
+    const start = first - pad, end = latest + pad;
+    const x = (t) => L + ((W - L - R) * (t - start)) / (end - start);
+    const long = end - start > 86400;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "fingerprints" });
+    let previous = "";
     for (let i = 0; i <= 5; i++) {
-      const t = start + ((now - start) * i) / 5;
-      chart.append(
-        svg("line", { class: "grid", x1: x(t), x2: x(t), y1: T, y2: H - 20 }),
-        svg("text", { x: x(t), y: H - 4, "text-anchor": i === 5 ? "end" : "middle" },
-          i === 5 ? "now" : clock(t, long, now - start < 600)),
-      );
+      const t = start + ((end - start) * i) / 5;
+      const anchor = i === 0 ? "start" : i === 5 ? "end" : "middle";
+      const text = clock(t, long, end - start < 600);
+      chart.append(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: T, y2: H - 20 }));
+      if (text !== previous) chart.append(svg("text", { x: x(t), y: H - 4, "text-anchor": anchor }, text));
+      previous = text;
     }
     models.forEach((m, i) => {
       const y = T + i * rowH;
@@ -500,12 +530,12 @@
       return el("tr", { class: "call" + (c.error ? " error" : ""), "data-id": c.id,
         "data-ticks": c.cost_ticks === null ? "" : c.cost_ticks },
         el("td", { title: new Date(c.started_at * 1000).toISOString() }, clock(c.started_at, true)),
-        el("td", { class: "text name" }, c.model === "-" ? NO_VALUE : c.model),
+        el("td", { class: "text name" }, c.model || NO_VALUE),
         el("td", { class: "text" }, el("code", {}, c.endpoint)),
         el("td", { class: "status" }, c.status === null ? NO_VALUE : c.status, flags),
         el("td", {}, int(c.input_tokens)),
         el("td", {}, int(c.output_tokens)),
-        el("td", { class: "cost" }, cost),
+        el("td", { class: "cost", title: usdExact(c.cost_ticks) }, cost),
         el("td", {}, ms(c.duration_ms)),
         el("td", {}, ms(c.ttft_ms)),
         el("td", { class: "text" }, c.key_name || el("span", { class: "muted" }, c.key_id ? c.key_id.slice(0, 10) : NO_VALUE)),
