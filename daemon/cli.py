@@ -39,8 +39,8 @@ from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, rep
 from daemon.ledger.prices import load_price_history
 from daemon.logs import configure
 from daemon.pricing import PriceBook, catalog_table, prices_table
-from daemon.tables import FORMATS, render
-from daemon.windows import Window, WindowError, parse_window
+from daemon.tables import FORMATS, numeric, render
+from daemon.windows import Window, WindowError, parse_window, with_until, zone
 
 CONFIG_ENV = "XAI_METER_CONFIG"
 PROG = "xai-meter"
@@ -234,6 +234,8 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
     if catalog_only:
         catalog = PriceBook(overrides=settings.pricing.overrides).catalog
         rows = catalog_table(catalog)
+        if fmt != "table":
+            rows = numeric(rows, CATALOG_NUMBERS)
         print(render(rows, fmt, CATALOG_COLUMNS if fmt == "table" else None), end="")
         return
     with _open_ledger(settings) as db:
@@ -242,8 +244,8 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
             overrides=settings.pricing.overrides,
         )
         rows = prices_table(book)
-    if fmt != "table":
-        print(render(rows, fmt), end="")
+    if fmt != "table":  # numbers as numbers, not the table's exact decimal strings
+        print(render(numeric(rows, PRICE_NUMBERS), fmt), end="")
         return
     if rows:
         print(render(rows, fmt, PRICE_COLUMNS), end="")
@@ -262,30 +264,55 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
 
 @cli.command(
     name="report",
-    help="calls, tokens by type, cached share, cost and p50/p95 latency from the ledger",
+    help="calls, tokens by type, cached share, cost and p50/p95 latency from the ledger, per "
+    "group, with the window's total",
 )
 @config_option
 @click.option(
     "--since",
-    metavar="DURATION|DATE",
+    metavar="WINDOW",
     default="24h",
-    help="a duration back from now (30m, 24h, 7d, 2w) or a date/time in ISO "
-    "form (2026-11-01, 2026-11-01T08:00)",
+    help="a duration back from now (30m, 24h, 7d, 2w, 1h30m; m is minutes, 1M is refused), "
+    "today, yesterday, this-month, last-month, or an ISO date/time (2026-11-01, "
+    "2026-11-01T08:00)",
 )
-@click.option("--by", type=click.Choice(list(REPORT_GROUPS)), default="model")
+@click.option(
+    "--until",
+    metavar="WINDOW",
+    help="end where this starts (same forms: --until 2026-11-05 stops before Nov 5; "
+    "default: now, or the end of yesterday / last-month)",
+)
+@click.option(
+    "--tz",
+    metavar="ZONE",
+    default="UTC",
+    help="IANA time zone (Europe/Paris) for today, yesterday, months, dates without an "
+    "offset and --by day",
+)
+@click.option(
+    "--by",
+    type=click.Choice(list(REPORT_GROUPS)),
+    default="model",
+    help="one row per model, app, key (its id and name), day (in --tz) or endpoint",
+)
 @ledger_option
 @format_option
-def report_command(config: str | None, since: str, by: str, ledger: str | None, fmt: str) -> None:
+def report_command(
+    config: str | None,
+    since: str,
+    until: str | None,
+    tz: str,
+    by: str,
+    ledger: str | None,
+    fmt: str,
+) -> None:
+    from daemon.report_output import render_report
+
     settings = _settings(config, ledger=ledger)
-    window = _window("--since", since, time.time())
+    window = _window(since, time.time(), tz, until)
     with _open_ledger(settings) as db:
-        rows = report(db, window, by).rows
-    columns = (
-        [c for c in rows[0] if c not in ("cost_ticks", "batch_cost_ticks", "image_input_tokens")]
-        if rows and fmt == "table"
-        else None
-    )
-    print(render(rows, fmt, columns), end="")
+        rep = report(db, window, by)
+    print(render_report(rep, fmt), end="")
 
 
 @cli.command(help="system_fingerprints seen per model, and every change")
@@ -439,6 +466,21 @@ PRICE_COLUMNS = (
 # `xai-meter prices` shows each catalog entry's note only in --format json and csv
 CATALOG_COLUMNS = ("id", "price", "unit", "effective", "in_force", "origin", "source")
 
+# The USD fields `prices_table` / `catalog_table` give as exact strings: numbers in JSON and CSV.
+PRICE_NUMBERS = frozenset(
+    f"{name}_usd_per_1m"
+    for name in (
+        "input",
+        "cached_input",
+        "output",
+        "image_input",
+        "input_long",
+        "cached_input_long",
+        "output_long",
+    )
+) | {"image_usd", "search_usd"}
+CATALOG_NUMBERS = frozenset({"price"})
+
 FINGERPRINT_COLUMNS = [
     "record",
     "provider",
@@ -460,12 +502,21 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _window(option: str, value: str, now: float, tz: str = "UTC") -> Window:
-    """`parse_window` for a command's `option`; what it refuses is a `CommandError` (exit 2)."""
+def _window(since: str, now: float, tz: str = "UTC", until: str | None = None) -> Window:
+    """The window `--since`, `--tz` and `--until` name; what `parse_window` refuses is a
+    `CommandError` (exit 2) naming the option."""
+    option, value = "--tz", tz
     try:
-        return parse_window(value, now, tz)
+        zone(tz)
+        option, value = "--since", since
+        window = parse_window(since, now, tz)
+        if until is not None:
+            option, value = "--until", until
+            window = with_until(window, until, now)
     except WindowError as exc:
-        raise CommandError(f"{option} {value!r}: {exc}") from None
+        message = f"--tz: {exc}" if option == "--tz" else f"{option} {value!r}: {exc}"
+        raise CommandError(message) from None
+    return window
 
 
 async def _serve(settings: Settings, api_key: str | None, started: Callable[[], None]) -> None:

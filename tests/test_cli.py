@@ -7,6 +7,7 @@ test_config.py and test_demo.py; here the CLI's own behaviour.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -178,7 +179,9 @@ def test_ledger_commands_on_an_empty_ledger(
     assert main(["prices", "--ledger", str(path), "--format", "json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
     assert main(["report", "--ledger", str(path), "--format", "json"]) == 0
-    assert capsys.readouterr().out.strip() == "[]"
+    body = json.loads(capsys.readouterr().out)
+    assert (body["rows"], body["total"]["calls"], body["total"]["cost_ticks"]) == ([], 0, 0)
+    assert body["total"]["p50_ms"] is None and body["total"]["cached_share"] is None
     assert main(["fingerprints", "--ledger", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Fingerprints seen:\n") and "Changes (kind new:" in out
@@ -195,7 +198,7 @@ def test_ledger_comes_from_the_config_file(
 
 def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--help"]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # click wraps the help
     for default in ("[default: 24h]", "[default: model]", "[default: table]"):
         assert default in out
     assert "model|app|key|day|endpoint" in out and "$XAI_METER_CONFIG" in out

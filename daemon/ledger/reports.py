@@ -7,12 +7,13 @@ text ($, %, widths) is the CLI's job (`daemon.cli`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlite_utils
 
 from daemon.units import TICKS_PER_USD
-from daemon.windows import Window
+from daemon.windows import Window, zone
 
 # A first query to try on a ledger with `sqlite-utils query` (the demo prints it).
 EXAMPLE_QUERY = "select model, sum(output_tokens) from calls group by model"
@@ -22,7 +23,7 @@ REPORT_GROUPS: dict[str, str] = {
     "model": "coalesce(model, requested_model)",
     "app": "app",
     "key": "key_id",
-    "day": "date(started_at, 'unixepoch')",
+    "day": "date(started_at, 'unixepoch')",  # UTC; another zone: `_local_day`
     "endpoint": "endpoint",
 }
 
@@ -65,7 +66,8 @@ class Report:
     """`xai-meter report`'s numbers. `rows`: one per group, sorted by cost desc, calls desc,
     group; `total`: the same fields over every call in the window, group field(s) None.
 
-    Group field: `by` itself (`model`, `app`, `day` as YYYY-MM-DD UTC, `endpoint`), or for
+    Group field: `by` itself (`model`, `app`, `day` as YYYY-MM-DD in the window's zone,
+    `endpoint`), or for
     `by="key"` two: `key_id` and `key_name` (from api_keys; None when unnamed)."""
 
     window: Window
@@ -97,6 +99,8 @@ def report(db: sqlite_utils.Database, window: Window, by: str) -> Report:
     duration; None without one); `errors`, `unmetered`, `unpriced` (int). `by` is a key of
     `REPORT_GROUPS` (KeyError otherwise)."""
     group = REPORT_GROUPS[by]
+    if by == "day" and window.tz != "UTC":
+        group = _local_day(db, window.tz)
     where, params = _where(window)
     grouped = list(
         db.query(f"select {group} as grp, {_SUMS} from calls {where} group by grp", params)
@@ -119,6 +123,18 @@ def report(db: sqlite_utils.Database, window: Window, by: str) -> Report:
     every = [d for durations in latencies.values() for d in durations]
     total = _fields(dict.fromkeys(group_fields(by)), totals, every)
     return Report(window=window, by=by, rows=rows, total=total)
+
+
+def _local_day(db: sqlite_utils.Database, tz: str) -> str:
+    """The SQL for a call's YYYY-MM-DD in IANA zone `tz` (SQLite knows no zones: a Python
+    function, registered on this connection, called once per row)."""
+    where = zone(tz)
+
+    def local_day(epoch: float) -> str:
+        return datetime.fromtimestamp(epoch, where).date().isoformat()
+
+    db.conn.create_function("xm_local_day", 1, local_day, deterministic=True)
+    return "xm_local_day(started_at)"
 
 
 def _where(window: Window) -> tuple[str, list[float]]:

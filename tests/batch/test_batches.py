@@ -376,7 +376,7 @@ async def test_report_separates_batch_spend(
     ledger = meter.ledger_path
     capsys.readouterr()
     assert main(["report", "--ledger", ledger, "--by", "endpoint", "--format", "json"]) == 0
-    by_endpoint = {r["endpoint"]: r for r in orjson.loads(capsys.readouterr().out)}
+    by_endpoint = {r["endpoint"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
     got = {k: (v["calls"], v["cost_ticks"], v["batch_cost_ticks"]) for k, v in by_endpoint.items()}
     assert got == {
         "batches.result": (2, IMAGE + 2 * VIDEO_480P, IMAGE + 2 * VIDEO_480P),
@@ -384,10 +384,10 @@ async def test_report_separates_batch_spend(
         "images.generations": (1, IMAGE, 0),
     }
     assert main(["report", "--ledger", ledger, "--by", "model", "--format", "json"]) == 0
-    by_model = {r["model"]: r for r in orjson.loads(capsys.readouterr().out)}
+    by_model = {r["model"]: r for r in orjson.loads(capsys.readouterr().out)["rows"]}
     image = by_model["grok-imagine-image"]
-    assert (image["cost_usd"], image["batch_cost_usd"]) == ("0.040000", "0.020000")
-    assert by_model["grok-imagine-video"]["batch_cost_usd"] == "0.100000"
+    assert (image["cost_usd"], image["batch_cost_usd"]) == (0.04, 0.02)
+    assert by_model["grok-imagine-video"]["batch_cost_usd"] == 0.1
 
 
 async def test_a_page_that_cannot_be_read_is_unmetered(

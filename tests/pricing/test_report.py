@@ -86,7 +86,7 @@ def test_the_prices_command_shows_the_catalog(
     assert main(["prices", "--catalog", "--format", "json", "--config", str(config)]) == 0
     rows = json.loads(capsys.readouterr().out)
     [tts] = [r for r in rows if r["id"] == "tts"]
-    assert (tts["price"], tts["origin"], tts["in_force"]) == ("4.20", "override", "yes")
+    assert (tts["price"], tts["origin"], tts["in_force"]) == (4.2, "override", "yes")
     assert {"note", "source", "effective"} <= set(tts)
     ledger = tmp_path / "empty.db"
     db = open_database(ledger)
