@@ -68,6 +68,7 @@ from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallRecord
 from daemon.relay import Relay
 from daemon.sniff import SniffingSite
+from daemon.status import StatusPage
 from daemon.tasks import TaskGroup, spawn
 from daemon.upstream import PoolConnector, Upstream
 
@@ -305,6 +306,7 @@ class Daemon:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        StatusPage(self, started_at=self.clocks.wall()).add_routes(app)  # GET /, /api/*
         return app
 
     @asynccontextmanager
