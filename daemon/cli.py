@@ -335,9 +335,12 @@ def fingerprints(config: str | None, model: str | None, ledger: str | None, fmt:
 @format_option
 def reconcile_command(config: str | None, days: int | None, ledger: str | None, fmt: str) -> None:
     from daemon.management.report import NoBill, NoLedger, report_text
+    from daemon.progress import TerminalProgress
 
     try:
-        print(report_text(_settings(config, ledger=ledger), days, fmt), end="")
+        with TerminalProgress() as progress:  # on a terminal only; erased before the report
+            text = report_text(_settings(config, ledger=ledger), days, fmt, progress.show)
+        print(text, end="")
     except NoLedger as exc:
         raise CommandError(f"{exc}. Run `xai-meter serve` first, or pass --ledger FILE.") from None
     except NoBill as exc:  # neither the API nor a stored pull: exit 2, one line
