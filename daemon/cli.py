@@ -185,16 +185,23 @@ def serve(
     help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded"
 )
 @click.option(
-    "--ledger", metavar="FILE", default="xai-meter-demo.db", help="ledger file for the demo"
+    "--ledger",
+    metavar="FILE",
+    default="xai-meter-demo.db",
+    help="ledger file for the demo: replaced each run (only a demo's own), unless --append",
 )
 @click.option(
     "--keep-running", is_flag=True, help="keep simulator and daemon up afterwards (Ctrl-C to stop)"
 )
-def demo(ledger: str, keep_running: bool) -> None:
+@click.option("--append", is_flag=True, help="add this run's calls to the ledger's earlier ones")
+def demo(ledger: str, keep_running: bool, append: bool) -> None:
     configure("warning", "console" if sys.stderr.isatty() else "json")
-    from daemon.demo import run_demo
+    from daemon.demo import DemoError, run_demo
 
-    _run(run_demo(ledger, keep_running=keep_running))
+    try:
+        _run(run_demo(ledger, keep_running=keep_running, append=append))
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @cli.command(help="run the built-in fake of the xAI API, for your own experiments")

@@ -289,6 +289,20 @@ def forget_legacy_salt(db: sqlite_utils.Database) -> None:
         db.execute("delete from meta where key = 'key_salt'")
 
 
+def mark_demo_ledger(db: sqlite_utils.Database) -> None:
+    """Mark the ledger as one `xai-meter demo` made (``meta.demo``), so a later demo may
+    replace it; a ledger without the mark is never replaced."""
+    with db.conn:
+        db.execute("insert or replace into meta (key, value) values ('demo', '1')")
+
+
+def is_demo_ledger(db: sqlite_utils.Database) -> bool:
+    """The ledger carries `mark_demo_ledger`'s mark."""
+    if not db["meta"].exists():
+        return False
+    return db.execute("select 1 from meta where key = 'demo'").fetchone() is not None
+
+
 def all_calls(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     """Every call row, oldest first (tests and small ledgers)."""
     return list(db.query("select * from calls order by started_at, id"))
