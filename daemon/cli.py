@@ -182,7 +182,8 @@ def serve(
 
 
 @cli.command(
-    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded"
+    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded "
+    "(in a fresh ledger each run, unless --append)"
 )
 @click.option(
     "--ledger",
