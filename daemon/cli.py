@@ -1,5 +1,5 @@
 """The `xai-meter` command: serve (the default), demo, simulate, prices, report, fingerprints,
-reconcile, check-config, example-config.
+reconcile, check-config, example-config, backup, prometheus-config.
 
 Built on click. `main()` is the entry point (pyproject's `daemon.cli:main`): it returns the exit
 code instead of exiting, so tests call `main([...])` and read what it printed. Exit codes: 0 done
@@ -184,19 +184,27 @@ def serve(
 
 
 @cli.command(
-    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded"
+    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded "
+    "(in a fresh ledger each run, unless --append)"
 )
 @click.option(
-    "--ledger", metavar="FILE", default="xai-meter-demo.db", help="ledger file for the demo"
+    "--ledger",
+    metavar="FILE",
+    default="xai-meter-demo.db",
+    help="ledger file for the demo: replaced each run (only a demo's own), unless --append",
 )
 @click.option(
     "--keep-running", is_flag=True, help="keep simulator and daemon up afterwards (Ctrl-C to stop)"
 )
-def demo(ledger: str, keep_running: bool) -> None:
+@click.option("--append", is_flag=True, help="add this run's calls to the ledger's earlier ones")
+def demo(ledger: str, keep_running: bool, append: bool) -> None:
     configure("warning", "console" if sys.stderr.isatty() else "json")
-    from daemon.demo import run_demo
+    from daemon.demo import DemoError, run_demo
 
-    _run(run_demo(ledger, keep_running=keep_running))
+    try:
+        _run(run_demo(ledger, keep_running=keep_running, append=append))
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @cli.command(help="run the built-in fake of the xAI API, for your own experiments")
@@ -365,9 +373,12 @@ def fingerprints(config: str | None, model: str | None, ledger: str | None, fmt:
 @format_option
 def reconcile_command(config: str | None, days: int | None, ledger: str | None, fmt: str) -> None:
     from daemon.management.report import NoBill, NoLedger, report_text
+    from daemon.progress import TerminalProgress
 
     try:
-        print(report_text(_settings(config, ledger=ledger), days, fmt), end="")
+        with TerminalProgress() as progress:  # on a terminal only; erased before the report
+            text = report_text(_settings(config, ledger=ledger), days, fmt, progress.show)
+        print(text, end="")
     except NoLedger as exc:
         raise CommandError(f"{exc}. Run `xai-meter serve` first, or pass --ledger FILE.") from None
     except NoBill as exc:  # neither the API nor a stored pull: exit 2, one line
@@ -392,6 +403,56 @@ def check_config(file: str) -> None:
 @cli.command(name="example-config", help="print a commented config with every default")
 def example_config() -> None:
     sys.stdout.write(example_toml())
+
+
+# --- backup and prometheus-config (issue 14: a copy of the ledger; a scrape config) ---------
+
+
+@cli.command(
+    help="an online, consistent copy of the ledger (SQLite's backup API), safe while the "
+    "daemon writes; never `cp` a ledger in WAL mode"
+)
+@click.argument("dest", metavar="DEST")
+@config_option
+@ledger_option
+@click.option("--force", is_flag=True, help="replace DEST if it exists")
+def backup(dest: str, config: str | None, ledger: str | None, force: bool) -> None:
+    from daemon.ledger.backup import BackupError, backup_ledger
+    from daemon.salt import salt_file
+
+    settings = _settings(config, ledger=ledger)
+    try:
+        done = backup_ledger(settings.ledger.path, dest, force=force)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(
+        f"{settings.ledger.path} -> {done.dest}: {done.calls:,} calls, {done.size:,} bytes "
+        "(every row committed when the copy began; back up the salt file, "
+        f"{salt_file(settings)}, apart)"
+    )
+
+
+@cli.command(
+    name="prometheus-config",
+    help="print a Prometheus config that scrapes this daemon's admin listener (admin.host, "
+    "admin.port) and loads the shipped alert and recording rules by absolute path",
+)
+@config_option
+@click.option(
+    "--rules-dir",
+    metavar="DIR",
+    help="the directory of xai-meter's rule files (default: dashboards/rules of the source "
+    "tree this package runs from, else of the working directory)",
+)
+@click.option("--scrape-interval", metavar="DURATION", default="15s", help="scrape_interval")
+def prometheus_config(config: str | None, rules_dir: str | None, scrape_interval: str) -> None:
+    from daemon.scrape import ScrapeConfigError, scrape_config
+
+    try:
+        text = scrape_config(_settings(config), rules_dir, scrape_interval)
+    except ScrapeConfigError as exc:
+        raise CommandError(str(exc)) from None
+    sys.stdout.write(text)
 
 
 # --- helpers --------------------------------------------------------------------------------
