@@ -69,6 +69,7 @@ from daemon.pricing.cost import exact_multiplier
 from daemon.record import CallRecord
 from daemon.relay import Relay
 from daemon.sniff import SniffingSite
+from daemon.status import StatusPage
 from daemon.tasks import TaskGroup, spawn
 from daemon.upstream import PoolConnector, Upstream
 
@@ -226,6 +227,8 @@ class Daemon:
             lambda: guard.open, guard.max_connections, lambda: bodies.held
         )
         self.relay.max_scan_bytes = s.relay.max_scan_bytes
+        missing_v1 = self.metrics.missing_v1
+        self.relay.missing_v1.count = lambda endpoint: missing_v1.labels(endpoint).inc()
         self.grpc: GrpcRelay | None = None
         if s.grpc.port or self.grpc_any_port:
             self.grpc = GrpcRelay(
@@ -306,6 +309,7 @@ class Daemon:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        StatusPage(self, started_at=self.clocks.wall()).add_routes(app)  # GET /, /api/*
         return app
 
     @asynccontextmanager

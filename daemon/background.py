@@ -2,7 +2,10 @@
 
 - `PriceUpkeep`: refresh the price listings (waiting for a key when there is none yet), then
   tell metrics and the fingerprint watch what the listing says, and price the calls that had
-  no price when they were made (backfill, in the ledger's writer thread).
+  no price when they were made (backfill, in the ledger's writer thread, `BACKFILL_CHUNK`
+  calls per turn so the rows of new calls are written in between; a backfill of more than one
+  chunk logs its start and, every `BACKFILL_LOG_ROWS` calls or `BACKFILL_LOG_SECONDS`, its
+  progress: `BackfillProgress`).
 - `expire_deferred`: every 10 minutes, close deferred requests whose result can no longer come.
 - `Retention`: hourly, delete calls older than ``ledger.retention_days``.
 
@@ -13,7 +16,8 @@ listing endpoints.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -36,6 +40,51 @@ log = structlog.get_logger("xai_meter.app")
 RETENTION_INTERVAL = 3600.0  # seconds between retention sweeps
 RETENTION_FIRST_DELAY = 60.0  # start-up is not slowed by a big delete
 DEFERRED_EXPIRY_INTERVAL = 600.0  # seconds between sweeps for deferred requests past 24 h
+BACKFILL_CHUNK = 5_000  # calls priced per turn of the writer thread (new rows go in between)
+BACKFILL_LOG_ROWS = 100_000  # a progress line at least every this many calls...
+BACKFILL_LOG_SECONDS = 10.0  # ...or this many seconds, whichever comes first
+
+
+class BackfillProgress:
+    """The log lines of one backfill of `total` calls, priced `chunk` at a time: nothing for a
+    backfill of one chunk or less; else ``unpriced_backfill_started`` (calls, chunk) at once,
+    then ``unpriced_backfill_progress`` (done, total, percent) after a chunk once `every_rows`
+    calls or `every_seconds` (by `clock`, monotonic seconds) have passed since the last line.
+    The end is the caller's ``unpriced_calls_backfilled`` line. The daemon's stderr is a log
+    stream, so progress is lines, not a terminal's rewritten line (`daemon.progress`)."""
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        chunk: int,
+        every_rows: int,
+        every_seconds: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.total = total
+        self.big = total > chunk
+        self.every_rows = every_rows
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self._rows = 0
+        self._at = clock()
+        if self.big:
+            log.info("unpriced_backfill_started", calls=total, chunk=chunk)
+
+    def step(self, done: int) -> None:
+        """`done` of `total` calls are priced (or found unpriceable) so far."""
+        if not self.big or done >= self.total:
+            return
+        now = self.clock()
+        if done - self._rows >= self.every_rows or now - self._at >= self.every_seconds:
+            log.info(
+                "unpriced_backfill_progress",
+                done=done,
+                total=self.total,
+                percent=done * 100 // self.total,
+            )
+            self._rows, self._at = done, now
 
 
 class PriceUpkeep:
@@ -69,6 +118,11 @@ class PriceUpkeep:
         self.retry_wait = retry_wait
         self.refresher: PriceRefresher | None = None
         self.updated = asyncio.Event()
+        # the backfill's pace and its progress lines (tests make them small, the clock fake)
+        self.backfill_chunk = BACKFILL_CHUNK
+        self.backfill_log_rows = BACKFILL_LOG_ROWS
+        self.backfill_log_seconds = BACKFILL_LOG_SECONDS
+        self.monotonic: Callable[[], float] = time.monotonic
 
     def start(self, session: aiohttp.ClientSession, base_url: str) -> None:
         """Fetch the listings now and every ``pricing.refresh_interval`` seconds."""
@@ -107,14 +161,29 @@ class PriceUpkeep:
         self.metrics.price_refresh_last_success.set(self.wall())
         self.prices_changed()
         await self.ledger.drained()  # calls priced-or-not before now are all in the ledger
-        priced = await self.ledger.run_in_writer(
-            lambda: store.reprice_unpriced(self.ledger.db(), self._price_late)
+        ids = await self.ledger.run_in_writer(lambda: store.ids_to_price(self.ledger.db()))
+        progress = BackfillProgress(
+            len(ids),
+            chunk=self.backfill_chunk,
+            every_rows=self.backfill_log_rows,
+            every_seconds=self.backfill_log_seconds,
+            clock=self.monotonic,
         )
-        for record in priced:
-            self.metrics.observe_backfill(record)
+        priced = 0
+        for start in range(0, len(ids), self.backfill_chunk):
+            chunk = ids[start : start + self.backfill_chunk]
+            records = await self.ledger.run_in_writer(self._reprice, chunk)
+            for record in records:
+                self.metrics.observe_backfill(record)
+            priced += len(records)
+            progress.step(start + len(chunk))
         if priced:
-            log.info("unpriced_calls_backfilled", calls=len(priced))
+            log.info("unpriced_calls_backfilled", calls=priced)
         self.updated.set()
+
+    def _reprice(self, ids: Sequence[str]) -> list[CallRecord]:
+        """In the writer thread: price one chunk of the backfill."""
+        return store.reprice_calls(self.ledger.db(), ids, self._price_late)
 
     def _price_late(self, record: CallRecord) -> None:
         """An unpriced call: its own time's prices if they know it now, else today's."""

@@ -1,5 +1,5 @@
 """The `xai-meter` command: serve (the default), demo, simulate, prices, report, fingerprints,
-reconcile, check-config, example-config.
+reconcile, check-config, example-config, backup, prometheus-config.
 
 Built on click. `main()` is the entry point (pyproject's `daemon.cli:main`): it returns the exit
 code instead of exiting, so tests call `main([...])` and read what it printed. Exit codes: 0 done
@@ -33,7 +33,7 @@ from typing import Any
 import click
 
 from daemon import __version__
-from daemon.config import ConfigError, Settings, example_toml, load
+from daemon.config import ConfigError, Settings, example_toml, load, to_toml
 from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, report
 from daemon.ledger.engine import Database, is_url, open_pg_reader
 from daemon.ledger.prices import load_price_history
@@ -76,7 +76,8 @@ class _Cli(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            print(f"{PROG}: config error: {exc}", file=sys.stderr)
+            for message in exc.messages or (str(exc),):  # every mistake, a line each
+                print(f"{PROG}: config error: {message}", file=sys.stderr)
             return 2
         except CommandError as exc:  # the user's to fix, like a bad setting: exit 2
             print(f"{PROG} {ctx.invoked_subcommand}: {exc}", file=sys.stderr)
@@ -191,19 +192,27 @@ def serve(
 
 
 @cli.command(
-    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded"
+    help="simulator + daemon + a burst of traffic, no key needed; prints what was recorded "
+    "(in a fresh ledger each run, unless --append)"
 )
 @click.option(
-    "--ledger", metavar="FILE", default="xai-meter-demo.db", help="ledger file for the demo"
+    "--ledger",
+    metavar="FILE",
+    default="xai-meter-demo.db",
+    help="ledger file for the demo: replaced each run (only a demo's own), unless --append",
 )
 @click.option(
     "--keep-running", is_flag=True, help="keep simulator and daemon up afterwards (Ctrl-C to stop)"
 )
-def demo(ledger: str, keep_running: bool) -> None:
+@click.option("--append", is_flag=True, help="add this run's calls to the ledger's earlier ones")
+def demo(ledger: str, keep_running: bool, append: bool) -> None:
     configure("warning", "console" if sys.stderr.isatty() else "json")
-    from daemon.demo import run_demo
+    from daemon.demo import DemoError, run_demo
 
-    _run(run_demo(ledger, keep_running=keep_running))
+    try:
+        _run(run_demo(ledger, keep_running=keep_running, append=append))
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @cli.command(help="run the built-in fake of the xAI API, for your own experiments")
@@ -372,9 +381,12 @@ def fingerprints(config: str | None, model: str | None, ledger: str | None, fmt:
 @format_option
 def reconcile_command(config: str | None, days: int | None, ledger: str | None, fmt: str) -> None:
     from daemon.management.report import NoBill, NoLedger, report_text
+    from daemon.progress import TerminalProgress
 
     try:
-        print(report_text(_settings(config, ledger=ledger), days, fmt), end="")
+        with TerminalProgress() as progress:  # on a terminal only; erased before the report
+            text = report_text(_settings(config, ledger=ledger), days, fmt, progress.show)
+        print(text, end="")
     except NoLedger as exc:
         raise CommandError(f"{exc}. Run `xai-meter serve` first, or pass --ledger FILE.") from None
     except NoBill as exc:  # neither the API nor a stored pull: exit 2, one line
@@ -386,19 +398,75 @@ class _NoBill(click.ClickException):
 
 
 @cli.command(
-    name="check-config", help="check a config file and show the result: every setting's value"
+    name="check-config",
+    help="check a config file: every mistake, a line each (exit 2); or, when it is right, "
+    "every setting's effective value, as TOML",
 )
 @click.argument("file", metavar="FILE")
 def check_config(file: str) -> None:
     settings = load(file)
-    for key, value in settings.values.items():
-        print(f"{key} = {value!r}")
-    print(f"{file}: OK")
+    sys.stdout.write(f"# {file}: OK. Every setting's effective value:\n{to_toml(settings)}")
 
 
 @cli.command(name="example-config", help="print a commented config with every default")
 def example_config() -> None:
     sys.stdout.write(example_toml())
+
+
+# --- backup and prometheus-config (issue 14: a copy of the ledger; a scrape config) ---------
+
+
+@cli.command(
+    help="an online, consistent copy of the ledger (SQLite's backup API), safe while the "
+    "daemon writes; never `cp` a ledger in WAL mode"
+)
+@click.argument("dest", metavar="DEST")
+@config_option
+@click.option("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
+@click.option("--force", is_flag=True, help="replace DEST if it exists")
+def backup(dest: str, config: str | None, ledger: str | None, force: bool) -> None:
+    from daemon.ledger.backup import BackupError, backup_ledger
+    from daemon.salt import salt_file
+
+    settings = _settings(config, ledger=ledger)
+    if settings.ledger.url:
+        raise CommandError(
+            "backup copies a SQLite ledger; a PostgreSQL one (ledger.url) is backed up with "
+            "PostgreSQL's own tools (pg_dump, or the server's base backups). Fix: pass "
+            "--ledger FILE."
+        )
+    try:
+        done = backup_ledger(settings.ledger.path, dest, force=force)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(
+        f"{settings.ledger.path} -> {done.dest}: {done.calls:,} calls, {done.size:,} bytes "
+        "(every row committed when the copy began; back up the salt file, "
+        f"{salt_file(settings)}, apart)"
+    )
+
+
+@cli.command(
+    name="prometheus-config",
+    help="print a Prometheus config that scrapes this daemon's admin listener (admin.host, "
+    "admin.port) and loads the shipped alert and recording rules by absolute path",
+)
+@config_option
+@click.option(
+    "--rules-dir",
+    metavar="DIR",
+    help="the directory of xai-meter's rule files (default: dashboards/rules of the source "
+    "tree this package runs from, else of the working directory)",
+)
+@click.option("--scrape-interval", metavar="DURATION", default="15s", help="scrape_interval")
+def prometheus_config(config: str | None, rules_dir: str | None, scrape_interval: str) -> None:
+    from daemon.scrape import ScrapeConfigError, scrape_config
+
+    try:
+        text = scrape_config(_settings(config), rules_dir, scrape_interval)
+    except ScrapeConfigError as exc:
+        raise CommandError(str(exc)) from None
+    sys.stdout.write(text)
 
 
 # --- helpers --------------------------------------------------------------------------------

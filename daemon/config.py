@@ -2,8 +2,11 @@
 
 Every setting is declared once in `SETTINGS` (key, default, type, help). The example config,
 `xai-meter check-config` and the docs test are all derived from that table, so none can go stale.
-A bad file fails at start with a `ConfigError` naming the key and the fix. Code reads the typed,
-frozen view: ``settings.relay.port`` (one dataclass per section, checked by mypy).
+A bad file fails at start with a `ConfigError` holding every mistake it has (unknown keys,
+wrong types and values, settings that cannot go together), each a line naming the key and the
+fix; `to_toml` writes the effective settings back as TOML (what check-config prints). Code
+reads the typed, frozen view: ``settings.relay.port`` (one dataclass per section, checked by
+mypy).
 
 Why it is long: the SETTINGS table is the documentation of every setting (its help text becomes
 config.example.toml and the README's table), and the typed sections mirror it field for field;
@@ -26,7 +29,16 @@ from yarl import URL
 
 
 class ConfigError(ValueError):
-    """A config value is wrong; the message names the key and how to fix it."""
+    """A config value is wrong; the message names the key and how to fix it.
+
+    One error or several (``ConfigError(first, second)``: a file with more than one mistake,
+    every one found in one read); `messages` holds each, one line apiece, and ``str()`` joins
+    them with newlines.
+    """
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__("\n".join(messages))
+        self.messages: tuple[str, ...] = messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +72,10 @@ def _positive_float(key: str, value: Any) -> float:
 
 def _non_negative_float(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{key} = {value!r}: expected a number of seconds, 0 or more.")
+        raise ConfigError(
+            f"{key} = {value!r}: expected a number of seconds, 0 or more. "
+            f"Fix: set {key} to such a number, or remove it to use the default."
+        )
     return float(value)
 
 
@@ -93,7 +108,10 @@ def _ledger_url(key: str, value: Any) -> str:
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} = {value!r}: expected true or false (TOML booleans, unquoted).")
+        raise ConfigError(
+            f"{key} = {value!r}: expected true or false. "
+            f"Fix: {key} = true or {key} = false (TOML booleans, unquoted)."
+        )
     return value
 
 
@@ -101,7 +119,8 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
     def check(key: str, value: Any) -> str:
         if value not in choices:
             raise ConfigError(
-                f"{key} = {value!r}: expected one of {', '.join(repr(c) for c in choices)}."
+                f"{key} = {value!r}: expected one of {', '.join(repr(c) for c in choices)}. "
+                f'Fix: {key} = "{choices[0]}" (for example), or remove it to use the default.'
             )
         return str(value)
 
@@ -111,7 +130,10 @@ def _choice(*choices: str) -> Callable[[str, Any], str]:
 def _host(key: str, value: Any) -> str:
     text = _str(key, value)
     if not text or any(c.isspace() for c in text):
-        raise ConfigError(f"{key} = {text!r}: expected a host name or IP address like 127.0.0.1.")
+        raise ConfigError(
+            f"{key} = {text!r}: expected a host name or IP address. "
+            f'Fix: {key} = "127.0.0.1" (this machine only), or "0.0.0.0" (every address).'
+        )
     return text
 
 
@@ -165,7 +187,10 @@ def _overrides(key: str, value: Any) -> dict[str, Any]:
 
 def _str_list(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f'{key} = {value!r}: expected a list of strings, like ["checkout"].')
+        raise ConfigError(
+            f"{key} = {value!r}: expected a list of strings. "
+            f'Fix: {key} = ["checkout"] (for example), or [] for none.'
+        )
     return tuple(value)
 
 
@@ -173,7 +198,10 @@ def _optional_url(key: str, value: Any) -> str:
     text = _str(key, value)
     url = URL(text)
     if text and (url.scheme not in ("http", "https") or not url.host):
-        raise ConfigError(f'{key} = {text!r}: expected an http(s) URL, or "" for none.')
+        raise ConfigError(
+            f"{key} = {text!r}: expected an http(s) URL. "
+            f'Fix: {key} = "https://example.com/hook" (for example), or "" for none.'
+        )
     return text
 
 
@@ -183,48 +211,73 @@ _UPSTREAM_KEYS = ("base_url", "prefix", "provider", "api_key_env", "price_multip
 
 def _upstreams(key: str, value: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: expected tables like [{key}.openai] with base_url and prefix.")
+        raise ConfigError(
+            f"{key}: expected tables of upstreams. Fix: write them as [{key}.openai] with "
+            f'base_url = "https://api.openai.com" and prefix = "/openai".'
+        )
     out: dict[str, dict[str, Any]] = {}
     prefixes: dict[str, str] = {}
+    errors: list[str] = []  # every entry's every mistake, reported together
     for name, entry in value.items():
         where = f"{key}.{name}"
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where}: expected a table with base_url and prefix.")
-        unknown = sorted(set(entry) - set(_UPSTREAM_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"{where}.{unknown[0]}: no such setting. An upstream takes "
+            errors.append(
+                f"{where}: expected a table. Fix: write it as [{where}] with "
+                f'base_url = "https://api.openai.com" and prefix = "/openai".'
+            )
+            continue
+        found = len(errors)
+        for unknown in sorted(set(entry) - set(_UPSTREAM_KEYS)):
+            errors.append(
+                f"{where}.{unknown}: no such setting. Fix: remove it; an upstream takes "
                 f"{', '.join(_UPSTREAM_KEYS)}."
             )
         for required in ("base_url", "prefix"):
             if required not in entry:
-                raise ConfigError(
+                errors.append(
                     f"{where}.{required} is missing. Fix: for example "
                     f'base_url = "https://api.openai.com", prefix = "/openai" '
                     f"(apps then use http://127.0.0.1:8787/openai/v1)."
                 )
-        prefix = _str(f"{where}.prefix", entry["prefix"]).rstrip("/")
-        if not _PREFIX.match(prefix) or prefix.split("/")[1] == "v1":
-            raise ConfigError(
-                f"{where}.prefix = {entry['prefix']!r}: expected a path like "
-                f'"/openai" (lower case letters, digits, . _ -), not /v1.'
-            )
-        if prefix in prefixes:
-            raise ConfigError(
-                f"{where}.prefix = {prefix!r} is already the prefix of "
-                f"{key}.{prefixes[prefix]}. Fix: give each upstream its own."
-            )
-        prefixes[prefix] = str(name)
-        out[str(name)] = {
-            "base_url": _base_url(f"{where}.base_url", entry["base_url"]),
-            "prefix": prefix,
-            "provider": _host(f"{where}.provider", entry.get("provider", str(name))),
-            "api_key_env": _env_name(f"{where}.api_key_env", entry.get("api_key_env", "")),
-            "price_multiplier": _multiplier(
-                f"{where}.price_multiplier", entry.get("price_multiplier", 1.0)
-            ),
-        }
+        checked: dict[str, Any] = {}
+        for field_name, check, default in (
+            ("base_url", _base_url, None),
+            ("prefix", _prefix, None),
+            ("provider", _host, str(name)),
+            ("api_key_env", _env_name, ""),
+            ("price_multiplier", _multiplier, 1.0),
+        ):
+            raw = entry.get(field_name, default)
+            if raw is None:
+                continue  # a required one, missing: said above
+            try:
+                checked[field_name] = check(f"{where}.{field_name}", raw)
+            except ConfigError as exc:
+                errors.extend(exc.messages)
+        prefix = checked.get("prefix")
+        if prefix is not None:
+            if prefix in prefixes:
+                errors.append(
+                    f"{where}.prefix = {prefix!r} is already the prefix of "
+                    f"{key}.{prefixes[prefix]}. Fix: give each upstream its own."
+                )
+            else:
+                prefixes[prefix] = str(name)
+        if len(errors) == found:
+            out[str(name)] = checked
+    if errors:
+        raise ConfigError(*errors)
     return out
+
+
+def _prefix(key: str, value: Any) -> str:
+    prefix = _str(key, value).rstrip("/")
+    if not _PREFIX.match(prefix) or prefix.split("/")[1] == "v1":
+        raise ConfigError(
+            f"{key} = {value!r}: expected a path of lower case letters, digits, . _ - "
+            f'segments, not /v1. Fix: {key} = "/openai" (for example).'
+        )
+    return prefix
 
 
 def _env_name(key: str, value: Any) -> str:
@@ -821,19 +874,73 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def from_mapping(table: Mapping[str, Any], source: str | None = None) -> Settings:
-    """Check a parsed TOML table against `SETTINGS`; unknown keys are errors, with a suggestion."""
+    """Check a parsed TOML table against `SETTINGS`; unknown keys are errors, with a suggestion.
+
+    Every mistake is found in one pass: unknown keys, wrong types and bad values, then the
+    settings that cannot go together (`_cross_check`). Raises one `ConfigError` holding each
+    mistake's line (`ConfigError.messages`), in the file's order."""
     values = {s.key: s.default for s in SETTINGS}
+    errors: list[str] = []
+    wrong: set[str] = set()  # keys whose own value is wrong: left out of the combinations
     for key, value in _flatten(table).items():
         setting = SETTINGS_BY_KEY.get(key)
         if setting is None:
             close = difflib.get_close_matches(key, SETTINGS_BY_KEY, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
-            raise ConfigError(
+            errors.append(
                 f"{key}: no such setting.{hint} Fix: remove it or correct its name "
                 f"(config.example.toml lists every setting)."
             )
-        values[key] = setting.check(key, value)
+            continue
+        try:
+            values[key] = setting.check(key, value)
+        except ConfigError as exc:
+            errors.extend(exc.messages)
+            wrong.add(key)
+    errors += _cross_check(values, wrong)
+    if errors:
+        raise ConfigError(*errors)
     return Settings.of(values, source=source)
+
+
+_LISTENERS = ("relay", "admin", "grpc")
+_LISTEN_FLAGS = {"relay": "--port", "admin": "--admin-port", "grpc": "--grpc-port"}
+
+
+def _cross_check(values: Mapping[str, Any], wrong: set[str]) -> list[str]:
+    """Settings each right alone that cannot go together: two listeners on one address, an
+    upstream that is the relay itself (every call would come back to it, forever). A setting
+    in `wrong` (its own value was refused, so `values` holds its default) takes no part."""
+    errors: list[str] = []
+    taken: dict[tuple[str, int], str] = {}
+    for name in _LISTENERS:
+        host, port = values[f"{name}.host"], values[f"{name}.port"]
+        if port == 0 or {f"{name}.host", f"{name}.port"} & wrong:
+            continue  # 0: any free port, or (gRPC) none: never a clash
+        other = taken.get((host, port))
+        if other is not None:
+            errors.append(
+                f"{name}.port = {port}: {other}.port is {port} too, on the same host "
+                f"({host}). Fix: give each listener its own port ({_LISTEN_FLAGS[name]} N), "
+                f"or 0 for any free port."
+            )
+        taken.setdefault((host, port), name)
+    relay = (values["relay.host"], values["relay.port"])
+    upstream_urls = {"upstream.base_url": values["upstream.base_url"]} | {
+        f"upstreams.{name}.base_url": entry["base_url"]
+        for name, entry in values["upstreams"].items()
+    }
+    if {"relay.host", "relay.port"} & wrong:
+        return errors
+    for key, origin in upstream_urls.items():
+        url = URL(origin)
+        if relay[1] and key not in wrong and (url.host, url.port) == relay:
+            errors.append(
+                f"{key} = {origin!r} is the relay's own address (relay.host, relay.port): "
+                f"every call would be relayed back to it. Fix: set {key} to the real "
+                f'upstream ("https://api.x.ai"), or move the relay (relay.port).'
+            )
+    return errors
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -849,11 +956,17 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
             f"config.example.toml, or leave out --config."
         ) from None
     except OSError as exc:
-        raise ConfigError(f"config file {p} cannot be read: {exc.strerror}.") from None
+        raise ConfigError(
+            f"config file {p} cannot be read: {exc.strerror}. Fix: make it a file this user "
+            f"can read, or pass another with --config."
+        ) from None
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {p} is not valid TOML: {exc}.") from None
+        raise ConfigError(
+            f"config file {p} is not valid TOML: {exc}. Fix: correct that line "
+            f"(config.example.toml shows every setting written right)."
+        ) from None
     return from_mapping(table, source=str(p))
 
 
@@ -900,14 +1013,74 @@ TABLE_EXAMPLES = {
 }
 
 
+def to_toml(settings: Settings) -> str:
+    """Every setting's effective value as a TOML document (`xai-meter check-config`): what
+    `load` reads back to the same `Settings.values`. Sections in `SETTINGS`' order; the tables
+    (``[upstreams.NAME]``, ``[pricing.overrides."MODEL"]``) under their own headers."""
+    lines: list[str] = []
+    section = None
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+
+    def close_section() -> None:
+        for key, table in tables:
+            dotted = ".".join(_toml_key(part) for part in key.split("."))
+            lines.extend(_toml_table(dotted, table) if table else ())
+        tables.clear()
+
+    for s in SETTINGS:
+        head, _, name = s.key.rpartition(".")
+        value = settings.values[s.key]
+        if head != section:
+            close_section()
+            section = head
+            if head:
+                lines += ["", f"[{head}]"]
+        if isinstance(value, Mapping):
+            tables.append((s.key, value))
+        else:
+            lines.append(f"{_toml_key(name)} = {_toml_value(value)}")
+    close_section()
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_table(dotted: str, table: Mapping[str, Any]) -> list[str]:
+    """``[dotted]`` with its plain values, then each sub-table under its own header."""
+    plain = [(k, v) for k, v in table.items() if not isinstance(v, Mapping)]
+    nested = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
+    lines = ["", f"[{dotted}]"] if plain or not nested else []
+    lines += [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in plain]
+    for key, sub in nested:
+        lines += _toml_table(f"{dotted}.{_toml_key(str(key))}", sub)
+    return lines
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_value(key)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # TOML's basic string: \\ and " escaped, and every control character but tab
+        return '"' + _TOML_ESCAPES.sub(_toml_escape, value) + '"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    return repr(value)  # int, float (repr reads back exactly; inf and nan are TOML too)
+
+
+_TOML_ESCAPES = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]')
+
+
+def _toml_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\" + char if char in '"\\' else f"\\u{ord(char):04x}"
 
 
 def _wrap(text: str, width: int = 96) -> list[str]:

@@ -3,11 +3,20 @@
 REST calls (aiohttp, as any HTTP client) go through the daemon's HTTP relay to the simulator;
 calls made with xAI's own SDK (xai-sdk, gRPC) go through the daemon's gRPC listener to the
 simulator's gRPC face, which shares the REST face's state. Every call is one ledger row.
+
+Each run starts from a fresh ledger (`prepare_ledger`): the file is replaced, with its WAL
+files and journal, when a demo made it (``meta.demo``, `daemon.ledger.store.mark_demo_ledger`)
+or it has the default demo name; any other existing file is refused, never deleted. With
+``append`` the run adds to the file instead, and says that its totals include earlier runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shlex
+import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +28,14 @@ from xai_sdk.chat import user
 
 from daemon import config, simulator
 from daemon.app import Daemon
+from daemon.ledger.journal import default_path as journal_path
 from daemon.ledger.reports import EXAMPLE_QUERY
 from daemon.ledger.schema import open_database
-from daemon.ledger.store import last_calls
+from daemon.ledger.store import is_demo_ledger, last_calls, mark_demo_ledger
 from daemon.management.report import build_report, render_table
 from daemon.units import format_usd
 
+DEFAULT_LEDGER = "xai-meter-demo.db"  # the CLI's default --ledger
 DEMO_KEY = "xai-demo-key-not-a-real-one"
 # The calls the simulator fails on purpose (X-Sim-* headers) use a key of their own, so the
 # reconciliation at the end shows both: a zero gap for the demo key, and for this one the gap
@@ -139,7 +150,59 @@ async def _sdk_calls(address: str) -> None:
         await client.close()
 
 
-async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
+class DemoError(Exception):
+    """The demo cannot run as asked (one line: why, and the fix)."""
+
+
+def prepare_ledger(ledger_path: str, append: bool) -> tuple[str, bool]:
+    """Make way for the run's ledger; return the line that says which ledger it is, and
+    whether the demo makes the file (then `mark_demo_ledger` marks it).
+
+    Without `append`, an existing file is deleted (with its ``-wal``, ``-shm`` and journal
+    directory) when a demo made it or it is named `DEFAULT_LEDGER`; any other raises
+    `DemoError`. With `append`, an existing file is kept and added to."""
+    path = Path(ledger_path)
+    if not path.exists():
+        return f"Ledger: {ledger_path} (new).", True
+    if append:
+        return (
+            f"Ledger: {ledger_path}, appending (--append): the report and the reconciliation "
+            "below include its earlier calls.",
+            False,
+        )
+    if not (path.name == DEFAULT_LEDGER or _made_by_a_demo(path)):
+        raise DemoError(
+            f"{ledger_path} exists and is not a ledger a demo made: the demo replaces only "
+            "its own. Fix: pass another --ledger FILE, or --append to add the demo's calls to it."
+        )
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    shutil.rmtree(journal_path(ledger_path), ignore_errors=True)
+    return (
+        f"Ledger: {ledger_path}, fresh: the last demo's was replaced (--append adds to it "
+        "instead).",
+        True,
+    )
+
+
+def _made_by_a_demo(path: Path) -> bool:
+    try:
+        db = open_database(path, readonly=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return is_demo_ledger(db)
+    except sqlite3.Error:  # not SQLite at all: not ours
+        return False
+    finally:
+        db.close()
+
+
+async def run_demo(ledger_path: str, keep_running: bool = False, append: bool = False) -> None:
+    """The demo (see the module). Raises `DemoError` for a ledger it must not replace."""
+    which, fresh = prepare_ledger(ledger_path, append)
+    print(which)
     state = simulator.SimulatorState(record_requests=False)
     sim = await simulator.start(state=state)
     face = await simulator.start_grpc(state=state)
@@ -163,6 +226,8 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         raise
     before = daemon.ledger.rows_written
     try:
+        if fresh:
+            await daemon.ledger.run_in_writer(lambda: mark_demo_ledger(daemon.ledger.db()))
         async with aiohttp.ClientSession() as session:
             for _, headers, body in TRAFFIC:
                 await _send(session, daemon.relay_url + "/v1", headers, body)
@@ -179,13 +244,13 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         _print_report(ledger_path, calls)
         _print_metrics(daemon)
         await _print_reconciliation(ledger_path, sim.url, state.management_key)
-        _print_where(ledger_path)
+        _print_where(ledger_path, daemon.admin_url if keep_running else None)
         if keep_running:
             print(
                 f"  relay    {daemon.relay_url}/v1   (simulator behind it: {sim.url})\n"
                 f"  gRPC     {daemon.grpc_address}   (xai-sdk: api_host={daemon.grpc_address!r}, "
                 f"use_insecure_channel=True; simulator behind it: {face.target})\n"
-                f"  metrics  {daemon.admin_url}/metrics\nCtrl-C to stop."
+                "Ctrl-C to stop."
             )
             await asyncio.Event().wait()
     finally:
@@ -194,11 +259,30 @@ async def run_demo(ledger_path: str, keep_running: bool = False) -> None:
         await sim.close()
 
 
-def _print_where(ledger_path: str) -> None:
-    print(
-        f"\nWhere to look:\n  ledger   {Path(ledger_path).absolute()}\n"
-        f'  query    sqlite-utils query {ledger_path} "{EXAMPLE_QUERY}"'
-    )
+def _print_where(ledger_path: str, admin_url: str | None) -> None:
+    """Where to look next: the ledger, `xai-meter report` on it, the status page and /metrics
+    (`admin_url`: the running daemon's, or None when the demo stops: then how to see them)."""
+    quoted = shlex.quote(ledger_path)
+    lines = [
+        "",
+        "Where to look:",
+        f"  ledger   {Path(ledger_path).absolute()}",
+        f"  report   xai-meter report --ledger {quoted} --since 1h",
+    ]
+    if admin_url is not None:
+        lines += [
+            f"  status   {admin_url}/   (the status page, in a browser)",
+            f"  metrics  {admin_url}/metrics",
+        ]
+    else:
+        lines += [
+            "  status   the status page (/) and /metrics of the admin listener: "
+            "`xai-meter demo --keep-running`",
+            f"           prints their URLs, or `xai-meter serve --ledger {quoted}` "
+            "serves them at http://127.0.0.1:9787/",
+        ]
+    lines.append(f'  query    sqlite-utils query {quoted} "{EXAMPLE_QUERY}"')
+    print("\n".join(lines))
 
 
 def _usd(ticks: int | None) -> str:

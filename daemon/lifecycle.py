@@ -5,9 +5,11 @@ line naming the setting and the fix; a stop keeps one clock.
 cuts the grace period short), then stops it.
 
 Start: `listen_reason` and `daemon.ledger.writer.open_error` word what cannot be had as a
-`ConfigError` (``relay.port``, ``ledger.path``, ...), and `open_resources` closes the ledger
-again when its open fails; `HeldLines` holds serve's log lines until the daemon listens
-(`HOLD_SECONDS` at most), so a start that fails prints that one line alone (exit code 2).
+`ConfigError` (``relay.port``, ``ledger.path``, ...), `ledger_problem` says plainly what SQLite
+words as "unable to open database file" (a directory, a read-only file system, no write
+access), and `open_resources` closes the ledger again when its open fails; `HeldLines` holds
+serve's log lines until the daemon listens (`HOLD_SECONDS` at most), so a start that fails
+prints that one line alone (exit code 2).
 
 Stop: `Shutdown` is the one clock of a shutdown. Calls in flight on every listener (REST,
 WebSockets, gRPC) get the same ``shutdown.grace_period``, or less when a second signal cuts it
@@ -20,11 +22,13 @@ listener) has `STOP_MARGIN` seconds, counted down by `Shutdown.left`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from aiohttp import web
@@ -144,13 +148,62 @@ async def open_resources(
         await stack.enter_async_context(resources)
     except BaseException as exc:
         await ledger.close()  # opened before what failed (closing twice is a no-op)
-        if not isinstance(exc, (OSError, *ledger.errors)):
+        ledgers = isinstance(exc, (OSError, *ledger.errors)) or (
+            isinstance(exc, ConfigError) and str(exc).startswith("ledger.path = ")
+        )
+        if not ledgers:
             raise
-        error = open_error(ledger.setting, ledger.where, exc)
+        found = None if ledger.url else ledger_problem(ledger.path)  # a SQLite file's plain cause
+        if found is not None:
+            error = found
+        elif isinstance(exc, ConfigError):
+            raise
+        else:
+            error = open_error(ledger.setting, ledger.where, exc)
     else:
         return
     raise error  # here, not in the handler: no context keeps the failed open's frames, and the
     # SQLite connection they hold, alive
+
+
+def ledger_problem(path: str) -> ConfigError | None:
+    """What SQLite words as "unable to open database file", said plainly, for a ledger at
+    `path` that failed to open: a directory, a read-only file system (EROFS: a read-only
+    mount, a container's read-only root), a directory or file this user may not write (EACCES,
+    or chattr +i, which stops root too). None when none of these is so."""
+    where = Path(path)
+    at = f"ledger.path = {path!r}: cannot open the ledger"
+    if where.is_dir():
+        return ConfigError(
+            f"{at} ({os.strerror(errno.EISDIR)}). Fix: set ledger.path (--ledger FILE) to a "
+            f"file, like {str(where / 'xai-meter.db')!r}."
+        )
+    existing = where if where.exists() else _existing_parent(where)
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    if read_only:
+        return ConfigError(
+            f"{at} ({os.strerror(errno.EROFS)}: {str(existing)!r}). Fix: set ledger.path "
+            f"(--ledger FILE) to a file on a writable file system (a volume mounted "
+            f"read-write), or mount this one read-write."
+        )
+    if not os.access(existing, os.W_OK):
+        return ConfigError(
+            f"{at} ({os.strerror(errno.EACCES)}: {str(existing)!r}). Fix: give this user "
+            f"write access there, or set ledger.path (--ledger FILE) to a file it can create "
+            f"and write."
+        )
+    return None
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest directory above `path` that exists (the daemon makes the rest)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return parent
+    return Path("/")
 
 
 def listen_reason(exc: OSError) -> str:

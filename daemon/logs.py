@@ -1,7 +1,9 @@
 """structlog set-up, and the one canonical log line per call.
 
-JSON (rendered by orjson) when stderr is not a terminal, a console renderer when it is.
-The call line carries ids, model, tokens, cost and timings: never a key, prompt or completion.
+JSON (rendered by orjson) when stderr is not a terminal, a console renderer when it is
+(`ConsoleLines`: a compact, aligned line per call, other events without their None fields).
+The call line carries ids, model, tokens, cost and timings: never a key, prompt or completion;
+it is at warning level when the call's status is 5xx, else at info.
 Every other line passes `scrub_keys` (the standard library's, `ScrubKeys`): any key the daemon
 knows (`daemon.keys.KNOWN_KEYS`) becomes ``[key]``, whatever it looks like.
 
@@ -25,6 +27,7 @@ import structlog
 
 from daemon.keys import KNOWN_KEYS
 from daemon.record import CallRecord
+from daemon.units import format_usd
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -109,7 +112,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         _fast_json = _writer if LEVELS[level] <= logging.INFO else None
     else:
         _fast_json = None
-        processors.append(structlog.dev.ConsoleRenderer())
+        processors.append(ConsoleLines(colors=stream.isatty()))
         factory = structlog.PrintLoggerFactory(stream)
     structlog.configure(
         processors=processors,
@@ -188,6 +191,8 @@ class CallLog:
     def __call__(self, record: CallRecord) -> None:
         usage = record.usage
         duration, ttft = record.duration_ms, record.ttft_ms
+        status = record.status
+        warn = status is not None and status >= 500  # 5xx: the upstream's (or our 503/504)
         # Enums go as they are: orjson writes a StrEnum as its value, structlog's renderer
         # as its str(), the same text.
         fields = {
@@ -220,15 +225,84 @@ class CallLog:
             fields["reasoning_tokens"] = usage.reasoning_tokens
         writer = _fast_json
         if writer is None:
-            self._log.info("call", **fields)
+            if warn:
+                self._log.warning("call", **fields)
+            else:
+                self._log.info("call", **fields)
             return
         fields["event"] = "call"
-        fields["level"] = "info"
+        fields["level"] = "warning" if warn else "info"
         fields["timestamp"] = _utc_now_iso()
         writer.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
 
 
 _fast_json: CoalescingWriter | None = None  # set by configure() for JSON at info level or below
+
+
+class ConsoleLines:
+    """The console renderer (``log.format = "console"``, or a terminal with ``auto``).
+
+    A call's line (`CallLog`) is compact, its columns aligned from line to line (`call_line`);
+    every other event is structlog's `ConsoleRenderer` line without its None-valued fields.
+    Colours only on a terminal. Slower than the JSON path, and only ever runs on a terminal
+    (or where asked for)."""
+
+    def __init__(self, colors: bool) -> None:
+        self._console = structlog.dev.ConsoleRenderer(colors=colors)
+        self._styles = (
+            structlog.dev.ConsoleRenderer.get_default_level_styles(colors) if colors else None
+        )
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+        stamp = event_dict.get("timestamp")
+        if isinstance(stamp, str) and len(stamp) > 24 and stamp.endswith("Z"):
+            event_dict["timestamp"] = stamp[:23] + "Z"  # milliseconds are enough to read
+        if event_dict.get("event") == "call" and "cost_ticks" in event_dict:
+            return call_line(event_dict, self._styles)
+        return self._console(logger, method, {k: v for k, v in event_dict.items() if v is not None})
+
+
+#: The level's column, as wide as structlog's console renderer makes it ("[warning  ]").
+_LEVEL_WIDTH = 9
+_RESET, _DIM = "\x1b[0m", "\x1b[2m"
+
+
+def call_line(fields: dict[str, Any], styles: dict[str, str] | None = None) -> str:
+    """One call's console line: time, level, model, tokens (input, cached input, output), cost
+    in USD (to the millionth of a dollar; ``unpriced`` when none), latency in ms, HTTP status
+    and endpoint, each column aligned; then, only when set, ``error=``, ``unmetered=`` and
+    ``app=``. `fields` are `CallLog`'s (`None` where unknown, shown as ``-``)."""
+    level = str(fields.get("level", "info"))
+    stamp, shown = str(fields.get("timestamp", "")), f"[{level.ljust(_LEVEL_WIDTH)}]"
+    if styles is not None:  # as structlog's console colours its lines
+        stamp = f"{_DIM}{stamp}{_RESET}"
+        shown = f"[{styles.get(level, '')}{level.ljust(_LEVEL_WIDTH)}{_RESET}]"
+    ticks, duration, status = (
+        fields.get("cost_ticks"),
+        fields.get("duration_ms"),
+        fields.get("status"),
+    )
+    model = str(fields.get("model") or "-")
+    tokens = (
+        f"{_count(fields.get('input_tokens')):>9} in "
+        f"{_count(fields.get('cached_input_tokens')):>9} cached "
+        f"{_count(fields.get('output_tokens')):>8} out"
+    )
+    cost = "unpriced" if ticks is None else "$" + format_usd(ticks, places=6)
+    latency = "-" if duration is None else f"{duration:,.0f}"
+    code = "-" if status is None else str(status)
+    endpoint = fields.get("endpoint") or "-"
+    line = f"{stamp} {shown} {model:<24} {tokens} {cost:>11} {latency:>8} ms {code:>3} {endpoint}"
+    extras = [
+        f"{name}={fields[key]}"
+        for name, key in (("error", "error"), ("unmetered", "unmetered"), ("app", "app"))
+        if fields.get(key) is not None
+    ]
+    return " ".join([line, *extras])
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text

@@ -33,6 +33,7 @@ from daemon.dialects.base import Dialect, Tap, end_call
 from daemon.dialects.encoding import DECODABLE, decode_request_body
 from daemon.keys import KeyHasher, api_key_of
 from daemon.meter import Meter
+from daemon.missing_v1 import MissingV1
 from daemon.record import (
     CLIENT_CLOSED_REQUEST,
     CallError,
@@ -92,6 +93,7 @@ class Relay:
         self.meter = meter
         self.keys = keys
         self.router = Router()
+        self.missing_v1 = MissingV1((u.prefix for u in self.upstreams), self.router)
         self.draining = False  # the daemon is shutting down (see `drain`)
         self.in_flight = 0  # calls being relayed now (a gauge reads it at scrape time)
         self.sockets_open = 0  # WebSockets among them (each holds an upstream connection)
@@ -127,6 +129,7 @@ class Relay:
         re-raised)."""
         found = self._routes.route(request.path, request.raw_path)
         if found is None:
+            self.missing_v1.notice(request.path, request.host)  # a base URL without /v1?
             bases = ", ".join(f"http://{request.host}{u.prefix}/v1" for u in self.upstreams)
             return json_error(
                 404,

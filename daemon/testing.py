@@ -192,6 +192,63 @@ class RunningDaemon:
 DaemonFactory = Callable[..., Awaitable[RunningDaemon]]
 
 
+# --- the status page (tests/test_status_api.py, tests/test_status_page.py) -------------------
+
+STATUS_KEYS = {"xai-status-key-prod-0001": "prod-backend", "xai-status-key-jobs-0002": "batch-jobs"}
+STATUS_FINGERPRINT = "fp_status0new"  # what grok-3-mini answers with after the change
+
+
+async def status_traffic(state: Any, relay_base: str) -> int:
+    """Real calls through the daemon at `relay_base` (``.../v1``) to the simulator whose
+    `SimulatorState` is `state`, as a status page should show them: two keys
+    named by GET /v1/api-key (`STATUS_KEYS`), three models, two apps, streamed calls (TTFT),
+    a fingerprint change on grok-3-mini (to `STATUS_FINGERPRINT`), an upstream 500 (error),
+    a chat answer without usage (unmetered) and an Anthropic message (no reported cost, no
+    price list: unpriced). Returns the number of ledger rows it makes."""
+    from daemon.simulator.auth import api_key_id  # the simulator is a test dependency here
+    from daemon.simulator.state import ManagedKey
+
+    rows = 0
+    async with aiohttp.ClientSession() as http:
+
+        async def call(
+            key: str, path: str, body: dict[str, Any] | None = None, **headers: str
+        ) -> None:
+            nonlocal rows
+            auth = {"Authorization": f"Bearer {key}", **headers}
+            if body is None:
+                async with http.get(relay_base + path, headers=auth) as response:
+                    await response.read()
+            else:
+                async with http.post(relay_base + path, json=body, headers=auth) as response:
+                    await response.read()
+            rows += 1
+
+        for key, name in STATUS_KEYS.items():
+            state.managed_keys[api_key_id(key)] = ManagedKey(api_key_id=api_key_id(key), name=name)
+            await call(key, "/api-key")
+        prod, jobs = STATUS_KEYS
+        plan = [
+            (prod, "grok-4-fast-reasoning", "web", False),
+            (prod, "grok-4-fast-reasoning", "web", True),
+            (prod, "grok-4-0709", "web", True),
+            (jobs, "grok-3-mini", "worker", False),
+            (jobs, "grok-3-mini", "worker", True),
+            (jobs, "grok-4-0709", "worker", False),
+        ]
+        for key, model, app, stream in plan:
+            body = {"model": model, "messages": USER_MESSAGES, "stream": stream}
+            await call(key, "/chat/completions", body, **{"X-Meter-App": app})
+        state.fingerprints["grok-3-mini"] = STATUS_FINGERPRINT
+        body = {"model": "grok-3-mini", "messages": USER_MESSAGES}
+        await call(jobs, "/chat/completions", body, **{"X-Meter-App": "worker"})
+        await call(prod, "/chat/completions", body, **{"X-Sim-Status": "500"})
+        await call(prod, "/chat/completions", body, **{"X-Sim-Usage": "none"})
+        message = {"model": "grok-4-0709", "max_tokens": 16, "messages": USER_MESSAGES}
+        await call(jobs, "/messages", message, **{"X-Meter-App": "worker"})
+    return rows
+
+
 # --- the monitoring files (dashboards/): what the dashboard and Prometheus tests read -------
 
 ROOT = Path(__file__).parent.parent  # the repository (tests run from a clone)

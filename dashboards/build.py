@@ -6,8 +6,16 @@
 Every query reads metrics the daemon exports (daemon/metrics.py) or recording rules from
 rules/xai-meter-recording.yml; tests/test_dashboards.py checks both, and
 tests/test_prometheus_live.py runs every query on a real Prometheus scraping a real daemon.
-Variables: $datasource (a Prometheus data source), $provider, $model and $app (multi-value,
-"All" = `.*`), so every selector matches them with `=~`.
+Variables: $datasource (a Prometheus data source), $instance, $provider, $model and $app
+(multi-value, "All" = `.*`), so every selector matches them with `=~`.
+
+Several daemons (one per host or pod, each its own `instance`): every query on a daemon's series
+matches `instance=~"$instance"` and aggregates what it draws (sum, max, count by the view's labels,
+never by instance unless the panel is per instance), so a total is the selected daemons' total
+and "All" is the fleet's. Latency quantiles sum the selected daemons' bucket rates before
+histogram_quantile. Exceptions, said in their descriptions: the team's values from xAI (the
+Billing row, the API keys and their limits: every daemon with a management key reports the same,
+and a key's use sums over every daemon), and the fleet-wide unmetered share (recording rule).
 """
 
 from __future__ import annotations
@@ -36,10 +44,11 @@ TAG = "xai-meter"
 DATASOURCE = dashboard.DataSourceRef(type_val="prometheus", uid="${datasource}")
 ALL = dashboard.VariableOption(selected=True, text="All", value="$__all")
 
-# Label matchers for the template variables.
-PM = 'provider=~"$provider", model=~"$model"'
-P = 'provider=~"$provider"'
-M = 'model=~"$model"'
+# Label matchers for the template variables; every one with $instance.
+INST = 'instance=~"$instance"'
+PM = f'{INST}, provider=~"$provider", model=~"$model"'
+P = f'{INST}, provider=~"$provider"'
+M = f'{INST}, model=~"$model"'
 
 BUDGET_NOTE = (
     "The budget is the recording rule xai_meter:spend_budget_usd_per_hour "
@@ -49,6 +58,11 @@ RUNWAY_NOTE = (
     "The threshold is the recording rule xai_meter:prepaid_runway_threshold_days "
     "(dashboards/rules/xai-meter-recording.yml), the one place to change it."
 )
+TEAM_NOTE = (
+    "The team's, from xAI, whatever $instance: every daemon with a management key reports "
+    "the same, and a key's use sums over every daemon."
+)
+FLEET_NOTE = "The fleet's (a recording rule over every daemon), whatever $instance."
 MANAGEMENT_NOTE = (
     "Needs a management key (management.api_key_env): without one the daemon "
     "exports none of this and the panel stays empty."
@@ -213,6 +227,13 @@ def dashed(color: str) -> list[dashboard.DynamicConfigValue]:
     ]
 
 
+def team(panel: PanelBuilder) -> PanelBuilder:
+    """A panel of the team's values from xAI: not filtered by $instance, and says so."""
+    model = panel.build()
+    model.description = f"{model.description} {TEAM_NOTE}"
+    return panel
+
+
 # --- variables and annotations shared by both dashboards ------------------------------------
 
 
@@ -233,24 +254,44 @@ def label_variable(name: str, label: str, query_text: str) -> dash_b.QueryVariab
 
 def variables(*, app: bool) -> Iterator[cog_builder.Builder[dashboard.VariableModel]]:
     yield dash_b.DatasourceVariable("datasource").label("Data source").type("prometheus")
-    yield label_variable("provider", "Provider", "label_values(xai_meter_requests_total, provider)")
+    # Every daemon Prometheus scrapes, up or down (a down one's own series go stale).
+    yield label_variable("instance", "Instance", 'label_values(up{job="xai-meter"}, instance)')
     yield label_variable(
-        "model", "Model", 'label_values(xai_meter_requests_total{provider=~"$provider"}, model)'
+        "provider", "Provider", f"label_values(xai_meter_requests_total{{{INST}}}, provider)"
     )
+    yield label_variable("model", "Model", f"label_values(xai_meter_requests_total{{{P}}}, model)")
     if app:
         yield label_variable(
-            "app", "App", 'label_values(xai_meter_app_cost_usd_total{provider=~"$provider"}, app)'
+            "app", "App", f"label_values(xai_meter_app_cost_usd_total{{{P}}}, app)"
         )
 
 
-# A fingerprint change in the 2 minutes before each 1-minute step: an increase of the changes
-# counter, or the counter's series appearing above 0 (its first change creates it).
-FINGERPRINT_CHANGES = (
-    f"sum by (provider, model, kind) ("
-    f"(increase(xai_meter_fingerprint_changes_total{{{PM}}}[2m]) > 0) or "
-    f"(xai_meter_fingerprint_changes_total{{{PM}}} > 0 unless "
-    f"xai_meter_fingerprint_changes_total{{{PM}}} offset 2m))"
-)
+def fingerprint_changes(window: str) -> str:
+    """Fingerprint changes within `window` per model and kind, as the selected daemon that saw
+    the most counts them (every daemon sees the same upstream change): an increase of the
+    changes counter, or the counter's series appearing above 0 (its first change creates it).
+    The recording rule xai_meter:fingerprint_changes:increase1h, filtered by the variables."""
+    changes = f"xai_meter_fingerprint_changes_total{{{PM}}}"
+    return (
+        f"max by (provider, model, kind) ("
+        f"(increase({changes}[{window}]) > 0) or "
+        f"({changes} > 0 unless {changes} offset {window}))"
+    )
+
+
+# A fingerprint change in the 2 minutes before each 1-minute step.
+FINGERPRINT_CHANGES = fingerprint_changes("2m")
+
+
+def share(part: str, whole: str, by: str, window: str) -> str:
+    """rate(part) / rate(whole) by `by` over `window`, 0 (not absent) where `whole` has calls
+    and `part` none: the recording rules' ratio_rate shares, filtered by the variables. A
+    ratio of the selected daemons' sums, never a mean of their ratios."""
+    return (
+        f"(sum by ({by}) (rate({part}[{window}])) or sum by ({by}) (rate({whole}[{window}])) * 0)"
+        f" / sum by ({by}) (rate({whole}[{window}]))"
+    )
+
 
 # Prometheus annotation fields the SDK does not model; added to the JSON by render().
 ANNOTATION_EXTRAS: dict[str, dict[str, Any]] = {
@@ -348,7 +389,7 @@ def spend_panels() -> list[PanelBuilder]:
         ),
         stat(
             "Burn rate, last hour (USD/h)",
-            f"sum(xai_meter:spend_usd_per_hour:rate1h{{{PM}}})",
+            f"sum(rate({cost}[1h])) * 3600",
             "currencyUSD",
             "Spend rate over the last hour, in USD per hour. SpendBurnRateHigh fires when it "
             "stays above the budget for 15 minutes.",
@@ -373,8 +414,8 @@ def spend_panels() -> list[PanelBuilder]:
             "Burn rate by app (USD/h)",
             queries(
                 (
-                    'sum by (app) (rate(xai_meter_app_cost_usd_total{provider=~"$provider", '
-                    'app=~"$app"}[$__rate_interval])) * 3600',
+                    f'sum by (app) (rate(xai_meter_app_cost_usd_total{{{P}, app=~"$app"}}'
+                    "[$__rate_interval])) * 3600",
                     "{{app}}",
                 ),
             ),
@@ -391,8 +432,7 @@ def spend_panels() -> list[PanelBuilder]:
         ),
         table(
             "Spend by app",
-            'sum by (app) (increase(xai_meter_app_cost_usd_total{provider=~"$provider", '
-            'app=~"$app"}[$__range]))',
+            f'sum by (app) (increase(xai_meter_app_cost_usd_total{{{P}, app=~"$app"}}[$__range]))',
             "currencyUSD",
             "Spend per app (X-Meter-App header) over the time range. Calls without the "
             "header are not in this table.",
@@ -441,7 +481,12 @@ def reconciliation_panels() -> list[PanelBuilder]:
         timeseries(
             "Price-list drift by model (last hour)",
             queries(
-                (f"xai_meter:cost_reconciliation_drift:ratio1h{{{PM}}}", "{{model}}"),
+                (
+                    f"(sum by (provider, model) (increase({computed}[1h])) - sum by "
+                    f"(provider, model) (increase({reported}[1h]))) / sum by (provider, model) "
+                    f"(increase({reported}[1h]))",
+                    "{{model}}",
+                ),
             ),
             "percentunit",
             "(computed − billed) / billed over the last hour, per model. "
@@ -549,7 +594,8 @@ def token_panels() -> list[PanelBuilder]:
 
 def billing_panels() -> list[PanelBuilder]:
     """xAI's Billing API (prepaid balance, spending limits, invoice preview) and the daily
-    reconciliation against xAI's bill: team-wide, so no $provider/$model/$app filter."""
+    reconciliation against xAI's bill: team-wide, so no $instance/$provider/$model/$app filter
+    (max() takes the value the daemons with a management key all report)."""
     limits = "xai_meter_billing_spending_limit_usd"
     reconciliation = "xai_meter_billing_reconciliation_{}_usd"
 
@@ -557,7 +603,7 @@ def billing_panels() -> list[PanelBuilder]:
         metric = reconciliation.format(name)
         return f'label_replace(max by (api_key_id) ({metric}), "side", "{label}", "", "")'
 
-    return [
+    panels: list[PanelBuilder] = [
         stat(
             "Prepaid balance",
             "max(xai_meter_billing_prepaid_balance_usd)",
@@ -642,6 +688,7 @@ def billing_panels() -> list[PanelBuilder]:
             width=10,
         ),
     ]
+    return [team(panel) for panel in panels]
 
 
 def spend_dashboard() -> dash_b.Dashboard:
@@ -668,6 +715,10 @@ def spend_dashboard() -> dash_b.Dashboard:
 
 def request_panels() -> list[PanelBuilder]:
     requests = f"xai_meter_requests_total{{{PM}}}"
+    # the recording rules' 5xx and 429 shares per provider, for the selected daemons
+    every = requests
+    five_xx = f'xai_meter_requests_total{{{PM}, code=~"5.."}}'
+    four_29 = f'xai_meter_requests_total{{{PM}, code="429"}}'
     return [
         stat(
             "Requests/s",
@@ -677,21 +728,21 @@ def request_panels() -> list[PanelBuilder]:
         ),
         stat(
             "5xx share (5m)",
-            f"max(xai_meter:requests_5xx:ratio_rate5m{{{P}}})",
+            f"max({share(five_xx, every, 'provider', '5m')})",
             "percentunit",
             "Share of calls that got a 5xx (the relay's 502/504 included), "
             "worst provider. UpstreamErrorRateHigh fires above 5% for 10 minutes.",
         ).thresholds(thresholds((None, "green"), (0.05, "red"))),
         stat(
             "429 share (5m)",
-            f"max(xai_meter:requests_429:ratio_rate5m{{{P}}})",
+            f"max({share(four_29, every, 'provider', '5m')})",
             "percentunit",
             "Share of calls rate limited, worst provider. RateLimited fires "
             "above 10% for 10 minutes.",
         ).thresholds(thresholds((None, "green"), (0.1, "orange"))),
         stat(
             "Calls in flight",
-            "sum(xai_meter_in_flight_requests)",
+            f"sum(xai_meter_in_flight_requests{{{INST}}})",
             "short",
             "Calls being relayed right now.",
         ),
@@ -714,11 +765,12 @@ def request_panels() -> list[PanelBuilder]:
         timeseries(
             "5xx and 429 share by provider",
             queries(
-                (f"xai_meter:requests_5xx:ratio_rate5m{{{P}}}", "{{provider}} 5xx"),
-                (f"xai_meter:requests_429:ratio_rate5m{{{P}}}", "{{provider}} 429"),
+                (share(five_xx, every, "provider", "5m"), "{{provider}} 5xx"),
+                (share(four_29, every, "provider", "5m"), "{{provider}} 429"),
             ),
             "percentunit",
-            "Over 5-minute windows (recording rules).",
+            "Over 5-minute windows: the selected daemons' 5xx (or 429) calls over all their "
+            "calls, as the recording rules the alerts read compute it for the fleet.",
         ),
         timeseries(
             "Calls that did not end normally, by error",
@@ -745,10 +797,14 @@ def request_panels() -> list[PanelBuilder]:
 
 
 def latency_panels() -> list[PanelBuilder]:
-    def quantiles(metric: str) -> list[cog_builder.Builder[Any]]:
+    def quantiles(bucket: str) -> list[cog_builder.Builder[Any]]:
+        """p50/p95/p99 by model from the selected daemons' bucket rates, summed first."""
         return queries(
             *[
-                (f'{metric}{{{PM}, quantile="{q}"}}', f"{{{{model}}}} p{name}")
+                (
+                    f"histogram_quantile({q}, sum by (le, provider, model) ({bucket}{{{PM}}}))",
+                    f"{{{{model}}}} p{name}",
+                )
                 for q, name in (("0.5", "50"), ("0.95", "95"), ("0.99", "99"))
             ]
         )
@@ -773,13 +829,14 @@ def latency_panels() -> list[PanelBuilder]:
         ).thresholds(thresholds((None, "green"), (10, "red"))),
         timeseries(
             "Request duration p50 / p95 / p99 by model",
-            quantiles("xai_meter:request_duration_seconds:quantile_rate5m"),
+            quantiles("xai_meter:request_duration_seconds_bucket:rate5m"),
             "s",
-            "Request start to last byte, over 5-minute windows (recording rules).",
+            "Request start to last byte, over 5-minute windows: the selected daemons' "
+            "buckets summed, then the quantile (as the recording rules do for the fleet).",
         ),
         timeseries(
             "Time to first token p50 / p95 / p99 by model",
-            quantiles("xai_meter:time_to_first_token_seconds:quantile_rate5m"),
+            quantiles("xai_meter:time_to_first_token_seconds_bucket:rate5m"),
             "s",
             "Streams only. TTFTSlow fires when p95 stays above 10 s for 15 minutes.",
         )
@@ -825,28 +882,30 @@ def fingerprint_panels() -> list[PanelBuilder]:
     return [
         timeline(
             "Fingerprint in use, per model",
-            f"xai_meter_fingerprint_info{{{PM}}}",
+            f"max by (provider, model, fingerprint) (xai_meter_fingerprint_info{{{PM}}})",
             "{{model}} · {{fingerprint}}",
             "One row per model and system_fingerprint: the bar shows when that "
-            "fingerprint was the one the model answered with. Red markers (annotation "
-            "`Fingerprint changes`) show each change.",
+            "fingerprint was the one the model answered with (on any selected daemon). Red "
+            "markers (annotation `Fingerprint changes`) show each change.",
             {"1": ("in use", "green")},
             width=24,
         ),
         table(
             "Current fingerprint per model",
-            f"xai_meter_fingerprint_info{{{PM}}}",
+            f"count by (provider, model, fingerprint) (xai_meter_fingerprint_info{{{PM}}})",
             "none",
-            "The system_fingerprint each model answers with now.",
-            hide=("Time", "Value", "__name__", "instance", "job"),
+            "The system_fingerprint each model answers with now, and on how many of the "
+            "selected daemons (two rows for a model: its backends differ between daemons).",
+            value="daemons",
             sort=("model", False),
         ),
         table(
             "Fingerprint changes since the daemon started",
-            f"sum by (provider, model, kind) (xai_meter_fingerprint_changes_total{{{PM}}})",
+            f"max by (provider, model, kind) (xai_meter_fingerprint_changes_total{{{PM}}})",
             "short",
             "kind new: a fingerprint never seen before (FingerprintChangedNew "
-            "fires); known: back to one seen before (several backends alternating).",
+            "fires); known: back to one seen before (several backends alternating). As the "
+            "selected daemon that saw the most counts them: each sees the same changes.",
             value="changes",
         ),
         table(
@@ -860,17 +919,18 @@ def fingerprint_panels() -> list[PanelBuilder]:
         timeseries(
             "Fingerprint changes in the last hour",
             queries(
-                (f"xai_meter:fingerprint_changes:increase1h{{{PM}}}", "{{model}} {{kind}}"),
+                (fingerprint_changes("1h"), "{{model}} {{kind}}"),
             ),
             "short",
-            "Changes per model and kind over the last hour (recording rule).",
+            "Changes per model and kind over the last hour, as the selected daemon that saw "
+            "the most counts them (the recording rule FingerprintChangedNew reads, filtered).",
         ),
         timeline(
             "Traffic fingerprint vs the listing",
-            f"xai_meter_fingerprint_listing_mismatch{{{PM}}}",
+            f"max by (provider, model) (xai_meter_fingerprint_listing_mismatch{{{PM}}})",
             "{{model}}",
             "Whether the fingerprint in traffic is the one /v1/language-models lists "
-            "for the model.",
+            "for the model (differs: on at least one selected daemon).",
             {"0": ("matches the listing", "green"), "1": ("differs from the listing", "orange")},
         ),
     ]
@@ -885,39 +945,40 @@ def health_panels() -> list[PanelBuilder]:
     return [
         stat(
             "Scrape up",
-            'up{job="xai-meter"}',
+            f'up{{job="xai-meter", {INST}}}',
             "none",
-            "1 when Prometheus scraped the daemon's /metrics.",
+            "1 when Prometheus scraped the daemon's /metrics: one value per daemon.",
             "{{instance}}",
         ).mappings([value_map({"0": ("down", "red"), "1": ("up", "green")})]),
         stat(
             "Version",
-            "xai_meter_build_info",
+            f"count by (version) (xai_meter_build_info{{{INST}}})",
             "none",
-            "The running daemon's version.",
+            "The versions the selected daemons run (several while a rollout is under way).",
             "{{version}}",
         ).text_mode(common.BigValueTextMode.NAME),
         stat(
             "Price list age",
-            "time() - max(xai_meter_price_refresh_last_success_timestamp_seconds)",
+            f"time() - xai_meter_price_refresh_last_success_timestamp_seconds{{{INST}}}",
             "s",
-            "Time since the last successful fetch of the price listings. PricesStale fires "
-            "above 3 hours, or when never fetched.",
+            "Time since each daemon's last successful fetch of the price listings. "
+            "PricesStale fires (for that daemon) above 3 hours, or when never fetched.",
+            "{{instance}}",
         )
         .mappings([never])
         .thresholds(thresholds((None, "green"), (10800, "red"))),
         stat(
             "Price refresh failures (range)",
-            "sum(increase(xai_meter_price_refresh_failures_total[$__range]))",
+            f"sum(increase(xai_meter_price_refresh_failures_total{{{INST}}}[$__range]))",
             "short",
-            "Refreshes that failed after all retries. PriceRefreshFailing fires at two "
-            "within 3 hours.",
+            "Refreshes that failed after all retries, on the selected daemons together. "
+            "PriceRefreshFailing fires at two within 3 hours on one daemon.",
         ).thresholds(thresholds((None, "green"), (1, "orange"))),
         timeseries(
             "Ledger queue and calls in flight",
             queries(
-                ("sum(xai_meter_ledger_queue_depth)", "ledger queue"),
-                ("sum(xai_meter_in_flight_requests)", "in flight"),
+                (f"sum(xai_meter_ledger_queue_depth{{{INST}}})", "ledger queue"),
+                (f"sum(xai_meter_in_flight_requests{{{INST}}})", "in flight"),
             ),
             "short",
             "Rows waiting for the ledger writer, and calls being relayed.",
@@ -925,9 +986,12 @@ def health_panels() -> list[PanelBuilder]:
         timeseries(
             "Ledger rows written and write errors",
             queries(
-                ("sum(rate(xai_meter_ledger_rows_written_total[$__rate_interval]))", "rows/s"),
                 (
-                    "sum(rate(xai_meter_ledger_write_errors_total[$__rate_interval]))",
+                    f"sum(rate(xai_meter_ledger_rows_written_total{{{INST}}}[$__rate_interval]))",
+                    "rows/s",
+                ),
+                (
+                    f"sum(rate(xai_meter_ledger_write_errors_total{{{INST}}}[$__rate_interval]))",
                     "failed attempts/s",
                 ),
             ),
@@ -945,7 +1009,11 @@ def health_panels() -> list[PanelBuilder]:
         timeseries(
             "Sink errors/s",
             queries(
-                ("sum by (sink) (rate(xai_meter_sink_errors_total[$__rate_interval]))", "{{sink}}"),
+                (
+                    f"sum by (sink) (rate(xai_meter_sink_errors_total{{{INST}}}"
+                    "[$__rate_interval]))",
+                    "{{sink}}",
+                ),
             ),
             "short",
             "Metering code that raised (the relay and the other sinks are unaffected); "
@@ -955,24 +1023,38 @@ def health_panels() -> list[PanelBuilder]:
             "Unmetered and unpriced share",
             queries(
                 ("xai_meter:unmetered:ratio_rate15m", "unmetered {{endpoint}}"),
-                (f"xai_meter:unpriced:ratio_rate15m{{{M}}}", "unpriced {{model}}"),
+                (
+                    share(
+                        f"xai_meter_unpriced_total{{{M}}}",
+                        f"xai_meter_requests_total{{{PM}}}",
+                        "model",
+                        "15m",
+                    ),
+                    "unpriced {{model}}",
+                ),
             ),
             "percentunit",
             "Share of calls whose usage could not be read (UnmeteredCallsHigh: "
-            "above 1%) or that had no price (UnpricedCallsHigh: above 5%), over 15 minutes.",
+            "above 1%) or that had no price (UnpricedCallsHigh: above 5%), over 15 minutes. "
+            "Unpriced: the selected daemons'. Unmetered: the fleet's (a recording rule), "
+            "whatever $instance: the panel below has the selected daemons' unmetered calls.",
         ),
         timeseries(
             "Unmetered, unpriced and backfilled calls/s",
             queries(
                 (
-                    "sum by (endpoint, reason) (rate(xai_meter_unmetered_total[$__rate_interval]))",
+                    f"sum by (endpoint, reason) (rate(xai_meter_unmetered_total{{{INST}}}"
+                    "[$__rate_interval]))",
                     "unmetered {{endpoint}} {{reason}}",
                 ),
                 (
                     f"sum by (model) (rate(xai_meter_unpriced_total{{{M}}}[$__rate_interval]))",
                     "unpriced {{model}}",
                 ),
-                ("sum(rate(xai_meter_backfilled_total[$__rate_interval]))", "backfilled"),
+                (
+                    f"sum(rate(xai_meter_backfilled_total{{{INST}}}[$__rate_interval]))",
+                    "backfilled",
+                ),
             ),
             "reqps",
             "Backfilled: unpriced calls priced once prices for them arrived.",
@@ -983,7 +1065,8 @@ def health_panels() -> list[PanelBuilder]:
 
 def key_panels() -> list[PanelBuilder]:
     """Each xAI API key: measured use against its per-minute limits (recording rules joined on
-    key_id), what xAI says of it, and the Management API's health."""
+    key_id, summed by api_key_id over every daemon), what xAI says of it (the team's: not
+    filtered by $instance), and the Management API's health (per daemon: filtered)."""
     limit = "xai_meter_api_key_limit"
 
     def against(measured: str, kind: str) -> list[cog_builder.Builder[Any]]:
@@ -995,7 +1078,7 @@ def key_panels() -> list[PanelBuilder]:
             ),
         )
 
-    return [
+    keys: list[PanelBuilder] = [
         timeseries(
             "Headroom per key: share of the limit used",
             queries(
@@ -1057,13 +1140,17 @@ def key_panels() -> list[PanelBuilder]:
             value="expires",
             sort=("expires", False),
         ),
+    ]
+    return [team(panel) for panel in keys] + [
         table(
             "Management API: last success",
-            "max by (what) (xai_meter_management_last_success_timestamp_seconds) * 1000",
+            f"min by (what) (xai_meter_management_last_success_timestamp_seconds{{{INST}}}) * 1000",
             "dateTimeAsIso",
-            "When each kind of fetch last succeeded (validation, keys, balance, "
+            "When each kind of fetch last succeeded, on the selected daemon that succeeded "
+            "longest ago (validation, keys, balance, "
             "spending_limits, invoice, usage: the daily reconciliation, key_lookup). "
-            "ManagementApiFailing fires at three failures of a kind within an hour.",
+            "ManagementApiFailing fires at three failures of a kind within an hour on one "
+            "daemon.",
             width=5,
             value="last success",
             sort=("what", False),
@@ -1072,15 +1159,15 @@ def key_panels() -> list[PanelBuilder]:
             "Management API failures",
             queries(
                 (
-                    "sum by (what) (increase(xai_meter_management_refresh_failures_total"
+                    f"sum by (what) (increase(xai_meter_management_refresh_failures_total{{{INST}}}"
                     "[$__rate_interval])) or sum by (what) "
-                    "(xai_meter_management_last_success_timestamp_seconds) * 0",
+                    f"(xai_meter_management_last_success_timestamp_seconds{{{INST}}}) * 0",
                     "{{what}}",
                 ),
             ),
             "short",
-            "Fetches that failed after all retries, per interval and kind (0 for a kind that "
-            "succeeds). "
+            "Fetches that failed after all retries, per interval and kind, on the selected "
+            "daemons together (0 for a kind that succeeds). "
             "The daemon's log has each kind's first failure (management_refresh_failed).",
             width=24,
         ),

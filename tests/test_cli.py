@@ -68,6 +68,8 @@ def test_command_table_rows() -> None:
         "reconcile",
         "check-config",
         "example-config",
+        "backup",
+        "prometheus-config",
     ]
     assert rows[0].startswith(
         "| `xai-meter serve [--config FILE] [--port N] [--admin-port N] [--upstream URL] "
@@ -253,23 +255,26 @@ def test_simulate_and_demo_get_their_options(monkeypatch: pytest.MonkeyPatch) ->
         simulator, "run", lambda host, port, grpc: calls.append(("sim", host, port, grpc))
     )
 
-    async def fake_demo(ledger: str, keep_running: bool = False) -> None:
-        calls.append(("demo", ledger, keep_running))
+    async def fake_demo(ledger: str, keep_running: bool = False, append: bool = False) -> None:
+        calls.append(("demo", ledger, keep_running, append))
 
     monkeypatch.setattr(demo, "run_demo", fake_demo)
     assert main(["simulate"]) == 0
     assert main(["simulate", "--host", "0.0.0.0", "--port", "1", "--grpc-port", "0"]) == 0
     assert main(["demo"]) == 0
     assert main(["demo", "--ledger", "d.db", "--keep-running"]) == 0
+    assert main(["demo", "--append"]) == 0
     assert calls == [
         ("log", "info"),
         ("sim", "127.0.0.1", 8788, 8791),
         ("log", "info"),
         ("sim", "0.0.0.0", 1, 0),
         ("log", "warning"),
-        ("demo", "xai-meter-demo.db", False),
+        ("demo", "xai-meter-demo.db", False, False),
         ("log", "warning"),
-        ("demo", "d.db", True),
+        ("demo", "d.db", True, False),
+        ("log", "warning"),
+        ("demo", "xai-meter-demo.db", False, True),
     ]
 
 

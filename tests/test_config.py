@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from fractions import Fraction
 from pathlib import Path
 
@@ -122,9 +123,134 @@ def test_forced_key_env_must_be_set(
     assert "XAI_METER_TEST_KEY" in capsys.readouterr().err
 
 
-def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+GOOD = """\
+[relay]
+port = 9001
+[metrics]
+apps = ["checkout", "say \\"hi\\"\\ttab\\u0001"]
+[upstreams.openai]
+base_url = "https://api.openai.com/"
+prefix = "/openai/"
+[pricing.overrides."grok-4.3-mini.x"]
+input = 2.5
+output = 10.0
+aliases = ["mini"]
+[pricing.overrides.catalog]
+"video:grok-imagine-video:720p" = 0.07
+"""
+
+
+def test_check_config_prints_toml_that_reads_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "ok.toml"
-    path.write_text("[relay]\nport = 9000\n")
+    path.write_text(GOOD)
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "relay.port = 9000" in out and "OK" in out
+    first, _, body = out.partition("\n")
+    assert first == f"# {path}: OK. Every setting's effective value:"
+    # TOML that reads back to the same settings, every one of them written out
+    assert config.from_mapping(tomllib.loads(out)).values == config.load(path).values
+    assert '[pricing.overrides."grok-4.3-mini.x"]\ninput = 2.5\n' in body
+    assert '[upstreams.openai]\nbase_url = "https://api.openai.com"\nprefix = "/openai"\n' in body
+    assert 'apps = ["checkout", "say \\"hi\\"\ttab\\u0001"]\n' in body
+    assert "\nport = 9001\n" in body and "\ngrace_period = 30.0\n" in body
+    plain = [s.key for s in config.SETTINGS if not isinstance(s.default, dict)]
+    assert all(f"\n{key.rpartition('.')[2]} = " in body for key in plain)
+    effective = tmp_path / "effective.toml"
+    effective.write_text(out)
+    assert main(["check-config", str(effective)]) == 0  # check-config accepts its own output
+    assert capsys.readouterr().out == f"# {effective}: OK. Every setting's effective value:\n{body}"
+
+
+BAD = """\
+[relay]
+port = "x"
+hots = "1"
+[admin]
+port = 9000
+[grpc]
+port = 9000
+[upstream]
+base_url = "ftp://a"
+[upstreams.a]
+base_url = "nope"
+prefix = "v1"
+extra = 1
+[upstreams.b]
+prefix = "/b"
+[log]
+level = "loud"
+"""
+
+E = "xai-meter: config error: "
+
+
+def test_check_config_reports_every_mistake_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    assert main(["check-config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{E}relay.port = 'x': expected a whole number from 0 to 65535. Fix: set relay.port to "
+        "such a number, or remove it to use the default.",
+        f"{E}relay.hots: no such setting. Did you mean relay.host? Fix: remove it or correct its "
+        "name (config.example.toml lists every setting).",
+        f"{E}upstream.base_url = 'ftp://a': expected an http(s) URL with a host, like "
+        '"https://api.x.ai". Fix: give the upstream\'s base URL without the /v1 path.',
+        f"{E}upstreams.a.extra: no such setting. Fix: remove it; an upstream takes base_url, "
+        "prefix, provider, api_key_env, price_multiplier.",
+        f"{E}upstreams.a.base_url = 'nope': expected an http(s) URL with a host, like "
+        '"https://api.x.ai". Fix: give the upstream\'s base URL without the /v1 path.',
+        f"{E}upstreams.a.prefix = 'v1': expected a path of lower case letters, digits, . _ - "
+        'segments, not /v1. Fix: upstreams.a.prefix = "/openai" (for example).',
+        f"{E}upstreams.b.base_url is missing. Fix: for example base_url = "
+        '"https://api.openai.com", prefix = "/openai" (apps then use '
+        "http://127.0.0.1:8787/openai/v1).",
+        f"{E}log.level = 'loud': expected one of 'debug', 'info', 'warning', 'error'. "
+        'Fix: log.level = "debug" (for example), or remove it to use the default.',
+        f"{E}grpc.port = 9000: admin.port is 9000 too, on the same host (127.0.0.1). Fix: give "
+        "each listener its own port (--grpc-port N), or 0 for any free port.",
+    ]
+    assert main(["serve", "--config", str(path)]) == 2  # serve says the same, every line
+    assert capsys.readouterr().err == err
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        (  # a port refused alone takes no part in a clash (its default would be blamed)
+            "[relay]\nport = 8787.5\n[grpc]\nport = 8787\n",
+            ["relay.port = 8787.5: expected a whole number"],
+        ),
+        (
+            "[relay]\nport = 8000\n[upstream]\nbase_url = 'http://127.0.0.1:8000'\n"
+            "[upstreams.again]\nbase_url = 'http://127.0.0.1:8000'\nprefix = '/again'\n",
+            [
+                "upstream.base_url = 'http://127.0.0.1:8000' is the relay's own address "
+                "(relay.host, relay.port): every call would be relayed back to it. Fix: set "
+                'upstream.base_url to the real upstream ("https://api.x.ai"), or move the relay '
+                "(relay.port).",
+                "upstreams.again.base_url = 'http://127.0.0.1:8000' is the relay's own address",
+            ],
+        ),
+        (  # port 0 is any free port: never a clash, never the upstream's
+            "[relay]\nport = 0\n[admin]\nport = 0\n[upstream]\nbase_url = 'http://127.0.0.1:0'\n",
+            [],
+        ),
+    ],
+)
+def test_settings_that_cannot_go_together(tmp_path: Path, text: str, lines: list[str]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    if not lines:
+        config.load(path)
+        return
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert len(err.value.messages) == len(lines)
+    for message, start in zip(err.value.messages, lines, strict=True):
+        assert message.startswith(start), message

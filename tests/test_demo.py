@@ -1,4 +1,5 @@
-"""`xai-meter demo` works from a clean directory with no key and no network."""
+"""`xai-meter demo` works from a clean directory with no key and no network, starts from a
+fresh ledger each run (or says it appends), and says where to look next."""
 
 from __future__ import annotations
 
@@ -9,18 +10,40 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from daemon.demo import _print_where
 
-@pytest.mark.slow
-def test_demo_records_every_call(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "daemon", "demo", "--ledger", "demo.db"],
-        cwd=tmp_path,
+
+def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "demo", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def calls(path: Path) -> int:
+    return sqlite_utils.Database(path).execute("select count(*) from calls").fetchone()[0]
+
+
+@pytest.mark.slow
+def test_demo_records_every_call(tmp_path: Path) -> None:
+    result = demo(tmp_path, "--ledger", "demo.db")
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert out.startswith("Ledger: demo.db (new).\n")
+    assert out.endswith(
+        "\nWhere to look:\n"
+        f"  ledger   {tmp_path / 'demo.db'}\n"
+        "  report   xai-meter report --ledger demo.db --since 1h\n"
+        "  status   the status page (/) and /metrics of the admin listener: "
+        "`xai-meter demo --keep-running`\n"
+        "           prints their URLs, or `xai-meter serve --ledger demo.db` serves them at "
+        "http://127.0.0.1:9787/\n"
+        '  query    sqlite-utils query demo.db "select model, sum(output_tokens) from calls '
+        'group by model"\n'
+    )
     for expected in (
         "grok-4-fast-reasoning",
         "upstream_stream_cut",
@@ -57,3 +80,52 @@ def test_demo_records_every_call(tmp_path: Path) -> None:
         (13, 12, 84),
     ]
     assert [r["reported_cost_ticks"] for r in sdk] == [2_612_500, 2_486_500]
+
+
+@pytest.mark.slow
+def test_each_run_starts_fresh_or_appends_when_asked(tmp_path: Path) -> None:
+    first = demo(tmp_path)  # the default file, xai-meter-demo.db
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("Ledger: xai-meter-demo.db (new).\n")
+    again = demo(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(
+        "Ledger: xai-meter-demo.db, fresh: the last demo's was replaced (--append adds to it "
+        "instead).\n"
+    )
+    assert calls(tmp_path / "xai-meter-demo.db") == 13
+    more = demo(tmp_path, "--append")
+    assert more.returncode == 0, more.stderr
+    assert more.stdout.startswith(
+        "Ledger: xai-meter-demo.db, appending (--append): the report and the reconciliation "
+        "below include its earlier calls.\n"
+    )
+    assert calls(tmp_path / "xai-meter-demo.db") == 26
+    # another name: replaced when a demo made it (it is marked), never a ledger of its own
+    assert demo(tmp_path, "--ledger", "mine.db").returncode == 0
+    replaced = demo(tmp_path, "--ledger", "mine.db")
+    assert replaced.returncode == 0 and "fresh: the last demo's was replaced" in replaced.stdout
+    assert calls(tmp_path / "mine.db") == 13
+    real = tmp_path / "xai-meter.db"
+    sqlite_utils.Database(real)["calls"].insert({"id": "mine"})
+    refused = demo(tmp_path, "--ledger", "xai-meter.db")
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        "xai-meter demo: xai-meter.db exists and is not a ledger a demo made: the demo "
+        "replaces only its own. Fix: pass another --ledger FILE, or --append to add the "
+        "demo's calls to it.\n"
+    )
+    assert calls(real) == 1
+
+
+def test_where_to_look_while_it_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_where("my demo.db", "http://127.0.0.1:40001")
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        f"  ledger   {Path('my demo.db').absolute()}",
+        "  report   xai-meter report --ledger 'my demo.db' --since 1h",
+        "  status   http://127.0.0.1:40001/   (the status page, in a browser)",
+        "  metrics  http://127.0.0.1:40001/metrics",
+        "  query    sqlite-utils query 'my demo.db' \"select model, sum(output_tokens) from "
+        'calls group by model"',
+    ]

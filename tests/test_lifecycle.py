@@ -92,11 +92,12 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
-async def start_fails(config: Path) -> str:
+async def start_fails(config: Path, *wrap: str) -> str:
     """Run `serve` expecting it to fail at start: its one stderr line (exit code 2, nothing on
-    stdout). A daemon that starts instead fails the test at once."""
+    stdout). A daemon that starts instead fails the test at once. `wrap` goes before the
+    command (``unshare ...``)."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "daemon", "serve", "--config", str(config)),
+        *(*wrap, sys.executable, "-m", "daemon", "serve", "--config", str(config)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=ENV,
@@ -220,8 +221,15 @@ async def test_a_ledger_in_a_read_only_directory_is_one_line(tmp_path: Path) -> 
     ledger = folder / "ledger.db"
     with read_only(folder):
         line = await start_fails(write_config(tmp_path, ledger={"path": str(ledger)}))
-    assert line.startswith(f"xai-meter: config error: ledger.path = '{ledger}': "), line
-    assert f" Fix: {WRITABLE_FIX}." in line, line
+    assert line == ledger_line(
+        ledger, f"cannot open the ledger (Permission denied: '{folder}')", ACCESS_FIX
+    )
+
+
+ACCESS_FIX = (
+    "give this user write access there, or set ledger.path (--ledger FILE) to a file it can "
+    "create and write"
+)
 
 
 async def test_a_read_only_ledger_is_one_line(tmp_path: Path) -> None:
@@ -231,8 +239,86 @@ async def test_a_read_only_ledger_is_one_line(tmp_path: Path) -> None:
     await served.stop(signal.SIGTERM)
     with read_only(ledger):
         line = await start_fails(config)
-    assert line.startswith(f"xai-meter: config error: ledger.path = '{ledger}'"), line
-    assert " Fix: " in line, line
+    assert line == ledger_line(
+        ledger, f"cannot open the ledger (Permission denied: '{ledger}')", ACCESS_FIX
+    )
+
+
+async def test_a_ledger_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    line = await start_fails(write_config(tmp_path, ledger={"path": str(tmp_path)}))
+    assert line == ledger_line(
+        tmp_path,
+        "cannot open the ledger (Is a directory)",
+        f"set ledger.path (--ledger FILE) to a file, like '{tmp_path / 'xai-meter.db'}'",
+    )
+
+
+async def test_a_ledger_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    ledger = Path("/proc/xai-meter-none/ledger.db")  # no directory can be made in /proc
+    line = await start_fails(write_config(tmp_path, ledger={"path": str(ledger)}))
+    assert line == ledger_line(
+        ledger,
+        "cannot open the ledger (No such file or directory: '/proc/xai-meter-none')",
+        WRITABLE_FIX,
+    )
+
+
+def read_only_mount(folder: Path, existing: bool) -> tuple[str, ...]:
+    """A command prefix that runs what follows in a mount namespace of its own where `folder`
+    is a read-only file system (EROFS, root or not): an empty tmpfs, or (`existing`) `folder`
+    itself bound read-only. Skips where namespaces cannot be had (unshare, or user namespaces
+    off)."""
+    mount = (
+        f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
+        if existing
+        else f"mount -t tmpfs -o ro tmpfs {folder}"
+    )
+    wrap = (
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        f'{mount} && exec "$@"',
+        "sh",
+    )
+    probe = subprocess.run([*wrap, "touch", str(folder / "probe")], capture_output=True, text=True)
+    if "Read-only file system" not in probe.stderr:
+        pytest.skip(f"no read-only mount to be had here: {probe.stderr.strip()}")
+    return wrap
+
+
+READ_ONLY_FIX = (
+    "set ledger.path (--ledger FILE) to a file on a writable file system (a volume mounted "
+    "read-write), or mount this one read-write"
+)
+
+
+async def test_a_ledger_on_a_read_only_file_system_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    ledger = folder / "ledger.db"
+    config = write_config(tmp_path, ledger={"path": str(ledger)})
+    line = await start_fails(config, *read_only_mount(folder, existing=False))
+    assert line == ledger_line(
+        ledger, f"cannot open the ledger (Read-only file system: '{folder}')", READ_ONLY_FIX
+    )
+
+
+async def test_a_ledger_mounted_read_only_is_one_line(tmp_path: Path) -> None:
+    """A ledger the daemon wrote, its file system since mounted read-only (a container's
+    read-only volume): SQLite would open it for reading, and say "unable to open"."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    ledger = folder / "ledger.db"
+    config = write_config(tmp_path, ledger={"path": str(ledger)})
+    served = await serve(config)
+    await served.stop(signal.SIGTERM)
+    line = await start_fails(config, *read_only_mount(folder, existing=True))
+    assert line == ledger_line(
+        ledger, f"cannot open the ledger (Read-only file system: '{ledger}')", READ_ONLY_FIX
+    )
 
 
 def open_files() -> set[str]:

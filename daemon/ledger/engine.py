@@ -288,6 +288,14 @@ def utc_day(db: Database, epoch: str) -> str:
     return f"date({epoch}, 'unixepoch')"
 
 
+def whole(db: Database, number: str) -> str:
+    """SQL of a non-negative number's whole part, as an integer (SQLite's cast truncates;
+    PostgreSQL's rounds, so it truncates first)."""
+    if is_pg(db):
+        return f"cast(trunc({number}) as bigint)"
+    return f"cast({number} as integer)"
+
+
 def least(db: Database, a: str, b: str) -> str:
     """SQL of the smaller of two values (SQLite's two-argument ``min``)."""
     return f"least({a}, {b})" if is_pg(db) else f"min({a}, {b})"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from daemon.ledger.engine import Database, greatest, is_pg, least
+from daemon.ledger.engine import Database, greatest, is_pg, least, table_exists
 from daemon.ledger.schema import CALL_COLUMNS, TO_PRICE
 from daemon.pricing.cost import exact_multiplier
 from daemon.record import (
@@ -220,9 +220,31 @@ def _image_tier(text: str | None) -> tuple[str | None, str | None] | None:
 
 def reprice_unpriced(db: Database, price: Callable[[CallRecord], None]) -> list[CallRecord]:
     """Price the calls that had no price when made: unpriced ones, and reported ones still
-    without a computed cost (needed to reconcile). Return the formerly unpriced that now have
-    a cost (their spend was not counted yet)."""
-    rows = list(db.query(f"select * from calls where {TO_PRICE}"))
+    without a computed cost (needed to reconcile), all in one transaction. Return the formerly
+    unpriced that now have a cost (their spend was not counted yet). The daemon does the same
+    in chunks: `ids_to_price`, then `reprice_calls` per chunk."""
+    return reprice_calls(db, ids_to_price(db), price)
+
+
+def ids_to_price(db: Database) -> list[str]:
+    """The ids of the calls still to price (see `reprice_unpriced`), in no set order."""
+    return [row[0] for row in db.execute(f"select id from calls where {TO_PRICE}")]
+
+
+_ID_CHUNK = 500  # bound parameters per statement: under SQLite's oldest limit (999)
+
+
+def reprice_calls(
+    db: Database, ids: Sequence[str], price: Callable[[CallRecord], None]
+) -> list[CallRecord]:
+    """Price those of the calls `ids` that are still to price (a call priced meanwhile, or
+    gone, is skipped), writing their costs in one transaction. Return the formerly unpriced
+    that now have a cost (their spend was not counted yet)."""
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = list(ids[start : start + _ID_CHUNK])
+        marks = ", ".join("?" for _ in chunk)
+        rows += db.query(f"select * from calls where id in ({marks}) and ({TO_PRICE})", chunk)
     priced, newly_costed = [], []
     for row in rows:
         record = record_from_row(row)
@@ -277,6 +299,23 @@ def forget_legacy_salt(db: Database) -> None:
     """Delete ``meta.key_salt`` (after its salt is safe in the salt file)."""
     with db.conn:
         db.execute("delete from meta where key = 'key_salt'")
+
+
+def mark_demo_ledger(db: Database) -> None:
+    """Mark the ledger as one `xai-meter demo` made (``meta.demo``), so a later demo may
+    replace it; a ledger without the mark is never replaced."""
+    with db.conn:
+        db.execute(
+            "insert into meta (key, value) values ('demo', '1') "
+            "on conflict (key) do update set value = excluded.value"
+        )
+
+
+def is_demo_ledger(db: Database) -> bool:
+    """The ledger carries `mark_demo_ledger`'s mark."""
+    if not table_exists(db, "meta"):
+        return False
+    return db.execute("select 1 from meta where key = 'demo'").fetchone() is not None
 
 
 def all_calls(db: Database) -> list[dict[str, Any]]:

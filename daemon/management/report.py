@@ -17,7 +17,7 @@ import asyncio
 import csv
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ import orjson
 from daemon.config import Settings
 from daemon.ledger.billing import (
     BilledRow,
+    LedgerCost,
     api_key_names,
     days_between,
     ledger_costs,
@@ -63,11 +64,16 @@ class Report:
     line: str
 
 
-def report_text(settings: Settings, days: int | None, fmt: str) -> str:
+def report_text(
+    settings: Settings,
+    days: int | None,
+    fmt: str,
+    progress: Callable[[str], None] | None = None,
+) -> str:
     """`xai-meter reconcile`: the report for these settings (``management.*``, the ledger at
     ``ledger.url``, else ``ledger.path``), over `days` (None: ``management.reconcile_days``)
-    complete UTC days, in `fmt`. The key is read from ``$<management.api_key_env>``. Raises
-    `NoBill`, `NoLedger`."""
+    complete UTC days, in `fmt`. The key is read from ``$<management.api_key_env>``.
+    `progress` is told each stage (see `build_report`). Raises `NoBill`, `NoLedger`."""
     m = settings.management
     key = management_key(settings)
     report = asyncio.run(
@@ -79,6 +85,7 @@ def report_text(settings: Settings, days: int | None, fmt: str) -> str:
             key_env=m.api_key_env or "XAI_MANAGEMENT_KEY",
             base_url=m.base_url,
             team_id=m.team_id,
+            progress=progress,
         )
     )
     return render(report, fmt)
@@ -94,21 +101,34 @@ async def build_report(
     base_url: str,
     team_id: str = "",
     retry_wait: Any = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Reconcile the last `days` complete UTC days before `now` (and today so far when the
     bill is fetched). `key`: the management key (None: not set; `key_env` names it in
     messages). Raises `NoBill` when neither source serves, `NoLedger` when the bill was fetched
-    but there is no ledger."""
+    but there is no ledger.
+
+    `progress` (the CLI's `daemon.progress.TerminalProgress.show`) is told each stage as one
+    line: ``reconcile: fetching xAI's bill, FIRST to LAST (N days), from URL…`` before the
+    fetch, then ``reconcile: day I/N (DAY)…`` before the ledger's cost of each day is read."""
+    tell = progress or _silent
     today = utc_day(now)
     first, last = (today - timedelta(days=days)).isoformat(), today.isoformat()
     fetched: list[BilledRow] | None = None
     failure = ""
     if key is not None:
+        tell(
+            f"reconcile: fetching xAI's bill, {first} to {last} ({days + 1} days), from {base_url}…"
+        )
         try:
             fetched = await _fetch(base_url, key, team_id, first, last, retry_wait)
         except ManagementError as exc:
             failure = str(exc)
-    return _assemble(str(ledger_path), fetched, failure, first, last, now, key_env, base_url)
+    return _assemble(str(ledger_path), fetched, failure, first, last, now, key_env, base_url, tell)
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _assemble(
@@ -120,6 +140,7 @@ def _assemble(
     now: float,
     key_env: str,
     base_url: str,
+    tell: Callable[[str], None],
 ) -> Report:
     """The report from the bill fetched (None: not fetched, `failure` says why when it failed)
     or else the ledger's stored pull, and the ledger's costs. `where`: the ledger's file, or
@@ -156,7 +177,10 @@ def _assemble(
                 f"xAI's bill: not fetched ({why_not}); the pull the daemon stored in the "
                 f"ledger at {when}, over the days it covers."
             )
-        costs = ledger_costs(db, shown[0], shown[-1])
+        costs: list[LedgerCost] = []
+        for n, day in enumerate(shown, 1):  # a day at a time: the progress a big ledger needs
+            tell(f"reconcile: day {n}/{len(shown)} ({day})…")
+            costs += ledger_costs(db, day, day)
         names = api_key_names(db)
     finally:
         db.close()

@@ -256,6 +256,14 @@ class Metrics:
             ["reason"],
             r,
         )
+        # A client's base URL without its /v1 (daemon.missing_v1): rare, the relay's 404 path.
+        self.missing_v1 = Counter(
+            "xai_meter_missing_v1",
+            "Calls to a path that lacks /v1 (a client's base URL set to http://HOST:PORT, not "
+            "http://HOST:PORT/v1), answered 404 as any unknown path, by the endpoint it meant.",
+            ["endpoint"],
+            registry=r,
+        )
         self.ledger_queue = Gauge(
             "xai_meter_ledger_queue_depth", "Ledger rows waiting to be written.", registry=r
         )

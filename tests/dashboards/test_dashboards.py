@@ -5,7 +5,10 @@
   dashboards/tests/ pass: each alert fires when it should and stays quiet when it should not;
 * every alert has severity, summary, description, runbook_url (a section of RUNBOOK.md), for:;
 * contract: every metric and label that a dashboard query, variable, annotation, recording rule
-  or alert reads is exported by the daemon (daemon/metrics.py) or recorded by our rules.
+  or alert reads is exported by the daemon (daemon/metrics.py) or recorded by our rules;
+* several daemons: every dashboard query on a daemon's series is filtered by $instance (but the
+  team's values from xAI), and every alert says its scope (fleet or instance); the health
+  alerts are the per-instance ones. dashboards/tests/fleet.yaml proves the sums with two.
 """
 
 from __future__ import annotations
@@ -64,6 +67,24 @@ REQUIRED_ALERTS = {
 }
 # Recording rules that are a constant: the thresholds set in one place.
 CONSTANT = re.compile(r"vector\([\d.]+\)")
+# The alerts about one daemon (scope instance): each unhealthy daemon alerts, with its instance.
+# Every other alert is scope fleet: once however many daemons see it.
+PER_INSTANCE_ALERTS = {
+    "XaiMeterDown",
+    "PricesStale",
+    "PriceRefreshFailing",
+    "LedgerWriteErrors",
+    "LedgerUnhealthy",
+    "ManagementApiFailing",
+}
+# The team's values from xAI's Management and Billing APIs: every daemon with a management key
+# reports the same, so the dashboards do not filter them by $instance (a daemon without a
+# management key would show nothing).
+TEAM_METRICS = re.compile(r"xai_meter_(api_key|billing)_\w+")
+AGGREGATION = re.compile(
+    r"\b(?:sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)"
+    r"\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\("
+)
 
 
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^'\\]|\\.)*'")
@@ -172,23 +193,28 @@ def exported() -> dict[str, set[str]]:
 
 
 def recorded() -> dict[str, set[str]]:
-    """Every series name our recording rules record, with the labels it may carry."""
+    """Every series name our recording rules record, with the labels it may carry: the
+    grouping labels and the rule's own; for a rule that does not aggregate (e.g. the
+    per-instance bucket rates), also every label of the series it reads."""
     rules_by_name: dict[str, list[dict[str, Any]]] = {}
     for rule in recordings():
         rules_by_name.setdefault(rule["record"], []).append(rule)
+    raw = exported()
     result: dict[str, set[str]] = {}
 
     def labels(name: str) -> set[str]:
         if name not in result:
             result[name] = set()
             for rule in rules_by_name[name]:
-                result[name] |= grouping_labels(rule["expr"]) | set(rule.get("labels", {}))
-                result[name] |= {
-                    label
-                    for inner in metric_names(rule["expr"])
-                    if inner in rules_by_name
-                    for label in labels(inner)
-                }
+                expr = rule["expr"]
+                result[name] |= grouping_labels(expr) | set(rule.get("labels", {}))
+                if AGGREGATION.search(expr):
+                    continue
+                for inner in metric_names(expr):
+                    if inner in rules_by_name:
+                        result[name] |= labels(inner)
+                    else:
+                        result[name] |= raw.get(inner, set())
         return result[name]
 
     for name in rules_by_name:
@@ -239,22 +265,63 @@ def test_every_metric_and_label_used_is_exported_or_recorded() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_the_recorded_labels_are_read_correctly() -> None:
+    labels = recorded()
+    # per instance: a bucket rate keeps the histogram's labels, the target's among them
+    assert {"instance", "job", "provider", "model", "le"} <= labels[
+        "xai_meter:time_to_first_token_seconds_bucket:rate5m"
+    ]
+    # fleet: aggregated by the view's labels, without instance
+    assert "instance" not in labels["xai_meter:time_to_first_token_seconds:quantile_rate5m"]
+    assert labels["xai_meter:spend_usd_per_hour:rate1h"] == {"provider", "model"}
+
+
 def test_every_dashboard_query_is_filtered_by_the_variables_it_can_be() -> None:
-    """A panel on a metric with a provider or model label honours $provider / $model."""
-    names = exported() | recorded()
+    """A panel on a metric with a provider or model label honours $provider / $model; every
+    query on a daemon's series (one with an instance label) honours $instance, but the team's
+    values from xAI; every variable but $instance lists only the selected daemons' values."""
+    names = exported() | recorded() | {"up": set(TARGET_LABELS)}
     problems = []
     for path in JSON_FILES:
         for where, expr in dashboard_queries(json.loads(path.read_text())):
+            wanted = ["provider", "model", "instance"]
             if where.startswith("variable"):
-                continue
+                if where == "variable $instance":
+                    continue
+                wanted = ["instance"]
             for name, matcher_labels in selector_labels(expr):
-                for label in ("provider", "model"):
+                for label in wanted:
+                    if label == "instance" and TEAM_METRICS.fullmatch(name):
+                        continue
                     if label in names.get(name, set()) and label not in matcher_labels:
                         problems.append(f"{path.name}: {where}: {name} ignores ${label}")
             bare = set(metric_names(expr)) - {n for n, _ in selector_labels(expr)}
             for name in sorted(bare):
-                if names.get(name, set()) & {"provider", "model"}:
+                filtered = {"provider", "model"}
+                if not TEAM_METRICS.fullmatch(name):
+                    filtered.add("instance")
+                if names.get(name, set()) & filtered:
                     problems.append(f"{path.name}: {where}: {name} ignores the variables")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_team_panels_say_they_ignore_the_instance_filter() -> None:
+    """A panel that reads the team's values unfiltered by $instance says so."""
+    constants = {r["record"] for r in recordings() if CONSTANT.fullmatch(r["expr"].strip())}
+    problems = []
+    for path in JSON_FILES:
+        for panel in panels(json.loads(path.read_text())["panels"]):
+            exprs = [target["expr"] for target in panel.get("targets", [])]
+            unfiltered = [
+                name
+                for expr in exprs
+                for name in metric_names(expr)
+                if TEAM_METRICS.fullmatch(name)
+                or (name.startswith("xai_meter:") and name not in constants)
+            ]
+            filtered = "$instance" in " ".join(exprs)
+            if unfiltered and not filtered and "whatever $instance" not in panel["description"]:
+                problems.append(f"{path.name}: {panel['title']}: reads {unfiltered}")
     assert not problems, "\n".join(problems)
 
 
@@ -282,8 +349,11 @@ def test_dashboards_have_unique_panel_ids_and_the_variables() -> None:
         board = json.loads(path.read_text())
         ids = [p["id"] for p in panels(board["panels"])]
         assert len(ids) == len(set(ids)), path.name
-        names = {v["name"] for v in board["templating"]["list"]}
-        assert {"datasource", "provider", "model"} <= names, path.name
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert {"datasource", "instance", "provider", "model"} <= set(variables), path.name
+        instance = variables["instance"]
+        assert instance["multi"] and instance["includeAll"], path.name
+        assert instance["current"]["value"] == "$__all", path.name
         for panel in panels(board["panels"]):
             if panel["type"] != "row":
                 assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
@@ -315,6 +385,8 @@ def test_every_alert_is_complete_and_has_a_runbook_section() -> None:
         name = rule["alert"]
         assert rule.get("for"), f"{name} has no for:"
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+        scope = "instance" if name in PER_INSTANCE_ALERTS else "fleet"
+        assert rule["labels"]["scope"] == scope, name
         notes = rule["annotations"]
         assert notes.get("summary") and notes.get("description"), name
         path, _, anchor = notes["runbook_url"].partition("#")
@@ -379,6 +451,33 @@ def test_every_alert_has_unit_tests_that_fire_and_stay_quiet() -> None:
     assert names <= quiet, f"alerts never tested quiet: {names - quiet}"
 
 
+def test_the_fleet_unit_tests_have_two_instances() -> None:
+    """dashboards/tests/fleet.yaml: every test case feeds series of two daemons, and the
+    alerts that must add up (or fire once, or per daemon) fire there."""
+    spec = load_yaml(DASHBOARDS / "tests/fleet.yaml")
+    fires: set[str] = set()
+    for test in spec["tests"]:
+        instances = {
+            match
+            for series in test["input_series"]
+            for match in re.findall(r'instance="([^"]+)"', series["series"])
+        }
+        assert instances == {"a:9100", "b:9100"}, test["name"]
+        for case in test.get("alert_rule_test", []):
+            if case.get("exp_alerts"):
+                fires.add(case["alertname"])
+    assert {
+        "FingerprintChangedNew",
+        "SpendBurnRateHigh",
+        "TTFTSlow",
+        "UpstreamErrorRateHigh",
+        "LedgerUnhealthy",
+        "XaiMeterDown",
+        "ManagementApiFailing",
+        "ApiKeyLimitHeadroomLow",
+    } <= fires
+
+
 def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
     promtool = binary("promtool")
     result = subprocess.run(
@@ -405,7 +504,7 @@ def test_promtool_unit_tests_pass() -> None:
         cwd=DASHBOARDS / "tests",
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a guard against a hang: on a loaded 2-core machine they take ~3 minutes
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

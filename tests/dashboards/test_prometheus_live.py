@@ -1,4 +1,12 @@
-"""The dashboards and rules on a real Prometheus scraping a real daemon fed with real traffic.
+"""The dashboards and rules on a real Prometheus scraping two real daemons fed with real traffic.
+
+Two daemons, as a fleet of two hosts would run them: each its own SQLite ledger and salt (so one
+key has a key_id on each), both relaying to the one simulator, both scraped by the one
+Prometheus as targets of job xai-meter. Each round of traffic goes through both. The fleet
+recording rules must add them up (the spend rule is the sum of both daemons' rates, and the
+spend Prometheus sees is the sum of both ledgers), the fleet alerts must fire once (one
+FingerprintChangedNew for the change both see) and carry no instance, the dashboards' queries
+(with $instance on All) must have data, and the $instance variable must list both.
 
 There is no Grafana here, so the dashboards are proven the way Grafana would run them: every
 panel query, annotation and variable (with the variables set to "All" and Grafana's interval
@@ -51,6 +59,7 @@ from daemon.testing import (
     label_values,
     recordings,
 )
+from daemon.units import TICKS_PER_USD
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -59,6 +68,7 @@ MACROS = {
     "__rate_interval": "1m",
     "__range": "1h",
     "__interval": "15s",
+    "instance": ".*",
     "provider": ".*",
     "model": ".*",
     "app": ".*",
@@ -88,8 +98,8 @@ def free_port() -> int:
         return port
 
 
-def start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Prometheus on a loopback port with dashboards/prometheus.yml, sped up, on `target`."""
+def start_prometheus(tmp: Path, targets: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Prometheus on a loopback port with dashboards/prometheus.yml, sped up, on `targets`."""
     config = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())
     config["global"] = {
         "scrape_interval": "1s",
@@ -98,7 +108,7 @@ def start_prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], s
     }
     config["rule_files"] = [str(DASHBOARDS / path) for path in config["rule_files"]]
     [job] = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [target]}]
+    job["static_configs"] = [{"targets": targets}]
     config_path = tmp / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
@@ -229,6 +239,10 @@ def local_total(meter: RunningDaemon, name: str) -> float:
     )
 
 
+def admin_target(meter: RunningDaemon) -> str:
+    return meter.admin_url.removeprefix("http://")
+
+
 def results(body: dict[str, Any]) -> list[dict[str, Any]]:
     assert body["status"] == "success", body
     data: list[dict[str, Any]] = body["data"]["result"]
@@ -250,7 +264,7 @@ async def test_every_query_and_rule_on_a_real_prometheus(
     start_daemon: DaemonFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     binary("prometheus")
-    monkeypatch.setenv("XAI_API_KEY", "xai-env-key")  # the daemon fetches prices at start
+    monkeypatch.setenv("XAI_API_KEY", "xai-env-key")  # the daemons fetch prices at start
     sim = await simulator.start()
     sim.state.accept_unknown_models = True
     original = sim.state.fingerprints["grok-3"]
@@ -270,71 +284,91 @@ async def test_every_query_and_rule_on_a_real_prometheus(
     sim.state.billing_book[(yesterday, app, "prompt_text_tokens")] = YESTERDAYS_BILL_TICKS
     process: subprocess.Popen[bytes] | None = None
     try:
-        meter = await start_daemon(
-            sim.url,
-            pricing__refresh=True,
-            management__base_url=sim.url,
-            management__refresh_interval=3600,  # refreshed by hand below
-            management__reconcile_hour_utc=0,
-        )
-        async with asyncio.timeout(10):
-            await meter.daemon.prices.updated.wait()
-        management = meter.daemon.management
-        assert management is not None
-        async with asyncio.timeout(10):
-            await management.refreshed.wait()
-        assert meter.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=app) == -0.005
+        # Two daemons, each with its own ledger (and salt beside it), both with the
+        # management key: every daemon reports the team's billing gauges alike.
+        meters: list[RunningDaemon] = []
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            meter = await start_daemon(
+                sim.url,
+                ledger=tmp_path / name / "ledger.db",
+                pricing__refresh=True,
+                management__base_url=sim.url,
+                management__refresh_interval=3600,  # refreshed by hand below
+                management__reconcile_hour_utc=0,
+            )
+            async with asyncio.timeout(10):
+                await meter.daemon.prices.updated.wait()
+            management = meter.daemon.management
+            assert management is not None
+            async with asyncio.timeout(10):
+                await management.refreshed.wait()
+            gap = meter.metric("xai_meter_billing_reconciliation_gap_usd", api_key_id=app)
+            assert gap == -0.005
+            meters.append(meter)
+        first = meters[0]
 
         def fault(record: CallRecord) -> None:
             if record.model == "grok-3-mini":
                 raise RuntimeError("a sink fault injected by test_prometheus_live")
 
         # A healthy daemon has no sink errors; one failing sink gives their panel data.
-        meter.daemon.meter.sinks = (*meter.daemon.meter.sinks, Sink("live_test_fault", fault))
+        first.daemon.meter.sinks = (*first.daemon.meter.sinks, Sink("live_test_fault", fault))
 
-        admin = meter.admin_url.removeprefix("http://")
-        process, url = start_prometheus(tmp_path, admin)
+        targets = [admin_target(meter) for meter in meters]
+        process, url = start_prometheus(tmp_path, targets)
         async with aiohttp.ClientSession() as session:
             prom = Prometheus(session, url)
             await until(prom.ready, "Prometheus to start", 20)
             await until(
-                partial(_equals, prom, 'up{job="xai-meter"}', 1.0),
-                "the first scrape of the daemon",
+                partial(_equals, prom, 'sum(up{job="xai-meter"})', 2.0),
+                "the first scrape of both daemons",
                 10,
             )
 
-            # Three rounds, each seen by a scrape before the next: every counter moves between
-            # scrapes, so rates are not zero. grok-3 changes to a new fingerprint in round 2
-            # and back to its known one in round 3.
+            # Three rounds through both daemons, each seen by a scrape before the next: every
+            # counter moves between scrapes, so rates are not zero. grok-3 changes to a new
+            # fingerprint in round 2 (both daemons see it) and back to its known one in round 3.
             for round_ in range(3):
                 if round_ == 1:
                     sim.state.fingerprints["grok-3"] = NEW_FINGERPRINT
                 elif round_ == 2:
                     sim.state.fingerprints["grok-3"] = original
-                await traffic(session, meter, sim)
-                calls = local_total(meter, "xai_meter_requests_total")
+                for meter in meters:
+                    await traffic(session, meter, sim)
+                calls = sum(local_total(meter, "xai_meter_requests_total") for meter in meters)
                 await until(
                     partial(_equals, prom, "sum(xai_meter_requests_total)", calls),
                     f"a scrape of round {round_ + 1}",
                     10,
                 )
 
-            # The app's key is in traffic now: this refresh joins it to its api_key_id.
-            await management.refresh()
-            key_id = meter.daemon.keys.key_id(APP_KEY)
-            info = {"key_id": key_id, "api_key_id": app, "name": "live-test", "disabled": "false"}
-            assert meter.registry.get_sample_value("xai_meter_api_key_info", info) == 1.0
-
-            for kind in ("new", "known"):
-                assert (
-                    meter.metric(
-                        "xai_meter_fingerprint_changes_total",
-                        provider="xai",
-                        model="grok-3",
-                        kind=kind,
-                    )
-                    == 1.0
-                ), kind
+            key_ids = set()
+            for meter in meters:
+                # The app's key is in traffic now: this refresh joins it to its api_key_id.
+                management = meter.daemon.management
+                assert management is not None
+                await management.refresh()
+                key_id = meter.daemon.keys.key_id(APP_KEY)
+                key_ids.add(key_id)
+                info = {
+                    "key_id": key_id,
+                    "api_key_id": app,
+                    "name": "live-test",
+                    "disabled": "false",
+                }
+                assert meter.registry.get_sample_value("xai_meter_api_key_info", info) == 1.0
+                for kind in ("new", "known"):
+                    assert (
+                        meter.metric(
+                            "xai_meter_fingerprint_changes_total",
+                            provider="xai",
+                            model="grok-3",
+                            kind=kind,
+                        )
+                        == 1.0
+                    ), kind
+            assert len(key_ids) == 2, "each daemon has its own salt: two key_ids for one key"
 
             async def recorded() -> bool:
                 for rule in recordings():
@@ -363,16 +397,45 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                     problems.append(f"record {rule['record']}: no data\n  {rule['expr']}")
             assert not problems, "\n".join(problems)
 
+            # What Prometheus has of the fleet's spend is both ledgers' (each its own SQLite).
+            ledger_ticks = 0
+            for meter in meters:
+                rows = await meter.rows(int(local_total(meter, "xai_meter_requests_total")))
+                ledger_ticks += sum(row["cost_ticks"] or 0 for row in rows)
+            assert ledger_ticks > 0
+            seen = await prom.value("sum(xai_meter_cost_usd_total)")
+            assert seen is not None and math.isclose(seen, ledger_ticks / TICKS_PER_USD)
+
+            # The fleet spend rule is the sum of the two daemons' rates, at the time it ran.
+            async def fleet_rule_adds_up() -> bool:
+                return await _rule_is_the_sum(
+                    prom,
+                    "xai_meter:spend_usd_per_hour:rate5m",
+                    "sum by (provider, model) "
+                    '(rate(xai_meter_cost_usd_total{{instance="{}"}}[5m])) * 3600',
+                    targets,
+                )
+
+            await until(fleet_rule_adds_up, "the fleet spend rule to sum both daemons", 10)
+
+            scopes = {rule["alert"]: rule["labels"]["scope"] for rule in alerts()}
             firing: dict[str, list[dict[str, Any]]] = {}
             for rule in alerts():
                 result = results(await prom.query(rule["expr"]))  # valid PromQL, or it fails
                 if result:
                     firing[rule["alert"]] = result
             assert set(firing) == EXPECTED_ALERTS, firing
+            # Both daemons saw the change: one alert, for the model, of no instance.
             [change] = firing["FingerprintChangedNew"]
             assert (change["metric"]["model"], change["metric"]["kind"]) == ("grok-3", "new")
+            # One change (increase() extrapolates a little past 1); a sum of the two daemons'
+            # changes would read 2 and more.
+            assert 1.0 <= float(change["value"][1]) < 2.0, change
+            for name, result in firing.items():
+                if scopes[name] == "fleet":
+                    assert all("instance" not in r["metric"] for r in result), (name, result)
 
-            # The variables list what the traffic produced.
+            # The variables list what the traffic produced, and both daemons.
             for path in JSON_FILES:
                 board = json.loads(path.read_text())
                 for variable in board["templating"]["list"]:
@@ -383,6 +446,7 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                         f"/api/v1/label/{label}/values", **{"match[]": substitute(selector)}
                     )
                     want = {
+                        "instance": set(targets),
                         "provider": {"xai"},
                         "model": {"grok-3", "grok-3-mini"},
                         "app": {"demo", "batch"},
@@ -392,6 +456,31 @@ async def test_every_query_and_rule_on_a_real_prometheus(
         if process is not None:
             stop(process)
         await sim.close()
+
+
+async def _rule_is_the_sum(
+    prom: Prometheus, record: str, per_instance: str, instances: list[str]
+) -> bool:
+    """The latest sample of each series of `record` equals the sum over `instances` of
+    `per_instance` (a format string taking the instance) evaluated at that sample's time.
+    False when a scrape landed after the rule ran (the caller polls again)."""
+    latest = results(await prom.query(f"{record}[1m]"))
+    if not latest:
+        return False
+    for series in latest:
+        at, value = series["values"][-1]
+        labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
+        total = 0.0
+        for instance in instances:
+            body = await prom.get(
+                "/api/v1/query", query=per_instance.format(instance), time=str(at)
+            )
+            for part in results(body):
+                if part["metric"] == labels:
+                    total += float(part["value"][1])
+        if not math.isclose(float(value), total, rel_tol=1e-9):
+            return False
+    return True
 
 
 async def _equals(prom: Prometheus, expr: str, want: float) -> bool:

@@ -140,6 +140,7 @@ async def test_retention_deletes_only_old_calls(tmp_path: Path) -> None:
     settings = config.from_mapping(
         {
             "relay": {"port": 0},
+            "grpc": {"port": 0},  # no gRPC listener: its default port may be taken
             "admin": {"port": 0},
             "ledger": {"path": str(tmp_path / "l.db"), "retention_days": 2, "flush_interval": 0},
             "pricing": {"refresh": False},
