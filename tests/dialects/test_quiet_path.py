@@ -13,6 +13,7 @@ from typing import Any
 from unittest.mock import patch
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -228,3 +229,23 @@ def test_a_burst_is_forwarded_in_one_slice_and_usage_on_every_chunk_read_once() 
     assert reads == [chunks[0], b"data: [DONE]\n\n"]  # (the last chunk: read in one go)
     assert record.usage == Usage(input_tokens=9, output_tokens=100)
     assert (record.metered, record.fingerprint) == (True, "fp")
+
+
+def test_a_tap_that_breaks_after_the_lf_of_a_split_crlf_still_owes_it() -> None:
+    """The relay writes `abandon()` in place of a chunk a filtering tap raised on: the LF that
+    ends the last event (its CR came in the chunk before) is owed as well as the rest."""
+
+    class Breaking(ChatStream):
+        def read(self, obj: dict[str, Any]) -> bool:
+            if "usage" in obj:
+                raise RuntimeError("a tap bug")
+            return super().read(obj)
+
+    record = make_record(stream=True)
+    tap = Breaking(record, lambda: 2.0, "", filtering=True)
+    first = data({**HEAD, "choices": [{"index": 0, "delta": {"content": "Hi"}}]}) + b"\r\n\r"
+    rest = b"\n" + data({**HEAD, "choices": [], "usage": {"prompt_tokens": 1}}) + b"\n\n"
+    assert tap.feed(first) == first
+    with pytest.raises(RuntimeError):
+        tap.feed(rest)
+    assert tap.abandon() == rest
