@@ -288,15 +288,15 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
 @click.option(
     "--until",
     metavar="WINDOW",
-    help="end where this starts (same forms: --until 2026-11-05 stops before Nov 5; "
+    help="end where this starts (same forms, or now: --until 2026-11-05 stops before Nov 5; "
     "default: now, or the end of yesterday / last-month)",
 )
 @click.option(
     "--tz",
     metavar="ZONE",
     default="UTC",
-    help="IANA time zone (Europe/Paris) for today, yesterday, months, dates without an "
-    "offset and --by day",
+    help="IANA time zone (Europe/Paris; UTC in any case) for today, yesterday, months, dates "
+    "without an offset and --by day",
 )
 @click.option(
     "--by",
@@ -315,13 +315,13 @@ def report_command(
     ledger: str | None,
     fmt: str,
 ) -> None:
-    from daemon.report_output import render_report
+    from daemon.report_output import render_report, table_width
 
     settings = _settings(config, ledger=ledger)
     window = _window(since, time.time(), tz, until)
     with _open_ledger(settings) as db:
         rep = report(db, window, by)
-    print(render_report(rep, fmt), end="")
+    print(render_report(rep, fmt, table_width(sys.stdout.isatty())), end="")
 
 
 @cli.command(help="system_fingerprints seen per model, and every change")
