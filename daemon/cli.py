@@ -499,13 +499,20 @@ def _forced_api_key(settings: Settings) -> str | None:
 
 @contextmanager
 def _open_ledger(settings: Settings) -> Iterator[sqlite_utils.Database]:
-    """The ledger at ledger.path, read-only; `CommandError` when there is none."""
+    """The ledger at ledger.path, read-only; `CommandError` when there is none. On a read-only
+    file system with rows still in its write-ahead log, one warning line on stderr says they
+    are not shown (`open_database`)."""
     path = Path(settings.ledger.path)
     if not path.exists():
         raise CommandError(
             f"no ledger at {path}. Run `xai-meter serve` first, or pass --ledger FILE."
         )
-    db = open_database(path, readonly=True)
+    command = click.get_current_context().info_name
+
+    def warn(line: str) -> None:
+        print(f"{PROG} {command}: warning: {line}.", file=sys.stderr)
+
+    db = open_database(path, readonly=True, warn=warn)
     try:
         yield db
     finally:
