@@ -1,10 +1,14 @@
 """The status page in a real headless Chromium (Debian's `chromium`), driven over the DevTools
 protocol (aiohttp's WebSocket client): a real daemon relays real calls to the simulator (two
 named keys, three models, two apps, a fingerprint change, an error, an unmetered and an
-unpriced call), the page renders with no script error and nothing fetched from elsewhere, every
-number it shows equals the ledger's exactly, it refreshes itself, and the range picker works.
+unpriced call; then realistic sizes: 5 to 7 digit token counts, a key named as another, a model
+name longer than any column), the page renders with no script error and nothing fetched from
+elsewhere, every number it shows equals the ledger's exactly, it refreshes itself, and the range
+picker works. At 1400 and at 800 px wide nothing scrolls sideways, every cost cell is in view,
+and chart text stays in its chart.
 
-A screenshot is kept: ``<basetemp>/status-page.png`` and ``tests/artifacts/status-page.png``.
+A screenshot is kept: ``<basetemp>/status-page.png`` and ``tests/artifacts/status-page.png``;
+the layout test adds ``<basetemp>/status-page-1400px.png`` and ``status-page-800px.png``.
 Without chromium the test skips, loudly; under CI (``CI`` set) it fails instead.
 """
 
