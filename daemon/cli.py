@@ -296,15 +296,15 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
 @click.option(
     "--until",
     metavar="WINDOW",
-    help="end where this starts (same forms: --until 2026-11-05 stops before Nov 5; "
+    help="end where this starts (same forms, or now: --until 2026-11-05 stops before Nov 5; "
     "default: now, or the end of yesterday / last-month)",
 )
 @click.option(
     "--tz",
     metavar="ZONE",
     default="UTC",
-    help="IANA time zone (Europe/Paris) for today, yesterday, months, dates without an "
-    "offset and --by day",
+    help="IANA time zone (Europe/Paris; UTC in any case) for today, yesterday, months, dates "
+    "without an offset and --by day",
 )
 @click.option(
     "--by",
@@ -323,13 +323,13 @@ def report_command(
     ledger: str | None,
     fmt: str,
 ) -> None:
-    from daemon.report_output import render_report
+    from daemon.report_output import render_report, table_width
 
     settings = _settings(config, ledger=ledger)
     window = _window(since, time.time(), tz, until)
     with _open_ledger(settings) as db:
         rep = report(db, window, by)
-    print(render_report(rep, fmt), end="")
+    print(render_report(rep, fmt, table_width(sys.stdout.isatty())), end="")
 
 
 @cli.command(help="system_fingerprints seen per model, and every change")
@@ -523,7 +523,9 @@ def _ledger_overrides(ledger: str | None) -> list[tuple[str, str | None]]:
 @contextmanager
 def _open_ledger(settings: Settings) -> Iterator[Database]:
     """The ledger at ledger.url, else ledger.path, read-only; `CommandError` when there is
-    none, or PostgreSQL cannot be reached or read."""
+    none, or PostgreSQL cannot be reached or read. A SQLite file on a read-only file system
+    with rows still in its write-ahead log gets one warning line on stderr saying they are
+    not shown (`open_database`)."""
     if settings.ledger.url:
         with open_pg_reader(settings.ledger.url) as pg:
             yield pg
@@ -533,7 +535,12 @@ def _open_ledger(settings: Settings) -> Iterator[Database]:
         raise CommandError(
             f"no ledger at {path}. Run `xai-meter serve` first, or pass --ledger FILE."
         )
-    db = open_database(path, readonly=True)
+    command = click.get_current_context().info_name
+
+    def warn(line: str) -> None:
+        print(f"{PROG} {command}: warning: {line}.", file=sys.stderr)
+
+    db = open_database(path, readonly=True, warn=warn)
     try:
         yield db
     finally:

@@ -265,13 +265,16 @@ class ConsoleLines:
 #: The level's column, as wide as structlog's console renderer makes it ("[warning  ]").
 _LEVEL_WIDTH = 9
 _RESET, _DIM = "\x1b[0m", "\x1b[2m"
+_MODEL_WIDTH = 24  # the model's column; a longer name is cut with "…"
 
 
 def call_line(fields: dict[str, Any], styles: dict[str, str] | None = None) -> str:
-    """One call's console line: time, level, model, tokens (input, cached input, output), cost
-    in USD (to the millionth of a dollar; ``unpriced`` when none), latency in ms, HTTP status
-    and endpoint, each column aligned; then, only when set, ``error=``, ``unmetered=`` and
-    ``app=``. `fields` are `CallLog`'s (`None` where unknown, shown as ``-``)."""
+    """One call's console line: time, level, model (cut to its column with ``…``), tokens
+    (input, cached input, output), cost in USD (to the millionth of a dollar; ``unpriced`` for
+    a call with usage but no price, ``-`` for one without usage: a failed or unmetered call,
+    nothing to price), latency in ms, HTTP status and endpoint, each column aligned; then, only
+    when set, ``error=``, ``unmetered=`` and ``app=``. `fields` are `CallLog`'s (`None` where
+    unknown, shown as ``-``)."""
     level = str(fields.get("level", "info"))
     stamp, shown = str(fields.get("timestamp", "")), f"[{level.ljust(_LEVEL_WIDTH)}]"
     if styles is not None:  # as structlog's console colours its lines
@@ -283,16 +286,22 @@ def call_line(fields: dict[str, Any], styles: dict[str, str] | None = None) -> s
         fields.get("status"),
     )
     model = str(fields.get("model") or "-")
+    if len(model) > _MODEL_WIDTH:
+        model = model[: _MODEL_WIDTH - 1] + "…"
     tokens = (
         f"{_count(fields.get('input_tokens')):>9} in "
         f"{_count(fields.get('cached_input_tokens')):>9} cached "
         f"{_count(fields.get('output_tokens')):>8} out"
     )
-    cost = "unpriced" if ticks is None else "$" + format_usd(ticks, places=6)
+    if ticks is not None:
+        cost = "$" + format_usd(ticks, places=6)
+    else:  # pricing marks a call with usage it found no price for; one without usage: none
+        cost = "unpriced" if fields.get("cost_source") == "unpriced" else "-"
     latency = "-" if duration is None else f"{duration:,.0f}"
     code = "-" if status is None else str(status)
     endpoint = fields.get("endpoint") or "-"
-    line = f"{stamp} {shown} {model:<24} {tokens} {cost:>11} {latency:>8} ms {code:>3} {endpoint}"
+    line = f"{stamp} {shown} {model.ljust(_MODEL_WIDTH)} {tokens} {cost:>11} {latency:>8} ms"
+    line += f" {code:>3} {endpoint}"
     extras = [
         f"{name}={fields[key]}"
         for name, key in (("error", "error"), ("unmetered", "unmetered"), ("app", "app"))

@@ -1,10 +1,14 @@
 """`xai-meter report`'s output: a `daemon.ledger.reports.Report` as a table, JSON or CSV.
 
 - table: a header line (the window: start → end, time zone, the user's own words; and the
-  grouping), one line per group, a rule, and the total. It fits `WIDTH` (100) columns: token
-  counts are short (``12.3k``, ``4.56M``), USD to the micro-dollar, latency in whole ms; the
-  columns that are zero everywhere are left out, and when the rest would not fit, the least
-  needed go first (named under the table) and the group names are cut with ``…``.
+  grouping), one line per group, a rule, and the total. It fits the width it is given (the
+  CLI's: the terminal's, at most `WIDTH`, 100; off a terminal `WIDTH`, see `table_width`):
+  token counts are short (``12.3k``, ``4.56M``), USD to the micro-dollar, latency in whole ms
+  (one decimal when every latency of the table is below 10 ms); a missing model or app reads
+  ``(none)``, as on the status page; the columns that are zero everywhere are left out, and
+  when the rest would not fit, the least needed go first (named under the table; on a narrow
+  terminal the cached share, p50, p95, output and input too, in that order) and the group
+  names are cut with ``…``.
 - json: ``{"window": {...}, "by": ..., "rows": [...], "total": {...}}``, every field, numbers
   as numbers (exact ``cost_ticks`` integers, ``cost_usd`` floats, shares as fractions), null
   for missing.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import textwrap
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +34,8 @@ from daemon.units import format_usd
 from daemon.windows import Window, zone
 
 WIDTH = 100
+MIN_WIDTH = 40  # a terminal narrower than this gets this: the table wraps there instead
+NONE = "(none)"  # a group without a model or app (the status page's word too)
 
 
 def render_report(rep: Report, fmt: str, width: int = WIDTH) -> str:
@@ -44,6 +51,16 @@ def render_report(rep: Report, fmt: str, width: int = WIDTH) -> str:
     if fmt == "csv":
         return _csv(rep)
     return _table(rep, width)
+
+
+def table_width(stdout_is_terminal: bool) -> int:
+    """The table's width: on a terminal, its width (``$COLUMNS`` when set, else the
+    terminal's own; `shutil.get_terminal_size`) but at most `WIDTH` and at least `MIN_WIDTH`;
+    off a terminal (a pipe, a file), `WIDTH`."""
+    if not stdout_is_terminal:
+        return WIDTH
+    columns = shutil.get_terminal_size((WIDTH, 24)).columns
+    return max(MIN_WIDTH, min(WIDTH, columns))
 
 
 def window_dict(window: Window) -> dict[str, Any]:
@@ -93,10 +110,15 @@ def count(n: int) -> str:
     return text + "T"
 
 
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+def _ms_whole(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _ms_tenths(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+_LATENCY = ("p50_ms", "p95_ms")
 
 
 def _share(value: float | None) -> str:
@@ -116,8 +138,8 @@ _BASE: list[Column] = [
     ("cached_share", "cached", _share),
     ("output_tokens", "output", count),
     ("cost_ticks", "cost $", lambda t: format_usd(t, places=6)),
-    ("p50_ms", "p50 ms", _ms),
-    ("p95_ms", "p95 ms", _ms),
+    ("p50_ms", "p50 ms", _ms_whole),  # or _ms_tenths: `_latency_columns`
+    ("p95_ms", "p95 ms", _ms_whole),
 ]
 # Shown when not zero everywhere, most needed first, while the line fits; then placed by
 # `_ORDER`.
@@ -152,6 +174,8 @@ _LEGEND = {
     "unmet": "calls without usage",
     "unpr": "calls without a price",
 }
+# The always-shown columns a narrow table (below 87 columns) leaves out, in this order.
+_NARROW = ("cached_share", "p50_ms", "p95_ms", "output_tokens", "input_tokens")
 _GROUP_MIN = 12  # the group column is never cut shorter than this
 _GROUP_KEEP = 26  # nor shorter than this (grok-4-fast-non-reasoning) for an optional column
 
@@ -172,10 +196,19 @@ def _table(rep: Report, width: int) -> str:
         widths = [max(len(h), *(len(r[i]) for r in grid)) for i, (_, h, _) in enumerate(columns)]
         return sum(widths) + 2 * len(widths)  # two spaces before each, after the group
 
-    shown = list(_BASE)
+    shown = _latency_columns(_BASE, everything)
     group_width = max(len(rep.by), len("total"), *(len(g) for g in groups))
     fixed = span(shown)
     dropped = []
+    # A narrow terminal: the always-shown columns go too, least needed first, before the
+    # group names are cut below `_GROUP_KEEP` (calls and cost always stay).
+    for field in _NARROW:
+        if min(group_width, _GROUP_KEEP) + fixed <= width:
+            break
+        column = next(c for c in shown if c[0] == field)
+        shown.remove(column)
+        dropped.append(column[1])
+        fixed = span(shown)
     for column in _OPTIONAL:
         if not any(row[column[0]] for row in everything):
             continue  # zero everywhere: nothing to show
@@ -193,16 +226,25 @@ def _table(rep: Report, width: int) -> str:
     total = [["total", *grid[-1]]]
     lines.append(aligned(header, body, range(1, len(header)), total).rstrip("\n"))
     legend = "; ".join(f"{h}: {_LEGEND[h]}" for h in header if h in _LEGEND)
-    lines += textwrap.wrap(legend + ".", width)
+    if legend:
+        lines += textwrap.wrap(legend + ".", width)
     if dropped:
         note = f"Not shown, for width: {', '.join(dropped)} (--format json or csv has every field)."
         lines += textwrap.wrap(note, width)
     return "\n".join(lines) + "\n"
 
 
+def _latency_columns(columns: list[Column], rows: list[dict[str, Any]]) -> list[Column]:
+    """`columns` with the latency ones all in one precision: tenths of a ms when every latency
+    of the table is below 10 ms (a fast local upstream), else whole ms."""
+    values = [row[f] for row in rows for f in _LATENCY if row[f] is not None]
+    fmt = _ms_tenths if values and max(values) < 10 else _ms_whole
+    return [(f, h, fmt if f in _LATENCY else g) for f, h, g in columns]
+
+
 def _group_label(by: str, row: dict[str, Any]) -> str:
     if by != "key":
-        return "-" if row[by] is None else str(row[by])
+        return NONE if row[by] is None else str(row[by])
     key_id, name = row["key_id"], row["key_name"]
     if key_id is None:
         return "(no key)"

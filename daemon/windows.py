@@ -8,11 +8,14 @@ so "yesterday" in Europe/Paris is 23 or 25 hours long on the days clocks change.
 passed in: nothing here reads the clock (tests pin it).
 
 `1M` is refused: minutes or months? (`m` is minutes; a month is `this-month`, `last-month` or a
-date.) Every refusal is a `WindowError` whose text is one line naming the accepted forms.
+date.) So is a window reaching past what a date can hold (`99999999d`: before year 1, or after
+9999, in its zone). Every refusal is a `WindowError` whose text is one line naming the accepted
+forms. `--until now` is the open end every window has by default (`with_until`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -22,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(?:\d+[smhdw])+")
 _PART = re.compile(r"(\d+)([smhdw])")
+_SPAN = 10_000 * 366 * 86400  # seconds: more than any two dates a datetime holds lie apart
 
 ACCEPTED = (
     "a duration back from now (30m, 24h, 7d, 2w, 1h30m), today, yesterday, this-month, "
@@ -48,8 +52,9 @@ class Window:
 
 
 def zone(tz: str) -> tzinfo:
-    """The tzinfo for IANA name `tz` ("UTC" needs no zone database); `WindowError` if unknown."""
-    if tz == "UTC":
+    """The tzinfo for IANA name `tz` ("UTC", in any case, needs no zone database; other names
+    as the zone database spells them); `WindowError` if unknown."""
+    if tz.upper() == "UTC":
         return UTC
     try:
         return ZoneInfo(tz)
@@ -67,9 +72,11 @@ def parse_window(text: str, now: float, tz: str = "UTC") -> Window:
     open. `today` and `this-month` start at the local midnight (of the day, of the 1st) and stay
     open; `yesterday` and `last-month` are closed, ending where today / this month start.
     ISO dates and date-times start there (naive ones are read in `tz`, `...+01:00` or `...Z`
-    in their own offset), end open. Raises `WindowError` for `1M` (ambiguous), an unknown `tz`,
-    and anything else."""
+    in their own offset), end open. `tz` "UTC" may be spelled in any case (the window's `tz`
+    is then "UTC"). Raises `WindowError` for `1M` (ambiguous), an unknown `tz`, a start or end
+    no date holds (before year 1, after 9999, in `tz`), and anything else."""
     where = zone(tz)
+    tz = zone_name(tz)
     raw = text.strip()
     words = raw.lower()
     local_now = datetime.fromtimestamp(now, where)
@@ -82,7 +89,12 @@ def parse_window(text: str, now: float, tz: str = "UTC") -> Window:
                 f"{raw!r} is ambiguous (minutes or months?): write {raw.replace('M', 'm')} for "
                 "minutes, or this-month, last-month or a date like 2026-11-01 for months"
             )
-        start = now - sum(int(n) * _UNITS[u] for n, u in _PART.findall(words))
+        # a number past 15 digits is past any date (and past 4300, more than int() reads)
+        parts = [
+            (int(n) if len(n.lstrip("0")) <= 15 else _SPAN, u) for n, u in _PART.findall(words)
+        ]
+        back = sum(n * _UNITS[u] for n, u in parts)
+        start = now - back if back <= _SPAN else -math.inf  # past any date: refused below
     elif words == "today":
         start = _midnight(today, where)
     elif words == "yesterday":
@@ -95,7 +107,8 @@ def parse_window(text: str, now: float, tz: str = "UTC") -> Window:
         end = _midnight(first, where)
     else:
         start = _iso(raw, where)
-    label = f"{_show(start, where)} → {'now' if end is None else _show(end, where)} {tz} ({raw})"
+    label = f"{_show(start, where, raw)} → "
+    label += f"{'now' if end is None else _show(end, where, raw)} {tz} ({raw})"
     return Window(start=start, end=end, tz=tz, label=label)
 
 
@@ -103,18 +116,22 @@ def with_until(window: Window, text: str, now: float) -> Window:
     """`window` ending where `text` (any form `parse_window` reads) starts: `--until`.
 
     `--until 2026-11-05` ends before Nov 5 begins; `--until today` at today's midnight; `--until
-    1h` an hour ago. Raises `WindowError` for what `parse_window` refuses, or an end not after
-    the start."""
-    end = parse_window(text, now, window.tz).start
-    if end <= window.start:
-        raise WindowError(
-            f"the window would end ({text.strip()!r}) before it starts: "
-            f"{window.label.split(' → ')[0]} {window.tz}"
-        )
+    1h` an hour ago; `--until now` (the default made explicit) leaves the end open, at now.
+    Raises `WindowError` for what `parse_window` refuses, or an end not after the start."""
     where = zone(window.tz)
     start_text, _, rest = window.label.partition(" → ")
     words = rest[rest.index("(") :]  # the user's own words, in parentheses
-    label = f"{start_text} → {_show(end, where)} {window.tz} {words[:-1]} until {text.strip()})"
+    if text.strip().lower() == "now":
+        label = f"{start_text} → now {window.tz} {words[:-1]} until now)"
+        return Window(start=window.start, end=None, tz=window.tz, label=label)
+    end = parse_window(text, now, window.tz).start
+    if end <= window.start:
+        raise WindowError(
+            f"the window would end ({text.strip()!r}) before it starts: {start_text} {window.tz}"
+        )
+    label = (
+        f"{start_text} → {_show(end, where, text)} {window.tz} {words[:-1]} until {text.strip()})"
+    )
     return Window(start=window.start, end=end, tz=window.tz, label=label)
 
 
@@ -130,8 +147,25 @@ def _iso(raw: str, where: tzinfo) -> float:
         raise WindowError(f"{raw!r} is not a window: expected {ACCEPTED}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=where)
-    return when.timestamp()
+    try:
+        return when.timestamp()
+    except (ValueError, OverflowError):  # year 1 in a zone ahead of UTC: before any date
+        return -math.inf  # refused with the others, by `_show`
 
 
-def _show(epoch: float, where: tzinfo) -> str:
-    return datetime.fromtimestamp(epoch, where).strftime("%Y-%m-%d %H:%M")
+def zone_name(tz: str) -> str:
+    """`tz` as windows name it: "UTC" for any spelling of it, other names as given."""
+    return "UTC" if tz.upper() == "UTC" else tz
+
+
+def _show(epoch: float, where: tzinfo, raw: str) -> str:
+    """`epoch` as "YYYY-MM-DD HH:MM" in `where`; `WindowError` when no date holds it (before
+    year 1 or after 9999 there), for window text `raw`."""
+    try:
+        when = datetime.fromtimestamp(epoch, where)
+    except (ValueError, OverflowError, OSError):  # out of datetime's range, or the C time_t's
+        raise WindowError(
+            f"{raw.strip()!r} reaches past the dates a window can hold (years 1 to 9999 in "
+            f"its zone): give a shorter duration or a date within them"
+        ) from None
+    return when.isoformat(sep=" ", timespec="minutes")[:16]

@@ -121,15 +121,38 @@ def test_a_call_is_one_compact_aligned_line_on_the_console() -> None:
         "[info     ] grok-4.3                     1,234 in     1,000 cached      567 out "
         "  $0.001235      312 ms 200 chat.completions app=checkout",
         "[warning  ] grok-4-fast-reasoning            - in         - cached        - out "
-        "   unpriced    5,000 ms 504 responses error=upstream_timeout unmetered=no_response",
+        "          -    5,000 ms 504 responses error=upstream_timeout unmetered=no_response",
     ]
+
+
+def test_only_a_call_with_usage_and_no_price_reads_unpriced() -> None:
+    usage = Usage(input_tokens=10, output_tokens=5)
+    unpriced = make_record(model="grok-9", usage=usage, cost_source=CostSource.UNPRICED)
+    gone = make_record(model="grok-3", status=503, error=CallError.UPSTREAM_UNREACHABLE)
+    missing = make_record(model="grok-3", status=404, error=CallError.HTTP_ERROR)
+    no_usage = make_record(model="grok-3", unmetered_reason=Unmetered.NO_USAGE)
+    lines = console_lines(unpriced, gone, missing, no_usage)[1:]
+    costs = [line[12:].split(" in ")[1].split(" out ")[1].split()[0] for line in lines]
+    assert costs == ["unpriced", "-", "-", "-"]  # was "unpriced" on every one
+
+
+def test_a_long_model_name_is_cut_to_its_column() -> None:
+    long = make_record(
+        model="a-very-long-model-name-that-nobody-has-priced-yet-0123456789", duration_ms=2.0
+    )
+    short = make_record(model="grok-3", duration_ms=2.0)
+    cut, plain = console_lines(long, short)[1:]
+    assert cut.startswith("[info     ] a-very-long-model-name-… ")
+    assert plain.startswith("[info     ] grok-3                   ")
+    assert cut.index(" in ") == plain.index(" in ")  # the columns stay aligned
+    assert len(cut) == len(plain)
 
 
 def test_the_console_colours_the_level_only_on_a_terminal() -> None:
     line = console_lines(make_record(duration_ms=1.0), tty=True)[1]
     assert re.fullmatch(
         r"\x1b\[2m\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\x1b\[0m \[\x1b\[32minfo     \x1b\[0m\] - +"
-        r"- in +- cached +- out +unpriced +1 ms 200 chat\.completions",
+        r"- in +- cached +- out +- +1 ms 200 chat\.completions",
         line,
     ), line
     assert "\x1b[" not in "".join(console_lines(make_record(duration_ms=1.0)))

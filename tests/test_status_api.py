@@ -149,6 +149,11 @@ async def test_windows_and_zones_are_read_as_report_reads_them(
     assert past["series"]["buckets"] <= 73
     status, default = await get(meter, "/api/summary")
     assert default["window"]["since"] == "24h" and default["window"]["tz"] == "UTC"
+    # the first date a window can hold, UTC spelled in lower case
+    status, first = await get(meter, "/api/summary?since=0001-01-01&tz=utc")
+    assert status == 200 and first["window"]["tz"] == "UTC"
+    assert first["window"]["start"] == -62135596800.0
+    assert first["totals"]["window"]["cost_ticks"] == TRAFFIC_TICKS
 
 
 @pytest.mark.parametrize(
@@ -157,6 +162,9 @@ async def test_windows_and_zones_are_read_as_report_reads_them(
         ("since=1M", "ambiguous"),
         ("since=soon", "this-month"),
         ("since=24h&tz=Mars/Base", "Mars/Base"),
+        ("since=99999999d", "reaches past the dates"),  # was a 500: year out of range
+        ("since=" + "9" * 400 + "w", "reaches past the dates"),  # was a 500: OverflowError
+        ("since=9999-12-31T23:59&tz=America/New_York", "reaches past the dates"),
     ],
 )
 async def test_a_bad_window_is_400_with_the_reason(

@@ -162,3 +162,51 @@ def test_until_closes_a_window() -> None:
         with_until(parse_window("today", NOW), "yesterday", NOW)
     with pytest.raises(WindowError, match="ambiguous"):
         with_until(parse_window("7d", NOW), "1M", NOW)
+
+
+@pytest.mark.parametrize(
+    ("text", "tz"),
+    [
+        ("99999999d", "UTC"),  # before year 1: was ValueError (year out of range)
+        ("9999999999999d", "UTC"),  # was OSError (time_t)
+        ("9" * 400 + "w", "UTC"),  # was OverflowError (int too large to convert to float)
+        ("9" * 5000 + "s", "UTC"),  # past what int() reads
+        ("0001-01-01", "Asia/Tokyo"),  # year 0 in UTC
+        ("0001-01-01T00:00+05:00", "UTC"),
+        ("9999-12-31T23:59", "America/New_York"),  # year 10000 in UTC
+    ],
+)
+def test_a_window_past_the_dates_a_datetime_holds_is_a_window_error(text: str, tz: str) -> None:
+    with pytest.raises(WindowError) as caught:
+        parse_window(text, NOW, tz)
+    message = str(caught.value)
+    assert "\n" not in message and "reaches past the dates a window can hold" in message
+    with pytest.raises(WindowError, match="reaches past"):
+        with_until(parse_window("7d", NOW), text if tz == "UTC" else "99999999d", NOW)
+
+
+def test_the_first_and_last_dates_are_windows() -> None:
+    first = parse_window("0001-01-01", NOW)
+    assert (first.start, first.label) == (-62135596800.0, "0001-01-01 00:00 → now UTC (0001-01-01)")
+    assert parse_window("9999-12-31T23:59", NOW).start == 253402300740.0
+    assert parse_window("000000000000000000000000005m", NOW).start == NOW - 300  # zeros: 5m
+
+
+@pytest.mark.parametrize("tz", ["utc", "Utc", "UTC"])
+def test_utc_in_any_case(tz: str) -> None:
+    assert parse_window("today", NOW, tz) == Window(
+        start=utc("2026-11-15T00:00"),
+        end=None,
+        tz="UTC",
+        label="2026-11-15 00:00 → now UTC (today)",
+    )
+
+
+def test_until_now_is_the_open_end() -> None:
+    window = with_until(parse_window("yesterday", NOW), " Now ", NOW)
+    assert window == Window(
+        start=utc("2026-11-14T00:00"),
+        end=None,
+        tz="UTC",
+        label="2026-11-14 00:00 → now UTC (yesterday until now)",
+    )

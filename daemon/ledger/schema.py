@@ -476,13 +476,32 @@ def migrate(db: Database) -> list[str]:
 
 
 def open_database(
-    path: str | os.PathLike[str], *, readonly: bool = False, busy_timeout_ms: int = 5000
+    path: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    busy_timeout_ms: int = 5000,
+    warn: Callable[[str], None] | None = None,
 ) -> sqlite_utils.Database:
     """A connection with the settings every user of the ledger needs; it waits up to
-    ``busy_timeout_ms`` for a lock another connection holds."""
+    ``busy_timeout_ms`` for a lock another connection holds.
+
+    ``readonly``: SQLite's ``mode=ro``. A ledger in WAL mode on a read-only file system cannot
+    be opened so (SQLite cannot make its ``-shm`` file there: "unable to open database file");
+    it is then opened ``immutable=1`` (no locks, no ``-shm``: nothing can write it there
+    anyway). Immutable reading does not see a ``-wal`` file's rows; when a non-empty one lies
+    beside the ledger, ``warn`` (if given) is called with one line saying so. Raises
+    `sqlite3.Error` as SQLite does (a missing file, not a database)."""
     if readonly:
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        uri = Path(path).resolve().as_uri()
+        conn = sqlite3.connect(uri + "?mode=ro", uri=True, check_same_thread=False)
+        try:
+            conn.execute("pragma schema_version").fetchone()  # opens the file (lazily opened)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_CANTOPEN or not Path(path).is_file():
+                conn.close()
+                raise
+            conn.close()
+            conn = _open_immutable(Path(path), uri, warn)
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False)
@@ -494,3 +513,20 @@ def open_database(
         # Checkpoint the WAL every ~40 MB rather than every ~4 MB: fewer, larger copies.
         conn.execute("pragma wal_autocheckpoint = 10000")
     return db
+
+
+def _open_immutable(path: Path, uri: str, warn: Callable[[str], None] | None) -> sqlite3.Connection:
+    """`path` opened ``immutable=1`` (after ``mode=ro`` could not open it: a WAL ledger on a
+    read-only file system); ``warn`` told when a ``-wal`` file holds rows this cannot see."""
+    conn = sqlite3.connect(uri + "?immutable=1", uri=True, check_same_thread=False)
+    conn.execute("pragma schema_version").fetchone()  # not a database: raises here
+    wal = path.with_name(path.name + "-wal")
+    size = wal.stat().st_size if wal.is_file() else 0
+    if size and warn is not None:
+        warn(
+            f"{path} is read-only here and its write-ahead log ({wal.name}, {size:,} bytes) "
+            "holds calls not yet copied into it, which this does not show: stop the daemon "
+            "that wrote it cleanly (it checkpoints at exit), or copy both files somewhere "
+            "writable and read that copy"
+        )
+    return conn

@@ -11,15 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from daemon.cli import main
+from daemon.ledger import migrate, open_database
+from daemon.ledger.store import insert_calls
 from daemon.simulator import Simulator
 from daemon.testing import (
     ODD_PROMPT_TOKENS,
@@ -30,6 +37,7 @@ from daemon.testing import (
     Seen,
     eventually,
     expect_rows,
+    make_record,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -340,4 +348,80 @@ async def test_huge_usage_is_unmetered_and_spoils_no_batch(
         {s.tag: s.row() for s in seen if s not in huge}
         | {s.tag: out_of_range for s in huge}
         | {s.tag: s.row() for s in later},
+    )
+
+
+# --- reading a ledger on a read-only file system (xai-meter report) ------------------------
+
+
+def remount_read_only(where: Path) -> None:
+    done = subprocess.run(
+        ["mount", "-o", "remount,ro", str(where)], capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode == 0, f"mount -o remount,ro: {done.stderr}"
+
+
+async def test_a_ledger_on_a_read_only_file_system_can_be_reported(
+    sim: Simulator,
+    daemons: Daemons,
+    driver: Driver,
+    tmpfs: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A clean stop leaves the WAL checkpointed (no -wal, no -shm beside the ledger); on a
+    read-only mount (where SQLite cannot make the -shm a WAL ledger needs for ``mode=ro``),
+    `xai-meter report` reads it all, without a warning. Before: "the ledger cannot be read
+    (unable to open database file)", exit 2."""
+    disk = tmpfs("16m")
+    ledger = disk / "ledger.db"
+    meter = await daemons.start(sim.url, ledger=ledger)
+    driver.use(meter)
+    seen = await driver.many(5, "ro")
+    answered(seen)
+    await daemons.rows_with(s.tag for s in seen)
+    assert await meter.stop() == 0
+    assert not (disk / "ledger.db-wal").exists() and not (disk / "ledger.db-shm").exists()
+    remount_read_only(disk)
+
+    capsys.readouterr()
+    code = main(["report", "--by", "app", "--format", "json", "--ledger", str(ledger)])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, ""), err
+    body = json.loads(out)
+    assert body["total"]["calls"] == 5
+    assert sorted(row["app"] for row in body["rows"]) == sorted(s.tag for s in seen)
+
+
+async def test_rows_only_in_the_wal_of_a_read_only_ledger_are_named_in_one_warning(
+    tmp_path: Path, tmpfs: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ledger copied with its -wal but without its -shm (or a daemon that never closed it),
+    on a read-only mount: it opens immutable, shows the checkpointed rows, and one warning
+    line on stderr says the WAL's rows are not shown."""
+    source = tmp_path / "live.db"
+    db = open_database(source)
+    migrate(db)
+    with db.conn:
+        insert_calls(db, [make_record(id="c1", started_at=time.time() - 60, app="checkpointed")])
+    db.execute("pragma wal_checkpoint(truncate)")
+    db.execute("pragma wal_autocheckpoint = 0")
+    with db.conn:
+        insert_calls(db, [make_record(id="c2", started_at=time.time() - 30, app="in-the-wal")])
+    disk = tmpfs("16m")
+    shutil.copy(source, disk / "ledger.db")  # nothing writes meanwhile: a consistent pair
+    shutil.copy(source.with_name("live.db-wal"), disk / "ledger.db-wal")
+    wal_size = (disk / "ledger.db-wal").stat().st_size
+    db.close()
+    remount_read_only(disk)
+
+    capsys.readouterr()
+    argv = ["report", "--by", "app", "--format", "json", "--ledger", str(disk / "ledger.db")]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [row["app"] for row in json.loads(out)["rows"]] == ["checkpointed"]
+    assert err == (
+        f"xai-meter report: warning: {disk / 'ledger.db'} is read-only here and its write-ahead "
+        f"log (ledger.db-wal, {wal_size:,} bytes) holds calls not yet copied into it, which "
+        "this does not show: stop the daemon that wrote it cleanly (it checkpoints at exit), "
+        "or copy both files somewhere writable and read that copy.\n"
     )

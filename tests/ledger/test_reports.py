@@ -9,8 +9,15 @@ fixed, so no test reads the clock."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +32,7 @@ from daemon.ledger.reports import REPORT_FIELDS, REPORT_GROUPS
 from daemon.ledger.store import insert_calls, save_fingerprint_change, save_key_name
 from daemon.record import CallError, CallRecord, CostSource, Unmetered, Usage
 from daemon.report_output import count, render_report
-from daemon.testing import make_record
+from daemon.testing import ROOT, make_record
 from daemon.windows import parse_window, with_until
 
 
@@ -394,6 +401,94 @@ def test_a_realistic_key_table_keeps_every_key_id(
     assert "\nprodu" in out and "… (k_0123456789abcdef)" in out  # the name is cut, not the id
 
 
+def test_latency_has_one_precision_per_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mixed = [
+        call(1, "2026-11-01T10:00", "grok-4", duration_ms=5.25,
+             usage=Usage(input_tokens=10, output_tokens=5), **priced(100)),
+        call(2, "2026-11-01T11:00", "grok-3", duration_ms=250.5,
+             usage=Usage(input_tokens=10, output_tokens=5), **priced(100)),
+    ]  # fmt: skip
+    ledger = write_ledger(tmp_path / "mixed.db", mixed, {})
+    assert main(["report", "--since", "2026-11-01", "--ledger", str(ledger)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # whole ms in both latency columns (it was "5.2" under "250")
+    assert sorted(line.split()[-2:] for line in lines[4:6]) == [["250", "250"], ["5", "5"]]
+    assert lines[7].split()[-2:] == ["5", "250"]  # the total: p50, p95 over both calls
+
+
+def run_in_terminal(argv: list[str], columns: int, env_columns: str | None) -> list[str]:
+    """`python -m daemon *argv` with its stdout on a pseudo-terminal `columns` wide (and
+    $COLUMNS set to `env_columns`, or unset): the lines it printed there."""
+    main_fd, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    if env_columns is not None:
+        env["COLUMNS"] = env_columns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", *argv],
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(terminal)
+    out = b""
+    try:
+        for _ in range(100_000):  # bounded: read until the child closes the terminal
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:  # EIO: the other end is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        os.close(main_fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+    return out.decode().replace("\r\n", "\n").splitlines()
+
+
+@pytest.mark.parametrize(
+    ("columns", "env_columns", "width"),
+    [(72, None, 72), (200, None, 100), (200, "64", 64), (30, None, 40)],
+)
+def test_on_a_terminal_the_table_follows_its_width(
+    tmp_path: Path, columns: int, env_columns: str | None, width: int
+) -> None:
+    ledger = write_ledger(tmp_path / "real.db", realistic(), {k: v for k, v in KEYS.items() if v})
+    argv = ["report", "--since", "2026-10-01", "--by", "key", "--ledger", str(ledger)]
+    lines = run_in_terminal(argv, columns, env_columns)
+    assert max(len(line) for line in lines) <= width, "\n".join(lines)
+    header = lines[lines.index("") + 1].split()  # after the window's line(s)
+    assert header[:2] == ["key", "calls"] and "cost" in header
+    if width < 100:
+        assert any(line.startswith("Not shown, for width: ") for line in lines)
+        assert "cached" not in header  # the least needed of the columns always shown goes first
+        assert "." not in lines  # no empty legend (its only entry was cached's)
+    if width >= 64:  # the key ids stay whole, a name cut before them
+        for key_id in KEYS:
+            assert any(key_id in line for line in lines), key_id
+    total = next(line for line in lines if line.startswith("total "))
+    assert "256790.121148" in total.split()  # the cost column stays, whatever the width
+
+
+def test_off_a_terminal_the_table_is_100_wide_whatever_columns_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    ledger = write_ledger(tmp_path / "real.db", realistic(), {k: v for k, v in KEYS.items() if v})
+    assert main(["report", "--since", "2026-10-01", "--by", "key", "--ledger", str(ledger)]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) == 100
+
+
 def test_count_is_short() -> None:
     assert [count(n) for n in (0, 9999, 10_000, 12_345, 999_499, 999_950, 1_234_567)] == [
         "0", "9999", "10k", "12.3k", "999k", "1M", "1.23M",
@@ -415,6 +510,15 @@ def test_count_is_short() -> None:
         ),
         (["--since", "2026-11-01", "--until", "1M"], "xai-meter report: --until '1M': "),
         (["--since", "yesterday-ish"], "xai-meter report: --since 'yesterday-ish': "),
+        (
+            ["--since", "99999999d"],  # was a traceback: year out of range
+            "xai-meter report: --since '99999999d': '99999999d' reaches past the dates",
+        ),
+        (["--since", "9" * 400 + "d"], "xai-meter report: --since '999"),  # was OverflowError
+        (
+            ["--since", "7d", "--until", "9999-12-31T23:59", "--tz", "America/New_York"],
+            "xai-meter report: --until '9999-12-31T23:59': '9999-12-31T23:59' reaches past",
+        ),
         (["--tz", "Mars/Olympus"], "xai-meter report: --tz: unknown time zone 'Mars/Olympus'"),
         (
             ["--since", "today", "--until", "yesterday"],
@@ -450,10 +554,10 @@ def test_summary_fields_match_the_spec() -> None:
 def test_render_report_in_every_format_from_one_report(db: sqlite_utils.Database) -> None:
     rep = report(db, NOV_1_TO_3, "app")
     apps = [r["app"] for r in rep.rows]
-    assert apps == ["web", "batch", None]  # no app: None (JSON null), "-" in the table
+    assert apps == ["web", "batch", None]  # no app: None (JSON null), "(none)" in the table
     assert json.loads(render_report(rep, "json"))["rows"][2]["app"] is None
     table = render_report(rep, "table").splitlines()
-    assert table[6].split()[0] == "-"
+    assert table[6].split()[0] == "(none)"  # as the status page says it
     assert render_report(rep, "csv").splitlines()[3].startswith("group,,3,510,0,0.0,55,")
 
 

@@ -62,15 +62,37 @@
     return "$" + value.toPrecision(2);
   }
 
+  // Money labels for an axis stepping by `step` USD: every label with the same decimals, as
+  // many as the step needs and at least two ($0.50, $1.00, $1.50; $0.0025, $0.0050).
+  function usdAxis(step) {
+    const exact = Number(step.toPrecision(6)).toString();
+    const needed = exact.includes("e-") ? Number(exact.split("e-")[1]) + 1
+      : (exact.split(".")[1] || "").length;
+    const places = step >= 100 ? 0 : Math.min(Math.max(needed, 2), 10);
+    return (value) => (value === 0 ? "$0" : "$" + group3(value.toFixed(places).split(".")[0]) +
+      (places ? "." + value.toFixed(places).split(".")[1] : ""));
+  }
+
   function int(n) {
     return n === null || n === undefined ? NO_VALUE : group3(String(n));
   }
 
+  // A count in at most 5 characters, as `xai-meter report` prints it: exact below 10,000,
+  // else 3 significant digits with k, M, G or T (12.3k, 456k, 2.35M); the exact count is in
+  // the cell's tooltip (tokenCell).
   function compact(n) {
-    if (n >= 1e9) return (n / 1e9).toFixed(n >= 1e10 ? 0 : 1) + "G";
-    if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
-    if (n >= 1e3) return (n / 1e3).toFixed(n >= 1e4 ? 0 : 1) + "k";
-    return String(Math.round(n * 100) / 100);
+    if (n === null || n === undefined) return NO_VALUE;
+    if (Math.abs(n) < 10000) return group3(String(Math.round(n * 100) / 100));
+    for (const [unit, size] of [["k", 1e3], ["M", 1e6], ["G", 1e9], ["T", 1e12]]) {
+      const text = Number((n / size).toPrecision(3));
+      if (Math.abs(text) < 1000 || unit === "T") return String(text) + unit;
+    }
+    return String(n);
+  }
+
+  // A share (0..1) as a percentage with one decimal: 0.375 -> "37.5%".
+  function percent(share) {
+    return share === null || share === undefined ? NO_VALUE : (share * 100).toFixed(1) + "%";
   }
 
   function ms(value) {
@@ -153,7 +175,8 @@
     return Math.max(Math.round(box.clientWidth || 0), 360);
   }
 
-  // The name a group shows: "-" (no model, no app) and null read as "(none)".
+  // The name a group shows: "-" (no model, no app) and null read as "(none)", as `xai-meter
+  // report` prints them.
   function nameOf(value) {
     return value === null || value === undefined || value === "-" ? "(none)" : value;
   }
@@ -170,6 +193,40 @@
 
   function costCell(ticks) {
     return el("td", { class: "cost", title: usdExact(ticks) }, usd(ticks));
+  }
+
+  // A token count, short (compact), the exact count in its tooltip and data-value.
+  function tokenCell(n) {
+    const exact = n === null || n === undefined ? null : int(n) + " tokens";
+    return el("td", { class: "tokens", title: exact, "data-value": n }, compact(n));
+  }
+
+  // Text cut to `px` pixels (at the chart's label font) with "…"; SVG text does not cut.
+  let measure = null;
+  function fitText(text, px, fontSize) {
+    if (!measure) measure = document.createElement("canvas").getContext("2d");
+    measure.font = `${fontSize || 12}px ${getComputedStyle(document.documentElement).fontFamily}`;
+    const wide = (t) => measure.measureText(t).width;
+    if (wide(text) <= px) return text;
+    let lo = 0, hi = text.length; // the longest prefix that fits with its "…"
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (wide(text.slice(0, mid) + "…") <= px) lo = mid;
+      else hi = mid - 1;
+    }
+    return text.slice(0, lo) + "…";
+  }
+
+  function textWidth(text, fontSize) {
+    fitText("", 0, fontSize); // sets up `measure` at that size
+    return measure.measureText(text).width;
+  }
+
+  // A chart's row label: cut to `px` with "…", the whole name in its tooltip.
+  function chartLabel(text, x, y, px) {
+    const shown = fitText(text, px, 12);
+    return svg("text", { class: "label", x: x, y: y, "data-full": text },
+      shown !== text ? svg("title", {}, text) : null, shown);
   }
 
   function show(id, text, data) {
@@ -189,11 +246,14 @@
     node.replaceChildren(thead, tbody);
   }
 
-  function shareBar(value, max, color) {
+  // A row's share of the range's total spend: the percentage, over a bar as long as it.
+  function shareCell(value, total, color) {
+    const share = total > 0 ? Math.max(value, 0) / total : null;
     const bar = el("div", { class: "bar" });
-    bar.style.width = (max > 0 ? Math.max((value / max) * 100, 0) : 0).toFixed(1) + "%";
+    bar.style.width = (share === null ? 0 : share * 100).toFixed(1) + "%";
     if (color) bar.style.background = color;
-    return el("td", { class: "share" }, bar);
+    return el("td", { class: "share", "data-share": share === null ? "" : share },
+      el("span", { class: "pct" }, percent(share)), el("div", { class: "track" }, bar));
   }
 
   function swatch(color) {
@@ -214,8 +274,11 @@
     money("spend-window", t.window.cost_ticks);
     show("window-label", s.window.label);
     money("burn-hour", s.burn_rate.last_hour_cost_ticks);
+    // Both burn rates to the micro-dollar, like every other money figure on the page.
     const perHour = s.burn_rate.window_usd_per_hour;
-    show("burn-window", perHour === null ? NO_VALUE : usdShort(perHour), { usdPerHour: perHour });
+    const perHourTicks = perHour === null ? null : Math.round(perHour * 1e10);
+    show("burn-window", usd(perHourTicks), { usdPerHour: perHour, ticks: perHourTicks });
+    $("burn-window").title = perHourTicks === null ? "" : "about " + usdExact(perHourTicks) + " per hour";
     show("calls-window", int(t.window.calls), { value: t.window.calls });
     show(
       "tokens-window",
@@ -259,12 +322,13 @@
       if (!models.includes(p.model)) models.push(p.model);
     }
     const totals = stacks.map((m) => Array.from(m.values()).reduce((a, b) => a + b, 0));
-    const top = niceMax(Math.max(0, ...totals));
+    const highest = Math.max(0, ...totals);
+    const top = highest > 0 ? niceMax(highest / 4) * 4 : 1; // four round steps up the axis
     const plotW = W - L - R, plotH = H - T - B;
     const slot = plotW / series.buckets;
     const barW = Math.max(slot * 0.78, 1);
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "over time" });
-    const label = metric === "cost" ? usdShort : compact;
+    const label = metric === "cost" ? usdAxis(top / 4) : compact;
     for (let i = 0; i <= 4; i++) {
       const y = T + plotH - (plotH * i) / 4;
       chart.append(
@@ -274,6 +338,7 @@
     }
     const every = Math.max(1, Math.ceil(series.buckets / 8));
     const long = series.bucket_s >= 86400 || series.buckets * series.bucket_s > 86400;
+    let labelEnd = -Infinity; // where the last x label drawn ends
     for (let b = 0; b < series.buckets; b++) {
       const x = L + b * slot + (slot - barW) / 2;
       let y = T + plotH;
@@ -294,9 +359,13 @@
         );
       }
       if (b % every === 0) {
-        chart.append(
-          svg("text", { x: L + b * slot, y: H - 10 }, clock(series.origin + b * series.bucket_s, long)),
-        );
+        const text = clock(series.origin + b * series.bucket_s, long);
+        const w = textWidth(text, 11);
+        const lx = Math.min(L + b * slot, W - R - w); // the last one ends at the chart's edge
+        if (lx >= labelEnd + 8) {
+          chart.append(svg("text", { class: "x-label", x: lx.toFixed(1), y: H - 10 }, text));
+          labelEnd = lx + w;
+        }
       }
     }
     chart.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
@@ -312,48 +381,52 @@
   // --- per model, app, key tables -------------------------------------------------------
 
   function renderModels(s) {
-    const max = Math.max(0, ...s.by_model.map((r) => r.cost_ticks));
+    const total = s.total.cost_ticks;
     const rows = s.by_model.map((r) =>
       el("tr", { "data-model": r.model, "data-ticks": r.cost_ticks, "data-calls": r.calls },
-        el("td", { class: "name", title: r.model }, swatch(colorOf(r.model)), nameOf(r.model)),
+        el("td", { class: "name", title: nameOf(r.model) }, swatch(colorOf(r.model)), nameOf(r.model)),
         el("td", {}, int(r.calls)),
-        el("td", {}, int(r.input_tokens)),
-        el("td", { title: "cached share of input" },
-          r.cached_share === null ? NO_VALUE : (r.cached_share * 100).toFixed(1) + "%"),
-        el("td", {}, int(r.output_tokens)),
-        el("td", {}, int(r.reasoning_tokens)),
+        tokenCell(r.input_tokens),
+        el("td", { title: "cached share of input" }, percent(r.cached_share)),
+        tokenCell(r.output_tokens),
+        tokenCell(r.reasoning_tokens),
         costCell(r.cost_ticks),
-        shareBar(r.cost_ticks, max, colorOf(r.model)),
+        shareCell(r.cost_ticks, total, colorOf(r.model)),
       ),
     );
     table("table-model", [
       { text: "model" }, { text: "calls" }, { text: "input" }, { text: "cached" },
-      { text: "output" }, { text: "reasoning" }, { text: "cost" }, { text: "", cls: "text" },
+      { text: "output" }, { text: "reasoning" }, { text: "cost" }, { text: "share" },
     ], rows, "no calls in this range");
   }
 
-  function groupTable(id, rows, nameOf, attrsOf, emptyText) {
-    const max = Math.max(0, ...rows.map((r) => r.cost_ticks));
+  function groupTable(id, rows, total, nameOf, attrsOf, emptyText) {
     const trs = rows.map((r) =>
       el("tr", Object.assign({ "data-ticks": r.cost_ticks, "data-calls": r.calls }, attrsOf(r)),
         el("td", { class: "name" }, nameOf(r)),
         el("td", {}, int(r.calls)),
-        el("td", {}, compact(r.input_tokens + r.output_tokens)),
+        tokenCell(r.input_tokens + r.output_tokens),
         el("td", {}, r.errors ? el("span", { class: "badge bad" }, int(r.errors)) : "0"),
         costCell(r.cost_ticks),
-        shareBar(r.cost_ticks, max),
+        shareCell(r.cost_ticks, total),
       ),
     );
     table(id, [
       { text: id === "table-key" ? "key" : "app" }, { text: "calls" }, { text: "tokens" },
-      { text: "errors" }, { text: "cost" }, { text: "", cls: "text" },
+      { text: "errors" }, { text: "cost" }, { text: "share" },
     ], trs, emptyText);
   }
 
+  // A key by its name and the start of its id ("prod-backend · k_d157ca…"): two keys may
+  // share a name. The name is cut first when the column is narrow; the whole id is in the
+  // tooltip.
   function keyName(r) {
-    if (r.key_name) return el("span", { title: r.key_id || "" }, r.key_name);
-    if (r.key_id) return el("span", { class: "muted", title: "unnamed key" }, el("code", {}, r.key_id));
-    return el("span", { class: "muted" }, "no key");
+    const id = r.key_id;
+    if (!id) return el("span", { class: "muted" }, "(no key)");
+    const short = el("code", { class: "key-id" }, id.length > 9 ? id.slice(0, 8) + "…" : id);
+    if (!r.key_name) return el("span", { class: "key muted", title: id + " (unnamed key)" }, short);
+    return el("span", { class: "key", title: `${r.key_name} (${id})` },
+      el("span", { class: "key-name" }, r.key_name), el("span", { class: "sep" }, "·"), short);
   }
 
   // --- latency and TTFT per model: p50 to p95 ranges -------------------------------------
@@ -362,7 +435,8 @@
     const rows = s.by_model.filter((r) => r.p50_ms !== null || r.ttft_p50_ms !== null);
     const W = width($("chart-latency")), L = 190, R = 170, rowH = 44, T = 8;
     const H = T + Math.max(rows.length, 1) * rowH + 22;
-    const top = niceMax(Math.max(1, ...rows.flatMap((r) => [r.p95_ms || 0, r.ttft_p95_ms || 0])));
+    const longest = Math.max(1, ...rows.flatMap((r) => [r.p95_ms || 0, r.ttft_p95_ms || 0]));
+    const top = niceMax(longest / 4) * 4; // four round steps along the axis
     const x = (v) => L + ((W - L - R) * v) / top;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "latency" });
     for (let i = 0; i <= 4; i++) {
@@ -374,7 +448,7 @@
     }
     rows.forEach((r, i) => {
       const y = T + i * rowH;
-      chart.append(svg("text", { class: "label", x: 0, y: y + 24 }, nameOf(r.model)));
+      chart.append(chartLabel(nameOf(r.model), 0, y + 24, L - 14));
       const lines = [
         ["total", r.p50_ms, r.p95_ms, colorOf(r.model), 14],
         ["TTFT", r.ttft_p50_ms, r.ttft_p95_ms, "#adb5bd", 30],
@@ -435,7 +509,7 @@
     }
     models.forEach((m, i) => {
       const y = T + i * rowH;
-      chart.append(svg("text", { class: "label", x: 0, y: y + 20 }, m.model));
+      chart.append(chartLabel(m.model, 0, y + 20, L - 14));
       for (const f of m.seen) {
         const x1 = x(f.first_seen), x2 = Math.max(x(f.last_seen), x1 + 6);
         chart.append(svg("g", { class: "fp-seg", "data-model": m.model, "data-fingerprint": f.fingerprint },
@@ -484,7 +558,7 @@
     ];
     $("problems").replaceChildren(...lists.map(([title, counts]) => {
       const items = Object.entries(counts).map(([name, n]) =>
-        el("li", { "data-name": name, "data-value": n }, el("span", {}, name), el("b", {}, int(n))));
+        el("li", { "data-name": name, "data-value": n }, el("span", {}, nameOf(name)), el("b", {}, int(n))));
       return el("div", {}, el("h4", {}, title),
         el("ul", {}, items.length ? items : el("li", { class: "none" }, "none")));
     }));
@@ -521,6 +595,9 @@
   }
 
   function renderCalls(calls) {
+    // The date only on calls of another day than the newest one's (the time says the rest).
+    const dayOf = (epoch) => clock(epoch, true).split(",")[0];
+    const newest = calls.length ? dayOf(calls[0].started_at) : "";
     const rows = calls.map((c) => {
       let cost = usd(c.cost_ticks);
       if (c.cost_ticks === null) cost = c.cost_source === "unpriced" ? "unpriced" : NO_VALUE;
@@ -529,23 +606,27 @@
       if (c.metered === 0) flags.push(el("span", { class: "badge warn" }, "unmetered: " + (c.unmetered_reason || "?")));
       return el("tr", { class: "call" + (c.error ? " error" : ""), "data-id": c.id,
         "data-ticks": c.cost_ticks === null ? "" : c.cost_ticks },
-        el("td", { title: new Date(c.started_at * 1000).toISOString() }, clock(c.started_at, true)),
-        el("td", { class: "text name" }, c.model || NO_VALUE),
-        el("td", { class: "text" }, el("code", {}, c.endpoint)),
+        el("td", { title: new Date(c.started_at * 1000).toISOString() },
+          clock(c.started_at, dayOf(c.started_at) !== newest, true)),
+        el("td", { class: "text name model", title: `${nameOf(c.model)} · ${c.endpoint}` },
+          c.model || el("span", { class: "muted" }, nameOf(c.model))),
+        el("td", { class: "text wide" }, el("code", {}, c.endpoint)),
         el("td", { class: "status" }, c.status === null ? NO_VALUE : c.status, flags),
-        el("td", {}, int(c.input_tokens)),
-        el("td", {}, int(c.output_tokens)),
+        tokenCell(c.input_tokens),
+        tokenCell(c.output_tokens),
         el("td", { class: "cost", title: usdExact(c.cost_ticks) }, cost),
         el("td", {}, ms(c.duration_ms)),
-        el("td", {}, ms(c.ttft_ms)),
-        el("td", { class: "text" }, c.key_name || el("span", { class: "muted" }, c.key_id ? c.key_id.slice(0, 10) : NO_VALUE)),
-        el("td", { class: "text" }, c.app || el("span", { class: "muted" }, NO_VALUE)),
+        el("td", { class: "wide" }, ms(c.ttft_ms)),
+        el("td", { class: "text name" }, keyName(c)),
+        el("td", { class: "text name", title: nameOf(c.app) },
+          c.app || el("span", { class: "muted" }, nameOf(c.app))),
       );
     });
     table("table-calls", [
-      { text: "time" }, { text: "model", cls: "text" }, { text: "endpoint", cls: "text" },
+      { text: "time" }, { text: "model", cls: "text" }, { text: "endpoint", cls: "text wide" },
       { text: "status" }, { text: "input" }, { text: "output" }, { text: "cost" },
-      { text: "latency" }, { text: "TTFT" }, { text: "key", cls: "text" }, { text: "app", cls: "text" },
+      { text: "latency" }, { text: "TTFT", cls: "wide" }, { text: "key", cls: "text" },
+      { text: "app", cls: "text" },
     ], rows, "no calls yet");
   }
 
@@ -570,9 +651,10 @@
     renderSeries(summary);
     renderModels(summary);
     renderLatency(summary);
-    groupTable("table-app", summary.by_app, (r) => nameOf(r.app), (r) => ({ "data-app": r.app }),
-      "no calls in this range");
-    groupTable("table-key", summary.by_key, keyName,
+    const total = summary.total.cost_ticks;
+    groupTable("table-app", summary.by_app, total, (r) => el("span", { title: nameOf(r.app) }, nameOf(r.app)),
+      (r) => ({ "data-app": r.app }), "no calls in this range");
+    groupTable("table-key", summary.by_key, total, keyName,
       (r) => ({ "data-key-id": r.key_id || "", "data-key-name": r.key_name || "" }), "no calls in this range");
     renderFingerprints(fingerprints, summary.now);
     renderProblems(summary);
