@@ -445,11 +445,19 @@ def backup(dest: str, config: str | None, ledger: str | None, force: bool) -> No
     "tree this package runs from, else of the working directory)",
 )
 @click.option("--scrape-interval", metavar="DURATION", default="15s", help="scrape_interval")
-def prometheus_config(config: str | None, rules_dir: str | None, scrape_interval: str) -> None:
+@click.option(
+    "--admin-port",
+    type=int,
+    metavar="N",
+    help="the admin port the daemon was started with (serve --admin-port; overrides admin.port)",
+)
+def prometheus_config(
+    config: str | None, rules_dir: str | None, scrape_interval: str, admin_port: int | None
+) -> None:
     from daemon.scrape import ScrapeConfigError, scrape_config
 
     try:
-        text = scrape_config(_settings(config), rules_dir, scrape_interval)
+        text = scrape_config(_settings(config, admin_port=admin_port), rules_dir, scrape_interval)
     except ScrapeConfigError as exc:
         raise CommandError(str(exc)) from None
     sys.stdout.write(text)

@@ -252,7 +252,8 @@ class Metrics:
             "xai_meter_relay_rejected",
             "Connections and calls the relay's own limits refused, by reason: "
             "too_many_connections, header_timeout (no ledger row: no request was read), "
-            "body_timeout, body_bytes_exhausted, request_too_large (each also a ledger row).",
+            "body_timeout, body_bytes_exhausted, request_too_large, loop_detected (a request "
+            "that came back round a loop of relays) (each also a ledger row).",
             ["reason"],
             r,
         )
