@@ -265,6 +265,16 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        # Its opposite (daemon.missing_v1): an SDK that adds /v1 itself, given a base URL ending
+        # in /v1, asks for /v1/v1/...; counted on the upstream's 404 of such a path only.
+        self.doubled_v1 = Counter(
+            "xai_meter_doubled_v1",
+            "Calls to a path under /v1/v1/ (a base URL ending in /v1 given to an SDK that adds "
+            "/v1 itself, such as Anthropic's) that the upstream answered 404, by the endpoint "
+            "it meant.",
+            ["endpoint"],
+            registry=r,
+        )
         self.ledger_queue = Gauge(
             "xai_meter_ledger_queue_depth", "Ledger rows waiting to be written.", registry=r
         )
