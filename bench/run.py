@@ -4,6 +4,7 @@
     python bench/run.py --quick    # small counts, under a minute
     python bench/run.py --profile  # also py-spy the daemon (and the floor) under load
     python bench/run.py --quick --grpc-only   # only the gRPC scenario (bench/grpc_scenario.py)
+    python bench/run.py --quick --only burst  # only the burst streams (also: --only tail)
 
 Processes: a fake xAI upstream (`bench/upstream.py`) and this load generator share core 1; each
 relay under test (`bench/passthrough.py`, `python -m daemon serve`) runs pinned to core 0 and is
@@ -121,6 +122,12 @@ class Plan:
     injected_calls: int  # c=1 unpaced streams without include_usage per target
     paced_streams: int  # paced streams per target, `paced_concurrency` at a time
     paced_concurrency: int
+    burst_calls: int  # c=1 burst streams (all events in one write, usage injected) per target
+    burst_concurrent_calls: int  # burst streams at `burst_concurrency` per target
+    burst_concurrency: int
+    tail_calls: int  # JSON calls at `tail_concurrency` per target (p99), in rounds
+    tail_rounds: int
+    tail_concurrency: int
     chunks: int  # content chunks per stream
     interval_ms: float  # pause between chunks of a paced stream
     idle_seconds: float  # window to measure each relay's idle CPU
@@ -139,6 +146,12 @@ QUICK = Plan(
     injected_calls=30,
     paced_streams=10,
     paced_concurrency=10,
+    burst_calls=60,
+    burst_concurrent_calls=640,
+    burst_concurrency=64,
+    tail_calls=2000,
+    tail_rounds=2,
+    tail_concurrency=8,
     chunks=100,
     interval_ms=10.0,
     idle_seconds=0.5,
@@ -156,6 +169,12 @@ FULL = Plan(
     injected_calls=200,
     paced_streams=60,
     paced_concurrency=10,
+    burst_calls=400,
+    burst_concurrent_calls=6400,
+    burst_concurrency=64,
+    tail_calls=20000,
+    tail_rounds=4,
+    tail_concurrency=8,
     chunks=100,
     interval_ms=10.0,
     idle_seconds=2.0,
@@ -260,12 +279,17 @@ class Reference:
     json: bytes
     stream: bytes
     stream_no_usage: bytes
+    burst: bytes  # the no-usage stream, written by the upstream in one burst
 
 
-def stream_headers(plan: Plan, paced: bool, usage_null: bool) -> dict[str, str]:
+def stream_headers(
+    plan: Plan, paced: bool, usage_null: bool, burst: bool = False
+) -> dict[str, str]:
     headers = {**SDK_HEADERS, "Accept": "text/event-stream", "X-Bench-Chunks": str(plan.chunks)}
     if paced:
         headers["X-Bench-Interval-Ms"] = str(plan.interval_ms)
+    if burst:
+        headers["X-Bench-Burst"] = "1"
     if usage_null:
         headers["X-Bench-Usage-Null"] = "1"
     return headers
@@ -386,9 +410,11 @@ async def warm_up(targets: list[Target], plan: Plan, ref: Reference, usage_null:
             await call()
         await run_concurrently(plan.concurrency, plan.warmup - plan.warmup // 2, call)
         headers = stream_headers(plan, paced=False, usage_null=usage_null)
+        burst = stream_headers(plan, paced=False, usage_null=usage_null, burst=True)
         for _ in range(10):
             await stream_call(target, STREAM_BODY, headers, ref.stream)
             await stream_call(target, STREAM_NO_USAGE_BODY, headers, ref.stream_no_usage)
+            await stream_call(target, STREAM_NO_USAGE_BODY, burst, ref.burst)
         await settle(target)
 
 
@@ -530,19 +556,78 @@ async def paced_phase(target: Target, plan: Plan, ref: Reference, usage_null: bo
     target.results["paced_ttfb_p50_ms"] = percentile(ttfb, 50)
 
 
+async def burst_phase(target: Target, plan: Plan, ref: Reference, usage_null: bool) -> None:
+    """Streams of `chunks` events that the upstream writes in one burst (one write, one HTTP
+    chunk: the relay reads them all at once), the client not asking for usage (the daemon
+    injects ``include_usage`` and strips the usage chunk, as for most apps): at c=1, the relay
+    CPU per stream and the added p50; at c=`burst_concurrency`, calls/s and CPU per stream."""
+    headers = stream_headers(plan, paced=False, usage_null=usage_null, burst=True)
+    times: list[float] = []
+
+    async def one() -> None:
+        _, elapsed, _ = await stream_call(target, STREAM_NO_USAGE_BODY, headers, ref.burst)
+        times.append(elapsed * 1000.0)
+
+    async def serial() -> None:
+        for _ in range(plan.burst_calls):
+            await one()
+
+    async def concurrent() -> None:
+        await run_concurrently(plan.burst_concurrency, plan.burst_concurrent_calls, one)
+
+    async def timed(work: Callable[[], Awaitable[None]]) -> Cost:
+        if target.pid is not None:
+            return await measure_cpu(target, work)
+        t0 = time.perf_counter()
+        await work()
+        return Cost(time.perf_counter() - t0, 0.0, 0.0)
+
+    alone = await timed(serial)
+    target.results["burst_p50_ms"] = percentile(times, 50)
+    loaded = await timed(concurrent)
+    target.results["burst_calls_per_s_c64"] = plan.burst_concurrent_calls / loaded.wall
+    if target.pid is not None:
+        target.results.update(
+            burst_cpu_ms_c1=alone.cpu / plan.burst_calls * 1000.0,
+            burst_cpu_ms_c64=loaded.cpu / plan.burst_concurrent_calls * 1000.0,
+        )
+
+
+async def tail_phase(targets: list[Target], plan: Plan, ref: Reference) -> None:
+    """JSON calls at c=`tail_concurrency` (a modest load, where a stall of the event loop shows
+    in the tail): p50 and p99 latency; targets take turns in rounds."""
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    per_round = max(plan.tail_calls // plan.tail_rounds, 1)
+    for _ in range(plan.tail_rounds):
+        for target in targets:
+
+            async def call(target: Target = target) -> None:
+                elapsed, _ = await json_call(target, ref.json)
+                samples[target.name].append(elapsed * 1000.0)
+
+            await run_concurrently(plan.tail_concurrency, per_round, call)
+            await settle(target)
+    for target in targets:
+        s = samples[target.name]
+        target.results.update(tail_p50_ms=percentile(s, 50), tail_p99_ms=percentile(s, 99))
+
+
 async def reference(direct: Target, plan: Plan, usage_null: bool) -> Reference:
     _, body = await json_call(direct, None)
     headers = stream_headers(plan, paced=False, usage_null=usage_null)
     _, _, stream = await stream_call(direct, STREAM_BODY, headers, None)
     _, _, no_usage = await stream_call(direct, STREAM_NO_USAGE_BODY, headers, None)
+    burst_headers = stream_headers(plan, paced=False, usage_null=usage_null, burst=True)
+    _, _, burst = await stream_call(direct, STREAM_NO_USAGE_BODY, burst_headers, None)
     if (
         b'"usage"' not in body
         or not stream.endswith(b"data: [DONE]\n\n")
         or b'"choices":[]' not in stream
         or b'"choices":[]' in no_usage
+        or burst != no_usage
     ):
         raise BenchError("the bench upstream's answers are not what the benchmark expects")
-    return Reference(json=body, stream=stream, stream_no_usage=no_usage)
+    return Reference(json=body, stream=stream, stream_no_usage=no_usage, burst=burst)
 
 
 # --- the daemon's ledger --------------------------------------------------------------------
@@ -772,6 +857,18 @@ STREAM_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+# Issue 16's scenarios: streams that arrive in bursts, and the tail at a modest load. Absolute
+# values (not "added"): each is compared with the floor's in the ratio row.
+BURST_COLUMNS: list[tuple[str, str, str]] = [
+    ("burst CPU ms/stream c=1", "burst_cpu_ms_c1", "value"),
+    ("burst added p50 ms c=1", "burst_p50_ms", "added"),
+    ("burst calls/s c=64", "burst_calls_per_s_c64", "value"),
+    ("burst CPU ms/stream c=64", "burst_cpu_ms_c64", "value"),
+    ("p50 ms c=8", "tail_p50_ms", "value"),
+    ("p99 ms c=8", "tail_p99_ms", "value"),
+]
+
+
 def figure(target: Target, direct: Target, key: str, how: str) -> float | None:
     value = target.results.get(key)
     if value is None:
@@ -878,6 +975,35 @@ def budget_checks(daemon: Target, floor: Target, direct: Target) -> list[Check]:
         "ms",
     )
     add("budget: peak RSS ≤ 80 MB", False, daemon.results.get("peak_rss_mb"), 80.0, "MB")
+    return checks
+
+
+def issue_checks(daemon: Target, floor: Target, direct: Target) -> list[Check]:
+    """Issue 16's targets, as ratios to the floor in this run (reported, not required)."""
+    checks: list[Check] = []
+
+    def add(name: str, key: str, how: str, limit: float, at_least: bool = False) -> None:
+        mine, base = figure(daemon, direct, key, how), figure(floor, direct, key, how)
+        if mine is None or base is None or base == 0.0:
+            checks.append(Check(name, False, None, "not measured"))
+            return
+        ratio = mine / base
+        passed = ratio >= limit if at_least else ratio <= limit
+        sign = "≥" if at_least else "≤"
+        detail = f"{fmt(mine)} vs floor {fmt(base)}: {ratio:.2f}× (target {sign} {limit}×)"
+        checks.append(Check(name, False, passed, detail))
+
+    add("issue 16: burst stream CPU at c=1 ≤ 1.3× floor", "burst_cpu_ms_c1", "value", 1.3)
+    add("issue 16: burst stream CPU at c=64 ≤ 1.3× floor", "burst_cpu_ms_c64", "value", 1.3)
+    add(
+        "issue 16: burst calls/s at c=64 ≥ 0.75× floor",
+        "burst_calls_per_s_c64",
+        "value",
+        0.75,
+        at_least=True,
+    )
+    add("issue 16: non-stream p99 at c=8 ≤ 1.5× floor", "tail_p99_ms", "value", 1.5)
+    add("issue 16: added p50 at c=1 ≤ 1.5× floor's", "p50_ms", "added", 1.5)
     return checks
 
 
@@ -1081,7 +1207,7 @@ class Run:
 
     @property
     def grpc(self) -> bool:
-        return not self.args.no_grpc
+        return not self.args.no_grpc and not self.args.only
 
     def core(self, core: int) -> int | None:
         return core if self.pinned else None
@@ -1189,8 +1315,22 @@ async def start_targets(run: Run) -> None:
 
 
 async def http_phases(run: Run, ref: Reference) -> None:
-    """The HTTP scenario: latency, throughput, streams and paced streams on every target."""
+    """The HTTP scenario: latency, throughput, streams and paced streams on every target,
+    burst streams and the tail at c=8 (`--only` picks some of the last two alone)."""
     plan, targets, usage_null = run.plan, run.targets, run.args.usage_null
+    only = set(run.args.only or ())
+    if not only or "burst" in only:
+        for target in targets:
+            run.say(
+                f"burst streams: {target.name}, {plan.burst_calls} at c=1, "
+                f"{plan.burst_concurrent_calls} at c={plan.burst_concurrency}"
+            )
+            await burst_phase(target, plan, ref, usage_null)
+    if not only or "tail" in only:
+        run.say(f"tail: {plan.tail_calls} calls at c={plan.tail_concurrency} per target")
+        await tail_phase(targets, plan, ref)
+    if only:
+        return
     run.say(f"latency: {plan.latency_calls} calls at c=1 per target")
     await latency_phase(targets, plan, ref)
     run.say(f"throughput: {plan.throughput_calls} calls at c={plan.concurrency} per target")
@@ -1267,6 +1407,7 @@ def report(run: Run, elapsed: float) -> bool:
     direct, floor = run.direct, run.floor
     main_table, ratios = table(run.targets, direct, floor, COLUMNS)
     stream_table, stream_ratios = table(run.targets, direct, floor, STREAM_COLUMNS)
+    burst_table, burst_ratios = table(run.targets, direct, floor, BURST_COLUMNS)
     checks = correctness_checks(run.targets, run.http)
     for target in run.daemons if run.http else []:
         main = target.name == "daemon"
@@ -1277,7 +1418,7 @@ def report(run: Run, elapsed: float) -> bool:
                 c.passed,
                 c.detail,
             )
-            for c in budget_checks(target, floor, direct)
+            for c in [*budget_checks(target, floor, direct), *issue_checks(target, floor, direct)]
         ]
     grpc_text = ""
     grpc_ratios: dict[str, dict[str, float | None]] = {}
@@ -1292,13 +1433,20 @@ def report(run: Run, elapsed: float) -> bool:
         f"\n### xai-meter benchmark ({mode}; relay on core {RELAY_CORE}, load + upstream on "
         f"core {LOAD_CORE}{'' if run.pinned else ' — NOT pinned'}; {elapsed:.0f} s)\n"
     )
-    if run.http:
+    if run.http and not run.args.only:
         print(main_table)
         print(
             f"\nStreams ({run.plan.chunks} chunks, unpaced, c=1) and where the CPU goes at "
             f"c={run.plan.concurrency}:\n"
         )
         print(stream_table)
+    if run.http:
+        print(
+            f"\nBursts ({run.plan.chunks}-event streams the upstream writes at once, usage "
+            f"injected and stripped; CPU per stream at c=1 and c={run.plan.burst_concurrency}) "
+            f"and the tail (JSON calls at c={run.plan.tail_concurrency}):\n"
+        )
+        print(burst_table)
     if grpc_text:
         print(
             f"\ngRPC (xai-sdk's Chat/GetCompletion at c=1 and c={run.plan.grpc.concurrency}; "
@@ -1343,6 +1491,7 @@ def report(run: Run, elapsed: float) -> bool:
                     "cpus": os.cpu_count(),
                     "plan": asdict(run.plan),
                     "usage_null": run.args.usage_null,
+                    "only": run.args.only,
                     "other_load": round(run.other_load, 3),
                 },
                 "targets": {
@@ -1355,7 +1504,12 @@ def report(run: Run, elapsed: float) -> bool:
                     for t in run.targets
                 },
                 "ratios_vs_floor": {
-                    k: {**ratios.get(k, {}), **stream_ratios.get(k, {}), **grpc_ratios.get(k, {})}
+                    k: {
+                        **ratios.get(k, {}),
+                        **stream_ratios.get(k, {}),
+                        **burst_ratios.get(k, {}),
+                        **grpc_ratios.get(k, {}),
+                    }
                     for k in ratios
                 },
                 "grpc": {
@@ -1385,7 +1539,9 @@ async def bench(args: argparse.Namespace, procs: Procs) -> int:
             await start_targets(run)
             for target in run.targets:
                 target.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=run.plan.concurrency * 2),
+                    connector=aiohttp.TCPConnector(
+                        limit=2 * max(run.plan.concurrency, run.plan.burst_concurrency)
+                    ),
                     timeout=aiohttp.ClientTimeout(total=60),
                     auto_decompress=False,
                 )
@@ -1434,6 +1590,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the gRPC scenario (the daemon's gRPC listener beside the gRPC floor)",
     )
     scenario.add_argument("--no-grpc", action="store_true", help="skip the gRPC scenario")
+    scenario.add_argument(
+        "--only",
+        action="append",
+        choices=["burst", "tail"],
+        help="run only this HTTP scenario: burst (100-event streams in one write, c=1 and "
+        "c=64) or tail (p99 at c=8); repeatable; no gRPC",
+    )
     parser.add_argument(
         "--usage-null",
         action="store_true",

@@ -10,7 +10,10 @@ Per request, from the query string or an ``X-Bench-*`` header (the header wins):
 * ``chunks`` / ``X-Bench-Chunks``: content chunks in a stream (default 20);
 * ``interval_ms`` / ``X-Bench-Interval-Ms``: pause between stream chunks (default 0);
 * ``usage_null`` / ``X-Bench-Usage-Null``: 1 to put ``"usage":null`` in every chunk, as some
-  OpenAI-compatible servers do (default 0).
+  OpenAI-compatible servers do (default 0);
+* ``burst`` / ``X-Bench-Burst``: 1 to write the whole stream (head, every event, the end) in one
+  write and one HTTP chunk, as a fast model or a buffering proxy delivers it: the relay reads
+  many events at once (default 0: one write and one chunk per event). Pacing is ignored then.
 
 ``GET /v1/language-models``, ``/v1/image-generation-models`` and ``/v1/models`` list the one
 model with its prices, so a metering relay can price the calls.
@@ -93,7 +96,12 @@ WORDS = ("The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 CACHE_SIZE = 256
-_CONTROL_HEADERS = (b"x-bench-chunks", b"x-bench-interval-ms", b"x-bench-usage-null")
+_CONTROL_HEADERS = (
+    b"x-bench-chunks",
+    b"x-bench-interval-ms",
+    b"x-bench-usage-null",
+    b"x-bench-burst",
+)
 _TASKS: set[asyncio.Task[None]] = set()  # paced streams being written
 
 
@@ -106,6 +114,7 @@ class Shape:
     chunks: int
     usage_null: bool
     model: str
+    burst: bool = False
 
 
 def completion_body(shape: Shape) -> bytes:
@@ -212,8 +221,12 @@ class Answers:
                     ],
                 )
             ]
-            parts += [_chunked(e) for e in stream_events(shape)]
-            parts.append(b"0\r\n\r\n")
+            events = stream_events(shape)
+            if shape.burst:  # one write: head, every event in one HTTP chunk, the end
+                parts = [parts[0] + _chunked(b"".join(events)) + b"0\r\n\r\n"]
+            else:
+                parts += [_chunked(e) for e in events]
+                parts.append(b"0\r\n\r\n")
         else:
             body_out = completion_body(shape)
             parts = [
@@ -253,6 +266,7 @@ class Answers:
             chunks=min(max(control("chunks", b"x-bench-chunks", 20), 1), 100_000),
             usage_null=control("usage_null", b"x-bench-usage-null", 0) == 1,
             model=str(obj.get("model", "")),
+            burst=control("burst", b"x-bench-burst", 0) == 1,
         )
 
     @staticmethod
@@ -348,7 +362,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 continue
             shape, parts = self._answers.get(query, body, headers)
             interval = Answers.interval(query, headers) if shape.stream else 0.0
-            if interval > 0:
+            if interval > 0 and not shape.burst:
                 self._busy = True
                 task = asyncio.get_running_loop().create_task(self._paced(parts, interval))
                 _TASKS.add(task)  # keep a reference until it is done

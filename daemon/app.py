@@ -46,6 +46,7 @@ from daemon.connections import MAX_REQUEST_BYTES, RelayServer, relay_limits
 from daemon.grpc_relay import GrpcRelay
 from daemon.keys import KNOWN_KEYS, KeyHasher
 from daemon.ledger import Ledger, store
+from daemon.ledger.engine import instance_name
 from daemon.ledger.prices import load_price_history
 from daemon.logs import CallLog
 from daemon.management.client import ManagementClient
@@ -176,6 +177,8 @@ class Daemon:
         self.book = PriceBook(overrides=s.pricing.overrides)
         self.ledger = Ledger(
             s.ledger.path,
+            url=s.ledger.url or None,
+            instance=instance_name(s.ledger.instance),
             journal_path=s.ledger.journal_path or None,
             batch_size=s.ledger.batch_size,
             flush_interval=s.ledger.flush_interval,
@@ -317,7 +320,10 @@ class Daemon:
         salt_path = salt.salt_file(self.settings)
         salt.check_salt_file(salt_path)  # a bad salt file stops the start (the ledger closes)
         db = self.ledger.db
-        self.keys.use_salt(await self.ledger.run_in_writer(salt.settle_salt, salt_path, db()))
+        key_salt = await self.ledger.run_in_writer(salt.settle_salt, salt_path, db())
+        if self.ledger.url:  # daemons sharing a ledger share the salt: refuse another one
+            await self.ledger.run_in_writer(salt.check_fleet_salt, salt_path, key_salt, db())
+        self.keys.use_salt(key_salt)
         for price_set in await self.ledger.run_in_writer(lambda: load_price_history(db())):
             self.book.add(price_set)
         seen, current = await self.ledger.run_in_writer(lambda: store.load_fingerprints(db()))
@@ -410,7 +416,21 @@ class Daemon:
 
     def _fingerprint_changed(self, change: FingerprintChange) -> None:
         row = (change.at, change.provider, change.model, change.old, change.new, change.kind)
-        self.ledger.submit_op(partial(store.save_fingerprint_change, row=row))
+        if not self.ledger.url:
+            self.ledger.submit_op(partial(store.save_fingerprint_change, row=row))
+            self._notify(change)
+            return
+        # A shared ledger: of the daemons that see this change, the one whose write records it
+        # sends the webhook (the others find it recorded). Told from the writer thread.
+        loop = asyncio.get_running_loop()
+
+        def record(db: Any) -> None:
+            if store.save_fingerprint_change(db, row):
+                loop.call_soon_threadsafe(self._notify, change)
+
+        self.ledger.submit_op(record)
+
+    def _notify(self, change: FingerprintChange) -> None:
         url = self.settings.alerts.webhook_url
         if url and self._session is not None:
             self.tasks.spawn(notify_webhook(self._session, url, change, wait=self.retry_wait))
@@ -501,7 +521,7 @@ class Daemon:
             grpc=self.grpc_address or None,
             upstream=s.upstream.base_url,
             grpc_upstream=s.grpc.upstream if self.grpc else None,
-            ledger=s.ledger.path,
+            ledger=self.ledger.where,
         )
 
     async def stop(self) -> None:

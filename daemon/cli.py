@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 
 from daemon import __version__
 from daemon.config import ConfigError, Settings, example_toml, load, to_toml
 from daemon.ledger import REPORT_GROUPS, fingerprint_history, open_database, report
+from daemon.ledger.engine import Database, is_url, open_pg_reader
 from daemon.ledger.prices import load_price_history
 from daemon.logs import configure
 from daemon.pricing import PriceBook, catalog_table, prices_table
@@ -133,7 +133,11 @@ config_option = click.option(
     envvar=CONFIG_ENV,
     help=f"TOML config file (default: ${CONFIG_ENV}, else built-in defaults)",
 )
-ledger_option = click.option("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
+ledger_option = click.option(
+    "--ledger",
+    metavar="FILE|URL",
+    help="ledger file, or postgresql://USER@HOST:PORT/DB (default: ledger.url, else ledger.path)",
+)
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table")
 
 
@@ -146,7 +150,11 @@ format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), defa
     "--grpc-port", type=int, metavar="N", help="gRPC port, 0 for none (overrides grpc.port)"
 )
 @click.option("--grpc-upstream", metavar="URL", help="gRPC upstream URL (overrides grpc.upstream)")
-@click.option("--ledger", metavar="FILE", help="ledger file (overrides ledger.path)")
+@click.option(
+    "--ledger",
+    metavar="FILE|URL",
+    help="ledger file (overrides ledger.path), or a postgresql:// URL (overrides ledger.url)",
+)
 def serve(
     config: str | None,
     port: int | None,
@@ -428,13 +436,19 @@ def example_config() -> None:
 )
 @click.argument("dest", metavar="DEST")
 @config_option
-@ledger_option
+@click.option("--ledger", metavar="FILE", help="ledger file (default: ledger.path)")
 @click.option("--force", is_flag=True, help="replace DEST if it exists")
 def backup(dest: str, config: str | None, ledger: str | None, force: bool) -> None:
     from daemon.ledger.backup import BackupError, backup_ledger
     from daemon.salt import salt_file
 
     settings = _settings(config, ledger=ledger)
+    if settings.ledger.url:
+        raise CommandError(
+            "backup copies a SQLite ledger; a PostgreSQL one (ledger.url) is backed up with "
+            "PostgreSQL's own tools (pg_dump, or the server's base backups). Fix: pass "
+            "--ledger FILE."
+        )
     try:
         done = backup_ledger(settings.ledger.path, dest, force=force)
     except BackupError as exc:
@@ -497,7 +511,7 @@ def _settings(
             ("relay.port", port),
             ("admin.port", admin_port),
             ("upstream.base_url", upstream),
-            ("ledger.path", ledger),
+            *_ledger_overrides(ledger),
             ("grpc.port", grpc_port),
             ("grpc.upstream", grpc_upstream),
         )
@@ -519,9 +533,23 @@ def _forced_api_key(settings: Settings) -> str | None:
     return key
 
 
+def _ledger_overrides(ledger: str | None) -> list[tuple[str, str | None]]:
+    """--ledger: a postgresql:// URL sets ledger.url; a file sets ledger.path (and no URL)."""
+    if ledger is None:
+        return []
+    if is_url(ledger):
+        return [("ledger.url", ledger)]
+    return [("ledger.path", ledger), ("ledger.url", "")]
+
+
 @contextmanager
-def _open_ledger(settings: Settings) -> Iterator[sqlite_utils.Database]:
-    """The ledger at ledger.path, read-only; `CommandError` when there is none."""
+def _open_ledger(settings: Settings) -> Iterator[Database]:
+    """The ledger at ledger.url, else ledger.path, read-only; `CommandError` when there is
+    none, or PostgreSQL cannot be reached or read."""
+    if settings.ledger.url:
+        with open_pg_reader(settings.ledger.url) as pg:
+            yield pg
+        return
     path = Path(settings.ledger.path)
     if not path.exists():
         raise CommandError(

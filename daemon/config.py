@@ -97,6 +97,17 @@ def _str(key: str, value: Any) -> str:
     return value
 
 
+def _ledger_url(key: str, value: Any) -> str:
+    text = _str(key, value)
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"{key} = {text!r}: expected a PostgreSQL URL. Fix: set {key} = "
+            f'"postgresql://USER@HOST:5432/DB", or remove it to keep the SQLite ledger at '
+            f"ledger.path."
+        )
+    return text
+
+
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(
@@ -428,6 +439,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ledger.path", "xai-meter.db", "SQLite file of the ledger (created if missing).", _str),
     Setting(
+        "ledger.url",
+        "",
+        "A PostgreSQL ledger shared by several daemons, postgresql://USER@HOST:PORT/DB, "
+        "instead of the SQLite file at ledger.path (the journal and the salt file stay beside "
+        "ledger.path). Keep the password out of it: libpq reads PGPASSWORD and ~/.pgpass. "
+        "Needs the postgresql extra: pip install 'xai-meter[postgresql]'. Empty: SQLite.",
+        _ledger_url,
+    ),
+    Setting(
+        "ledger.instance",
+        "",
+        "This daemon's name in the ledger's instance column (which daemon wrote each row: "
+        "several share one PostgreSQL ledger). Empty: the host name.",
+        _str,
+    ),
+    Setting(
         "ledger.salt_path",
         "",
         "File of the secret salt that turns API keys into key ids (made once, mode 0600; a "
@@ -698,6 +725,8 @@ class AuthSettings:
 @dataclass(frozen=True, slots=True)
 class LedgerSettings:
     path: str
+    url: str  # "": SQLite at path; else PostgreSQL (daemon.ledger.engine)
+    instance: str  # "": the host name (daemon.ledger.engine.instance_name)
     salt_path: str  # "" : xai-meter.salt beside the ledger (daemon.salt.salt_file)
     batch_size: int  # rows
     flush_interval: float  # seconds

@@ -148,18 +148,18 @@ async def open_resources(
         await stack.enter_async_context(resources)
     except BaseException as exc:
         await ledger.close()  # opened before what failed (closing twice is a no-op)
-        ledgers = isinstance(exc, OSError | sqlite3.Error) or (
+        ledgers = isinstance(exc, (OSError, *ledger.errors)) or (
             isinstance(exc, ConfigError) and str(exc).startswith("ledger.path = ")
         )
         if not ledgers:
             raise
-        found = ledger_problem(ledger.path)
+        found = None if ledger.url else ledger_problem(ledger.path)  # a SQLite file's plain cause
         if found is not None:
             error = found
         elif isinstance(exc, ConfigError):
             raise
         else:
-            error = open_error("path", ledger.path, exc)
+            error = open_error(ledger.setting, ledger.where, exc)
     else:
         return
     raise error  # here, not in the handler: no context keeps the failed open's frames, and the

@@ -321,8 +321,9 @@ class CallRecord:
         """The ledger row: one flat dict of plain values."""
         return dict(zip(ROW_COLUMNS, self.as_tuple(), strict=True))
 
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The ledger row's values in `ROW_COLUMNS` order (what the writer inserts)."""
+    def as_tuple(self, instance: str | None = None) -> tuple[Any, ...]:
+        """The ledger row's values in `ROW_COLUMNS` order (what the writer inserts);
+        `instance`: the daemon that writes it (``ledger.instance``), the last column."""
         u = self.usage
         if u is None:
             usage: tuple[Any, ...] = _NO_USAGE
@@ -382,6 +383,7 @@ class CallRecord:
             self.transport.value,
             *(_NO_UNITS if u is None or u.catalog_rate is None else _units(u)),
             self.video_request,
+            instance,
         )
 
 
@@ -442,6 +444,7 @@ ROW_COLUMNS = (
     "video_image_inputs",
     "video_input_seconds",
     "video_request",
+    "instance",
 )
 _NO_USAGE = (None,) * 10
 _NO_UNITS = (None,) * 6

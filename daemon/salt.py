@@ -14,21 +14,27 @@ read-only, or there may be none); back the two up together.
   once (written whole under a temporary name, then linked into place: a crash leaves no half
   file, and of two daemons racing, one salt wins), and moves an older version's
   ``meta.key_salt`` into it (key ids stay the same across the upgrade), deleting that row.
+- `check_fleet_salt(path, salt, db)`: daemons sharing a PostgreSQL ledger must give a key the
+  same key id, so they share one salt file (``ledger.salt_path``: a mounted secret, say). The
+  ledger keeps only a check value of it (`salt_check`, an HMAC under the salt: it confirms no
+  guessed key), recorded by the first daemon; a daemon whose salt differs does not start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import stat
 from pathlib import Path
 
-import sqlite_utils
 import structlog
 
 from daemon.config import ConfigError, Settings
 from daemon.ledger import store
+from daemon.ledger.engine import Database
 
 log = structlog.get_logger("xai_meter.salt")
 
@@ -119,7 +125,7 @@ def _create(path: Path, salt: bytes) -> bytes:
     return found
 
 
-def settle_salt(path: Path, db: sqlite_utils.Database) -> bytes:
+def settle_salt(path: Path, db: Database) -> bytes:
     """The key-id salt in force (run in the ledger's writer thread, at start).
 
     No file yet: made from the ledger's old ``meta.key_salt`` when it has one, else new. A file
@@ -143,3 +149,23 @@ def settle_salt(path: Path, db: sqlite_utils.Database) -> bytes:
     if legacy is not None:
         store.forget_legacy_salt(db)
     return salt
+
+
+def salt_check(salt: bytes) -> str:
+    """What the ledger keeps of a salt: HMAC-SHA256 under the salt of a fixed text, hex. It
+    tells two salts apart and nothing of a key (no key goes into it)."""
+    return hmac.new(salt, b"xai-meter salt check", hashlib.sha256).hexdigest()
+
+
+def check_fleet_salt(path: Path, salt: bytes, db: Database) -> None:
+    """Refuse a salt unlike the one of the other daemons sharing this ledger (run in the
+    ledger's writer thread, at start, on a PostgreSQL ledger). The first daemon records its
+    salt's check value. Raises `ConfigError` naming ``ledger.salt_path`` and the fix."""
+    if store.fleet_salt_check(db, salt_check(salt)) != salt_check(salt):
+        raise _fail(
+            path,
+            "this key-id salt differs from the one the other daemons sharing the ledger use "
+            "(the same key would get another key id)",
+            "give every daemon the same salt file (copy it from one that runs, or mount one "
+            "secret at ledger.salt_path on each)",
+        )

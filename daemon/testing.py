@@ -536,6 +536,7 @@ class Daemons:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.ledger = workdir / "ledger.db"
+        self.where: Path | str = self.ledger  # the ledger the rows are read from (a URL too)
         self.started: list[DaemonProcess] = []
 
     async def start(
@@ -574,6 +575,7 @@ class Daemons:
         for dotted, value in extra.items():
             section, key = dotted.split("__", 1)
             table.setdefault(section, {})[key] = value
+        self.where = table["ledger"].get("url") or self.ledger
         n = len(self.started)
         process = DaemonProcess(
             self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log", nofile
@@ -583,7 +585,7 @@ class Daemons:
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows of the current ledger (`ledger_rows`)."""
-        return ledger_rows(self.ledger)
+        return ledger_rows(self.where)
 
     async def rows_with(self, tags: Iterable[str], within: float = 10.0) -> list[dict[str, Any]]:
         """The current ledger's rows once each of `tags` has one (polled, bounded)."""
@@ -592,7 +594,7 @@ class Daemons:
 
         async def probe() -> list[dict[str, Any]] | None:
             nonlocal missing
-            rows = await asyncio.to_thread(ledger_rows, self.ledger)
+            rows = await asyncio.to_thread(ledger_rows, self.where)
             missing = wanted - {row["app"] for row in rows}
             return rows if not missing else None
 
@@ -756,9 +758,19 @@ class Driver:
         return list(await asyncio.gather(*(self.open_stream(kind, stall) for _ in range(count))))
 
 
-def ledger_rows(path: Path) -> list[dict[str, Any]]:
-    """Every call row of the ledger at `path`, read-only; [] when there is none (yet) or it
-    cannot be read right now."""
+def ledger_rows(path: Path | str) -> list[dict[str, Any]]:
+    """Every call row of the ledger at `path` (a file, or a PostgreSQL URL), read-only; []
+    when there is none (yet) or it cannot be read right now."""
+    if isinstance(path, str):
+        from daemon.ledger.engine import open_ledger
+
+        db = open_ledger(path, readonly=True)
+        try:
+            return all_calls(db)
+        except Exception:  # no calls table yet (psycopg's UndefinedTable)
+            return []
+        finally:
+            db.close()
     if not path.exists():
         return []
     try:
@@ -875,3 +887,133 @@ class OddUpstream:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+# --- PostgreSQL: a throwaway cluster for the ledger's PostgreSQL engine (issue 15) ----------
+
+
+def postgres_bin() -> Path | None:
+    """The directory of Debian's PostgreSQL server binaries (``initdb``, ``pg_ctl``), the
+    newest version installed (``/usr/lib/postgresql/<version>/bin``), else one on PATH."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path else None
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster: ``initdb`` in a new temporary directory (as the
+    ``postgres`` user when run as root: initdb refuses root), started by ``pg_ctl`` on a free
+    loopback port, trust authentication, its unix socket in that directory. `settings` are
+    extra ``-c`` server settings (the tests turn fsync off; a benchmark keeps the defaults).
+    ``stop`` ends the server by its pid (SIGINT: PostgreSQL's fast shutdown) and deletes the
+    directory; ``stop_server`` and ``start_server`` stop and start it again on its port."""
+
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
+        self.bin = postgres_bin()
+        self.settings = dict(settings or {})
+        self.root: Path | None = None
+        self.port = 0
+        self.pid: int | None = None
+
+    def _as_owner(self, *argv: str | Path) -> list[str]:
+        args = [str(a) for a in argv]
+        return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+    def start(self, within: float = 60.0) -> None:
+        """initdb, then start the server; RuntimeError (with its log) when it cannot."""
+        import tempfile
+
+        if self.bin is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        self.root = Path(tempfile.mkdtemp(prefix="xai-meter-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        initdb: list[str | Path] = [self.bin / "initdb", "-D", self.root / "data", "-U", "postgres"]
+        subprocess.run(
+            self._as_owner(*initdb, "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"),
+            check=True,
+            capture_output=True,
+            timeout=within,
+        )
+        for attempt in range(3):  # a free port may be taken before the server binds it
+            self.port = free_port()
+            try:
+                self.start_server(within)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+
+    def start_server(self, within: float = 60.0) -> None:
+        """Start the server of the cluster made, on ``port`` (again, after `stop_server`)."""
+        assert self.bin is not None and self.root is not None
+        data = self.root / "data"
+        options = [
+            "-c listen_addresses=127.0.0.1",
+            f"-p {self.port}",
+            f"-k {self.root}",
+            *(f"-c {key}={value}" for key, value in self.settings.items()),
+        ]
+        pg_ctl: list[str | Path] = [
+            self.bin / "pg_ctl",
+            "-D",
+            data,
+            "-l",
+            self.root / "server.log",
+            "-w",
+        ]
+        done = subprocess.run(
+            self._as_owner(*pg_ctl, "-t", str(int(within)), "-o", " ".join(options), "start"),
+            capture_output=True,
+            timeout=within + 5,
+        )
+        if done.returncode != 0:
+            log = (self.root / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"PostgreSQL did not start:\n{done.stderr!r}\n{log}")
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database; its URL."""
+        from daemon.ledger.engine import create_database
+
+        create_database(self.url(), name)
+        return self.url(name)
+
+    def stop_server(self, within: float = 30.0) -> None:
+        """Stop the server (SIGINT to its pid: a fast shutdown), keeping the cluster."""
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGINT)
+        deadline = time.monotonic() + within
+        while _alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.pid = None
+
+    def stop(self, within: float = 30.0) -> None:
+        """Stop the server and delete the cluster."""
+        self.stop_server(within)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie no longer does: its parent may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -21,7 +23,7 @@ from daemon import logs, simulator
 from daemon.app import Daemon
 from daemon.pricing.book import PriceSet
 from daemon.pricing.listing import parse_image_models, parse_language_models
-from daemon.testing import DaemonFactory, RunningDaemon, make_settings
+from daemon.testing import DaemonFactory, PgCluster, RunningDaemon, make_settings
 
 # Property tests draw the same examples on every run (the brief: deterministic tests); a
 # failure is then a change's, never the luck of a seed.
@@ -102,6 +104,45 @@ def start_priced(start_daemon: DaemonFactory, monkeypatch: pytest.MonkeyPatch) -
 async def meter(sim: simulator.Simulator, start_daemon: DaemonFactory) -> RunningDaemon:
     """A daemon relaying to the simulator."""
     return await start_daemon(sim.url)
+
+
+# --- PostgreSQL: one throwaway cluster for the session, a fresh database per test ---------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """Debian's PostgreSQL, started once: ``initdb`` in a temporary directory (as the
+    ``postgres`` user; initdb refuses root), on a free loopback port, stopped by its pid at the
+    end. Without PostgreSQL (or psycopg) a test using it is skipped, loudly; under CI=true it
+    fails: CI must test the PostgreSQL ledger (.ci/run installs postgresql)."""
+    cluster = PgCluster({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    missing = None
+    if cluster.bin is None:
+        missing = "PostgreSQL is not installed (apt-get install postgresql)"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing = "psycopg is not installed (pip install -e '.[test]')"
+    if missing:
+        reason = f"{missing}: the PostgreSQL ledger is NOT tested"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}, and CI must test it")
+        pytest.skip(reason)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(postgres: PgCluster) -> str:
+    """The URL of a new, empty database on the session's cluster (`postgres`)."""
+    return postgres.create_database(f"ledger_{next(_databases)}")
 
 
 # --- price listings: xai-api.md's "Listings" shape (pricing and ledger tests) -----------

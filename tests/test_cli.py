@@ -73,11 +73,11 @@ def test_command_table_rows() -> None:
     ]
     assert rows[0].startswith(
         "| `xai-meter serve [--config FILE] [--port N] [--admin-port N] [--upstream URL] "
-        "[--grpc-port N] [--grpc-upstream URL] [--ledger FILE]` | run the relays (HTTP and "
+        "[--grpc-port N] [--grpc-upstream URL] [--ledger FILE\\|URL]` | run the relays (HTTP and "
         "gRPC) and the admin listener (also what plain "
     )
     assert "[--by model\\|app\\|key\\|day\\|endpoint]" in rows[4]
-    assert "| `xai-meter reconcile [--config FILE] [--days N] [--ledger FILE] " in rows[6]
+    assert "| `xai-meter reconcile [--config FILE] [--days N] [--ledger FILE\\|URL] " in rows[6]
     assert "| `xai-meter check-config FILE` |" in rows[7]
 
 

@@ -37,8 +37,8 @@ from daemon.dialects.base import (
     read_json_request,
 )
 from daemon.dialects.body import BodyTap
-from daemon.dialects.coerce import as_int, opt_int, reported_ticks
-from daemon.dialects.sse import EventTap
+from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks
+from daemon.dialects.sse import EventTap, sse_data
 from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
@@ -122,6 +122,45 @@ class ChatStream(EventTap):
 
     def on_done(self) -> None:
         self.usage_final = True
+
+    defers = True  # (needles[0] is "usage": events with only it may wait)
+
+    def _defers(self, buf: bytearray, start: int, end: int, hit: int) -> bool:
+        """A content chunk that carries usage (Nov 2024 streams: cumulative usage on every
+        chunk) waits, unread, while the next one may make it moot: one that names usage as an
+        object (`hit`: its first ``"usage"``), choices once, as a non-empty list (so it is
+        neither the final ``choices: []`` usage chunk nor one to strip), no error and no
+        ``[DONE]`` (`EventTap._split` sees to those), once the model and id are known."""
+        record = self.record
+        if not buf.startswith(b'"usage":{', hit) or record.model is None:
+            return False
+        at = buf.find(b'"choices":[{', start, end)
+        return (
+            at >= 0
+            and record.response_id is not None
+            and buf.find(b'"choices"', start, at) < 0
+            and buf.find(b'"choices"', at + 9, end) < 0
+        )
+
+    def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
+        """Read only the last deferred chunk when what it says makes the others moot: its
+        usage (an object) replaces theirs; its fingerprint and service tier, non-empty or named
+        by none of them, leave theirs unread (the last non-empty wins); the model and id were
+        known. Else read each in turn, as if none had waited. Unread, a chunk that is not JSON
+        changes nothing: ``malformed`` decides only for a call left without usage."""
+        obj = loads_object(sse_data(bytes(buf[last:end])))
+        if (
+            obj is not None
+            and type(obj.get("usage")) is dict
+            and (
+                opt_str(obj.get("system_fingerprint"))
+                or buf.find(b'"system_fingerprint"', first, last) < 0
+            )
+            and (opt_str(obj.get("service_tier")) or buf.find(b'"service_tier"', first, last) < 0)
+        ):
+            self.read(obj)
+        else:
+            self._read_events(buf, first, end)
 
 
 class ChatDialect(Dialect):

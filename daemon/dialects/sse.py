@@ -14,11 +14,19 @@ CRLF: the event is read at once (no waiting on the next chunk), and an LF that s
 chunk is taken as the rest of that ending (`EventTap._after_cr`).
 
 Cost: each byte is searched once by `EVENT_END` (a search resumes where the last one stopped,
-less at most 3 bytes that could start an ending); events are cut out of the buffer in place,
-and one that `needles` says cannot matter is skipped without being copied or decoded. Once
-only `needles` can matter, a chunk without one is not split at all (one `find` per needle on
-its new bytes): its events are split, in the same single pass, when a needle comes, the
-buffer passes `_QUIET_HOLD`, or the stream ends.
+less at most 3 bytes that could start an ending; bytes without a CR are searched for LF LF with
+`find`, several times faster than the pattern); events are cut out of the buffer in place, and
+one that `needles` says cannot matter is skipped without being copied or decoded. Once only
+`needles` can matter (the first event read, the first token seen: `quiet_needles`), the tap
+splits no event that holds none: it finds the needles in the new bytes (one `find` each), and
+takes every event that ends before the first needle out of the buffer in one search, as one
+slice (a filtering tap forwards it; only the unfinished last event is held, as it may be the
+usage chunk to strip, which is then cut out by slicing). A reading tap holds needle-less bytes
+unsplit until a needle comes, the buffer passes `_QUIET_HOLD`, or the stream ends. A dialect may
+let events holding a needle wait and read only the last of a run (`EventTap._defers`: chat's
+usage on every chunk). Everything a quiet tap forwards or books is what reading every event in
+turn gives (tests/dialects/test_quiet_path.py); a burst of 100 events costs a filtering tap a
+few searches and one decode or two, not 100 events' worth of Python.
 
 Events over the cap (`Tap.max_scan_bytes`, the setting ``relay.max_scan_bytes``) are never
 read: reading one would hold it whole and parse it (several times its size in memory, and the
@@ -34,6 +42,9 @@ One that names no needle cannot matter, and is skipped like any other. Whether a
 over the cap depends on its size only, never on how the chunks cut it.
 
 An event's data is its ``data:`` lines, one leading space dropped, joined by LF (`sse_data`).
+
+Why it is long: the event-boundary rule, the scan cap and the quiet path share one buffer and one
+search position, so they live in one class; split up, each would re-derive the others' state.
 """
 
 from __future__ import annotations
@@ -68,6 +79,31 @@ def _resume_at(buf: bytearray, end: int) -> int:
     if scan and buf[scan] == 10 and buf[scan - 1] == 13:
         scan -= 1
     return scan
+
+
+def _take(buf: bytearray, start: int, end: int) -> bytes:
+    """``bytes(buf[start:end])`` in one copy, not two (a bytearray slice is a copy itself)."""
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
+
+
+def _paired(buf: bytearray, cut: int) -> int:
+    """Where the last event before `cut` ends as `EVENT_END` splits the stream, `cut` being
+    the end of a `_LAST_EVENT_END` match (a run of line endings ends there). Searching on from
+    an event's start, `EVENT_END` pairs a run's endings from its first one: events end after
+    the 2nd, the 4th...; an odd last ending opens the next event, as a blank line of its own.
+    So a stripped event is the very bytes that splitting it one event at a time would strip."""
+    start = cut
+    while start and buf[start - 1] in b"\r\n":
+        start -= 1
+    if cut - start == 2 and buf[start] == 10:  # the usual run, LF LF: two endings
+        return cut
+    count, i, step = 0, start, 0
+    while i < cut:
+        step = 2 if buf[i] == 13 and i + 1 < cut and buf[i + 1] == 10 else 1
+        count += 1
+        i += step
+    return cut - step if count % 2 else cut
 
 
 def split_events(data: bytes) -> list[bytes]:
@@ -130,7 +166,7 @@ class EventTap(Tap):
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
         filters = self.filters
-        kept: list[bytes] = []
+        kept: list[bytes] = []  # filters: what the client gets, in order
         if self._mode:
             if not data:  # (a compressed chunk may decode to nothing yet)
                 return b"" if filters else None
@@ -142,51 +178,77 @@ class EventTap(Tap):
                 if filters and self._last_kept:
                     kept.append(b"\n")
         buf = self._buf
-        buf += data
-        if filters:
-            self._split(None, kept)
-            return b"".join(kept)
-        needles = self.quiet_needles()
-        if needles is None:
-            self._split(None, kept)
+        self._owed = len(kept)
+        try:
             needles = self.quiet_needles()
-            if needles is not None and self._mode != _SKIPPING:
-                # quiet from now on: a needle held in the partial event
-                self._hit_at = max(buf.rfind(needle) for needle in needles)
-            return None
-        # Only events holding a needle matter now: look for one in the new bytes (and the few
-        # before, where one may have been split). Until one comes, split nothing; then drop, in
-        # one search, every event that ends before the first one.
-        lo = max(len(buf) - len(data) - _NEEDLE_OVERLAP, 0)
+            if needles is None:
+                buf += data
+                self._split(None, kept)  # (it stops once only needles can matter)
+                needles = self.quiet_needles()
+                if needles is None or not buf or self._mode == _SKIPPING:
+                    return b"".join(kept) if filters else None
+                self._hit_at = -1
+                lo = 0  # quiet from here: no byte held is searched for needles yet
+            else:
+                lo = max(len(buf) - _NEEDLE_OVERLAP, 0)
+                buf += data
+            self._quiet(needles, lo, kept, False)
+        except Exception:
+            if filters:  # `abandon` owes the client what left the buffer for `kept`
+                self._unsent = b"".join(kept[: self._owed])
+            raise
+        return b"".join(kept) if filters else None
+
+    _owed = 0  # filters: how many of `kept`'s first pieces are bytes no longer in `_buf`
+
+    def _quiet(self, needles: tuple[bytes, ...], lo: int, kept: list[bytes], end: bool) -> None:
+        """Only events holding a needle can matter now: look for one from `lo` in the buffer
+        (the new bytes and the few before them, where one may have been split). Without one,
+        split nothing: a filtering tap forwards every complete event as one slice (and holds
+        the unfinished last one: it may be the usage chunk to strip); a reading one holds them
+        all, up to `_QUIET_HOLD` (or the stream's `end`). With one, forward (or drop) in one
+        search every event that ends before the first needle, then split the rest."""
+        buf = self._buf
         first, last = -1, self._hit_at
         for needle in needles:
             hit = buf.find(needle, lo)
             if hit >= 0:
-                first = hit if first < 0 else min(first, hit)
-                last = max(last, buf.rfind(needle, hit))
+                if first < 0 or hit < first:
+                    first = hit
+                hit = buf.rfind(needle, hit)
+                if hit > last:
+                    last = hit
         if last < 0:
-            if len(buf) >= _QUIET_HOLD:
-                self._drop_events_before(len(buf))
+            if self.filters or end or len(buf) >= _QUIET_HOLD:
+                self._pass_events_before(len(buf), kept)
                 if len(buf) > self.max_scan_bytes:
                     self._begin_skip(kept)
-            return None
+            return
         if self._hit_at < 0:  # the first needle since the last split
-            last -= self._drop_events_before(first)
+            last -= self._pass_events_before(first, kept)
         self._hit_at = last
         self._split(needles, kept)
-        return None
 
-    def _drop_events_before(self, limit: int) -> int:
-        """Drop, unread, the events that end before `limit` (none of them can matter); return
-        how many bytes went."""
+    def _pass_events_before(self, limit: int, kept: list[bytes]) -> int:
+        """Take, unread, the events that end before `limit` (none of them can matter) out of
+        the buffer, as one slice to forward (filters); return how many bytes went."""
         buf = self._buf
-        m = _LAST_EVENT_END.match(buf, self._scan_from, limit)
-        if m is None:
-            self._scan_from = max(_resume_at(buf, limit), self._scan_from)
+        scan = self._scan_from
+        if buf.find(b"\r", scan, limit) < 0:  # LF endings only: the last LF LF ends it
+            cut = buf.rfind(b"\n\n", scan, limit) + 2
+        else:
+            m = _LAST_EVENT_END.match(buf, scan, limit)
+            cut = 1 if m is None else m.end()
+        if cut < 2:
+            self._scan_from = max(_resume_at(buf, limit), scan)
             return 0
-        cut = m.end()
+        cut = _paired(buf, cut)
         if cut == len(buf) and buf[cut - 1] == 13:
             self._mode = _AFTER_CR  # ends in CR: an LF may follow
+        if self.filters:
+            kept.append(_take(buf, 0, cut))
+            self._owed = len(kept)
+            self._last_kept = True
         del buf[:cut]
         # The match was the last event end before `limit`: no other ends between it and there.
         self._scan_from = _resume_at(buf, limit - cut)
@@ -194,52 +256,132 @@ class EventTap(Tap):
 
     def _split(self, needles: tuple[bytes, ...] | None, kept: list[bytes]) -> None:
         """Read (or, `needles` given, skip) every complete event in the buffer, from where the
-        last search stopped; keep the partial last one. Filters: `kept` gets what to forward.
-        An event over the cap is not read (`_skip_event`; filters forward it as it is), and a
-        partial one over it is skipped from now on (`_begin_skip`)."""
+        last search stopped; keep the partial last one. Without `needles`, stop after the
+        event that makes `quiet_needles` say only needles can matter. Filters: `kept` gets
+        what to forward, one slice per run of events kept. An event over the cap is not read
+        (`_skip_event`; filters forward it as it is), and a partial one over it is skipped
+        from now on (`_begin_skip`). Events the tap `_defers` are read in one go, at the next
+        event that is not, or at the end of the split (`_read_deferred`)."""
         buf = self._buf
         filters = self.filters
         search = EVENT_END.search
         cap = self.max_scan_bytes
         big = len(buf) > cap  # only then may an event in it, or the partial one, pass the cap
-        start = 0
-        end = 0
-        while (m := search(buf, self._scan_from)) is not None:
-            end = self._scan_from = m.end()
+        start = end = run = dropped = 0  # run: filters' first byte not yet in `kept`
+        deferred = last = last_end = -1  # the first and the last deferred event (-1: none)
+        # A tap that defers events holding its first needle reads any holding another in
+        # turn: where the next of those is (found once per run of events, not per event)
+        defers = needles is not None and self.defers
+        sync = -1
+        nexts: list[int] = []  # where each of those needles is next (len(buf): nowhere)
+        quiet = False
+        # Without a CR in the bytes to search, every EVENT_END is an LF LF: found by `find`
+        # (memchr), several times faster than the pattern.
+        lf_only = buf.find(b"\r", self._scan_from) < 0
+        while True:
+            if lf_only:
+                end = buf.find(b"\n\n", self._scan_from) + 2
+                if end < 2:
+                    break
+            elif (m := search(buf, self._scan_from)) is not None:
+                end = m.end()
+            else:
+                break
+            self._scan_from = end
             if needles is not None:
                 for needle in needles:
-                    if buf.find(needle, start, end) >= 0:
+                    if (hit := buf.find(needle, start, end)) >= 0:
                         break
                 else:  # nothing here can matter: skip it uncopied
                     start = end
                     continue
+                if defers and sync < start:
+                    if not nexts:
+                        nexts = [-1] * (len(needles) - 1)
+                    for i, at in enumerate(nexts):
+                        if at < start:  # (each byte searched once per needle)
+                            at = buf.find(needles[i + 1], start)
+                            nexts[i] = at if at >= 0 else len(buf)
+                    sync = min(nexts, default=len(buf))
+                if (
+                    defers
+                    and end <= sync
+                    and self._defers(buf, start, end, hit)
+                    and not (big and end - start > cap)
+                ):
+                    if deferred < 0:
+                        deferred = start
+                    last, last_end = start, end
+                    start = end
+                    continue
+                if deferred >= 0:  # read them before this one
+                    self._read_deferred(buf, deferred, last, last_end)
+                    deferred = -1
             if big and end - start > cap:
                 self._skip_event(buf, start, end)
-                if filters:
-                    self._last_kept = True
-                    kept.append(bytes(buf[start:end]))
                 start = end
                 continue
-            event = bytes(buf[start:end])
+            if not self.on_event(bytes(buf[start:end])):  # (only a filtering tap drops)
+                if run < start:
+                    kept.append(_take(buf, run, start))
+                run = dropped = end
             start = end
-            keep = self.on_event(event)
-            if filters:
-                self._last_kept = keep
-                if keep:
-                    kept.append(event)
-            else:
-                needles = self.quiet_needles()
-        if end and buf[end - 1] == 13 and end == len(buf):  # ends in CR: an LF may follow
+            if needles is None and self.quiet_needles() is not None:
+                quiet = True  # the rest is `feed`'s to read quietly
+                break
+        if deferred >= 0:
+            self._read_deferred(buf, deferred, last, last_end)
+        if not start:
+            if not quiet:
+                self._scan_from = _resume_at(buf, len(buf))
+            if big and not quiet and len(buf) > cap:
+                self._begin_skip(kept)
+            return
+        if filters:
+            if run < start:
+                kept.append(_take(buf, run, start))
+            self._last_kept = dropped != start
+        if buf[start - 1] == 13 and start == len(buf):  # ends in CR: an LF may follow
             self._mode = _AFTER_CR
-        if start:
-            del buf[:start]  # in place (CPython moves the start, not the bytes)
-            self._hit_at = max(self._hit_at - start, -1)  # a needle in the partial event stays
+        del buf[:start]  # in place (CPython moves the start, not the bytes)
+        if filters:
+            self._owed = len(kept)
+        self._hit_at = max(self._hit_at - start, -1)  # a needle in the partial event stays
+        if quiet:
+            self._scan_from = 0
+            return
         scan = max(len(buf) - _LONGEST_PARTIAL, 0)  # (`_resume_at`, inlined: the hot path)
         if scan and buf[scan] == 10 and buf[scan - 1] == 13:
             scan -= 1  # never resume between the CR and LF of one CRLF
         self._scan_from = scan
         if big and len(buf) > cap:
             self._begin_skip(kept)
+
+    # Whether the tap may let events wait (`_defers`): only those holding its first needle
+    # and no other one.
+    defers = False
+
+    def _defers(self, buf: bytearray, start: int, end: int, hit: int) -> bool:
+        """Whether the event ``buf[start:end]``, whose first needle (the first of `needles`,
+        and no other) is at `hit`, may be read later, with the others deferred beside it, by
+        `_read_deferred`. The base tap defers none."""
+        return False
+
+    def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
+        """Read the events `_defers` let wait, from ``buf[first:]`` to the last one,
+        ``buf[last:end]``: here, each in turn (`_read_events`)."""
+        self._read_events(buf, first, end)
+
+    def _read_events(self, buf: bytearray, start: int, end: int) -> None:
+        """Read, in turn, each event holding a needle in ``buf[start:end]`` (whole events, none
+        over the cap that holds a needle: `_split` never defers one)."""
+        search = EVENT_END.search
+        needles = self.needles
+        while start < end and (m := search(buf, start, end)) is not None:
+            stop = m.end()
+            if any(buf.find(needle, start, stop) >= 0 for needle in needles):
+                self.on_event(bytes(buf[start:stop]))
+            start = stop
 
     def _skip_event(self, event: bytes | bytearray, start: int, end: int) -> None:
         """``event[start:end]``, one whole event over the cap, goes unread: its first token is
@@ -266,6 +408,7 @@ class EventTap(Tap):
         if self.filters:
             self._last_kept = True
             kept.append(bytes(buf))
+            self._owed = len(kept)
         scan = self._scan_from
         cut = max(min(scan, len(buf) - _NEEDLE_OVERLAP), 0)
         del buf[:cut]
@@ -302,8 +445,8 @@ class EventTap(Tap):
         try:
             out = self.feed(data[end:])
         except Exception:
-            if self.filters:
-                self._unsent = data[:end]  # `abandon` owes the client these too
+            if self.filters:  # `abandon` owes the client these too
+                self._unsent = data[:end] + self._unsent
             raise
         finally:
             self._decode = decode
@@ -322,9 +465,15 @@ class EventTap(Tap):
     def finish(self, complete: bool) -> bytes | None:
         buf = self._buf
         if not self.filters and buf and self._mode != _SKIPPING:
-            if self._hit_at < 0 and self.quiet_needles() is not None:
-                self._drop_events_before(len(buf))  # held by quiet feeds: none matter
-            self._split(self.quiet_needles(), [])
+            # Read what quiet feeds held unsplit: every complete event holding a needle.
+            needles = self.quiet_needles()
+            lo = len(buf)  # (held bytes were searched for needles as they came)
+            if needles is None:
+                self._split(None, [])
+                needles, lo = self.quiet_needles(), 0
+                self._hit_at = -1
+            if needles is not None and buf and self._mode != _SKIPPING:
+                self._quiet(needles, lo, [], True)
         if self._mode == _SKIPPING:  # the body ended inside an event over the cap
             self._mode = False
             buf.clear()

@@ -7,7 +7,11 @@
 - `prices`: the price history (price sets and their prices).
 - `reports`: `xai-meter report`, read-only.
 
-SQLite by default (WAL; readers never block the writer).
+- `engine`: SQLite or PostgreSQL (``ledger.url``) behind one connection shape; the few
+  spellings that differ; the advisory locks of daemons sharing a PostgreSQL ledger.
+
+SQLite by default (WAL; readers never block the writer); PostgreSQL by URL, shared by several
+daemons (each row names its ``instance``).
 """
 
 from daemon.ledger.reports import REPORT_GROUPS, report

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
-import sqlite_utils
+from daemon.ledger.engine import Database, table_exists, utc_day
 
 DAY_SECONDS = 86_400
 
@@ -72,7 +72,7 @@ def days_between(first: str, last: str) -> list[str]:
 
 
 def save_billed_usage(
-    db: sqlite_utils.Database, days: Iterable[str], rows: Iterable[BilledRow], fetched_at: float
+    db: Database, days: Iterable[str], rows: Iterable[BilledRow], fetched_at: float
 ) -> int:
     """Store a pull of xAI's bill in one transaction: every row of each day pulled (`days`,
     and any other day a row names) is replaced, so a day pulled again replaces itself, a unit
@@ -82,21 +82,23 @@ def save_billed_usage(
     with db.conn:
         db.conn.executemany("delete from billed_usage where day = ?", [(d,) for d in replaced])
         db.conn.executemany(
-            "insert or replace into billed_usage "
-            "(day, api_key_id, unit_type, usd, ticks, fetched_at) values (?, ?, ?, ?, ?, ?)",
+            "insert into billed_usage (day, api_key_id, unit_type, usd, ticks, fetched_at) "
+            "values (?, ?, ?, ?, ?, ?) on conflict (day, api_key_id, unit_type) do update set "
+            "usd = excluded.usd, ticks = excluded.ticks, fetched_at = excluded.fetched_at",
             [(*row, fetched_at) for row in rows],
         )
         db.conn.executemany(
-            "insert or replace into billed_days (day, fetched_at) values (?, ?)",
+            "insert into billed_days (day, fetched_at) values (?, ?) "
+            "on conflict (day) do update set fetched_at = excluded.fetched_at",
             [(d, fetched_at) for d in replaced],
         )
     return len(rows)
 
 
-def pulled_days(db: sqlite_utils.Database, first: str, last: str) -> list[str]:
+def pulled_days(db: Database, first: str, last: str) -> list[str]:
     """The days from `first` to `last` (``YYYY-MM-DD``, both included) that a stored pull
     covered, charged or not, oldest first."""
-    if not db["billed_days"].exists():
+    if not table_exists(db, "billed_days"):
         return []
     return [
         r[0]
@@ -106,14 +108,12 @@ def pulled_days(db: sqlite_utils.Database, first: str, last: str) -> list[str]:
     ]
 
 
-def has_billed_usage(db: sqlite_utils.Database) -> bool:
+def has_billed_usage(db: Database) -> bool:
     """The ledger has the ``billed_usage`` table (a ledger migrated to m014)."""
-    return bool(db["billed_usage"].exists())
+    return table_exists(db, "billed_usage")
 
 
-def load_billed_usage(
-    db: sqlite_utils.Database, first: str, last: str
-) -> tuple[list[BilledRow], float | None]:
+def load_billed_usage(db: Database, first: str, last: str) -> tuple[list[BilledRow], float | None]:
     """The stored bill of the days `first` to `last` (``YYYY-MM-DD``, both included), by day,
     key and unit type, and when the latest pull of those days was made (None: none stored)."""
     if not has_billed_usage(db):
@@ -132,7 +132,7 @@ def load_billed_usage(
     return rows, fetched
 
 
-def ledger_costs(db: sqlite_utils.Database, first: str, last: str) -> list[LedgerCost]:
+def ledger_costs(db: Database, first: str, last: str) -> list[LedgerCost]:
     """The ledger's cost of the UTC days `first` to `last` (both included) per day, xAI
     api_key_id and class, from the calls of the default upstream (``provider = 'xai'``: other
     upstreams are not on xAI's bill). A call's day is the UTC day it started; its key joins
@@ -140,10 +140,10 @@ def ledger_costs(db: sqlite_utils.Database, first: str, last: str) -> list[Ledge
     second pass over only those rows (few)."""
     span = [day_start(first), day_start(last) + DAY_SECONDS]
     rows = db.execute(
-        f"""select date(c.started_at, 'unixepoch') as day, k.api_key_id, {_CALL_CLASS} as kind,
+        f"""select {utc_day(db, "c.started_at")} as day, k.api_key_id, {_CALL_CLASS} as kind,
                coalesce(sum(c.cost_ticks), 0), count(*),
-               coalesce(sum(c.cost_source = 'unpriced'), 0),
-               coalesce(sum(c.metered = 0), 0)
+               count(*) filter (where c.cost_source = 'unpriced'),
+               count(*) filter (where c.metered = 0)
         from calls c left join api_keys k on k.key_id = c.key_id
         where c.started_at >= ? and c.started_at < ? and c.provider = 'xai'
         group by day, k.api_key_id, kind
@@ -153,7 +153,7 @@ def ledger_costs(db: sqlite_utils.Database, first: str, last: str) -> list[Ledge
     reasons: dict[tuple[str, str | None, str], list[tuple[str, int]]] = {}
     if any(r[6] for r in rows):
         for day, api_key_id, kind, reason, count in db.execute(
-            f"""select date(c.started_at, 'unixepoch') as day, k.api_key_id,
+            f"""select {utc_day(db, "c.started_at")} as day, k.api_key_id,
                    {_CALL_CLASS} as kind, coalesce(c.unmetered_reason, 'unknown') as reason,
                    count(*) as n
             from calls c left join api_keys k on k.key_id = c.key_id
@@ -167,7 +167,7 @@ def ledger_costs(db: sqlite_utils.Database, first: str, last: str) -> list[Ledge
     return [LedgerCost._make((*r, tuple(reasons.get((r[0], r[1], r[2]), ())))) for r in rows]
 
 
-def api_key_names(db: sqlite_utils.Database) -> dict[str, str]:
+def api_key_names(db: Database) -> dict[str, str]:
     """xAI api_key_id -> the key's name, as GET /v1/api-key gave it (the ``api_keys`` table)."""
     return {
         r[0]: r[1]

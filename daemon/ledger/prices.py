@@ -1,9 +1,12 @@
-"""The price history in SQLite: ``price_sets`` and their ``prices`` rows.
+"""The price history in the ledger: ``price_sets`` and their ``prices`` rows.
 
 Sync functions for the ledger's writer thread (or a read-only connection), never the event loop.
 A price set is stored once per distinct content (its digest); a refresh that changes nothing
-only moves the latest set's ``fetched_at`` on. The values are `daemon.pricing`'s `PriceSet`
-and `ModelPrice`, stored as xAI lists them: integer ticks (/work/shared/xai-api.md, "Units").
+only moves the latest set's ``fetched_at`` on. Daemons sharing a PostgreSQL ledger share the
+history: one at a time compares and stores (`daemon.ledger.engine.serialized`), so a listing
+change all of them fetch is one new set, and each gets its id. The values are
+`daemon.pricing`'s `PriceSet` and `ModelPrice`, stored as xAI lists them: integer ticks
+(/work/shared/xai-api.md, "Units").
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Final
 
 import sqlite_utils
 
+from daemon.ledger.engine import Database, serialized, table_exists
 from daemon.pricing.book import PriceSet
 from daemon.pricing.model import PRICED_FIELDS, ImageTier, ModelPrice
 
@@ -20,27 +24,32 @@ from daemon.pricing.model import PRICED_FIELDS, ImageTier, ModelPrice
 _PRICE_COLUMNS: Final = PRICED_FIELDS
 
 
-def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:
+def save_price_set(db: Database, price_set: PriceSet) -> int:
     """Store a set unless its content equals the latest stored one; returns the row id in force.
 
     Unchanged content adds no row: the latest row's ``fetched_at`` moves on and its id returns.
     """
     with db.atomic():
-        latest = list(db.query("select id, digest from price_sets order by id desc limit 1"))
+        serialized(db, "price_sets")
+        latest = list(
+            db.query("select id, digest, fetched_at from price_sets order by id desc limit 1")
+        )
         if latest and latest[0]["digest"] == price_set.digest:
             set_id = int(latest[0]["id"])
-            db.execute(
-                "update price_sets set fetched_at = max(coalesce(fetched_at, 0), ?) where id = ?",
-                [price_set.fetched_at, set_id],
-            )
+            fetched_at = max(latest[0]["fetched_at"] or 0, price_set.fetched_at)
+            db.execute("update price_sets set fetched_at = ? where id = ?", [fetched_at, set_id])
             return set_id
-        cursor = db.execute(
-            "insert into price_sets (effective_at, fetched_at, source, digest) values (?, ?, ?, ?)",
-            [price_set.effective_at, price_set.fetched_at, price_set.source, price_set.digest],
+        values = [price_set.effective_at, price_set.fetched_at, price_set.source, price_set.digest]
+        insert = (
+            "insert into price_sets (effective_at, fetched_at, source, digest) values (?, ?, ?, ?)"
         )
-        if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it for an insert
-            raise RuntimeError("price_sets insert returned no row id")
-        new_id: int = cursor.lastrowid
+        if not isinstance(db, sqlite_utils.Database):  # PostgreSQL: no lastrowid
+            new_id = int(db.execute(insert + " returning id", values).fetchone()[0])
+        else:
+            cursor = db.execute(insert, values)
+            if cursor.lastrowid is None:  # pragma: no cover - sqlite always sets it
+                raise RuntimeError("price_sets insert returned no row id")
+            new_id = cursor.lastrowid
         rows = []
         for mp in price_set.models.values():
             row = mp.content()
@@ -50,7 +59,12 @@ def save_price_set(db: sqlite_utils.Database, price_set: PriceSet) -> int:
             row["price_set_id"] = new_id
             rows.append(row)
         if rows:
-            db.table("prices").insert_all(rows)
+            columns = list(dict.fromkeys(c for row in rows for c in row))
+            db.conn.executemany(
+                f"insert into prices ({', '.join(columns)}) "
+                f"values ({', '.join('?' for _ in columns)})",
+                [[row.get(c) for c in columns] for row in rows],
+            )
         return new_id
 
 
@@ -63,9 +77,9 @@ def _image_tiers(text: str | None) -> tuple[ImageTier, ...]:
         return ()
 
 
-def load_price_history(db: sqlite_utils.Database) -> list[PriceSet]:
+def load_price_history(db: Database) -> list[PriceSet]:
     """Every stored set, oldest first (by ``effective_at``, then id); [] before any migration."""
-    if not db.table("price_sets").exists():
+    if not table_exists(db, "price_sets"):
         return []
     by_set: dict[int, list[ModelPrice]] = {}
     for row in db.query("select * from prices order by price_set_id, model"):

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlite_utils
 
+from daemon.ledger.engine import Database, utc_day
 from daemon.units import TICKS_PER_USD
 from daemon.windows import Window, zone
 
@@ -56,9 +57,9 @@ _SUMS = """count(*) as calls,
     coalesce(sum(cost_ticks), 0) as cost_ticks,
     coalesce(sum(case when endpoint = 'batches.result' then cost_ticks end), 0)
         as batch_cost_ticks,
-    coalesce(sum(cost_source = 'unpriced'), 0) as unpriced,
-    coalesce(sum(metered = 0), 0) as unmetered,
-    coalesce(sum(error is not null), 0) as errors"""
+    count(*) filter (where cost_source = 'unpriced') as unpriced,
+    count(*) filter (where metered = 0) as unmetered,
+    count(*) filter (where error is not null) as errors"""
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def group_fields(by: str) -> tuple[str, ...]:
     return ("key_id", "key_name") if by == "key" else (by,)
 
 
-def report(db: sqlite_utils.Database, window: Window, by: str) -> Report:
+def report(db: Database, window: Window, by: str) -> Report:
     """Calls, tokens, cost and latency per group, for calls started in `window`.
 
     Per row (and in `total`): `calls`, `input_tokens`, `cached_input_tokens`,
@@ -101,6 +102,8 @@ def report(db: sqlite_utils.Database, window: Window, by: str) -> Report:
     group = REPORT_GROUPS[by]
     if by == "day" and window.tz != "UTC":
         group = _local_day(db, window.tz)
+    elif by == "day":
+        group = utc_day(db, "started_at")
     where, params = _where(window)
     grouped = list(
         db.query(f"select {group} as grp, {_SUMS} from calls {where} group by grp", params)
@@ -125,10 +128,13 @@ def report(db: sqlite_utils.Database, window: Window, by: str) -> Report:
     return Report(window=window, by=by, rows=rows, total=total)
 
 
-def _local_day(db: sqlite_utils.Database, tz: str) -> str:
+def _local_day(db: Database, tz: str) -> str:
     """The SQL for a call's YYYY-MM-DD in IANA zone `tz` (SQLite knows no zones: a Python
-    function, registered on this connection, called once per row)."""
+    function, registered on this connection, called once per row; PostgreSQL knows them)."""
     where = zone(tz)
+    if not isinstance(db, sqlite_utils.Database):
+        literal = tz.replace("'", "''")  # a zone name zone() found: no quote in it
+        return f"to_char(to_timestamp(started_at) at time zone '{literal}', 'YYYY-MM-DD')"
 
     def local_day(epoch: float) -> str:
         return datetime.fromtimestamp(epoch, where).date().isoformat()

@@ -1,18 +1,18 @@
 """What the status page reads from the ledger beyond `report()`: spend totals, spend over
 time, time to first token, what went wrong, the last calls and the fingerprint timeline.
 
-Every function takes a read-only connection (`open_database(path, readonly=True)`), run in a
-thread by `daemon.status`; none writes. A window is ``[start, end)`` in epoch seconds, ``end``
-None meaning open (every row from ``start`` on), as `daemon.windows.Window` has it. Money is
-exact integer ticks (1e-10 USD, `daemon.units`); times are epoch seconds; durations ms.
+Every function takes a read-only connection of either engine (SQLite or PostgreSQL:
+`daemon.ledger.engine.open_ledger`), run in a thread by `daemon.status`; none writes. A window
+is ``[start, end)`` in epoch seconds, ``end`` None meaning open (every row from ``start`` on), as
+`daemon.windows.Window` has it. Money is exact integer ticks (1e-10 USD, `daemon.units`); times
+are epoch seconds; durations ms.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import sqlite_utils
-
+from daemon.ledger.engine import Database, whole
 from daemon.ledger.reports import REPORT_GROUPS
 
 # The model a row counts under, as `report` has it: the one that answered, else the one asked
@@ -26,13 +26,14 @@ def _window(start: float, end: float | None) -> list[Any]:
     return [start, end, end]
 
 
-def spend(db: sqlite_utils.Database, start: float, end: float | None) -> dict[str, int]:
+def spend(db: Database, start: float, end: float | None) -> dict[str, int]:
     """Totals of a window: ``calls``, ``cost_ticks`` (int, exact), ``input_tokens``,
     ``output_tokens``, ``errors``, ``unmetered``, ``unpriced`` (all ints, 0 when empty)."""
     row = db.execute(
         f"""select count(*), coalesce(sum(cost_ticks), 0), coalesce(sum(input_tokens), 0),
-                   coalesce(sum(output_tokens), 0), coalesce(sum(error is not null), 0),
-                   coalesce(sum(metered = 0), 0), coalesce(sum(cost_source = 'unpriced'), 0)
+                   coalesce(sum(output_tokens), 0), count(*) filter (where error is not null),
+                   count(*) filter (where metered = 0),
+                   count(*) filter (where cost_source = 'unpriced')
             from calls where {_IN_WINDOW}""",
         _window(start, end),
     ).fetchone()
@@ -41,14 +42,14 @@ def spend(db: sqlite_utils.Database, start: float, end: float | None) -> dict[st
 
 
 def spend_series(
-    db: sqlite_utils.Database, start: float, end: float | None, origin: float, bucket_s: float
+    db: Database, start: float, end: float | None, origin: float, bucket_s: float
 ) -> list[dict[str, Any]]:
     """Spend over time per model: one row per (bucket, model) that has calls, ordered by
     bucket then model. ``bucket`` is the index from ``origin`` (``origin + bucket * bucket_s``
     is its start, epoch seconds); ``calls``, ``cost_ticks``, ``input_tokens``,
     ``output_tokens`` ints."""
     rows = db.execute(
-        f"""select cast((started_at - ?) / ? as integer) as bucket, {MODEL} as grp, count(*),
+        f"""select {whole(db, "(started_at - ?) / ?")} as bucket, {MODEL} as grp, count(*),
                    coalesce(sum(cost_ticks), 0), coalesce(sum(input_tokens), 0),
                    coalesce(sum(output_tokens), 0)
             from calls where {_IN_WINDOW} group by bucket, grp order by bucket, grp""",
@@ -67,9 +68,7 @@ def spend_series(
     ]
 
 
-def ttft_by_model(
-    db: sqlite_utils.Database, start: float, end: float | None
-) -> dict[str | None, list[float]]:
+def ttft_by_model(db: Database, start: float, end: float | None) -> dict[str | None, list[float]]:
     """Time to first token (ms) of the window's calls that have one, per model, each list
     sorted ascending (for nearest-rank percentiles)."""
     out: dict[str | None, list[float]] = {}
@@ -82,7 +81,7 @@ def ttft_by_model(
     return out
 
 
-def problems(db: sqlite_utils.Database, start: float, end: float | None) -> dict[str, Any]:
+def problems(db: Database, start: float, end: float | None) -> dict[str, Any]:
     """What went wrong in the window, counted: ``unmetered`` by reason, ``errors`` by kind
     (`daemon.record.CallError`), ``unpriced`` by model; each ``{name: int}``, largest first."""
     params = _window(start, end)
@@ -111,7 +110,7 @@ _CALL_FIELDS = (
 )
 
 
-def recent_calls(db: sqlite_utils.Database, limit: int) -> list[dict[str, Any]]:
+def recent_calls(db: Database, limit: int) -> list[dict[str, Any]]:
     """The `limit` latest calls, newest first, with the key's name from ``api_keys`` (None
     when GET /v1/api-key never named it). Fields: `_CALL_FIELDS` (``cost_ticks`` int or None,
     ``metered`` 0/1, times epoch seconds, durations ms)."""
@@ -125,7 +124,7 @@ def recent_calls(db: sqlite_utils.Database, limit: int) -> list[dict[str, Any]]:
 
 
 def fingerprint_timeline(
-    db: sqlite_utils.Database,
+    db: Database,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every fingerprint seen per model (``provider``, ``model``, ``fingerprint``,
     ``first_seen``, ``last_seen`` epoch seconds, ``calls`` int), ordered by model then first

@@ -1,5 +1,5 @@
 """The ledger writer: the journal and the queue the hot path feeds, and the one thread that
-writes SQLite in batches.
+writes the ledger (SQLite, or PostgreSQL by URL: `daemon.ledger.engine`) in batches.
 
 The hot path only calls `Ledger.begin` (a call was sent: its start goes to the journal) and,
 through the meter, `Ledger.submit_batch` (calls ended: their rows go to the journal in one
@@ -18,7 +18,11 @@ The writer never dies and never drops a row:
   numbers clamped and ``unmetered_reason = 'out_of_range'``;
 - the ledger file deleted or replaced under the daemon is noticed (its inode, checked before
   and after each commit): the writer opens a new file at ``ledger.path`` and writes there,
-  the batch that went into the deleted file included.
+  the batch that went into the deleted file included (SQLite only);
+- PostgreSQL: a connection lost (the server restarted, the network) is a failure like any
+  other; the next try connects again. Several daemons may write one PostgreSQL ledger: row
+  ids differ by their process tag (`daemon.record.new_call_id`), and each row names its
+  writer (``instance``, `ledger.instance`), in the journal too.
 On start, what the journal holds and the ledger lacks is written (`open`); calls an earlier
 run sent and never ended become rows with ``error = 'crash'``.
 
@@ -39,13 +43,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import sqlite_utils
 import structlog
 from tenacity import wait_exponential_jitter
 
 from daemon.config import ConfigError
 from daemon.keys import KNOWN_KEYS
 from daemon.ledger import journal as journal_
+from daemon.ledger.engine import Database, PgDatabase, ledger_errors, redact
 from daemon.ledger.journal import Journal, Replay, lines_of, read_segments
 from daemon.ledger.schema import migrate, open_database
 from daemon.ledger.store import check_writable, insert_rows, missing_ids
@@ -53,7 +57,7 @@ from daemon.record import ROW_COLUMNS, CallError, CallRecord, Transport, Unmeter
 from daemon.tasks import spawn
 
 log = structlog.get_logger("xai_meter.ledger")
-LedgerOp = Callable[[sqlite_utils.Database], object]
+LedgerOp = Callable[[Database], object]
 T = TypeVar("T")
 Row = tuple[Any, ...]
 #: What the queue holds: (journal segment, rows), a write to run, or None (stop).
@@ -82,9 +86,11 @@ _ERROR_DETAIL = ROW_COLUMNS.index("error_detail")
 class Ledger:
     """Owns the journal, the queue, and the write connection (in its one thread).
 
-    ``path``: the SQLite file; ``journal_path``: the journal's directory (default beside the
-    ledger, `daemon.ledger.journal.default_path`). ``max_queue_rows``: rows held in memory
-    for SQLite at most. ``fsync_interval``: seconds between fsyncs of the journal (0: never,
+    ``path``: the SQLite file; ``url``: a PostgreSQL ledger instead (``path`` then only
+    places the journal); ``instance``: the name each row carries (``ledger.instance``).
+    ``journal_path``: the journal's directory (default beside ``path``,
+    `daemon.ledger.journal.default_path`). ``max_queue_rows``: rows held in memory
+    for the database at most. ``fsync_interval``: seconds between fsyncs of the journal (0: never,
     the OS decides). ``clock``: monotonic seconds (how long the ledger has been failing).
     """
 
@@ -92,6 +98,8 @@ class Ledger:
         self,
         path: str | os.PathLike[str],
         *,
+        url: str | None = None,
+        instance: str | None = None,
         journal_path: str | os.PathLike[str] | None = None,
         batch_size: int = 500,
         flush_interval: float = 0.0,
@@ -103,6 +111,15 @@ class Ledger:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = str(path)
+        self.url = url or None
+        self.instance = instance
+        #: The setting naming the ledger, and its value as messages show it (no password).
+        self.setting = "url" if self.url else "path"
+        self.where = redact(self.url) if self.url else self.path
+        #: What the database raises: sqlite3's errors, and psycopg's for a PostgreSQL ledger.
+        self.errors = ledger_errors(self.url)
+        self._open_errors: tuple[type[BaseException], ...] = (*self.errors, OSError)
+        self._down, self._refused = _failure_kinds(self.url is not None)
         self.journal = Journal(
             journal_path or journal_.default_path(self.path),
             on_error=self._journal_failed,
@@ -115,7 +132,7 @@ class Ledger:
         self.fsync_interval = fsync_interval
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xai-meter-ledger")
-        self._db: sqlite_utils.Database | None = None
+        self._db: Database | None = None
         self._identity: tuple[int, int] | None = None
         self._on_written = on_written or (lambda n: None)
         self._on_error = on_error or (lambda: None)
@@ -144,9 +161,10 @@ class Ledger:
         """Open (or create) the ledger, migrate it, check it takes writes, open the journal,
         and write what an earlier run's journal holds that the ledger lacks.
 
-        Raises `ConfigError` naming ``ledger.path`` (or ``ledger.journal_path``) and the fix
-        when the file cannot be opened, is not a ledger, or cannot be written; a database
-        that is only locked is no start-up failure (the rows wait in the journal).
+        Raises `ConfigError` naming ``ledger.path`` (``ledger.url``, or
+        ``ledger.journal_path``) and the fix when the file cannot be opened, is not a ledger,
+        or cannot be written, or PostgreSQL cannot be reached or refuses; a database that is
+        only locked is no start-up failure (the rows wait in the journal).
         """
         try:
             await self.run_in_writer(self._open)
@@ -154,8 +172,8 @@ class Ledger:
             if not _is_busy(exc):
                 raise open_error("path", self.path, exc) from None
             self._note_failure(exc)
-        except (sqlite3.Error, OSError) as exc:
-            raise open_error("path", self.path, exc) from None
+        except self._open_errors as exc:
+            raise open_error(self.setting, self.where, exc) from None
         try:
             earlier = self.journal.earlier_segments()
             self.journal.open()
@@ -168,13 +186,17 @@ class Ledger:
 
     def _open(self) -> None:
         if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*self.errors):
                 self._db.close()
-        self._db = open_database(self.path, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
-        self._identity = _identity(self.path)
+            self._db = None
+        if self.url:
+            self._db = PgDatabase.connect(self.url)
+        else:
+            self._db = open_database(self.path, busy_timeout_ms=WRITER_BUSY_TIMEOUT_MS)
+            self._identity = _identity(self.path)
         applied = migrate(self._db)
         if applied:
-            log.info("ledger_migrated", path=self.path, applied=applied)
+            log.info("ledger_migrated", path=self.where, applied=applied)
         check_writable(self._db, time.time())
         self._opened = True
 
@@ -187,7 +209,8 @@ class Ledger:
 
     async def close(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Write everything queued, then close. Within ``timeout`` seconds (None: as long as
-        it takes): what is not in SQLite by then stays in the journal for the next start."""
+        it takes): what is not in the database by then stays in the journal for the next
+        start."""
         self._closing.set()
         if self._task is not None:
             self._queue.put_nowait(None)
@@ -231,9 +254,10 @@ class Ledger:
         self.submit_batch([record])
 
     def submit_batch(self, records: list[CallRecord]) -> None:
-        """Finished calls: journaled now (one write), then queued for SQLite, unless the
-        queue holds ``max_queue_rows`` already (then they wait in the journal only)."""
-        rows = [r.as_tuple() for r in records]
+        """Finished calls: journaled now (one write), then queued for the database, unless
+        the queue holds ``max_queue_rows`` already (then they wait in the journal only)."""
+        instance = self.instance
+        rows = [r.as_tuple(instance) for r in records]
         try:
             lines = lines_of(rows)
         except TypeError:  # orjson: an integer past 64 bits (the dialects drop such usage)
@@ -264,7 +288,7 @@ class Ledger:
 
     @property
     def healthy(self) -> bool:
-        """The last write to SQLite and to the journal succeeded."""
+        """The last write to the database and to the journal succeeded."""
         return self.failing_since is None and not self.journal.failing
 
     def unhealthy_for(self) -> float:
@@ -286,7 +310,7 @@ class Ledger:
         """Run `fn(*args)` in the writer thread, the one place the write connection lives."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def db(self) -> sqlite_utils.Database:
+    def db(self) -> Database:
         """The write connection; only for functions run through `run_in_writer`."""
         if self._db is None:
             raise RuntimeError("ledger is not open")
@@ -403,13 +427,13 @@ class Ledger:
         count = self._failures.get(kind, 0) + 1
         self._failures[kind] = count
         if count == 1:
-            log.error("ledger_write_failed", kind=kind, path=self.path, queued=self._depth)
+            log.error("ledger_write_failed", kind=kind, path=self.where, queued=self._depth)
 
     def _succeeded(self) -> None:
         if self.failing_since is not None:
             log.warning(
                 "ledger_recovered",
-                path=self.path,
+                path=self.where,
                 failed_for_s=round(self._clock() - self.failing_since, 3),
                 failures=self._failures,
             )
@@ -428,9 +452,14 @@ class Ledger:
     def _insert(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> int:
         """Write a batch; returns its rows. The file is checked after the commit (one stat):
         a commit that went into a deleted or replaced file is written again, into the new one."""
-        if not self._opened:  # a lock kept the start from finishing it
+        if not self._opened:  # a lock (or PostgreSQL gone) kept the last open from finishing
             self._open()
-        self._insert_once(batch)
+        try:
+            self._insert_once(batch)
+        except BaseException:
+            if isinstance(self._db, PgDatabase) and self._db.broken:
+                self._opened = False  # connect again on the next try
+            raise
         if self._check_identity():  # deleted or replaced: what went into it goes again
             self._insert_once(batch)
         return _rows(batch)
@@ -441,9 +470,9 @@ class Ledger:
         (`_insert_each`)."""
         try:
             self._transaction(batch)
-        except sqlite3.OperationalError:
+        except self._down:
             raise
-        except _ROW_REFUSED:
+        except self._refused:
             self._insert_each(batch)
 
     def _transaction(self, batch: list[tuple[int, list[Row]] | LedgerOp]) -> None:
@@ -467,7 +496,7 @@ class Ledger:
                 try:
                     with db.conn:
                         item(db)
-                except sqlite3.OperationalError:
+                except self._down:
                     raise
                 except Exception:
                     log.exception("ledger_op_failed")
@@ -476,7 +505,7 @@ class Ledger:
                 try:
                     with db.conn:
                         insert_rows(db, [row])
-                except sqlite3.OperationalError:
+                except self._down:
                     raise
                 except Exception:
                     with db.conn:
@@ -493,7 +522,9 @@ class Ledger:
         db = self.db()
         missing = missing_ids(db, [*found.ends, *found.starts])
         rows = [row for call_id, row in found.ends.items() if call_id in missing]
-        crashed = [crash_row(s) for call_id, s in found.starts.items() if call_id in missing]
+        crashed = [
+            crash_row(s, self.instance) for call_id, s in found.starts.items() if call_id in missing
+        ]
         every = rows + crashed
         for i in range(0, len(every), 1000):
             self._insert_once([(0, every[i : i + 1000])])
@@ -505,9 +536,11 @@ class Ledger:
 
     def _check_identity(self) -> bool:
         """The file at ``path`` is still the one open (same device and inode); if it was
-        deleted or replaced, open a new one there. True when it did."""
+        deleted or replaced, open a new one there. True when it did. PostgreSQL: never."""
         if not self._opened:  # a lock kept the start from finishing it
             self._open()
+            return False
+        if self.url:
             return False
         now = _identity(self.path)
         if now == self._identity and now is not None:
@@ -531,8 +564,9 @@ class _Attempt:
         self.attempt_number = number
 
 
-def crash_row(start: dict[str, Any]) -> Row:
-    """The row of a call an earlier run sent and never ended (from its journal start line)."""
+def crash_row(start: dict[str, Any], instance: str | None = None) -> Row:
+    """The row of a call an earlier run sent and never ended (from its journal start line);
+    `instance`: the daemon writing it (the journal is this daemon's own)."""
     record = CallRecord(
         id=start["id"],
         started_at=start["started_at"],
@@ -551,10 +585,10 @@ def crash_row(start: dict[str, Any]) -> Row:
         error_detail="the daemon stopped (killed, or crashed) before the call ended",
         unmetered_reason=Unmetered.CRASH,
     )
-    return record.as_tuple()
+    return record.as_tuple(instance)
 
 
-def _nothing(db: sqlite_utils.Database) -> None:
+def _nothing(db: Database) -> None:
     """A write that writes nothing (it wakes the writer)."""
 
 
@@ -563,16 +597,23 @@ def _out_of_range(row: Row) -> bool:
 
 
 def _clamped(row: Row) -> Row:
-    """A row whose integers fit SQLite's (signed 64-bit): any that does not is clamped, and
-    the call is not booked as metered (`Unmetered.OUT_OF_RANGE`)."""
+    """A row whose integers fit SQLite's and PostgreSQL's (signed 64-bit): any that does not
+    is clamped, and the call is not booked as metered (`Unmetered.OUT_OF_RANGE`). A NUL
+    character (PostgreSQL's text refuses it) becomes U+FFFD."""
     out = list(row)
     bad = []
+    nul = False
     for i, v in enumerate(out):
         if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
             out[i] = INT64_MAX if v > 0 else INT64_MIN
             bad.append(ROW_COLUMNS[i])
         elif isinstance(v, float) and v != v:  # NaN cannot be stored either
             out[i] = None
+        elif isinstance(v, str) and "\0" in v:
+            out[i] = v.replace("\0", "\ufffd")
+            nul = True
+    if nul and not bad:  # the numbers stand: only the text changed
+        return tuple(out)
     out[_METERED] = 0
     out[_UNMETERED] = Unmetered.OUT_OF_RANGE.value
     detail = f"out of range, clamped: {', '.join(bad) or 'a value'}"
@@ -592,6 +633,29 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+def _failure_kinds(
+    pg: bool,
+) -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(the database failing: retried whole; a row refused on its own: the batch goes row by
+    row) for an engine. PostgreSQL: unreachable, shut down, out of disk, a deadlock or a
+    serialization failure (``OperationalError``), a broken connection (``InterfaceError``),
+    a read-only server or a grant missing (``InternalError``, ``ProgrammingError``) fail;
+    a value out of range, a NUL in text (``DataError``) or a constraint (``IntegrityError``)
+    are a row's own."""
+    if not pg:
+        return (sqlite3.OperationalError,), _ROW_REFUSED
+    import psycopg
+
+    down = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        psycopg.InternalError,
+        psycopg.ProgrammingError,
+        psycopg.NotSupportedError,
+    )
+    return down, (psycopg.DataError, psycopg.IntegrityError, OverflowError, TypeError, ValueError)
+
+
 def _kind(exc: BaseException) -> str:
     """A failure's kind, for logs and counts: its type and message (no row data in them)."""
     text = str(exc).splitlines()[0][:120] if str(exc) else ""
@@ -606,6 +670,12 @@ def open_error(setting: str, where: str, exc: BaseException) -> ConfigError:
         reason = f"{exc.strerror}: {exc.filename!r}" if exc.filename else exc.strerror
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
         fix = f"set ledger.{setting} (--ledger FILE) to an xai-meter ledger or a new file"
+    elif setting == "url":
+        reason = " ".join(reason.split())  # libpq's messages span lines
+        fix = (
+            "check that PostgreSQL runs there and that this user may log in (the password "
+            "from PGPASSWORD or ~/.pgpass) and create tables in that database"
+        )
     elif setting == "path":
         fix = "set ledger.path (--ledger FILE) to a file this user can create and write"
     else:

@@ -27,7 +27,6 @@ import aiohttp
 import orjson
 
 from daemon.config import Settings
-from daemon.ledger import open_database
 from daemon.ledger.billing import (
     BilledRow,
     LedgerCost,
@@ -37,6 +36,7 @@ from daemon.ledger.billing import (
     load_billed_usage,
     pulled_days,
 )
+from daemon.ledger.engine import is_url, open_ledger, redact
 from daemon.management.client import ManagementClient, ManagementError
 from daemon.management.reconcile import UNJOINED, Reconciled, billed_rows, reconcile, utc_day
 from daemon.management.refresh import management_key
@@ -71,14 +71,14 @@ def report_text(
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """`xai-meter reconcile`: the report for these settings (``management.*``, the ledger at
-    ``ledger.path``), over `days` (None: ``management.reconcile_days``) complete UTC days, in
-    `fmt`. The key is read from ``$<management.api_key_env>``. `progress` is told each stage
-    (see `build_report`). Raises `NoBill`, `NoLedger`."""
+    ``ledger.url``, else ``ledger.path``), over `days` (None: ``management.reconcile_days``)
+    complete UTC days, in `fmt`. The key is read from ``$<management.api_key_env>``.
+    `progress` is told each stage (see `build_report`). Raises `NoBill`, `NoLedger`."""
     m = settings.management
     key = management_key(settings)
     report = asyncio.run(
         build_report(
-            settings.ledger.path,
+            settings.ledger.url or settings.ledger.path,
             days=days or m.reconcile_days,
             now=time.time(),
             key=key or None,
@@ -128,7 +128,7 @@ async def build_report(
             refused = exc.status in _REFUSED
     why_not, fix = _why_not(failure, refused, key_env, base_url)
     return _assemble(
-        Path(ledger_path), fetched, failure, (why_not, fix), first, last, now, base_url, tell
+        str(ledger_path), fetched, failure, (why_not, fix), first, last, now, base_url, tell
     )
 
 
@@ -158,7 +158,7 @@ def _silent(line: str) -> None:
 
 
 def _assemble(
-    path: Path,
+    where: str,
     fetched: list[BilledRow] | None,
     failure: str,
     not_fetched: tuple[str, str],
@@ -170,16 +170,17 @@ def _assemble(
 ) -> Report:
     """The report from the bill fetched (None: not fetched: `not_fetched` is why, and the
     fix, from `_why_not`; `failure` is the API's error when it failed) or else the ledger's
-    stored pull, and the ledger's costs."""
+    stored pull, and the ledger's costs. `where`: the ledger's file, or a PostgreSQL URL."""
     why_not, fix = not_fetched
-    if not path.exists():
+    path = redact(where) if is_url(where) else Path(where)
+    if isinstance(path, Path) and not path.exists():
         if fetched is None:
             raise NoBill(
                 f"{why_not}, and there is no ledger at {path} to hold a stored pull of xAI's "
                 f"bill. Fix: {fix}, or pass --ledger FILE."
             )
         raise NoLedger(f"no ledger at {path}")
-    db = open_database(path, readonly=True)
+    db = open_ledger(where, readonly=True)
     try:
         if fetched is not None:
             billed, shown, partial = fetched, days_between(first, last), last

@@ -21,16 +21,14 @@ never on a call's path; health reads memory only.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-import sqlite_utils
 from aiohttp import web
 
-from daemon.ledger.schema import open_database
+from daemon.ledger.engine import open_ledger
 from daemon.status import data
 from daemon.status.health import health
 from daemon.windows import WindowError, parse_window
@@ -114,10 +112,11 @@ class StatusPage:
 
     async def _read(self, query: Callable[..., _T], *args: Any) -> _T:
         """`query(db, *args)` in a worker thread on a read-only connection of its own."""
-        path = self.daemon.settings.ledger.path
+        ledger = self.daemon.settings.ledger
+        where = ledger.url or ledger.path  # SQLite, or the PostgreSQL ledger daemons share
 
         def run() -> _T:
-            db: sqlite_utils.Database = open_database(path, readonly=True)
+            db = open_ledger(where, readonly=True)
             try:
                 return query(db, *args)
             finally:
@@ -129,7 +128,7 @@ class StatusPage:
     async def _answer(self, query: Callable[..., Any], *args: Any) -> web.Response:
         try:
             return _json(await self._read(query, *args))
-        except sqlite3.Error as exc:  # a ledger locked past the busy timeout, or unreadable
+        except self.daemon.ledger.errors as exc:  # locked past the busy timeout, unreadable, gone
             return _error(f"the ledger could not be read: {exc}", 503)
 
     async def _summary(self, request: web.Request) -> web.Response:

@@ -13,9 +13,8 @@ import math
 from datetime import datetime
 from typing import Any
 
-import sqlite_utils
-
 from daemon.ledger import status as queries
+from daemon.ledger.engine import Database
 from daemon.ledger.reports import percentile, report
 from daemon.units import TICKS_PER_USD
 from daemon.windows import Window, parse_window, zone
@@ -68,7 +67,7 @@ def buckets_for(window: Window, now: float) -> tuple[float, float, int]:
     return origin, float(width), count
 
 
-def summary(db: sqlite_utils.Database, window: Window, now: float, text: str) -> dict[str, Any]:
+def summary(db: Database, window: Window, now: float, text: str) -> dict[str, Any]:
     """`GET /api/summary`: the window's totals, spend today and this month (in the window's
     zone), burn rate, per-model / app / key rows (`daemon.ledger.reports.report` rows, plus
     ``ttft_p50_ms`` / ``ttft_p95_ms`` / ``ttft_calls`` on model rows), the spend series and
@@ -120,7 +119,7 @@ def summary(db: sqlite_utils.Database, window: Window, now: float, text: str) ->
     }
 
 
-def calls(db: sqlite_utils.Database, limit: int) -> dict[str, Any]:
+def calls(db: Database, limit: int) -> dict[str, Any]:
     """`GET /api/calls`: the last `limit` calls, newest first (`queries.recent_calls` fields,
     plus ``cost_usd``, null when unpriced). No prompt or completion: the ledger has none."""
     rows = queries.recent_calls(db, limit)
@@ -130,7 +129,7 @@ def calls(db: sqlite_utils.Database, limit: int) -> dict[str, Any]:
     return {"calls": rows}
 
 
-def fingerprints(db: sqlite_utils.Database) -> dict[str, Any]:
+def fingerprints(db: Database) -> dict[str, Any]:
     """`GET /api/fingerprints`: per model (sorted), the fingerprints seen (first/last seen,
     calls) and every change (``at``, ``old``, ``new``, ``kind``), oldest first."""
     seen, changes = queries.fingerprint_timeline(db)

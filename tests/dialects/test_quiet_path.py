@@ -1,0 +1,251 @@
+"""The quiet path of the SSE tap (`daemon.dialects.sse`): once only events holding a needle can
+matter, a tap neither splits nor copies the others (a filtering tap forwards them as one slice,
+and cuts the usage chunk out by slicing), and a chat stream with usage on every chunk reads only
+the last of a run. Whatever the stream, the splits, the line endings and the cap, it must give
+the client the very bytes, and the record the very values, that reading every event in turn
+gives (the slow path: a tap that is never quiet)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+from unittest.mock import patch
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.dialects import sse
+from daemon.dialects.base import MAX_SCAN_BYTES
+from daemon.dialects.chat import ChatStream
+from daemon.dialects.coerce import loads_object
+from daemon.dialects.sse import split_events, sse_data
+from daemon.record import CallRecord, Usage
+from daemon.testing import make_record
+
+LF, CRLF, CR = b"\n", b"\r\n", b"\r"
+HEAD = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "model": "grok-4.7"}
+
+
+class SlowStream(ChatStream):
+    """A chat tap that never goes quiet: it reads every event in turn (the reference)."""
+
+    def quiet_needles(self) -> tuple[bytes, ...] | None:
+        return None
+
+
+def _ending(previous: bytes | None) -> st.SearchStrategy[bytes]:
+    # An LF after a CR ending would make one CRLF of the two: no server writes that.
+    return st.sampled_from([CRLF, CR] if previous == CR else [LF, CRLF, CR])
+
+
+def frames(draw: st.DrawFn, events: list[list[bytes]]) -> bytes:
+    """Each event's lines, each with a drawn line ending, then a blank line; sometimes one
+    more blank line after it (an odd run of endings: the next event opens with it)."""
+    out, previous = [], None
+    for lines in events:
+        for line in [*lines, b""]:
+            previous = draw(_ending(previous))
+            out.append(line + previous)
+        if draw(st.integers(0, 5)) == 0:
+            previous = draw(_ending(previous))
+            out.append(previous)
+    return b"".join(out)
+
+
+def data(obj: object, compact: bool = True) -> bytes:
+    return b"data: " + (orjson.dumps(obj) if compact else json.dumps(obj).encode())
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[list[bytes]]:
+    """A chat stream: a first content chunk, then content chunks (some with cumulative usage,
+    a fingerprint or service tier that may change, compact JSON or not), comments (one naming
+    a needle), an error event, a malformed one, the usage chunk, ``[DONE]``, a padding event
+    of some size (with a needle or not), in a drawn order after the first chunk."""
+    every = draw(st.booleans())  # cumulative usage on every content chunk (Nov 2024)
+    events: list[list[bytes]] = [
+        [data({**HEAD, "choices": [{"index": 0, "delta": {"content": "Hi"}}]})]
+    ]
+    rest: list[list[bytes]] = []
+    tokens = 0
+    for _ in range(draw(st.integers(0, 12))):
+        tokens += draw(st.integers(0, 3))
+        chunk: dict[str, Any] = {**HEAD, "choices": [{"index": 0, "delta": {"content": "x"}}]}
+        if every or draw(st.integers(0, 6)) == 0:
+            chunk["usage"] = {"prompt_tokens": 9, "completion_tokens": tokens}
+        if draw(st.booleans()):
+            chunk["system_fingerprint"] = draw(st.sampled_from(["fp_a", "fp_b", "", None]))
+        if draw(st.integers(0, 4)) == 0:
+            chunk["service_tier"] = draw(st.sampled_from(["default", "priority", None]))
+        rest.append([data(chunk, compact=draw(st.integers(0, 4)) > 0)])
+    extras: list[list[bytes]] = [
+        [b": keep-alive"],
+        [b': a "usage" in a comment'],
+        [b"event: note", data({"note": "no needle"})],
+        [data({"code": "overloaded", "error": "try later"})],
+        [b'data: {"usage": {"prompt_tokens": 1,'],  # not JSON
+        [data({**HEAD, "choices": [{"index": 0, "delta": {}}], "usage": None})],
+        [b"data: " + b"z" * draw(st.integers(1, 600))],
+        [data({"pad": "y" * draw(st.integers(1, 600)), "error": None})],
+        # usage beside an error (read as the error: no top-level choices), or beside "[DONE]"
+        [data({"x": {"choices": [{}]}, "error": {"code": "e"}, "usage": {"prompt_tokens": 4}})],
+        [data({**HEAD, "choices": [{"delta": {"content": "[DONE]"}}], "usage": {}})],
+    ]
+    for extra in draw(st.lists(st.sampled_from(extras), max_size=4)):
+        rest.insert(draw(st.integers(0, len(rest))), extra)
+    if draw(st.integers(0, 5)):
+        usage = {"prompt_tokens": 9, "completion_tokens": tokens + 1, "total_tokens": tokens + 10}
+        rest.append([data({**HEAD, "choices": [], "usage": usage})])
+    if draw(st.integers(0, 5)):
+        rest.append([b"data: [DONE]"])
+    return events + rest
+
+
+def feed(tap: ChatStream, body: bytes, cuts: list[int]) -> bytes:
+    """What the client gets: every piece as the tap returns it (or as is), then its tail."""
+    out = []
+    points = sorted({c for c in cuts if 0 < c < len(body)})
+    for start, end in zip([0, *points], [*points, len(body)], strict=True):
+        got = tap.feed(body[start:end])
+        out.append(body[start:end] if got is None else got)
+    out.append(tap.finish(True) or b"")
+    return b"".join(out)
+
+
+def meter(
+    kind: type[ChatStream], body: bytes, cuts: list[int], filtering: bool, cap: int, coding: str
+) -> tuple[CallRecord, bytes]:
+    record = make_record(stream=True)
+    record.usage_injected = filtering
+    tap = kind(record, lambda: 2.0, coding, filtering=filtering)
+    tap.max_scan_bytes = cap
+    return record, feed(tap, body, cuts)
+
+
+def booked(record: CallRecord) -> tuple[object, ...]:
+    return (
+        record.usage,
+        record.unmetered_reason,
+        record.model,
+        record.response_id,
+        record.fingerprint,
+        record.service_tier,
+        record.ttft_ms,
+        record.upstream_error,
+    )
+
+
+def stripped(body: bytes, cap: int) -> bytes:
+    """The body without its usage chunks (``choices: []`` and usage), as a filtering tap
+    must send it: an event over the cap is never read, so never stripped."""
+    kept = []
+    for event in split_events(body):
+        obj = loads_object(sse_data(event)) if len(event) <= cap else None
+        if obj is None or obj.get("choices") != [] or type(obj.get("usage")) is not dict:
+            kept.append(event)
+    return b"".join(kept)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    events=streams(),
+    filtering=st.booleans(),
+    cap=st.sampled_from([MAX_SCAN_BYTES, 300, 700]),
+    hold=st.sampled_from([sse._QUIET_HOLD, 1, 90]),
+    draw=st.data(),
+)
+def test_the_quiet_path_gives_what_reading_every_event_gives(
+    events: list[list[bytes]], filtering: bool, cap: int, hold: int, draw: st.DataObject
+) -> None:
+    body = frames(draw.draw, events)
+    while any(len(e) == cap + 1 for e in split_events(body)):
+        cap += 2  # (not the known edge: one over the cap by the LF of a CRLF cut in two)
+    cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=12))
+    with patch.object(sse, "_QUIET_HOLD", hold):
+        quiet, out = meter(ChatStream, body, cuts, filtering, cap, "")
+        slow, slow_out = meter(SlowStream, body, cuts, filtering, cap, "")
+    assert out == slow_out == (stripped(body, cap) if filtering else body)
+    assert booked(quiet) == booked(slow)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=streams(), filtering=st.booleans(), draw=st.data())
+def test_a_compressed_stream_quietly_read_gives_the_same(
+    events: list[list[bytes]], filtering: bool, draw: st.DataObject
+) -> None:
+    """gzip: a filtering tap forwards the decoded bytes, less the usage chunk."""
+    body = frames(draw.draw, events)
+    sent = gzip.compress(body)
+    cuts = draw.draw(st.lists(st.integers(0, len(sent)), max_size=12))
+    quiet, out = meter(ChatStream, sent, cuts, filtering, MAX_SCAN_BYTES, "gzip")
+    slow, slow_out = meter(SlowStream, sent, cuts, filtering, MAX_SCAN_BYTES, "gzip")
+    assert out == slow_out == (stripped(body, MAX_SCAN_BYTES) if filtering else sent)
+    assert booked(quiet) == booked(slow)
+
+
+def test_the_usage_chunk_is_stripped_wherever_the_chunks_cut_it() -> None:
+    """A burst's usage chunk, cut at every byte (and at every pair of bytes nearby): the
+    client gets every other byte, the record the final usage."""
+    content = [
+        data({**HEAD, "choices": [{"index": 0, "delta": {"content": w}}]}) + b"\r\n\r\n"
+        for w in ("Hi", " there", "!")
+    ]
+    usage = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 31, "completion_tokens": 9}})
+    body = b"".join(content) + usage + b"\n\n" + b"data: [DONE]\r\r"
+    at = body.index(usage)
+    for i in range(at - 3, len(body)):
+        for j in (i + 1, i + 2, len(body) - 1):
+            record, out = meter(ChatStream, body, [i, j], True, MAX_SCAN_BYTES, "")
+            assert out == body.replace(usage + b"\n\n", b""), (i, j)
+            assert record.usage == Usage(input_tokens=31, output_tokens=9), (i, j)
+            assert record.metered and record.ttft_ms == 2000.0
+
+
+def test_a_burst_is_forwarded_in_one_slice_and_usage_on_every_chunk_read_once() -> None:
+    """Usage on every chunk, the whole stream in one read: the tap reads the first chunk and
+    the last usage-bearing one (and ``[DONE]``), not the ones between."""
+    chunks = [
+        data({**HEAD, "choices": [{"index": 0, "delta": {"content": "w"}}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": n}, "system_fingerprint": "fp"})
+        + b"\n\n"
+        for n in range(1, 101)
+    ]  # fmt: skip
+    body = b"".join(chunks) + b"data: [DONE]\n\n"
+    record = make_record(stream=True)
+    record.usage_injected = True
+    tap = ChatStream(record, lambda: 2.0, "", filtering=True)
+    reads: list[bytes] = []
+    on_event = tap.on_event
+
+    def counting(event: bytes) -> bool:
+        reads.append(event)
+        return on_event(event)
+
+    tap.on_event = counting  # type: ignore[method-assign]
+    assert tap.feed(body) + (tap.finish(True) or b"") == body
+    assert reads == [chunks[0], b"data: [DONE]\n\n"]  # (the last chunk: read in one go)
+    assert record.usage == Usage(input_tokens=9, output_tokens=100)
+    assert (record.metered, record.fingerprint) == (True, "fp")
+
+
+def test_a_tap_that_breaks_after_the_lf_of_a_split_crlf_still_owes_it() -> None:
+    """The relay writes `abandon()` in place of a chunk a filtering tap raised on: the LF that
+    ends the last event (its CR came in the chunk before) is owed as well as the rest."""
+
+    class Breaking(ChatStream):
+        def read(self, obj: dict[str, Any]) -> bool:
+            if "usage" in obj:
+                raise RuntimeError("a tap bug")
+            return super().read(obj)
+
+    record = make_record(stream=True)
+    tap = Breaking(record, lambda: 2.0, "", filtering=True)
+    first = data({**HEAD, "choices": [{"index": 0, "delta": {"content": "Hi"}}]}) + b"\r\n\r"
+    rest = b"\n" + data({**HEAD, "choices": [], "usage": {"prompt_tokens": 1}}) + b"\n\n"
+    assert tap.feed(first) == first
+    with pytest.raises(RuntimeError):
+        tap.feed(rest)
+    assert tap.abandon() == rest
