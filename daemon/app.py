@@ -229,6 +229,8 @@ class Daemon:
         self.relay.max_scan_bytes = s.relay.max_scan_bytes
         missing_v1 = self.metrics.missing_v1
         self.relay.missing_v1.count = lambda endpoint: missing_v1.labels(endpoint).inc()
+        doubled_v1 = self.metrics.doubled_v1
+        self.relay.missing_v1.count_doubled = lambda endpoint: doubled_v1.labels(endpoint).inc()
         self.grpc: GrpcRelay | None = None
         if s.grpc.port or self.grpc_any_port:
             self.grpc = GrpcRelay(

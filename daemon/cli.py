@@ -253,6 +253,7 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
         rows = catalog_table(catalog)
         if fmt != "table":
             rows = numeric(rows, CATALOG_NUMBERS)
+        rows = _as_text(rows) if fmt != "json" else rows
         print(render(rows, fmt, CATALOG_COLUMNS if fmt == "table" else None), end="")
         return
     with _open_ledger(settings) as db:
@@ -262,10 +263,11 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
         )
         rows = prices_table(book)
     if fmt != "table":  # numbers as numbers, not the table's exact decimal strings
-        print(render(numeric(rows, PRICE_NUMBERS), fmt), end="")
+        rows = numeric(rows, PRICE_NUMBERS)
+        print(render(rows if fmt == "json" else _as_text(rows), fmt), end="")
         return
     if rows:
-        print(render(rows, fmt, PRICE_COLUMNS), end="")
+        print(render(_as_text(rows), fmt, PRICE_COLUMNS), end="")
     else:
         print(
             "No prices yet. The daemon fetches them from the upstream's "
@@ -276,7 +278,19 @@ def prices(config: str | None, ledger: str | None, fmt: str, catalog_only: bool)
         "\nPrices no listing carries (the catalog; `xai-meter prices --catalog` lists them "
         "alone, override them in [pricing.overrides.catalog]):"
     )
-    print(render(catalog_table(book.catalog), fmt, CATALOG_COLUMNS), end="")
+    print(render(_as_text(catalog_table(book.catalog)), fmt, CATALOG_COLUMNS), end="")
+
+
+def _as_text(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`prices` rows for a table or CSV: a list (``aliases``) joined with ", ", a bool
+    (``in_force``) as yes or no. JSON keeps them as a list and a boolean."""
+    return [{k: _text(v) for k, v in row.items()} for row in rows]
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return ", ".join(value) if isinstance(value, list) else value
 
 
 @cli.command(
@@ -459,11 +473,19 @@ def backup(dest: str, config: str | None, ledger: str | None, force: bool) -> No
     "tree this package runs from, else of the working directory)",
 )
 @click.option("--scrape-interval", metavar="DURATION", default="15s", help="scrape_interval")
-def prometheus_config(config: str | None, rules_dir: str | None, scrape_interval: str) -> None:
+@click.option(
+    "--admin-port",
+    type=int,
+    metavar="N",
+    help="the admin port the daemon was started with (serve --admin-port; overrides admin.port)",
+)
+def prometheus_config(
+    config: str | None, rules_dir: str | None, scrape_interval: str, admin_port: int | None
+) -> None:
     from daemon.scrape import ScrapeConfigError, scrape_config
 
     try:
-        text = scrape_config(_settings(config), rules_dir, scrape_interval)
+        text = scrape_config(_settings(config, admin_port=admin_port), rules_dir, scrape_interval)
     except ScrapeConfigError as exc:
         raise CommandError(str(exc)) from None
     sys.stdout.write(text)

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from yarl import URL
 
+from daemon.loops import is_wildcard, own_address
+
 
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key and how to fix it.
@@ -905,41 +907,90 @@ def from_mapping(table: Mapping[str, Any], source: str | None = None) -> Setting
 
 _LISTENERS = ("relay", "admin", "grpc")
 _LISTEN_FLAGS = {"relay": "--port", "admin": "--admin-port", "grpc": "--grpc-port"}
+# What port 0 means for each listener, in the clash's fix: gRPC's 0 turns the listener off.
+_PORT_ZERO = {"relay": "any free port", "admin": "any free port", "grpc": "no gRPC listener"}
+_LISTENER_NAMES = {"relay": "relay", "grpc": "gRPC"}
 
 
 def _cross_check(values: Mapping[str, Any], wrong: set[str]) -> list[str]:
-    """Settings each right alone that cannot go together: two listeners on one address, an
-    upstream that is the relay itself (every call would come back to it, forever). A setting
-    in `wrong` (its own value was refused, so `values` holds its default) takes no part."""
+    """Settings each right alone that cannot go together: two listeners on one address (a
+    wildcard host, ``0.0.0.0`` or ``::``, takes the port on every address), an upstream that
+    is a listener of this daemon (every call would come back to it, forever: `_self_loops`).
+    A setting in `wrong` (its own value was refused, so `values` holds its default) takes no
+    part."""
     errors: list[str] = []
-    taken: dict[tuple[str, int], str] = {}
+    taken: list[tuple[str, str, int]] = []  # (listener, host, port)
     for name in _LISTENERS:
         host, port = values[f"{name}.host"], values[f"{name}.port"]
         if port == 0 or {f"{name}.host", f"{name}.port"} & wrong:
             continue  # 0: any free port, or (gRPC) none: never a clash
-        other = taken.get((host, port))
-        if other is not None:
-            errors.append(
-                f"{name}.port = {port}: {other}.port is {port} too, on the same host "
-                f"({host}). Fix: give each listener its own port ({_LISTEN_FLAGS[name]} N), "
-                f"or 0 for any free port."
+        for other, other_host, other_port in taken:
+            if other_port != port or not _overlap(host, other_host):
+                continue
+            where = (
+                f"on the same host ({host})"
+                if host == other_host
+                else f"and {other}.host = {other_host!r} and {name}.host = {host!r} overlap "
+                f"(0.0.0.0 and :: take the port on every address)"
             )
-        taken.setdefault((host, port), name)
-    relay = (values["relay.host"], values["relay.port"])
-    upstream_urls = {"upstream.base_url": values["upstream.base_url"]} | {
-        f"upstreams.{name}.base_url": entry["base_url"]
+            errors.append(
+                f"{name}.port = {port}: {other}.port is {port} too, {where}. Fix: give each "
+                f"listener its own port ({_LISTEN_FLAGS[name]} N), or 0 for {_PORT_ZERO[name]}."
+            )
+            break
+        taken.append((name, host, port))
+    return errors + _self_loops(values, wrong)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Listeners on hosts `a` and `b` cannot share a port: the same host, or a wildcard and
+    any host (``0.0.0.0`` and an IPv6 address excepted: IPv4's wildcard leaves those free)."""
+    if a == b:
+        return True
+    for wild, other in ((a, b), (b, a)):
+        if wild == "0.0.0.0":
+            return ":" not in other
+        if is_wildcard(wild):
+            return True
+    return False
+
+
+def _self_loops(values: Mapping[str, Any], wrong: set[str]) -> list[str]:
+    """An upstream that is a listener of this daemon: each ``base_url`` of an HTTP upstream
+    against the relay, ``grpc.upstream`` against the gRPC listener (every call would be
+    relayed back to it, until sockets run out), ``management.base_url`` against the relay
+    (management calls would be relayed as inference calls). Host names resolve only when the
+    ports are equal (`daemon.loops.own_address`)."""
+    errors: list[str] = []
+    checks: list[tuple[str, str, str]] = []  # (setting, its URL, the listener it must not be)
+    checks += [("upstream.base_url", values["upstream.base_url"], "relay")]
+    checks += [
+        (f"upstreams.{name}.base_url", entry["base_url"], "relay")
         for name, entry in values["upstreams"].items()
-    }
-    if {"relay.host", "relay.port"} & wrong:
-        return errors
-    for key, origin in upstream_urls.items():
+    ]
+    checks += [("grpc.upstream", values["grpc.upstream"], "grpc")]
+    checks += [("management.base_url", values["management.base_url"], "relay")]
+    for key, origin, listener in checks:
+        host, port = values[f"{listener}.host"], values[f"{listener}.port"]
+        if key in wrong or not port or {f"{listener}.host", f"{listener}.port"} & wrong:
+            continue  # port 0: any free port (or no gRPC listener), never the upstream's
         url = URL(origin)
-        if relay[1] and key not in wrong and (url.host, url.port) == relay:
-            errors.append(
-                f"{key} = {origin!r} is the relay's own address (relay.host, relay.port): "
-                f"every call would be relayed back to it. Fix: set {key} to the real "
-                f'upstream ("https://api.x.ai"), or move the relay (relay.port).'
-            )
+        if url.port != port or not url.host or not own_address(url.host, host):
+            continue
+        flag = {"upstream.base_url": " (--upstream)", "grpc.upstream": " (--grpc-upstream)"}
+        if key == "management.base_url":
+            what = "management calls would be relayed to upstream.base_url as inference calls"
+            real = "https://management-api.x.ai"
+        else:
+            what = "every call would be relayed back to it, forever"
+            real = "https://api.x.ai"
+        errors.append(
+            f"{key} = {origin!r} is this daemon's own {_LISTENER_NAMES[listener]} listener "
+            f"({listener}.host = "
+            f"{host!r}, {listener}.port = {port}): {what}. Fix: set {key}{flag.get(key, '')} "
+            f'to the real upstream ("{real}"), or move the listener '
+            f"({_LISTEN_FLAGS[listener]} N)."
+        )
     return errors
 
 

@@ -22,6 +22,9 @@ What each limit does (the README's "Connection limits" says the same to users):
   (`MAX_REQUEST_BYTES`): the relay reads each body through `BodyLimits`; a call refused there
   is a ledger row (``408 body_timeout``, ``503 body_bytes_exhausted``, ``413
   request_too_large``), as every call is.
+- A request that came back (`daemon.loops.came_back`: it carries the Via tag this daemon
+  adds to what it forwards) is refused before its body is read: ``508 loop_detected``, a
+  ledger row, so no upstream that leads back here can loop. One header lookup per call.
 
 Every refusal is counted in ``xai_meter_relay_rejected_total{reason}``, the reason being the
 answer's code. None of it touches the admin listener, which listens apart with its own reserve.
@@ -37,9 +40,10 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from daemon.config import ConfigError, Settings
+from daemon.loops import LOOP_MESSAGE, came_back
 from daemon.record import CallError, CallRecord
 from daemon.upstream import json_error
 
@@ -273,7 +277,16 @@ class BodyLimits:
         pass the limit), 503 ``body_bytes_exhausted`` with Retry-After when the bytes held
         cannot take it now, 408 ``body_timeout``; each closes the connection. A body that
         came whole with its headers (most do) is read with no timer: one add here and one
-        subtraction in `give` are all it costs."""
+        subtraction in `give` are all it costs. First, a request that came back round a loop
+        of relays (`daemon.loops`) is refused: 508 ``loop_detected``."""
+        if hdrs.VIA in request.headers and came_back(request.headers):
+            return self._refuse(
+                record,
+                508,
+                CallError.LOOP_DETECTED,
+                "Via: " + request.headers[hdrs.VIA][:120],
+                LOOP_MESSAGE,
+            )
         limit = self.max_request_bytes
         length = request.content_length
         held = 0

@@ -6,8 +6,11 @@ simulator's gRPC face, which shares the REST face's state. Every call is one led
 
 Each run starts from a fresh ledger (`prepare_ledger`): the file is replaced, with its WAL
 files and journal, when a demo made it (``meta.demo``, `daemon.ledger.store.mark_demo_ledger`)
-or it has the default demo name; any other existing file is refused, never deleted. With
-``append`` the run adds to the file instead, and says that its totals include earlier runs.
+or it has the default demo name; any other existing file is refused, never deleted, with the
+fix for what it is (a ledger of its own: ``--append``; a directory, a database that is no
+ledger, a file that is no database: another ``--ledger``). With ``append`` the run adds to an
+existing ledger instead, and says that its totals include earlier runs. The line naming the
+ledger is printed once the daemon has opened it: a run that stops before prints only why.
 """
 
 from __future__ import annotations
@@ -160,17 +163,36 @@ def prepare_ledger(ledger_path: str, append: bool) -> tuple[str, bool]:
 
     Without `append`, an existing file is deleted (with its ``-wal``, ``-shm`` and journal
     directory) when a demo made it or it is named `DEFAULT_LEDGER`; any other raises
-    `DemoError`. With `append`, an existing file is kept and added to."""
+    `DemoError`, with the fix for what it is: a ledger of its own (``--append`` adds to it),
+    an SQLite database that is no ledger, a file that is no database. With `append`, an
+    existing ledger is kept and added to; anything else (no ledger, a directory) raises
+    `DemoError`. Nothing is changed before every check has passed."""
     path = Path(ledger_path)
+    if path.is_dir():
+        raise DemoError(
+            f"--ledger {ledger_path} is a directory, not a ledger file. Fix: name a file, "
+            f"like --ledger {shlex.quote(str(path / DEFAULT_LEDGER))}."
+        )
     if not path.exists():
         return f"Ledger: {ledger_path} (new).", True
-    if append:
+    kind = _ledger_kind(path)
+    if append and kind in ("demo", "ledger"):
         return (
             f"Ledger: {ledger_path}, appending (--append): the report and the reconciliation "
             "below include its earlier calls.",
             False,
         )
-    if not (path.name == DEFAULT_LEDGER or _made_by_a_demo(path)):
+    if kind == "not sqlite":
+        raise DemoError(
+            f"{ledger_path} exists and is not an SQLite database: the demo neither replaces "
+            "nor adds to a file that is no ledger. Fix: pass another --ledger FILE (a new one)."
+        )
+    if kind == "other sqlite":
+        raise DemoError(
+            f"{ledger_path} is an SQLite database but not an xai-meter ledger: the demo "
+            "neither replaces nor adds to it. Fix: pass another --ledger FILE (a new one)."
+        )
+    if not (path.name == DEFAULT_LEDGER or kind == "demo"):
         raise DemoError(
             f"{ledger_path} exists and is not a ledger a demo made: the demo replaces only "
             "its own. Fix: pass another --ledger FILE, or --append to add the demo's calls to it."
@@ -186,23 +208,29 @@ def prepare_ledger(ledger_path: str, append: bool) -> tuple[str, bool]:
     )
 
 
-def _made_by_a_demo(path: Path) -> bool:
+def _ledger_kind(path: Path) -> str:
+    """What the existing file at `path` is: ``demo`` (a ledger a demo made), ``ledger`` (an
+    xai-meter ledger, or an empty file: one to be), ``other sqlite`` (a database without the
+    ledger's ``calls`` table) or ``not sqlite``."""
+    if path.stat().st_size == 0:
+        return "ledger"  # SQLite's empty database: nothing in it to keep apart
     try:
         db = open_database(path, readonly=True)
     except sqlite3.Error:
-        return False
+        return "not sqlite"
     try:
-        return is_demo_ledger(db)
-    except sqlite3.Error:  # not SQLite at all: not ours
-        return False
+        if is_demo_ledger(db):
+            return "demo"
+        return "ledger" if db["calls"].exists() else "other sqlite"
+    except sqlite3.Error:  # not SQLite at all
+        return "not sqlite"
     finally:
         db.close()
 
 
 async def run_demo(ledger_path: str, keep_running: bool = False, append: bool = False) -> None:
     """The demo (see the module). Raises `DemoError` for a ledger it must not replace."""
-    which, fresh = prepare_ledger(ledger_path, append)
-    print(which)
+    which, fresh = prepare_ledger(ledger_path, append)  # every check first, then one line
     state = simulator.SimulatorState(record_requests=False)
     sim = await simulator.start(state=state)
     face = await simulator.start_grpc(state=state)
@@ -224,6 +252,7 @@ async def run_demo(ledger_path: str, keep_running: bool = False, append: bool = 
         await face.close()
         await sim.close()
         raise
+    print(which)  # the ledger opened: what follows is about it
     before = daemon.ledger.rows_written
     try:
         if fresh:

@@ -168,7 +168,8 @@ async def open_resources(
 
 def ledger_problem(path: str) -> ConfigError | None:
     """What SQLite words as "unable to open database file", said plainly, for a ledger at
-    `path` that failed to open: a directory, a read-only file system (EROFS: a read-only
+    `path` that failed to open: a directory, under a file (its parent is no directory), a
+    read-only file system (EROFS: a read-only
     mount, a container's read-only root), a directory or file this user may not write (EACCES,
     or chattr +i, which stops root too). None when none of these is so."""
     where = Path(path)
@@ -177,6 +178,13 @@ def ledger_problem(path: str) -> ConfigError | None:
         return ConfigError(
             f"{at} ({os.strerror(errno.EISDIR)}). Fix: set ledger.path (--ledger FILE) to a "
             f"file, like {str(where / 'xai-meter.db')!r}."
+        )
+    blocker = _file_above(where)
+    if blocker is not None:
+        return ConfigError(
+            f"{at}: its parent {str(blocker)!r} is a file, not a directory. Fix: set "
+            f"ledger.path (--ledger FILE) to a file in a directory, like "
+            f"{str(blocker.parent / where.name)!r}, or move {str(blocker)!r} out of the way."
         )
     existing = where if where.exists() else _existing_parent(where)
     try:
@@ -195,6 +203,16 @@ def ledger_problem(path: str) -> ConfigError | None:
             f"write access there, or set ledger.path (--ledger FILE) to a file it can create "
             f"and write."
         )
+    return None
+
+
+def _file_above(path: Path) -> Path | None:
+    """The nearest of `path`'s parents that exists, when it is no directory (a file where a
+    directory should be: SQLite says only "File exists"); None otherwise. As `path` names it
+    (relative stays relative)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
     return None
 
 

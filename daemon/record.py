@@ -70,6 +70,9 @@ class CallError(enum.StrEnum):
     BODY_BYTES_EXHAUSTED = "body_bytes_exhausted"  # 503: relay.max_body_bytes_in_flight is full
     # 503: every pooled upstream connection stayed busy for upstream.connect_timeout
     UPSTREAM_POOL_EXHAUSTED = "upstream_pool_exhausted"
+    # 508: the request carries this daemon's own Via tag: it came back round a loop of relays
+    # (`daemon.loops`), and going on would send it round again
+    LOOP_DETECTED = "loop_detected"
 
 
 class Unmetered(enum.StrEnum):

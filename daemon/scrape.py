@@ -1,7 +1,8 @@
 """`xai-meter prometheus-config`: a Prometheus config for this daemon, built from its settings.
 
 The scrape target follows ``admin.host`` and ``admin.port`` (a wildcard host, ``0.0.0.0`` or
-``::``, is scraped on ``127.0.0.1``), and ``rule_files`` name the shipped alert and recording
+``::``, is scraped on ``127.0.0.1``; ``--admin-port N``, as given to ``serve``, overrides the
+port), and ``rule_files`` name the shipped alert and recording
 rules (``dashboards/rules/xai-meter-*.yml``) by absolute path, so the file works from any
 directory. ``dashboards/prometheus.yml`` is the same config for the default settings, with rule
 paths relative to itself: a template for a checkout; this command is what follows a changed

@@ -377,13 +377,17 @@ def toml_text(table: Mapping[str, Mapping[str, Any]]) -> str:
 class DaemonProcess:
     """One ``python -m daemon serve --config FILE`` process of this tree (PYTHONPATH), its
     ports (loopback, free), its log (stdout and stderr into `log_path`). `nofile`: the file
-    limit (RLIMIT_NOFILE, soft and hard) it starts with; None: the test's own."""
+    limit (RLIMIT_NOFILE, soft and hard) it starts with; None: the test's own. `relay_port`:
+    the relay's port, fixed (another daemon names it as its upstream); 0: a free one."""
 
-    def __init__(self, config_path: Path, log_path: Path, nofile: int | None = None) -> None:
+    def __init__(
+        self, config_path: Path, log_path: Path, nofile: int | None = None, relay_port: int = 0
+    ) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self.nofile = nofile
         self.process: asyncio.subprocess.Process | None = None
+        self.fixed_relay_port = relay_port
         self.relay_port = 0
         self.admin_port = 0
 
@@ -430,7 +434,7 @@ class DaemonProcess:
 
     async def _launch(self, table: dict[str, dict[str, Any]], within: float) -> None:
         """Start it on fresh ports; return once it is ready or has exited (bounded)."""
-        self.relay_port, self.admin_port = free_port(), free_port()
+        self.relay_port, self.admin_port = self.fixed_relay_port or free_port(), free_port()
         table["relay"]["port"], table["admin"]["port"] = self.relay_port, self.admin_port
         self.config_path.write_text(toml_text(table))
         await self._spawn()

@@ -7,6 +7,7 @@
   Anthropic, ``Authorization: Bearer`` otherwise), for calls that carry no key of their own.
 - Header filtering: `forward_headers` (client -> upstream) and `response_headers` (upstream ->
   client) drop RFC 9110 hop-by-hop headers; our own ``X-Meter-*`` controls never leave.
+  `forward_headers` adds the relay's ``Via`` (`daemon.loops.VIA`: how a loop is seen).
   `make_sendable`: a header whose bytes the client side could not send as they came.
   `decodable_accept_encoding` narrows Accept-Encoding to what the taps can decode.
 - `read_response_headers`: what the upstream's response headers tell the meter (request id,
@@ -36,6 +37,7 @@ from yarl import URL
 
 from daemon.dialects.encoding import DECODABLE
 from daemon.keys import KNOWN_KEYS
+from daemon.loops import VIA
 from daemon.record import CallRecord
 
 # Headers aiohttp's client adds when absent: skipped unless the client sent them, so the
@@ -141,7 +143,9 @@ def _kind(name: str) -> int:
 
 
 def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop ones and our own X-Meter-* controls."""
+    """The client's headers minus hop-by-hop ones and our own X-Meter-* controls, plus our
+    ``Via`` (RFC 9110 7.6.3: after any the client sent; `daemon.loops` finds it if the
+    request comes back)."""
     out: CIMultiDict[str] = CIMultiDict()
     connection = incoming.get("Connection")
     # Headers the client named in Connection are hop-by-hop too (usually just keep-alive).
@@ -154,6 +158,7 @@ def forward_headers(incoming: CIMultiDictProxy[str]) -> CIMultiDict[str]:
         if _kind(name) or (connection_tokens and name.lower() in connection_tokens):
             continue
         out.add(name, value)
+    out.add("Via", VIA)
     return out
 
 

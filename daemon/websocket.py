@@ -11,7 +11,8 @@ upstream, relayed message by message both ways and metered by a socket tap.
    headers), its key, or the configured key when it sent none (and no ``xai-client-secret.``
    subprotocol, a browser's credential), and its subprotocols; so a failure is still an honest
    HTTP answer to the client: unreachable 502, silent 504, refused: the upstream's status
-   (a 2xx that is no upgrade: 502), each one row, unbilled;
+   (a 2xx that is no upgrade: 502), each one row, unbilled; an upgrade that came back round a
+   loop of relays (our own Via, `daemon.loops`) is not connected at all: 508, one row;
 3. accepts the client's upgrade with the subprotocol the upstream selected (none if none) and
    the upstream's response headers (hop-by-hop and handshake ones aside), then relays until
    either side ends it:
@@ -64,6 +65,7 @@ from daemon.dialects import Router, socket_tap
 from daemon.dialects.base import end_call
 from daemon.dialects.sockets import NORMAL_CLOSE, Ending, SocketTap
 from daemon.keys import KeyHasher, api_key_of
+from daemon.loops import LOOP_MESSAGE, came_back
 from daemon.meter import Meter
 from daemon.record import CallError, CallRecord, Stage, Transport, Unmetered, new_call_id
 from daemon.upstream import (
@@ -305,6 +307,11 @@ class SocketRelay:
         session: _Session,
     ) -> web.StreamResponse:
         record = session.tap.upgrade
+        if came_back(request.headers):  # round a loop of relays (daemon.loops): one row, 508
+            record.fail(CallError.LOOP_DETECTED, "Via: " + request.headers[hdrs.VIA][:120])
+            record.status = 508
+            session.rows.finish(record)
+            return json_error(508, CallError.LOOP_DETECTED.value, LOOP_MESSAGE)
         if not_utf8 := make_sendable(headers):  # as it came, aiohttp would drop the bytes
             record.error_detail = f"header not UTF-8, sent with U+FFFD: {not_utf8}"
         answer: dict[str, CIMultiDictProxy[str]] = {}

@@ -169,6 +169,21 @@ def test_missing_ledger_is_a_command_error(
     assert "--ledger FILE" in err
 
 
+def test_the_readme_says_the_exit_codes_commands_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (
+        "Other commands exit 0 when done; 2 when one cannot run as asked, a user's mistake said "
+        "in one line with the fix (`report` without a ledger, a `--since` it cannot read, a "
+        "`--ledger` that is no ledger, a config or usage error); 130 when Ctrl-C interrupts one."
+    ) in readme
+    assert "1 when one cannot run as asked" not in readme
+    monkeypatch.chdir(tmp_path)  # no ledger here
+    assert main(["report"]) == 2
+    assert main(["report", "--since", "1M"]) == 2
+
+
 def test_ledger_commands_on_an_empty_ledger(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

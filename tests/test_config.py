@@ -213,7 +213,7 @@ def test_check_config_reports_every_mistake_at_once(
         f"{E}log.level = 'loud': expected one of 'debug', 'info', 'warning', 'error'. "
         'Fix: log.level = "debug" (for example), or remove it to use the default.',
         f"{E}grpc.port = 9000: admin.port is 9000 too, on the same host (127.0.0.1). Fix: give "
-        "each listener its own port (--grpc-port N), or 0 for any free port.",
+        "each listener its own port (--grpc-port N), or 0 for no gRPC listener.",
     ]
     assert main(["serve", "--config", str(path)]) == 2  # serve says the same, every line
     assert capsys.readouterr().err == err
@@ -230,12 +230,65 @@ def test_check_config_reports_every_mistake_at_once(
             "[relay]\nport = 8000\n[upstream]\nbase_url = 'http://127.0.0.1:8000'\n"
             "[upstreams.again]\nbase_url = 'http://127.0.0.1:8000'\nprefix = '/again'\n",
             [
-                "upstream.base_url = 'http://127.0.0.1:8000' is the relay's own address "
-                "(relay.host, relay.port): every call would be relayed back to it. Fix: set "
-                'upstream.base_url to the real upstream ("https://api.x.ai"), or move the relay '
-                "(relay.port).",
-                "upstreams.again.base_url = 'http://127.0.0.1:8000' is the relay's own address",
+                "upstream.base_url = 'http://127.0.0.1:8000' is this daemon's own relay listener "
+                "(relay.host = '127.0.0.1', relay.port = 8000): every call would be relayed back "
+                "to it, forever. Fix: set upstream.base_url (--upstream) to the real upstream "
+                '("https://api.x.ai"), or move the listener (--port N).',
+                "upstreams.again.base_url = 'http://127.0.0.1:8000' is this daemon's own relay",
             ],
+        ),
+        (  # any name or address that reaches the listener, not only its own spelling
+            "[relay]\nhost = '0.0.0.0'\nport = 8000\n[upstream]\n"
+            "base_url = 'http://localhost:8000'\n[upstreams.b]\n"
+            "base_url = 'http://127.0.0.9:8000'\nprefix = '/b'\n[upstreams.c]\n"
+            "base_url = 'http://0.0.0.0:8000'\nprefix = '/c'\n",
+            [
+                "upstream.base_url = 'http://localhost:8000' is this daemon's own relay",
+                "upstreams.b.base_url = 'http://127.0.0.9:8000' is this daemon's own relay",
+                "upstreams.c.base_url = 'http://0.0.0.0:8000' is this daemon's own relay",
+            ],
+        ),
+        (
+            "[relay]\nhost = '::'\nport = 8000\n[upstream]\nbase_url = 'http://[::1]:8000'\n",
+            ["upstream.base_url = 'http://[::1]:8000' is this daemon's own relay listener"],
+        ),
+        (
+            "[grpc]\nport = 8790\nupstream = 'http://localhost:8790'\n"
+            "[management]\nbase_url = 'http://localhost:8787'\n",
+            [
+                "grpc.upstream = 'http://localhost:8790' is this daemon's own gRPC listener "
+                "(grpc.host = '127.0.0.1', grpc.port = 8790): every call would be relayed back "
+                "to it, forever. Fix: set grpc.upstream (--grpc-upstream) to the real upstream "
+                '("https://api.x.ai"), or move the listener (--grpc-port N).',
+                "management.base_url = 'http://localhost:8787' is this daemon's own relay "
+                "listener (relay.host = '127.0.0.1', relay.port = 8787): management calls would "
+                "be relayed to upstream.base_url as inference calls. Fix: set management.base_url "
+                'to the real upstream ("https://management-api.x.ai"), or move the listener '
+                "(--port N).",
+            ],
+        ),
+        (  # not the listener: another loopback address than it listens on, another port, a
+            # name that does not resolve
+            "[relay]\nport = 8000\n[upstream]\nbase_url = 'http://127.0.0.9:8000'\n"
+            "[upstreams.b]\nbase_url = 'http://localhost:8001'\nprefix = '/b'\n"
+            "[upstreams.c]\nbase_url = 'http://no-such-host.invalid:8000'\nprefix = '/c'\n",
+            [],
+        ),
+        (  # a wildcard host takes the port on every address: a clash with any other host
+            "[relay]\nport = 18797\n[admin]\nhost = '0.0.0.0'\nport = 18797\n"
+            "[grpc]\nhost = '::'\nport = 18797\n",
+            [
+                "admin.port = 18797: relay.port is 18797 too, and relay.host = '127.0.0.1' and "
+                "admin.host = '0.0.0.0' overlap (0.0.0.0 and :: take the port on every address). "
+                "Fix: give each listener its own port (--admin-port N), or 0 for any free port.",
+                "grpc.port = 18797: relay.port is 18797 too, and relay.host = '127.0.0.1' and "
+                "grpc.host = '::' overlap (0.0.0.0 and :: take the port on every address). "
+                "Fix: give each listener its own port (--grpc-port N), or 0 for no gRPC listener.",
+            ],
+        ),
+        (  # IPv4's wildcard leaves an IPv6 address's port free
+            "[relay]\nhost = '0.0.0.0'\nport = 18797\n[admin]\nhost = '::1'\nport = 18797\n",
+            [],
         ),
         (  # port 0 is any free port: never a clash, never the upstream's
             "[relay]\nport = 0\n[admin]\nport = 0\n[upstream]\nbase_url = 'http://127.0.0.1:0'\n",

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from daemon.demo import _print_where
+from daemon.cli import main
+from daemon.demo import DemoError, _print_where, prepare_ledger
+from daemon.ledger import migrate, open_database
 
 
 def demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +66,7 @@ def test_demo_records_every_call(tmp_path: Path) -> None:
         ["13", "small"],
     ]
     assert "0.0010516  0.0010516       0.00    +0.00%" in bill[4]
-    assert "2 unmetered call(s): billed by xAI" in out
+    assert "2 unmetered call(s) (1 incomplete, 1 malformed): billed by xAI" in out
     rows = list(sqlite_utils.Database(tmp_path / "demo.db").query("select * from calls"))
     assert len(rows) == 13
     assert sum(r["status"] == 429 for r in rows) == 1
@@ -129,3 +131,65 @@ def test_where_to_look_while_it_runs(capsys: pytest.CaptureFixture[str]) -> None
         "  query    sqlite-utils query 'my demo.db' \"select model, sum(output_tokens) from "
         'calls group by model"',
     ]
+
+
+def test_a_ledger_it_will_not_touch_gets_the_fix_for_what_it_is(tmp_path: Path) -> None:
+    """--append is suggested only for a ledger of its own; a directory, a database that is no
+    ledger, or a file that is no database each get their own fix, with or without --append."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    text = tmp_path / "notes.db"
+    text.write_text("my notes, not a database\n" * 50)
+    other = tmp_path / "other.db"
+    sqlite_utils.Database(other)["things"].insert({"a": 1})
+    mine = tmp_path / "xai-meter.db"
+    db = open_database(mine)
+    migrate(db)
+    db.close()
+    directory = (
+        f"--ledger {folder} is a directory, not a ledger file. Fix: name a file, like "
+        f"--ledger {folder / 'xai-meter-demo.db'}."
+    )
+    not_sqlite = (
+        f"{text} exists and is not an SQLite database: the demo neither replaces nor adds to a "
+        "file that is no ledger. Fix: pass another --ledger FILE (a new one)."
+    )
+    not_ledger = (
+        f"{other} is an SQLite database but not an xai-meter ledger: the demo neither replaces "
+        "nor adds to it. Fix: pass another --ledger FILE (a new one)."
+    )
+    for append in (False, True):
+        for path, message in ((folder, directory), (text, not_sqlite), (other, not_ledger)):
+            with pytest.raises(DemoError) as refused:
+                prepare_ledger(str(path), append)
+            assert str(refused.value) == message
+    with pytest.raises(DemoError) as refused:
+        prepare_ledger(str(mine), append=False)
+    assert str(refused.value).endswith(
+        "Fix: pass another --ledger FILE, or --append to add the demo's calls to it."
+    )
+    assert prepare_ledger(str(mine), append=True)[0].startswith(f"Ledger: {mine}, appending")
+    assert text.read_text() == "my notes, not a database\n" * 50  # nothing touched
+    assert calls(mine) == 0
+
+
+def test_a_run_that_cannot_go_prints_only_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every check comes before the "Ledger: ..." line: --append to a file that is no ledger,
+    or a ledger the daemon then cannot open, prints one line on stderr and nothing else."""
+    text = tmp_path / "text.db"
+    text.write_text("not a database\n")
+    assert main(["demo", "--ledger", str(text), "--append"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"xai-meter demo: {text} exists and is not an SQLite database: the demo neither "
+        "replaces nor adds to a file that is no ledger. Fix: pass another --ledger FILE (a new "
+        "one).\n"
+    )
+    assert main(["demo", "--ledger", str(text / "x.db")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"xai-meter: config error: ledger.path = '{text / 'x.db'}': ")
+    assert err.count("\n") == 1

@@ -177,8 +177,9 @@ async def test_a_ledger_under_a_file_is_one_line(tmp_path: Path) -> None:
     line = await start_fails(write_config(tmp_path, ledger={"path": str(ledger)}))
     assert line == ledger_line(
         ledger,
-        f"cannot open the ledger (File exists: '{ledger.parent}')",
-        WRITABLE_FIX,
+        f"cannot open the ledger: its parent '{ledger.parent}' is a file, not a directory",
+        f"set ledger.path (--ledger FILE) to a file in a directory, like "
+        f"'{tmp_path / 'ledger.db'}', or move '{ledger.parent}' out of the way",
     )
 
 

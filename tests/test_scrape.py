@@ -64,6 +64,18 @@ def test_the_template_is_the_config_of_the_default_settings(
     assert made["scrape_configs"][0]["static_configs"] == [{"targets": ["127.0.0.1:9787"]}]
 
 
+def test_admin_port_follows_the_flag_serve_was_started_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = tmp_path / "my.toml"
+    settings.write_text('[admin]\nhost = "0.0.0.0"\nport = 9911\n')
+    text = generated(capsys, "--config", str(settings), "--admin-port", "9922")
+    [job] = yaml.safe_load(text)["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:9922"]}]
+    [job] = yaml.safe_load(generated(capsys, "--admin-port", "9933"))["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:9933"]}]
+
+
 def test_targets_and_the_rules_directory() -> None:
     assert admin_target("127.0.0.1", 9787) == "127.0.0.1:9787"
     assert admin_target("::", 1) == "127.0.0.1:1"

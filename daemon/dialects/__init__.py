@@ -18,9 +18,10 @@ bounded endpoint name the call is counted under. The rooms of this package:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from daemon.dialects.apikey import ApiKeyDialect
-from daemon.dialects.base import Dialect
+from daemon.dialects.base import Clock, Dialect, Tap
 from daemon.dialects.batches import BatchResultsDialect
 from daemon.dialects.chat import ChatDialect, DeferredResultDialect
 from daemon.dialects.completions import CompleteDialect, CompletionsDialect
@@ -32,8 +33,9 @@ from daemon.dialects.sockets import SocketTap
 from daemon.dialects.videos import VideoDialect, VideoResultDialect
 from daemon.dialects.voice import SttDialect, TtsDialect
 from daemon.dialects.voice_sockets import RealtimeTap, SttSocketTap, TtsSocketTap
+from daemon.record import CallRecord
 
-__all__ = ["Router", "socket_tap"]
+__all__ = ["OtherDialect", "Router", "socket_tap"]
 
 # Path (under the upstream's /v1/) -> dialect. Endpoints without a parser of their own are
 # relayed and recorded, never billed. The name is a metric label, so unknown paths share one
@@ -69,8 +71,26 @@ _ROUTES: tuple[tuple[str, Dialect], ...] = (
 )
 
 
+class OtherDialect(Dialect):
+    """The paths no dialect knows (endpoint ``other``): relayed and recorded, never billed.
+
+    ``on_404``, when set, is told of each such call the upstream answered 404, as its tap is
+    made (the status is known by then): how `daemon.missing_v1` notices a base URL whose /v1
+    the client's SDK doubled (``/v1/v1/messages``), at no cost to any call of a known path."""
+
+    def __init__(self) -> None:
+        super().__init__("other")
+        self.on_404: Callable[[CallRecord], object] | None = None
+
+    def tap(self, record: CallRecord, content_type: str, clock: Clock, encoding: str = "") -> Tap:
+        if record.status == 404 and self.on_404 is not None:
+            self.on_404(record)
+        return Tap(record, clock)
+
+
 class Router:
-    """Maps a path under /v1/ to its dialect; built once, looked up per call."""
+    """Maps a path under /v1/ to its dialect; built once, looked up per call. `other` is the
+    dialect of every path it does not know (its own, per router)."""
 
     def __init__(self) -> None:
         self._exact = {
@@ -79,7 +99,7 @@ class Router:
         self._patterns = [
             (re.compile(pattern + "$"), d) for pattern, d in _ROUTES if pattern not in self._exact
         ]
-        self._other = Dialect("other")
+        self.other = OtherDialect()
 
     def dialect(self, path: str) -> Dialect:
         """The dialect for ``path`` (no query string); ``other`` (never billed) when none."""
@@ -89,7 +109,7 @@ class Router:
         for pattern, dialect in self._patterns:
             if pattern.match(path):
                 return dialect
-        return self._other
+        return self.other
 
 
 # WebSocket upgrades (daemon.websocket): path (under the upstream's /v1/) -> the tap that meters

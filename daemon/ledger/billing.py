@@ -46,7 +46,9 @@ class LedgerCost(NamedTuple):
 
     ``ticks``: the sum of ``calls.cost_ticks`` (reported by xAI, else computed); ``calls``:
     rows; ``unpriced``: rows with usage but no price; ``unmetered``: rows whose usage could not
-    be read (their cost is unknown, so missing from ``ticks``)."""
+    be read (their cost is unknown, so missing from ``ticks``); ``reasons``: those rows by
+    ``unmetered_reason`` (``no_usage``, ``malformed``, ...; ``unknown`` when none was stored),
+    as (reason, rows) pairs, most rows first."""
 
     day: str
     api_key_id: str | None
@@ -55,6 +57,7 @@ class LedgerCost(NamedTuple):
     calls: int
     unpriced: int
     unmetered: int
+    reasons: tuple[tuple[str, int], ...] = ()
 
 
 def day_start(day: str) -> float:
@@ -133,7 +136,9 @@ def ledger_costs(db: Database, first: str, last: str) -> list[LedgerCost]:
     """The ledger's cost of the UTC days `first` to `last` (both included) per day, xAI
     api_key_id and class, from the calls of the default upstream (``provider = 'xai'``: other
     upstreams are not on xAI's bill). A call's day is the UTC day it started; its key joins
-    through ``api_keys`` (key_id -> api_key_id)."""
+    through ``api_keys`` (key_id -> api_key_id). The unmetered rows' reasons come from a
+    second pass over only those rows (few)."""
+    span = [day_start(first), day_start(last) + DAY_SECONDS]
     rows = db.execute(
         f"""select {utc_day(db, "c.started_at")} as day, k.api_key_id, {_CALL_CLASS} as kind,
                coalesce(sum(c.cost_ticks), 0), count(*),
@@ -143,9 +148,23 @@ def ledger_costs(db: Database, first: str, last: str) -> list[LedgerCost]:
         where c.started_at >= ? and c.started_at < ? and c.provider = 'xai'
         group by day, k.api_key_id, kind
         order by day, k.api_key_id, kind""",
-        [day_start(first), day_start(last) + DAY_SECONDS],
-    )
-    return [LedgerCost(*r) for r in rows]
+        span,
+    ).fetchall()
+    reasons: dict[tuple[str, str | None, str], list[tuple[str, int]]] = {}
+    if any(r[6] for r in rows):
+        for day, api_key_id, kind, reason, count in db.execute(
+            f"""select {utc_day(db, "c.started_at")} as day, k.api_key_id,
+                   {_CALL_CLASS} as kind, coalesce(c.unmetered_reason, 'unknown') as reason,
+                   count(*) as n
+            from calls c left join api_keys k on k.key_id = c.key_id
+            where c.started_at >= ? and c.started_at < ? and c.provider = 'xai'
+              and c.metered = 0
+            group by day, k.api_key_id, kind, reason
+            order by n desc, reason""",
+            span,
+        ):
+            reasons.setdefault((day, api_key_id, kind), []).append((reason, count))
+    return [LedgerCost._make((*r, tuple(reasons.get((r[0], r[1], r[2]), ())))) for r in rows]
 
 
 def api_key_names(db: Database) -> dict[str, str]:

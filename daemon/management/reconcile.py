@@ -134,6 +134,8 @@ class Reconciled:
     calls: int = 0
     unpriced: int = 0
     unmetered: int = 0
+    # the unmetered calls by reason (`daemon.record.Unmetered`: no_usage, malformed, ...)
+    unmetered_reasons: Mapping[str, int] = field(default_factory=dict)
     differs: tuple[ClassGap, ...] = ()
     billed_by_unit: Mapping[str, int] = field(default_factory=dict)
     partial: bool = False  # the day is still open (today): xAI's bill may lag
@@ -171,9 +173,10 @@ class Reconciled:
         elif self.row == "key" and self.calls and not self.billed_ticks:
             parts.append("calls in the ledger, nothing billed")
         if self.unmetered:
+            why = ", ".join(f"{n} {reason}" for reason, n in self.unmetered_reasons.items())
             parts.append(
-                f"{self.unmetered} unmetered call(s): billed by xAI, their usage unread by the "
-                "relay (cut, malformed), so missing from the ledger"
+                f"{self.unmetered} unmetered call(s){f' ({why})' if why else ''}: billed by "
+                "xAI, their usage unread by the relay, so missing from the ledger"
             )
         if self.unpriced:
             parts.append(f"{self.unpriced} unpriced call(s): no price yet, missing from the ledger")
@@ -273,9 +276,19 @@ def _row(
         calls=sum(c.calls for c in costs),
         unpriced=sum(c.unpriced for c in costs),
         unmetered=sum(c.unmetered for c in costs),
+        unmetered_reasons=_reasons(costs),
         differs=differs if kind != UNJOINED else (),
         billed_by_unit=dict(units),
     )
+
+
+def _reasons(costs: Sequence[LedgerCost]) -> dict[str, int]:
+    """The unmetered calls of `costs` by reason, most first (then by name)."""
+    counts: dict[str, int] = {}
+    for c in costs:
+        for reason, n in c.reasons:
+            counts[reason] = counts.get(reason, 0) + n
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 # --- the window and the daily job ---------------------------------------------------------

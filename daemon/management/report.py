@@ -116,6 +116,7 @@ async def build_report(
     first, last = (today - timedelta(days=days)).isoformat(), today.isoformat()
     fetched: list[BilledRow] | None = None
     failure = ""
+    refused = False
     if key is not None:
         tell(
             f"reconcile: fetching xAI's bill, {first} to {last} ({days + 1} days), from {base_url}…"
@@ -124,7 +125,32 @@ async def build_report(
             fetched = await _fetch(base_url, key, team_id, first, last, retry_wait)
         except ManagementError as exc:
             failure = str(exc)
-    return _assemble(str(ledger_path), fetched, failure, first, last, now, key_env, base_url, tell)
+            refused = exc.status in _REFUSED
+    why_not, fix = _why_not(failure, refused, key_env, base_url)
+    return _assemble(
+        str(ledger_path), fetched, failure, (why_not, fix), first, last, now, base_url, tell
+    )
+
+
+#: What the Management API answers a key it does not take (not a management key, revoked).
+_REFUSED: Final = (401, 403)
+
+
+def _why_not(failure: str, refused: bool, key_env: str, base_url: str) -> tuple[str, str]:
+    """Why the bill was not fetched, and the fix: the key is not set (export it), the API
+    refused it (401/403: not a management key; where to make one), or the API failed."""
+    if refused:
+        return (
+            f"the Management API refused ${key_env} ({failure})",
+            f"set ${key_env} to a valid management key (console.x.ai, Settings, Management "
+            "Keys: a management key, not an API key)",
+        )
+    if failure:
+        return (
+            f"the Management API failed ({failure})",
+            f"try again when the Management API ({base_url}) answers",
+        )
+    return f"${key_env} is not set", f"export {key_env}=<management key>"
 
 
 def _silent(line: str) -> None:
@@ -135,23 +161,23 @@ def _assemble(
     where: str,
     fetched: list[BilledRow] | None,
     failure: str,
+    not_fetched: tuple[str, str],
     first: str,
     last: str,
     now: float,
-    key_env: str,
     base_url: str,
     tell: Callable[[str], None],
 ) -> Report:
-    """The report from the bill fetched (None: not fetched, `failure` says why when it failed)
-    or else the ledger's stored pull, and the ledger's costs. `where`: the ledger's file, or
-    a PostgreSQL URL."""
-    why_not = f"the Management API failed ({failure})" if failure else f"${key_env} is not set"
+    """The report from the bill fetched (None: not fetched: `not_fetched` is why, and the
+    fix, from `_why_not`; `failure` is the API's error when it failed) or else the ledger's
+    stored pull, and the ledger's costs. `where`: the ledger's file, or a PostgreSQL URL."""
+    why_not, fix = not_fetched
     path = redact(where) if is_url(where) else Path(where)
     if isinstance(path, Path) and not path.exists():
         if fetched is None:
             raise NoBill(
                 f"{why_not}, and there is no ledger at {path} to hold a stored pull of xAI's "
-                f"bill. Fix: export {key_env}=<management key>, or pass --ledger FILE."
+                f"bill. Fix: {fix}, or pass --ledger FILE."
             )
         raise NoLedger(f"no ledger at {path}")
     db = open_ledger(where, readonly=True)
@@ -167,8 +193,8 @@ def _assemble(
             if not pulled:
                 raise NoBill(
                     f"{why_not}, and the ledger {path} holds no stored pull of xAI's bill for "
-                    f"{first} to {yesterday}. Fix: export {key_env}=<management key> (the daemon "
-                    f"then stores a pull every day), or try again later."
+                    f"{first} to {yesterday}. Fix: {fix} (a daemon with a working management "
+                    "key stores a pull every day)."
                 )
             shown, partial = days_between(pulled[0], pulled[-1]), None
             when = datetime.fromtimestamp(fetched_at or 0.0, UTC).isoformat(timespec="seconds")
@@ -222,6 +248,7 @@ def as_dict(row: Reconciled) -> dict[str, Any]:
         "calls": row.calls,
         "unpriced": row.unpriced,
         "unmetered": row.unmetered,
+        "unmetered_reasons": dict(row.unmetered_reasons),
         "partial": row.partial,
         "differs": [
             {

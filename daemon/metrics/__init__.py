@@ -252,7 +252,8 @@ class Metrics:
             "xai_meter_relay_rejected",
             "Connections and calls the relay's own limits refused, by reason: "
             "too_many_connections, header_timeout (no ledger row: no request was read), "
-            "body_timeout, body_bytes_exhausted, request_too_large (each also a ledger row).",
+            "body_timeout, body_bytes_exhausted, request_too_large, loop_detected (a request "
+            "that came back round a loop of relays) (each also a ledger row).",
             ["reason"],
             r,
         )
@@ -261,6 +262,16 @@ class Metrics:
             "xai_meter_missing_v1",
             "Calls to a path that lacks /v1 (a client's base URL set to http://HOST:PORT, not "
             "http://HOST:PORT/v1), answered 404 as any unknown path, by the endpoint it meant.",
+            ["endpoint"],
+            registry=r,
+        )
+        # Its opposite (daemon.missing_v1): an SDK that adds /v1 itself, given a base URL ending
+        # in /v1, asks for /v1/v1/...; counted on the upstream's 404 of such a path only.
+        self.doubled_v1 = Counter(
+            "xai_meter_doubled_v1",
+            "Calls to a path under /v1/v1/ (a base URL ending in /v1 given to an SDK that adds "
+            "/v1 itself, such as Anthropic's) that the upstream answered 404, by the endpoint "
+            "it meant.",
             ["endpoint"],
             registry=r,
         )

@@ -41,7 +41,8 @@ def _iso(epoch: float | None) -> str | None:
 
 def prices_table(book: PriceBook, at: float | None = None) -> list[dict[str, Any]]:
     """One row per model in force at ``at`` (now by default): USD as exact decimal strings
-    (per 1M tokens for token prices, per image, per source), None where unlisted."""
+    (per 1M tokens for token prices, per image, per source), None where unlisted; ``aliases``
+    a list of names (the CLI joins them for a table or CSV)."""
     current = book.set_at(time.time() if at is None else at)
     fetched_at = _iso(current.fetched_at) if current is not None else None
     rows = []
@@ -49,7 +50,7 @@ def prices_table(book: PriceBook, at: float | None = None) -> list[dict[str, Any
         rows.append(
             {
                 "model": mp.model,
-                "aliases": ", ".join(mp.aliases),
+                "aliases": list(mp.aliases),
                 "input_usd_per_1m": _per_1m(mp.input),
                 "cached_input_usd_per_1m": _per_1m(mp.cached_input),
                 "output_usd_per_1m": _per_1m(mp.output),
@@ -71,8 +72,9 @@ def prices_table(book: PriceBook, at: float | None = None) -> list[dict[str, Any
 def catalog_table(catalog: Catalog, at: float | None = None) -> list[dict[str, Any]]:
     """One row per catalog entry, by id then date: ``id``, ``price`` (exact: USD per the
     ``unit`` shown, which is how an override of it is written, or the factor), ``unit``,
-    ``effective`` (ISO day; ``always`` for an override), ``in_force`` (the entry in force at
-    ``at``, now by default), ``origin`` (catalog | override), ``source`` and ``note``."""
+    ``effective`` (ISO day; ``always`` for an override), ``in_force`` (bool: the entry in
+    force at ``at``, now by default; the CLI shows yes/no in a table or CSV), ``origin``
+    (catalog | override), ``source`` and ``note``."""
     when = time.time() if at is None else at
     return [
         {
@@ -80,7 +82,7 @@ def catalog_table(catalog: Catalog, at: float | None = None) -> list[dict[str, A
             "price": display_value(entry),
             "unit": display_unit(entry),
             "effective": entry.effective or "always",
-            "in_force": "yes" if catalog.in_force(entry, when) else "no",
+            "in_force": catalog.in_force(entry, when),
             "origin": entry.origin,
             "source": entry.source,
             "note": entry.note,

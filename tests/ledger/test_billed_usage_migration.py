@@ -113,7 +113,7 @@ def test_ledger_cost_per_day_key_and_class(tmp_path: Path) -> None:
             ],
         )  # fmt: skip
     assert ledger_costs(db, DAY, DAY) == [
-        LedgerCost(DAY, None, "text", 1_900, 4, 1, 1),
+        LedgerCost(DAY, None, "text", 1_900, 4, 1, 1, (("no_usage", 1),)),
         LedgerCost(DAY, "api-a", "batch", 5, 1, 0, 0),
         LedgerCost(DAY, "api-a", "image", 300, 1, 0, 0),
         LedgerCost(DAY, "api-a", "text", 3_000, 2, 0, 0),

@@ -83,7 +83,7 @@ def test_gaps_per_key_class_unjoined_and_days() -> None:
         _cost(D1, "k1", "text", 10_300_000_000, calls=3),  # $0.03 more than billed
         _cost(D1, "k1", "voice", 4_900_000_000),
         _cost(D1, "k3", "image", 700_000_000),  # nothing billed
-        LedgerCost(D1, None, "text", 123, 2, 1, 1),
+        LedgerCost(D1, None, "text", 123, 2, 1, 1, (("no_usage", 1),)),
         _cost(D2, "k1", "text", 10_000_000_000),
     ]
     rows = reconcile(billed, ledger, days=[D1, D2, "2026-03-06"], today="2026-03-06")
@@ -118,8 +118,8 @@ def test_gaps_per_key_class_unjoined_and_days() -> None:
     assert (unjoined.ledger_ticks, unjoined.differs, unjoined.unpriced) == (123, (), 1)
     assert unjoined.note == (
         "calls of keys with no api_key_id yet (not joined to xAI's keys, or no key sent): no "
-        "bill to meet them; 1 unmetered call(s): billed by xAI, their usage unread by the relay "
-        "(cut, malformed), so missing from the ledger; 1 unpriced call(s): no price yet, "
+        "bill to meet them; 1 unmetered call(s) (1 no_usage): billed by xAI, their usage "
+        "unread by the relay, so missing from the ledger; 1 unpriced call(s): no price yet, "
         "missing from the ledger"
     )
     assert (day1.billed_ticks, day1.ledger_ticks, day1.gap_ticks, day1.calls) == (
@@ -127,6 +127,22 @@ def test_gaps_per_key_class_unjoined_and_days() -> None:
     )  # fmt: skip
     assert (rows[6].status, rows[6].partial, rows[7].partial) == ("match", False, True)
     assert rows[7].note == ""
+
+
+def test_the_note_names_the_unmetered_calls_reasons() -> None:
+    """The reasons the ledger stored (`Unmetered`), counted over the key's classes, most
+    first: not a fixed "(cut, malformed)" whatever they were."""
+    ledger = [
+        LedgerCost(D1, "k1", "text", 0, 5, 0, 4, (("no_usage", 3), ("malformed", 1))),
+        LedgerCost(D1, "k1", "image", 0, 2, 0, 2, (("too_large", 1), ("no_usage", 1))),
+    ]
+    key, day = reconcile([], ledger)
+    assert key.unmetered_reasons == {"no_usage": 4, "malformed": 1, "too_large": 1}
+    assert day.unmetered_reasons == key.unmetered_reasons
+    assert key.note.split("; ")[1] == (
+        "6 unmetered call(s) (4 no_usage, 1 malformed, 1 too_large): billed by xAI, their "
+        "usage unread by the relay, so missing from the ledger"
+    )
 
 
 @pytest.mark.parametrize(

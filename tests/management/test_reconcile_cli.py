@@ -17,6 +17,7 @@ from daemon.cli import main
 from daemon.ledger import migrate, open_database
 from daemon.ledger.billing import BilledRow, save_billed_usage
 from daemon.ledger.store import insert_calls, save_key_name
+from daemon.record import Unmetered
 from daemon.simulator import Simulator
 from daemon.testing import make_record, toml_text
 
@@ -149,3 +150,58 @@ async def test_fetched_with_the_key(
         f"xai-meter reconcile: no ledger at {tmp_path / 'none.db'}. Run `xai-meter serve` "
         "first, or pass --ledger FILE.\n"
     )
+
+
+async def test_a_refused_management_key_is_told_apart_from_a_missing_one(
+    sim: Simulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A key the API answers 401 is set: the fix is a valid management key (and where to make
+    one), not "export" it."""
+    monkeypatch.setenv(ENV, "wrong")
+    config = _config(tmp_path, sim.url)
+    args = ["reconcile", "-c", config, "--ledger", str(tmp_path / "no.db")]
+    assert await asyncio.to_thread(main, args) == 2
+    err = capsys.readouterr().err
+    fix = (
+        f"Fix: set ${ENV} to a valid management key (console.x.ai, Settings, Management Keys: "
+        "a management key, not an API key)"
+    )
+    refused = (
+        f"the Management API refused ${ENV} (management API validation: HTTP 401: "
+        '{"code":"The request does not have valid authentication credentials for the '
+        'operation","error":"Invalid management key."})'
+    )
+    assert err == (
+        f"xai-meter: reconcile: {refused}, and there is no ledger at {tmp_path / 'no.db'} to "
+        f"hold a stored pull of xAI's bill. {fix}, or pass --ledger FILE.\n"
+    )
+    assert "export" not in err
+    _ledger(tmp_path / "l.db", stored=False)
+    args[-1] = str(tmp_path / "l.db")
+    assert await asyncio.to_thread(main, args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xai-meter: reconcile: {refused}, and the ledger "), err
+    assert err.endswith(
+        f"{fix} (a daemon with a working management key stores a pull every day).\n"
+    )
+    # from the stored pull, the table says why the bill was not fetched
+    _ledger(tmp_path / "s.db", stored=True)
+    args[-1] = str(tmp_path / "s.db")
+    db = open_database(tmp_path / "s.db")
+    with db.conn:  # two calls whose usage could not be read, for different reasons
+        insert_calls(
+            db,
+            [
+                make_record(id=str(n), started_at=_days()[1] + n, key_id="kid-a",
+                            unmetered_reason=reason)
+                for n, reason in ((3, Unmetered.NO_USAGE), (4, Unmetered.MALFORMED))
+            ],
+        )  # fmt: skip
+    db.close()
+    assert await asyncio.to_thread(main, args) == 0
+    table = capsys.readouterr().out
+    assert f"xAI's bill: not fetched ({refused}); the pull the daemon stored" in table
+    assert "2 unmetered call(s) (1 malformed, 1 no_usage): billed by xAI" in table

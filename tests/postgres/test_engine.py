@@ -305,8 +305,11 @@ def test_daemons_share_the_price_history(pg_url: str) -> None:
 def test_the_statements_read_alike_on_both_engines(db: Database) -> None:
     """Bill, ledger costs, key names, fingerprints, retention, replay's look-up: each is
     written once and gives the same answer on SQLite and PostgreSQL."""
+    unread = make_record(
+        id="u0", started_at=T0 + 3, key_id="k1", unmetered_reason=Unmetered.NO_USAGE
+    )
     with db.conn:
-        insert_calls(db, _records(3))
+        insert_calls(db, [*_records(3), unread])
         save_key_name(db, ("k1", "prod", "team", "api-1", T0))
         save_key_name(db, ("k1", "prod-2", "team", "api-1", T0 + 1))  # an upsert
     save_billed_usage(db, ["2026-03-04"], [BilledRow("2026-03-04", "api-1", "tokens", 1.5, 15)], T0)
@@ -314,7 +317,9 @@ def test_the_statements_read_alike_on_both_engines(db: Database) -> None:
     billed, fetched = load_billed_usage(db, "2026-03-04", "2026-03-05")
     assert billed == [BilledRow("2026-03-04", "api-1", "tokens", 2.5, 25)] and fetched == T0
     costs = ledger_costs(db, "2026-03-04", "2026-03-04")
-    assert [tuple(c) for c in costs] == [("2026-03-04", "api-1", "text", 3003, 3, 0, 0)]
+    assert [tuple(c) for c in costs] == [
+        ("2026-03-04", "api-1", "text", 3003, 4, 0, 1, (("no_usage", 1),))
+    ]
     assert db.execute("select name from api_keys").fetchall() == [("prod-2",)]
     assert missing_ids(db, ["c0000", "x"]) == {"x"}
     with db.conn:
@@ -323,7 +328,7 @@ def test_the_statements_read_alike_on_both_engines(db: Database) -> None:
     assert [(s["calls"], s["last_seen"]) for s in seen] == [(3, T0 + 2)]
     assert [(c["old"], c["new"], c["kind"]) for c in changes] == [("fp_a", "fp_b", "new")]
     assert delete_calls_before(db, T0 + 2, chunk=1) == 2
-    assert [r["id"] for r in all_calls(db)] == ["c0002"]
+    assert [r["id"] for r in all_calls(db)] == ["c0002", "u0"]
 
 
 def test_the_cli_reads_postgresql_by_url(pg_url: str) -> None:

@@ -3,6 +3,8 @@ the catalog of prices no listing carries, every dated entry with its source."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,6 +14,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.ledger import migrate, open_database
+from daemon.ledger.prices import save_price_set
 from daemon.pricing.book import PriceBook, PriceSet
 from daemon.pricing.model import ModelPrice
 from daemon.pricing.report import catalog_table, prices_table
@@ -29,7 +32,7 @@ def test_prices_table(listing_set: Callable[..., PriceSet]) -> None:
         "15.00",
     )
     assert g3["search_usd"] == "0.025" and g3["image_usd"] is None
-    assert g3["aliases"] == "grok-3-latest, grok-3-beta"
+    assert g3["aliases"] == ["grok-3-latest", "grok-3-beta"]
     assert g3["source"] == "listing" and g3["price_set_id"] == 9
     assert g3["fetched_at"] == "2023-11-14T22:13:20+00:00"
     fast = rows["grok-4-fast-reasoning"]
@@ -58,8 +61,8 @@ def test_catalog_table_shows_every_dated_entry_and_which_is_in_force() -> None:
     for row in rows:
         by_id.setdefault(str(row["id"]), []).append(row)
     assert [(r["price"], r["effective"], r["in_force"]) for r in by_id["tts"]] == [
-        ("4.20", "2026-03-16", "no"),
-        ("15.00", "2026-05-15", "yes"),
+        ("4.20", "2026-03-16", False),
+        ("15.00", "2026-05-15", True),
     ]
     assert by_id["tts"][1]["unit"] == "USD per 1M characters"
     assert by_id["tts"][1]["source"] == "xai-api.md, Voice [obs]"
@@ -86,7 +89,7 @@ def test_the_prices_command_shows_the_catalog(
     assert main(["prices", "--catalog", "--format", "json", "--config", str(config)]) == 0
     rows = json.loads(capsys.readouterr().out)
     [tts] = [r for r in rows if r["id"] == "tts"]
-    assert (tts["price"], tts["origin"], tts["in_force"]) == (4.2, "override", "yes")
+    assert (tts["price"], tts["origin"], tts["in_force"]) == (4.2, "override", True)
     assert {"note", "source", "effective"} <= set(tts)
     ledger = tmp_path / "empty.db"
     db = open_database(ledger)
@@ -97,3 +100,36 @@ def test_the_prices_command_shows_the_catalog(
     assert out.startswith("No prices yet.")
     assert "Prices no listing carries" in out
     assert "video:grok-imagine-video:720p" in out and "2026-01-28" in out
+
+
+def test_json_carries_aliases_as_a_list_and_in_force_as_a_boolean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], listing_set: Callable[..., PriceSet]
+) -> None:
+    """JSON: lists and booleans; CSV and the table: the joined names and yes / no."""
+    ledger = tmp_path / "l.db"
+    db = open_database(ledger)
+    migrate(db)
+    save_price_set(db, listing_set(1_700_000_000.0))
+    db.close()
+    args = ["prices", "--ledger", str(ledger), "--format"]
+    assert main([*args, "json"]) == 0
+    [g3] = [r for r in json.loads(capsys.readouterr().out) if r["model"] == "grok-3"]
+    assert g3["aliases"] == ["grok-3-latest", "grok-3-beta"]
+    assert main([*args, "csv"]) == 0
+    [g3] = [
+        r for r in csv.DictReader(io.StringIO(capsys.readouterr().out)) if r["model"] == "grok-3"
+    ]
+    assert g3["aliases"] == "grok-3-latest, grok-3-beta"
+    assert main([*args, "table"]) == 0
+    table = capsys.readouterr().out
+    assert "grok-3-latest, grok-3-beta" in table
+    assert "2026-05-15  yes" in table and "True" not in table
+    assert main(["prices", "--catalog", "--format", "json"]) == 0
+    in_force = {
+        (r["id"], r["effective"]): r["in_force"] for r in json.loads(capsys.readouterr().out)
+    }
+    assert (in_force[("tts", "2026-03-16")], in_force[("tts", "2026-05-15")]) == (False, True)
+    assert {type(v) for v in in_force.values()} == {bool}
+    assert main(["prices", "--catalog", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["in_force"] for r in rows} == {"yes", "no"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from daemon.loops import VIA
 from daemon.upstream import forward_headers, response_headers
 
 
@@ -28,6 +29,7 @@ def test_forward_headers_drops_hop_by_hop_ours_and_connection_named() -> None:
         ("Authorization", "Bearer k"),
         ("Accept", "*/*"),
         ("X-Custom", "v"),
+        ("Via", VIA),  # the relay's own, last (daemon.loops: how a loop is seen)
     ]
     back = CIMultiDictProxy(
         CIMultiDict(
@@ -45,3 +47,9 @@ def test_forward_headers_drops_hop_by_hop_ours_and_connection_named() -> None:
         ("X-Meter-Upstream", "kept"),
         ("Set-Cookie", "a=1"),
     ]
+
+
+def test_forward_headers_add_our_via_after_the_clients() -> None:
+    # RFC 9110 7.6.3: a proxy appends its own entry; the client's (another proxy's) stays first
+    incoming = CIMultiDictProxy(CIMultiDict([("Via", "1.1 corporate-proxy"), ("X-A", "1")]))
+    assert forward_headers(incoming).getall("Via") == ["1.1 corporate-proxy", VIA]
