@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import config
 from daemon.app import Daemon
+from daemon.ledger.engine import open_ledger
 from daemon.ledger.schema import open_database
 from daemon.ledger.store import all_calls
 from daemon.record import CallRecord
@@ -175,11 +176,17 @@ class RunningDaemon:
     def ledger_path(self) -> str:
         return self.daemon.settings.ledger.path
 
+    @property
+    def ledger(self) -> str:
+        """The ledger it writes: its ``ledger.url`` (PostgreSQL, shared), else its SQLite file."""
+        return self.daemon.settings.ledger.url or self.ledger_path
+
     async def rows(self, count: int, within: float = 5.0) -> list[dict[str, Any]]:
-        """All ledger rows, once at least `count` have been written (awaits; never sleeps)."""
+        """All rows of the ledger it writes (on a shared PostgreSQL ledger, the other daemons'
+        too), once at least `count` of its own have been written (awaits; never sleeps)."""
         async with asyncio.timeout(within):
             await self.daemon.ledger.wait_written(count)
-        db = open_database(self.ledger_path, readonly=True)
+        db = open_ledger(self.ledger, readonly=True)
         try:
             return all_calls(db)
         finally:
@@ -762,8 +769,6 @@ def ledger_rows(path: Path | str) -> list[dict[str, Any]]:
     """Every call row of the ledger at `path` (a file, or a PostgreSQL URL), read-only; []
     when there is none (yet) or it cannot be read right now."""
     if isinstance(path, str):
-        from daemon.ledger.engine import open_ledger
-
         db = open_ledger(path, readonly=True)
         try:
             return all_calls(db)

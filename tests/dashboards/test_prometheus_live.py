@@ -1,12 +1,23 @@
 """The dashboards and rules on a real Prometheus scraping two real daemons fed with real traffic.
 
-Two daemons, as a fleet of two hosts would run them: each its own SQLite ledger and salt (so one
-key has a key_id on each), both relaying to the one simulator, both scraped by the one
-Prometheus as targets of job xai-meter. Each round of traffic goes through both. The fleet
-recording rules must add them up (the spend rule is the sum of both daemons' rates, and the
-spend Prometheus sees is the sum of both ledgers), the fleet alerts must fire once (one
-FingerprintChangedNew for the change both see) and carry no instance, the dashboards' queries
-(with $instance on All) must have data, and the $instance variable must list both.
+Two daemons, as a fleet of two hosts would run them, both relaying to the one simulator, both
+scraped by the one Prometheus as targets of job xai-meter, in the two ways a fleet keeps its
+ledger (the test is parametrized):
+
+- ``sqlite``: each daemon its own SQLite ledger and salt, so one key has a key_id on each, and
+  each ledger records the fingerprint change it saw;
+- ``postgresql``: both on ONE PostgreSQL database (issue 15; the session's cluster, a new
+  database: ``pg_url`` in tests/conftest.py), one salt file, each its own ``ledger.instance``:
+  one key has one key_id on both (so the per-key series agree), and the change both see is
+  one ``fingerprint_changes`` row.
+
+Each round of traffic goes through both. The fleet recording rules must add them up (the spend
+rule is the sum of both daemons' rates, and the spend Prometheus sees is the ledger's total
+cost, to the tick: one SQL sum over the shared database, or both files' sums), Prometheus
+itself must hold exactly one FingerprintChangedNew alert (its ALERTS series, pending: the
+rule's ``for`` is a minute) for the change both see, with no instance, the ledger must hold
+one row per call the daemons counted, the dashboards' queries (with $instance on All) must
+have data, and the $instance variable must list both.
 
 There is no Grafana here, so the dashboards are proven the way Grafana would run them: every
 panel query, annotation and variable (with the variables set to "All" and Grafana's interval
@@ -44,6 +55,9 @@ import pytest
 import yaml
 
 from daemon import simulator
+from daemon.ledger.engine import open_ledger
+from daemon.ledger.reports import report
+from daemon.ledger.store import fingerprint_history
 from daemon.meter import Sink
 from daemon.record import CallRecord
 from daemon.simulator.auth import api_key_id
@@ -57,9 +71,11 @@ from daemon.testing import (
     binary,
     dashboard_queries,
     label_values,
+    ledger_rows,
     recordings,
 )
 from daemon.units import TICKS_PER_USD
+from daemon.windows import parse_window
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -253,6 +269,20 @@ def finite(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(r["value"][1])) for r in result)
 
 
+def ledger_facts(where: str) -> tuple[dict[str, Any], list[tuple[str, str, str]], set[str]]:
+    """What the ledger at `where` (a SQLite file or a PostgreSQL URL) holds: `report`'s total
+    over the last day (one SQL sum: ``calls``, exact ``cost_ticks``), grok-3's fingerprint
+    changes as (old, new, kind), and the instances that wrote its rows."""
+    db = open_ledger(where, readonly=True)
+    try:
+        total = report(db, parse_window("1d", time.time()), "model").total
+        _, changes = fingerprint_history(db, "grok-3")
+    finally:
+        db.close()
+    instances = {row["instance"] for row in ledger_rows(where)}
+    return total, [(c["old"], c["new"], c["kind"]) for c in changes], instances
+
+
 def dashboard_targets() -> Iterator[tuple[str, str]]:
     for path in JSON_FILES:
         for where, expr in dashboard_queries(json.loads(path.read_text())):
@@ -260,10 +290,22 @@ def dashboard_targets() -> Iterator[tuple[str, str]]:
                 yield f"{path.name}: {where}", expr
 
 
+@pytest.mark.parametrize("ledger", ["sqlite", "postgresql"])
 async def test_every_query_and_rule_on_a_real_prometheus(
-    start_daemon: DaemonFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger: str,
+    request: pytest.FixtureRequest,
+    start_daemon: DaemonFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     binary("prometheus")
+    shared = ledger == "postgresql"
+    on_ledger: dict[str, str] = {}
+    if shared:  # pg_url skips without PostgreSQL, and fails under CI=true
+        on_ledger = {
+            "ledger__url": request.getfixturevalue("pg_url"),
+            "ledger__salt_path": str(tmp_path / "xai-meter.salt"),
+        }
     monkeypatch.setenv("XAI_API_KEY", "xai-env-key")  # the daemons fetch prices at start
     sim = await simulator.start()
     sim.state.accept_unknown_models = True
@@ -284,14 +326,17 @@ async def test_every_query_and_rule_on_a_real_prometheus(
     sim.state.billing_book[(yesterday, app, "prompt_text_tokens")] = YESTERDAYS_BILL_TICKS
     process: subprocess.Popen[bytes] | None = None
     try:
-        # Two daemons, each with its own ledger (and salt beside it), both with the
-        # management key: every daemon reports the team's billing gauges alike.
+        # Two daemons, each with its own SQLite ledger (and salt beside it), or both on the
+        # PostgreSQL one with one salt (each its own journal beside its ledger.path); both with
+        # the management key: every daemon reports the team's billing gauges alike.
         meters: list[RunningDaemon] = []
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             meter = await start_daemon(
                 sim.url,
                 ledger=tmp_path / name / "ledger.db",
+                ledger__instance=name,
+                **on_ledger,
                 pricing__refresh=True,
                 management__base_url=sim.url,
                 management__refresh_interval=3600,  # refreshed by hand below
@@ -368,7 +413,8 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                         )
                         == 1.0
                     ), kind
-            assert len(key_ids) == 2, "each daemon has its own salt: two key_ids for one key"
+            # One salt (the shared ledger's): one key_id for the key; a salt each: two.
+            assert len(key_ids) == (1 if shared else 2), key_ids
 
             async def recorded() -> bool:
                 for rule in recordings():
@@ -377,6 +423,17 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                 return True
 
             await until(recorded, "every recording rule to have a value", 20)
+
+            # The per-key series: each key_id's series comes from the daemons that know it
+            # by that id, both of them on a shared salt.
+            per_key = results(
+                await prom.query(
+                    "count by (key_id) (count by (key_id, instance) (xai_meter_key_requests_total))"
+                )
+            )
+            assert {r["metric"]["key_id"]: float(r["value"][1]) for r in per_key} == (
+                dict.fromkeys(key_ids, 2.0 if shared else 1.0)
+            )
 
             # Both rule files loaded; every rule evaluated without error.
             groups = (await prom.get("/api/v1/rules"))["data"]["groups"]
@@ -397,14 +454,39 @@ async def test_every_query_and_rule_on_a_real_prometheus(
                     problems.append(f"record {rule['record']}: no data\n  {rule['expr']}")
             assert not problems, "\n".join(problems)
 
-            # What Prometheus has of the fleet's spend is both ledgers' (each its own SQLite).
-            ledger_ticks = 0
+            # The ledger: one row per call the daemons counted (each daemon's written), each
+            # naming its daemon; the one shared database, or each daemon's file.
+            calls = 0
             for meter in meters:
-                rows = await meter.rows(int(local_total(meter, "xai_meter_requests_total")))
-                ledger_ticks += sum(row["cost_ticks"] or 0 for row in rows)
+                count = int(local_total(meter, "xai_meter_requests_total"))
+                async with asyncio.timeout(10):
+                    await meter.daemon.ledger.wait_written(count)
+                    await meter.daemon.ledger.drained()  # and the fingerprint changes
+                calls += count
+            ledgers = {name: meter.ledger for name, meter in zip("ab", meters, strict=True)}
+            if shared:
+                ledgers = {"ab": meters[0].ledger}
+            ledger_ticks = 0
+            for names, where in ledgers.items():
+                total, changes, instances = await asyncio.to_thread(ledger_facts, where)
+                ledger_ticks += total["cost_ticks"]
+                calls -= total["calls"]
+                assert instances == set(names), where
+                # The change both daemons saw, and the change back: recorded once in a ledger,
+                # however many of its daemons saw it.
+                assert changes == [
+                    (original, NEW_FINGERPRINT, "new"),
+                    (NEW_FINGERPRINT, original, "known"),
+                ], where
+            assert calls == 0, "a call without its row, or a row without its call"
             assert ledger_ticks > 0
+            # What Prometheus has of the fleet's spend is the ledger's, to the tick. Each daemon
+            # adds cost_ticks / 1e10 per call to a float64 counter, which the exposition (repr)
+            # and Prometheus' storage keep exactly, and Prometheus sums the series: with n < 100
+            # additions the relative error is under n * 2**-53 (about 1e-14), far below half
+            # a tick of totals this size (under 1e9 ticks), so rounding gives the exact ticks.
             seen = await prom.value("sum(xai_meter_cost_usd_total)")
-            assert seen is not None and math.isclose(seen, ledger_ticks / TICKS_PER_USD)
+            assert seen is not None and round(seen * TICKS_PER_USD) == ledger_ticks, seen
 
             # The fleet spend rule is the sum of the two daemons' rates, at the time it ran.
             async def fleet_rule_adds_up() -> bool:
@@ -431,6 +513,25 @@ async def test_every_query_and_rule_on_a_real_prometheus(
             # One change (increase() extrapolates a little past 1); a sum of the two daemons'
             # changes would read 2 and more.
             assert 1.0 <= float(change["value"][1]) < 2.0, change
+            # ... and Prometheus' own evaluation of the rule holds one alert: its ALERTS series,
+            # pending (the rule's `for` is a minute, longer than this test runs).
+            fingerprint_alert = 'ALERTS{alertname="FingerprintChangedNew"}'
+
+            async def alerted() -> bool:
+                return bool(results(await prom.query(fingerprint_alert)))
+
+            await until(alerted, "Prometheus to evaluate FingerprintChangedNew", 10)
+            [alert] = results(await prom.query(fingerprint_alert))
+            assert alert["metric"] == {
+                "__name__": "ALERTS",
+                "alertname": "FingerprintChangedNew",
+                "alertstate": "pending",
+                "provider": "xai",
+                "model": "grok-3",
+                "kind": "new",
+                "severity": "warning",
+                "scope": "fleet",
+            }, alert
             for name, result in firing.items():
                 if scopes[name] == "fleet":
                     assert all("instance" not in r["metric"] for r in result), (name, result)
