@@ -208,6 +208,7 @@ class Daemon:
             admit=self.batch_results.admit,
             on_begin=self.ledger.begin,
             on_void=self.ledger.void,
+            unstarted=self.ledger.unstarted,
         )
         self._session: aiohttp.ClientSession | None = None
         # The relay port's limits (daemon.connections); the file limit is read now, at start.

@@ -437,7 +437,8 @@ class GrpcRelay:
             return None
         finally:
             self._finish(record)
-            await _row_first()
+            if self.meter.unstarted(record):
+                await _row_first()
 
     async def _stream(
         self,
@@ -499,11 +500,13 @@ class GrpcRelay:
             self._failed(record, context, call, exc)
         finally:
             self._finish(record)
-            await _row_first()
+            if self.meter.unstarted(record):
+                await _row_first()
 
 
 async def _row_first() -> None:
-    """Yield once after a call's end: the meter's flush, scheduled by `Meter.finish`, runs
-    first, so the row is in the journal before gRPC sends the answer's end (the status goes
-    out once the handler returns). A SIGKILL then never loses a call whose client saw it end."""
+    """Yield once after the end of a call with nothing on disk yet (`Meter.unstarted`): the
+    meter's flush, scheduled by `Meter.finish`, runs first, so the row is in the journal
+    before gRPC sends the answer's end (the status goes out once the handler returns). A
+    SIGKILL then never loses a call whose client saw it end."""
     await asyncio.sleep(0)

@@ -288,6 +288,11 @@ class Journal:
         self._write()
         return seq
 
+    def unstarted(self, call_id: str) -> bool:
+        """Whether a call in flight has no start line on disk yet (it began less than
+        `START_DELAY` ago): nothing of it would survive a SIGKILL before its end line."""
+        return call_id in self._fresh
+
     def void(self, call_id: str) -> None:
         """A call begun will have no row of its own (a WebSocket's upgrade whose turns are
         the rows): its start, if written, is made void by a ``V`` line, so no ``crash`` row

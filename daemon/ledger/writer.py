@@ -245,6 +245,10 @@ class Ledger:
         its text masked first as its row's will be (the journal is stored too)."""
         self.journal.begin(record)
 
+    def unstarted(self, record: CallRecord) -> bool:
+        """Whether nothing of this call in flight is on disk yet (`Journal.unstarted`)."""
+        return self.journal.unstarted(record.id)
+
     def void(self, record: CallRecord) -> None:
         """A call begun will have no row of its own: its start is void (`Journal.void`)."""
         self.journal.void(record.id)

@@ -62,6 +62,7 @@ class Meter:
         admit: Callable[[list[CallRecord]], list[CallRecord]] | None = None,
         on_begin: Callable[[CallRecord], None] | None = None,
         on_void: Callable[[CallRecord], None] | None = None,
+        unstarted: Callable[[CallRecord], bool] | None = None,
     ) -> None:
         readers = [s.name for s in sinks if not s.enriches]
         for i, sink in enumerate(sinks):
@@ -75,6 +76,7 @@ class Meter:
         self._admit = admit
         self._on_begin = on_begin
         self._on_void = on_void
+        self._unstarted = unstarted
         self._batch: list[CallRecord] = []
         self._scheduled = False
 
@@ -98,6 +100,12 @@ class Meter:
             except Exception:
                 self._on_sink_error("void")
                 log.exception("sink_failed", sink="void", call_id=record.id)
+
+    def unstarted(self, record: CallRecord) -> bool:
+        """Whether nothing of this call is on disk yet (it began moments ago, its start not
+        journaled): then its end must be flushed before its client can see the end (the relay
+        yields once), or a SIGKILL in between would leave no row at all."""
+        return self._unstarted is not None and self._unstarted(record)
 
     def finish(self, record: CallRecord) -> None:
         """Take a finished call (and its admitted derived records); the sinks see them at the
