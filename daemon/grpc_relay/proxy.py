@@ -21,6 +21,10 @@ non-OK code's name goes to ``upstream_error``. Only the last message of an OK an
 stream's first) is parsed, after it was sent on: a stream cut before its end, a cancelled call
 or a parser error leaves the call unmetered with its reason; the relay itself never notices.
 Nothing here waits on SQLite, a lock or any network but the upstream.
+
+Why it is long: the unary and streaming paths, their failure endings (deadline, cancellation
+either way, an upstream status, a relay error) and the one `Meter.finish` each ends in are one
+state machine per call; split, each part would reach into the others' record and context.
 """
 
 from __future__ import annotations

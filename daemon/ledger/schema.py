@@ -5,6 +5,10 @@ A migration is a function named ``mNNN_what``; `migrate` applies, in order, thos
 changes are new migrations, so the column lists below are the ones each migration made.
 `open_database` gives every user of the ledger (the writer, the CLI's reports) the same
 connection settings.
+
+Why it is long: the migrations are frozen history, one function each (sixteen so far, each on
+both engines where they differ); they belong in one place, in order, with the column lists they
+made.
 """
 
 from __future__ import annotations
