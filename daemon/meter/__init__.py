@@ -85,21 +85,22 @@ class Meter:
         whatever happens, the daemon's death included (the ledger journals its start)."""
         record.sent = True
         if self._on_begin is not None:
-            try:
-                self._on_begin(record)
-            except Exception:
-                self._on_sink_error("begin")
-                log.exception("sink_failed", sink="begin", call_id=record.id)
+            self._hook("begin", self._on_begin, record)
 
     def void(self, record: CallRecord) -> None:
         """A call begun (`begin`) will have no row of its own after all: a WebSocket's upgrade
         record, once the session's turns are its rows. Its start is void: never a crash row."""
         if self._on_void is not None:
-            try:
-                self._on_void(record)
-            except Exception:
-                self._on_sink_error("void")
-                log.exception("sink_failed", sink="void", call_id=record.id)
+            self._hook("void", self._on_void, record)
+
+    def _hook(self, name: str, hook: Callable[[CallRecord], None], record: CallRecord) -> None:
+        """Run a journal hook; a failure is counted and logged as sink `name`'s, never raised
+        (metering never breaks the relay)."""
+        try:
+            hook(record)
+        except Exception:
+            self._on_sink_error(name)
+            log.exception("sink_failed", sink=name, call_id=record.id)
 
     def unstarted(self, record: CallRecord) -> bool:
         """Whether nothing of this call is on disk yet (it began moments ago, its start not
