@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import orjson
@@ -267,19 +267,25 @@ RUNBOOK = DASHBOARDS / "RUNBOOK.md"
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
 
 
-def binary(name: str) -> str:
-    """The path of a Prometheus binary; a loud skip without it, a failure in CI."""
+def missing(reason: str) -> NoReturn:
+    """Something a test needs is not on this machine (`reason` says what, and what goes
+    untested): a loud skip on a developer's machine, a failure in CI, where `.ci/run`
+    installs it (a skipped check must never pass for a tested one there)."""
     import pytest  # only the tests call this; the package does not depend on pytest
 
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI must test it")
+    pytest.skip(reason)
+
+
+def binary(name: str) -> str:
+    """The path of a Prometheus binary; `missing` without it."""
     path = shutil.which(name)
     if path is None:
-        reason = (
+        missing(
             f"`{name}` is not installed (apt-get install prometheus): the dashboards, "
             "rules and alerts are NOT tested"
         )
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}, and CI must test them")
-        pytest.skip(reason)
     return path
 
 
@@ -545,6 +551,11 @@ class Daemons:
         self.ledger = workdir / "ledger.db"
         self.where: Path | str = self.ledger  # the ledger the rows are read from (a URL too)
         self.started: list[DaemonProcess] = []
+
+    async def kill_all(self) -> None:
+        """Kill (by pid) and reap every daemon this started that still runs (teardown)."""
+        for process in self.started:
+            await process.kill()
 
     async def start(
         self, upstream: str, ledger: Path | None = None, nofile: int | None = None, **extra: Any

@@ -1,5 +1,6 @@
-"""The fault-injection suite's fixtures: daemons as real processes, a tagging load driver, a
-small tmpfs to fill, an upstream that misbehaves. The classes they build live in
+"""The fault-injection suite's fixtures: a small tmpfs to fill, an upstream that misbehaves,
+and the suite's `daemons` ordered before the tmpfs (daemons as real processes and the tagging
+load driver themselves are tests/conftest.py's). The classes they build live in
 `daemon.testing` (its last region), so that tests can name them.
 
 Every test in tests/faults/ carries the ``faults`` marker: ``python -m pytest -m faults`` runs
@@ -12,10 +13,9 @@ import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from daemon.testing import Daemons, Driver, OddUpstream
+from daemon.testing import Daemons, OddUpstream
 
 
 @pytest.fixture
@@ -48,28 +48,10 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 
 
 @pytest.fixture
-async def daemons(tmp_path: Path, tmpfs: Callable[..., Path]) -> AsyncIterator[Daemons]:
-    """Starts daemon processes for the test (`Daemons.start`); any still running at teardown
-    is killed by its pid and reaped."""
-    factory = Daemons(tmp_path)
-    try:
-        yield factory
-    finally:
-        for process in factory.started:
-            await process.kill()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session without a connection cap: every call of a test may be open at once."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as client:
-        yield client
-
-
-@pytest.fixture
-def driver(session: aiohttp.ClientSession, request: pytest.FixtureRequest) -> Driver:
-    """A `Driver` whose tags start with the test's name (cut to 32 characters)."""
-    return Driver(session, request.node.name.removeprefix("test_")[:32])
+def daemons(tmpfs: Callable[..., Path], daemons: Daemons) -> Daemons:
+    """The suite's `daemons` (tests/conftest.py), set up after `tmpfs` so that it is torn
+    down first: every daemon has ended before a tmpfs it wrote to is unmounted."""
+    return daemons
 
 
 @pytest.fixture
