@@ -42,7 +42,7 @@ from daemon.app import Daemon
 from daemon.config import ConfigError
 from daemon.grpc_relay.proxy import SHUTDOWN_DETAILS
 from daemon.lifecycle import STOP_MARGIN, HeldLines
-from daemon.testing import TEST_KEY, make_settings
+from daemon.testing import TEST_KEY, make_settings, missing
 
 pytestmark = pytest.mark.slow
 
@@ -267,8 +267,8 @@ async def test_a_ledger_directory_that_cannot_be_made_is_one_line(tmp_path: Path
 def read_only_mount(folder: Path, existing: bool) -> tuple[str, ...]:
     """A command prefix that runs what follows in a mount namespace of its own where `folder`
     is a read-only file system (EROFS, root or not): an empty tmpfs, or (`existing`) `folder`
-    itself bound read-only. Skips where namespaces cannot be had (unshare, or user namespaces
-    off)."""
+    itself bound read-only. Where namespaces cannot be had (unshare, or user namespaces off):
+    `missing` (a skip, a failure in CI)."""
     mount = (
         f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
         if existing
@@ -286,7 +286,7 @@ def read_only_mount(folder: Path, existing: bool) -> tuple[str, ...]:
     )
     probe = subprocess.run([*wrap, "touch", str(folder / "probe")], capture_output=True, text=True)
     if "Read-only file system" not in probe.stderr:
-        pytest.skip(f"no read-only mount to be had here: {probe.stderr.strip()}")
+        missing(f"no read-only mount to be had here ({probe.stderr.strip()}): NOT tested")
     return wrap
 
 
