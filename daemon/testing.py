@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import config
 from daemon.app import Daemon
+from daemon.dialects.base import Tap
 from daemon.ledger.engine import open_ledger
 from daemon.ledger.schema import open_database
 from daemon.ledger.store import all_calls
@@ -109,6 +110,19 @@ def make_record(**fields: Any) -> CallRecord:
         "status": 200,
     }
     return CallRecord(**{**base, **fields})
+
+
+def feed_in_pieces(tap: Tap, body: bytes, cuts: Iterable[int]) -> bytes:
+    """What the client gets of `body` through `tap`, fed in the pieces `cuts` (offsets; out of
+    range or repeated ones ignored) makes: each piece as the tap returns it (or as is, when it
+    returns None), then the tap's tail at a clean end."""
+    out = []
+    points = sorted({c for c in cuts if 0 < c < len(body)})
+    for start, end in zip([0, *points], [*points, len(body)], strict=True):
+        got = tap.feed(body[start:end])
+        out.append(body[start:end] if got is None else got)
+    out.append(tap.finish(True) or b"")
+    return b"".join(out)
 
 
 def stream_cut_errors() -> tuple[type[BaseException], ...]:

@@ -20,7 +20,7 @@ from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
 from daemon.dialects.sse import split_events
 from daemon.record import CallRecord, Unmetered, Usage
-from daemon.testing import make_record
+from daemon.testing import feed_in_pieces, make_record
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 
@@ -126,13 +126,7 @@ def run(
     tap = dialect.tap(record, "text/event-stream", lambda: 2.0)
     if cap is not None:
         tap.max_scan_bytes = cap
-    out = []
-    points = sorted({c for c in cuts if 0 < c < len(body)})
-    for start, end in zip([0, *points], [*points, len(body)], strict=True):
-        got = tap.feed(body[start:end])
-        out.append(body[start:end] if got is None else got)
-    out.append(tap.finish(True) or b"")
-    return record, b"".join(out)
+    return record, feed_in_pieces(tap, body, cuts)
 
 
 @settings(max_examples=500, deadline=None)

@@ -23,7 +23,7 @@ from daemon.dialects.chat import ChatStream
 from daemon.dialects.coerce import loads_object
 from daemon.dialects.sse import split_events, sse_data
 from daemon.record import CallRecord, Usage
-from daemon.testing import make_record
+from daemon.testing import feed_in_pieces, make_record
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "model": "grok-4.7"}
@@ -104,17 +104,6 @@ def streams(draw: st.DrawFn) -> list[list[bytes]]:
     return events + rest
 
 
-def feed(tap: ChatStream, body: bytes, cuts: list[int]) -> bytes:
-    """What the client gets: every piece as the tap returns it (or as is), then its tail."""
-    out = []
-    points = sorted({c for c in cuts if 0 < c < len(body)})
-    for start, end in zip([0, *points], [*points, len(body)], strict=True):
-        got = tap.feed(body[start:end])
-        out.append(body[start:end] if got is None else got)
-    out.append(tap.finish(True) or b"")
-    return b"".join(out)
-
-
 def meter(
     kind: type[ChatStream], body: bytes, cuts: list[int], filtering: bool, cap: int, coding: str
 ) -> tuple[CallRecord, bytes]:
@@ -122,7 +111,7 @@ def meter(
     record.usage_injected = filtering
     tap = kind(record, lambda: 2.0, coding, filtering=filtering)
     tap.max_scan_bytes = cap
-    return record, feed(tap, body, cuts)
+    return record, feed_in_pieces(tap, body, cuts)
 
 
 def booked(record: CallRecord) -> tuple[object, ...]:

@@ -17,6 +17,7 @@ from daemon.dialects.chat import ChatDialect, chat_usage
 from daemon.dialects.messages import MessagesDialect, messages_usage
 from daemon.dialects.responses import ResponsesDialect, responses_usage
 from daemon.record import CallRecord, Usage
+from daemon.testing import feed_in_pieces
 
 REQUESTS = {
     "chat": (
@@ -109,13 +110,7 @@ def meter(name: str, body: bytes, cuts: list[int]) -> tuple[CallRecord, bytes]:
     dialect = DIALECTS[name]
     dialect.inspect_request(record, json.dumps(request).encode())
     tap = dialect.tap(record, "text/event-stream", lambda: 1.0)
-    out = []
-    points = sorted({c for c in cuts if 0 < c < len(body)})
-    for start, end in zip([0, *points], [*points, len(body)], strict=True):
-        got = tap.feed(body[start:end])
-        out.append(body[start:end] if got is None else got)
-    out.append(tap.finish(True) or b"")
-    return record, b"".join(out)
+    return record, feed_in_pieces(tap, body, cuts)
 
 
 @pytest.mark.parametrize("name", list(REQUESTS))
