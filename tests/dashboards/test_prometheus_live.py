@@ -562,26 +562,33 @@ async def test_every_query_and_rule_on_a_real_prometheus(
 async def _rule_is_the_sum(
     prom: Prometheus, record: str, per_instance: str, instances: list[str]
 ) -> bool:
-    """The latest sample of each series of `record` equals the sum over `instances` of
-    `per_instance` (a format string taking the instance) evaluated at that sample's time.
-    False when a scrape landed after the rule ran (the caller polls again)."""
-    latest = results(await prom.query(f"{record}[1m]"))
-    if not latest:
+    """At one of the rule's evaluations in the last minute (newest first), every series of
+    `record` equals the sum over `instances` of `per_instance` (a format string taking the
+    instance) evaluated at that evaluation's time. An evaluation that ran while a scrape with
+    an earlier timestamp was still being ingested did not see it, and never will match: the
+    ones with no scrape in flight decide (False when none yet: the caller polls again)."""
+    series_list = results(await prom.query(f"{record}[1m]"))
+    if not series_list:
         return False
-    for series in latest:
-        at, value = series["values"][-1]
-        labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
-        total = 0.0
+    by_time: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for series in series_list:
+        labels = tuple(sorted((k, v) for k, v in series["metric"].items() if k != "__name__"))
+        for at, value in series["values"]:
+            by_time.setdefault(str(at), {})[labels] = float(value)
+    for at in sorted(by_time, key=float, reverse=True)[:20]:
+        want = by_time[at]
+        if len(want) != len(series_list):
+            continue  # not every series was evaluated then
+        totals = dict.fromkeys(want, 0.0)
         for instance in instances:
-            body = await prom.get(
-                "/api/v1/query", query=per_instance.format(instance), time=str(at)
-            )
+            body = await prom.get("/api/v1/query", query=per_instance.format(instance), time=at)
             for part in results(body):
-                if part["metric"] == labels:
-                    total += float(part["value"][1])
-        if not math.isclose(float(value), total, rel_tol=1e-9):
-            return False
-    return True
+                labels = tuple(sorted(part["metric"].items()))
+                if labels in totals:
+                    totals[labels] += float(part["value"][1])
+        if all(math.isclose(want[k], totals[k], rel_tol=1e-9) for k in want):
+            return True
+    return False
 
 
 async def _equals(prom: Prometheus, expr: str, want: float) -> bool:
