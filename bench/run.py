@@ -125,6 +125,7 @@ class Plan:
     burst_calls: int  # c=1 burst streams (all events in one write, usage injected) per target
     burst_concurrent_calls: int  # burst streams at `burst_concurrency` per target
     burst_concurrency: int
+    burst_rounds: int
     tail_calls: int  # JSON calls at `tail_concurrency` per target (p99), in rounds
     tail_rounds: int
     tail_concurrency: int
@@ -149,6 +150,7 @@ QUICK = Plan(
     burst_calls=60,
     burst_concurrent_calls=640,
     burst_concurrency=64,
+    burst_rounds=2,
     tail_calls=2000,
     tail_rounds=2,
     tail_concurrency=8,
@@ -172,6 +174,7 @@ FULL = Plan(
     burst_calls=400,
     burst_concurrent_calls=6400,
     burst_concurrency=64,
+    burst_rounds=4,
     tail_calls=20000,
     tail_rounds=4,
     tail_concurrency=8,
@@ -556,41 +559,60 @@ async def paced_phase(target: Target, plan: Plan, ref: Reference, usage_null: bo
     target.results["paced_ttfb_p50_ms"] = percentile(ttfb, 50)
 
 
-async def burst_phase(target: Target, plan: Plan, ref: Reference, usage_null: bool) -> None:
+async def burst_phase(targets: list[Target], plan: Plan, ref: Reference, usage_null: bool) -> None:
     """Streams of `chunks` events that the upstream writes in one burst (one write, one HTTP
     chunk: the relay reads them all at once), the client not asking for usage (the daemon
     injects ``include_usage`` and strips the usage chunk, as for most apps): at c=1, the relay
-    CPU per stream and the added p50; at c=`burst_concurrency`, calls/s and CPU per stream."""
+    CPU per stream and the added p50; at c=`burst_concurrency`, calls/s and CPU per stream.
+    Targets take turns in rounds (`burst_rounds`), figures summed over rounds: this VM's
+    kernel time per call can double for a minute, and a phase run whole on one target would
+    charge that to it alone."""
     headers = stream_headers(plan, paced=False, usage_null=usage_null, burst=True)
-    times: list[float] = []
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    # per target: c=1 calls, c=1 CPU, c=64 calls, c=64 wall, c=64 CPU
+    sums: dict[str, list[float]] = {t.name: [0.0] * 5 for t in targets}
+    serial_calls = max(plan.burst_calls // plan.burst_rounds, 1)
+    concurrent_calls = max(plan.burst_concurrent_calls // plan.burst_rounds, 1)
 
-    async def one() -> None:
-        _, elapsed, _ = await stream_call(target, STREAM_NO_USAGE_BODY, headers, ref.burst)
-        times.append(elapsed * 1000.0)
-
-    async def serial() -> None:
-        for _ in range(plan.burst_calls):
-            await one()
-
-    async def concurrent() -> None:
-        await run_concurrently(plan.burst_concurrency, plan.burst_concurrent_calls, one)
-
-    async def timed(work: Callable[[], Awaitable[None]]) -> Cost:
+    async def timed(target: Target, work: Callable[[], Awaitable[None]]) -> Cost:
         if target.pid is not None:
             return await measure_cpu(target, work)
         t0 = time.perf_counter()
         await work()
         return Cost(time.perf_counter() - t0, 0.0, 0.0)
 
-    alone = await timed(serial)
-    target.results["burst_p50_ms"] = percentile(times, 50)
-    loaded = await timed(concurrent)
-    target.results["burst_calls_per_s_c64"] = plan.burst_concurrent_calls / loaded.wall
-    if target.pid is not None:
-        target.results.update(
-            burst_cpu_ms_c1=alone.cpu / plan.burst_calls * 1000.0,
-            burst_cpu_ms_c64=loaded.cpu / plan.burst_concurrent_calls * 1000.0,
-        )
+    for _ in range(plan.burst_rounds):
+        for target in targets:
+
+            async def one(target: Target = target, times: list[float] | None = None) -> None:
+                _, elapsed, _ = await stream_call(target, STREAM_NO_USAGE_BODY, headers, ref.burst)
+                if times is not None:  # the added p50 is of the c=1 calls only
+                    times.append(elapsed * 1000.0)
+
+            async def serial(target: Target = target) -> None:
+                for _ in range(serial_calls):
+                    await one(target, times[target.name])
+
+            async def concurrent(target: Target = target) -> None:
+                await run_concurrently(
+                    plan.burst_concurrency, concurrent_calls, lambda: one(target)
+                )
+
+            alone = await timed(target, serial)
+            loaded = await timed(target, concurrent)
+            for i, value in enumerate(
+                (serial_calls, alone.cpu, concurrent_calls, loaded.wall, loaded.cpu)
+            ):
+                sums[target.name][i] += value
+    for target in targets:
+        serial_n, serial_cpu, concurrent_n, concurrent_wall, concurrent_cpu = sums[target.name]
+        target.results["burst_p50_ms"] = percentile(times[target.name], 50)
+        target.results["burst_calls_per_s_c64"] = concurrent_n / concurrent_wall
+        if target.pid is not None:
+            target.results.update(
+                burst_cpu_ms_c1=serial_cpu / serial_n * 1000.0,
+                burst_cpu_ms_c64=concurrent_cpu / concurrent_n * 1000.0,
+            )
 
 
 async def tail_phase(targets: list[Target], plan: Plan, ref: Reference) -> None:
@@ -782,9 +804,11 @@ async def profile_phase(
     procs: Procs,
     usage_null: bool,
     label: str,
-    streaming: bool,
 ) -> dict[str, Any]:
-    """Record `target` with py-spy (pinned to the load core) while load runs; summarize."""
+    """Record `target` with py-spy (pinned to the load core) while load runs; summarize.
+    `label`: "json" (non-stream calls at the main concurrency), "stream" (unpaced streams, 8 at
+    a time) or "burst" (burst streams, usage injected and stripped, one at a time: where the
+    burst ratio is worst)."""
     assert target.pid is not None
     PROFILES.mkdir(exist_ok=True)
     out = PROFILES / f"{target.name}-{label}.txt"
@@ -815,15 +839,18 @@ async def profile_phase(
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     await asyncio.sleep(0.5)  # let py-spy attach
     deadline = time.monotonic() + plan.profile_seconds + 30
-    headers = stream_headers(plan, paced=False, usage_null=usage_null)
+    headers = stream_headers(plan, paced=False, usage_null=usage_null, burst=label == "burst")
 
     async def call() -> object:
-        if streaming:
+        if label == "stream":
             return await stream_call(target, STREAM_BODY, headers, ref.stream)
+        if label == "burst":
+            return await stream_call(target, STREAM_NO_USAGE_BODY, headers, ref.burst)
         return await json_call(target, ref.json)
 
+    concurrency = {"json": plan.concurrency, "stream": 8, "burst": 1}[label]
     while proc.poll() is None and time.monotonic() < deadline:
-        await run_concurrently(plan.concurrency if not streaming else 8, 200, call)
+        await run_concurrently(concurrency, 200, call)
     procs.stop(name)
     await settle(target)
     if not out.exists():
@@ -1320,12 +1347,11 @@ async def http_phases(run: Run, ref: Reference) -> None:
     plan, targets, usage_null = run.plan, run.targets, run.args.usage_null
     only = set(run.args.only or ())
     if not only or "burst" in only:
-        for target in targets:
-            run.say(
-                f"burst streams: {target.name}, {plan.burst_calls} at c=1, "
-                f"{plan.burst_concurrent_calls} at c={plan.burst_concurrency}"
-            )
-            await burst_phase(target, plan, ref, usage_null)
+        run.say(
+            f"burst streams: {plan.burst_calls} at c=1 and {plan.burst_concurrent_calls} at "
+            f"c={plan.burst_concurrency} per target, in {plan.burst_rounds} rounds"
+        )
+        await burst_phase(targets, plan, ref, usage_null)
     if not only or "tail" in only:
         run.say(f"tail: {plan.tail_calls} calls at c={plan.tail_concurrency} per target")
         await tail_phase(targets, plan, ref)
@@ -1387,12 +1413,12 @@ async def measure(run: Run) -> None:
 
     if run.args.profile and run.http:
         for target in targets[1:]:
-            for label, streaming in (("json", False), ("stream", True)):
-                if target.kind == "floor" and streaming:
+            for label in ("json", "stream", "burst"):
+                if target.kind == "floor" and label == "stream":
                     continue
                 run.say(f"profile: {target.name} {label}")
                 run.profiles[f"{target.name} {label}"] = await profile_phase(
-                    target, plan, ref, run.procs, usage_null, label, streaming
+                    target, plan, ref, run.procs, usage_null, label
                 )
     for target in targets[1:] + run.grpc_targets[1:2]:
         assert target.pid is not None
