@@ -5,6 +5,8 @@ it a 100-event body (`bench/upstream.py`'s events) and finishes it, as the relay
 
 * ``filter`` / ``plain``: the tap strips the usage chunk (the client did not ask for usage, so
   the relay injected ``stream_options.include_usage``: what most apps get) / it only reads;
+* ``null``: ``"usage":null`` on every content chunk, then the usage chunk (OpenAI's streams
+  with ``include_usage``);
 * ``every``: a Nov 2024-style stream, cumulative usage on every chunk and no usage chunk
   (xai-api.md: "keep the last, never sum");
 * fed in one chunk (a burst: every event in one read) or in 3 (cut at arbitrary bytes).
@@ -40,7 +42,7 @@ import upstream  # noqa: E402  (beside this script)
 CHUNKS = 100
 SCENARIOS = {
     f"{kind}-{parts}": (kind, parts)
-    for kind in ("filter", "plain", "every-filter", "every-plain")
+    for kind in ("filter", "plain", "null-filter", "null-plain", "every-filter", "every-plain")
     for parts in (1, 3)
 }
 
@@ -53,7 +55,7 @@ def body(kind: str) -> bytes:
         stream=True,
         include_usage=not kind.startswith("every"),
         chunks=CHUNKS,
-        usage_null=False,
+        usage_null=kind.startswith("null"),
         model=upstream.MODEL,
     )
     events = upstream.stream_events(shape)

@@ -38,7 +38,7 @@ from daemon.dialects.base import (
 )
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks
-from daemon.dialects.sse import EventTap, sse_data
+from daemon.dialects.sse import EventTap, split_events, sse_data
 from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
@@ -124,15 +124,29 @@ class ChatStream(EventTap):
         self.usage_final = True
 
     defers = True  # (needles[0] is "usage": events with only it may wait)
+    # Unread events of `"usage":null` runs held, unchecked, while only their being JSON could
+    # still matter; past this many bytes they are checked at once and dropped.
+    unverified_hold = 64 * 1024
+
+    def __init__(
+        self, record: CallRecord, clock: Clock, encoding: str = "", filtering: bool = False
+    ) -> None:
+        super().__init__(record, clock, encoding, filtering)
+        self._unverified: list[bytes] = []  # runs of unread events not known to be JSON
+        self._unverified_bytes = 0
 
     def _defers(self, buf: bytearray, start: int, end: int, hit: int) -> bool:
         """A content chunk that carries usage (Nov 2024 streams: cumulative usage on every
-        chunk) waits, unread, while the next one may make it moot: one that names usage as an
-        object (`hit`: its first ``"usage"``), choices once, as a non-empty list (so it is
-        neither the final ``choices: []`` usage chunk nor one to strip), no error and no
-        ``[DONE]`` (`EventTap._split` sees to those), once the model and id are known."""
+        chunk) or names it null (OpenAI's streams with ``include_usage``: ``"usage":null`` on
+        every chunk but the last) waits, unread, while the next one may make it moot: one
+        that names usage as an object or null (`hit`: its first ``"usage"``), choices once, as
+        a non-empty list (so it is neither the final ``choices: []`` usage chunk nor one to
+        strip), no error and no ``[DONE]`` (`EventTap._split` sees to those), once the model
+        and id are known."""
         record = self.record
-        if not buf.startswith(b'"usage":{', hit) or record.model is None:
+        if record.model is None or not (
+            buf.startswith(b'"usage":{', hit) or buf.startswith(b'"usage":null', hit)
+        ):
             return False
         at = buf.find(b'"choices":[{', start, end)
         return (
@@ -142,25 +156,98 @@ class ChatStream(EventTap):
             and buf.find(b'"choices"', at + 9, end) < 0
         )
 
+    def _take_run(self, buf: bytearray, start: int, hit: int, limit: int) -> int:
+        """A burst of null chunks (``"usage":null`` on each, OpenAI's streams with
+        ``include_usage``) up to the first usage object or other needle: when every usage they
+        name is null, none carries usage or is a usage chunk to strip, so reading them in turn
+        would only set the last non-empty fingerprint and service tier. Read the last alone
+        when it settles those (`_settles`), hold the rest unchecked (`_hold_unverified`), and
+        go on from its end, without a Python step per event. Else -1 (event by event)."""
+        record = self.record
+        if (
+            record.model is None
+            or record.response_id is None
+            or not buf.startswith(b'"usage":null', hit)
+        ):
+            return -1
+        found = buf.find(b'"usage":{', hit, limit)
+        stop = buf.rfind(b"\n\n", start, limit if found < 0 else found) + 2
+        last = buf.rfind(b"\n\n", start, stop - 2) + 2  # where the run's last event starts
+        if last < 2 or buf.count(b'"usage"', start, stop) != buf.count(
+            b'"usage":null', start, stop
+        ):
+            return -1  # one event (the usual path), or a usage that is not null
+        obj = loads_object(sse_data(bytes(buf[last:stop])))
+        if obj is None or obj.get("usage") is not None or not self._settles(obj, buf, start, last):
+            return -1
+        self.read(obj)
+        if record.usage is None:
+            self._hold_unverified(bytes(buf[start:last]))
+        return stop
+
+    @staticmethod
+    def _settles(obj: dict[str, Any], buf: bytearray, first: int, last: int) -> bool:
+        """Whether the chunk `obj` alone gives the fingerprint and service tier that reading
+        the chunks ``buf[first:last]`` before it and then it would: its own, non-empty (the
+        last non-empty wins), or one none of them names."""
+        return bool(
+            opt_str(obj.get("system_fingerprint"))
+            or buf.find(b'"system_fingerprint"', first, last) < 0
+        ) and bool(opt_str(obj.get("service_tier")) or buf.find(b'"service_tier"', first, last) < 0)
+
     def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
         """Read only the last deferred chunk when what it says makes the others moot: its
-        usage (an object) replaces theirs; its fingerprint and service tier, non-empty or named
-        by none of them, leave theirs unread (the last non-empty wins); the model and id were
-        known. Else read each in turn, as if none had waited. Unread, a chunk that is not JSON
-        changes nothing: ``malformed`` decides only for a call left without usage."""
+        usage (an object) replaces theirs, or theirs and its are all null (none carries any);
+        its fingerprint and service tier, non-empty or named by none of them, leave theirs
+        unread (the last non-empty wins); the model and id were known. Else read each in
+        turn, as if none had waited. Unread, a chunk changes nothing but whether it was JSON,
+        which decides only for a call left without usage (``malformed``): unless usage is
+        read, the unread chunks of an all-null run are held and checked then
+        (`_hold_unverified`)."""
         obj = loads_object(sse_data(bytes(buf[last:end])))
-        if (
-            obj is not None
-            and type(obj.get("usage")) is dict
-            and (
-                opt_str(obj.get("system_fingerprint"))
-                or buf.find(b'"system_fingerprint"', first, last) < 0
-            )
-            and (opt_str(obj.get("service_tier")) or buf.find(b'"service_tier"', first, last) < 0)
-        ):
-            self.read(obj)
-        else:
-            self._read_events(buf, first, end)
+        if obj is not None and self._settles(obj, buf, first, last):
+            usage = obj.get("usage")
+            if type(usage) is dict:
+                self.read(obj)
+                return
+            if usage is None and buf.count(b'"usage"', first, last) == buf.count(
+                b'"usage":null', first, last
+            ):  # every usage they name is null
+                self.read(obj)
+                if first < last and self.record.usage is None:
+                    self._hold_unverified(bytes(buf[first:last]))
+                return
+        self._read_events(buf, first, end)
+
+    def _hold_unverified(self, run: bytes) -> None:
+        """Keep `run` (whole events, read by none) until usage is read or the stream ends;
+        past `unverified_hold` bytes, check what is held now (`_check_unverified`)."""
+        self._unverified.append(run)
+        self._unverified_bytes += len(run)
+        if self._unverified_bytes > self.unverified_hold:
+            self._check_unverified()
+
+    def _check_unverified(self) -> None:
+        """Whether an event held unread was not JSON, as reading it would have found: each
+        event naming a needle is decoded (`EventTap.on_event`'s rule); then drop them all."""
+        needles = self.needles
+        for run in self._unverified:
+            for event in split_events(run):
+                data = sse_data(event)
+                if (
+                    data
+                    and data != b"[DONE]"
+                    and any(needle in data for needle in needles)
+                    and loads_object(data) is None
+                ):
+                    self.malformed = True
+        self._unverified.clear()
+        self._unverified_bytes = 0
+
+    def end_of_stream(self, complete: bool) -> None:
+        if self._unverified and self.record.usage is None:
+            self._check_unverified()  # (with usage read, whether they were JSON is moot)
+        super().end_of_stream(complete)
 
 
 class ChatDialect(Dialect):

@@ -120,6 +120,13 @@ def split_events(data: bytes) -> list[bytes]:
 
 def sse_data(event: bytes) -> bytes:
     """The data of one raw SSE event: its ``data:`` lines joined by newlines."""
+    if event.startswith(b"data:"):
+        # The usual event, one data line and its ending: no split, one slice.
+        end = len(event)
+        while end and event[end - 1] in b"\r\n":
+            end -= 1
+        if event.find(b"\n", 5, end) < 0 and event.find(b"\r", 5, end) < 0:
+            return event[6:end] if event[5:6] == b" " else event[5:end]
     parts = []
     for line in event.splitlines():
         if line.startswith(b"data:"):
@@ -303,6 +310,11 @@ class EventTap(Tap):
                             at = buf.find(needles[i + 1], start)
                             nexts[i] = at if at >= 0 else len(buf)
                     sync = min(nexts, default=len(buf))
+                if defers and deferred < 0 and lf_only and not big:
+                    stop = self._take_run(buf, start, hit, min(sync, len(buf)))
+                    if stop > 0:  # a run read in one go: on from its end
+                        start = self._scan_from = stop
+                        continue
                 if (
                     defers
                     and end <= sync
@@ -366,6 +378,13 @@ class EventTap(Tap):
         and no other) is at `hit`, may be read later, with the others deferred beside it, by
         `_read_deferred`. The base tap defers none."""
         return False
+
+    def _take_run(self, buf: bytearray, start: int, hit: int, limit: int) -> int:
+        """A run of whole events from ``buf[start:]`` (LF endings, none over the cap, no needle
+        but the first before `limit`), whose first holds the first needle at `hit`, that the
+        tap may read in one go, without splitting it; return where it ends, having read it,
+        or -1 to read event by event. The base tap takes none."""
+        return -1
 
     def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
         """Read the events `_defers` let wait, from ``buf[first:]`` to the last one,
@@ -507,8 +526,12 @@ class EventTap(Tap):
             and self.first_token.search(data)
         ):
             self.mark_first_token()
-        if self._seen_first and not any(n in data for n in self.needles):
-            return True
+        if self._seen_first:
+            for needle in self.needles:
+                if needle in data:
+                    break
+            else:  # nothing in it can matter
+                return True
         obj = loads_object(data)
         if obj is None:
             self.malformed = True

@@ -22,7 +22,7 @@ from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
 from daemon.dialects.coerce import loads_object
 from daemon.dialects.sse import split_events, sse_data
-from daemon.record import CallRecord, Usage
+from daemon.record import CallRecord, Unmetered, Usage
 from daemon.testing import feed_in_pieces, make_record
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
@@ -62,10 +62,12 @@ def data(obj: object, compact: bool = True) -> bytes:
 @st.composite
 def streams(draw: st.DrawFn) -> list[list[bytes]]:
     """A chat stream: a first content chunk, then content chunks (some with cumulative usage,
-    a fingerprint or service tier that may change, compact JSON or not), comments (one naming
-    a needle), an error event, a malformed one, the usage chunk, ``[DONE]``, a padding event
-    of some size (with a needle or not), in a drawn order after the first chunk."""
+    or usage null, a fingerprint or service tier that may change, compact JSON or not),
+    comments (one naming a needle), an error event, malformed ones, the usage chunk,
+    ``[DONE]``, a padding event of some size (with a needle or not), in a drawn order after
+    the first chunk."""
     every = draw(st.booleans())  # cumulative usage on every content chunk (Nov 2024)
+    nulls = draw(st.booleans())  # "usage": null on content chunks (OpenAI with include_usage)
     events: list[list[bytes]] = [
         [data({**HEAD, "choices": [{"index": 0, "delta": {"content": "Hi"}}]})]
     ]
@@ -76,6 +78,8 @@ def streams(draw: st.DrawFn) -> list[list[bytes]]:
         chunk: dict[str, Any] = {**HEAD, "choices": [{"index": 0, "delta": {"content": "x"}}]}
         if every or draw(st.integers(0, 6)) == 0:
             chunk["usage"] = {"prompt_tokens": 9, "completion_tokens": tokens}
+        elif nulls and draw(st.integers(0, 5)):
+            chunk["usage"] = None
         if draw(st.booleans()):
             chunk["system_fingerprint"] = draw(st.sampled_from(["fp_a", "fp_b", "", None]))
         if draw(st.integers(0, 4)) == 0:
@@ -88,6 +92,10 @@ def streams(draw: st.DrawFn) -> list[list[bytes]]:
         [data({"code": "overloaded", "error": "try later"})],
         [b'data: {"usage": {"prompt_tokens": 1,'],  # not JSON
         [data({**HEAD, "choices": [{"index": 0, "delta": {}}], "usage": None})],
+        # a chunk that would wait with the nulls (usage null, choices once) but is not JSON,
+        # and one whose null usage is nested while its own comes after, spaced
+        [b'data: {"id":"chatcmpl-7","choices":[{"index":0}],"usage":null,'],
+        [b'data: {"choices":[{"x":{"usage":null}}],"usage": {"prompt_tokens":3}}'],
         [b"data: " + b"z" * draw(st.integers(1, 600))],
         [data({"pad": "y" * draw(st.integers(1, 600)), "error": None})],
         # usage beside an error (read as the error: no top-level choices), or beside "[DONE]"
@@ -218,6 +226,108 @@ def test_a_burst_is_forwarded_in_one_slice_and_usage_on_every_chunk_read_once() 
     assert reads == [chunks[0], b"data: [DONE]\n\n"]  # (the last chunk: read in one go)
     assert record.usage == Usage(input_tokens=9, output_tokens=100)
     assert (record.metered, record.fingerprint) == (True, "fp")
+
+
+def _null_chunk(n: int, fingerprint: str = "fp") -> bytes:
+    """An OpenAI-style content chunk of a stream asked ``include_usage``: usage null."""
+    chunk = {**HEAD, "choices": [{"index": 0, "delta": {"content": f"w{n}"}}]}
+    return data({**chunk, "system_fingerprint": fingerprint, "usage": None}) + b"\n\n"
+
+
+def _both(body: bytes, filtering: bool, cuts: list[int] | None = None) -> CallRecord:
+    """The quiet tap's record, checked against the slow one's (and the bytes out)."""
+    quiet, out = meter(ChatStream, body, cuts or [], filtering, MAX_SCAN_BYTES, "")
+    slow, slow_out = meter(SlowStream, body, cuts or [], filtering, MAX_SCAN_BYTES, "")
+    assert out == slow_out == (stripped(body, MAX_SCAN_BYTES) if filtering else body)
+    assert booked(quiet) == booked(slow)
+    return quiet
+
+
+def test_a_burst_of_null_usage_chunks_is_read_once_and_metered_by_its_usage_chunk() -> None:
+    """OpenAI's streams with ``include_usage``: ``"usage":null`` on every content chunk, the
+    usage chunk last. In one read, the tap decodes the first chunk, the last null one (its
+    fingerprint), the usage chunk and ``[DONE]``: not the 98 between."""
+    chunks = [_null_chunk(n) for n in range(100)]
+    usage = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 7}})
+    body = b"".join(chunks) + usage + b"\n\ndata: [DONE]\n\n"
+    record = make_record(stream=True)
+    record.usage_injected = True
+    tap = ChatStream(record, lambda: 2.0, "", filtering=True)
+    decoded: list[bytes] = []
+
+    def counting(data: bytes) -> dict[str, Any] | None:
+        decoded.append(data)
+        return loads_object(data)
+
+    with (
+        patch("daemon.dialects.sse.loads_object", counting),
+        patch("daemon.dialects.chat.loads_object", counting),
+    ):
+        assert tap.feed(body) + (tap.finish(True) or b"") == b"".join(chunks) + b"data: [DONE]\n\n"
+    assert decoded == [sse_data(chunks[0]), sse_data(chunks[-1]), sse_data(usage)]
+    assert record.usage == Usage(input_tokens=9, output_tokens=7)
+    assert (record.metered, record.fingerprint) == (True, "fp")
+    for filtering in (False, True):
+        _both(body, filtering)
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_a_null_run_that_hid_a_chunk_that_is_not_json_still_says_malformed(
+    filtering: bool,
+) -> None:
+    """A chunk of a null run that is not JSON, read by none, still makes a stream that ends
+    without usage ``malformed`` (as reading it would have), not ``no_usage``: the run is held
+    and checked at the end. Usage read later makes it moot."""
+    broken = b'data: {"id":"chatcmpl-7","choices":[{"index":0}],"usage":null,\n\n'
+    chunks = [_null_chunk(n) for n in range(5)]
+    body = b"".join(chunks[:2]) + broken + b"".join(chunks[2:]) + b"data: [DONE]\n\n"
+    record = _both(body, filtering)
+    assert record.unmetered_reason is Unmetered.MALFORMED
+    usage = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+    record = _both(body.replace(b"data: [DONE]", usage + b"\n\ndata: [DONE]"), filtering)
+    assert record.usage == Usage(input_tokens=2, output_tokens=1)
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_usage_in_a_null_run_spaced_or_beside_a_nested_null_is_read(filtering: bool) -> None:
+    """A chunk that waits with the nulls (its first "usage" is a nested null) but carries its
+    own usage after it, spaced: the run is read in turn, so that usage counts."""
+    odd = data({**HEAD, "choices": [{"index": 0, "x": {"usage": None}}]})[:-1]
+    odd += b',"usage": {"prompt_tokens": 4, "completion_tokens": 3}}\n\n'
+    chunks = [_null_chunk(n) for n in range(4)]
+    body = b"".join(chunks[:2]) + odd + b"".join(chunks[2:]) + b"data: [DONE]\n\n"
+    assert _both(body, filtering).usage == Usage(input_tokens=4, output_tokens=3)
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_a_fingerprint_that_changes_inside_a_null_burst_is_the_last_non_empty(
+    filtering: bool,
+) -> None:
+    """The backend changes mid-burst and the last chunk names an empty fingerprint: the
+    record keeps the last non-empty one, as reading every chunk would."""
+    chunks = [_null_chunk(0, "fp_a"), *(_null_chunk(n, "fp_b") for n in range(1, 6))]
+    chunks.append(_null_chunk(6, ""))
+    body = b"".join(chunks) + b"data: [DONE]\n\n"
+    assert _both(body, filtering).fingerprint == "fp_b"
+
+
+def test_a_long_null_stream_holds_at_most_the_hold_unchecked() -> None:
+    """A null run that never meets usage is held only up to `unverified_hold` bytes: past it,
+    what is held is checked at once (a chunk not JSON among it still counts) and dropped."""
+    broken = b'data: {"id":"chatcmpl-7","choices":[{"index":0}],"usage":null,\n\n'
+    chunks = [_null_chunk(n) for n in range(400)]
+    body = chunks[0] + broken + b"".join(chunks[1:]) + b"data: [DONE]\n\n"
+    record = make_record(stream=True)
+    tap = ChatStream(record, lambda: 2.0, "")
+    tap.unverified_hold = 4096
+    for at in range(0, len(body), 5000):
+        tap.feed(body[at : at + 5000])
+        assert tap._unverified_bytes <= tap.unverified_hold
+    tap.finish(True)
+    assert record.unmetered_reason is Unmetered.MALFORMED
+    assert _both(body, False, list(range(0, len(body), 5000))).unmetered_reason is (
+        Unmetered.MALFORMED
+    )
 
 
 def test_a_tap_that_breaks_after_the_lf_of_a_split_crlf_still_owes_it() -> None:
