@@ -38,7 +38,7 @@ from daemon.dialects.base import (
 )
 from daemon.dialects.body import BodyTap
 from daemon.dialects.coerce import as_int, loads_object, opt_int, opt_str, reported_ticks
-from daemon.dialects.sse import EventTap, split_events, sse_data
+from daemon.dialects.sse import EventTap, lf_events_end, split_events, sse_data
 from daemon.record import CallRecord, Usage
 
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
@@ -171,9 +171,9 @@ class ChatStream(EventTap):
         ):
             return -1
         found = buf.find(b'"usage":{', hit, limit)
-        stop = buf.rfind(b"\n\n", start, limit if found < 0 else found) + 2
-        last = buf.rfind(b"\n\n", start, stop - 2) + 2  # where the run's last event starts
-        if last < 2 or buf.count(b'"usage"', start, stop) != buf.count(
+        stop = lf_events_end(buf, start, limit if found < 0 else found)
+        last = lf_events_end(buf, start, stop - 1)  # where the run's last event starts
+        if last <= start or buf.count(b'"usage"', start, stop) != buf.count(
             b'"usage":null', start, stop
         ):
             return -1  # one event (the usual path), or a usage that is not null

@@ -106,6 +106,14 @@ def _paired(buf: bytearray, cut: int) -> int:
     return cut - step if count % 2 else cut
 
 
+def lf_events_end(buf: bytearray, start: int, limit: int) -> int:
+    """Where the last event that ends before `limit` ends, ``buf[start:limit]`` holding LF
+    endings only, `start` an event's start: as `EVENT_END` splits the stream (a run of three
+    LFs ends an event after its second: `_paired`); 0 if none ends there."""
+    cut = buf.rfind(b"\n\n", start, limit) + 2
+    return _paired(buf, cut) if cut >= 2 else 0
+
+
 def split_events(data: bytes) -> list[bytes]:
     """A whole SSE body as its raw events (each with its ending; a last unended one too).
     For tests and tools; the taps split incrementally with the same `EVENT_END`."""

@@ -311,6 +311,20 @@ def test_a_fingerprint_that_changes_inside_a_null_burst_is_the_last_non_empty(
     assert _both(body, filtering).fingerprint == "fp_b"
 
 
+@pytest.mark.parametrize("extra", [1, 2, 3])
+def test_a_null_burst_ends_where_splitting_it_would_before_an_odd_run_of_lfs(
+    extra: int,
+) -> None:
+    """A blank line or two more after the last null chunk (an odd run of LFs opens the next
+    event with a blank line of its own): the usage chunk stripped is the very bytes splitting
+    the stream event by event strips, the extra LFs with it or not."""
+    chunks = [_null_chunk(n) for n in range(6)]
+    usage = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}})
+    body = b"".join(chunks) + b"\n" * extra + usage + b"\n\ndata: [DONE]\n\n"
+    for filtering in (False, True):
+        assert _both(body, filtering).usage == Usage(input_tokens=5, output_tokens=6)
+
+
 def test_a_long_null_stream_holds_at_most_the_hold_unchecked() -> None:
     """A null run that never meets usage is held only up to `unverified_hold` bytes: past it,
     what is held is checked at once (a chunk not JSON among it still counts) and dropped."""
