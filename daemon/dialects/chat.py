@@ -157,29 +157,39 @@ class ChatStream(EventTap):
         )
 
     def _take_run(self, buf: bytearray, start: int, hit: int, limit: int) -> int:
-        """A burst of null chunks (``"usage":null`` on each, OpenAI's streams with
-        ``include_usage``) up to the first usage object or other needle: when every usage they
-        name is null, none carries usage or is a usage chunk to strip, so reading them in turn
-        would only set the last non-empty fingerprint and service tier. Read the last alone
-        when it settles those (`_settles`), hold the rest unchecked (`_hold_unverified`), and
-        go on from its end, without a Python step per event. Else -1 (event by event)."""
+        """A burst of content chunks that each name usage, null (OpenAI's streams with
+        ``include_usage``) or cumulative (Nov 2024 streams), up to the first usage chunk
+        (``choices: []``) or other needle. Read in turn, they would set the last non-empty
+        fingerprint and service tier and the usage of the last that carries one, and nothing
+        else (the model and id are known: the first wins), as long as every choices they name
+        is a non-empty list (none is a usage chunk to strip or that ends the count). So when
+        the last one settles all that (its usage an object, or theirs and its all null; its
+        fingerprint and tier: `_settles`), read it alone and go on from its end, without a
+        Python step per event; an all-null run is held unchecked (`_hold_unverified`). Else
+        -1: event by event."""
         record = self.record
         if (
             record.model is None
             or record.response_id is None
-            or not buf.startswith(b'"usage":null', hit)
+            or not (buf.startswith(b'"usage":null', hit) or buf.startswith(b'"usage":{', hit))
         ):
             return -1
-        found = buf.find(b'"usage":{', hit, limit)
+        found = buf.find(b'"choices":[]', hit, limit)
         stop = lf_events_end(buf, start, limit if found < 0 else found)
         last = lf_events_end(buf, start, stop - 1)  # where the run's last event starts
-        if last <= start or buf.count(b'"usage"', start, stop) != buf.count(
-            b'"usage":null', start, stop
+        if last <= start or buf.count(b'"choices"', start, stop) != buf.count(
+            b'"choices":[{', start, stop
         ):
-            return -1  # one event (the usual path), or a usage that is not null
+            return -1  # one event (the usual path), or choices that may be a usage chunk's
         obj = loads_object(sse_data(bytes(buf[last:stop])))
-        if obj is None or obj.get("usage") is not None or not self._settles(obj, buf, start, last):
+        if obj is None or not self._settles(obj, buf, start, last):
             return -1
+        usage = obj.get("usage")
+        if type(usage) is not dict and (
+            usage is not None
+            or buf.count(b'"usage"', start, stop) != buf.count(b'"usage":null', start, stop)
+        ):
+            return -1  # (a usage object before a last one without any would be lost)
         self.read(obj)
         if record.usage is None:
             self._hold_unverified(bytes(buf[start:last]))

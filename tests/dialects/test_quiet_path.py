@@ -325,6 +325,43 @@ def test_a_null_burst_ends_where_splitting_it_would_before_an_odd_run_of_lfs(
         assert _both(body, filtering).usage == Usage(input_tokens=5, output_tokens=6)
 
 
+def _counted_chunk(n: int, usage: object = "cumulative") -> bytes:
+    """A Nov 2024-style content chunk: cumulative usage on it (or the `usage` given)."""
+    chunk = {**HEAD, "choices": [{"index": 0, "delta": {"content": f"w{n}"}}]}
+    counted = {"prompt_tokens": 9, "completion_tokens": n} if usage == "cumulative" else usage
+    return data({**chunk, "system_fingerprint": "fp", "usage": counted}) + b"\n\n"
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+@pytest.mark.parametrize(
+    "middle",
+    [
+        # a usage chunk among them, spaced (not where a run is cut): stripped, and final
+        b'data: {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 50}}\n\n',
+        # a chunk without choices, with a usage the last one replaces
+        data({**HEAD, "usage": {"prompt_tokens": 1, "completion_tokens": 99}}) + b"\n\n",
+        # a chunk with choices as an empty list, spaced, and no usage
+        b'data: {"choices": [ ], "usage": null}\n\n',
+    ],
+)
+def test_a_cumulative_burst_read_in_one_go_gives_what_reading_each_gives(
+    filtering: bool, middle: bytes
+) -> None:
+    """Usage on every chunk in one read: the last chunk's usage replaces theirs, unless a
+    chunk among them may be a usage chunk (choices not a non-empty list): then each is read."""
+    chunks = [_counted_chunk(n) for n in range(1, 40)]
+    body = b"".join(chunks[:20]) + middle + b"".join(chunks[20:]) + b"data: [DONE]\n\n"
+    _both(body, filtering)
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+def test_a_burst_whose_last_usage_is_null_keeps_the_last_usage_object(filtering: bool) -> None:
+    """Cumulative usage on the chunks, then null on the last ones: the last object counts."""
+    chunks = [_counted_chunk(n) for n in range(1, 8)] + [_counted_chunk(8, None)] * 3
+    body = b"".join(chunks) + b"data: [DONE]\n\n"
+    assert _both(body, filtering).usage == Usage(input_tokens=9, output_tokens=7)
+
+
 def test_a_long_null_stream_holds_at_most_the_hold_unchecked() -> None:
     """A null run that never meets usage is held only up to `unverified_hold` bytes: past it,
     what is held is checked at once (a chunk not JSON among it still counts) and dropped."""
