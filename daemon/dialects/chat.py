@@ -177,19 +177,20 @@ class ChatStream(EventTap):
         found = buf.find(b'"choices":[]', hit, limit)
         stop = lf_events_end(buf, start, limit if found < 0 else found)
         last = lf_events_end(buf, start, stop - 1)  # where the run's last event starts
-        if last <= start or buf.count(b'"choices"', start, stop) != buf.count(
-            b'"choices":[{', start, stop
-        ):
-            return -1  # one event (the usual path), or choices that may be a usage chunk's
+        if last <= start:
+            return -1  # one event: the usual path
         obj = loads_object(sse_data(bytes(buf[last:stop])))
         if obj is None or not self._settles(obj, buf, start, last):
             return -1
         usage = obj.get("usage")
-        if type(usage) is not dict and (
-            usage is not None
-            or buf.count(b'"usage"', start, stop) != buf.count(b'"usage":null', start, stop)
-        ):
-            return -1  # (a usage object before a last one without any would be lost)
+        if type(usage) is dict:  # no choices that may be a usage chunk's among them
+            same = buf.count(b'"choices"', start, stop) == buf.count(b'"choices":[{', start, stop)
+        else:  # all null (a usage chunk's is an object; one before the last would be lost)
+            same = usage is None and buf.count(b'"usage"', start, stop) == buf.count(
+                b'"usage":null', start, stop
+            )
+        if not same:
+            return -1
         self.read(obj)
         if record.usage is None:
             self._hold_unverified(bytes(buf[start:last]))
