@@ -174,11 +174,12 @@ class ChatStream(EventTap):
             or not (buf.startswith(b'"usage":null', hit) or buf.startswith(b'"usage":{', hit))
         ):
             return -1
-        found = buf.find(b'"choices":[]', hit, limit)
+        found = buf.find(b'"choices":[]', start, limit)
         stop = lf_events_end(buf, start, limit if found < 0 else found)
-        last = lf_events_end(buf, start, stop - 1)  # where the run's last event starts
+        # where the run's last event starts (none: it is one event, or a usage chunk first)
+        last = lf_events_end(buf, start, stop - 1) if stop > start else 0
         if last <= start:
-            return -1  # one event: the usual path
+            return -1
         obj = loads_object(sse_data(bytes(buf[last:stop])))
         if obj is None or not self._settles(obj, buf, start, last):
             return -1
