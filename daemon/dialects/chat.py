@@ -180,9 +180,9 @@ class ChatStream(EventTap):
         last = lf_events_end(buf, start, stop - 1) if stop > start else 0
         if last <= start:
             return -1
-        obj = loads_object(sse_data(bytes(buf[last:stop])))
-        if obj is None or not self._settles(obj, buf, start, last):
-            return -1
+        obj = self._decoded(buf, last, stop)
+        if obj is None or obj.get("choices") == [] or not self._settles(obj, buf, start, last):
+            return -1  # (a last chunk with choices [] may be the usage chunk: to strip)
         usage = obj.get("usage")
         if type(usage) is dict:  # no choices that may be a usage chunk's among them
             same = buf.count(b'"choices"', start, stop) == buf.count(b'"choices":[{', start, stop)
@@ -197,11 +197,25 @@ class ChatStream(EventTap):
             self._hold_unverified(bytes(buf[start:last]))
         return stop
 
+    def _decoded(self, buf: bytearray, start: int, end: int) -> dict[str, Any] | None:
+        """The event ``buf[start:end]`` decoded, if reading it in turn would decode it: its
+        data names a needle (`EventTap.on_event`: one named only on another line of the event
+        is skipped unread) and is a JSON object; else None."""
+        data = sse_data(bytes(buf[start:end]))
+        for needle in self.needles:
+            if needle in data:
+                return loads_object(data)
+        return None
+
     @staticmethod
     def _settles(obj: dict[str, Any], buf: bytearray, first: int, last: int) -> bool:
         """Whether the chunk `obj` alone gives the fingerprint and service tier that reading
         the chunks ``buf[first:last]`` before it and then it would: its own, non-empty (the
-        last non-empty wins), or one none of them names."""
+        last non-empty wins), or one none of them names. Their bytes are read, not decoded:
+        a key written with an escape (``"\\u0075sage"``) could hide what they name, so any
+        ``\\u`` among them says no (a backslash is looked for first: one `memchr`)."""
+        if buf.find(b"\\", first, last) >= 0 and buf.find(b"\\u", first, last) >= 0:
+            return False
         return bool(
             opt_str(obj.get("system_fingerprint"))
             or buf.find(b'"system_fingerprint"', first, last) < 0
@@ -216,7 +230,7 @@ class ChatStream(EventTap):
         which decides only for a call left without usage (``malformed``): unless usage is
         read, the unread chunks of an all-null run are held and checked then
         (`_hold_unverified`)."""
-        obj = loads_object(sse_data(bytes(buf[last:end])))
+        obj = self._decoded(buf, last, end)
         if obj is not None and self._settles(obj, buf, first, last):
             usage = obj.get("usage")
             if type(usage) is dict:

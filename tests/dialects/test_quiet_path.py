@@ -362,6 +362,45 @@ def test_a_burst_whose_last_usage_is_null_keeps_the_last_usage_object(filtering:
     assert _both(body, filtering).usage == Usage(input_tokens=9, output_tokens=7)
 
 
+def _plain_null(n: int, extra: bytes = b"") -> bytes:
+    """A null chunk without a fingerprint (`extra`: more members, written as given)."""
+    return b'data: {"id":"c","choices":[{"index":0}],' + extra + b'"usage":null}\n\n'
+
+
+@pytest.mark.parametrize("filtering", [False, True])
+@pytest.mark.parametrize(
+    "body",
+    [
+        # usage under an escaped key beside a nested null, in a run whose last chunk settles
+        # the fingerprint: reading each in turn counts it
+        b"".join(_null_chunk(n) for n in range(3))
+        + b'data: {"id":"c","choices":[{"index":0,"usage":null}],'
+        b'"\\u0075sage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
+        + b"".join(_null_chunk(n) for n in range(3, 6))
+        + b"data: [DONE]\n\n",
+        # a fingerprint under an escaped key; the last chunk names an empty one
+        _null_chunk(0)
+        + b"".join(_plain_null(n) for n in range(3))
+        + _plain_null(3, b'"system_\\u0066ingerprint":"fp_x",')
+        + _plain_null(4, b'"system_fingerprint":"",')
+        + b"data: [DONE]\n\n",
+        # usage named only on an event's own line: its data (a service tier) is never decoded
+        # in turn, not even as the last of a run; spaced nulls after it
+        _null_chunk(0)
+        + b'event: "usage":null\ndata: {"id":"c","choices":[{}],"service_tier":"flex"}\n\n'
+        + _null_chunk(1).replace(b'"usage":null', b'"usage": null') * 2
+        + b"data: [DONE]\n\n",
+    ],
+)
+def test_a_run_read_in_one_go_is_not_fooled_by_escapes_or_other_lines(
+    filtering: bool, body: bytes
+) -> None:
+    """Runs are judged by their bytes: an escaped key could hide usage or a fingerprint (any
+    ``\\u`` among them: read each in turn), and a needle outside an event's data lines does not
+    make reading in turn decode it (nor may the run's last chunk be read for it)."""
+    _both(body, filtering)
+
+
 def test_a_long_null_stream_holds_at_most_the_hold_unchecked() -> None:
     """A null run that never meets usage is held only up to `unverified_hold` bytes: past it,
     what is held is checked at once (a chunk not JSON among it still counts) and dropped."""
