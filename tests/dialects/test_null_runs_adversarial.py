@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from daemon.dialects import sse
 from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
-from daemon.dialects.coerce import loads_object
-from daemon.dialects.sse import split_events, sse_data
+from daemon.dialects.sse import split_events
 from daemon.record import CallRecord
 from daemon.testing import feed_in_pieces, make_record
+from tests.dialects.test_quiet_path import SlowStream, booked, stripped
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD: dict[str, Any] = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "model": "grok-4.7"}
@@ -48,13 +48,6 @@ _FIRSTS = [
 DONE = b"data: [DONE]"
 # The properties run few examples (the suite stays fast); NULL_RUNS_SCALE=30 runs thousands.
 SCALE = int(os.environ.get("NULL_RUNS_SCALE", "1"))
-
-
-class SlowStream(ChatStream):
-    """A chat tap that never goes quiet: it reads every event in turn (the reference)."""
-
-    def quiet_needles(self) -> tuple[bytes, ...] | None:
-        return None
 
 
 # --- the chunks ------------------------------------------------------------------------------
@@ -284,30 +277,6 @@ def meter(
         out.append(body[start:end] if got is None else got)
     out.append(tap.finish(False) or b"")
     return record, b"".join(out)
-
-
-def booked(record: CallRecord) -> tuple[object, ...]:
-    return (
-        record.usage,
-        record.unmetered_reason,
-        record.model,
-        record.response_id,
-        record.fingerprint,
-        record.service_tier,
-        record.ttft_ms,
-        record.upstream_error,
-    )
-
-
-def stripped(body: bytes, cap: int) -> bytes:
-    """The body without its usage chunks (``choices: []`` and usage), as a filtering tap must
-    send it: an event over the cap is never read, so never stripped."""
-    kept = []
-    for event in split_events(body):
-        obj = loads_object(sse_data(event)) if len(event) <= cap else None
-        if obj is None or obj.get("choices") != [] or type(obj.get("usage")) is not dict:
-            kept.append(event)
-    return b"".join(kept)
 
 
 def same(
