@@ -166,23 +166,23 @@ class ChatStream(EventTap):
         the last one settles all that (its usage an object, or theirs and its all null; its
         fingerprint and tier: `_settles`), read it alone and go on from its end, without a
         Python step per event; an all-null run is held unchecked (`_hold_unverified`). Else
-        -1: event by event."""
+        event by event, and minus where the events it judged end (`EventTap._take_run`)."""
         record = self.record
         if (
             record.model is None
             or record.response_id is None
             or not (buf.startswith(b'"usage":null', hit) or buf.startswith(b'"usage":{', hit))
         ):
-            return -1
+            return 0
         found = buf.find(b'"choices":[]', start, limit)
         stop = lf_events_end(buf, start, limit if found < 0 else found)
         # where the run's last event starts (none: it is one event, or a usage chunk first)
         last = lf_events_end(buf, start, stop - 1) if stop > start else 0
         if last <= start:
-            return -1
+            return -stop
         obj = self._decoded(buf, last, stop)
         if obj is None or obj.get("choices") == [] or not self._settles(obj, buf, start, last):
-            return -1  # (a last chunk with choices [] may be the usage chunk: to strip)
+            return -stop  # (a last chunk with choices [] may be the usage chunk: to strip)
         usage = obj.get("usage")
         if type(usage) is dict:  # no choices that may be a usage chunk's among them
             same = buf.count(b'"choices"', start, stop) == buf.count(b'"choices":[{', start, stop)
@@ -191,7 +191,7 @@ class ChatStream(EventTap):
                 b'"usage":null', start, stop
             )
         if not same:
-            return -1
+            return -stop
         self.read(obj)
         if record.usage is None:
             self._hold_unverified(bytes(buf[start:last]))

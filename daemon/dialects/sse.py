@@ -290,6 +290,7 @@ class EventTap(Tap):
         sync = -1
         nexts: list[int] = []  # where each of those needles is next (len(buf): nowhere)
         quiet = False
+        judged = 0  # `_take_run` judged the events before this: none starts a run
         # Without a CR in the bytes to search, every EVENT_END is an LF LF: found by `find`
         # (memchr), several times faster than the pattern.
         lf_only = buf.find(b"\r", self._scan_from) < 0
@@ -318,11 +319,12 @@ class EventTap(Tap):
                             at = buf.find(needles[i + 1], start)
                             nexts[i] = at if at >= 0 else len(buf)
                     sync = min(nexts, default=len(buf))
-                if defers and deferred < 0 and lf_only and not big:
+                if defers and deferred < 0 and lf_only and not big and start >= judged:
                     stop = self._take_run(buf, start, hit, min(sync, len(buf)))
                     if stop > 0:  # a run read in one go: on from its end
                         start = self._scan_from = stop
                         continue
+                    judged = -stop  # (tried again from there only: each byte judged once)
                 if (
                     defers
                     and end <= sync
@@ -390,9 +392,11 @@ class EventTap(Tap):
     def _take_run(self, buf: bytearray, start: int, hit: int, limit: int) -> int:
         """A run of whole events from ``buf[start:]`` (LF endings, none over the cap, no needle
         but the first before `limit`), whose first holds the first needle at `hit`, that the
-        tap may read in one go, without splitting it; return where it ends, having read it,
-        or -1 to read event by event. The base tap takes none."""
-        return -1
+        tap may read in one go, without splitting it; return where it ends, having read it.
+        Not taken: 0 or less, minus where the events it judged end (`_split` reads them event
+        by event and asks again only after them, so a long read is judged in linear time).
+        The base tap takes none."""
+        return 0
 
     def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
         """Read the events `_defers` let wait, from ``buf[first:]`` to the last one,

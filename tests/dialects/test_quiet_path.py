@@ -401,6 +401,17 @@ def test_a_run_read_in_one_go_is_not_fooled_by_escapes_or_other_lines(
     _both(body, filtering)
 
 
+def test_a_long_read_that_is_no_run_is_judged_once_not_once_per_event() -> None:
+    """Thousands of null events no run can take (the last is not JSON): the read is judged
+    once, not again from each event after it (that was quadratic: 109 ms for 88 KB, every
+    event decoding the same last one)."""
+    events = [b'data: {"usage":null}\n\n'] * 2000 + [b'data: {"usage":null,\n\n']
+    body = _null_chunk(0) + b"".join(events) + b"data: [DONE]\n\n"
+    with patch.object(ChatStream, "_decoded", autospec=True, return_value=None) as decoded:
+        _both(body, True)
+    assert decoded.call_count == 1
+
+
 def test_a_long_null_stream_holds_at_most_the_hold_unchecked() -> None:
     """A null run that never meets usage is held only up to `unverified_hold` bytes: past it,
     what is held is checked at once (a chunk not JSON among it still counts) and dropped."""
