@@ -24,9 +24,11 @@ slice (a filtering tap forwards it; only the unfinished last event is held, as i
 usage chunk to strip, which is then cut out by slicing). A reading tap holds needle-less bytes
 unsplit until a needle comes, the buffer passes `_QUIET_HOLD`, or the stream ends. A dialect may
 let events holding a needle wait and read only the last of a run (`EventTap._defers`: chat's
-usage on every chunk). Everything a quiet tap forwards or books is what reading every event in
-turn gives (tests/dialects/test_quiet_path.py); a burst of 100 events costs a filtering tap a
-few searches and one decode or two, not 100 events' worth of Python.
+usage on every chunk), or take a whole run of them in one go, unsplit (`EventTap._take_run`:
+chat's null or cumulative usage on every chunk, in a burst). Everything a quiet tap forwards
+or books is what reading every event in turn gives (tests/dialects/test_quiet_path.py,
+test_null_runs_adversarial.py); a burst of 100 events costs a filtering tap a few searches and
+one decode or two, not 100 events' worth of Python.
 
 Events over the cap (`Tap.max_scan_bytes`, the setting ``relay.max_scan_bytes``) are never
 read: reading one would hold it whole and parse it (several times its size in memory, and the
