@@ -42,6 +42,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon import config
 from daemon.app import Daemon
 from daemon.dialects.base import Tap
+from daemon.dialects.chat import ChatStream
+from daemon.dialects.coerce import loads_object
+from daemon.dialects.sse import split_events, sse_data
 from daemon.ledger.engine import open_ledger
 from daemon.ledger.schema import open_database
 from daemon.ledger.store import all_calls
@@ -123,6 +126,41 @@ def feed_in_pieces(tap: Tap, body: bytes, cuts: Iterable[int]) -> bytes:
         out.append(body[start:end] if got is None else got)
     out.append(tap.finish(True) or b"")
     return b"".join(out)
+
+
+class SlowChatStream(ChatStream):
+    """A chat stream tap that never goes quiet: it reads every event in turn. The reference
+    the quiet path (`daemon.dialects.sse`: needles, runs read in one go) must agree with."""
+
+    def quiet_needles(self) -> tuple[bytes, ...] | None:
+        return None
+
+
+def booked(record: CallRecord) -> tuple[object, ...]:
+    """What a tap books on a record: usage, why unmetered, model, response id, fingerprint,
+    service tier, time to first token and upstream error (to compare two taps)."""
+    return (
+        record.usage,
+        record.unmetered_reason,
+        record.model,
+        record.response_id,
+        record.fingerprint,
+        record.service_tier,
+        record.ttft_ms,
+        record.upstream_error,
+    )
+
+
+def without_usage_chunks(body: bytes, cap: int) -> bytes:
+    """An SSE body without its usage chunks (``choices: []`` and a usage object), as a
+    filtering chat tap must send it: an event over `cap` bytes is never read, so never
+    stripped."""
+    kept = []
+    for event in split_events(body):
+        obj = loads_object(sse_data(event)) if len(event) <= cap else None
+        if obj is None or obj.get("choices") != [] or type(obj.get("usage")) is not dict:
+            kept.append(event)
+    return b"".join(kept)
 
 
 def stream_cut_errors() -> tuple[type[BaseException], ...]:

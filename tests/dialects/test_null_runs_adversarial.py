@@ -25,8 +25,9 @@ from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
 from daemon.dialects.sse import split_events
 from daemon.record import CallRecord
-from daemon.testing import feed_in_pieces, make_record
-from tests.dialects.test_quiet_path import SlowStream, booked, stripped
+from daemon.testing import SlowChatStream as SlowStream
+from daemon.testing import booked, feed_in_pieces, make_record
+from daemon.testing import without_usage_chunks as stripped
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD: dict[str, Any] = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "model": "grok-4.7"}

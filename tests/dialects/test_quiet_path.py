@@ -23,17 +23,12 @@ from daemon.dialects.chat import ChatStream
 from daemon.dialects.coerce import loads_object
 from daemon.dialects.sse import split_events, sse_data
 from daemon.record import CallRecord, Unmetered, Usage
-from daemon.testing import feed_in_pieces, make_record
+from daemon.testing import SlowChatStream as SlowStream
+from daemon.testing import booked, feed_in_pieces, make_record
+from daemon.testing import without_usage_chunks as stripped
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "model": "grok-4.7"}
-
-
-class SlowStream(ChatStream):
-    """A chat tap that never goes quiet: it reads every event in turn (the reference)."""
-
-    def quiet_needles(self) -> tuple[bytes, ...] | None:
-        return None
 
 
 def _ending(previous: bytes | None) -> st.SearchStrategy[bytes]:
@@ -120,30 +115,6 @@ def meter(
     tap = kind(record, lambda: 2.0, coding, filtering=filtering)
     tap.max_scan_bytes = cap
     return record, feed_in_pieces(tap, body, cuts)
-
-
-def booked(record: CallRecord) -> tuple[object, ...]:
-    return (
-        record.usage,
-        record.unmetered_reason,
-        record.model,
-        record.response_id,
-        record.fingerprint,
-        record.service_tier,
-        record.ttft_ms,
-        record.upstream_error,
-    )
-
-
-def stripped(body: bytes, cap: int) -> bytes:
-    """The body without its usage chunks (``choices: []`` and usage), as a filtering tap
-    must send it: an event over the cap is never read, so never stripped."""
-    kept = []
-    for event in split_events(body):
-        obj = loads_object(sse_data(event)) if len(event) <= cap else None
-        if obj is None or obj.get("choices") != [] or type(obj.get("usage")) is not dict:
-            kept.append(event)
-    return b"".join(kept)
 
 
 @settings(max_examples=600, deadline=None)
