@@ -135,23 +135,29 @@ class ChatStream(EventTap):
         self._unverified: list[bytes] = []  # runs of unread events not known to be JSON
         self._unverified_bytes = 0
 
+    def _may_wait(self, buf: bytearray, hit: int) -> bool:
+        """Whether a chunk whose first ``"usage"`` is at `hit` may wait unread beside others:
+        it names usage as an object or null, and the model and id are known (the first wins:
+        no later chunk changes them)."""
+        record = self.record
+        return (
+            record.model is not None
+            and record.response_id is not None
+            and (buf.startswith(b'"usage":{', hit) or buf.startswith(b'"usage":null', hit))
+        )
+
     def _defers(self, buf: bytearray, start: int, end: int, hit: int) -> bool:
         """A content chunk that carries usage (Nov 2024 streams: cumulative usage on every
         chunk) or names it null (OpenAI's streams with ``include_usage``: ``"usage":null`` on
         every chunk but the last) waits, unread, while the next one may make it moot: one
-        that names usage as an object or null (`hit`: its first ``"usage"``), choices once, as
-        a non-empty list (so it is neither the final ``choices: []`` usage chunk nor one to
-        strip), no error and no ``[DONE]`` (`EventTap._split` sees to those), once the model
-        and id are known."""
-        record = self.record
-        if record.model is None or not (
-            buf.startswith(b'"usage":{', hit) or buf.startswith(b'"usage":null', hit)
-        ):
+        that may wait (`_may_wait`) and names choices once, as a non-empty list (so it is
+        neither the final ``choices: []`` usage chunk nor one to strip), no error and no
+        ``[DONE]`` (`EventTap._split` sees to those)."""
+        if not self._may_wait(buf, hit):
             return False
         at = buf.find(b'"choices":[{', start, end)
         return (
             at >= 0
-            and record.response_id is not None
             and buf.find(b'"choices"', start, at) < 0
             and buf.find(b'"choices"', at + 9, end) < 0
         )
@@ -159,53 +165,63 @@ class ChatStream(EventTap):
     def _take_run(self, buf: bytearray, start: int, hit: int, limit: int) -> int:
         """A burst of content chunks that each name usage, null (OpenAI's streams with
         ``include_usage``) or cumulative (Nov 2024 streams), up to the first usage chunk
-        (``choices: []``) or other needle. Read in turn, they would set the last non-empty
-        fingerprint and service tier and the usage of the last that carries one, and nothing
-        else (the model and id are known: the first wins), as long as every choices they name
-        is a non-empty list (none is a usage chunk to strip or that ends the count). So when
-        the last one settles all that (its usage an object, or theirs and its all null; its
-        fingerprint and tier: `_settles`), read it alone and go on from its end, without a
-        Python step per event; an all-null run is held unchecked (`_hold_unverified`). Else
-        event by event, and minus where the events it judged end (`EventTap._take_run`)."""
-        record = self.record
-        if (
-            record.model is None
-            or record.response_id is None
-            or not (buf.startswith(b'"usage":null', hit) or buf.startswith(b'"usage":{', hit))
-        ):
+        (``choices: []``) or other needle: read its last chunk alone when that books what
+        reading each would (`_read_last`), and go on from its end, without a Python step per
+        event. Else event by event, and minus where the events it judged end
+        (`EventTap._take_run`)."""
+        if not self._may_wait(buf, hit):
             return 0
         found = buf.find(b'"choices":[]', start, limit)
         stop = lf_events_end(buf, start, limit if found < 0 else found)
         # where the run's last event starts (none: it is one event, or a usage chunk first)
         last = lf_events_end(buf, start, stop - 1) if stop > start else 0
-        if last <= start:
+        if last <= start or not self._read_last(buf, start, last, stop, vetted=False):
             return -stop
-        obj = self._decoded(buf, last, stop)
-        if obj is None or obj.get("choices") == [] or not self._settles(obj, buf, start, last):
-            return -stop  # (a last chunk with choices [] may be the usage chunk: to strip)
-        usage = obj.get("usage")
-        if type(usage) is dict:  # no choices that may be a usage chunk's among them
-            same = buf.count(b'"choices"', start, stop) == buf.count(b'"choices":[{', start, stop)
-        else:  # all null (a usage chunk's is an object; one before the last would be lost)
-            same = usage is None and buf.count(b'"usage"', start, stop) == buf.count(
-                b'"usage":null', start, stop
-            )
-        if not same:
-            return -stop
-        self.read(obj)
-        if record.usage is None:
-            self._hold_unverified(bytes(buf[start:last]))
         return stop
+
+    def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
+        """Read only the last deferred chunk when that books what reading each would
+        (`_read_last`; each was vetted by `_defers`); else read each in turn, as if none had
+        waited."""
+        if not self._read_last(buf, first, last, end, vetted=True):
+            self._read_events(buf, first, end)
+
+    def _read_last(self, buf: bytearray, first: int, last: int, end: int, vetted: bool) -> bool:
+        """Read the chunk ``buf[last:end]`` alone, if that books what reading every chunk of
+        ``buf[first:end]`` in turn would; return whether it did. Read in turn, they would set
+        the last non-empty fingerprint and service tier and the usage of the last that carries
+        one, and nothing else, as long as none may be a usage chunk (to strip, or that makes
+        the count final). So the last must be read in turn itself (`_decoded`), not have
+        choices ``[]``, and settle the fingerprint and tier (`_settles`); its usage must be an
+        object (none before it a usage chunk: each `vetted` by `_defers`, or every choices they
+        name a non-empty list), or null like every usage they name. Unread, a chunk changes
+        nothing but whether it was JSON, which decides only for a call left without usage
+        (``malformed``): unless usage is read, the unread ones are held and checked then
+        (`_hold_unverified`)."""
+        obj = self._decoded(buf, last, end)
+        if obj is None or obj.get("choices") == [] or not self._settles(obj, buf, first, last):
+            return False
+        usage = obj.get("usage")
+        if type(usage) is dict:
+            if not vetted and buf.count(b'"choices"', first, end) != buf.count(
+                b'"choices":[{', first, end
+            ):
+                return False
+        elif usage is not None or buf.count(b'"usage"', first, end) != buf.count(
+            b'"usage":null', first, end
+        ):
+            return False
+        self.read(obj)
+        if first < last and self.record.usage is None:
+            self._hold_unverified(bytes(buf[first:last]))
+        return True
 
     def _decoded(self, buf: bytearray, start: int, end: int) -> dict[str, Any] | None:
         """The event ``buf[start:end]`` decoded, if reading it in turn would decode it: its
-        data names a needle (`EventTap.on_event`: one named only on another line of the event
-        is skipped unread) and is a JSON object; else None."""
+        data names a needle (`EventTap.names_needle`: one named only on another line of the
+        event is skipped unread) and is a JSON object; else None."""
         data = sse_data(bytes(buf[start:end]))
-        for needle in self.needles:
-            if needle in data:
-                return loads_object(data)
-        return None
+        return loads_object(data) if self.names_needle(data) else None
 
     @staticmethod
     def _settles(obj: dict[str, Any], buf: bytearray, first: int, last: int) -> bool:
@@ -221,30 +237,6 @@ class ChatStream(EventTap):
             or buf.find(b'"system_fingerprint"', first, last) < 0
         ) and bool(opt_str(obj.get("service_tier")) or buf.find(b'"service_tier"', first, last) < 0)
 
-    def _read_deferred(self, buf: bytearray, first: int, last: int, end: int) -> None:
-        """Read only the last deferred chunk when what it says makes the others moot: its
-        usage (an object) replaces theirs, or theirs and its are all null (none carries any);
-        its fingerprint and service tier, non-empty or named by none of them, leave theirs
-        unread (the last non-empty wins); the model and id were known. Else read each in
-        turn, as if none had waited. Unread, a chunk changes nothing but whether it was JSON,
-        which decides only for a call left without usage (``malformed``): unless usage is
-        read, the unread chunks of an all-null run are held and checked then
-        (`_hold_unverified`)."""
-        obj = self._decoded(buf, last, end)
-        if obj is not None and self._settles(obj, buf, first, last):
-            usage = obj.get("usage")
-            if type(usage) is dict:
-                self.read(obj)
-                return
-            if usage is None and buf.count(b'"usage"', first, last) == buf.count(
-                b'"usage":null', first, last
-            ):  # every usage they name is null
-                self.read(obj)
-                if first < last and self.record.usage is None:
-                    self._hold_unverified(bytes(buf[first:last]))
-                return
-        self._read_events(buf, first, end)
-
     def _hold_unverified(self, run: bytes) -> None:
         """Keep `run` (whole events, read by none) until usage is read or the stream ends;
         past `unverified_hold` bytes, check what is held now (`_check_unverified`)."""
@@ -256,14 +248,13 @@ class ChatStream(EventTap):
     def _check_unverified(self) -> None:
         """Whether an event held unread was not JSON, as reading it would have found: each
         event naming a needle is decoded (`EventTap.on_event`'s rule); then drop them all."""
-        needles = self.needles
         for run in self._unverified:
             for event in split_events(run):
                 data = sse_data(event)
                 if (
                     data
                     and data != b"[DONE]"
-                    and any(needle in data for needle in needles)
+                    and self.names_needle(data)
                     and loads_object(data) is None
                 ):
                     self.malformed = True

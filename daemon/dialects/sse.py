@@ -540,18 +540,19 @@ class EventTap(Tap):
             and self.first_token.search(data)
         ):
             self.mark_first_token()
-        if self._seen_first:
-            for needle in self.needles:
-                if needle in data:
-                    break
-            else:  # nothing in it can matter
-                return True
+        if self._seen_first and not self.names_needle(data):
+            return True  # nothing in it can matter
         obj = loads_object(data)
         if obj is None:
             self.malformed = True
             return True
         self._seen_first = True
         return self.read(obj)
+
+    def names_needle(self, data: bytes) -> bool:
+        """Whether an event's data (`sse_data`) names a needle: after the first event, only
+        such an event is decoded and read (`on_event`)."""
+        return any(needle in data for needle in self.needles)
 
     def read(self, obj: dict[str, Any]) -> bool:
         """One parsed event; return False to drop it from the client's stream (filters only)."""
