@@ -101,9 +101,10 @@ class ChatBody(BodyTap):
 class ChatStream(EventTap):
     """Reads the first chunk (model, id, fingerprint) and any chunk carrying usage or an error.
 
-    Usage is final on the ``choices: []`` usage chunk, or once ``[DONE]`` ends the stream
-    (Nov 2024 streams repeat cumulative usage on every chunk: before ``[DONE]`` it is
-    provisional, and a stream cut before it is unmetered, ``incomplete``).
+    Usage is final on the ``choices: []`` usage chunk, or once ``[DONE]`` follows it (Nov 2024
+    streams repeat cumulative usage on every chunk: before ``[DONE]`` it is provisional, and a
+    stream cut before it is unmetered, ``incomplete``; a ``[DONE]`` before any usage closes
+    nothing).
     """
 
     first_token = _FIRST_TOKEN
@@ -120,8 +121,14 @@ class ChatStream(EventTap):
             return not self.filters
         return True
 
+    closing = needles[2]
+
     def on_done(self) -> None:
-        self.usage_final = True
+        # It closes the count read before it. Before any, it closes nothing: usage read after
+        # the stream said it was done is not known final (and the quiet path need not look
+        # for a [DONE] while no usage is read: `EventTap.closing`).
+        if self.record.usage is not None:
+            self.usage_final = True
 
     defers = True  # (needles[0] is "usage": events with only it may wait)
     # Unread events of `"usage":null` runs held, unchecked, while only their being JSON could

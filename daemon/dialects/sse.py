@@ -227,8 +227,14 @@ class EventTap(Tap):
         search every event that ends before the first needle, then split the rest."""
         buf = self._buf
         first, last = -1, self._hit_at
+        closing = self.closing if self.record.usage is None else None
         for needle in needles:
-            hit = buf.find(needle, lo)
+            if needle is closing:  # (the last needle: `first` is the others' first hit)
+                if first < 0:
+                    continue  # no usage can be read here: a [DONE] in it changes nothing
+                hit = buf.find(needle, first)
+            else:
+                hit = buf.find(needle, lo)
             if hit >= 0:
                 if first < 0 or hit < first:
                     first = hit
@@ -525,6 +531,10 @@ class EventTap(Tap):
     # Once the first event is read and the first token seen, only events holding one of these
     # byte strings are read (usage, errors); the rest are skipped without being split.
     needles: tuple[bytes, ...] = ()
+    # The last of `needles`, if its event changes nothing while no usage is read (chat's
+    # ``[DONE]``: it makes the usage read before it final). While none is, `_quiet` looks for it
+    # only after another needle, not in every byte: one search fewer over a burst.
+    closing: bytes | None = None
 
     def on_event(self, event: bytes) -> bool:
         """Read one raw event; return False to drop it from the client's stream (filters only).

@@ -18,6 +18,7 @@ from daemon.dialects.chat import ChatDialect
 from daemon.dialects.completions import CompleteDialect, CompletionsDialect
 from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
+from daemon.dialects.sse import split_events
 from daemon.record import CallRecord, Unmetered, Usage
 from daemon.testing import make_record
 
@@ -166,6 +167,28 @@ def test_chat_usage_chunk_is_final_even_without_done() -> None:
         ChatDialect(), "/v1/chat/completions", CHAT_BODY + usage_chunk, CHAT_REQUEST, False
     )
     assert record.metered and record.usage == Usage(input_tokens=21, output_tokens=3)
+
+
+@pytest.mark.parametrize("one_read", [True, False])
+def test_chat_done_before_any_usage_closes_nothing(one_read: bool) -> None:
+    """``[DONE]`` makes final the usage read before it. One that comes before any (a stream
+    that goes on after saying it is done) closes nothing: the cumulative usage after it is
+    provisional, unmetered ``incomplete``; with another ``[DONE]`` after it, metered. The same
+    whether the stream comes in one read (the quiet path looks for ``[DONE]`` only after a
+    usage or error needle) or event by event."""
+    first = chat_chunk("One", 1).replace(b'"usage"', b'"x"')  # no usage on it
+    for tail, metered in ((b"", False), (b"data: [DONE]\n\n", True)):
+        body = first + b"data: [DONE]\n\n" + chat_chunk(" two", 2) + tail
+        record = make_record(endpoint="chat.completions", stream=True)
+        ChatDialect().inspect_request(record, CHAT_REQUEST)
+        tap = ChatDialect().tap(record, "text/event-stream", lambda: 1.0)
+        for piece in [body] if one_read else split_events(body):
+            tap.feed(piece)
+        tap.finish(True)
+        if metered:
+            assert record.metered and record.usage == Usage(input_tokens=21, output_tokens=2)
+        else:
+            assert record.usage is None and record.unmetered_reason is Unmetered.INCOMPLETE
 
 
 # --- Responses: usage only on the terminal event -----------------------------------------
