@@ -251,6 +251,11 @@ class EventTap(Tap):
             last -= self._pass_events_before(first, kept)
         self._hit_at = last
         self._split(needles, kept)
+        if closing is not None and self.record.usage is not None and self._mode != _SKIPPING:
+            # Usage was read in this split: a [DONE] in the event still held counts from now on.
+            at = buf.rfind(closing)
+            if at > self._hit_at:
+                self._hit_at = at
 
     def _pass_events_before(self, limit: int, kept: list[bytes]) -> int:
         """Take, unread, the events that end before `limit` (none of them can matter) out of
@@ -532,8 +537,9 @@ class EventTap(Tap):
     # byte strings are read (usage, errors); the rest are skipped without being split.
     needles: tuple[bytes, ...] = ()
     # The last of `needles`, if its event changes nothing while no usage is read (chat's
-    # ``[DONE]``: it makes the usage read before it final). While none is, `_quiet` looks for it
-    # only after another needle, not in every byte: one search fewer over a burst.
+    # ``[DONE]``: it makes the usage read before it final) and it is read only as the marker
+    # (`names_needle`). While no usage is read, `_quiet` looks for it only after another
+    # needle, not in every byte: one search fewer over a burst.
     closing: bytes | None = None
 
     def on_event(self, event: bytes) -> bool:
@@ -561,8 +567,10 @@ class EventTap(Tap):
 
     def names_needle(self, data: bytes) -> bool:
         """Whether an event's data (`sse_data`) names a needle: after the first event, only
-        such an event is decoded and read (`on_event`)."""
-        return any(needle in data for needle in self.needles)
+        such an event is decoded and read (`on_event`). The `closing` needle counts only as the
+        marker itself: a chunk whose text says ``[DONE]`` is content like any other."""
+        closing = self.closing
+        return any(needle in data for needle in self.needles if needle is not closing)
 
     def read(self, obj: dict[str, Any]) -> bool:
         """One parsed event; return False to drop it from the client's stream (filters only)."""
