@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import importlib
 import itertools
 import json
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from unittest import mock
 
 import aiohttp
 import orjson
@@ -41,7 +43,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import config
 from daemon.app import Daemon
-from daemon.dialects.base import Tap
+from daemon.dialects import sse
+from daemon.dialects.base import MAX_SCAN_BYTES, Tap
 from daemon.dialects.chat import ChatStream
 from daemon.dialects.coerce import loads_object
 from daemon.dialects.sse import split_events, sse_data
@@ -115,16 +118,17 @@ def make_record(**fields: Any) -> CallRecord:
     return CallRecord(**{**base, **fields})
 
 
-def feed_in_pieces(tap: Tap, body: bytes, cuts: Iterable[int]) -> bytes:
+def feed_in_pieces(tap: Tap, body: bytes, cuts: Iterable[int], complete: bool = True) -> bytes:
     """What the client gets of `body` through `tap`, fed in the pieces `cuts` (offsets; out of
     range or repeated ones ignored) makes: each piece as the tap returns it (or as is, when it
-    returns None), then the tap's tail at a clean end."""
+    returns None), then the tap's tail at a clean end. Cut short (`complete` False): the body
+    after the last cut never comes, and the tap finishes incomplete."""
     out = []
     points = sorted({c for c in cuts if 0 < c < len(body)})
-    for start, end in zip([0, *points], [*points, len(body)], strict=True):
+    for start, end in zip([0, *points], [*points, len(body)] if complete else points, strict=False):
         got = tap.feed(body[start:end])
         out.append(body[start:end] if got is None else got)
-    out.append(tap.finish(True) or b"")
+    out.append(tap.finish(complete) or b"")
     return b"".join(out)
 
 
@@ -149,6 +153,117 @@ def booked(record: CallRecord) -> tuple[object, ...]:
         record.ttft_ms,
         record.upstream_error,
     )
+
+
+def meter_chat_stream(
+    kind: type[ChatStream],
+    body: bytes,
+    cuts: Iterable[int],
+    filtering: bool,
+    cap: int = MAX_SCAN_BYTES,
+    coding: str = "",
+    hold: int | None = None,
+    complete: bool = True,
+) -> tuple[CallRecord, bytes]:
+    """The record a chat stream tap of `kind` books and the bytes its client gets, `body` (sent
+    with Content-Encoding `coding`) fed in the pieces `cuts` makes (`feed_in_pieces`).
+    `filtering`: the relay injected usage (the tap strips the usage chunk); `cap`: its
+    `max_scan_bytes`; `hold`: its `unverified_hold`."""
+    record = make_record(stream=True)
+    record.usage_injected = filtering
+    tap = kind(record, lambda: 2.0, coding, filtering=filtering)
+    tap.max_scan_bytes = cap
+    if hold is not None:
+        tap.unverified_hold = hold
+    return record, feed_in_pieces(tap, body, cuts, complete)
+
+
+def quiet_as_slow(
+    body: bytes,
+    cuts: Iterable[int],
+    filtering: bool,
+    cap: int = MAX_SCAN_BYTES,
+    hold: int | None = None,
+    quiet_hold: int | None = None,
+    complete: bool = True,
+    gzipped: bool = False,
+) -> CallRecord:
+    """The quiet chat tap against `SlowChatStream` (`meter_chat_stream`'s arguments;
+    `quiet_hold`: `daemon.dialects.sse._QUIET_HOLD`; `gzipped`: `body` is sent gzip-encoded,
+    `cuts` falling in the encoded bytes): the same bytes out (once it ended whole, what was
+    sent; filtering, the body decoded, less its usage chunks) and the same record (`booked`),
+    or AssertionError. Returns the quiet tap's record."""
+    cuts = list(cuts)
+    sent, coding = (gzip.compress(body), "gzip") if gzipped else (body, "")
+    args = (sent, cuts, filtering, cap, coding, hold, complete)
+    with mock.patch.object(sse, "_QUIET_HOLD", quiet_hold or sse._QUIET_HOLD):
+        quiet, out = meter_chat_stream(ChatStream, *args)
+        slow, slow_out = meter_chat_stream(SlowChatStream, *args)
+    assert out == slow_out
+    if complete:
+        assert out == (without_usage_chunks(body, cap) if filtering else sent)
+    assert booked(quiet) == booked(slow)
+    return quiet
+
+
+def sse_frames(
+    draw: Callable[[Any], Any], events: list[list[bytes]], endings: str, most_odd: int = 1
+) -> bytes:
+    """A hypothesis-drawn SSE body: each event's lines, each with a line ending (`endings`
+    "lf": LF only; else drawn from LF, CRLF and CR, never an LF right after a CR ending, which
+    would make one CRLF of the two: no server writes that), a blank line after each event, and
+    sometimes 1 to `most_odd` more (odd runs of endings). `draw`: hypothesis's ``draw``."""
+    from hypothesis import strategies as st  # (a test dependency: imported only when drawn)
+
+    out: list[bytes] = []
+    previous: bytes | None = None
+
+    def ending() -> bytes:
+        nonlocal previous
+        if endings == "lf":
+            previous = b"\n"
+        else:
+            choices = [b"\r\n", b"\r"] if previous == b"\r" else [b"\n"] * 4 + [b"\r\n", b"\r"]
+            previous = draw(st.sampled_from(choices))
+        return previous
+
+    for lines in events:
+        for line in [*lines, b""]:
+            out.append(line + ending())
+        if draw(st.integers(0, 6)) == 0:
+            out.extend(ending() for _ in range(draw(st.integers(1, most_odd))))
+    return b"".join(out)
+
+
+def drawn_cuts(
+    draw: Callable[[Any], Any], body: bytes, needles: Sequence[bytes] = (), spread: int = 3
+) -> list[int]:
+    """Where a hypothesis-drawn SSE body is cut into chunks: anywhere, or within `spread`
+    bytes of an event's end or of a needle (where a tap decides most). `draw`: hypothesis's."""
+    from hypothesis import strategies as st  # (a test dependency: imported only when drawn)
+
+    if draw(st.booleans()):
+        cuts: list[int] = draw(st.lists(st.integers(0, len(body)), max_size=8))
+        return cuts
+    marks, at = [], 0
+    for event in split_events(body):
+        at += len(event)
+        marks.append(at)
+    for needle in needles:
+        at = body.find(needle)
+        while at >= 0:
+            marks.append(at)
+            at = body.find(needle, at + 1)
+    picked = draw(st.lists(st.sampled_from(marks), max_size=6))
+    return [mark + draw(st.integers(-spread, spread)) for mark in picked]
+
+
+def cap_clear_of_the_edge(body: bytes, cap: int) -> int:
+    """`cap`, raised past the one known edge of the scan cap, which the quiet-path tests leave
+    out: an event one byte over it by the LF of a CRLF cut in two."""
+    while any(len(event) == cap + 1 for event in split_events(body)):
+        cap += 2
+    return cap
 
 
 def without_usage_chunks(body: bytes, cap: int) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 from typing import Any
-from unittest.mock import patch
 
 import orjson
 import pytest
@@ -20,11 +19,15 @@ from hypothesis import strategies as st
 from daemon.dialects import sse
 from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
-from daemon.dialects.sse import split_events
-from daemon.record import CallRecord, Unmetered
+from daemon.record import Unmetered
 from daemon.testing import SlowChatStream as SlowStream
-from daemon.testing import booked, make_record
-from daemon.testing import without_usage_chunks as stripped
+from daemon.testing import (
+    cap_clear_of_the_edge,
+    drawn_cuts,
+    meter_chat_stream,
+    quiet_as_slow,
+    sse_frames,
+)
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD: dict[str, Any] = {"id": "chatcmpl-d", "object": "chat.completion.chunk", "model": "grok-4.7"}
@@ -48,6 +51,7 @@ def null(content: str = "n") -> bytes:
 
 
 USAGE_CHUNK = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 5}})
+NEEDLES = ChatStream.needles
 PAD = "p" * 40  # a line long enough to push "[DONE]" out of the bytes kept for a split needle
 
 # The ways an event may say [DONE] (its data is exactly that) or seem to (it is not).
@@ -103,95 +107,6 @@ def done_streams(draw: st.DrawFn) -> list[list[bytes]]:
     return events
 
 
-def frames(draw: st.DrawFn, events: list[list[bytes]], endings: str) -> bytes:
-    """Each event's lines with a line ending (LF only, or drawn from LF, CRLF, CR), a blank line
-    after each, sometimes one more (an odd run)."""
-    out: list[bytes] = []
-    previous: bytes | None = None
-
-    def ending() -> bytes:
-        nonlocal previous
-        if endings == "lf":
-            previous = LF
-        else:  # (an LF after a CR ending would make one CRLF of the two)
-            previous = draw(st.sampled_from([CRLF, CR] if previous == CR else [LF, LF, CRLF, CR]))
-        return previous
-
-    for lines in events:
-        for line in [*lines, b""]:
-            out.append(line + ending())
-        if draw(st.integers(0, 6)) == 0:
-            out.append(ending())
-    return b"".join(out)
-
-
-def cuts_near_needles(draw: st.DrawFn, body: bytes) -> list[int]:
-    """Anywhere, or a few bytes around needles and event ends (where the rule is decided)."""
-    if draw(st.booleans()):
-        return draw(st.lists(st.integers(0, len(body)), max_size=8))
-    marks, at = [], 0
-    for event in split_events(body):
-        at += len(event)
-        marks.append(at)
-    for needle in (b'"usage"', b'"error"', b"[DONE]"):
-        at = body.find(needle)
-        while at >= 0:
-            marks.append(at)
-            at = body.find(needle, at + 1)
-    picked = draw(st.lists(st.sampled_from(marks), max_size=5))
-    return [m + draw(st.integers(-40, 40)) for m in picked]
-
-
-def meter(
-    kind: type[ChatStream],
-    body: bytes,
-    cuts: list[int],
-    filtering: bool,
-    cap: int = MAX_SCAN_BYTES,
-    coding: str = "",
-    complete: bool = True,
-) -> tuple[CallRecord, bytes]:
-    """What the client gets and the record books; cut short (`complete` False): the body after
-    the last cut is never sent and the tap finishes incomplete."""
-    record = make_record(stream=True)
-    record.usage_injected = filtering
-    tap = kind(record, lambda: 2.0, coding, filtering=filtering)
-    tap.max_scan_bytes = cap
-    points = sorted({c for c in cuts if 0 < c < len(body)})
-    ends = points if not complete else [*points, len(body)]
-    out = []
-    for start, end in zip([0, *points], ends, strict=False):
-        got = tap.feed(body[start:end])
-        out.append(body[start:end] if got is None else got)
-    out.append(tap.finish(complete) or b"")
-    return record, b"".join(out)
-
-
-def same(
-    body: bytes,
-    cuts: list[int],
-    filtering: bool,
-    cap: int = MAX_SCAN_BYTES,
-    quiet_hold: int = sse._QUIET_HOLD,
-    complete: bool = True,
-) -> CallRecord:
-    with patch.object(sse, "_QUIET_HOLD", quiet_hold):
-        quiet, out = meter(ChatStream, body, cuts, filtering, cap, complete=complete)
-        slow, slow_out = meter(SlowStream, body, cuts, filtering, cap, complete=complete)
-    assert out == slow_out
-    if complete:
-        assert out == (stripped(body, cap) if filtering else body)
-    assert booked(quiet) == booked(slow)
-    return quiet
-
-
-def _cap_clear_of_the_edge(body: bytes, cap: int) -> int:
-    # (not the known edge: an event one over the cap by the LF of a CRLF cut in two)
-    while any(len(e) == cap + 1 for e in split_events(body)):
-        cap += 2
-    return cap
-
-
 # --- the counterexamples a helper found in the rule's first cut (fixed) ----------------------
 
 # A: a cumulative usage chunk whose "usage" came in the chunk before (the tap holds it, unread),
@@ -223,24 +138,24 @@ NOT_QUITE_DONE = FIRST + b"\n\ndata: [DONE] \n\n"  # not the marker, not JSON: u
 
 @pytest.mark.parametrize("filtering", [False, True])
 def test_a_done_held_while_its_usage_is_read_makes_it_final(filtering: bool) -> None:
-    assert same(HELD_DONE, HELD_DONE_CUTS, filtering).metered
+    assert quiet_as_slow(HELD_DONE, HELD_DONE_CUTS, filtering).metered
 
 
 @pytest.mark.parametrize("filtering", [False, True])
 @pytest.mark.parametrize("body", [DONE_IN_CONTENT, NOT_QUITE_DONE], ids=["content", "malformed"])
 def test_an_event_naming_done_before_usage_is_read(filtering: bool, body: bytes) -> None:
-    same(body, [], filtering)
+    quiet_as_slow(body, [], filtering)
 
 
 @pytest.mark.parametrize("filtering", [False, True])
 def test_what_both_taps_book_for_the_counterexamples(filtering: bool) -> None:
     for kind in (ChatStream, SlowStream):
-        record, _ = meter(kind, HELD_DONE, HELD_DONE_CUTS, filtering)
+        record, _ = meter_chat_stream(kind, HELD_DONE, HELD_DONE_CUTS, filtering)
         assert record.metered and record.unmetered_reason is None
-        record, _ = meter(kind, DONE_IN_CONTENT, [], filtering)
+        record, _ = meter_chat_stream(kind, DONE_IN_CONTENT, [], filtering)
         assert (record.fingerprint, record.service_tier) == ("fp_a", None)
         assert record.metered
-        record, _ = meter(kind, NOT_QUITE_DONE, [], filtering)
+        record, _ = meter_chat_stream(kind, NOT_QUITE_DONE, [], filtering)
         assert record.unmetered_reason is Unmetered.NO_USAGE
 
 
@@ -274,9 +189,9 @@ def test_done_before_and_after_usage_at_every_cut(
     body = _body(*events, end=end)
     for i in range(len(FIRST), len(body)):
         for j in (i + 1, i + 7, i + 33):
-            same(body, [i, j], filtering, cap=700)
-        same(body, [i], filtering, cap=700, complete=False)
-    assert same(body, [], filtering, cap=700).metered is metered
+            quiet_as_slow(body, [i, j], filtering, cap=700)
+        quiet_as_slow(body, [i], filtering, cap=700, complete=False)
+    assert quiet_as_slow(body, [], filtering, cap=700).metered is metered
 
 
 # --- the properties --------------------------------------------------------------------------
@@ -301,9 +216,16 @@ def test_done_closing_gives_what_reading_every_event_gives(
     complete: bool,
     draw: st.DataObject,
 ) -> None:
-    body = frames(draw.draw, events, endings)
-    cap = _cap_clear_of_the_edge(body, cap)
-    same(body, cuts_near_needles(draw.draw, body), filtering, cap, quiet_hold, complete)
+    body = sse_frames(draw.draw, events, endings)
+    cap = cap_clear_of_the_edge(body, cap)
+    quiet_as_slow(
+        body,
+        drawn_cuts(draw.draw, body, NEEDLES, 40),
+        filtering,
+        cap,
+        quiet_hold=quiet_hold,
+        complete=complete,
+    )
 
 
 @settings(max_examples=80, deadline=None)
@@ -311,15 +233,11 @@ def test_done_closing_gives_what_reading_every_event_gives(
 def test_compressed_done_streams_give_the_same(
     events: list[list[bytes]], filtering: bool, draw: st.DataObject
 ) -> None:
-    body = frames(draw.draw, events, "lf")
-    sent = gzip.compress(body)
-    cuts = draw.draw(st.lists(st.integers(0, len(sent)), max_size=8))
-    quiet, out = meter(ChatStream, sent, cuts, filtering, coding="gzip")
-    slow, slow_out = meter(SlowStream, sent, cuts, filtering, coding="gzip")
-    assert out == slow_out == (stripped(body, MAX_SCAN_BYTES) if filtering else sent)
-    assert booked(quiet) == booked(slow)
+    body = sse_frames(draw.draw, events, "lf")
+    cuts = draw.draw(st.lists(st.integers(0, len(gzip.compress(body))), max_size=8))
+    quiet_as_slow(body, cuts, filtering, gzipped=True)
 
 
 def test_unmetered_reason_of_a_stream_that_goes_on_after_done() -> None:
-    record = same(_body(b"data: [DONE]", counted(4)), [], False)
+    record = quiet_as_slow(_body(b"data: [DONE]", counted(4)), [], False)
     assert record.unmetered_reason is Unmetered.INCOMPLETE

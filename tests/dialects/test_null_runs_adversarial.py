@@ -13,7 +13,6 @@ import gzip
 import json
 import os
 from typing import Any
-from unittest.mock import patch
 
 import orjson
 import pytest
@@ -22,12 +21,12 @@ from hypothesis import strategies as st
 
 from daemon.dialects import sse
 from daemon.dialects.base import MAX_SCAN_BYTES
-from daemon.dialects.chat import ChatStream
-from daemon.dialects.sse import split_events
-from daemon.record import CallRecord
-from daemon.testing import SlowChatStream as SlowStream
-from daemon.testing import booked, feed_in_pieces, make_record
-from daemon.testing import without_usage_chunks as stripped
+from daemon.testing import (
+    cap_clear_of_the_edge,
+    drawn_cuts,
+    quiet_as_slow,
+    sse_frames,
+)
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD: dict[str, Any] = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "model": "grok-4.7"}
@@ -215,97 +214,7 @@ def null_streams(
     return events
 
 
-def frames(draw: st.DrawFn, events: list[list[bytes]], endings: str) -> bytes:
-    """The events' lines, each with a line ending (LF only, or a drawn one of LF, CRLF and
-    CR), a blank line after each event, and sometimes one to three more (odd runs too)."""
-    out: list[bytes] = []
-    previous: bytes | None = None
-
-    def ending() -> bytes:
-        nonlocal previous
-        if endings == "lf":
-            previous = LF
-        else:  # an LF after a CR ending would make one CRLF of the two: no server writes that
-            choices = [CRLF, CR] if previous == CR else [LF] * 4 + [CRLF, CR]
-            previous = draw(st.sampled_from(choices))
-        return previous
-
-    for lines in events:
-        for line in [*lines, b""]:
-            out.append(line + ending())
-        if draw(st.integers(0, 6)) == 0:
-            out.extend(ending() for _ in range(draw(st.integers(1, 3))))
-    return b"".join(out)
-
-
-def cuts_for(draw: st.DrawFn, body: bytes) -> list[int]:
-    """Where the chunks end: anywhere, or just around event boundaries (the ends of runs)."""
-    if draw(st.booleans()):
-        return draw(st.lists(st.integers(0, len(body)), max_size=10))
-    ends, at = [], 0
-    for event in split_events(body):
-        at += len(event)
-        ends.append(at)
-    picked = draw(st.lists(st.sampled_from(ends), max_size=6))
-    return [end + draw(st.integers(-3, 3)) for end in picked]
-
-
 # --- the meters ------------------------------------------------------------------------------
-
-
-def meter(
-    kind: type[ChatStream],
-    body: bytes,
-    cuts: list[int],
-    filtering: bool,
-    cap: int = MAX_SCAN_BYTES,
-    coding: str = "",
-    hold: int | None = None,
-    complete: bool = True,
-) -> tuple[CallRecord, bytes]:
-    record = make_record(stream=True)
-    record.usage_injected = filtering
-    tap = kind(record, lambda: 2.0, coding, filtering=filtering)
-    tap.max_scan_bytes = cap
-    if hold is not None:
-        tap.unverified_hold = hold
-    if complete:
-        return record, feed_in_pieces(tap, body, cuts)
-    out = []  # the body cut short: its tail unsent, the tap finished as incomplete
-    points = sorted({c for c in cuts if 0 < c < len(body)})
-    for start, end in zip([0, *points], points, strict=False):
-        got = tap.feed(body[start:end])
-        out.append(body[start:end] if got is None else got)
-    out.append(tap.finish(False) or b"")
-    return record, b"".join(out)
-
-
-def same(
-    body: bytes,
-    cuts: list[int],
-    filtering: bool,
-    cap: int = MAX_SCAN_BYTES,
-    hold: int | None = None,
-    quiet_hold: int = sse._QUIET_HOLD,
-    complete: bool = True,
-) -> CallRecord:
-    """The quiet tap against the slow one: the same bytes out (the body, less the usage chunk
-    when filtering, once it ended whole), the same record."""
-    with patch.object(sse, "_QUIET_HOLD", quiet_hold):
-        quiet, out = meter(ChatStream, body, cuts, filtering, cap, hold=hold, complete=complete)
-        slow, slow_out = meter(SlowStream, body, cuts, filtering, cap, hold=hold, complete=complete)
-    assert out == slow_out
-    if complete:
-        assert out == (stripped(body, cap) if filtering else body)
-    assert booked(quiet) == booked(slow)
-    return quiet
-
-
-def _cap_clear_of_the_edge(body: bytes, cap: int) -> int:
-    # (not the known edge: an event one over the cap by the LF of a CRLF cut in two)
-    while any(len(e) == cap + 1 for e in split_events(body)):
-        cap += 2
-    return cap
 
 
 # --- the properties --------------------------------------------------------------------------
@@ -333,9 +242,9 @@ def test_null_runs_quietly_read_give_what_reading_every_event_gives(
     draw: st.DataObject,
 ) -> None:
     """Also with the body cut short after its last chunk (the tap finished as incomplete)."""
-    body = frames(draw.draw, events, endings)
-    cap = _cap_clear_of_the_edge(body, cap)
-    same(body, cuts_for(draw.draw, body), filtering, cap, hold, quiet_hold, complete)
+    body = sse_frames(draw.draw, events, endings, 3)
+    cap = cap_clear_of_the_edge(body, cap)
+    quiet_as_slow(body, drawn_cuts(draw.draw, body), filtering, cap, hold, quiet_hold, complete)
 
 
 @settings(max_examples=60 * SCALE, deadline=None)
@@ -356,9 +265,9 @@ def test_null_runs_of_plain_chat_chunks_give_the_same(
     draw: st.DataObject,
 ) -> None:
     """The same, with only the events a chat server writes (no unnamed chunks, no escapes)."""
-    body = frames(draw.draw, events, endings)
-    cap = _cap_clear_of_the_edge(body, cap)
-    same(body, cuts_for(draw.draw, body), filtering, cap, hold)
+    body = sse_frames(draw.draw, events, endings, 3)
+    cap = cap_clear_of_the_edge(body, cap)
+    quiet_as_slow(body, drawn_cuts(draw.draw, body), filtering, cap, hold)
 
 
 @settings(max_examples=4 * SCALE, deadline=None)
@@ -376,8 +285,8 @@ def test_long_null_runs_give_the_same(
     hold: int | None,
     draw: st.DataObject,
 ) -> None:
-    body = frames(draw.draw, events, endings)
-    same(body, cuts_for(draw.draw, body), filtering, hold=hold)
+    body = sse_frames(draw.draw, events, endings, 3)
+    quiet_as_slow(body, drawn_cuts(draw.draw, body), filtering, hold=hold)
 
 
 @settings(max_examples=25 * SCALE, deadline=None)
@@ -386,13 +295,9 @@ def test_compressed_null_runs_give_the_same(
     events: list[list[bytes]], filtering: bool, draw: st.DataObject
 ) -> None:
     """gzip: a filtering tap forwards the decoded bytes, less the usage chunk."""
-    body = frames(draw.draw, events, "lf")
-    sent = gzip.compress(body)
-    cuts = draw.draw(st.lists(st.integers(0, len(sent)), max_size=10))
-    quiet, out = meter(ChatStream, sent, cuts, filtering, coding="gzip")
-    slow, slow_out = meter(SlowStream, sent, cuts, filtering, coding="gzip")
-    assert out == slow_out == (stripped(body, MAX_SCAN_BYTES) if filtering else sent)
-    assert booked(quiet) == booked(slow)
+    body = sse_frames(draw.draw, events, "lf", 3)
+    cuts = draw.draw(st.lists(st.integers(0, len(gzip.compress(body))), max_size=10))
+    quiet_as_slow(body, cuts, filtering, gzipped=True)
 
 
 # --- the examples ----------------------------------------------------------------------------
@@ -417,7 +322,7 @@ def test_a_chunk_naming_no_usage_after_a_null_run_sets_no_fingerprint(
     event as if it were a null chunk (with CRLF, `_read_deferred` reads the last null one)."""
     body = _body(_null(1, system_fingerprint="fp_a"), _plain(system_fingerprint="fp_b"), DONE)
     body = body.replace(LF + LF, end)
-    assert same(body, [], filtering).fingerprint == "fp_a"
+    assert quiet_as_slow(body, [], filtering).fingerprint == "fp_a"
 
 
 @pytest.mark.parametrize("filtering", [False, True])
@@ -427,7 +332,7 @@ def test_a_chunk_naming_usage_only_in_a_comment_is_not_read(filtering: bool, end
     (its raw bytes name it) but its data names no needle: it must not be read."""
     odd = b': "usage":null' + end[: len(end) // 2] + _plain(service_tier="scale")
     body = _body(_null(1), _null(2), odd, DONE).replace(LF + LF, end)
-    assert same(body, [], filtering).service_tier is None
+    assert quiet_as_slow(body, [], filtering).service_tier is None
 
 
 @pytest.mark.parametrize("filtering", [False, True])
@@ -446,7 +351,7 @@ def test_a_chunk_naming_usage_only_in_a_comment_is_not_read(filtering: bool, end
 def test_an_escaped_key_inside_a_null_run_is_read(filtering: bool, odd: bytes) -> None:
     """JSON may escape any character of a key: a chunk of a null run that carries usage, is
     the usage chunk, an error or a fingerprint under an escaped key is what reading it says."""
-    same(_body(_null(1), odd, _null(2), DONE), [], filtering)
+    quiet_as_slow(_body(_null(1), odd, _null(2), DONE), [], filtering)
 
 
 @pytest.mark.parametrize("filtering", [False, True])
@@ -468,7 +373,7 @@ def test_a_null_run_cut_at_every_byte_gives_the_same(filtering: bool) -> None:
     )
     for i in range(len(FIRST), len(body), 3):
         for j in (i + 1, i + 170):
-            same(body, [i, j], filtering, hold=200)
+            quiet_as_slow(body, [i, j], filtering, hold=200)
 
 
 @pytest.mark.parametrize("extra", [b"", LF, LF * 2, LF * 3, LF * 5])
@@ -479,7 +384,7 @@ def test_odd_blank_lines_around_a_run_and_its_usage_chunk(extra: bytes, cap: int
     body = _body(*events, extra + usage, DONE)
     for filtering in (False, True):
         for cuts in ([], [len(body) // 2], [body.index(usage) + k for k in (-2, -1, 0, 1)]):
-            same(body, cuts, filtering, cap)
+            quiet_as_slow(body, cuts, filtering, cap)
 
 
 @pytest.mark.parametrize("filtering", [False, True])
@@ -493,4 +398,4 @@ def test_a_chunk_with_a_nested_null_and_its_own_usage_compact_inside_a_run(
     odd += b'"usage":{"prompt_tokens":4}}'
     events = [_null(n, system_fingerprint=f"fp_{n}") for n in range(4)]
     events.insert(at, odd)
-    assert same(_body(*events, DONE), [], filtering).usage is not None
+    assert quiet_as_slow(_body(*events, DONE), [], filtering).usage is not None

@@ -21,11 +21,14 @@ from daemon.dialects import sse
 from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
 from daemon.dialects.coerce import loads_object
-from daemon.dialects.sse import split_events, sse_data
+from daemon.dialects.sse import sse_data
 from daemon.record import CallRecord, Unmetered, Usage
-from daemon.testing import SlowChatStream as SlowStream
-from daemon.testing import booked, feed_in_pieces, make_record
-from daemon.testing import without_usage_chunks as stripped
+from daemon.testing import (
+    cap_clear_of_the_edge,
+    make_record,
+    meter_chat_stream,
+    quiet_as_slow,
+)
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 HEAD = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "model": "grok-4.7"}
@@ -107,16 +110,6 @@ def streams(draw: st.DrawFn) -> list[list[bytes]]:
     return events + rest
 
 
-def meter(
-    kind: type[ChatStream], body: bytes, cuts: list[int], filtering: bool, cap: int, coding: str
-) -> tuple[CallRecord, bytes]:
-    record = make_record(stream=True)
-    record.usage_injected = filtering
-    tap = kind(record, lambda: 2.0, coding, filtering=filtering)
-    tap.max_scan_bytes = cap
-    return record, feed_in_pieces(tap, body, cuts)
-
-
 @settings(max_examples=600, deadline=None)
 @given(
     events=streams(),
@@ -129,14 +122,9 @@ def test_the_quiet_path_gives_what_reading_every_event_gives(
     events: list[list[bytes]], filtering: bool, cap: int, hold: int, draw: st.DataObject
 ) -> None:
     body = frames(draw.draw, events)
-    while any(len(e) == cap + 1 for e in split_events(body)):
-        cap += 2  # (not the known edge: one over the cap by the LF of a CRLF cut in two)
+    cap = cap_clear_of_the_edge(body, cap)
     cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=12))
-    with patch.object(sse, "_QUIET_HOLD", hold):
-        quiet, out = meter(ChatStream, body, cuts, filtering, cap, "")
-        slow, slow_out = meter(SlowStream, body, cuts, filtering, cap, "")
-    assert out == slow_out == (stripped(body, cap) if filtering else body)
-    assert booked(quiet) == booked(slow)
+    quiet_as_slow(body, cuts, filtering, cap, quiet_hold=hold)
 
 
 @settings(max_examples=150, deadline=None)
@@ -146,12 +134,8 @@ def test_a_compressed_stream_quietly_read_gives_the_same(
 ) -> None:
     """gzip: a filtering tap forwards the decoded bytes, less the usage chunk."""
     body = frames(draw.draw, events)
-    sent = gzip.compress(body)
-    cuts = draw.draw(st.lists(st.integers(0, len(sent)), max_size=12))
-    quiet, out = meter(ChatStream, sent, cuts, filtering, MAX_SCAN_BYTES, "gzip")
-    slow, slow_out = meter(SlowStream, sent, cuts, filtering, MAX_SCAN_BYTES, "gzip")
-    assert out == slow_out == (stripped(body, MAX_SCAN_BYTES) if filtering else sent)
-    assert booked(quiet) == booked(slow)
+    cuts = draw.draw(st.lists(st.integers(0, len(gzip.compress(body))), max_size=12))
+    quiet_as_slow(body, cuts, filtering, gzipped=True)
 
 
 def test_the_usage_chunk_is_stripped_wherever_the_chunks_cut_it() -> None:
@@ -166,7 +150,7 @@ def test_the_usage_chunk_is_stripped_wherever_the_chunks_cut_it() -> None:
     at = body.index(usage)
     for i in range(at - 3, len(body)):
         for j in (i + 1, i + 2, len(body) - 1):
-            record, out = meter(ChatStream, body, [i, j], True, MAX_SCAN_BYTES, "")
+            record, out = meter_chat_stream(ChatStream, body, [i, j], True, MAX_SCAN_BYTES, "")
             assert out == body.replace(usage + b"\n\n", b""), (i, j)
             assert record.usage == Usage(input_tokens=31, output_tokens=9), (i, j)
             assert record.metered and record.ttft_ms == 2000.0
@@ -207,11 +191,7 @@ def _null_chunk(n: int, fingerprint: str = "fp") -> bytes:
 
 def _both(body: bytes, filtering: bool, cuts: list[int] | None = None) -> CallRecord:
     """The quiet tap's record, checked against the slow one's (and the bytes out)."""
-    quiet, out = meter(ChatStream, body, cuts or [], filtering, MAX_SCAN_BYTES, "")
-    slow, slow_out = meter(SlowStream, body, cuts or [], filtering, MAX_SCAN_BYTES, "")
-    assert out == slow_out == (stripped(body, MAX_SCAN_BYTES) if filtering else body)
-    assert booked(quiet) == booked(slow)
-    return quiet
+    return quiet_as_slow(body, cuts or [], filtering)
 
 
 def test_a_burst_of_null_usage_chunks_is_read_once_and_metered_by_its_usage_chunk() -> None:
