@@ -238,13 +238,18 @@ def sse_frames(
 def drawn_cuts(
     draw: Callable[[Any], Any], body: bytes, needles: Sequence[bytes] = (), spread: int = 3
 ) -> list[int]:
-    """Where a hypothesis-drawn SSE body is cut into chunks: anywhere, or within `spread`
-    bytes of an event's end or of a needle (where a tap decides most). `draw`: hypothesis's."""
+    """Where a hypothesis-drawn SSE body is cut into chunks: anywhere, every few bytes, or
+    within `spread` bytes of an event's end or of a needle's start or end (where a tap decides
+    most). `draw`: hypothesis's."""
     from hypothesis import strategies as st  # (a test dependency: imported only when drawn)
 
-    if draw(st.booleans()):
-        cuts: list[int] = draw(st.lists(st.integers(0, len(body)), max_size=8))
-        return cuts
+    how = draw(st.integers(0, 3))
+    if how == 0:
+        anywhere: list[int] = draw(st.lists(st.integers(0, len(body)), max_size=10))
+        return anywhere
+    if how == 1:
+        step = draw(st.integers(1, 40))
+        return list(range(draw(st.integers(0, step)), len(body), step))
     marks, at = [], 0
     for event in split_events(body):
         at += len(event)
@@ -252,7 +257,7 @@ def drawn_cuts(
     for needle in needles:
         at = body.find(needle)
         while at >= 0:
-            marks.append(at)
+            marks += [at, at + len(needle)]
             at = body.find(needle, at + 1)
     picked = draw(st.lists(st.sampled_from(marks), max_size=6))
     return [mark + draw(st.integers(-spread, spread)) for mark in picked]

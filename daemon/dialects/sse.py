@@ -432,10 +432,19 @@ class EventTap(Tap):
         looked for in its first `max_scan_bytes` bytes (as the raw event: `first_token` is
         written to find it there too), and a needle in it makes it `too_large_event`."""
         self._note_first_token(event, start, min(end, start + self.max_scan_bytes))
-        for needle in self.needles:
+        for needle in self._unread_needles():
             if event.find(needle, start, end) >= 0:
                 self.too_large_event()
                 return
+
+    def _unread_needles(self) -> tuple[bytes, ...]:
+        """The needles that make an event over the cap, unread, `too_large_event`: all of them,
+        but `closing` while no usage is read (it would close nothing; and the quiet path passes
+        such an event unread without looking for it)."""
+        closing = self.closing
+        if closing is None or self.record.usage is not None:
+            return self.needles
+        return tuple(needle for needle in self.needles if needle is not closing)
 
     def _note_first_token(self, event: bytes | bytearray, start: int, end: int) -> None:
         token = self.first_token
@@ -448,7 +457,7 @@ class EventTap(Tap):
         last few bytes, so that an end or a needle split by the next chunk is still found."""
         buf = self._buf
         self._note_first_token(buf, 0, self.max_scan_bytes)
-        self._skip_hit = any(buf.find(needle) >= 0 for needle in self.needles)
+        self._skip_hit = any(buf.find(needle) >= 0 for needle in self._unread_needles())
         if self.filters:
             self._last_kept = True
             kept.append(bytes(buf))
@@ -469,7 +478,7 @@ class EventTap(Tap):
         m = EVENT_END.search(buf, self._scan_from) if b"\n" in data or b"\r" in data else None
         end = len(buf) if m is None else m.end()
         if not self._skip_hit:
-            self._skip_hit = any(buf.find(needle, 0, end) >= 0 for needle in self.needles)
+            self._skip_hit = any(buf.find(needle, 0, end) >= 0 for needle in self._unread_needles())
         if m is None:
             scan = _resume_at(buf, end)
             cut = max(min(scan, end - _NEEDLE_OVERLAP), 0)
