@@ -258,12 +258,7 @@ class ChatStream(EventTap):
         for run in self._unverified:
             for event in split_events(run):
                 data = sse_data(event)
-                if (
-                    data
-                    and data != b"[DONE]"
-                    and self.names_needle(data)
-                    and loads_object(data) is None
-                ):
+                if data and self.names_needle(data) and loads_object(data) is None:
                     self.malformed = True
         self._unverified.clear()
         self._unverified_bytes = 0

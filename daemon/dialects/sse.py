@@ -441,10 +441,7 @@ class EventTap(Tap):
         """The needles that make an event over the cap, unread, `too_large_event`: all of them,
         but `closing` while no usage is read (it would close nothing; and the quiet path passes
         such an event unread without looking for it)."""
-        closing = self.closing
-        if closing is None or self.record.usage is not None:
-            return self.needles
-        return tuple(needle for needle in self.needles if needle is not closing)
+        return self.needles if self.record.usage is not None else self._named_needles
 
     def _note_first_token(self, event: bytes | bytearray, start: int, end: int) -> None:
         token = self.first_token
@@ -550,6 +547,12 @@ class EventTap(Tap):
     # (`names_needle`). While no usage is read, `_quiet` looks for it only after another
     # needle, not in every byte: one search fewer over a burst.
     closing: bytes | None = None
+    # `needles` but `closing`: what `names_needle` looks for (derived once per class).
+    _named_needles: tuple[bytes, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._named_needles = tuple(needle for needle in cls.needles if needle is not cls.closing)
 
     def on_event(self, event: bytes) -> bool:
         """Read one raw event; return False to drop it from the client's stream (filters only).
@@ -578,8 +581,7 @@ class EventTap(Tap):
         """Whether an event's data (`sse_data`) names a needle: after the first event, only
         such an event is decoded and read (`on_event`). The `closing` needle counts only as the
         marker itself: a chunk whose text says ``[DONE]`` is content like any other."""
-        closing = self.closing
-        return any(needle in data for needle in self.needles if needle is not closing)
+        return any(needle in data for needle in self._named_needles)
 
     def read(self, obj: dict[str, Any]) -> bool:
         """One parsed event; return False to drop it from the client's stream (filters only)."""
