@@ -125,7 +125,8 @@ def feed_in_pieces(tap: Tap, body: bytes, cuts: Iterable[int], complete: bool = 
     after the last cut never comes, and the tap finishes incomplete."""
     out = []
     points = sorted({c for c in cuts if 0 < c < len(body)})
-    for start, end in zip([0, *points], [*points, len(body)] if complete else points, strict=False):
+    ends = [*points, len(body)] if complete else points
+    for start, end in zip([0, *points][: len(ends)], ends, strict=True):
         got = tap.feed(body[start:end])
         out.append(body[start:end] if got is None else got)
     out.append(tap.finish(complete) or b"")
