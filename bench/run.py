@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ablated  # beside this script: its directory is first on sys.path
 import aiohttp
-import grpc_scenario  # beside this script: its directory is first on sys.path
+import grpc_scenario
 import psutil  # type: ignore[import-untyped]  # no stubs installed here
 from harness import (  # beside this script too
     HERE,
@@ -252,6 +253,7 @@ class Target:
     idle_cpu_per_s: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
+    without: tuple[str, ...] = ()  # a daemon's parts switched off (`ablated.py`)
 
     @property
     def url(self) -> str:
@@ -656,6 +658,8 @@ async def reference(direct: Target, plan: Plan, usage_null: bool) -> Reference:
 
 
 async def books_in_metrics(target: Target) -> dict[str, Any]:
+    """Every call counted once in /metrics and once as a ledger row written; none unmetered
+    (unless the daemon runs without its tap: then every one is)."""
     sums = await scrape(target)
     counted = sums.get("xai_meter_requests_total")
     written = sums.get("xai_meter_ledger_rows_written_total")
@@ -666,12 +670,13 @@ async def books_in_metrics(target: Target) -> dict[str, Any]:
         "unmetered_total": sums.get("xai_meter_unmetered_total", 0.0),
         "ok": counted == target.sent
         and written == target.sent
-        and not sums.get("xai_meter_unmetered_total"),
+        and ("tap" in target.without or not sums.get("xai_meter_unmetered_total")),
     }
 
 
-def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
-    """After the daemon stopped: one row per call, each with the upstream's usage."""
+def books_in_ledger(path: Path, sent: int, metered: bool = True) -> dict[str, Any]:
+    """After the daemon stopped: one row per call, each with the upstream's usage (not
+    `metered`, a daemon without its tap: one row per call, nothing more asked)."""
     try:
         with ledger_readonly(path) as db:
             rows, inputs, outputs, unmetered, models = db.execute(
@@ -681,6 +686,8 @@ def books_in_ledger(path: Path, sent: int) -> dict[str, Any]:
             ).fetchone()
     except sqlite3.Error as exc:
         return {"ok": None, "skipped": f"could not read the ledger: {exc}"}
+    if not metered:
+        return {"ok": rows == sent, "rows": rows, "calls_sent": sent, "unmetered_rows": unmetered}
     ok = (
         rows == sent
         and unmetered == 0
@@ -1060,10 +1067,8 @@ def correctness_checks(targets: list[Target], http: bool = True) -> list[Check]:
                     f"exit code {t.results['exit_code']}",
                 )
             )
-        for key, what in (
-            ("books_metrics", "counted once in /metrics"),
-            ("books_ledger", "one ledger row with the right usage"),
-        ):
+        row = "one ledger row" + ("" if "tap" in t.without else " with the right usage")
+        for key, what in (("books_metrics", "counted once in /metrics"), ("books_ledger", row)):
             books = t.results.get(key)
             if books is not None:
                 checks.append(
@@ -1147,18 +1152,27 @@ class Variant:
     label: str
     rev: str | None  # a git revision whose daemon/ is run instead of the working tree's
     toml: str  # settings, as TOML dotted keys
+    without: tuple[str, ...] = ()  # parts switched off (`ablated.py`): bench.without=tap+sinks
 
 
 def parse_variant(spec: str) -> Variant:
-    """ "LABEL[@REV][:key=value,...]", e.g. "nolog:log.calls=false" or "head@HEAD"."""
+    """ "LABEL[@REV][:key=value,...]", e.g. "nolog:log.calls=false" or "head@HEAD"; the key
+    ``bench.without`` is the bench's own: the parts `ablated.py` switches off (``tap+sinks``)."""
     head, _, assigns = spec.partition(":")
     label, _, rev = head.partition("@")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", label) or not (rev or assigns):
         raise argparse.ArgumentTypeError(
             "expected LABEL[@REV][:key=value,...], e.g. nolog:log.calls=false or head@HEAD"
         )
-    toml = "".join(a.strip() + "\n" for a in assigns.split(",") if a.strip())
-    return Variant(label, rev or None, toml)
+    settings: list[str] = []
+    without: tuple[str, ...] = ()
+    for assign in (a.strip() for a in assigns.split(",") if a.strip()):
+        key, _, value = assign.partition("=")
+        if key.strip() == "bench.without":
+            without = ablated.parts(value.strip().strip("\"'"))
+        else:
+            settings.append(assign + "\n")
+    return Variant(label, rev or None, "".join(settings), without)
 
 
 def export_daemon(rev: str, into: Path) -> Path:
@@ -1296,9 +1310,12 @@ async def start_targets(run: Run) -> None:
         ]
         run.grpc_addresses.update(direct=grpc_upstream, floor=grpc_floor)
 
-    # (name, config file, directory whose daemon/ runs: `python -m` looks there first)
+    # (name, config file, directory whose daemon/ runs: `python -m` looks there first, parts
+    # switched off)
     main_src = export_daemon(args.daemon_rev, procs.workdir / "src") if args.daemon_rev else REPO
-    variants: list[tuple[str, str | None, Path]] = [("daemon", args.daemon_config, main_src)]
+    variants: list[tuple[str, str | None, Path, tuple[str, ...]]] = [
+        ("daemon", args.daemon_config, main_src, ())
+    ]
     for v in args.daemon_variant or []:
         name = f"daemon-{v.label}"
         config = None
@@ -1306,12 +1323,13 @@ async def start_targets(run: Run) -> None:
             (procs.workdir / f"{name}.toml").write_text(v.toml)
             config = str(procs.workdir / f"{name}.toml")
         src = export_daemon(v.rev, procs.workdir / f"src-{v.label}") if v.rev else REPO
-        variants.append((name, config, src))
-    for name, config, src in variants:
+        variants.append((name, config, src, v.without))
+    for name, config, src, without in variants:
         # A revision from before the gRPC relay knows no --grpc-* option: HTTP scenarios only.
         has_grpc = (src / "daemon" / "grpc_relay").is_dir()
         port, admin = free_port(), free_port()
-        grpc_port = free_port() if run.grpc and has_grpc else 0
+        # (an ablated daemon is, in its HTTP relay only: its gRPC listener is off)
+        grpc_port = free_port() if run.grpc and has_grpc and not without else 0
         ledger = procs.workdir / f"{name}.db"
         cmd = serve_command(
             port,
@@ -1325,6 +1343,8 @@ async def start_targets(run: Run) -> None:
         )
         if grpc_port:
             run.grpc_addresses[name] = f"127.0.0.1:{grpc_port}"
+        if without:  # `python -m daemon ARGS` as `python ablated.py --without PARTS ARGS`
+            cmd[1:3] = [str(HERE / "ablated.py"), "--without", ",".join(without)]
         proc = procs.spawn(name, cmd, run.core(RELAY_CORE), env, cwd=src)
         await wait_ready(procs, name, f"http://127.0.0.1:{admin}/readyz")
         run.targets.append(
@@ -1334,6 +1354,7 @@ async def start_targets(run: Run) -> None:
                 f"http://127.0.0.1:{port}",
                 pid=proc.pid,
                 admin_url=f"http://127.0.0.1:{admin}",
+                without=without,
             )
         )
         run.ledgers[name] = ledger
@@ -1425,7 +1446,8 @@ async def measure(run: Run) -> None:
         target.results["peak_rss_mb"] = peak_rss_mb(target.pid)
     for target in run.daemons:
         await settle(target)
-        target.results["books_metrics"] = await books_in_metrics(target)
+        if "sinks" not in target.without:  # (without them, no call is counted there)
+            target.results["books_metrics"] = await books_in_metrics(target)
 
 
 def report(run: Run, elapsed: float) -> bool:
@@ -1436,6 +1458,8 @@ def report(run: Run, elapsed: float) -> bool:
     burst_table, burst_ratios = table(run.targets, direct, floor, BURST_COLUMNS)
     checks = correctness_checks(run.targets, run.http)
     for target in run.daemons if run.http else []:
+        if target.without:  # a part switched off: its figures are for scale, not judged
+            continue
         main = target.name == "daemon"
         checks += [
             Check(
@@ -1580,7 +1604,9 @@ async def bench(args: argparse.Namespace, procs: Procs) -> int:
                 await target.session.close()
     for target in run.daemons:  # a clean stop flushes the ledger; then read it
         target.results["exit_code"] = procs.stop(target.name)
-        target.results["books_ledger"] = books_in_ledger(run.ledgers[target.name], target.sent)
+        target.results["books_ledger"] = books_in_ledger(
+            run.ledgers[target.name], target.sent, metered="tap" not in target.without
+        )
     return 0 if report(run, time.perf_counter() - run.started) else 1
 
 

@@ -564,14 +564,22 @@ class DaemonProcess:
     """One ``python -m daemon serve --config FILE`` process of this tree (PYTHONPATH), its
     ports (loopback, free), its log (stdout and stderr into `log_path`). `nofile`: the file
     limit (RLIMIT_NOFILE, soft and hard) it starts with; None: the test's own. `relay_port`:
-    the relay's port, fixed (another daemon names it as its upstream); 0: a free one."""
+    the relay's port, fixed (another daemon names it as its upstream); 0: a free one.
+    `launcher`: what runs it in place of ``-m daemon`` (e.g. ``bench/ablated.py`` and its
+    options), given ``serve --config FILE``."""
 
     def __init__(
-        self, config_path: Path, log_path: Path, nofile: int | None = None, relay_port: int = 0
+        self,
+        config_path: Path,
+        log_path: Path,
+        nofile: int | None = None,
+        relay_port: int = 0,
+        launcher: Sequence[str] = ("-m", "daemon"),
     ) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self.nofile = nofile
+        self.launcher = tuple(launcher)
         self.process: asyncio.subprocess.Process | None = None
         self.fixed_relay_port = relay_port
         self.relay_port = 0
@@ -642,7 +650,7 @@ class DaemonProcess:
         env.pop("XAI_METER_CONFIG", None)
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "daemon", "serve", "--config", str(self.config_path)),
+                *(sys.executable, *self.launcher, "serve", "--config", str(self.config_path)),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -731,12 +739,17 @@ class Daemons:
             await process.kill()
 
     async def start(
-        self, upstream: str, ledger: Path | None = None, nofile: int | None = None, **extra: Any
+        self,
+        upstream: str,
+        ledger: Path | None = None,
+        nofile: int | None = None,
+        launcher: Sequence[str] = ("-m", "daemon"),
+        **extra: Any,
     ) -> DaemonProcess:
         """A ready daemon relaying to `upstream`, on `ledger` (default: ledger.db in
         `workdir`); `extra` sets more keys, the section joined by ``__``
-        (``ledger__flush_interval=5``); `nofile` as `DaemonProcess`."""
-        process, table = self._new(upstream, ledger, nofile, extra)
+        (``ledger__flush_interval=5``); `nofile` and `launcher` as `DaemonProcess`."""
+        process, table = self._new(upstream, ledger, nofile, extra, launcher)
         await process.start(table)
         return process
 
@@ -750,7 +763,12 @@ class Daemons:
         return process
 
     def _new(
-        self, upstream: str, ledger: Path | None, nofile: int | None, extra: dict[str, Any]
+        self,
+        upstream: str,
+        ledger: Path | None,
+        nofile: int | None,
+        extra: dict[str, Any],
+        launcher: Sequence[str] = ("-m", "daemon"),
     ) -> tuple[DaemonProcess, dict[str, dict[str, Any]]]:
         self.ledger = ledger or self.workdir / "ledger.db"
         table: dict[str, dict[str, Any]] = {
@@ -769,7 +787,7 @@ class Daemons:
         self.where = table["ledger"].get("url") or self.ledger
         n = len(self.started)
         process = DaemonProcess(
-            self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log", nofile
+            self.workdir / f"daemon{n}.toml", self.workdir / f"daemon{n}.log", nofile, 0, launcher
         )
         self.started.append(process)
         return process, table
