@@ -44,6 +44,7 @@ from daemon.record import CallRecord, Usage
 _FIRST_TOKEN = re.compile(rb'"(?:reasoning_)?content"\s*:\s*"[^"]')
 _EMPTY: dict[str, Any] = {}
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
+_DONE_EVENT = b"data: [DONE]\n\n"  # the end of a stream, as xAI and OpenAI send it
 
 
 def chat_usage(u: dict[str, Any]) -> Usage:
@@ -141,6 +142,33 @@ class ChatStream(EventTap):
         super().__init__(record, clock, encoding, filtering)
         self._unverified: list[bytes] = []  # runs of unread events not known to be JSON
         self._unverified_bytes = 0
+
+    def _read_end(self, kept: list[bytes]) -> bool:
+        """The buffer is one event and ``data: [DONE]``, the way most streams end (the usage
+        chunk, then the marker), LF-ended, no CR, not over the cap: read the two as
+        `EventTap._split` would, in turn, without its search for runs (one event makes none:
+        `_take_run`; a ``"choices":[]`` chunk never waits: `_defers`). `on_event` decides what
+        is read (the first needle is in that event: `_pass_events_before` passed the rest), and
+        filters drop the usage chunk as `read` says; the marker is kept."""
+        buf = self._buf
+        end = len(buf) - len(_DONE_EVENT)  # where that event ends and the marker starts
+        if (
+            len(buf) > self.max_scan_bytes
+            or not buf.endswith(_DONE_EVENT)
+            or buf.find(b"\n\n") != end - 2  # one event, then the marker
+            or buf.find(b"\r") >= 0  # (a CR ends lines, and events, too)
+            or buf.find(b'"choices":[]', 0, end) < 0
+        ):
+            return False
+        keep = self.on_event(bytes(buf[:end]))
+        self.on_event(_DONE_EVENT)
+        if self.filters:
+            kept.append(bytes(buf) if keep else _DONE_EVENT)
+            self._owed = len(kept)
+            self._last_kept = True
+        buf.clear()
+        self._scan_from = 0
+        return True
 
     def _may_wait(self, buf: bytearray, hit: int) -> bool:
         """Whether a chunk whose first ``"usage"`` is at `hit` may wait unread beside others:

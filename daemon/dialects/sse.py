@@ -249,6 +249,8 @@ class EventTap(Tap):
             return
         if self._hit_at < 0:  # the first needle since the last split
             last -= self._pass_events_before(first, kept)
+            if self._read_end(kept):
+                return
         self._hit_at = last
         self._split(needles, kept)
         if closing is not None and self.record.usage is not None and self._mode != _SKIPPING:
@@ -391,6 +393,12 @@ class EventTap(Tap):
         self._scan_from = scan
         if big and len(buf) > cap:
             self._begin_skip(kept)
+
+    def _read_end(self, kept: list[bytes]) -> bool:
+        """The buffer, whose first event holds the first needle, is the stream's end in a
+        shape the tap reads in one go, as `_split` would read it event by event: then read
+        it, empty the buffer, and return True. The base tap knows no such shape."""
+        return False
 
     # Whether the tap may let events wait (`_defers`): only those holding its first needle
     # and no other one.
