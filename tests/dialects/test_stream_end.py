@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from daemon.dialects import sse
 from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
-from daemon.record import Unmetered
+from daemon.record import CallRecord, Unmetered
 from daemon.testing import SlowChatStream, booked, drawn_cuts, meter_chat_stream, quiet_as_slow
 
 HEAD: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "grok-4"}
@@ -275,19 +275,23 @@ def test_the_fast_path_takes_the_ends_it_is_meant_to() -> None:
             assert as_before(pre + ENDS[end] + DONE, [len(pre)], filtering), end
 
 
+def the_end_apart(pre: str, end: str, filtering: bool) -> tuple[bytes, CallRecord]:
+    """The stream of preamble `pre` and end event `end` (then the marker), its end in a read of
+    its own: the body, and the record the quiet tap books (checked by `quiet_as_slow`)."""
+    body = PRES[pre] + ENDS[end] + DONE
+    return body, quiet_as_slow(body, [len(PRES[pre])], filtering)
+
+
 @pytest.mark.parametrize("filtering", [True, False], ids=["filters", "reads"])
 def test_duplicate_choices_keys_book_what_the_last_key_says(filtering: bool) -> None:
     # orjson keeps the last of duplicate keys: choices [] last makes it the usage chunk.
-    pre = PRES["content"]
-    body = pre + ENDS["content choices, then []"] + DONE
-    record = quiet_as_slow(body, [len(pre)], filtering)
+    _, record = the_end_apart("content", "content choices, then []", filtering)
     assert record.usage is not None and record.usage.input_tokens == 10
     assert record.unmetered_reason is None
     # Content choices last: a content chunk with usage, final at [DONE]; never stripped.
-    body = pre + ENDS["[], then content choices"] + DONE
-    record = quiet_as_slow(body, [len(pre)], filtering)
+    body, record = the_end_apart("content", "[], then content choices", filtering)
     assert record.usage is not None and record.usage.output_tokens == 3
-    _, out = meter_chat_stream(ChatStream, body, [len(pre)], filtering)
+    _, out = meter_chat_stream(ChatStream, body, [len(PRES["content"])], filtering)
     assert out == body
 
 
@@ -305,9 +309,7 @@ def test_an_escaped_usage_key_goes_unread_by_either_tap(filtering: bool) -> None
 
 @pytest.mark.parametrize("filtering", [True, False], ids=["filters", "reads"])
 def test_usage_read_before_and_a_null_end_keeps_the_earlier_count(filtering: bool) -> None:
-    pre = PRES["cumulative run"]
-    body = pre + ENDS["usage null"] + DONE
-    record = quiet_as_slow(body, [len(pre)], filtering)
+    _, record = the_end_apart("cumulative run", "usage null", filtering)
     assert record.usage is not None and record.usage.input_tokens == 11
     assert record.unmetered_reason is None
 
@@ -393,6 +395,5 @@ def test_drawn_gzipped_ends_book_the_same(
 
 
 def test_a_null_end_after_nothing_but_content_is_no_usage() -> None:
-    pre = PRES["content"]
-    record = quiet_as_slow(pre + ENDS["usage null"] + DONE, [len(pre)], True)
+    _, record = the_end_apart("content", "usage null", True)
     assert record.usage is None and record.unmetered_reason is Unmetered.NO_USAGE
