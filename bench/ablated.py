@@ -69,7 +69,7 @@ def parts(spec: str) -> tuple[str, ...]:
     unknown = [p for p in named if p not in PARTS]
     if not named or unknown:
         raise argparse.ArgumentTypeError(
-            f"parts to switch off: {', '.join(PARTS)} (comma-separated); got {spec!r}"
+            f"parts to switch off: {', '.join(PARTS)} (both: tap,sinks or tap+sinks); got {spec!r}"
         )
     return named
 
