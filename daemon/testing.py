@@ -560,6 +560,10 @@ def toml_text(table: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# How `DaemonProcess` runs the daemon by default: ``python -m daemon`` (a `launcher` replaces it).
+DAEMON_MODULE = ("-m", "daemon")
+
+
 class DaemonProcess:
     """One ``python -m daemon serve --config FILE`` process of this tree (PYTHONPATH), its
     ports (loopback, free), its log (stdout and stderr into `log_path`). `nofile`: the file
@@ -574,7 +578,7 @@ class DaemonProcess:
         log_path: Path,
         nofile: int | None = None,
         relay_port: int = 0,
-        launcher: Sequence[str] = ("-m", "daemon"),
+        launcher: Sequence[str] = DAEMON_MODULE,
     ) -> None:
         self.config_path = config_path
         self.log_path = log_path
@@ -743,7 +747,7 @@ class Daemons:
         upstream: str,
         ledger: Path | None = None,
         nofile: int | None = None,
-        launcher: Sequence[str] = ("-m", "daemon"),
+        launcher: Sequence[str] = DAEMON_MODULE,
         **extra: Any,
     ) -> DaemonProcess:
         """A ready daemon relaying to `upstream`, on `ledger` (default: ledger.db in
@@ -768,7 +772,7 @@ class Daemons:
         ledger: Path | None,
         nofile: int | None,
         extra: dict[str, Any],
-        launcher: Sequence[str] = ("-m", "daemon"),
+        launcher: Sequence[str] = DAEMON_MODULE,
     ) -> tuple[DaemonProcess, dict[str, dict[str, Any]]]:
         self.ledger = ledger or self.workdir / "ledger.db"
         table: dict[str, dict[str, Any]] = {
