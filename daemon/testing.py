@@ -236,6 +236,16 @@ def sse_frames(
     return b"".join(out)
 
 
+def event_ends(body: bytes) -> list[int]:
+    """Where each event of an SSE body ends (`split_events`; a last unended one too): the
+    reads of a paced stream, one event each."""
+    ends, at = [], 0
+    for event in split_events(body):
+        at += len(event)
+        ends.append(at)
+    return ends
+
+
 def drawn_cuts(
     draw: Callable[[Any], Any], body: bytes, needles: Sequence[bytes] = (), spread: int = 3
 ) -> list[int]:
@@ -251,10 +261,7 @@ def drawn_cuts(
     if how == 1:
         step = draw(st.integers(1, 40))
         return list(range(draw(st.integers(0, step)), len(body), step))
-    marks, at = [], 0
-    for event in split_events(body):
-        at += len(event)
-        marks.append(at)
+    marks = event_ends(body)
     for needle in needles:
         at = body.find(needle)
         while at >= 0:

@@ -183,6 +183,25 @@ class EventTap(Tap):
     def feed(self, chunk: bytes) -> bytes | None:
         data = self._decode(chunk) if self._decode else chunk
         filters = self.filters
+        if (
+            not self._buf
+            and not self._mode
+            and data[-2:] == b"\n\n"
+            and data[-3:-2] != b"\n"  # (LF LF LF: the last LF opens an event: `_paired`)
+            and b"\r" not in data
+            and (needles := self.quiet_needles()) is not None
+        ):
+            # Whole events and nothing held: a paced stream's every read, once quiet. With no
+            # needle in them (the closing one counts once usage is read, as in `_quiet`), the
+            # client gets the chunk itself, unsplit, uncopied, as `_pass_events_before`
+            # would forward it (a needle cannot span the LF LF the last read ended with). It
+            # leaves the state as that would: with nothing held and no mode, `_hit_at` is -1
+            # and `_scan_from` 0 already, and `_last_kept` is read only in a mode it set.
+            for needle in needles if self.record.usage is not None else self._named_needles:
+                if needle in data:
+                    break
+            else:
+                return data if filters else None
         kept: list[bytes] = []  # filters: what the client gets, in order
         if self._mode:
             if not data:  # (a compressed chunk may decode to nothing yet)

@@ -20,7 +20,7 @@ from daemon.dialects.messages import MessagesDialect
 from daemon.dialects.responses import ResponsesDialect
 from daemon.dialects.sse import split_events
 from daemon.record import CallRecord, Unmetered, Usage
-from daemon.testing import feed_in_pieces, make_record
+from daemon.testing import event_ends, feed_in_pieces, make_record
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
 
@@ -174,7 +174,8 @@ def test_any_usage_any_split_any_ending_gives_the_same_row(
     draw: st.DataObject,
 ) -> None:
     """`padding` events that cannot matter sit after the first token (a quiet tap holds them
-    unsplit, up to `hold` bytes), before the events that carry usage."""
+    unsplit, up to `hold` bytes, or passes a read of whole ones on as it came), before the
+    events that carry usage."""
     cached = prompt * cached_share // 100
     _, _, build, response_id = CASES[name]
     if name == "messages":
@@ -182,7 +183,11 @@ def test_any_usage_any_split_any_ending_gives_the_same_row(
     events = build(draw.draw, prompt, completion, cached)
     events[2:2] = [[b": pad " + b"x" * n] for n in range(padding)]
     body = b"".join(frame(draw.draw, lines) for lines in events)
-    cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=30))
+    if draw.draw(st.booleans()):
+        cuts = draw.draw(st.lists(st.integers(0, len(body)), max_size=30))
+    else:  # reads that end where events end (a paced stream), some of them taken together
+        ends = event_ends(body)
+        cuts = draw.draw(st.lists(st.sampled_from(ends), max_size=len(ends))) or ends
     with patch.object(sse, "_QUIET_HOLD", hold):
         record, forwarded = run(name, body, cuts)
     assert forwarded == body

@@ -8,7 +8,10 @@ gives (the slow path: a tap that is never quiet)."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
+import re
+import zlib
 from typing import Any
 from unittest.mock import patch
 
@@ -21,16 +24,20 @@ from daemon.dialects import sse
 from daemon.dialects.base import MAX_SCAN_BYTES
 from daemon.dialects.chat import ChatStream
 from daemon.dialects.coerce import loads_object
-from daemon.dialects.sse import sse_data
+from daemon.dialects.sse import split_events, sse_data
 from daemon.record import CallRecord, Unmetered, Usage
 from daemon.testing import (
+    SlowChatStream,
+    booked,
     cap_clear_of_the_edge,
+    event_ends,
     make_record,
     meter_chat_stream,
     quiet_as_slow,
 )
 
 LF, CRLF, CR = b"\n", b"\r\n", b"\r"
+_ENDINGS = re.compile(rb"[\r\n]+")  # a run of line endings
 HEAD = {"id": "chatcmpl-7", "object": "chat.completion.chunk", "model": "grok-4.7"}
 
 
@@ -136,6 +143,124 @@ def test_a_compressed_stream_quietly_read_gives_the_same(
     body = frames(draw.draw, events)
     cuts = draw.draw(st.lists(st.integers(0, len(gzip.compress(body))), max_size=12))
     quiet_as_slow(body, cuts, filtering, gzipped=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    events=streams(),
+    filtering=st.booleans(),
+    cap=st.sampled_from([MAX_SCAN_BYTES, 300, 700]),
+    hold=st.sampled_from([sse._QUIET_HOLD, 1, 90]),
+    draw=st.data(),
+)
+def test_reads_that_end_where_events_end_give_what_reading_every_event_gives(
+    events: list[list[bytes]], filtering: bool, cap: int, hold: int, draw: st.DataObject
+) -> None:
+    """A paced stream: every read whole events (each event alone, or a drawn few together,
+    or each end a byte or two off, or anywhere in a run of line endings: between the CR and
+    LF of a CRLF, inside an odd run), which a quiet tap passes on as they came when they name
+    no needle (`EventTap.feed`'s first test): the same bytes and row as reading each event."""
+    body = frames(draw.draw, events)
+    cap = cap_clear_of_the_edge(body, cap)
+    ends = event_ends(body)
+    how = draw.draw(st.integers(0, 3))
+    if how == 0:
+        cuts = ends
+    elif how == 1:
+        cuts = draw.draw(st.lists(st.sampled_from(ends), max_size=len(ends)))
+    elif how == 2:
+        cuts = [end + draw.draw(st.integers(-2, 2)) for end in ends]
+    else:
+        runs = [i for m in _ENDINGS.finditer(body) for i in range(m.start() + 1, m.end() + 1)]
+        cuts = draw.draw(st.lists(st.sampled_from(runs), min_size=len(runs) // 2))
+    quiet_as_slow(body, cuts, filtering, cap, quiet_hold=hold)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=streams(), filtering=st.booleans(), draw=st.data())
+def test_a_compressed_stream_flushed_per_event_gives_the_same(
+    events: list[list[bytes]], filtering: bool, draw: st.DataObject
+) -> None:
+    """gzip flushed after each event (as a server compressing a stream does), read a flush at
+    a time: each read decodes to whole events."""
+    body = frames(draw.draw, events)
+    gz = zlib.compressobj(wbits=31)
+    pieces = [gz.compress(event) + gz.flush(zlib.Z_SYNC_FLUSH) for event in split_events(body)]
+    sent = b"".join([*pieces, gz.flush()])
+    cuts, at = [], 0
+    for piece in pieces:
+        at += len(piece)
+        cuts.append(at)
+    quiet, out = meter_chat_stream(ChatStream, sent, cuts, filtering, coding="gzip")
+    slow, slow_out = meter_chat_stream(SlowChatStream, sent, cuts, filtering, coding="gzip")
+    assert out == slow_out
+    assert booked(quiet) == booked(slow)
+
+
+def _chunk(word: str) -> bytes:
+    return data({**HEAD, "choices": [{"index": 0, "delta": {"content": word}}]}) + LF + LF
+
+
+_USAGE_CHUNK = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+_USAGE_READ = _USAGE_CHUNK + LF + LF
+# Reads ending in LF LF with no needle, but not at an event's end as `EVENT_END` pairs
+# endings (or left in a mode by the read before): each must go the long way.
+NEAR_WHOLE = {
+    "an odd run of LFs, then the usage chunk": [_chunk("a") + LF, _USAGE_READ],
+    "an odd run through a CRLF": [_chunk("a")[:-2] + LF + CRLF + LF, _USAGE_READ],
+    "a lone CR, then LF LF": [_chunk("a")[:-2] + CR + LF + LF, _USAGE_READ],
+    "the LF of a CRLF cut from its CR": [
+        _chunk("a")[:-2] + CRLF + CR,
+        LF + _chunk("b"),
+        LF + _USAGE_READ,
+    ],
+    "after the usage chunk, a CRLF cut": [
+        _USAGE_READ,
+        _chunk("a"),
+        _chunk("b")[:-2] + CRLF + CR,
+        LF + _chunk("c"),
+        _USAGE_READ,
+    ],
+}
+
+
+@pytest.mark.parametrize("filtering", [True, False], ids=["filters", "reads"])
+@pytest.mark.parametrize("reads", list(NEAR_WHOLE))
+def test_reads_near_whole_events_give_what_reading_every_event_gives(
+    reads: str, filtering: bool
+) -> None:
+    pieces = [_chunk("Hi"), *NEAR_WHOLE[reads], b"data: [DONE]" + LF + LF]
+    quiet_as_slow(b"".join(pieces), list(itertools.accumulate(map(len, pieces))), filtering)
+
+
+@pytest.mark.parametrize("filtering", [True, False], ids=["filters", "reads"])
+def test_a_paced_streams_reads_without_a_needle_go_out_as_they_came(filtering: bool) -> None:
+    """Once quiet, a read of whole events naming no needle is neither split nor copied nor
+    held: a filtering tap hands back the very bytes it got, a reading one None. Reads that
+    name one (usage, ``[DONE]`` once usage is read) still go the long way."""
+    chunks = [
+        data({**HEAD, "choices": [{"index": 0, "delta": {"content": w}}],
+              "system_fingerprint": "fp"}) + b"\n\n"
+        for w in ("Hi", " there", ",", " you")
+    ]  # fmt: skip
+    two = chunks[2] + chunks[3]  # two events in one read
+    usage = data({**HEAD, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}})
+    reads = [chunks[0], chunks[1], two, usage + b"\n\n", b"data: [DONE]\n\n"]
+    record = make_record(stream=True)
+    record.usage_injected = filtering
+    tap = ChatStream(record, lambda: 2.0, "", filtering=filtering)
+    with patch.object(ChatStream, "_split", autospec=True, side_effect=ChatStream._split) as split:
+        outs = [tap.feed(read) for read in reads]
+    for read, out in zip(reads[1:3], outs[1:3], strict=True):
+        assert out is (read if filtering else None)
+    # Split: the first read (the tap is not quiet yet), then the usage chunk and the [DONE]
+    # after it (usage is read: it closes the count), each with the needles.
+    assert [call.args[1] is None for call in split.call_args_list] == [True, False, False]
+    assert not tap.finish(True)  # nothing held back
+    if filtering:
+        assert outs[3:] == [b"", b"data: [DONE]\n\n"]
+    assert record.usage == Usage(input_tokens=5, output_tokens=4)
+    assert (record.metered, record.fingerprint) == (True, "fp")
 
 
 def test_the_usage_chunk_is_stripped_wherever_the_chunks_cut_it() -> None:
