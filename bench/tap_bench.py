@@ -9,7 +9,8 @@ it a 100-event body (`bench/upstream.py`'s events) and finishes it, as the relay
   with ``include_usage``);
 * ``every``: a Nov 2024-style stream, cumulative usage on every chunk and no usage chunk
   (xai-api.md: "keep the last, never sum");
-* fed in one chunk (a burst: every event in one read) or in 3 (cut at arbitrary bytes).
+* fed in one chunk (a burst: every event in one read), in 3 (cut at arbitrary bytes), or an
+  event a read (``-each``: a paced stream, as a model that streams slower than the network).
 
     python bench/tap_bench.py                       # µs per call, best of 5 timeit repeats
     python bench/tap_bench.py --callgrind           # instructions per call under callgrind
@@ -40,10 +41,11 @@ sys.path.insert(0, str(HERE))
 import upstream  # noqa: E402  (beside this script)
 
 CHUNKS = 100
+EACH = 0  # parts: an event a read
 SCENARIOS = {
-    f"{kind}-{parts}": (kind, parts)
+    f"{kind}-{'each' if parts == EACH else parts}": (kind, parts)
     for kind in ("filter", "plain", "null-filter", "null-plain", "every-filter", "every-plain")
-    for parts in (1, 3)
+    for parts in (1, 3, EACH)
 }
 
 
@@ -74,12 +76,16 @@ def body(kind: str) -> bytes:
 def make_call(name: str) -> tuple[Callable[[], object], bytes]:
     """A function metering one call of scenario `name`, and what the client must get."""
     from daemon.dialects.chat import ChatDialect
+    from daemon.dialects.sse import split_events
     from daemon.record import CallRecord
 
     kind, parts = SCENARIOS[name]
     data = body(kind)
     filtering = kind.endswith("filter")
-    cuts = [0, *(len(data) * i // parts + 7 for i in range(1, parts)), len(data)]
+    if parts == EACH:
+        cuts = [0, *itertools.accumulate(len(event) for event in split_events(data))]
+    else:
+        cuts = [0, *(len(data) * i // parts + 7 for i in range(1, parts)), len(data)]
     pieces = [data[a:b] for a, b in itertools.pairwise(cuts)]
     dialect = ChatDialect()
     request = b'{"model":"grok-4-fast","messages":[],"stream":true}'

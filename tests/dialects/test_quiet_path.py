@@ -235,9 +235,10 @@ def test_reads_near_whole_events_give_what_reading_every_event_gives(
 
 @pytest.mark.parametrize("filtering", [True, False], ids=["filters", "reads"])
 def test_a_paced_streams_reads_without_a_needle_go_out_as_they_came(filtering: bool) -> None:
-    """Once quiet, a read of whole events naming no needle is neither split nor copied nor
-    held: a filtering tap hands back the very bytes it got, a reading one None. Reads that
-    name one (usage, ``[DONE]`` once usage is read) still go the long way."""
+    """Once quiet, a read of whole events naming no needle is neither split nor copied: a
+    filtering tap hands back the very bytes it got (nothing held), a reading one None (it
+    holds them unsplit). Reads that name one (usage, ``[DONE]`` once usage is read) still
+    go the long way."""
     chunks = [
         data({**HEAD, "choices": [{"index": 0, "delta": {"content": w}}],
               "system_fingerprint": "fp"}) + b"\n\n"
