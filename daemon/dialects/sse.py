@@ -190,17 +190,17 @@ class EventTap(Tap):
             and not self._mode
             and data.endswith(b"\n\n")
             and not data.endswith(b"\n\n\n")  # (the last LF of three opens an event: `_paired`)
-            and (needles := self.quiet_needles()) is not None
+            and self.quiet_needles() is not None
             and data.find(b"\r") < 0  # (`find`: in CPython 3.11 `in` costs more on bytes)
         ):
             # Whole events and nothing held: a paced stream's every read, once quiet. With no
-            # needle in them (the closing one counts once usage is read, as in `_quiet`), the
+            # needle in them (`_unread_needles`: the closing one once usage is read), the
             # client gets the chunk itself, unsplit, uncopied, as `_pass_events_before`
             # would forward it (a needle cannot span the LF LF the last read ended with). It
             # leaves the state as that would: with nothing held and no mode, `_hit_at` is -1
             # and `_scan_from` 0 already, and `_last_kept` is read only in a mode it set. (A
             # reading tap holds such reads unsplit, which costs it less than these tests.)
-            for needle in needles if self.record.usage is not None else self._named_needles:
+            for needle in self._unread_needles():
                 if data.find(needle) >= 0:
                     # Needles in reads before the end (usage, even null, on every chunk): these
                     # tests would only add to their cost. The long way from now on.
@@ -472,9 +472,10 @@ class EventTap(Tap):
                 return
 
     def _unread_needles(self) -> tuple[bytes, ...]:
-        """The needles that make an event over the cap, unread, `too_large_event`: all of them,
-        but `closing` while no usage is read (it would close nothing; and the quiet path passes
-        such an event unread without looking for it)."""
+        """The needles that make an event over the cap, unread, `too_large_event`, and keep a
+        quiet read of whole events from passing untouched (`feed`): all of them, but `closing`
+        while no usage is read (it would close nothing; and the quiet path passes such an
+        event unread without looking for it)."""
         return self.needles if self.record.usage is not None else self._named_needles
 
     def _note_first_token(self, event: bytes | bytearray, start: int, end: int) -> None:

@@ -172,10 +172,7 @@ def test_a_compressed_stream_flushed_per_event_gives_the_same(
     gz = zlib.compressobj(wbits=31)
     pieces = [gz.compress(event) + gz.flush(zlib.Z_SYNC_FLUSH) for event in split_events(body)]
     sent = b"".join([*pieces, gz.flush()])
-    cuts, at = [], 0
-    for piece in pieces:
-        at += len(piece)
-        cuts.append(at)
+    cuts = list(itertools.accumulate(map(len, pieces)))
     quiet, out = meter_chat_stream(ChatStream, sent, cuts, filtering, coding="gzip")
     slow, slow_out = meter_chat_stream(SlowChatStream, sent, cuts, filtering, coding="gzip")
     assert out == slow_out
